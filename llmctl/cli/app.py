@@ -1,0 +1,105 @@
+"""The `llmctl` root command: one Typer app, one module per command under llmctl/cli/.
+
+    llmctl --help
+    llmctl flops estimate --model 124m --seq-len 1024
+
+Each command module imports only light libraries at the top; torch and friends load inside the
+functions that need them, so `llmctl --help` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from llmctl import __version__
+from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
+
+
+class _ReportedError(click.ClickException):
+    """Carries an LlmctlError through click's standalone mode so it prints our two lines."""
+
+    def __init__(self, error: LlmctlError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        stream = file or sys.stderr
+        stream.write(f"error: {self.error.message}\n")
+        if self.error.hint:
+            stream.write(f"hint: {self.error.hint}\n")
+
+
+class _Interrupted(click.ClickException):
+    exit_code = EXIT_INTERRUPTED
+
+    def show(self, file: Any = None) -> None:
+        (file or sys.stderr).write("interrupted\n")
+
+
+class LlmctlGroup(TyperGroup):
+    """Root group: turns LlmctlError into `error:`/`hint:` lines and an exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LlmctlError as exc:
+            if os.environ.get("LLMCTL_DEBUG"):
+                raise
+            raise _ReportedError(exc) from exc
+        except KeyboardInterrupt as exc:
+            if os.environ.get("LLMCTL_DEBUG"):
+                raise
+            raise _Interrupted("interrupted") from exc
+
+
+app = typer.Typer(
+    cls=LlmctlGroup,
+    name="llmctl",
+    help="From raw text to a trained small language model: data, tokenizer, shards, pretraining, SFT and cost planning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """From raw text to a trained small language model."""
+
+
+def _register() -> None:
+    # Command modules register themselves on `app`; each is imported here so --help lists it.
+    # Order here is the order users meet the commands in (DESIGN.md section 1).
+    import importlib
+
+    for name in _COMMANDS:
+        module = importlib.import_module(f"llmctl.cli.{name}")
+        module.register(app)
+
+
+# One entry per working command module; a module is listed only once its command works.
+_COMMANDS: list[str] = []
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="llmctl")

@@ -1,0 +1,513 @@
+"""Typed configuration: frozen dataclass sections, YAML files and dotted overrides.
+
+Precedence, lowest first: dataclass defaults < YAML file (`-c/--config`) < dotted overrides
+(`--optim.lr=3e-4`). Unknown keys, wrong types and impossible values raise LlmctlError naming the key
+and, for unknown keys, the closest valid one.
+
+    cfg = load_config("examples/configs/quickstart.yaml", ["--train.steps=200", "--model=tiny"])
+    cfg.model.hidden_dim, cfg.optim.lr
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from llmctl.errors import LlmctlError
+from llmctl.model.presets import PRESETS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Transformer's shape: a Llama-style decoder (RMSNorm, RoPE, GQA, SwiGLU)."""
+
+    preset: str | None = None
+    """Name of the preset these values started from (`tiny`, `124m`, `llama3-8b`, ...), for the record."""
+    vocab_size: int = 8192
+    """Embedding rows. Training takes it from the token shards' tokenizer when the config leaves it unset."""
+    dim: int = 256
+    """Model (residual stream) width."""
+    n_layers: int = 4
+    """Number of Transformer blocks."""
+    n_heads: int = 4
+    """Attention (query) heads; head_dim = dim / n_heads."""
+    n_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; None means n_heads (plain multi-head attention)."""
+    ffn_dim: int | None = None
+    """SwiGLU hidden size. None: the Llama rule from multiple_of and ffn_dim_multiplier."""
+    multiple_of: int = 256
+    """Llama rule: the SwiGLU hidden size is rounded up to a multiple of this."""
+    ffn_dim_multiplier: float | None = None
+    """Llama rule: optional factor on 2/3 * 4 * dim before rounding (1.3 for Llama 3 8B)."""
+    tied_embeddings: bool = False
+    """Share the token embedding with the output head."""
+    qkv_bias: bool = False
+    """Bias on the query, key and value projections (Qwen2); no other layer has biases."""
+    max_seq_len: int = 1024
+    """Longest sequence the model is built for (RoPE tables)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads, resolved."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """SwiGLU hidden size: ffn_dim, or the Llama rule (4*dim, times 2/3, times the multiplier, rounded up)."""
+        if self.ffn_dim is not None:
+            return self.ffn_dim
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the token shards are and how batches are cut from them."""
+
+    path: str | None = None
+    """Token shard directory written by `llmctl tokenize` (holds meta.json)."""
+    seq_len: int = 256
+    """Tokens per training sequence (the model sees seq_len, predicts seq_len targets)."""
+    train_split: str = "train"
+    """Split trained on."""
+    val_split: str = "validation"
+    """Split evaluated on; missing split: evaluation is skipped with a note."""
+    packing: bool = False
+    """SFT: pack several conversations per sequence with per-conversation attention masks."""
+    overlong: Literal["truncate", "drop"] = "truncate"
+    """SFT: what happens to conversations longer than seq_len."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 1e-4
+    """Learning rate at the end of the decay."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrices only (not norms, biases or embeddings' gains)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping (the norm is still reported)."""
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    """Shape after warmup: cosine or linear decay to min_lr, constant, or warmup-stable-decay."""
+    warmup_steps: int = 100
+    """Linear warmup from 0 to lr over this many optimizer steps."""
+    decay_fraction: float = 0.2
+    """wsd: the final fraction of steps spent decaying to min_lr."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop: how long, how big a batch, what precision, how often to evaluate and sample."""
+
+    name: str | None = None
+    """Run name; the run directory is out_dir/name. Default: derived from the preset and time."""
+    out_dir: str = "runs"
+    """Parent directory of run directories."""
+    steps: int = 1000
+    """Optimizer steps to run (a stop condition; max_tokens and time_limit are the others)."""
+    max_tokens: int | None = None
+    """Stop after this many training tokens (accepts 10M, 2B)."""
+    time_limit: float | None = None
+    """Stop, with a checkpoint, after this many seconds of wall time (SLURM's end time is read too)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward pass on each device."""
+    global_batch_tokens: int | None = None
+    """Tokens per optimizer step across devices and accumulation; sets gradient accumulation."""
+    global_batch_size: int | None = None
+    """Sequences per optimizer step across devices and accumulation (alternative to global_batch_tokens)."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 autocast on CUDA GPUs that have it, fp16 with a grad scaler on older ones, fp32 on CPU."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    compile: bool = False
+    """torch.compile the model."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward to save memory."""
+    seed: int = 1337
+    """Seeds weights, data order and sampling."""
+    eval_every: int = 200
+    """Evaluate on the validation split every N steps (and at the end); 0 disables."""
+    eval_batches: int = 20
+    """Fixed number of validation batches per evaluation."""
+    sample_every: int = 500
+    """Write sample continuations every N steps (and at the end); 0 disables."""
+    sample_prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "def main("])
+    """Fixed prompts continued at each sampling step (plus prompts drawn from validation)."""
+    sample_tokens: int = 64
+    """New tokens per sample."""
+    log_every: int = 10
+    """Report training metrics every N steps."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every: int = 500
+    """Save every N steps (and always at the end); 0: only at the end."""
+    keep: int = 3
+    """Keep the newest K checkpoints; older ones are deleted."""
+    init: str | None = None
+    """Start from these weights (fresh optimizer and schedule): how `sft` loads a pretrained model."""
+    resume: str | None = None
+    """`auto` to continue from checkpoints/latest of this run, or a checkpoint path."""
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """What is measured, how often, and where it goes. EFFICIENTLLM_* environment variables are aliases."""
+
+    enabled: bool = True
+    """Collect hardware and EfficientLLM metrics (EFFICIENTLLM_METRICS_ENABLED)."""
+    interval: float = 1.0
+    """Seconds between hardware samples (EFFICIENTLLM_COLLECTION_INTERVAL)."""
+    history_size: int = 1000
+    """Samples kept for averages (EFFICIENTLLM_HISTORY_SIZE)."""
+    log_interval: int | None = None
+    """Steps between metric records; None: train.log_every (EFFICIENTLLM_LOG_INTERVAL)."""
+    peak_tflops: float | None = None
+    """Override the device's dense peak TFLOP/s used for MFU."""
+    panel: Literal["auto", "on", "off"] = "auto"
+    """Live Rich panel on stderr: auto shows it on terminals only."""
+    tensorboard: bool = True
+    """Write TensorBoard events under RUN/tb."""
+    plot_every: int = 0
+    """Refresh RUN/plots/latest.png every N steps; 0 disables (`llmctl plot` works any time)."""
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    """Multi-process training, launched by torchrun or srun."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """ddp replicates the model; fsdp shards it with FSDP2 (fully_shard)."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """auto: nccl on GPU, gloo on CPU."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "checkpoint": CheckpointConfig,
+    "telemetry": TelemetryConfig,
+    "dist": DistConfig,
+}
+
+# Fields that accept human counts such as 10M or 2B.
+_COUNT_FIELDS = {"max_tokens", "global_batch_tokens", "steps"}
+
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f"did you mean '{match[0]}'?" if match else f"valid keys: {', '.join(options)}"
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field's type annotation, converting the few safe cases (int -> float, '3e-4')."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except LlmctlError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise LlmctlError(
+                f"{key} must be one of {', '.join(map(str, args))}, got {value!r}",
+                f"set --{key}={args[0]}",
+            )
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise LlmctlError(f"{key} must be a list, got {value!r}", f"in YAML write {key.split('.')[-1]}: [a, b]")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise LlmctlError(f"{key} must be true or false, got {value!r}", f"set --{key}=true or --{key}=false")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise LlmctlError(f"{key} must be an integer, got {value!r}", f"set --{key}=<integer>")
+        if isinstance(value, int):
+            return value
+        if key.split(".")[-1] in _COUNT_FIELDS and isinstance(value, (str, float)):
+            from llmctl.units import parse_count
+
+            number = parse_count(value, key)
+            if number == int(number):
+                return int(number)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise LlmctlError(f"{key} must be an integer, got {value!r}", f"set --{key}=<integer>")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise LlmctlError(f"{key} must be a number, got {value!r}", f"set --{key}=<number>")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise LlmctlError(f"{key} must be a number, got {value!r}", f"set --{key}=<number>, e.g. 3e-4")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise LlmctlError(f"{key} must be a string, got {value!r}", f"set --{key}=<text>")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str, base: Any = None) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in fields(cls)]
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise LlmctlError(f"unknown config key '{section}.{key}'", _closest(key, names))
+        checked[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return replace(base, **checked) if base is not None else cls(**checked)
+
+
+def model_from_preset(name: str) -> ModelConfig:
+    """The ModelConfig of a named preset; unknown names list the known ones."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise LlmctlError(f"unknown model preset '{name}'", f"{hint}known presets: {', '.join(PRESETS)}")
+    return ModelConfig(preset=name, **PRESETS[name])
+
+
+def _build_model(values: Any) -> ModelConfig:
+    if isinstance(values, str):
+        return model_from_preset(values)
+    if not isinstance(values, dict):
+        raise LlmctlError(f"model must be a preset name or a mapping, got {values!r}", "write model: tiny")
+    values = dict(values)
+    base = model_from_preset(values.pop("preset")) if values.get("preset") else None
+    model = _build_section(ModelConfig, values, "model", base)
+    return model
+
+
+def validate(cfg: Config) -> Config:
+    """Reject impossible combinations, naming the key to change."""
+    m = cfg.model
+    positive = {
+        "model.vocab_size": m.vocab_size, "model.dim": m.dim, "model.n_layers": m.n_layers,
+        "model.n_heads": m.n_heads, "model.kv_heads": m.kv_heads, "model.max_seq_len": m.max_seq_len,
+        "data.seq_len": cfg.data.seq_len, "train.micro_batch_size": cfg.train.micro_batch_size,
+        "train.steps": cfg.train.steps, "model.multiple_of": m.multiple_of,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise LlmctlError(f"{key} must be positive, got {value}", f"set --{key}=<positive integer>")
+    if m.dim % m.n_heads:
+        raise LlmctlError(
+            f"model.n_heads={m.n_heads} does not divide model.dim={m.dim}",
+            f"choose n_heads among {[h for h in range(1, 65) if m.dim % h == 0][-6:]} or change dim",
+        )
+    if m.n_heads % m.kv_heads:
+        raise LlmctlError(
+            f"model.n_kv_heads={m.kv_heads} does not divide model.n_heads={m.n_heads}",
+            f"choose n_kv_heads among {[h for h in range(1, m.n_heads + 1) if m.n_heads % h == 0]}",
+        )
+    if m.head_dim % 2:
+        raise LlmctlError(f"head_dim = dim / n_heads = {m.head_dim} must be even for RoPE", "change dim or n_heads")
+    if m.ffn_dim is not None and m.ffn_dim <= 0:
+        raise LlmctlError(f"model.ffn_dim must be positive, got {m.ffn_dim}", "remove it to use the Llama rule")
+    if cfg.data.seq_len > m.max_seq_len:
+        raise LlmctlError(
+            f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={m.max_seq_len}",
+            f"set --model.max_seq_len={cfg.data.seq_len} or a shorter --data.seq_len",
+        )
+    o = cfg.optim
+    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
+        raise LlmctlError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}", "fix optim.lr / optim.min_lr")
+    if not 0 <= o.decay_fraction <= 1:
+        raise LlmctlError(f"optim.decay_fraction must be in [0, 1], got {o.decay_fraction}", "e.g. --optim.decay_fraction=0.2")
+    if o.warmup_steps < 0 or o.weight_decay < 0 or o.grad_clip < 0:
+        raise LlmctlError("optim.warmup_steps, weight_decay and grad_clip must not be negative", "fix the negative value")
+    t = cfg.train
+    if t.global_batch_tokens is not None and t.global_batch_size is not None:
+        raise LlmctlError("set either train.global_batch_tokens or train.global_batch_size, not both", "drop one of them")
+    for key, value in {"train.max_tokens": t.max_tokens, "train.time_limit": t.time_limit,
+                       "train.global_batch_tokens": t.global_batch_tokens, "train.global_batch_size": t.global_batch_size}.items():
+        if value is not None and value <= 0:
+            raise LlmctlError(f"{key} must be positive, got {value}", f"remove --{key} or give a positive value")
+    if cfg.telemetry.interval <= 0:
+        raise LlmctlError(f"telemetry.interval must be positive, got {cfg.telemetry.interval}", "e.g. --telemetry.interval=1")
+    return cfg
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`["--optim.lr=3e-4", "--train.steps", "200"]` -> {"optim.lr": 3e-4, "train.steps": 200}.
+
+    Values are parsed as YAML scalars (so `true`, `200`, `[a, b]` work); `--model=124m` names a preset.
+    """
+    import yaml
+
+    result: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise LlmctlError(f"unexpected argument '{arg}'", "overrides look like --section.key=value, e.g. --optim.lr=3e-4")
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        key = key.replace("-", "_")
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed = value
+        result[key] = parsed
+        i += 1
+    return result
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise LlmctlError(f"config file not found: {p}", "check the path given to -c/--config")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LlmctlError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise LlmctlError(f"{p} must hold a mapping of sections (model:, optim:, ...)", "see examples/configs/")
+    return data
+
+
+def build_config(layers: list[dict[str, Any]]) -> Config:
+    """Merge nested mappings (lowest precedence first) into a validated Config."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in SECTIONS:
+                raise LlmctlError(f"unknown config section '{section}'", _closest(section, list(SECTIONS)))
+            if section == "model" and isinstance(values, str):
+                merged["model"] = {"preset": values}
+                continue
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise LlmctlError(f"config section '{section}' must be a mapping, got {values!r}", f"write {section}: {{key: value}}")
+            if section == "model" and "preset" in values:
+                # A new preset replaces everything set before it in lower layers.
+                merged["model"] = {}
+            merged.setdefault(section, {}).update(values)
+    kwargs: dict[str, Any] = {}
+    for section, values in merged.items():
+        if section == "model":
+            kwargs["model"] = _build_model(values)
+        else:
+            kwargs[section] = _build_section(SECTIONS[section], values, section)
+    return validate(Config(**kwargs))
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"optim.lr": 1} -> {"optim": {"lr": 1}}; a bare `model` key is a preset name."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            if section == "model":
+                nested.setdefault("model", {})["preset"] = value
+                continue
+            if section in SECTIONS:
+                raise LlmctlError(f"'--{section}' needs a key", f"write --{section}.<key>=<value>")
+            raise LlmctlError(f"unknown option '--{key}'", _closest(key, list(SECTIONS)))
+        if section not in SECTIONS:
+            raise LlmctlError(f"unknown config section '{section}' in --{key}", _closest(section, list(SECTIONS)))
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Defaults < YAML file < overrides; returns a validated, frozen Config."""
+    layers: list[dict[str, Any]] = []
+    if path is not None:
+        layers.append(_read_yaml(path))
+    if overrides:
+        flat = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        layers.append(nest(flat))
+    return build_config(layers)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of the resolved config, for config.yaml and checkpoints."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text, loadable again by load_config."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of to_dict (used when loading a checkpoint's config)."""
+    return build_config([data])

@@ -1,0 +1,129 @@
+"""What the training loop hands to telemetry (DESIGN.md sections 6 and 7).
+
+The loop reports raw counts through a `Reporter`; telemetry turns them into rates, FLOPs, MFU and
+energy, and sinks display or store them. The loop never computes a rate and never prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts fixed for a run, given once at start."""
+
+    run_dir: str | None
+    """Where files go; None for runs that keep nothing (rank != 0, dry tests)."""
+    config: dict[str, Any]
+    """The resolved config (llmctl.config.to_dict)."""
+    objective: str
+    """'pretrain' or 'sft'."""
+    n_params: int
+    """Total parameters of the model."""
+    n_params_non_embedding: int
+    """Parameters minus the token embedding (and minus the head when tied)."""
+    flops_per_token: float
+    """Training FLOPs per token, PaLM convention (llmctl.plan.flops), used for FLOPs and MFU."""
+    seq_len: int
+    """Tokens per sequence."""
+    device: str
+    """torch device string, e.g. 'cpu' or 'cuda:0'."""
+    device_name: str
+    """Human device name (torch.cuda.get_device_name or the CPU model)."""
+    dtype: str
+    """'fp32', 'bf16' or 'fp16': the compute dtype in use."""
+    world_size: int
+    """Number of ranks."""
+    total_steps: int
+    """Planned optimizer steps (train.steps)."""
+    start_step: int
+    """Steps already done before this process started (resume), else 0."""
+    tokens_per_step: int
+    """Planned tokens per optimizer step (all ranks, all micro-steps)."""
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """Raw counts of one optimizer step, already summed over ranks and micro-steps."""
+
+    step: int
+    """The optimizer step just finished, 1-based, counting from the run's very start (resume included)."""
+    tokens: int
+    """Non-padding tokens that went through the model."""
+    trained_tokens: int
+    """Tokens the loss counted."""
+    samples: int
+    """Sequences (pretrain) or conversations (SFT) in the step."""
+    loss: float
+    """Mean loss over trained tokens."""
+    correct: int
+    """Trained tokens whose top-1 prediction was right (token accuracy = correct / trained_tokens)."""
+    lr: float
+    """Learning rate used for this step."""
+    grad_norm: float
+    """Global gradient norm before clipping."""
+    step_time: float
+    """Wall seconds of the step (data, forward, backward, optimizer), measured after a device sync."""
+    data_time: float = 0.0
+    """Of which seconds spent waiting for the batch."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluation on the validation split."""
+
+    step: int
+    loss: float
+    perplexity: float
+    accuracy: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One generated continuation: the model's own output, not the targets."""
+
+    step: int
+    prompt: str
+    output: str
+    reference: str | None = None
+    """SFT: the reference reply from the data, shown beside the model's."""
+    source: str = "fixed"
+    """'fixed' (config prompts) or 'validation' (drawn from the validation split)."""
+
+
+@dataclass
+class RunSummary:
+    """Figures a reporter returns at the end; written to summary.json by telemetry."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter(Protocol):
+    """What the Trainer calls. Telemetry implements it; tests may pass a recording fake."""
+
+    def start(self, info: RunInfo) -> None:
+        """Called once before the first step."""
+
+    def step(self, counts: StepCounts) -> None:
+        """Called after every optimizer step; must return fast (no device syncs, no blocking I/O)."""
+
+    def eval(self, result: EvalResult) -> None:
+        """Called after each evaluation."""
+
+    def samples(self, records: list[SampleRecord]) -> None:
+        """Called after each sampling round."""
+
+    def log(self, message: str) -> None:
+        """A line of information (checkpoint saved, resumed from, stopping because...)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Cumulative counters to store in a checkpoint."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore cumulative counters after a resume (rates restart from the new window)."""
+
+    def close(self, status: str) -> RunSummary:
+        """Called once at the end ('completed', 'interrupted', 'time_limit', 'failed')."""
