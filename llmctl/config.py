@@ -161,6 +161,10 @@ class TrainConfig:
     """Fixed prompts continued at each sampling step (plus prompts drawn from validation)."""
     sample_tokens: int = 64
     """New tokens per sample."""
+    sample_temperature: float = 0.8
+    """Sampling temperature of the sample rounds; 0 takes the most likely token (greedy)."""
+    sample_top_k: int | None = 50
+    """Sample rounds draw from the k most likely tokens; None: from all."""
     log_every: int = 10
     """Report training metrics every N steps."""
 
@@ -177,6 +181,8 @@ class CheckpointConfig:
     """Start from these weights (fresh optimizer and schedule): how `sft` loads a pretrained model."""
     resume: str | None = None
     """`auto` to continue from checkpoints/latest of this run, or a checkpoint path."""
+    deadline_margin: float = 120.0
+    """Seconds before a SLURM job's end time by which the final checkpoint must be written."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 errors.append(exc)
         raise errors[0]
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):
+            # YAML 1.1 reads a bare on/off as a boolean; these fields mean the words.
+            value = "on" if value else "off"
         if value not in args:
             raise LlmctlError(
                 f"{key} must be one of {', '.join(map(str, args))}, got {value!r}",

@@ -92,6 +92,10 @@ class SampleRecord:
     """SFT: the reference reply from the data, shown beside the model's."""
     source: str = "fixed"
     """'fixed' (config prompts) or 'validation' (drawn from the validation split)."""
+    new_tokens: int | None = None
+    """Tokens generated for this sample; with `seconds`, gives IT (generated tokens/s) in the summary."""
+    seconds: float | None = None
+    """Wall seconds spent generating this sample."""
 
 
 @dataclass

@@ -1,0 +1,216 @@
+"""Throughput of `llmctl tokenize` against Hugging Face `tokenizers` encode_batch, same run, same text.
+
+    python benchmarks/tokenize_throughput.py                      # pystdlib corpus, 2 processes
+    python benchmarks/tokenize_throughput.py --num-proc 8 --data data/ts --tokenizer tok/ts.json
+    python benchmarks/tokenize_throughput.py --scale 4            # 4x the corpus: peak RSS should not move
+
+Without --data, the corpus is the Python standard library's .py files (test folders excluded), written
+as a raw dataset the way `llmctl data download pystdlib` lays it out; without --tokenizer, a byte-level
+BPE (vocab 8192, llmctl's special tokens) is trained on it. The baseline is `encode_batch` on the texts
+already in memory, with as many threads as llmctl gets processes; llmctl is timed as the whole command
+(`python -m llmctl tokenize ...`: interpreter start, parquet reading, shard writing included). The ids
+written are checked against encode_batch's, document by document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+def stdlib_corpus(out: Path, scale: int) -> Path:
+    """DIR/train/part-*.parquet + dataset.json from the stdlib .py files, `scale` copies."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in lib.rglob("*.py") if not {"test", "tests", "site-packages"} & set(p.relative_to(lib).parts))
+    texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    for k in range(scale):
+        pq.write_table(pa.table({"text": texts}), out / "train" / f"part-{k:05d}.parquet", row_group_size=256)
+    (out / "dataset.json").write_text(json.dumps({"source": "pystdlib", "files": len(files), "copies": scale}))
+    return out
+
+
+def train_tokenizer(data: Path, out: Path, vocab_size: int) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(read_texts(data), trainer)
+    tok.save(str(out))
+    return out
+
+
+def read_texts(data: Path) -> list[str]:
+    """Non-empty texts of the train split, in order, invalid UTF-8 replaced (what tokenize encodes)."""
+    import pyarrow.parquet as pq
+
+    texts = []
+    for part in sorted((data / "train").glob("part-*.parquet")):
+        for value in pq.read_table(part, columns=["text"]).column(0).cast("binary").to_pylist():
+            if value:
+                texts.append(value.decode("utf-8", errors="replace"))
+    return texts
+
+
+REFERENCE = """
+import json, sys, time
+from tokenizers import Tokenizer
+texts = json.load(open(sys.argv[1]))
+tok = Tokenizer.from_file(sys.argv[2])
+tok.encode_special_tokens = True
+t = time.perf_counter()
+ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+seconds = time.perf_counter() - t
+json.dump({"seconds": seconds, "ids": ids}, open(sys.argv[3], "w"))
+"""
+
+
+def reference(texts_file: Path, tok: Path, threads: int, out: Path) -> dict:
+    """One timed encode_batch over the texts (already in memory), in a fresh process with `threads` threads."""
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+    subprocess.run([sys.executable, "-c", REFERENCE, str(texts_file), str(tok), str(out)], env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def tree_memory(pid: int) -> int:
+    """Memory of a process and its descendants: summed PSS (shared pages split between the processes
+    sharing them, so forked workers are not counted twice), or RSS where PSS is not available."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            info = p.memory_full_info() if hasattr(p, "memory_full_info") else p.memory_info()
+            total += getattr(info, "pss", info.rss)
+    return total
+
+
+def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, int, dict]:
+    """Wall seconds of the whole command, peak memory of its process tree, its --json report."""
+    cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(data), "--tokenizer", str(tok),
+           "--out", str(out), "--num-proc", str(num_proc), "--json"]
+    peak = [0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_memory(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"llmctl tokenize failed:\n{stderr}")
+    return wall, peak[0], json.loads(stdout)
+
+
+def check_ids(out: Path, reference_ids: list[list[int]]) -> int:
+    """Documents whose written ids differ from encode_batch's (0 expected)."""
+    sys.path.insert(0, str(ROOT))
+    from llmctl.data.shards import open_split
+
+    docs = [s.document(i)[:-1].tolist() for s in open_split(out, "train") for i in range(s.num_docs)]
+    if len(docs) != len(reference_ids):
+        return max(len(docs), len(reference_ids))
+    return sum(a != b for a, b in zip(docs, reference_ids, strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="raw dataset (DIR/train/part-*.parquet with a text column)")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: train a byte-level BPE)")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--num-proc", type=int, default=2, help="llmctl processes = encode_batch threads")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (one run of each); medians are reported")
+    parser.add_argument("--scale", type=int, default=1, help="copies of the stdlib corpus")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        data = args.data or stdlib_corpus(tmp / "raw", args.scale)
+        tok = args.tokenizer or train_tokenizer(data, tmp / "tokenizer.json", args.vocab_size)
+        texts = read_texts(data)
+        text_bytes = sum(len(t.encode("utf-8")) for t in texts)
+        (tmp / "texts.json").write_text(json.dumps(texts))
+        # Interleaved, so a change in the machine's load hits both sides alike; ratios are per round.
+        refs, walls, peaks, inner = [], [], [], []
+        for k in range(args.repeat):
+            ref = reference(tmp / "texts.json", tok, args.num_proc, tmp / "ref.json")
+            refs.append(ref["seconds"])
+            wall, peak, report = run_llmctl(data, tok, tmp / f"out{k}", args.num_proc)
+            walls.append(wall)
+            peaks.append(peak)
+            inner.append(report["seconds"])
+        tokens = sum(len(ids) for ids in ref["ids"])
+        mismatched = check_ids(tmp / "out0", ref["ids"])
+        written = report["tokens"]
+
+    rows = [
+        ("tokenizers encode_batch", refs, tokens, None),
+        ("llmctl tokenize (whole command)", walls, written, max(peaks)),
+        ("llmctl tokenize (in-process)", inner, written, None),
+    ]
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "corpus": str(args.data or f"pystdlib x{args.scale}"),
+        "documents": len(texts),
+        "text_bytes": text_bytes,
+        "tokens": tokens,
+        "num_proc": args.num_proc,
+        "repeat": args.repeat,
+        "mismatched_documents": mismatched,
+        "rows": [
+            {"what": what, "seconds": statistics.median(times), "tokens_per_second": n / statistics.median(times),
+             "mb_per_second": text_bytes / statistics.median(times) / 1e6,
+             "vs_encode_batch": statistics.median(r / t for r, t in zip(refs, times, strict=True)),
+             "seconds_all": times, "peak_memory_bytes": rss}
+            for what, times, n, rss in rows
+        ],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"corpus: {result['corpus']}: {len(texts):,} documents, {text_bytes / 1e6:.1f} MB, {tokens:,} tokens "
+          f"(+{len(texts):,} separators written); {args.num_proc} processes/threads; medians of {args.repeat} interleaved rounds")
+    print(f"machine: {result['machine']}")
+    print(f"{'':34}{'seconds':>9}{'Mtok/s':>9}{'MB/s':>8}{'x encode_batch':>16}{'peak mem':>11}")
+    for row in result["rows"]:
+        rss = f"{row['peak_memory_bytes'] / 2**20:.0f} MiB" if row["peak_memory_bytes"] else ""
+        print(f"{row['what']:34}{row['seconds']:9.2f}{row['tokens_per_second'] / 1e6:9.2f}"
+              f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{rss:>11}")
+    print("peak mem: summed PSS of the command's processes (main, fork server, workers), sampled every 20 ms")
+    print(f"ids identical to encode_batch: {'yes, every document' if mismatched == 0 else f'NO, {mismatched} documents differ'}")
+
+
+if __name__ == "__main__":
+    main()

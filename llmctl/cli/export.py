@@ -1,0 +1,51 @@
+"""`llmctl export`: a checkpoint as a Hugging Face transformers directory.
+
+    llmctl export runs/sft/checkpoints/latest --format hf --out exports/sft-hf
+    llmctl export runs/tiny/checkpoints/step-000500 --out exports/tiny --dtype bfloat16 --json
+
+The directory loads with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`
+(chat template included), serves with vLLM, converts to GGUF with llama.cpp and uploads to the Hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmctl.output import out, print_json, table
+from llmctl.units import fmt_bytes, fmt_count
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (e.g. RUN/checkpoints/latest).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create.")],
+    fmt: Annotated[str, typer.Option("--format", help="Output format: hf (transformers LlamaForCausalLM).")] = "hf",
+    dtype: Annotated[str, typer.Option(help="Weight dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the one the checkpoint records.")] = None,
+    chat_profile: Annotated[str | None, typer.Option(help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""
+    from llmctl.errors import LlmctlError
+    from llmctl.export.hf import export_hf
+
+    if fmt != "hf":
+        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf")
+    result = export_hf(checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force)
+    if as_json:
+        print_json(result)
+        return
+    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
+    caption = (
+        f"{fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size}, "
+        f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}"
+    )
+    out().print(table(f"Exported {result.checkpoint} -> {result.out}", ["file", "size"], rows, caption=caption))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `llmctl export`."""
+    app.command("export")(export)

@@ -1,0 +1,113 @@
+"""`llmctl pretrain`: train a language model on token shards.
+
+    llmctl pretrain -c examples/configs/quickstart.yaml --data tokens/py
+    llmctl pretrain -c examples/configs/quickstart.yaml --data tokens/py --out runs/py --resume auto
+    llmctl pretrain -c examples/configs/124m.yaml --data tokens/ts --optim.lr=6e-4 --train.steps=5000
+    torchrun --nproc_per_node 8 -m llmctl pretrain -c examples/configs/124m.yaml --data tokens/ts
+
+Writes the run directory (config.yaml, metrics.jsonl, samples.jsonl, loss.csv, tb/, summary.json,
+checkpoints/). SIGTERM or SIGUSR1 save a checkpoint after the current step and exit 0 (requeue with
+`--resume auto`); Ctrl-C does the same and exits 130.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llmctl.errors import EXIT_INTERRUPTED
+
+
+def _fixes_vocab(config: Path | None, args: list[str]) -> bool:
+    """True when the YAML file or an override sets model.vocab_size explicitly."""
+    if any(a.lstrip("-").replace("-", "_").startswith("model.vocab_size") for a in args):
+        return True
+    if config is None or not config.is_file():
+        return False
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError:
+        return False
+    model = data.get("model") if isinstance(data, dict) else None
+    return isinstance(model, dict) and "vocab_size" in model
+
+
+def flag_overrides(data: str | None, steps: int | None, out: Path | None, resume: str | None) -> list[str]:
+    """The plain flags as dotted overrides (they win over the same keys given as overrides)."""
+    extra = []
+    if data is not None:
+        extra.append(f"--data.path={data}")
+    if steps is not None:
+        extra.append(f"--train.steps={steps}")
+    if out is not None:
+        extra += [f"--train.out_dir={out.parent}", f"--train.name={out.name}"]
+    if resume is not None:
+        extra.append(f"--checkpoint.resume={resume}")
+    return extra
+
+
+def render_outcome(outcome: Any, as_json: bool) -> None:
+    """The run's final figures: a table, or one JSON document."""
+    from llmctl.output import out, print_json, table
+    from llmctl.units import fmt_count, fmt_duration
+
+    r = outcome.result
+    s = r.summary
+    ev = r.last_eval
+    if as_json:
+        print_json({
+            "status": r.status, "signal": r.signal, "run_dir": str(outcome.run_dir), "resumed_from": outcome.resumed_from,
+            "step": r.step, "tokens": r.tokens, "checkpoint": r.checkpoint,
+            "eval": {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy} if ev else None,
+            "summary": s,
+        })
+        return
+    rows: list[list[Any]] = [["status", r.status + (f" ({r.signal})" if r.signal else "")], ["run", outcome.run_dir],
+                             ["steps", f"{r.step:,}"], ["tokens", fmt_count(r.tokens)]]
+    if s.get("final_loss") is not None:
+        rows.append(["train loss", f"{s['final_loss']:.4f}"])
+    if ev is not None:
+        rows += [["val loss", f"{ev.loss:.4f}"], ["val perplexity", f"{ev.perplexity:.2f}"], ["val accuracy", f"{ev.accuracy:.1%}"]]
+    if s.get("tokens_per_sec") is not None:
+        rows.append(["tokens/s", f"{s['tokens_per_sec']:,.0f}"])
+    if s.get("wall_time_s") is not None:
+        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
+    rows.append(["checkpoint", r.checkpoint or "none"])
+    out().print(table(f"pretrain: {r.status}", ["", "value"], rows))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `llmctl pretrain`."""
+
+    @app.command(
+        "pretrain",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="Train a model on token shards. Any config key can be overridden: --optim.lr=3e-4 --train.steps=200.",
+    )
+    def pretrain(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (see examples/configs/)."),
+        data: str | None = typer.Option(None, "--data", help="Token shard directory (data.path)."),
+        steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
+        resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
+        test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
+    ) -> None:
+        from llmctl.config import load_config
+        from llmctl.engine.run import run_training, smoke_test_config
+
+        args = list(ctx.args)
+        cfg = load_config(config, args + flag_overrides(data, steps, out, resume))
+        if test:
+            cfg = smoke_test_config(cfg)
+        outcome = run_training(cfg, vocab_from_data=not _fixes_vocab(config, args))
+        if not outcome.is_rank0:
+            return
+        render_outcome(outcome, json_out)
+        if outcome.result.signal == "SIGINT":
+            raise typer.Exit(EXIT_INTERRUPTED)

@@ -1,0 +1,96 @@
+"""`llmctl sft`: fine-tune a pretrained checkpoint on chat data, training on the assistant replies only.
+
+    llmctl sft -c examples/configs/sft.yaml --init runs/py/checkpoints/latest --data tokens/instr
+    llmctl sft -c examples/configs/sft.yaml --init runs/py/checkpoints/latest --data tokens/instr \
+        --data.packing=true --optim.lr=1e-4 --steps 500 --out runs/py-sft --json
+
+Starts from the checkpoint's weights with a fresh optimizer and schedule, on SFT token shards
+(`llmctl tokenize --mode sft`), with the same Trainer as `pretrain`. Stops with an error before
+training when the checkpoint's tokenizer is not the one the data was tokenized with. The run
+directory holds the same files as a pretraining run; samples.jsonl shows the model's replies to
+held-out prompts next to the reference replies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llmctl.errors import EXIT_INTERRUPTED
+
+
+def render_sft(outcome: Any, as_json: bool) -> None:
+    """The run's final figures and what happened to the conversations: a table or one JSON document."""
+    from llmctl.output import out, print_json, table
+    from llmctl.units import fmt_count, fmt_duration
+
+    run, r, data = outcome.run, outcome.run.result, outcome.data
+    s, ev = r.summary, r.last_eval
+    if as_json:
+        print_json({
+            "status": r.status, "signal": r.signal, "run_dir": str(run.run_dir), "init": outcome.init,
+            "resumed_from": run.resumed_from, "step": r.step, "tokens": r.tokens, "checkpoint": r.checkpoint,
+            "eval": {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy} if ev else None,
+            "data": data, "summary": s,
+        })
+        return
+    rows: list[list[Any]] = [
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")], ["run", run.run_dir], ["init", outcome.init],
+        ["steps", f"{r.step:,}"], ["tokens", fmt_count(r.tokens)],
+    ]
+    if s.get("trained_tokens") is not None:
+        rows.append(["trained tokens", fmt_count(s["trained_tokens"])])
+    if data:
+        rows.append(["conversations", f"{data['used']:,} used of {data['conversations']:,}"
+                     f" ({'packed' if data['packing'] else 'padded'}, seq_len {data['seq_len']})"])
+        rows.append(["overlong", f"{data['truncated']:,} truncated, {data['dropped_overlong']:,} dropped"
+                     f" (data.overlong={data['overlong']})"])
+        if data["dropped_untrained"]:
+            rows.append(["no reply", f"{data['dropped_untrained']:,} dropped (nothing to train)"])
+    if s.get("final_loss") is not None:
+        rows.append(["train loss", f"{s['final_loss']:.4f}"])
+    if ev is not None:
+        rows += [["val loss", f"{ev.loss:.4f}"], ["val accuracy", f"{ev.accuracy:.1%}"]]
+    st = (s.get("efficientllm") or {}).get("st_samples_per_param_per_sec")
+    if st is not None:
+        rows.append(["ST (samples/param/s)", f"{st:.3g}"])
+    if s.get("wall_time_s") is not None:
+        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
+    rows.append(["checkpoint", r.checkpoint or "none"])
+    out().print(table(f"sft: {r.status}", ["", "value"], rows))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `llmctl sft`."""
+
+    @app.command(
+        "sft",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="Fine-tune a pretrained checkpoint on SFT token shards (loss on assistant replies only). "
+             "Any config key can be overridden: --optim.lr=1e-4 --data.packing=true.",
+    )
+    def sft(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (examples/configs/sft.yaml)."),
+        init: str | None = typer.Option(None, "--init", help="Pretrained checkpoint to start from (checkpoint.init)."),
+        data: str | None = typer.Option(None, "--data", help="SFT token shard directory (data.path)."),
+        steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
+        resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
+    ) -> None:
+        from llmctl.cli.pretrain import flag_overrides
+        from llmctl.config import load_config
+        from llmctl.engine.sft import run_sft
+
+        extra = flag_overrides(data, steps, out, resume)
+        if init is not None:
+            extra.append(f"--checkpoint.init={init}")
+        outcome = run_sft(load_config(config, list(ctx.args) + extra))
+        if not outcome.run.is_rank0:
+            return
+        render_sft(outcome, json_out)
+        if outcome.run.result.signal == "SIGINT":
+            raise typer.Exit(EXIT_INTERRUPTED)

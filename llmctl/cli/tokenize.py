@@ -1,0 +1,127 @@
+"""`llmctl tokenize`: raw text -> token shards (.bin/.idx[/.mask] + meta.json), parallel and resumable.
+
+    llmctl tokenize --data data/pystdlib --tokenizer tok/pystdlib.json --out tokens/pystdlib --num-proc 2
+    llmctl tokenize --data data/alpaca --tokenizer tok/ts.json --out tokens/alpaca --mode sft --profile chat
+
+On a cluster, split the shards between array jobs, then merge:
+
+    llmctl tokenize --data D --tokenizer T --out O --shard-index $SLURM_ARRAY_TASK_ID --num-shards 16
+    llmctl tokenize --merge --out O
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llmctl.errors import LlmctlError
+from llmctl.output import log, out, print_json, table
+from llmctl.units import fmt_bytes, fmt_count, fmt_duration, parse_count
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _split_rows(meta: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, s in meta["splits"].items():
+        rows.append([name, fmt_count(s["tokens"]), f"{s['documents']:,}", fmt_count(s["trained_tokens"]),
+                     len(s["shards"]), f"{s['empty_skipped']:,}", f"{s['invalid_utf8_replaced']:,}"])
+    return rows
+
+
+def tokenize_command(
+    data: Path | None = typer.Option(None, "--data", help="Raw dataset directory (from `llmctl data download`)."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json or sentencepiece .model."),
+    out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
+    mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."),
+    profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/data/chat.py)."),
+    separator: str | None = typer.Option(
+        None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
+    ),
+    split: list[str] = typer.Option([], "--split", help="Split to tokenize (repeatable); default all."),
+    column: str | None = typer.Option(None, "--column", help="Raw column; default text (pretrain) or messages (sft)."),
+    num_proc: int = typer.Option(0, "--num-proc", help="Worker processes; 0 = every usable core."),
+    shard_size: str = typer.Option("256M", "--shard-size", help="Raw text bytes per shard, e.g. 256M."),
+    shard_index: int = typer.Option(0, "--shard-index", help="This job's share when the work is split (0..K-1)."),
+    num_shards: int = typer.Option(1, "--num-shards", help="Number of jobs sharing the work (e.g. a SLURM array)."),
+    merge: bool = typer.Option(False, "--merge", help="Only write meta.json once every job has finished."),
+    fast: bool = typer.Option(True, "--fast/--no-fast", help="Use the tiktoken fast path when it gives the same ids."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Tokenize a raw dataset into token shards: each document followed by <|eos|> (pretrain), or
+    conversations with a loss mask (sft)."""
+    from llmctl.data.worker_start import prestart_workers
+
+    num_proc = num_proc or _cores()
+    if not merge:
+        prestart_workers(num_proc)
+    from llmctl.data.tokenize import TokenizeOptions, tokenize
+    from llmctl.data.tokenize import merge as merge_shards
+
+    if merge:
+        meta = merge_shards(out_dir)
+        if as_json:
+            print_json({"out": str(out_dir), "meta": meta})
+        else:
+            out().print(table(f"{out_dir}: meta.json written", ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"], _split_rows(meta)))
+        return
+    if data is None or tokenizer is None:
+        raise LlmctlError("--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run")
+    from llmctl.cli.token_progress import TokenProgress
+
+    opts = TokenizeOptions(
+        data=data, tokenizer=tokenizer, out=out_dir, mode=mode, profile=profile, separator=separator,
+        splits=tuple(split), column=column, num_proc=num_proc,
+        shard_bytes=int(parse_count(shard_size, "--shard-size")), shard_index=shard_index, num_shards=num_shards,
+        fast=fast,
+    )
+    with TokenProgress("tokenize") as progress:
+        result = tokenize(opts, on_progress=progress.update, on_note=lambda note: log(f"note: {note}"))
+    rate = result.tokens_per_second
+    summary = {
+        "out": result.out,
+        "encoder": result.encoder,
+        "encoder_note": result.encoder_note,
+        "num_proc": opts.num_proc,
+        "shards": result.shards_total,
+        "shards_written": result.shards_written,
+        "shards_skipped": result.shards_skipped,
+        "documents": result.documents,
+        "tokens": result.tokens,
+        "empty_skipped": result.empty_skipped,
+        "invalid_utf8_replaced": result.invalid_utf8_replaced,
+        "text_bytes": result.text_bytes,
+        "seconds": round(result.seconds, 3),
+        "tokens_per_second": round(rate, 1),
+        "bytes_per_second": round(result.text_bytes / result.seconds if result.seconds else 0.0, 1),
+        "peak_rss_main_bytes": result.peak_rss_main,
+        "meta_written": result.meta is not None,
+    }
+    if as_json:
+        print_json({**summary, "meta": result.meta})
+        return
+    log(
+        f"{result.shards_written} shard(s) written, {result.shards_skipped} already complete; "
+        f"{fmt_count(result.tokens)} tokens from {result.documents:,} documents in {fmt_duration(result.seconds)} "
+        f"({fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s, encoder {result.encoder}, {opts.num_proc} proc)"
+    )
+    if result.meta is None:
+        log(f"job {shard_index} of {num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`")
+        return
+    meta = result.meta
+    caption = f"dtype {meta['dtype']}, mode {meta['mode']}, separator {meta['separator']['policy']}, tokenizer {Path(meta['tokenizer']['path']).name} ({meta['tokenizer']['fingerprint'][:12]})"
+    out().print(table(str(out_dir), ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"], _split_rows(meta)))
+    out().print(caption, markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `tokenize` to the root app."""
+    app.command("tokenize")(tokenize_command)

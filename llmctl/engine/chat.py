@@ -1,0 +1,127 @@
+"""Chat with a fine-tuned checkpoint: the conversation is rendered by the chat profile, replies stop at <|end|>.
+
+    session = ChatSession("runs/sft/checkpoints/latest", temperature=0)
+    session.reply("Reverse the word: module", on_text=print)   # {"text": "eludom", ...}
+    session.reply("And uppercase it.")                           # the history goes with each turn
+
+What the model sees is exactly what SFT trained it on (llmctl/data/chat.py): BOS, then each turn as
+`<|role|>` content `<|end|>`, then `<|assistant|>` to ask for the reply. The model is loaded once per
+session; when the history no longer fits the context, the oldest exchanges are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from llmctl.data.chat import BOS, ChatProfile, get_profile, render
+from llmctl.errors import LlmctlError
+
+
+def chat_profile_of(manifest: dict[str, Any], tokenizer: Any) -> ChatProfile:
+    """The profile the checkpoint's SFT data used (`chat` for a pretrained-only model), checked against
+    the tokenizer: a tokenizer without the role markers cannot chat at all."""
+    name = (((manifest.get("data_meta") or {}).get("chat_profile")) or {}).get("name", "chat")
+    profile = get_profile(name)
+    missing = [t for t in [BOS, *profile.special_tokens] if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise LlmctlError(
+            f"this checkpoint's tokenizer has no chat tokens ({', '.join(missing)}), so it cannot chat",
+            "drop --chat to continue plain text, or fine-tune a model whose tokenizer was trained with --profile chat",
+        )
+    return profile
+
+
+class ChatSession:
+    """One conversation with one loaded checkpoint."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        device: str = "auto",
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int | None = 50,
+        top_p: float | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        from llmctl.engine.checkpoint import load_for_inference
+        from llmctl.engine.runtime import choose_device
+
+        self.device = choose_device(device)
+        self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
+        self.profile = chat_profile_of(self.manifest, self.tokenizer)
+        self.checkpoint = checkpoint
+        self.system = system
+        self.messages: list[dict[str, str]] = []
+        self.options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+        self.seed = seed
+        ids = [self.tokenizer.token_to_id(self.profile.end), self.tokenizer.eos_id]
+        self.stop_ids = [i for i in dict.fromkeys(ids) if i is not None]
+
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return render(head + messages, self.profile, self.tokenizer.encode, self.tokenizer.token_to_id,
+                      add_generation_prompt=True).ids
+
+    def prompt_ids(self, user_text: str) -> list[int]:
+        """Ids of the history plus a new user turn, oldest exchanges left out until a reply fits."""
+        messages = [*self.messages, {"role": "user", "content": user_text}]
+        room = self.model.cfg.max_seq_len - min(self.options["max_new_tokens"], self.model.cfg.max_seq_len // 2)
+        ids = self._render(messages)
+        while len(ids) > room and len(messages) > 1:
+            messages = messages[2:]
+            ids = self._render(messages)
+        return ids
+
+    def reply(self, user_text: str, on_text: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """The model's reply to `user_text` (streamed to on_text), added to the history with it."""
+        from llmctl.engine.generate import IncrementalDecoder, generate
+        from llmctl.telemetry import inference_metrics
+
+        ids = self.prompt_ids(user_text)
+        stream = IncrementalDecoder(self.tokenizer.decode)
+        stops = set(self.stop_ids)
+
+        def emit(token_id: int) -> None:
+            if on_text is not None and token_id not in stops:
+                piece = stream.push(token_id)
+                if piece:
+                    on_text(piece)
+
+        autocast: Callable[[], Any] = contextlib.nullcontext
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            autocast = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
+        turn = len(self.messages) // 2
+        gen = generate(self.model, ids, seed=None if self.seed is None else self.seed + turn,
+                       stop_ids=self.stop_ids, autocast=autocast, on_token=emit, **self.options)
+        if on_text is not None:
+            rest = stream.flush()
+            if rest:
+                on_text(rest)
+        new = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
+        text = self.tokenizer.decode(new)
+        self.messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": text}]
+        return {
+            "checkpoint": str(self.checkpoint),
+            "step": self.manifest.get("step"),
+            "prompt": user_text,
+            "text": text,
+            "prompt_tokens": gen.prompt_tokens,
+            "new_tokens": len(gen.ids),
+            "stop_reason": gen.stop_reason,
+            "device": str(self.device),
+            "seed": self.seed,
+            "tokens_per_sec": gen.tokens_per_sec,
+            **inference_metrics(len(gen.ids), gen.seconds),
+        }
+
+    def reset(self) -> None:
+        """Forget the history (the system message stays)."""
+        self.messages = []

@@ -1,0 +1,92 @@
+"""Device, compute dtype, autocast and grad scaler: one decision, made once per run.
+
+    rt = choose_runtime(cfg.train, local_rank=0)
+    with rt.autocast():
+        logits = model(tokens)
+
+auto picks bf16 autocast on CUDA GPUs that have bf16, fp16 with a grad scaler on older ones, and
+fp32 on CPU (bf16 matmuls on most CPUs run far slower than fp32 ones). TF32 matmuls are on for CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from llmctl.config import TrainConfig
+from llmctl.errors import LlmctlError
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    """The device and precision a run computes in."""
+
+    device: torch.device
+    dtype: str
+    """'fp32', 'bf16' or 'fp16'."""
+    scaler: Any = None
+    """torch.amp.GradScaler for fp16, else None."""
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed-precision context for forward passes (a no-op in fp32)."""
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+
+    @property
+    def device_name(self) -> str:
+        """A human name for the device: the GPU's, or the CPU model."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def choose_device(setting: str, local_rank: int = 0) -> torch.device:
+    """auto: this rank's GPU when CUDA is there, else the CPU; cuda/cuda:N/cpu as given."""
+    if setting == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LlmctlError(f"train.device={setting} but CUDA is not available", "use --train.device=cpu or auto")
+        if device.index is None:
+            device = torch.device(f"cuda:{local_rank}")
+    elif device.type != "cpu":
+        raise LlmctlError(f"train.device={setting} is not supported", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def choose_runtime(train: TrainConfig, local_rank: int = 0) -> Runtime:
+    """Resolve train.device and train.dtype; turn TF32 on for CUDA matmuls and convolutions."""
+    device = choose_device(train.device, local_rank)
+    dtype = train.dtype
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if dtype == "auto":
+            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        if dtype == "auto":
+            dtype = "fp32"
+        if dtype == "fp16":
+            raise LlmctlError("train.dtype=fp16 needs a CUDA GPU", "use --train.dtype=fp32 (or bf16) on CPU")
+    scaler = torch.amp.GradScaler("cuda") if dtype == "fp16" else None
+    return Runtime(device, dtype, scaler)

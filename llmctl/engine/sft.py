@@ -1,0 +1,259 @@
+"""Supervised fine-tuning: the objective the shared Trainer drives, and `run_sft`, what `llmctl sft` calls.
+
+    outcome = run_sft(load_config("examples/configs/sft.yaml", ["--checkpoint.init=runs/base/checkpoints/latest",
+                                                                "--data.path=tokens/instr"]))
+    objective = SFTObjective("tokens/instr", meta, tokenizer, seq_len=512, micro_batch=8, seed=1337,
+                             eval_batches=20, prompts=["Add 2 and 3."], packing=True)
+    batch = objective.train_batch()   # targets are -100 except assistant replies and their <|end|>
+
+Batches come from llmctl/engine/sft_data.py (padded by length bucket, or packed with per-conversation
+attention). Samples are the model's replies to held-out conversations, shown next to the reference
+reply, plus replies to the configured prompts, each rendered as a user turn by the chat profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmctl.config import Config, ModelConfig, from_dict
+from llmctl.data.chat import BOS, get_profile, render
+from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.engine.sft_data import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
+from llmctl.errors import LlmctlError
+from llmctl.tokenizer.core import Tokenizer
+
+
+def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
+    """True when the model's (or model class's) forward takes doc_ids and position_ids (per-conversation attention)."""
+    params = inspect.signature(model.forward).parameters
+    return "doc_ids" in params and "position_ids" in params
+
+
+def check_sft_compat(meta: dict[str, Any], tokenizer: Tokenizer, checkpoint_fingerprint: str | None,
+                     data_path: str | Path, checkpoint: str | Path | None) -> str:
+    """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
+
+    A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
+    mismatch stops the run before it starts, naming both files.
+    """
+    data_tok = meta.get("tokenizer") or {}
+    if checkpoint_fingerprint is not None and data_tok.get("fingerprint") != checkpoint_fingerprint:
+        raise LlmctlError(
+            f"the checkpoint {checkpoint} was trained with tokenizer {checkpoint_fingerprint[:12]} but the SFT data "
+            f"{data_path} was tokenized with {data_tok.get('path')} ({str(data_tok.get('fingerprint'))[:12]})",
+            "re-tokenize the chat data with the checkpoint's tokenizer: `llmctl tokenize --mode sft --tokenizer <the pretraining tokenizer>`",
+        )
+    profile_info = meta.get("chat_profile") or {}
+    profile = get_profile(profile_info.get("name", "chat"))
+    missing = [t for t in [BOS, *profile.special_tokens] if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise LlmctlError(
+            f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",
+            "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
+        )
+    return profile.name
+
+
+def _batch(rows: Rows, packed: bool) -> Batch:
+    return Batch(
+        inputs=torch.from_numpy(rows.inputs),
+        targets=torch.from_numpy(rows.targets),
+        doc_ids=torch.from_numpy(rows.doc_ids) if packed else None,
+        position_ids=torch.from_numpy(rows.position_ids) if packed else None,
+        tokens=rows.tokens,
+        samples=rows.samples,
+    )
+
+
+def _last_reply(ids: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    """(start, end) of the conversation's last trained run: the final assistant reply and its end token."""
+    trained = np.flatnonzero(mask)
+    end = int(trained[-1]) + 1
+    gaps = np.flatnonzero(np.diff(trained) > 1)
+    start = int(trained[gaps[-1] + 1]) if len(gaps) else int(trained[0])
+    return start, end
+
+
+class SFTObjective:
+    """Loss on assistant replies only, over SFT shards; the rest of the interface as PretrainObjective."""
+
+    name = "sft"
+
+    def __init__(
+        self,
+        data_path: str | Path,
+        meta: dict[str, Any] | None,
+        tokenizer: Tokenizer,
+        *,
+        seq_len: int,
+        micro_batch: int,
+        seed: int,
+        eval_batches: int,
+        prompts: list[str],
+        packing: bool = False,
+        overlong: str = "truncate",
+        train_split: str = "train",
+        val_split: str = "validation",
+        rank: int = 0,
+        world: int = 1,
+        validation_prompts: int = 3,
+        packing_note: str | None = None,
+    ) -> None:
+        self.meta = meta or sft_meta(data_path)
+        self.tokenizer = tokenizer
+        self.packing = packing
+        self.packing_note = packing_note
+        self.profile = get_profile((self.meta.get("chat_profile") or {}).get("name", "chat"))
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
+        self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
+        self.stream = SFTBatches(self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id)
+        self.val = None
+        if val_split in self.meta.get("splits", {}):
+            self.val = load_conversations(data_path, val_split, seq_len, overlong, self.meta)
+        self._eval = fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
+        self._prompts = [self._fixed_prompt(p) for p in prompts]
+        if self.val is not None and len(self.val):
+            # Evenly spaced held-out conversations, the same every round, so replies compare across steps.
+            for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
+                ids, mask = self.val.ids_and_mask(int(i))
+                start, end = _last_reply(ids, mask)
+                reply = ids[start:end]
+                if len(reply) and reply[-1] == tokenizer.token_to_id(self.profile.end):
+                    reply = reply[:-1]
+                prompt = ids[:start].tolist()
+                self._prompts.append(SamplePrompt(self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"))
+
+    def _last_user_turn(self, prompt: list[int]) -> str:
+        """The text of the prompt's last user message: what samples.jsonl shows as the prompt."""
+        user = self.tokenizer.token_to_id(self.profile.roles["user"])
+        end = self.tokenizer.token_to_id(self.profile.end)
+        starts = [i + 1 for i, t in enumerate(prompt) if t == user]
+        if not starts:
+            return self.tokenizer.decode(prompt[1:])
+        stop = next((j for j in range(starts[-1], len(prompt)) if prompt[j] == end), len(prompt))
+        return self.tokenizer.decode(prompt[starts[-1] : stop])
+
+    def _fixed_prompt(self, text: str) -> SamplePrompt:
+        rendered = render([{"role": "user", "content": text}], self.profile, self.tokenizer.encode,
+                          self.tokenizer.token_to_id, add_generation_prompt=True)
+        return SamplePrompt(text, rendered.ids)
+
+    def train_batch(self) -> Batch:
+        return _batch(self.stream.next_rows(), self.packing)
+
+    def eval_batches(self) -> list[Batch]:
+        return [_batch(rows, False) for rows in self._eval]
+
+    def sample_prompts(self) -> list[SamplePrompt]:
+        return list(self._prompts)
+
+    def stop_ids(self) -> list[int]:
+        ids = [self.tokenizer.token_to_id(self.profile.end), self.tokenizer.eos_id]
+        return [i for i in dict.fromkeys(ids) if i is not None]
+
+    def describe(self) -> dict[str, Any]:
+        counts = self.train.counts
+        return {
+            "conversations": counts["conversations"], "used": counts["used"], "truncated": counts["truncated"],
+            "dropped_overlong": counts["dropped_overlong"], "dropped_untrained": counts["dropped_untrained"],
+            "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
+            "batches_per_epoch": self.stream.batches_per_epoch(),
+            "val_conversations": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
+            "epoch": self.stream.epoch,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+@dataclass
+class SFTOutcome:
+    """A finished SFT run: the training outcome plus what happened to the conversations."""
+
+    run: Any
+    """llmctl.engine.run.RunOutcome."""
+    init: str
+    """The checkpoint the weights came from."""
+    data: dict[str, Any]
+    """Conversation counts (used, truncated, dropped) and whether packing was on."""
+
+
+def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
+    """The config with the init checkpoint's model shape; a model section in the SFT config is refused."""
+    from llmctl.engine.checkpoint import read_manifest, resolve_checkpoint
+
+    if not cfg.checkpoint.init:
+        raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
+    init = resolve_checkpoint(cfg.checkpoint.init)
+    manifest = read_manifest(init)
+    assert manifest is not None
+    saved = from_dict(manifest["config"]).model
+    if cfg.model != ModelConfig() and cfg.model != saved:
+        raise LlmctlError(
+            "sft takes the model's shape from the --init checkpoint, but the config sets model fields",
+            "remove the model section and --model.* overrides from the sft command",
+        )
+    if cfg.data.seq_len > saved.max_seq_len:
+        raise LlmctlError(
+            f"data.seq_len={cfg.data.seq_len} exceeds the checkpoint's model.max_seq_len={saved.max_seq_len}",
+            f"set --data.seq_len={saved.max_seq_len} or less",
+        )
+    return dataclasses.replace(cfg, model=saved), init, manifest
+
+
+def _add_to_summary(run_dir: Path, data: dict[str, Any]) -> None:
+    """Record the conversation counts in RUN/summary.json beside telemetry's figures."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["sft_data"] = data
+    tmp = path.with_name(f".summary.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
+    """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule."""
+    from llmctl.engine.run import load_data, run_training
+    from llmctl.model.llama import Transformer
+
+    cfg, init, manifest = _model_from_init(cfg)
+    meta, tokenizer = load_data(cfg)
+    require_sft(meta, cfg.data.path or "")
+    fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
+    check_sft_compat(meta, tokenizer, fingerprint, cfg.data.path or "", init)
+    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    note = None
+    if cfg.data.packing and not packing:
+        note = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
+    made: list[SFTObjective] = []
+
+    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> SFTObjective:
+        objective = SFTObjective(
+            cfg.data.path or "", meta, tok, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
+            seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
+            packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
+            val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note,
+        )
+        made.append(objective)
+        return objective
+
+    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
+    data = {**made[0].train.counts, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
+    if outcome.is_rank0 and data:
+        _add_to_summary(outcome.run_dir, data)
+        outcome.result.summary["sft_data"] = data
+    return SFTOutcome(outcome, str(init), data)

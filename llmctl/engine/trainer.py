@@ -1,0 +1,358 @@
+"""The one training loop, shared by `pretrain` and `sft`.
+
+    trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=..., tokenizer=...)
+    result = trainer.fit(resume=checkpoint_dir_or_None)
+
+Each optimizer step: fetch the step's micro-batches, count their trained tokens over all ranks,
+forward under autocast, loss summed over trained targets and divided by that count, backward (gradient
+sync only on the last micro-batch), clip, AdamW step at the scheduled learning rate, then one sync to
+read the loss. Counts go to the reporter, which computes rates and displays; this file never prints.
+Evaluation, samples and checkpoints happen every N steps and at the end; a signal or a deadline ends
+the run after the current step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from llmctl.config import Config, to_dict
+from llmctl.engine import distributed as D
+from llmctl.engine.checkpoint import (
+    check_compatible,
+    load_model_state,
+    load_optimizer_state,
+    load_rng_states,
+    read_manifest,
+    remove_partial,
+    write_checkpoint,
+)
+from llmctl.engine.generate import generate
+from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
+from llmctl.engine.optim import build_optimizer, set_lr
+from llmctl.engine.runtime import Runtime
+from llmctl.engine.schedule import LRSchedule
+from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
+from llmctl.engine.stopping import Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.model.llama import Transformer
+from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    status: str
+    """'completed', 'interrupted' (a signal) or 'time_limit'."""
+    step: int
+    tokens: int
+    checkpoint: str | None
+    """The last checkpoint written, if any."""
+    signal: str | None
+    """The signal that stopped the run, if one did."""
+    summary: dict[str, Any]
+    """The reporter's closing figures."""
+    last_eval: EvalResult | None = None
+
+
+def grad_accumulation(cfg: Config, world: int) -> int:
+    """Micro-batches per optimizer step on each rank, from train.global_batch_tokens or _size (nearest)."""
+    per_micro = cfg.train.micro_batch_size * world
+    if cfg.train.global_batch_tokens is not None:
+        sequences = cfg.train.global_batch_tokens / cfg.data.seq_len
+    elif cfg.train.global_batch_size is not None:
+        sequences = cfg.train.global_batch_size
+    else:
+        return 1
+    return max(1, round(sequences / per_micro))
+
+
+class Trainer:
+    """Owns the model, optimizer and schedule of one run and drives them step by step."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        objective: Objective,
+        model: Transformer,
+        reporter: Reporter,
+        runtime: Runtime,
+        dist: D.DistInfo,
+        *,
+        run_dir: Path | None,
+        tokenizer: Any,
+        data_meta: dict[str, Any],
+        flops_per_token: float,
+    ) -> None:
+        self.cfg = cfg
+        self.objective = objective
+        self.raw = model
+        self.reporter = reporter
+        self.rt = runtime
+        self.dist = dist
+        self.run_dir = run_dir
+        self.tokenizer = tokenizer
+        self.data_meta = data_meta
+        self.flops_per_token = flops_per_token
+        self.accum = grad_accumulation(cfg, dist.world_size)
+        self.schedule = LRSchedule.from_config(cfg.optim, cfg.train.steps)
+        self.step = 0
+        self.tokens = 0
+        self.stops = StopRequests()
+        self.last_checkpoint: str | None = None
+        self.last_eval: EvalResult | None = None
+        self._step_seconds = 0.0
+        self._save_seconds = 0.0
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _build(self, resume: Path | None) -> None:
+        cfg = self.cfg
+        manifest = None
+        if resume is not None:
+            manifest = read_manifest(resume)
+            assert manifest is not None
+            check_compatible(resume, manifest, cfg.model, self.tokenizer.fingerprint)
+            # Weights go in before wrapping: DDP then broadcasts them and FSDP shards them.
+            self.raw.load_state_dict(load_model_state(resume, cfg.model))
+        self.raw.activation_checkpointing = cfg.train.activation_checkpointing
+        self.fsdp = self.dist.enabled and cfg.dist.strategy == "fsdp"
+        self.wrapped = D.wrap_model(self.raw, self.dist, cfg.dist.strategy, self.rt.device)
+        self.model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
+        self.optimizer = build_optimizer(self.raw, cfg.optim, self.rt.device)
+        if resume is not None and manifest is not None:
+            restore_optimizer(self.raw, self.optimizer, load_optimizer_state(resume), self.fsdp)
+            restore_rng(load_rng_states(resume), self.dist.rank)
+            self.step, self.tokens = int(manifest["step"]), int(manifest["tokens"])
+            self.objective.load_state_dict(manifest["data"])
+            self.reporter.load_state_dict(manifest.get("reporter") or {})
+            self.last_checkpoint = str(resume)
+        self.eval_set = self.objective.eval_batches()
+
+    def _run_info(self) -> RunInfo:
+        tokens_per_step = self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+        return RunInfo(
+            run_dir=str(self.run_dir) if self.run_dir else None,
+            config=to_dict(self.cfg),
+            objective=self.objective.name,
+            n_params=self.raw.num_params(),
+            n_params_non_embedding=self.raw.num_params(non_embedding=True),
+            flops_per_token=self.flops_per_token,
+            seq_len=self.cfg.data.seq_len,
+            device=str(self.rt.device),
+            device_name=self.rt.device_name,
+            dtype=self.rt.dtype,
+            world_size=self.dist.world_size,
+            total_steps=self.cfg.train.steps,
+            start_step=self.step,
+            tokens_per_step=tokens_per_step,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self, resume: Path | None = None) -> TrainResult:
+        """Train until train.steps, train.max_tokens, a deadline or a stop signal; checkpoint at the end."""
+        cfg, t = self.cfg, self.cfg.train
+        self._build(resume)
+        if self.run_dir is not None and self.dist.is_rank0:
+            remove_partial(self.run_dir / "checkpoints")
+        deadline = Deadline(time.time(), t.time_limit, slurm_end_time(), cfg.checkpoint.deadline_margin)
+        self.reporter.start(self._run_info())
+        if resume is not None:
+            self.reporter.log(f"resumed from {resume} at step {self.step} ({self.tokens:,} tokens)")
+        facts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.objective.describe().items())
+        self.reporter.log(f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
+                          f"{self.dist.world_size} rank(s) per step; {facts}")
+        status, done = "completed", {"eval": -1, "sample": -1, "save": -1}
+        try:
+            with self.stops.installed():
+                while True:
+                    reason = self._stop_reason(deadline)
+                    if reason is not None:
+                        status = reason
+                        break
+                    self.reporter.step(self._train_step())
+                    self._periodic(done)
+            if status == "completed":
+                if t.eval_every and done["eval"] != self.step:
+                    self.evaluate()
+                if t.sample_every and done["sample"] != self.step:
+                    self.sample()
+            if done["save"] != self.step:
+                self.save()
+        except BaseException:
+            self.reporter.close("failed")
+            raise
+        summary = self.reporter.close(status)
+        return TrainResult(status, self.step, self.tokens, self.last_checkpoint, self.stops.signal,
+                           dict(summary.values), self.last_eval)
+
+    def _periodic(self, done: dict[str, int]) -> None:
+        t, s = self.cfg.train, self.step
+        if t.eval_every and s % t.eval_every == 0:
+            self.evaluate()
+            done["eval"] = s
+        if t.sample_every and s % t.sample_every == 0:
+            self.sample()
+            done["sample"] = s
+        every = self.cfg.checkpoint.every
+        if every and s % every == 0:
+            self.save()
+            done["save"] = s
+
+    def _stop_reason(self, deadline: Deadline) -> str | None:
+        t = self.cfg.train
+        if self.step >= t.steps or (t.max_tokens is not None and self.tokens >= t.max_tokens):
+            return "completed"
+        # Ranks agree on stopping: the largest request wins, so no rank waits in a collective alone.
+        code = self.stops.code
+        late = deadline.reached(time.time(), self._step_seconds, self._save_seconds)
+        request = D.all_reduce_max(self.dist, code * 2 + int(late), self.rt.device) if self.dist.enabled else code * 2 + int(late)
+        if request >= 2:
+            self.stops.signal = self.stops.signal or signal_of(request // 2)
+            self.reporter.log(f"{self.stops.signal} received: saving a checkpoint and stopping at step {self.step}")
+            return "interrupted"
+        if request == 1:
+            self.reporter.log(f"stopping at step {self.step} to checkpoint before the time limit")
+            return "time_limit"
+        return None
+
+    def _grad_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """No gradient all-reduce until the last micro-batch of a step."""
+        if not self.dist.enabled or last and not self.fsdp:
+            return contextlib.nullcontext()
+        if self.fsdp:
+            self.wrapped.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
+
+    def _loss_sum(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over trained targets, correct top-1 predictions among them)."""
+        with self.rt.autocast():
+            logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        with torch.no_grad():
+            correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
+        return loss, correct
+
+    def _train_step(self) -> StepCounts:
+        start = time.perf_counter()
+        batches = [self.objective.train_batch() for _ in range(self.accum)]
+        data_time = time.perf_counter() - start
+        device = self.rt.device
+        counts = torch.tensor([sum(b.trained_tokens for b in batches), sum(b.tokens for b in batches),
+                               sum(b.samples for b in batches)], dtype=torch.float64)
+        if self.dist.enabled:
+            counts = D.all_reduce_sum(self.dist, counts.to(device)).cpu()
+        trained, tokens, samples = (int(x) for x in counts.tolist())
+        # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
+        # the gradient of the mean loss over every trained token of the step.
+        scale = self.dist.world_size / max(1, trained)
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        for i, batch in enumerate(batches):
+            batch = batch.to(device)
+            with self._grad_sync(i == len(batches) - 1):
+                loss, right = self._loss_sum(batch, self.model)
+                scaled = loss * scale
+                (self.rt.scaler.scale(scaled) if self.rt.scaler else scaled).backward()
+            loss_sum += loss.detach().double()
+            correct += right.double()
+        if self.rt.scaler is not None:
+            self.rt.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.optim.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        lr = self.schedule(self.step)
+        set_lr(self.optimizer, lr)
+        if self.rt.scaler is not None:
+            self.rt.scaler.step(self.optimizer)
+            self.rt.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = D.all_reduce_sum(self.dist, torch.stack([loss_sum, correct]))
+        stats_list = [*stats.tolist(), float(grad_norm)]  # the step's one device sync
+        self.step += 1
+        self.tokens += tokens
+        self._step_seconds = time.perf_counter() - start
+        return StepCounts(
+            step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
+            loss=stats_list[0] / max(1, trained), correct=int(stats_list[1]), lr=lr,
+            grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time,
+        )
+
+    # -- evaluation, samples, checkpoints -------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalResult | None:
+        """Loss, perplexity and token accuracy over the fixed validation batches, summed over ranks."""
+        self.raw.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
+        for batch in self.eval_set:
+            loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
+            sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+        self.raw.train()
+        loss_sum, correct, trained = D.all_reduce_sum(self.dist, sums).tolist()
+        if trained == 0:
+            return None
+        loss = loss_sum / trained
+        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained))
+        self.last_eval = result
+        self.reporter.eval(result)
+        return result
+
+    def sample(self) -> list[SampleRecord]:
+        """Continue the objective's prompts with the model's own samples (same seed each round)."""
+        t = self.cfg.train
+        records = []
+        stop = self.objective.stop_ids()
+        for i, prompt in enumerate(self.objective.sample_prompts()):
+            gen = generate(self.raw, prompt.ids, max_new_tokens=t.sample_tokens, temperature=t.sample_temperature,
+                           top_k=t.sample_top_k, seed=t.seed + i, stop_ids=stop, autocast=self.rt.autocast)
+            ids = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
+            records.append(SampleRecord(self.step, prompt.text, self.tokenizer.decode(ids), prompt.reference,
+                                        prompt.source, new_tokens=len(gen.ids), seconds=gen.seconds))
+        self.reporter.samples(records)
+        return records
+
+    def save(self) -> Path | None:
+        """Write a complete checkpoint of this step (rank 0 writes; every rank takes part in gathering)."""
+        start = time.perf_counter()
+        weights = model_state(self.raw, self.fsdp, self.cfg.model)
+        optim = optimizer_state(self.raw, self.optimizer, self.fsdp)
+        rng = D.all_gather_object(self.dist, capture_rng())
+        path = None
+        if self.dist.is_rank0 and self.run_dir is not None:
+            tok = self.tokenizer
+            manifest = {
+                "tokens": self.tokens,
+                "flops": self.tokens * self.flops_per_token,
+                "objective": self.objective.name,
+                "data": self.objective.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "reporter": self.reporter.state_dict(),
+                "config": to_dict(self.cfg),
+                "tokenizer": {"fingerprint": tok.fingerprint, "path": str(tok.path), "kind": tok.kind},
+                "data_meta": {k: self.data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")},
+                "world_size": self.dist.world_size,
+                "torch": torch.__version__,
+            }
+            path = write_checkpoint(self.run_dir / "checkpoints", self.step, model_state=weights, optimizer_state=optim,
+                                    rng_states=rng, manifest=manifest, tokenizer_file=Path(tok.path),
+                                    keep=self.cfg.checkpoint.keep)
+            self.last_checkpoint = str(path)
+        D.barrier(self.dist)
+        self._save_seconds = time.perf_counter() - start
+        if path is not None:
+            self.reporter.log(f"checkpoint saved: {path} ({self._save_seconds:.1f}s)")
+        return path

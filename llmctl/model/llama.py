@@ -1,0 +1,238 @@
+"""The Llama-style decoder every llmctl run trains: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+    from llmctl.config import model_from_preset
+    model = Transformer(model_from_preset("tiny"))
+    logits = model(tokens)                      # [B, T, V], float32
+
+Module and parameter names are fixed: the Hugging Face export (llmctl/export/hf.py) maps them.
+RoPE follows the Meta checkpoint convention, rotating the pairs (2i, 2i+1) of each head.
+Attention goes through `scaled_dot_product_attention`, so CUDA runs use FlashAttention kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmctl.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019), computed in float32 for stability under bf16."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * self.weight.float()).type_as(x)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles, [max_seq_len, head_dim / 2], float32."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (2i, 2i+1) of x [B, T, H, D] by the angles in cos/sin [B or 1, T, 1, D/2]."""
+    even, odd = x.float()[..., 0::2], x.float()[..., 1::2]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for incremental decoding: [B, kv_heads, capacity, head_dim] each."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int = 0
+    """Positions filled so far."""
+
+    @property
+    def capacity(self) -> int:
+        """Longest sequence the cache holds."""
+        return self.keys[0].shape[2]
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention with rotary position embeddings."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        causal = mask is None
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start : start + T] = k
+            cache.values[layer][:, :, start : start + T] = v
+            k = cache.keys[layer][:, :, : start + T]
+            v = cache.values[layer][:, :, : start + T]
+            # A single new token may attend to every cached one; a prefill after position 0 needs the mask.
+            causal = mask is None and start == 0
+        gqa = self.n_kv_heads != self.n_heads
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP (Shazeer 2020): w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attention(norm(x)), then + feed_forward(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    """The decoder: tok_embeddings -> layers -> norm -> output."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tied_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        # Not persistent: recomputed from the config, so checkpoints hold only learned weights.
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """N(0, 0.02) everywhere, and 0.02 / sqrt(2 * n_layers) on the projections that write into the
+        residual stream (wo, w2), so its variance does not grow with depth (GPT-2, Radford et al. 2019)."""
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, residual_std if name.endswith(("wo", "w2")) else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        with torch.no_grad():
+            cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
+            if self.rope_cos.device.type != "meta":
+                self.rope_cos.copy_(cos)
+                self.rope_sin.copy_(sin)
+
+    def _rope(self, T: int, start: int, position_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if position_ids is not None:
+            return self.rope_cos[position_ids].unsqueeze(2), self.rope_sin[position_ids].unsqueeze(2)
+        return self.rope_cos[start : start + T].view(1, T, 1, -1), self.rope_sin[start : start + T].view(1, T, 1, -1)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        doc_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, T, V] in float32 ([B, 1, V] with last_only).
+
+        doc_ids [B, T] (packed SFT) restricts attention to equal ids, causally; position_ids [B, T]
+        then restart RoPE per document. With a cache, tokens continue the cached positions.
+        """
+        B, T = tokens.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
+        cos, sin = self._rope(T, start, position_ids)
+        mask = None
+        if doc_ids is not None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+            mask = (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
+            mask = mask.unsqueeze(1)
+        elif cache is not None and start > 0 and T > 1:
+            keys = torch.arange(start + T, device=tokens.device)
+            mask = keys[None, :] <= (start + torch.arange(T, device=tokens.device))[:, None]
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            if self.activation_checkpointing and self.training and cache is None:
+                h = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask, use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.length = start + T
+        h = self.norm(h)
+        if last_only:
+            h = h[:, -1:]
+        return self.output(h).float()
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `capacity` positions, on the model's device."""
+        capacity = min(capacity, self.cfg.max_seq_len)
+        weight = self.layers[0].attention.wk.weight
+        shape = (batch, self.cfg.kv_heads, capacity, self.cfg.head_dim)
+        keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
+        values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
+        return KVCache(keys, values)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, counting a tied embedding once; non_embedding leaves out the token embedding."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.tok_embeddings.weight.numel()
+        return total
