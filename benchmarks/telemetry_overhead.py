@@ -42,8 +42,14 @@ def _all_sinks(run_dir: Path) -> list:
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the benchmark
     console = Console(file=devnull, force_terminal=True, width=130)
-    return [PanelSink(console=console), PlainSink(write=lambda line: devnull.write(line + "\n")),
-            JsonlSink(run_dir), CsvSink(run_dir), TensorBoardSink(run_dir), SummarySink(run_dir)]
+    return [
+        PanelSink(console=console),
+        PlainSink(write=lambda line: devnull.write(line + "\n")),
+        JsonlSink(run_dir),
+        CsvSink(run_dir),
+        TensorBoardSink(run_dir),
+        SummarySink(run_dir),
+    ]
 
 
 def _telemetry(run_dir: Path, info: RunInfo, log_every: int) -> Telemetry:
@@ -54,18 +60,42 @@ def _telemetry(run_dir: Path, info: RunInfo, log_every: int) -> Telemetry:
 
 
 def _info(run_dir: Path, n_params: int, fpt: float, steps: int, tokens: int) -> RunInfo:
-    return RunInfo(run_dir=str(run_dir), config={}, objective="pretrain", n_params=n_params,
-                   n_params_non_embedding=n_params, flops_per_token=fpt, seq_len=256, device="cpu",
-                   device_name="cpu", dtype="fp32", world_size=1, total_steps=steps, start_step=0,
-                   tokens_per_step=tokens)
+    return RunInfo(
+        run_dir=str(run_dir),
+        config={},
+        objective="pretrain",
+        n_params=n_params,
+        n_params_non_embedding=n_params,
+        flops_per_token=fpt,
+        seq_len=256,
+        device="cpu",
+        device_name="cpu",
+        dtype="fp32",
+        world_size=1,
+        total_steps=steps,
+        start_step=0,
+        tokens_per_step=tokens,
+    )
 
 
 def step_call_cost(calls: int, log_every: int) -> float:
     """Mean seconds per Telemetry.step() with every sink on (queue draining included at close)."""
     with tempfile.TemporaryDirectory() as tmp:
         tel = _telemetry(Path(tmp), _info(Path(tmp), 3_000_000, 2e7, calls, 2048), log_every)
-        counts = [StepCounts(step=i, tokens=2048, trained_tokens=2040, samples=8, loss=3.0, correct=600,
-                             lr=1e-3, grad_norm=0.5, step_time=0.05) for i in range(1, calls + 1)]
+        counts = [
+            StepCounts(
+                step=i,
+                tokens=2048,
+                trained_tokens=2040,
+                samples=8,
+                loss=3.0,
+                correct=600,
+                lr=1e-3,
+                grad_norm=0.5,
+                step_time=0.05,
+            )
+            for i in range(1, calls + 1)
+        ]
         t0 = time.perf_counter()
         for c in counts:
             tel.step(c)
@@ -120,17 +150,35 @@ def _token_dir(root: Path) -> Path:
     return make_token_dir(root, vocab_size=512, files=40)
 
 
-def pretrain_steps_per_second(data: Path, out: Path, name: str, args: argparse.Namespace, telemetry: bool) -> tuple[float, float | None]:
+def pretrain_steps_per_second(
+    data: Path, out: Path, name: str, args: argparse.Namespace, telemetry: bool
+) -> tuple[float, float | None]:
     """Run a real pretraining; return (steps/s between first and last step, telemetry thread CPU share)."""
     from llmctl.engine.run import run_training
 
-    cfg = load_config(None, {
-        "model.dim": args.dim, "model.n_layers": args.layers, "model.n_heads": max(1, args.dim // 32),
-        "model.multiple_of": 32, "model.max_seq_len": args.seq, "data.seq_len": args.seq, "data.path": str(data),
-        "train.micro_batch_size": args.batch, "train.steps": args.steps, "train.device": "cpu",
-        "train.eval_every": 0, "train.sample_every": 0, "checkpoint.every": 0, "train.log_every": 10,
-        "train.out_dir": str(out), "train.name": name, "telemetry.interval": 0.1, "telemetry.panel": "off",
-    })
+    cfg = load_config(
+        None,
+        {
+            "model.dim": args.dim,
+            "model.n_layers": args.layers,
+            "model.n_heads": max(1, args.dim // 32),
+            "model.multiple_of": 32,
+            "model.max_seq_len": args.seq,
+            "data.seq_len": args.seq,
+            "data.path": str(data),
+            "train.micro_batch_size": args.batch,
+            "train.steps": args.steps,
+            "train.device": "cpu",
+            "train.eval_every": 0,
+            "train.sample_every": 0,
+            "checkpoint.every": 0,
+            "train.log_every": 10,
+            "train.out_dir": str(out),
+            "train.name": name,
+            "telemetry.interval": 0.1,
+            "telemetry.panel": "off",
+        },
+    )
     run_dir = out / name
     born = [time.perf_counter()]
     inner = None
@@ -178,24 +226,36 @@ def main() -> None:
         for rep in range(args.reps):
             # Alternate which goes first, so a drift in machine load does not favour either side.
             for mode in ("off", "on") if rep % 2 == 0 else ("on", "off"):
-                rate, share = pretrain_steps_per_second(data, Path(tmp) / "runs", f"{mode}{rep}", args, mode == "on")
+                rate, share = pretrain_steps_per_second(
+                    data, Path(tmp) / "runs", f"{mode}{rep}", args, mode == "on"
+                )
                 (on if mode == "on" else off).append(rate)
                 if share is not None:
                     background.append(share)
     step_s = 1 / statistics.median(off)
     ratios = [b / a for a, b in zip(off, on, strict=True)]
     slowdown = 1 - statistics.median(ratios)
-    print(f"llmctl pretrain on CPU: dim {args.dim}, {args.layers} layers, seq {args.seq}, micro-batch {args.batch}, "
-          f"{args.steps} steps per run; torch threads {torch.get_num_threads()}")
-    print(f"Telemetry.step() cost, all sinks on: {per_call * 1e6:.1f} us/step (log every 10), "
-          f"{per_call_every * 1e6:.1f} us/step (log every step)")
-    print(f"median training step: {step_s * 1e3:.1f} ms -> step() cost = {100 * per_call / step_s:.3f}% "
-          f"(log every 10), {100 * per_call_every / step_s:.3f}% (log every step)")
-    print(f"telemetry background threads: {100 * statistics.median(background):.3f}% of one core "
-          f"(median over runs; sampler at 10 Hz, panel, writer, TensorBoard)")
-    print(f"A/B over {args.reps} interleaved pairs of runs: off {statistics.median(off):.2f} steps/s, "
-          f"on {statistics.median(on):.2f} steps/s, slowdown (median of per-rep ratios) {100 * slowdown:+.2f}% "
-          f"(per-run on/off ratios: {', '.join(f'{r:.3f}' for r in ratios)})")
+    print(
+        f"llmctl pretrain on CPU: dim {args.dim}, {args.layers} layers, seq {args.seq}, micro-batch {args.batch}, "
+        f"{args.steps} steps per run; torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"Telemetry.step() cost, all sinks on: {per_call * 1e6:.1f} us/step (log every 10), "
+        f"{per_call_every * 1e6:.1f} us/step (log every step)"
+    )
+    print(
+        f"median training step: {step_s * 1e3:.1f} ms -> step() cost = {100 * per_call / step_s:.3f}% "
+        f"(log every 10), {100 * per_call_every / step_s:.3f}% (log every step)"
+    )
+    print(
+        f"telemetry background threads: {100 * statistics.median(background):.3f}% of one core "
+        f"(median over runs; sampler at 10 Hz, panel, writer, TensorBoard)"
+    )
+    print(
+        f"A/B over {args.reps} interleaved pairs of runs: off {statistics.median(off):.2f} steps/s, "
+        f"on {statistics.median(on):.2f} steps/s, slowdown (median of per-rep ratios) {100 * slowdown:+.2f}% "
+        f"(per-run on/off ratios: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
 
 
 if __name__ == "__main__":

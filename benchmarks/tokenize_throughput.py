@@ -78,10 +78,10 @@ from tokenizers import Tokenizer
 texts = json.load(open(sys.argv[1]))
 tok = Tokenizer.from_file(sys.argv[2])
 tok.encode_special_tokens = True
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-seconds = time.perf_counter() - t
-json.dump({"seconds": seconds, "ids": ids}, open(sys.argv[3], "w"))
+seconds, cpu = time.perf_counter() - t, time.process_time() - c
+json.dump({"seconds": seconds, "cpu_seconds": cpu, "ids": ids}, open(sys.argv[3], "w"))
 """
 
 
@@ -92,9 +92,10 @@ def reference(texts_file: Path, tok: Path, threads: int, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def tree_memory(pid: int) -> int:
+def tree_usage(pid: int, cpu: dict[int, float]) -> int:
     """Memory of a process and its descendants: summed PSS (shared pages split between the processes
-    sharing them, so forked workers are not counted twice), or RSS where PSS is not available."""
+    sharing them, so forked workers are not counted twice), or RSS where PSS is not available. Records
+    each process's CPU seconds so far in `cpu`."""
     import psutil
 
     try:
@@ -107,20 +108,23 @@ def tree_memory(pid: int) -> int:
         with contextlib.suppress(psutil.Error):
             info = p.memory_full_info() if hasattr(p, "memory_full_info") else p.memory_info()
             total += getattr(info, "pss", info.rss)
+            times = p.cpu_times()
+            cpu[p.pid] = times.user + times.system
     return total
 
 
-def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, int, dict]:
-    """Wall seconds of the whole command, peak memory of its process tree, its --json report."""
+def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, int, float, dict]:
+    """Wall seconds of the whole command, peak memory and CPU seconds of its process tree, its --json report."""
     cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(data), "--tokenizer", str(tok),
            "--out", str(out), "--num-proc", str(num_proc), "--json"]
     peak = [0]
+    cpu: dict[int, float] = {}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_memory(proc.pid))
+            peak[0] = max(peak[0], tree_usage(proc.pid, cpu))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -130,7 +134,7 @@ def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, 
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"llmctl tokenize failed:\n{stderr}")
-    return wall, peak[0], json.loads(stdout)
+    return wall, peak[0], sum(cpu.values()), json.loads(stdout)
 
 
 def check_ids(out: Path, reference_ids: list[list[int]]) -> int:
@@ -155,6 +159,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as tmp_name:
         tmp = Path(tmp_name)
         data = args.data or stdlib_corpus(tmp / "raw", args.scale)
@@ -163,25 +168,28 @@ def main() -> None:
         text_bytes = sum(len(t.encode("utf-8")) for t in texts)
         (tmp / "texts.json").write_text(json.dumps(texts))
         # Interleaved, so a change in the machine's load hits both sides alike; ratios are per round.
-        refs, walls, peaks, inner = [], [], [], []
+        refs, ref_cpu, walls, peaks, cpus, inner = [], [], [], [], [], []
         for k in range(args.repeat):
             ref = reference(tmp / "texts.json", tok, args.num_proc, tmp / "ref.json")
             refs.append(ref["seconds"])
-            wall, peak, report = run_llmctl(data, tok, tmp / f"out{k}", args.num_proc)
+            ref_cpu.append(ref["cpu_seconds"])
+            wall, peak, cpu, report = run_llmctl(data, tok, tmp / f"out{k}", args.num_proc)
             walls.append(wall)
             peaks.append(peak)
+            cpus.append(cpu)
             inner.append(report["seconds"])
         tokens = sum(len(ids) for ids in ref["ids"])
         mismatched = check_ids(tmp / "out0", ref["ids"])
         written = report["tokens"]
 
     rows = [
-        ("tokenizers encode_batch", refs, tokens, None),
-        ("llmctl tokenize (whole command)", walls, written, max(peaks)),
-        ("llmctl tokenize (in-process)", inner, written, None),
+        ("tokenizers encode_batch", refs, tokens, None, ref_cpu),
+        ("llmctl tokenize (whole command)", walls, written, max(peaks), cpus),
+        ("llmctl tokenize (in-process)", inner, written, None, None),
     ]
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}, load average {load_at_start:.1f} at start",
         "corpus": str(args.data or f"pystdlib x{args.scale}"),
         "documents": len(texts),
         "text_bytes": text_bytes,
@@ -193,8 +201,9 @@ def main() -> None:
             {"what": what, "seconds": statistics.median(times), "tokens_per_second": n / statistics.median(times),
              "mb_per_second": text_bytes / statistics.median(times) / 1e6,
              "vs_encode_batch": statistics.median(r / t for r, t in zip(refs, times, strict=True)),
-             "seconds_all": times, "peak_memory_bytes": rss}
-            for what, times, n, rss in rows
+             "seconds_all": times, "peak_memory_bytes": rss,
+             "cpu_seconds": statistics.median(cpu) if cpu else None}
+            for what, times, n, rss, cpu in rows
         ],
     }
     if args.json:
@@ -203,12 +212,14 @@ def main() -> None:
     print(f"corpus: {result['corpus']}: {len(texts):,} documents, {text_bytes / 1e6:.1f} MB, {tokens:,} tokens "
           f"(+{len(texts):,} separators written); {args.num_proc} processes/threads; medians of {args.repeat} interleaved rounds")
     print(f"machine: {result['machine']}")
-    print(f"{'':34}{'seconds':>9}{'Mtok/s':>9}{'MB/s':>8}{'x encode_batch':>16}{'peak mem':>11}")
+    print(f"{'':34}{'seconds':>9}{'Mtok/s':>9}{'MB/s':>8}{'x encode_batch':>16}{'CPU s':>8}{'peak mem':>11}")
     for row in result["rows"]:
         rss = f"{row['peak_memory_bytes'] / 2**20:.0f} MiB" if row["peak_memory_bytes"] else ""
+        cpu = f"{row['cpu_seconds']:.2f}" if row["cpu_seconds"] is not None else ""
         print(f"{row['what']:34}{row['seconds']:9.2f}{row['tokens_per_second'] / 1e6:9.2f}"
-              f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{rss:>11}")
-    print("peak mem: summed PSS of the command's processes (main, fork server, workers), sampled every 20 ms")
+              f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{cpu:>8}{rss:>11}")
+    print("CPU s: all threads/processes (llmctl: the whole process tree, interpreter start included); "
+          "peak mem: summed PSS of the command's processes, sampled every 20 ms")
     print(f"ids identical to encode_batch: {'yes, every document' if mismatched == 0 else f'NO, {mismatched} documents differ'}")
 
 

@@ -187,18 +187,21 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class TelemetryConfig:
-    """What is measured, how often, and where it goes. EFFICIENTLLM_* environment variables are aliases."""
+    """What is measured, how often, and where it goes.
+
+    EFFICIENTLLM_* environment variables are aliases; they apply where the config keeps the default.
+    """
 
     enabled: bool = True
     """Collect hardware and EfficientLLM metrics (EFFICIENTLLM_METRICS_ENABLED)."""
     interval: float = 1.0
     """Seconds between hardware samples (EFFICIENTLLM_COLLECTION_INTERVAL)."""
     history_size: int = 1000
-    """Samples kept for averages (EFFICIENTLLM_HISTORY_SIZE)."""
+    """Hardware samples kept in memory for per-record averages; run averages use running sums (EFFICIENTLLM_HISTORY_SIZE)."""
     log_interval: int | None = None
     """Steps between metric records; None: train.log_every (EFFICIENTLLM_LOG_INTERVAL)."""
     peak_tflops: float | None = None
-    """Override the device's dense peak TFLOP/s used for MFU."""
+    """Dense peak TFLOP/s of one device for MFU, overriding the GPU table (also gives MFU on CPUs)."""
     panel: Literal["auto", "on", "off"] = "auto"
     """Live Rich panel on stderr: auto shows it on terminals only."""
     tensorboard: bool = True

@@ -70,7 +70,7 @@ def err() -> Console:
 
 def log(message: str) -> None:
     """One line of progress or information on stderr."""
-    err().print(message, markup=False, highlight=False)
+    err().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """Test doubles for telemetry: a fake NVML module, run facts, synthetic steps, and a driver script.
 
-    python tests/telemetry_fakes.py RUN_DIR STEPS [--sleep S]   # feeds synthetic steps to Telemetry
+python tests/telemetry_fakes.py RUN_DIR STEPS [--sleep S]   # feeds synthetic steps to Telemetry
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ class FakeNvml:
     class NVMLError(Exception):
         pass
 
-    def __init__(self, count: int = 1, energy_counter: bool = True, power_w: float = 300.0,
-                 util: float = 90.0, mem_used: float = 40e9) -> None:
+    def __init__(
+        self,
+        count: int = 1,
+        energy_counter: bool = True,
+        power_w: float = 300.0,
+        util: float = 90.0,
+        mem_used: float = 40e9,
+    ) -> None:
         self.count = count
         self.energy_counter = energy_counter
         self.power_w = power_w
@@ -90,22 +96,48 @@ class FakeClock:
 FLOPS_PER_TOKEN = 6 * 2_000_000 + 12 * 4 * 256 * 64 * 4
 
 
-def run_info(run_dir: Path | None = None, device: str = "cpu", device_name: str = "AMD EPYC 7B13",
-             total_steps: int = 20, start_step: int = 0, world_size: int = 1, dtype: str = "fp32",
-             objective: str = "pretrain") -> RunInfo:
+def run_info(
+    run_dir: Path | None = None,
+    device: str = "cpu",
+    device_name: str = "AMD EPYC 7B13",
+    total_steps: int = 20,
+    start_step: int = 0,
+    world_size: int = 1,
+    dtype: str = "fp32",
+    objective: str = "pretrain",
+) -> RunInfo:
     """RunInfo of a tiny model (3M parameters, seq 256)."""
     return RunInfo(
-        run_dir=str(run_dir) if run_dir else None, config={}, objective=objective, n_params=3_000_000,
-        n_params_non_embedding=2_000_000, flops_per_token=FLOPS_PER_TOKEN, seq_len=256, device=device,
-        device_name=device_name, dtype=dtype, world_size=world_size, total_steps=total_steps,
-        start_step=start_step, tokens_per_step=2048,
+        run_dir=str(run_dir) if run_dir else None,
+        config={},
+        objective=objective,
+        n_params=3_000_000,
+        n_params_non_embedding=2_000_000,
+        flops_per_token=FLOPS_PER_TOKEN,
+        seq_len=256,
+        device=device,
+        device_name=device_name,
+        dtype=dtype,
+        world_size=world_size,
+        total_steps=total_steps,
+        start_step=start_step,
+        tokens_per_step=2048,
     )
 
 
 def counts(step: int, tokens: int = 2048, step_time: float = 0.1, samples: int = 8) -> StepCounts:
     """One optimizer step's counts with a falling loss."""
-    return StepCounts(step=step, tokens=tokens, trained_tokens=tokens - 8, samples=samples, loss=5.0 - 0.05 * step,
-                      correct=200 + 10 * step, lr=1e-3, grad_norm=0.5, step_time=step_time)
+    return StepCounts(
+        step=step,
+        tokens=tokens,
+        trained_tokens=tokens - 8,
+        samples=samples,
+        loss=5.0 - 0.05 * step,
+        correct=200 + 10 * step,
+        lr=1e-3,
+        grad_norm=0.5,
+        step_time=step_time,
+    )
 
 
 def main() -> None:

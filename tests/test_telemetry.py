@@ -88,8 +88,17 @@ def test_mfu_needs_a_known_peak() -> None:
 
 def test_plain_line_has_the_shape_of_the_users_notes() -> None:
     record = {
-        "step": 10, "tokens_batch": 81920, "tokens_total": 819200, "flops_batch": 2.34e12, "flops_total": 23.4e12,
-        "loss": 3.2457, "accuracy": 0.283, "tokens_per_sec": 12300, "lr": 1e-3, "eta_s": 37 * 60 + 10, "mfu": None,
+        "step": 10,
+        "tokens_batch": 81920,
+        "tokens_total": 819200,
+        "flops_batch": 2.34e12,
+        "flops_total": 23.4e12,
+        "loss": 3.2457,
+        "accuracy": 0.283,
+        "tokens_per_sec": 12300,
+        "lr": 1e-3,
+        "eta_s": 37 * 60 + 10,
+        "mfu": None,
     }
     assert plain_line(record) == (
         "[Iter 10] Tokens: 81.92K tokens (batch), 819.2K tokens (total) | FLOPs: 2.34 TFLOPs (batch), "
@@ -102,8 +111,12 @@ def test_plain_line_has_the_shape_of_the_users_notes() -> None:
 
 
 def test_efficientllm_environment_variables_are_aliases() -> None:
-    env = {"EFFICIENTLLM_METRICS_ENABLED": "false", "EFFICIENTLLM_COLLECTION_INTERVAL": "0.5",
-           "EFFICIENTLLM_HISTORY_SIZE": "64", "EFFICIENTLLM_LOG_INTERVAL": "3"}
+    env = {
+        "EFFICIENTLLM_METRICS_ENABLED": "false",
+        "EFFICIENTLLM_COLLECTION_INTERVAL": "0.5",
+        "EFFICIENTLLM_HISTORY_SIZE": "64",
+        "EFFICIENTLLM_LOG_INTERVAL": "3",
+    }
     t = apply_env_aliases(TelemetryConfig(), env)
     assert (t.enabled, t.interval, t.history_size, t.log_interval) == (False, 0.5, 64, 3)
     # A value set in the config file or on the command line wins over the environment.
@@ -134,7 +147,13 @@ def _train(run_dir: Path, steps: range, total: int, cfg=None, state=None, start_
         tel.step(counts(step, tokens=2048 - step))  # vary the batch so sums are a real check
         if step % 4 == 0:
             tel.eval(EvalResult(step=step, loss=4.0 - step / 10, perplexity=50.0, accuracy=0.2, tokens=1024))
-            tel.samples([SampleRecord(step=step, prompt="Once upon a time", output=" a cat sat", new_tokens=3, seconds=0.01)])
+            tel.samples(
+                [
+                    SampleRecord(
+                        step=step, prompt="Once upon a time", output=" a cat sat", new_tokens=3, seconds=0.01
+                    )
+                ]
+            )
             tel.log(f"checkpoint step {step}")
     return tel
 
@@ -162,8 +181,14 @@ def test_run_directory_files_are_consistent(tmp_path: Path) -> None:
     assert on_disk["tokens"] == summary["tokens"] and on_disk["status"] == "completed"
     assert on_disk["final_eval"]["step"] == 12 and on_disk["mfu"] is None
     assert on_disk["efficientllm"]["it_tokens_per_sec"] == pytest.approx(300.0)
-    assert set(on_disk["efficientllm"]) >= {"amu_gb", "pcu_ratio", "al_seconds", "tt_tokens_per_param_per_sec",
-                                            "st_samples_per_param_per_sec", "aec_watts"}
+    assert set(on_disk["efficientllm"]) >= {
+        "amu_gb",
+        "pcu_ratio",
+        "al_seconds",
+        "tt_tokens_per_param_per_sec",
+        "st_samples_per_param_per_sec",
+        "aec_watts",
+    }
 
     samples = _read_jsonl(tmp_path / "samples.jsonl")
     assert [s["step"] for s in samples] == [4, 8, 12]
@@ -182,10 +207,21 @@ def test_tensorboard_has_the_tags_of_the_users_notes(tmp_path: Path) -> None:
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     expected = {
-        "tokens/batch", "tokens/total", "flops/batch", "flops/total", "efficientllm/amu_gb", "efficientllm/pcu_ratio",
-        "efficientllm/al_seconds", "efficientllm/tt_tokens_per_param_per_sec",
-        "efficientllm/st_samples_per_param_per_sec", "train/loss", "train/accuracy", "train/lr",
-        "throughput/tokens_per_sec", "eval/loss", "eval/perplexity",
+        "tokens/batch",
+        "tokens/total",
+        "flops/batch",
+        "flops/total",
+        "efficientllm/amu_gb",
+        "efficientllm/pcu_ratio",
+        "efficientllm/al_seconds",
+        "efficientllm/tt_tokens_per_param_per_sec",
+        "efficientllm/st_samples_per_param_per_sec",
+        "train/loss",
+        "train/accuracy",
+        "train/lr",
+        "throughput/tokens_per_sec",
+        "eval/loss",
+        "eval/perplexity",
     }
     assert expected <= tags
     assert "throughput/mfu" not in tags  # n/a on CPU: no point is better than a made-up one
@@ -240,7 +276,11 @@ def test_mfu_uses_the_configured_peak(tmp_path: Path) -> None:
 
 
 def test_inference_metrics() -> None:
-    assert inference_metrics(128, 0.5) == {"generated_tokens": 128, "seconds": 0.5, "it_tokens_per_sec": 256.0}
+    assert inference_metrics(128, 0.5) == {
+        "generated_tokens": 128,
+        "seconds": 0.5,
+        "it_tokens_per_sec": 256.0,
+    }
     assert inference_metrics(0, 0.0)["it_tokens_per_sec"] is None
 
 
@@ -266,11 +306,80 @@ def test_plot_command_writes_png_for_one_and_several_runs(tmp_path: Path) -> Non
     assert out.stat().st_size > 10_000
 
     result = runner.invoke(app, ["plot", str(tmp_path / "missing")])
-    assert result.exit_code != 0
-    assert "run directory not found" in (result.output + str(result.exception))
+    assert result.exit_code == 2
+    assert "error: run directory not found" in result.output
 
 
 def test_plot_every_refreshes_latest_png_during_training(tmp_path: Path) -> None:
     tel = _train(tmp_path, range(1, 7), total=6, cfg=_cfg("--train.log_every=1", "--telemetry.plot_every=3"))
     tel.close("completed")
     assert (tmp_path / "plots" / "latest.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- a real `llmctl pretrain` -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine_fixtures import make_token_dir
+
+    return make_token_dir(tmp_path_factory.mktemp("telemetry-data"))
+
+
+def _pretrain(token_dir: Path, run: Path, steps: int, *extra: str):
+    from engine_fixtures import tiny_args
+
+    args = tiny_args(
+        **{
+            "train.steps": steps,
+            "train.log_every": 1,
+            "telemetry.enabled": True,
+            "telemetry.tensorboard": True,
+            "train.eval_every": 4,
+            "train.sample_every": 4,
+            "train.sample_tokens": 6,
+            "checkpoint.every": 4,
+        }
+    )
+    return CliRunner().invoke(app, ["pretrain", "--data", str(token_dir), "--out", str(run), *args, *extra])
+
+
+@pytest.mark.slow
+def test_real_pretrain_run_directory_is_consistent_and_survives_a_resume(
+    token_dir: Path, tmp_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    result = _pretrain(token_dir, run, 6)
+    assert result.exit_code == 0, result.output
+    assert (
+        "[Iter 6] Tokens: 128 tokens (batch), 768 tokens (total)" in result.output
+    )  # plain lines off a terminal
+    result = _pretrain(token_dir, run, 10, "--resume", "auto")  # continues from the final step-6 checkpoint
+    assert result.exit_code == 0, result.output
+
+    estimate = CliRunner().invoke(app, ["flops", "estimate", "--model", str(run / "config.yaml"), "--json"])
+    expected_fpt = json.loads(estimate.stdout)["flops_per_token_train"]
+    train = [r for r in _read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 11))
+    assert train[-1]["tokens_total"] == sum(r["tokens_batch"] for r in train)
+    assert train[-1]["flops_total"] == sum(r["flops_batch"] for r in train)
+    assert all(
+        r["flops_per_token"] == expected_fpt and r["flops_batch"] == expected_fpt * r["tokens_batch"]
+        for r in train
+    )
+    assert all(r["mfu"] is None for r in train)  # CPU: n/a, never a guess
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 10 and summary["start_step"] == 6
+    assert summary["tokens"] == train[-1]["tokens_total"] and summary["steps_this_process"] == 4
+    assert summary["final_eval"]["step"] == 10 and summary["mfu"] is None
+    assert summary["efficientllm"]["it_tokens_per_sec"] > 0
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("tokens/total")] == list(range(1, 11))
+    assert {"flops/batch", "efficientllm/tt_tokens_per_param_per_sec", "eval/loss"} <= set(
+        acc.Tags()["scalars"]
+    )
+    plot = CliRunner().invoke(app, ["plot", str(run)])
+    assert plot.exit_code == 0 and (run / "plots" / "metrics.png").stat().st_size > 10_000

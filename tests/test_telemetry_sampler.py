@@ -23,7 +23,9 @@ def test_energy_comes_from_the_gpu_counter_when_it_has_one() -> None:
     assert sampler.energy_source == "nvml_energy_counter"
     first = sampler.sample_once()
     assert first["gpu_util_pct"] == 90.0 and first["power_w"] == 250.0
-    assert first["gpu_mem_used_bytes"] == 40e9 and first["temperature_c"] == 64 and first["sm_clock_mhz"] == 1980
+    assert (
+        first["gpu_mem_used_bytes"] == 40e9 and first["temperature_c"] == 64 and first["sm_clock_mhz"] == 1980
+    )
     for _ in range(3):
         nvml.advance(10)
         clock.advance(10)
@@ -52,7 +54,9 @@ def test_energy_is_integrated_from_power_on_gpus_without_a_counter() -> None:
 def test_several_gpus_are_summed_and_averaged() -> None:
     nvml, clock = FakeNvml(count=2, power_w=200.0), FakeClock()
     sample = _sampler(nvml, clock, [0, 1]).sample_once()
-    assert sample["power_w"] == 400.0 and sample["gpu_mem_used_bytes"] == 80e9 and sample["gpu_util_pct"] == 90.0
+    assert (
+        sample["power_w"] == 400.0 and sample["gpu_mem_used_bytes"] == 80e9 and sample["gpu_util_pct"] == 90.0
+    )
 
 
 def test_nvml_indices_follow_cuda_visible_devices_and_local_ranks() -> None:
@@ -77,7 +81,9 @@ def test_rapl_counters_unwrap(tmp_path: Path) -> None:
 
 
 def _gpu_run(tmp_path: Path, nvml: object, device_name: str, *extra: str) -> tuple[Telemetry, FakeClock]:
-    cfg = load_config(None, ["--telemetry.panel=off", "--telemetry.interval=3600", "--train.log_every=2", *extra])
+    cfg = load_config(
+        None, ["--telemetry.panel=off", "--telemetry.interval=3600", "--train.log_every=2", *extra]
+    )
     clock = FakeClock()
     tel = Telemetry(cfg, tmp_path, nvml=nvml, clock=clock)
     tel.start(run_info(tmp_path, device="cuda:0", device_name=device_name, dtype="bf16", total_steps=4))
@@ -146,6 +152,19 @@ def test_missing_gpu_leaves_gpu_fields_na_and_training_goes_on(tmp_path: Path, n
         tel.step(counts(step))
     summary = tel.close("completed").values
     r = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert r["gpu_util_pct"] is None and r["power_w"] is None and r["amu_gb"] is None and r["pcu_ratio"] is None
+    assert (
+        r["gpu_util_pct"] is None and r["power_w"] is None and r["amu_gb"] is None and r["pcu_ratio"] is None
+    )
     assert r["rss_bytes"] > 0  # the host backend still reads
     assert summary["tokens"] == 4 * 2048 and summary["energy_j"] is None
+
+
+def test_fp32_on_a_gpu_is_measured_against_tf32_where_the_gpu_has_it() -> None:
+    from llmctl.telemetry.settings import device_peak_flops
+
+    assert device_peak_flops("cuda:0", "NVIDIA A100-SXM4-80GB", "fp32", None) == (156e12, "A100-80GB")
+    assert device_peak_flops("cuda:0", "NVIDIA A100-SXM4-80GB", "bf16", None) == (312e12, "A100-80GB")
+    assert device_peak_flops("cuda:0", "Tesla V100-SXM2-32GB", "fp32", None) == (15.7e12, "V100-SXM2-32GB")
+    assert device_peak_flops("cuda:0", "Tesla T4", "bf16", None) == (None, None)  # no BF16 path: n/a
+    assert device_peak_flops("cpu", "AMD EPYC 7B13", "fp32", None) == (None, None)
+    assert device_peak_flops("cpu", "AMD EPYC 7B13", "fp32", 2.0) == (2e12, "telemetry.peak_tflops")

@@ -21,26 +21,10 @@ from llmctl import __version__
 from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
 
 
-class _ReportedError(click.ClickException):
-    """Carries an LlmctlError through click's standalone mode so it prints our two lines."""
-
-    def __init__(self, error: LlmctlError) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.exit_code = error.exit_code
-
-    def show(self, file: Any = None) -> None:
-        stream = file or sys.stderr
-        stream.write(f"error: {self.error.message}\n")
-        if self.error.hint:
-            stream.write(f"hint: {self.error.hint}\n")
-
-
-class _Interrupted(click.ClickException):
-    exit_code = EXIT_INTERRUPTED
-
-    def show(self, file: Any = None) -> None:
-        (file or sys.stderr).write("interrupted\n")
+def _report(error: LlmctlError) -> None:
+    sys.stderr.write(f"error: {error.message}\n")
+    if error.hint:
+        sys.stderr.write(f"hint: {error.hint}\n")
 
 
 class LlmctlGroup(TyperGroup):
@@ -52,11 +36,15 @@ class LlmctlGroup(TyperGroup):
         except LlmctlError as exc:
             if os.environ.get("LLMCTL_DEBUG"):
                 raise
-            raise _ReportedError(exc) from exc
+            # Typer's standalone mode draws ClickExceptions in its own Rich panel (and recent Typer vendors
+            # click, so it would not even catch ours): print our two lines here and exit with our code.
+            _report(exc)
+            raise typer.Exit(exc.exit_code) from exc
         except KeyboardInterrupt as exc:
             if os.environ.get("LLMCTL_DEBUG"):
                 raise
-            raise _Interrupted("interrupted") from exc
+            sys.stderr.write("interrupted\n")
+            raise typer.Exit(EXIT_INTERRUPTED) from exc
 
 
 app = typer.Typer(

@@ -23,7 +23,7 @@ def export(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: hf (transformers LlamaForCausalLM).")] = "hf",
     dtype: Annotated[str, typer.Option(help="Weight dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
-    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the one the checkpoint records.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the copy stored in the checkpoint.")] = None,
     chat_profile: Annotated[str | None, typer.Option(help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

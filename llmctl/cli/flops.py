@@ -97,7 +97,7 @@ def _convention_rows(r: Any) -> list[list[str]]:
         ["PaLM 6N + 12LHQT", fmt_flops(2 * fl.n + attn), fmt_flops(4 * fl.n + 2 * attn), fmt_flops(fl.train_palm),
          "used for MFU (nanoGPT, torchtitan, llmctl pretrain)"],
         ["exact (3 x forward)", fmt_flops(fl.forward), fmt_flops(fl.backward), fmt_flops(fl.train_exact),
-         "every matmul, as FlopCounterMode counts"],
+         "each matmul once (FlopCounterMode's forward)"],
     ]
 
 

@@ -56,8 +56,12 @@ def tokenize_command(
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Use the tiktoken fast path when it gives the same ids."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
-    """Tokenize a raw dataset into token shards: each document followed by <|eos|> (pretrain), or
-    conversations with a loss mask (sft)."""
+    """Tokenize a raw dataset into token shards, in parallel; reruns skip complete shards.
+
+    Pretraining: each document followed by the end-of-document token. SFT: conversations rendered by
+    the chat profile, with a loss mask on assistant replies. Split across machines with --shard-index
+    and --num-shards, then run --merge.
+    """
     from llmctl.data.worker_start import prestart_workers
 
     num_proc = num_proc or _cores()
@@ -108,11 +112,13 @@ def tokenize_command(
     if as_json:
         print_json({**summary, "meta": result.meta})
         return
-    log(
-        f"{result.shards_written} shard(s) written, {result.shards_skipped} already complete; "
-        f"{fmt_count(result.tokens)} tokens from {result.documents:,} documents in {fmt_duration(result.seconds)} "
-        f"({fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s, encoder {result.encoder}, {opts.num_proc} proc)"
-    )
+    if result.shards_written == 0:
+        log(f"all {result.shards_total} shard(s) already complete; nothing to tokenize")
+    else:
+        log(f"{result.shards_written} shard(s) written, {result.shards_skipped} already complete: "
+            f"{fmt_count(result.tokens)} tokens, {result.documents:,} documents in {fmt_duration(result.seconds)}")
+        log(f"{fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s of text, "
+            f"encoder {result.encoder}, {opts.num_proc} process(es)")
     if result.meta is None:
         log(f"job {shard_index} of {num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`")
         return

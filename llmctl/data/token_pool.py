@@ -1,8 +1,10 @@
 """The parallel engine of `tokenize` and `count --data`: raw chunks in, ordered results out.
 
-The parent reads chunks and submits them to N worker processes (or encodes them itself when N is
-1: same code, same bytes); results are yielded in submission order, with at most 2N + 2 chunks in
-flight, so memory is bounded by a few MiB per worker whatever the corpus size.
+The parent reads chunks and submits them to N worker processes; results are yielded in the order
+the chunks were read, so which process encoded a chunk never shows in the output. When every worker
+is busy (above all while they are still starting) the parent encodes the next chunk itself instead of
+waiting. With N = 1 the parent does all the work: same code, same bytes. At most 4N + 4 chunks are
+in flight, so memory is bounded by a few MiB per worker whatever the corpus size.
 """
 
 from __future__ import annotations
@@ -23,56 +25,30 @@ from llmctl.data.token_workers import (
 )
 from llmctl.data.worker_start import worker_context
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
-from llmctl.tokenizer.fast import EncoderSpec
+from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 
 
 class _Ready:
-    """A result computed already, behind the AsyncResult interface."""
+    """A result computed already, behind the same get()/done() interface as a worker's."""
 
     def __init__(self, result: ChunkResult) -> None:
         self._result = result
 
+    def done(self) -> bool:
+        return True
+
     def get(self) -> ChunkResult:
-        """The result."""
         return self._result
 
 
-class _InProcess:
-    """The pool interface run in this process (--num-proc 1): same code path, same bytes."""
-
-    def __init__(self, spec: EncoderSpec, policy: EncodePolicy) -> None:
-        self._encoder, self._policy = spec.build(), policy
-
-    def submit(self, array: Any) -> _Ready:
-        return _Ready(encode_rows(array, self._encoder, self._policy))
-
-
-class _Pool:
-    """N worker processes, each with its own encoder (built once by the initializer).
-
-    concurrent.futures rather than multiprocessing.Pool: when a worker dies (killed, out of memory),
-    the pending results fail with BrokenProcessPool instead of waiting forever.
-    """
-
-    def __init__(self, spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self._pool = ProcessPoolExecutor(
-            num_proc, mp_context=worker_context(), initializer=init_worker, initargs=(spec, policy)
-        )
-
-    def submit(self, array: Any) -> Any:
-        return _Pending(self._pool.submit(encode_chunk, array))
-
-    def close(self, ok: bool) -> None:
-        # Workers ignore Ctrl-C; on failure the queued chunks are cancelled and running ones (well
-        # under a second each) finish before the processes exit.
-        self._pool.shutdown(wait=True, cancel_futures=not ok)
-
-
 class _Pending:
+    """A chunk a worker is encoding."""
+
     def __init__(self, future: Any) -> None:
         self._future = future
+
+    def done(self) -> bool:
+        return bool(self._future.done())
 
     def get(self) -> ChunkResult | ChunkError:
         from concurrent.futures.process import BrokenProcessPool
@@ -86,18 +62,52 @@ class _Pending:
             ) from exc
 
 
+class _Encoders:
+    """The parent's own encoder and, for N > 1, N worker processes.
+
+    concurrent.futures rather than multiprocessing.Pool: when a worker dies (killed, out of memory),
+    the pending results fail with BrokenProcessPool instead of waiting forever.
+    """
+
+    def __init__(self, spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> None:
+        self._spec, self._policy = spec, policy
+        self._local: BatchEncoder | None = None
+        self._pool = None
+        if num_proc > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                num_proc, mp_context=worker_context(), initializer=init_worker, initargs=(spec, policy)
+            )
+
+    def here(self, array: Any) -> _Ready:
+        """Encode in this process."""
+        if self._local is None:
+            self._local = self._spec.build()
+        return _Ready(encode_rows(array, self._local, self._policy))
+
+    def submit(self, array: Any) -> _Ready | _Pending:
+        """Hand to a worker (or encode here when there are none)."""
+        if self._pool is None:
+            return self.here(array)
+        return _Pending(self._pool.submit(encode_chunk, array))
+
+    def close(self, ok: bool) -> None:
+        # Workers ignore Ctrl-C; on failure the queued chunks are cancelled and running ones (well
+        # under a second each) finish before the processes exit.
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=not ok)
+
+
 @contextmanager
-def _executor(spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> Iterator[Any]:
-    if num_proc <= 1:
-        yield _InProcess(spec, policy)
-        return
-    pool = _Pool(spec, policy, num_proc)
+def _encoders(spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> Iterator[_Encoders]:
+    encoders = _Encoders(spec, policy, num_proc)
     ok = False
     try:
-        yield pool
+        yield encoders
         ok = True
     finally:
-        pool.close(ok)
+        encoders.close(ok)
 
 
 def pipeline(
@@ -105,7 +115,11 @@ def pipeline(
 ) -> Iterator[tuple[ShardPlan, int, ChunkResult | None]]:
     """(plan, first row, result) per chunk in order, then (plan, -1, None) when a shard's rows are done."""
     window: deque[tuple[ShardPlan, int, Any]] = deque()
-    limit = 2 * max(num_proc, 1) + 2
+    busy = 2 * max(num_proc, 1) + 2
+    cap = 2 * busy
+
+    def ready() -> bool:
+        return bool(window) and (window[0][2] is None or window[0][2].done())
 
     def pop() -> tuple[ShardPlan, int, ChunkResult | None]:
         plan, position, pending = window.popleft()
@@ -114,14 +128,18 @@ def pipeline(
             raise LlmctlError(result.message, result.hint, result.exit_code)
         return plan, position, result
 
-    with _executor(spec, policy, num_proc) as pool:
+    with _encoders(spec, policy, num_proc) as encoders:
         for plan in plans:
             for position, array in iter_chunks(plan, column):
-                window.append((plan, position, pool.submit(array)))
-                while len(window) > limit:
+                while ready():
                     yield pop()
+                while len(window) >= cap:
+                    yield pop()
+                # Workers all busy: encoding here beats waiting; the window keeps the order.
+                helping = num_proc > 1 and len(window) >= busy
+                window.append((plan, position, encoders.here(array) if helping else encoders.submit(array)))
             window.append((plan, -1, None))
-            while window and (window[0][2] is None or len(window) > limit):
+            while ready():
                 yield pop()
         while window:
             yield pop()

@@ -92,7 +92,9 @@ def plain_line(r: dict[str, Any]) -> str:
 
 def eval_line(r: dict[str, Any]) -> str:
     """`[Eval 200] loss 2.9876 | ppl 19.84 | acc 31.2%`."""
-    return f"[Eval {r['step']}] loss {r['loss']:.4f} | ppl {r['perplexity']:.2f} | acc {pct(r.get('accuracy'))}"
+    return (
+        f"[Eval {r['step']}] loss {r['loss']:.4f} | ppl {r['perplexity']:.2f} | acc {pct(r.get('accuracy'))}"
+    )
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -110,17 +112,27 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     if "steps" not in s:
         return [f"run {s.get('status', 'ended')}"]
     head = f"run {s['status']} at step {s['steps']}: {fmt_count(s['tokens'])} tokens, {fmt_flops(s['flops'])} in {eta_text(s['wall_time_s'])}"
-    rate = fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True) if _ok(s.get("tflops_per_sec")) else "n/a FLOP/s"
+    rate = (
+        fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True)
+        if _ok(s.get("tflops_per_sec"))
+        else "n/a FLOP/s"
+    )
     lines = [f"{head} | {_fmt(s.get('tokens_per_sec'), fmt_count)} tok/s | {rate} | mfu {pct(s.get('mfu'))}"]
     ev = s.get("final_eval")
     if ev:
-        lines.append(f"final eval (step {ev['step']}): loss {ev['loss']:.4f} | ppl {ev['perplexity']:.2f} | acc {pct(ev.get('accuracy'))}")
+        lines.append(
+            f"final eval (step {ev['step']}): loss {ev['loss']:.4f} | ppl {ev['perplexity']:.2f} | acc {pct(ev.get('accuracy'))}"
+        )
     e = s.get("efficientllm") or {}
 
     def num(key: str, fmt: str) -> str:
         return format(e[key], fmt) if _ok(e.get(key)) else NA
 
-    energy = f"{s['energy_wh']:.3g} Wh ({s['energy_j']:.4g} J), {s['tokens_per_joule']:.4g} tokens/J" if _ok(s.get("energy_j")) and _ok(s.get("tokens_per_joule")) else NA
+    energy = (
+        f"{s['energy_wh']:.3g} Wh ({s['energy_j']:.4g} J), {s['tokens_per_joule']:.4g} tokens/J"
+        if _ok(s.get("energy_j")) and _ok(s.get("tokens_per_joule"))
+        else NA
+    )
     lines.append(
         f"[EfficientLLM] AMU {num('amu_gb', '.2f')} GB | PCU {num('pcu_ratio', '.3f')} | AL {num('al_seconds', '.4f')} s | "
         f"TT {num('tt_tokens_per_param_per_sec', '.3g')} | ST {num('st_samples_per_param_per_sec', '.3g')} | "
@@ -144,16 +156,36 @@ def _cells(s: dict[str, Any]) -> list[list[tuple[str, str]]]:
     """The panel's figures as rows of (label, value) pairs."""
     loss = f"{s['loss']:.4f}" if _ok(s.get("loss")) else NA
     return [
-        [("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"), ("acc", pct(s.get("accuracy"))),
-         ("lr", f"{s['lr']:.2e}" if _ok(s.get("lr")) else NA)],
-        [("grad norm", f"{s['grad_norm']:.3f}" if _ok(s.get("grad_norm")) else NA),
-         ("tokens/s", _fmt(s.get("tokens_per_sec"), fmt_count)), ("tokens", _fmt(s.get("tokens_total"), fmt_count))],
-        [("FLOPs/batch", _fmt(s.get("flops_batch"), fmt_flops)), ("FLOPs total", _fmt(s.get("flops_total"), fmt_flops)),
-         ("FLOP/s", fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True) if _ok(s.get("tflops_per_sec")) else NA)],
-        [("MFU", pct(s.get("mfu"))), ("memory", _memory(s)),
-         ("GPU util", f"{s['gpu_util_pct']:.0f}%" if _ok(s.get("gpu_util_pct")) else NA)],
-        [("power", f"{s['power_w']:.0f} W" if _ok(s.get("power_w")) else NA), ("energy", energy_text(s.get("energy_j"))),
-         ("CPU", f"{s['cpu_util_pct']:.0f}%" if _ok(s.get("cpu_util_pct")) else NA)],
+        [
+            ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),
+            ("acc", pct(s.get("accuracy"))),
+            ("lr", f"{s['lr']:.2e}" if _ok(s.get("lr")) else NA),
+        ],
+        [
+            ("grad norm", f"{s['grad_norm']:.3f}" if _ok(s.get("grad_norm")) else NA),
+            ("tokens/s", _fmt(s.get("tokens_per_sec"), fmt_count)),
+            ("tokens", _fmt(s.get("tokens_total"), fmt_count)),
+        ],
+        [
+            ("FLOPs/batch", _fmt(s.get("flops_batch"), fmt_flops)),
+            ("FLOPs total", _fmt(s.get("flops_total"), fmt_flops)),
+            (
+                "FLOP/s",
+                fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True)
+                if _ok(s.get("tflops_per_sec"))
+                else NA,
+            ),
+        ],
+        [
+            ("MFU", pct(s.get("mfu"))),
+            ("memory", _memory(s)),
+            ("GPU util", f"{s['gpu_util_pct']:.0f}%" if _ok(s.get("gpu_util_pct")) else NA),
+        ],
+        [
+            ("power", f"{s['power_w']:.0f} W" if _ok(s.get("power_w")) else NA),
+            ("energy", energy_text(s.get("energy_j"))),
+            ("CPU", f"{s['cpu_util_pct']:.0f}%" if _ok(s.get("cpu_util_pct")) else NA),
+        ],
     ]
 
 
@@ -173,7 +205,9 @@ def render(s: dict[str, Any]) -> Any:
     head = Text()
     head.append("━" * filled, style="green")
     head.append("━" * (40 - filled), style="grey30")
-    head.append(f"  step {step}/{total}  {pct(step / total if total else None)}" if total else f"  step {step}")
+    head.append(
+        f"  step {step}/{total}  {pct(step / total if total else None)}" if total else f"  step {step}"
+    )
     head.append(f"  elapsed {eta_text(s.get('elapsed_s'))}  eta {eta_text(s.get('eta_s'))}")
     body = Text(no_wrap=True, overflow="crop")
     for i, row in enumerate(_cells(s)):
@@ -185,10 +219,18 @@ def render(s: dict[str, Any]) -> Any:
     rows: list[Any] = [head, body]
     ev = s.get("eval")
     if ev:
-        rows.append(Text(f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"))
+        rows.append(
+            Text(
+                f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"
+            )
+        )
     sample = s.get("sample")
     if sample:
-        rows.append(Text(f"sample @{sample['step']}  {_one_line(sample['prompt'], 30)} → {_one_line(sample['output'], 100)}"))
+        rows.append(
+            Text(
+                f"sample @{sample['step']}  {_one_line(sample['prompt'], 30)} → {_one_line(sample['output'], 100)}"
+            )
+        )
     title = " · ".join(str(x) for x in (s.get("objective"), s.get("run"), s.get("device_label")) if x)
     return Panel(Group(*rows), title=title or "llmctl", title_align="left", border_style="cyan")
 
@@ -247,7 +289,7 @@ class PanelSink(Sink):
 
     def _print(self, text: str) -> None:
         if self.live is not None:
-            self.live.console.print(text, markup=False, highlight=False)
+            self.live.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def eval(self, record: dict[str, Any]) -> None:
         self._print(eval_line(record))
@@ -267,7 +309,7 @@ class PanelSink(Sink):
             self.live.update(render(self.snapshot), refresh=True)
             self.live.stop()
             for line in summary_lines(summary):
-                self.live.console.print(line, markup=False, highlight=False)
+                self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
             self.live = None
 
 

@@ -35,7 +35,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Records of RUN/metrics.jsonl; a torn last line (a run still writing) is skipped."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        raise LlmctlError(f"no metrics.jsonl in {run_dir}", "pass a run directory written by `llmctl pretrain` or `llmctl sft`")
+        raise LlmctlError(
+            f"no metrics.jsonl in {run_dir}",
+            "pass a run directory written by `llmctl pretrain` or `llmctl sft`",
+        )
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -55,7 +58,9 @@ def _value(record: dict[str, Any], key: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _series(records: list[dict[str, Any]], kind: str, key: str, scale: float) -> tuple[list[int], list[float]]:
+def _series(
+    records: list[dict[str, Any]], kind: str, key: str, scale: float
+) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for r in records:
         if r.get("kind", "train") != kind:
@@ -84,7 +89,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         for (_, records), label in zip(runs, labels, strict=True):
             xs, ys = _series(records, kind, key, scale)
             if xs:
-                line, = ax.plot(xs, ys, label=label, linewidth=1.2)
+                (line,) = ax.plot(xs, ys, label=label, linewidth=1.2)
                 any_data = True
                 if key == "loss":
                     ex, ey = _series(records, "eval", "loss", 1.0)

@@ -1,8 +1,8 @@
 """`Telemetry`: the Reporter the Trainer talks to (llmctl/telemetry/events.py).
 
 The loop hands over raw counts; this turns them into figures (counters.py, efficiency.py), adds
-hardware readings (sampler.py) and passes records to the sinks (sinks.py, panel.py). All sink work
-runs on one writer thread, so `step()` costs a few dictionary updates and a queue put, and a slow
+hardware readings (sampler.py) and passes records to the sinks (sinks.py, panel.py) through one
+writer thread (writer.py), so `step()` costs a few dictionary updates and a queue put, and a slow
 disk or a blocked stderr pipe never stalls training. Only rank 0 samples hardware and writes.
 
     telemetry = Telemetry(cfg, run_dir=Path("runs/demo"), is_rank0=rank == 0)
@@ -14,11 +14,6 @@ disk or a blocked stderr pipe never stalls training. Only rank 0 samples hardwar
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -30,8 +25,17 @@ from llmctl.telemetry.efficiency import efficiency_metrics, energy_figures
 from llmctl.telemetry.events import EvalResult, RunInfo, RunSummary, SampleRecord, StepCounts
 from llmctl.telemetry.settings import apply_env_aliases, device_peak_flops
 from llmctl.telemetry.sinks import Sink
+from llmctl.telemetry.writer import SinkWriter
 
-_HARDWARE_KEYS = ("gpu_util_pct", "gpu_mem_used_bytes", "power_w", "temperature_c", "sm_clock_mhz", "cpu_util_pct", "rss_bytes")
+_HARDWARE_KEYS = (
+    "gpu_util_pct",
+    "gpu_mem_used_bytes",
+    "power_w",
+    "temperature_c",
+    "sm_clock_mhz",
+    "cpu_util_pct",
+    "rss_bytes",
+)
 
 
 class Telemetry:
@@ -76,18 +80,18 @@ class Telemetry:
         self._energy_mark: tuple[float, float] | None = None
         self._generated = [0, 0.0]
         self._cuda: Any = None
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._plot_proc: subprocess.Popen[bytes] | None = None
+        self._writer: SinkWriter | None = None
         self._every_step: list[Sink] = []
         self._closed: RunSummary | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def start(self, info: RunInfo) -> None:
-        """Resolve the peak, start the sampler and open the sinks (on the writer thread)."""
+        """Resolve the peak, start the sampler, open the sinks and the writer thread."""
         self.info = info
-        peak, self.peak_source = device_peak_flops(info.device, info.device_name, info.dtype, self.settings.peak_tflops)
+        peak, self.peak_source = device_peak_flops(
+            info.device, info.device_name, info.dtype, self.settings.peak_tflops
+        )
         self.counters = Counters(
             info.flops_per_token,
             peak * info.world_size if peak else None,
@@ -105,13 +109,10 @@ class Telemetry:
             self._cuda = self._cuda_memory_api(info.device)
         self.sinks = self._custom_sinks if self._custom_sinks is not None else self._default_sinks()
         self._every_step = [s for s in self.sinks if s.every_step]
-        # Opened here, not on the writer thread: importing TensorBoard holds the GIL for a second or
-        # more, which belongs to set-up time, not to the first steps' timings.
-        for sink in list(self.sinks):
-            self._dispatch(sink, "start", (info, info.start_step))
+        plot_dir = self.run_dir if self.settings.plot_every else None
+        self._writer = SinkWriter(self.sinks, plot_dir)
+        self._writer.open(info, info.start_step)
         self._window_since = self._clock()
-        self._writer = threading.Thread(target=self._write_loop, name="llmctl-telemetry-writer", daemon=True)
-        self._writer.start()
 
     def _default_sinks(self) -> list[Sink]:
         from llmctl.output import stderr_is_plain
@@ -150,7 +151,9 @@ class Telemetry:
             backends.append(HostBackend())
         if not backends:
             return None
-        sampler = HardwareSampler(backends, self.settings.interval, self.settings.history_size, clock=self._clock)
+        sampler = HardwareSampler(
+            backends, self.settings.interval, self.settings.history_size, clock=self._clock
+        )
         sampler.start()
         self._energy_mark = (sampler.latest().get("t", self._clock()), 0.0)
         return sampler
@@ -182,13 +185,13 @@ class Telemetry:
         if logged:
             figures = self._record(figures)
             self._last_train = figures
-            self._queue.put(("step", figures))
+            self._put("step", figures)
         self._last_figures = figures
         if self._every_step:
             self._push_snapshot()
         plot_every = self.settings.plot_every
         if plot_every and self.run_dir is not None and counts.step % plot_every == 0:
-            self._queue.put(("plot", None))
+            self._put("plot")
 
     def eval(self, result: EvalResult) -> None:
         """Queue an eval record; the panel and summary keep the latest one."""
@@ -204,14 +207,22 @@ class Telemetry:
         }
         self._last_eval = record
         if self.is_rank0:
-            self._queue.put(("eval", record))
+            self._put("eval", record)
 
     def samples(self, records: list[SampleRecord]) -> None:
         """Queue a sampling round for samples.jsonl, metrics.jsonl and the panel; count IT."""
         rows = []
         for r in records:
-            rows.append({"kind": "sample", "step": r.step, "prompt": r.prompt, "output": r.output,
-                         "reference": r.reference, "source": r.source})
+            rows.append(
+                {
+                    "kind": "sample",
+                    "step": r.step,
+                    "prompt": r.prompt,
+                    "output": r.output,
+                    "reference": r.reference,
+                    "source": r.source,
+                }
+            )
             new_tokens, seconds = getattr(r, "new_tokens", None), getattr(r, "seconds", None)
             if new_tokens and seconds:
                 self._generated[0] += int(new_tokens)
@@ -219,12 +230,12 @@ class Telemetry:
         if rows:
             self._last_sample = rows[0]
         if self.is_rank0 and rows:
-            self._queue.put(("samples", rows))
+            self._put("samples", rows)
 
     def log(self, message: str) -> None:
         """A line of information, printed above the panel or as a plain line."""
         if self.is_rank0:
-            self._queue.put(("log", message))
+            self._put("log", message)
 
     def state_dict(self) -> dict[str, Any]:
         """Run totals for the checkpoint (tokens, FLOPs, steps, time, energy)."""
@@ -258,18 +269,18 @@ class Telemetry:
         if self.is_rank0 and self._writer is not None:
             if self._every_step:
                 self._push_snapshot()  # the final eval and sample arrive after the last step
-            self._queue.put(("close", summary))
-            self._queue.join()
-            self._queue.put(("stop", None))
-            self._writer.join(timeout=30)
-            self._finish_plots()
+            self._writer.close(summary)
         self._closed = RunSummary(values=summary)
         return self._closed
 
     def flush(self) -> None:
         """Wait until every queued record has reached its sinks (tests, and before reading files)."""
-        if self._writer is not None and self._writer.is_alive():
-            self._queue.join()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _put(self, kind: str, payload: Any = None) -> None:
+        if self._writer is not None:
+            self._writer.put(kind, payload)
 
     # -- figures --------------------------------------------------------------------------------
 
@@ -301,10 +312,18 @@ class Telemetry:
             if t_last > t_prev:
                 power = (energy - e_prev) / (t_last - t_prev)
             self._energy_mark = (t_last, energy)
-        record.update(efficiency_metrics(
-            window["window_tokens"], window["window_samples"], window["window_steps"],
-            window["window_seconds"], self.info.n_params, hardware, self.info.device.startswith("cuda"), power_w=power,
-        ))
+        record.update(
+            efficiency_metrics(
+                window["window_tokens"],
+                window["window_samples"],
+                window["window_steps"],
+                window["window_seconds"],
+                self.info.n_params,
+                hardware,
+                self.info.device.startswith("cuda"),
+                power_w=power,
+            )
+        )
         total_energy = self._energy_before + energy if energy is not None else None
         record.update(energy_figures(total_energy, self.counters.tokens))
         return record
@@ -343,7 +362,9 @@ class Telemetry:
         if info is not None:
             snap["objective"] = info.objective
             snap["run"] = Path(info.run_dir).name if info.run_dir else None
-            snap["device_label"] = f"{info.device_name} · {info.dtype}" + (f" · x{info.world_size}" if info.world_size > 1 else "")
+            snap["device_label"] = f"{info.device_name} · {info.dtype}" + (
+                f" · x{info.world_size}" if info.world_size > 1 else ""
+            )
         return snap
 
     def _summary(self, status: str) -> dict[str, Any]:
@@ -357,104 +378,53 @@ class Telemetry:
         if hw.get("energy_j") is not None and hw.get("sampled_seconds"):
             power = hw["energy_j"] / hw["sampled_seconds"]
         efficiency = efficiency_metrics(
-            averages["tokens_this_process"], c.process.samples, c.process.steps,
-            averages["train_seconds_this_process"], info.n_params, hw, info.device.startswith("cuda"), power_w=power,
+            averages["tokens_this_process"],
+            c.process.samples,
+            c.process.steps,
+            averages["train_seconds_this_process"],
+            info.n_params,
+            hw,
+            info.device.startswith("cuda"),
+            power_w=power,
         )
         generated, gen_seconds = self._generated
         efficiency["it_tokens_per_sec"] = generated / gen_seconds if gen_seconds > 0 else None
         energy = self._energy_now()
         total_energy = self._energy_before + energy if energy is not None else None
         last = self._last_train or {}
-        summary.update({
-            "objective": info.objective,
-            "steps": c.step,
-            "total_steps": info.total_steps,
-            "start_step": info.start_step,
-            "tokens": c.tokens,
-            "trained_tokens": c.trained_tokens,
-            "samples": c.samples,
-            "flops": c.flops,
-            "flops_per_token": info.flops_per_token,
-            "n_params": info.n_params,
-            "wall_time_s": c.elapsed(),
-            "wall_time_total_s": c.wall_seconds_before + c.elapsed(),
-            "train_time_total_s": c.train_seconds,
-            **averages,
-            "final_loss": self._losses[-1] if self._losses else None,
-            "final_accuracy": last.get("accuracy"),
-            "final_eval": {k: v for k, v in self._last_eval.items() if k not in ("kind", "time")} if self._last_eval else None,
-            "peak_memory_bytes": hw.get("gpu_mem_used_bytes_peak", hw.get("rss_bytes_peak")),
-            "efficientllm": efficiency,
-            **energy_figures(total_energy, c.tokens),
-            "energy_source": self.sampler.energy_source if self.sampler is not None and energy is not None else None,
-            "device": info.device,
-            "device_name": info.device_name,
-            "dtype": info.dtype,
-            "world_size": info.world_size,
-            "peak_tflops_per_device": c.peak_flops / 1e12 / info.world_size if c.peak_flops else None,
-            "peak_source": self.peak_source,
-        })
-        return summary
-
-    # -- the writer thread ----------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        while True:
-            kind, payload = self._queue.get()
-            try:
-                if kind == "stop":
-                    return
-                if kind == "plot":
-                    self._spawn_plot()
-                    continue
-                for sink in list(self.sinks):
-                    self._dispatch(sink, kind, payload)
-            finally:
-                self._queue.task_done()
-
-    def _dispatch(self, sink: Sink, kind: str, payload: Any) -> None:
-        try:
-            if kind == "start":
-                sink.start(*payload)
-            elif kind == "step":
-                sink.step(payload)
-            elif kind == "eval":
-                sink.eval(payload)
-            elif kind == "samples":
-                sink.samples(payload)
-            elif kind == "log":
-                sink.log(payload)
-            elif kind == "close":
-                sink.close(payload)
-        except Exception as exc:  # a broken sink (full disk, missing tensorboard) must not stop training
-            self.sinks.remove(sink)
-            print(f"telemetry: {type(sink).__name__} disabled after an error: {exc}", file=sys.stderr)
-
-    def _spawn_plot(self) -> None:
-        """Refresh plots/latest.png in a child process, so matplotlib never competes for the GIL."""
-        if self._plot_proc is not None and self._plot_proc.poll() is None:
-            return
-        assert self.run_dir is not None
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        env["MPLBACKEND"] = "Agg"
-        self._plot_proc = subprocess.Popen(
-            [sys.executable, "-m", "llmctl.telemetry.plots", str(self.run_dir), str(self.run_dir / "plots" / "latest.png")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        summary.update(
+            {
+                "objective": info.objective,
+                "steps": c.step,
+                "total_steps": info.total_steps,
+                "start_step": info.start_step,
+                "tokens": c.tokens,
+                "trained_tokens": c.trained_tokens,
+                "samples": c.samples,
+                "flops": c.flops,
+                "flops_per_token": info.flops_per_token,
+                "n_params": info.n_params,
+                "wall_time_s": c.elapsed(),
+                "wall_time_total_s": c.wall_seconds_before + c.elapsed(),
+                "train_time_total_s": c.train_seconds,
+                **averages,
+                "final_loss": self._losses[-1] if self._losses else None,
+                "final_accuracy": last.get("accuracy"),
+                "final_eval": {k: v for k, v in self._last_eval.items() if k not in ("kind", "time")}
+                if self._last_eval
+                else None,
+                "peak_memory_bytes": hw.get("gpu_mem_used_bytes_peak", hw.get("rss_bytes_peak")),
+                "efficientllm": efficiency,
+                **energy_figures(total_energy, c.tokens),
+                "energy_source": self.sampler.energy_source
+                if self.sampler is not None and energy is not None
+                else None,
+                "device": info.device,
+                "device_name": info.device_name,
+                "dtype": info.dtype,
+                "world_size": info.world_size,
+                "peak_tflops_per_device": c.peak_flops / 1e12 / info.world_size if c.peak_flops else None,
+                "peak_source": self.peak_source,
+            }
         )
-
-    def _finish_plots(self) -> None:
-        if not self.settings.plot_every or self.run_dir is None:
-            return
-        if self._plot_proc is not None:
-            try:
-                self._plot_proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._plot_proc.kill()
-        from llmctl.telemetry.plots import plot_runs
-
-        try:
-            plot_runs([self.run_dir], self.run_dir / "plots" / "latest.png")
-        except Exception as exc:  # plotting is a convenience; its failure leaves the run intact
-            print(f"telemetry: final plot skipped: {exc}", file=sys.stderr)
+        return summary

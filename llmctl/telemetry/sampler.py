@@ -122,7 +122,11 @@ class RaplReader:
                 continue
             try:
                 int((zone / "energy_uj").read_text())
-                wrap = float((zone / "max_energy_range_uj").read_text()) if (zone / "max_energy_range_uj").exists() else 0.0
+                wrap = (
+                    float((zone / "max_energy_range_uj").read_text())
+                    if (zone / "max_energy_range_uj").exists()
+                    else 0.0
+                )
             except (OSError, ValueError):
                 continue
             self.zones.append((zone / "energy_uj", wrap))
@@ -158,8 +162,11 @@ class HostBackend:
         import psutil
 
         self.process = psutil.Process(os.getpid())
-        self.cpus = len(self.process.cpu_affinity()) if hasattr(self.process, "cpu_affinity") else os.cpu_count() or 1
-        self._cpu_mark = self._cpu_now()
+        self.cpus = (
+            len(self.process.cpu_affinity()) if hasattr(self.process, "cpu_affinity") else os.cpu_count() or 1
+        )
+        # The first reading covers the process's life so far, so even a short run has a figure.
+        self._cpu_mark = (time.monotonic() - max(0.0, time.time() - self.process.create_time()), 0.0)
         self.rapl = rapl if rapl is not None else RaplReader()
         self.energy_source = "rapl" if self.rapl.available else None
 
@@ -219,7 +226,13 @@ class HardwareSampler:
     so a long run's summary still covers every sample.
     """
 
-    def __init__(self, backends: list[Any], interval: float = 1.0, history_size: int = 1000, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        backends: list[Any],
+        interval: float = 1.0,
+        history_size: int = 1000,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.backends = backends
         self.interval = interval
         self.clock = clock
@@ -321,7 +334,9 @@ class HardwareSampler:
         return out
 
 
-def nvml_indices(device: str, world_size: int, device_count: int, environ: dict[str, str] | None = None) -> list[int]:
+def nvml_indices(
+    device: str, world_size: int, device_count: int, environ: dict[str, str] | None = None
+) -> list[int]:
     """NVML device indices for a torch device string, honouring CUDA_VISIBLE_DEVICES.
 
     Under a single-node multi-rank launch (LOCAL_WORLD_SIZE == world size) rank 0 samples every
@@ -330,7 +345,11 @@ def nvml_indices(device: str, world_size: int, device_count: int, environ: dict[
     env = os.environ if environ is None else environ
     cuda_index = int(device.split(":", 1)[1]) if ":" in device else 0
     visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    mapping = [int(v) for v in visible] if visible and all(v.isdigit() for v in visible) else list(range(device_count))
+    mapping = (
+        [int(v) for v in visible]
+        if visible and all(v.isdigit() for v in visible)
+        else list(range(device_count))
+    )
     local_world = int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
     wanted = range(world_size) if world_size > 1 and local_world == world_size else [cuda_index]
     return [mapping[i] for i in wanted if i < len(mapping) and mapping[i] < device_count]

@@ -56,7 +56,9 @@ def apply_env_aliases(tcfg: TelemetryConfig, environ: Mapping[str, str] | None =
     return dataclasses.replace(tcfg, **changes) if changes else tcfg
 
 
-def device_peak_flops(device: str, device_name: str, dtype: str, override_tflops: float | None) -> tuple[float | None, str | None]:
+def device_peak_flops(
+    device: str, device_name: str, dtype: str, override_tflops: float | None
+) -> tuple[float | None, str | None]:
     """Dense peak FLOP/s of one device for `dtype`, and where the figure came from.
 
     `--telemetry.peak_tflops` wins; otherwise GPUs are looked up by name in llmctl.plan.hardware's
@@ -72,6 +74,10 @@ def device_peak_flops(device: str, device_name: str, dtype: str, override_tflops
     spec = detect_gpu(device_name)
     if spec is None:
         return None, None
+    if dtype == "fp32" and getattr(spec, "tf32", None):
+        # The engine turns TF32 on for CUDA matmuls (engine/runtime.py), so fp32 training runs at the
+        # TF32 tensor-core rate; measuring against plain FP32 would report MFU above 100%.
+        dtype = "tf32"
     try:
         peak = peak_flops(spec, dtype)
     except LlmctlError:  # a dtype the table does not know: n/a rather than another dtype's peak

@@ -48,7 +48,11 @@ TB_TAGS: dict[str, str] = {
     "energy_j": "energy/total_j",
     "tokens_per_joule": "energy/tokens_per_joule",
 }
-TB_EVAL_TAGS: dict[str, str] = {"loss": "eval/loss", "perplexity": "eval/perplexity", "accuracy": "eval/accuracy"}
+TB_EVAL_TAGS: dict[str, str] = {
+    "loss": "eval/loss",
+    "perplexity": "eval/perplexity",
+    "accuracy": "eval/accuracy",
+}
 
 
 class Sink:
@@ -197,14 +201,25 @@ class CsvSink(Sink):
         prepare_append(self.file.path, resume_step, LOSS_CSV_HEADER)
 
     def _row(self, *values: Any) -> None:
-        cells = ["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(v) if isinstance(v, float) else str(v) for v in values]
+        cells = [
+            ""
+            if v is None or (isinstance(v, float) and not math.isfinite(v))
+            else repr(v)
+            if isinstance(v, float)
+            else str(v)
+            for v in values
+        ]
         self.file.write(",".join(cells) + "\n")
 
     def step(self, record: dict[str, Any]) -> None:
-        self._row("train", record["step"], record["tokens_total"], record["loss"], record["accuracy"], record["lr"])
+        self._row(
+            "train", record["step"], record["tokens_total"], record["loss"], record["accuracy"], record["lr"]
+        )
 
     def eval(self, record: dict[str, Any]) -> None:
-        self._row("eval", record["step"], record.get("tokens_total"), record["loss"], record["accuracy"], None)
+        self._row(
+            "eval", record["step"], record.get("tokens_total"), record["loss"], record["accuracy"], None
+        )
 
     def close(self, summary: dict[str, Any]) -> None:
         self.file.close()
@@ -221,7 +236,9 @@ class TensorBoardSink(Sink):
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides events an interrupted process wrote after the checkpoint we resume from.
-        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=resume_step + 1 if resume_step > 0 else None)
+        self.writer = SummaryWriter(
+            log_dir=str(self.log_dir), purge_step=resume_step + 1 if resume_step > 0 else None
+        )
 
     def _scalars(self, tags: dict[str, str], record: dict[str, Any]) -> None:
         for key, tag in tags.items():
