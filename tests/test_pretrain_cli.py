@@ -75,8 +75,10 @@ def _metrics_steps(run: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_signal_saves_a_checkpoint_and_exits_0_then_resume_continues(data: Path, tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGUSR1, 0), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_continues(
+    data: Path, tmp_path: Path, sig: int, code: int
+) -> None:
     run = tmp_path / "runs" / "sig"
     args = ["--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 100000, "optim.warmup_steps": 2})]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
@@ -87,7 +89,7 @@ def test_signal_saves_a_checkpoint_and_exits_0_then_resume_continues(data: Path,
         time.sleep(0.2)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == code, stderr
     assert f"{signal.Signals(sig).name} received" in stderr
     latest = run / "checkpoints" / "latest"
     stopped = json.loads((latest / "checkpoint.json").read_text())["step"]

@@ -83,7 +83,7 @@ def _register() -> None:
 
 
 # One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["tokenize", "count", "inspect", "pretrain", "sft", "generate", "export", "plot", "flops", "budget"]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "export", "plot", "flops", "budget"]
 
 _register()
 

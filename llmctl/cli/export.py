@@ -39,12 +39,12 @@ def export(
         print_json(result)
         return
     rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
-    caption = (
-        f"{fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size}, "
-        f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}"
+    out().print(table(result.out, ["file", "size"], rows))
+    out().print(
+        f"from {result.checkpoint}: {fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size:,}, "
+        f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}",
+        markup=False, highlight=False,
     )
-    out().print(table(f"Exported {result.checkpoint} -> {result.out}", ["file", "size"], rows, caption=caption))
-
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl export`."""

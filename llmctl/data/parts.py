@@ -1,0 +1,134 @@
+"""Writing a split's normalized parquet parts, and carving validation/test out of train.
+
+Parts are written as `part-00000.parquet.tmp` and renamed when closed, each up to PART_BYTES of text
+or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream and parallelise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.data.http_download import file_sha256
+from llmctl.data.normalize import Value
+
+PART_BYTES = 128 << 20
+PART_ROWS = 1_000_000
+ROW_GROUP_BYTES = 8 << 20
+ROW_GROUP_ROWS = 16_384
+
+
+def carve(value: Value, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """'train', 'validation' or 'test' for a train document, from a seeded hash of its content.
+
+    Hashing content (not position) keeps the assignment stable under --max-rows and puts exact
+    duplicates in the same split, so no document of validation or test also appears in train.
+    """
+    data = value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()[:64]).digest()
+    u = int.from_bytes(digest, "little") / 2.0**64
+    if u < val_fraction:
+        return "validation"
+    if u < val_fraction + test_fraction:
+        return "test"
+    return "train"
+
+
+@dataclass
+class PartInfo:
+    """One finished part, as recorded in dataset.json."""
+
+    path: str
+    rows: int
+    bytes: int
+    size: int
+    sha256: str
+
+
+@dataclass
+class SplitWriter:
+    """Appends values to a split directory's parts; `close()` returns what was written."""
+
+    directory: Path
+    column: str
+    rows: int = 0
+    bytes: int = 0
+    parts: list[PartInfo] = field(default_factory=list)
+    _buffer: list[Value] = field(default_factory=list)
+    _buffer_bytes: int = 0
+    _writer: Any = None
+    _part_rows: int = 0
+    _part_bytes: int = 0
+
+    def _schema(self) -> Any:
+        import pyarrow as pa
+
+        if self.column == "messages":
+            message = pa.struct([("role", pa.string()), ("content", pa.string())])
+            return pa.schema([("messages", pa.list_(message))])
+        return pa.schema([("text", pa.string())])
+
+    def _part_path(self, index: int) -> Path:
+        return self.directory / f"part-{index:05d}.parquet"
+
+    def add(self, value: Value, nbytes: int) -> None:
+        """One document (text or messages) of nbytes UTF-8 bytes."""
+        self._buffer.append(value)
+        self._buffer_bytes += nbytes
+        self.rows += 1
+        self.bytes += nbytes
+        if self._buffer_bytes >= ROW_GROUP_BYTES or len(self._buffer) >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self._part_path(len(self.parts)).with_suffix(".parquet.tmp")
+            self._writer = pq.ParquetWriter(tmp, self._schema(), compression="zstd")
+        table = pa.Table.from_pydict({self.column: self._buffer}, schema=self._schema())
+        self._writer.write_table(table, row_group_size=len(self._buffer))
+        self._part_rows += len(self._buffer)
+        self._part_bytes += self._buffer_bytes
+        self._buffer, self._buffer_bytes = [], 0
+        if self._part_bytes >= PART_BYTES or self._part_rows >= PART_ROWS:
+            self._finish_part()
+
+    def _finish_part(self) -> None:
+        self._writer.close()
+        self._writer = None
+        final = self._part_path(len(self.parts))
+        tmp = final.with_suffix(".parquet.tmp")
+        sha256 = file_sha256(tmp)
+        os.replace(tmp, final)
+        self.parts.append(
+            PartInfo(
+                path=f"{self.directory.name}/{final.name}",
+                rows=self._part_rows,
+                bytes=self._part_bytes,
+                size=final.stat().st_size,
+                sha256=sha256,
+            )
+        )
+        self._part_rows = self._part_bytes = 0
+
+    def close(self) -> list[PartInfo]:
+        """Flush and finish the last part."""
+        self._flush()
+        if self._writer is not None:
+            self._finish_part()
+        return self.parts
+
+    def abort(self) -> None:
+        """Close an open part file without publishing it."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
