@@ -27,6 +27,9 @@ NO_TORCH_COMMANDS: list[list[str]] = [
     ["budget", "--gpu", "L4", "--hours", "24", "--tokens-per-param", "100"],
     ["budget", "--model", "124m", "--tokens", "2.5B", "--gpu", "A100-80GB", "--json"],
     ["budget", "--list-gpus"],
+    ["tokenize", "--help"],
+    ["count", "--help"],
+    ["inspect", "--help"],
 ]
 
 

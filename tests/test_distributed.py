@@ -40,7 +40,7 @@ def test_two_gloo_ranks_match_one_process(data: Path, tmp_path: Path, strategy: 
     two = _pretrain(torchrun, data, tmp_path / "two", f"--dist.strategy={strategy}")
     # Only rank 0 prints the result (one JSON document) and writes files.
     assert json.loads(two.stdout)["summary"]["world_size"] == 2
-    one = _pretrain([sys.executable, "-m", "llmctl"], data, tmp_path / "one")
+    _pretrain([sys.executable, "-m", "llmctl"], data, tmp_path / "one")
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a["train"]) == 6 and len(a["eval"]) == 2
     assert a["train"] == pytest.approx(b["train"], rel=1e-5)

@@ -27,13 +27,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over param_groups; the fused kernel on CUDA (one launch for all parameters)."""
+    """AdamW over param_groups with the fused kernel (one pass over all parameters) on CUDA and CPU;
+    on CPU it also runs several times faster than the multi-tensor path for small models."""
     return torch.optim.AdamW(
         param_groups(model, optim.weight_decay),
         lr=optim.lr,
         betas=(optim.beta1, optim.beta2),
         eps=optim.eps,
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),
     )
 
 
