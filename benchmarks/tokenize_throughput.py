@@ -116,7 +116,7 @@ def tree_usage(pid: int, cpu: dict[int, float]) -> int:
 def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, int, float, dict]:
     """Wall seconds of the whole command, peak memory and CPU seconds of its process tree, its --json report."""
     cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(data), "--tokenizer", str(tok),
-           "--out", str(out), "--num-proc", str(num_proc), "--json"]
+           "--out", str(out), "--num-proc", str(num_proc), "--split", "train", "--json"]
     peak = [0]
     cpu: dict[int, float] = {}
     start = time.perf_counter()

@@ -138,3 +138,27 @@ def test_vocab_comes_from_the_data_unless_fixed(data: Path, tmp_path: Path) -> N
     assert rep.info.config["model"]["vocab_size"] == json.loads((data / "meta.json").read_text())["vocab_size"]
     with pytest.raises(LlmctlError, match="smaller than the data's tokenizer vocabulary"):
         resolve_vocab(tiny_config(data, tmp_path, **{"model.vocab_size": 100}), json.loads((data / "meta.json").read_text()), False)
+
+
+def test_quickstart_config_loads_and_is_a_small_model() -> None:
+    from llmctl.plan.flops import param_counts
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / "quickstart.yaml")
+    assert cfg.data.seq_len == 256 and cfg.model.max_seq_len >= cfg.data.seq_len
+    assert 5e6 < param_counts(cfg.model).total < 10e6
+
+
+def test_launchers_and_deadlines_are_read_from_the_environment() -> None:
+    from llmctl.engine.distributed import launch_env
+    from llmctl.engine.stopping import Deadline, slurm_end_time
+
+    assert launch_env({}) == (0, 1, 0)
+    assert launch_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1)
+    assert launch_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "5"}) == (5, 16, 5)
+    assert launch_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == (0, 1, 0)  # one task: no process group
+    assert slurm_end_time({"SLURM_JOB_END_TIME": "1700000000"}) == 1700000000.0
+    assert slurm_end_time({}) is None
+    deadline = Deadline(start=1000.0, time_limit=100.0, slurm_end=1050.0, margin=20.0)
+    assert not deadline.reached(now=1010.0, step_seconds=2.0, save_seconds=5.0)
+    assert deadline.reached(now=1024.0, step_seconds=2.0, save_seconds=5.0)  # 1024 + 3 + 5 >= 1050 - 20
+    assert not Deadline(start=0.0, time_limit=None, slurm_end=None, margin=0.0).active

@@ -170,7 +170,8 @@ class Trainer:
         facts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.objective.describe().items())
         self.reporter.log(f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
                           f"{self.dist.world_size} rank(s) per step; {facts}")
-        status, done = "completed", {"eval": -1, "sample": -1, "save": -1}
+        # A resumed run already has a checkpoint of its first step: stopping at once rewrites nothing.
+        status, done = "completed", {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1}
         try:
             with self.stops.installed():
                 while True:
