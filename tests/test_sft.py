@@ -109,7 +109,7 @@ def test_response_loss_falls_and_replies_move_toward_the_references(trained: Any
 def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(trained: Any, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = str(trained.run / "checkpoints" / "latest")
-    prompt, reference = trained.prompts[0], trained.references[0]
+    prompt = trained.prompts[0]
     with torch_threads(1):
         result = runner.invoke(app, ["generate", ckpt, "--chat", "--prompt", prompt, "--temperature", "0", "--json"])
         assert result.exit_code == 0, result.output
@@ -127,7 +127,7 @@ def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(trained: Any, monk
                  top_k=None, top_p=None, seed=0)
     out = capsys.readouterr()
     assert f"model> {reply['text']}\n" in out.out and "history cleared" in out.err
-    assert reply["text"] == reference or len(reply["text"]) > 0
+    assert reply["text"]
 
 
 def test_hf_export_of_the_chat_model_replies_as_llmctl_does(trained: Any) -> None:
