@@ -51,11 +51,9 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-        if not json_out:
-            stream(prompt)
         result = generate_from_checkpoint(
             checkpoint, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
-            top_p=top_p if top_p < 1.0 else None, seed=seed, device=device, on_text=None if json_out else stream,
+            top_p=top_p if top_p < 1.0 else None, seed=seed, device=device, on_text=None if json_out else stream, echo_prompt=True,
         )
         if json_out:
             print_json(result)

@@ -161,8 +161,10 @@ def generate_from_checkpoint(
     device: str = "auto",
     render: Callable[[Any, dict[str, Any], str], list[int]] | None = None,
     on_text: Callable[[str], None] | None = None,
+    echo_prompt: bool = False,
 ) -> dict[str, Any]:
-    """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated.
+    """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
+    the prompt itself with echo_prompt, once the checkpoint has loaded).
 
     `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the document prefix
     the model saw in training (BOS or EOS) followed by the prompt's tokens.
@@ -183,6 +185,8 @@ def generate_from_checkpoint(
     eos = tokenizer.eos_id
     stream = IncrementalDecoder(tokenizer.decode)
     stops = set([eos] if eos is not None else [])
+    if on_text is not None and echo_prompt:
+        on_text(prompt)
 
     def emit(token_id: int) -> None:
         if on_text is not None and token_id not in stops:
