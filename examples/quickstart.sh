@@ -7,7 +7,7 @@ W=${1:-quickstart}
 cd "$(dirname "$0")/.."
 
 llmctl data download pystdlib --out "$W/data/py"
-llmctl tokenizer train --data "$W/data/py" --vocab-size 8192 --profile chat --out "$W/tok/py.json"
+llmctl tokenizer train --data "$W/data/py" --vocab-size 4096 --profile chat --out "$W/tok/py.json"
 llmctl tokenize --data "$W/data/py" --tokenizer "$W/tok/py.json" --out "$W/tokens/py" --num-proc 2
 llmctl count "$W/tokens/py"
 llmctl flops estimate --model examples/configs/quickstart.yaml

@@ -67,6 +67,11 @@ def get_profile(name: str) -> ChatProfile:
     return PROFILES[name]
 
 
+def missing_tokens(profile: ChatProfile, token_to_id: Callable[[str], int | None]) -> list[str]:
+    """The profile's tokens (BOS included) that a tokenizer lacks; empty when it can render chats."""
+    return [t for t in [BOS, *profile.special_tokens] if token_to_id(t) is None]
+
+
 @dataclass
 class RenderedChat:
     """Token ids of a conversation and the loss mask (1 = trained) of the same length."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from llmctl.data.chat import BOS, ChatProfile, get_profile, render
+from llmctl.data.chat import ChatProfile, get_profile, missing_tokens, render
 from llmctl.errors import LlmctlError
 
 
@@ -26,7 +26,7 @@ def chat_profile_of(manifest: dict[str, Any], tokenizer: Any) -> ChatProfile:
     the tokenizer: a tokenizer without the role markers cannot chat at all."""
     name = (((manifest.get("data_meta") or {}).get("chat_profile")) or {}).get("name", "chat")
     profile = get_profile(name)
-    missing = [t for t in [BOS, *profile.special_tokens] if tokenizer.token_to_id(t) is None]
+    missing = missing_tokens(profile, tokenizer.token_to_id)
     if missing:
         raise LlmctlError(
             f"this checkpoint's tokenizer has no chat tokens ({', '.join(missing)}), so it cannot chat",

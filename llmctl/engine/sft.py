@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.data.chat import BOS, get_profile, render
+from llmctl.data.chat import get_profile, missing_tokens, render
 from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.engine.sft_data import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 from llmctl.errors import LlmctlError
@@ -54,7 +54,7 @@ def check_sft_compat(meta: dict[str, Any], tokenizer: Tokenizer, checkpoint_fing
         )
     profile_info = meta.get("chat_profile") or {}
     profile = get_profile(profile_info.get("name", "chat"))
-    missing = [t for t in [BOS, *profile.special_tokens] if tokenizer.token_to_id(t) is None]
+    missing = missing_tokens(profile, tokenizer.token_to_id)
     if missing:
         raise LlmctlError(
             f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",

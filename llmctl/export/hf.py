@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile
+from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens
 from llmctl.errors import LlmctlError
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def _chat_profile_for(tok: Tokenizer, name: str | None) -> ChatProfile | None:
     tokenizer holds its markers (a pretrained-only model has no chat template otherwise)."""
     if name is not None:
         profile = get_profile(name)
-        missing = [t for t in [BOS, *profile.special_tokens] if tok.token_to_id(t) is None]
+        missing = missing_tokens(profile, tok.token_to_id)
         if missing:
             raise LlmctlError(
                 f"the tokenizer {tok.path} lacks chat profile '{name}' tokens: {', '.join(missing)}",
@@ -148,7 +148,7 @@ def _chat_profile_for(tok: Tokenizer, name: str | None) -> ChatProfile | None:
             )
         return profile
     profile = get_profile("chat")
-    if all(tok.token_to_id(t) is not None for t in [BOS, *profile.special_tokens]):
+    if not missing_tokens(profile, tok.token_to_id):
         return profile
     return None
 
