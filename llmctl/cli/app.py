@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from llmctl import __version__
 from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
+
+if TYPE_CHECKING:
+    import click
 
 
 def _report(error: LlmctlError) -> None:
