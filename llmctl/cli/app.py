@@ -32,6 +32,11 @@ def _report(error: LlmctlError) -> None:
 class LlmctlGroup(TyperGroup):
     """Root group: turns LlmctlError into `error:`/`hint:` lines and an exit code, no traceback."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # --help lists commands in pipeline order (_COMMANDS), groups included, not in registration order.
+        order = {name: i for i, name in enumerate(_COMMANDS)}
+        return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -55,6 +60,9 @@ app = typer.Typer(
     help="From raw text to a trained small language model: data, tokenizer, shards, pretraining, SFT and cost planning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: Rich help panels cost ~0.15 s of imports and rendering per `--help` (0.34 s vs
+    # 0.19 s here), and the start-up target is 0.3 s. Results stay Rich tables.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

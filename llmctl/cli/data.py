@@ -21,6 +21,7 @@ from llmctl.units import fmt_bytes, fmt_count, fmt_duration, parse_count
 data_app = typer.Typer(
     help="Download corpora (named, Hugging Face Hub, URLs, local files) as normalized parquet.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

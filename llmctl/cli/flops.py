@@ -192,7 +192,7 @@ def estimate_command(
 
 def register(app: typer.Typer) -> None:
     """Add the `flops` group (`flops estimate`) to the root app."""
-    group = typer.Typer(help="FLOPs and parameter counts of a model shape.", no_args_is_help=True)
+    group = typer.Typer(help="FLOPs and parameter counts of a model shape.", no_args_is_help=True, rich_markup_mode=None)
     group.command("estimate")(estimate_command)
     app.add_typer(group, name="flops")
 

@@ -15,7 +15,7 @@ import typer
 from llmctl.output import log, out, print_json, table
 from llmctl.units import fmt_bytes, fmt_count, fmt_duration, parse_count
 
-tokenizer_app = typer.Typer(help="Train tokenizers (Hugging Face tokenizers or sentencepiece).", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train tokenizers (Hugging Face tokenizers or sentencepiece).", no_args_is_help=True, rich_markup_mode=None)
 
 
 @tokenizer_app.command("train")

@@ -225,6 +225,20 @@ class CsvSink(Sink):
         self.file.close()
 
 
+def _wait_for_a_later_second(log_dir: Path) -> None:
+    """Make the next event file sort after the existing ones.
+
+    TensorBoard reads event files in name order, and names are `events.out.tfevents.<unix seconds>.<host>.
+    <pid>.<counter>`: a resume in the same second as the previous writer (in-process, as tests do) could sort
+    first once the counter gains a digit, and its steps would be read before the older ones.
+    """
+    import time
+
+    stamps = [int(f.name.split(".")[3]) for f in log_dir.glob("events.out.tfevents.*") if f.name.split(".")[3].isdigit()]
+    if stamps and time.time() < max(stamps) + 1:
+        time.sleep(max(stamps) + 1 - time.time())
+
+
 class TensorBoardSink(Sink):
     """TensorBoard scalars under RUN/tb (torch's SummaryWriter, imported only when used)."""
 
@@ -235,6 +249,8 @@ class TensorBoardSink(Sink):
     def start(self, info: Any, resume_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_step > 0:
+            _wait_for_a_later_second(self.log_dir)
         # purge_step hides events an interrupted process wrote after the checkpoint we resume from.
         self.writer = SummaryWriter(
             log_dir=str(self.log_dir), purge_step=resume_step + 1 if resume_step > 0 else None
