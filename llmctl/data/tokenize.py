@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.chat import BOS, get_profile
+from llmctl.data.chat import BOS, get_profile, missing_tokens
 from llmctl.data.dataset import list_splits
 from llmctl.data.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
 from llmctl.data.token_meta import merge, refuse_other_tokenizer, settings_id, settings_of, write_plan
@@ -103,12 +103,12 @@ def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, colu
         raise LlmctlError(f"separator '{separator}' does not apply to --mode {mode}", f"use {allowed}")
     if mode == "sft":
         chat = get_profile(profile)
-        for token in [BOS, *chat.special_tokens]:
-            if tok.token_to_id(token) is None:
-                raise LlmctlError(
-                    f"the tokenizer {tok.path} has no special token {token} (chat profile '{chat.name}')",
-                    "train one with `llmctl tokenizer train`, which adds the chat markers",
-                )
+        missing = missing_tokens(chat, tok.token_to_id)
+        if missing:
+            raise LlmctlError(
+                f"the tokenizer {tok.path} has no special token {missing[0]} (chat profile '{chat.name}')",
+                "train one with `llmctl tokenizer train`, which adds the chat markers",
+            )
     for needed, present, what in (("eos", tok.eos_id, "end"), ("bos", tok.bos_id, "beginning")):
         if needed in separator and present is None:
             raise LlmctlError(
@@ -117,7 +117,7 @@ def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, colu
             )
     specials = {**tok.special_ids()}
     if mode == "sft":
-        specials.update({t: tok.token_to_id(t) for t in [BOS, *get_profile(profile).special_tokens]})
+        specials.update({t: tok.token_to_id(t) for t in [BOS, *chat.special_tokens]})
     return EncodePolicy(
         mode=mode, column=column, dtype=dtype_for_vocab(tok.vocab_size), separator=separator,
         bos_id=tok.bos_id, eos_id=tok.eos_id, profile=profile if mode == "sft" else None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from llmctl.data.chat import ChatProfile, get_profile, missing_tokens, render
+from llmctl.data.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.errors import LlmctlError
 
 
@@ -61,8 +61,7 @@ class ChatSession:
         self.messages: list[dict[str, str]] = []
         self.options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
         self.seed = seed
-        ids = [self.tokenizer.token_to_id(self.profile.end), self.tokenizer.eos_id]
-        self.stop_ids = [i for i in dict.fromkeys(ids) if i is not None]
+        self.stop_ids = reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
         head = [{"role": "system", "content": self.system}] if self.system else []

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.data.chat import get_profile, missing_tokens, render
+from llmctl.data.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.engine.sft_data import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 from llmctl.errors import LlmctlError
@@ -157,8 +157,7 @@ class SFTObjective:
         return list(self._prompts)
 
     def stop_ids(self) -> list[int]:
-        ids = [self.tokenizer.token_to_id(self.profile.end), self.tokenizer.eos_id]
-        return [i for i in dict.fromkeys(ids) if i is not None]
+        return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
     def describe(self) -> dict[str, Any]:
         counts = self.train.counts

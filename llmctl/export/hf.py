@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens
+from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 from llmctl.errors import LlmctlError
 
 if TYPE_CHECKING:
@@ -175,14 +175,6 @@ def tokenizer_config(tok: Tokenizer, profile: ChatProfile | None, max_len: int) 
     return config
 
 
-def _eos_ids(tok: Tokenizer, profile: ChatProfile | None) -> list[int]:
-    ids = []
-    if profile is not None:
-        ids.append(tok.token_to_id(profile.end))
-    ids.append(tok.eos_id)
-    return [i for i in dict.fromkeys(ids) if i is not None]
-
-
 def write_hf(
     state: dict[str, torch.Tensor],
     cfg: ModelConfig,
@@ -214,7 +206,7 @@ def write_hf(
     if out.exists() and not force:
         raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
     profile = _chat_profile_for(tok, chat_profile)
-    eos_ids = _eos_ids(tok, profile)
+    eos_ids = reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
 
     torch_dtype = getattr(torch, dtype)
     hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in to_hf_state_dict(state, cfg).items()}
