@@ -124,7 +124,7 @@ def write_random_shards(root: Path, vocab: int, tokens: int) -> Path:
     """A token directory of random ids (train and validation), with a throwaway tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from llmctl.data.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
+    from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
     from llmctl.tokenizer.core import load_tokenizer
 
     vocab_map = {f"t{i}": i for i in range(vocab - 3)} | {"<|bos|>": vocab - 3, "<|eos|>": vocab - 2, "<|pad|>": vocab - 1}

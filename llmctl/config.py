@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmctl.errors import LlmctlError
-from llmctl.model.presets import PRESETS
+from llmctl.presets import PRESETS
 
 
 @dataclass(frozen=True)

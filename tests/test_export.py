@@ -19,7 +19,7 @@ from chat_fixtures import (
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.chat import get_profile, render
+from llmctl.tokenizer.chat import get_profile, render
 from llmctl.tokenizer.core import load_tokenizer
 
 runner = CliRunner()

@@ -36,7 +36,7 @@ def _sft_args(init: Path, tokens: Path, out: Path, steps: int) -> list[str]:
 
 
 def _greedy_replies(checkpoint: Path, prompts: list[str]) -> list[str]:
-    from llmctl.engine.chat import ChatSession
+    from llmctl.infer.chat import ChatSession
 
     replies = []
     for prompt in prompts:

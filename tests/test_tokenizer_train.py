@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.chat import get_profile
-from llmctl.data.download import DownloadOptions, download_dataset
+from llmctl.tokenizer.chat import get_profile
+from llmctl.raw.download import DownloadOptions, download_dataset
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokenizer.train import train_tokenizer

@@ -12,9 +12,9 @@ import pytest
 from engine_fixtures import RecordingReporter, make_token_dir, tiny_config
 
 from llmctl.config import load_config
-from llmctl.data.shards import open_split
+from llmctl.tokens.shards import open_split
 from llmctl.engine.checkpoint import find_latest, read_manifest, resolve_checkpoint
-from llmctl.engine.loader import PackedWindows, WindowStream, eval_rows
+from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.engine.run import resolve_vocab, run_training
 from llmctl.engine.schedule import LRSchedule
 from llmctl.errors import LlmctlError

@@ -24,7 +24,7 @@ def _speed_line(result: dict[str, Any]) -> str:
 
 def run_chat(checkpoint: str, prompt: str | None, *, system: str | None, json_out: bool, **options: Any) -> None:
     """Answer --prompt (or piped stdin) once, or hold a conversation when stdin is a terminal."""
-    from llmctl.engine.chat import ChatSession
+    from llmctl.infer.chat import ChatSession
     from llmctl.output import log, print_json
 
     def stream(piece: str) -> None:

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             from llmctl.errors import LlmctlError
 
             raise LlmctlError("--prompt is required", "pass --prompt TEXT, or --chat for a conversation")
-        from llmctl.engine.generate import generate_from_checkpoint
+        from llmctl.infer.generate import generate_from_checkpoint
         from llmctl.output import log, print_json
 
         def stream(piece: str) -> None:

@@ -42,7 +42,7 @@ def tokenize_command(
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json or sentencepiece .model."),
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
     mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."),
-    profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/data/chat.py)."),
+    profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/tokenizer/chat.py)."),
     separator: str | None = typer.Option(
         None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
     ),
@@ -62,13 +62,13 @@ def tokenize_command(
     the chat profile, with a loss mask on assistant replies. Split across machines with --shard-index
     and --num-shards, then run --merge.
     """
-    from llmctl.data.worker_start import prestart_workers
+    from llmctl.tokens.worker_start import prestart_workers
 
     num_proc = num_proc or _cores()
     if not merge:
         prestart_workers(num_proc)
-    from llmctl.data.tokenize import TokenizeOptions, tokenize
-    from llmctl.data.tokenize import merge as merge_shards
+    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
+    from llmctl.tokens.tokenize import merge as merge_shards
 
     if merge:
         meta = merge_shards(out_dir)

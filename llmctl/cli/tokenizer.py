@@ -36,7 +36,7 @@ def train_command(
 ) -> None:
     """Train a tokenizer on --data and write it to --out."""
     from llmctl.cli.transfer_progress import TransferBars
-    from llmctl.data.dataset import read_info
+    from llmctl.raw.dataset import read_info
     from llmctl.tokenizer.train import train_tokenizer
 
     size = int(parse_count(vocab_size, "--vocab-size"))

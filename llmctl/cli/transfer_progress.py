@@ -12,7 +12,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from llmctl.data.transfer import TransferTask
+from llmctl.raw.transfer import TransferTask
 from llmctl.output import err, log, stderr_is_plain
 from llmctl.units import fmt_bytes, fmt_duration
 
@@ -71,7 +71,7 @@ class _PlainTask:
 
 
 class TransferBars:
-    """Context manager implementing llmctl.data.transfer.TransferProgress for the terminal or a log."""
+    """Context manager implementing llmctl.raw.transfer.TransferProgress for the terminal or a log."""
 
     def __init__(self) -> None:
         self._bar: Any = None

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from llmctl.data.shards import open_split
-from llmctl.engine.loader import PackedWindows, WindowStream, eval_rows
+from llmctl.tokens.shards import open_split
+from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.tokenizer.core import Tokenizer
 
 IGNORE_INDEX = -100

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, to_yaml
-from llmctl.data.shards import read_meta
+from llmctl.tokens.shards import read_meta
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
     check_compatible,

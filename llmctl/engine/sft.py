@@ -6,7 +6,7 @@
                              eval_batches=20, prompts=["Add 2 and 3."], packing=True)
     batch = objective.train_batch()   # targets are -100 except assistant replies and their <|end|>
 
-Batches come from llmctl/engine/sft_data.py (padded by length bucket, or packed with per-conversation
+Batches come from llmctl/tokens/sft_batches.py (padded by length bucket, or packed with per-conversation
 attention). Samples are the model's replies to held-out conversations, shown next to the reference
 reply, plus replies to the configured prompts, each rendered as a user turn by the chat profile.
 """
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.data.chat import get_profile, missing_tokens, render, reply_stop_ids
+from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.engine.objectives import Batch, SamplePrompt
-from llmctl.engine.sft_data import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
+from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer
 

@@ -34,7 +34,7 @@ from llmctl.engine.checkpoint import (
     remove_partial,
     write_checkpoint,
 )
-from llmctl.engine.generate import generate
+from llmctl.infer.generate import generate
 from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
 from llmctl.engine.optim import build_optimizer, set_lr
 from llmctl.engine.runtime import Runtime

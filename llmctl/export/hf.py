@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
+from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 from llmctl.errors import LlmctlError
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.chat import BASE_SPECIALS, get_profile
-from llmctl.data.dataset import column_kind, iter_batches, list_splits, read_info
+from llmctl.tokenizer.chat import BASE_SPECIALS, get_profile
+from llmctl.raw.dataset import column_kind, iter_batches, list_splits, read_info
 from llmctl.errors import LlmctlError
 
 # GPT-4's cl100k_base split: case-insensitive contractions, letter runs, 1-3 digit numbers,

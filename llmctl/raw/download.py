@@ -1,4 +1,4 @@
-"""`data download`: fetch a source and write the raw dataset layout (llmctl/data/dataset.py).
+"""`data download`: fetch a source and write the raw dataset layout (llmctl/raw/dataset.py).
 
     result = download_dataset("pystdlib", Path("data/py"))
     result.info["splits"]["train"]["rows"]
@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
-from llmctl.data.dataset import DATASET_JSON, PART_GLOB
-from llmctl.data.http_download import file_sha256
-from llmctl.data.normalize import RowMapping, Value, WikitextArticles, choose_mapping, value_bytes
-from llmctl.data.parts import SplitWriter, carve
-from llmctl.data.readers import RecordFile
-from llmctl.data.resolve import InputFile, ResolvedSource, resolve_source, split_order
-from llmctl.data.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
-from llmctl.data.transfer import NoProgress, TransferProgress, TransferTask
+from llmctl.raw.dataset import DATASET_JSON, PART_GLOB
+from llmctl.raw.http_download import file_sha256
+from llmctl.raw.normalize import RowMapping, Value, WikitextArticles, choose_mapping, value_bytes
+from llmctl.raw.parts import SplitWriter, carve
+from llmctl.raw.readers import RecordFile
+from llmctl.raw.resolve import InputFile, ResolvedSource, resolve_source, split_order
+from llmctl.raw.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
+from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 from llmctl.errors import LlmctlError
 
 FORMAT_NAME = "llmctl-raw-dataset"
@@ -80,7 +80,7 @@ def _request(spec: SourceSpec, options: DownloadOptions) -> dict[str, Any]:
     record["splits"] = list(options.splits)
     record["source"] = spec.spec
     if spec.kind == "pystdlib":
-        from llmctl.data.pystdlib import stdlib_revision
+        from llmctl.raw.pystdlib import stdlib_revision
 
         record["python"] = stdlib_revision()
     return record

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.http_download import file_sha256
-from llmctl.data.normalize import Value
+from llmctl.raw.http_download import file_sha256
+from llmctl.raw.normalize import Value
 
 PART_BYTES = 128 << 20
 PART_ROWS = 1_000_000

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
-from llmctl.data.chat import get_profile
-from llmctl.data.shards import (
+from llmctl.tokenizer.chat import get_profile
+from llmctl.tokens.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_JSON,
@@ -24,8 +24,8 @@ from llmctl.data.shards import (
     shard_name,
     write_json_atomic,
 )
-from llmctl.data.token_plan import ShardPlan, source_identity
-from llmctl.data.token_workers import SEPARATORS, EncodePolicy
+from llmctl.tokens.plan import ShardPlan, source_identity
+from llmctl.tokens.workers import SEPARATORS, EncodePolicy
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.http_download import CHUNK
-from llmctl.data.transfer import NoProgress, TransferProgress
+from llmctl.raw.http_download import CHUNK
+from llmctl.raw.transfer import NoProgress, TransferProgress
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -217,7 +217,7 @@ def fetch_hub_file(listing: HubListing, name: str, progress: TransferProgress | 
 
     A file whose checksum differs from the listing is removed from the cache and reported by name.
     """
-    from llmctl.data.http_download import file_sha256
+    from llmctl.raw.http_download import file_sha256
 
     if listing.offline and listing.snapshot is not None:
         path = listing.snapshot / name

@@ -4,7 +4,7 @@
     session.reply("Reverse the word: module", on_text=print)   # {"text": "eludom", ...}
     session.reply("And uppercase it.")                           # the history goes with each turn
 
-What the model sees is exactly what SFT trained it on (llmctl/data/chat.py): BOS, then each turn as
+What the model sees is exactly what SFT trained it on (llmctl/tokenizer/chat.py): BOS, then each turn as
 `<|role|>` content `<|end|>`, then `<|assistant|>` to ask for the reply. The model is loaded once per
 session; when the history no longer fits the context, the oldest exchanges are left out.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from llmctl.data.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
+from llmctl.tokenizer.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.errors import LlmctlError
 
 
@@ -80,7 +80,7 @@ class ChatSession:
 
     def reply(self, user_text: str, on_text: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The model's reply to `user_text` (streamed to on_text), added to the history with it."""
-        from llmctl.engine.generate import IncrementalDecoder, generate
+        from llmctl.infer.generate import IncrementalDecoder, generate
         from llmctl.telemetry import inference_metrics
 
         ids = self.prompt_ids(user_text)

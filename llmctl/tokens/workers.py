@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.chat import get_profile, render
+from llmctl.tokenizer.chat import get_profile, render
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.shards import Shard
+from llmctl.tokens.shards import Shard
 from llmctl.errors import LlmctlError
 
 

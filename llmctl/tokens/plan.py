@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.dataset import split_parts
+from llmctl.raw.dataset import split_parts
 from llmctl.errors import LlmctlError
 
 CHUNK_BYTES = 1 << 19

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from typing import Any
 
-PRELOAD = ["__main__", "llmctl.data.token_workers", "tiktoken", "pyarrow"]
+PRELOAD = ["__main__", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
 
 
 def worker_context() -> Any:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.shards import Shard, open_split, read_meta
+from llmctl.tokens.shards import Shard, open_split, read_meta
 from llmctl.errors import LlmctlError
 
 IGNORE = -100

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.shards import open_split, read_meta, split_names
+from llmctl.tokens.shards import open_split, read_meta, split_names
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float | int]:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from llmctl.data.token_plan import ShardPlan, iter_chunks
-from llmctl.data.token_workers import (
+from llmctl.tokens.plan import ShardPlan, iter_chunks
+from llmctl.tokens.workers import (
     ChunkError,
     ChunkResult,
     EncodePolicy,
@@ -23,7 +23,7 @@ from llmctl.data.token_workers import (
     encode_rows,
     init_worker,
 )
-from llmctl.data.worker_start import worker_context
+from llmctl.tokens.worker_start import worker_context
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
 from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.chat import BOS, get_profile
-from llmctl.data.shards import Shard, open_split, read_meta, shard_sidecar
+from llmctl.tokenizer.chat import BOS, get_profile
+from llmctl.tokens.shards import Shard, open_split, read_meta, shard_sidecar
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 
@@ -208,7 +208,7 @@ def _shard_source(root: Path, directory: TokenDirectory, shard: Shard) -> tuple[
 def _raw_row(root: Path, directory: TokenDirectory, shard: Shard, local: int) -> Any:
     import pyarrow.parquet as pq
 
-    from llmctl.data.token_workers import column_values
+    from llmctl.tokens.workers import column_values
 
     part, start, _ = _shard_source(root, directory, shard)
     target = start + _row_of(_skipped_rows(directory, shard), local)
@@ -226,8 +226,8 @@ def _raw_row(root: Path, directory: TokenDirectory, shard: Shard, local: int) ->
 
 def check_all(directory: TokenDirectory, raw_root: str | Path) -> Iterator[tuple[int, int | None]]:
     """(document index, first differing character or None) for every document, streaming shard by shard."""
-    from llmctl.data.token_plan import ShardPlan, iter_chunks
-    from llmctl.data.token_workers import column_values
+    from llmctl.tokens.plan import ShardPlan, iter_chunks
+    from llmctl.tokens.workers import column_values
 
     index = 0
     for shard in directory.shards:

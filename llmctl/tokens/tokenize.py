@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.chat import BOS, get_profile, missing_tokens
-from llmctl.data.dataset import list_splits
-from llmctl.data.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
-from llmctl.data.token_meta import merge, refuse_other_tokenizer, settings_id, settings_of, write_plan
-from llmctl.data.token_plan import ShardPlan, plan_split, resolve_column
-from llmctl.data.token_pool import pipeline
-from llmctl.data.token_stats import summarize
-from llmctl.data.token_workers import SEPARATORS, ChunkResult, EncodePolicy
-from llmctl.data.worker_start import prestart_workers
+from llmctl.tokenizer.chat import BOS, get_profile, missing_tokens
+from llmctl.raw.dataset import list_splits
+from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
+from llmctl.tokens.meta import merge, refuse_other_tokenizer, settings_id, settings_of, write_plan
+from llmctl.tokens.plan import ShardPlan, plan_split, resolve_column
+from llmctl.tokens.pool import pipeline
+from llmctl.tokens.stats import summarize
+from llmctl.tokens.workers import SEPARATORS, ChunkResult, EncodePolicy
+from llmctl.tokens.worker_start import prestart_workers
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokenizer.fast import EncoderSpec, choose_encoder

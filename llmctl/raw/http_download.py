@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from llmctl import __version__
-from llmctl.data.transfer import NoProgress, TransferProgress, TransferTask
+from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 CHUNK = 1 << 20

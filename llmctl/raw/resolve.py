@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl.data.readers import FORMATS, detect_format, is_data_file
-from llmctl.data.sources import SPLITS, SourceSpec
-from llmctl.data.transfer import TransferProgress
+from llmctl.raw.readers import FORMATS, detect_format, is_data_file
+from llmctl.raw.sources import SPLITS, SourceSpec
+from llmctl.raw.transfer import TransferProgress
 from llmctl.errors import LlmctlError
 
 # Hub dataset repos carry metadata files in data formats; they are not rows.
@@ -70,7 +70,7 @@ def split_order(split: str) -> tuple[int, str]:
 
 
 def _hub(spec: SourceSpec, cache_dir: str | None, progress: TransferProgress) -> ResolvedSource:
-    from llmctl.data.hub import fetch_hub_file, list_hub_files
+    from llmctl.raw.hub import fetch_hub_file, list_hub_files
 
     assert spec.repo is not None and spec.revision is not None
     listing = list_hub_files(spec.repo, spec.revision, cache_dir)
@@ -130,7 +130,7 @@ def _pick_hub_data_files(spec: SourceSpec, names: list[str]) -> list[str]:
 
 
 def _url(spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: TransferProgress) -> ResolvedSource:
-    from llmctl.data.http_download import download_url, url_file_name
+    from llmctl.raw.http_download import download_url, url_file_name
 
     assert spec.url is not None
     url = spec.url
@@ -151,7 +151,7 @@ def default_download_cache() -> Path:
 
 def _local_fetch(path: Path, expected: str | None) -> Callable[[], tuple[Path, str]]:
     def fetch() -> tuple[Path, str]:
-        from llmctl.data.http_download import file_sha256
+        from llmctl.raw.http_download import file_sha256
         from llmctl.errors import LlmctlRuntimeError
 
         sha = file_sha256(path)
@@ -199,7 +199,7 @@ def _glob_base(pattern: str) -> Path | None:
 
 
 def _pystdlib(spec: SourceSpec) -> ResolvedSource:
-    from llmctl.data.pystdlib import stdlib_files, stdlib_revision, stdlib_root
+    from llmctl.raw.pystdlib import stdlib_files, stdlib_revision, stdlib_root
 
     files = [
         InputFile(rel, "train", path.stat().st_size, _local_fetch(path, None)) for rel, path in stdlib_files()
