@@ -51,7 +51,7 @@ def count_command(
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         prestart_workers(num_proc or cores)
-        from llmctl.cli.token_progress import TokenProgress
+        from llmctl.cli._progress import TokenProgress
         from llmctl.tokens.tokenize import count_raw
 
         with TokenProgress("count") as progress:

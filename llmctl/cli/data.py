@@ -85,7 +85,7 @@ def download_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Download SOURCE into --out as normalized parquet parts per split plus dataset.json."""
-    from llmctl.cli.transfer_progress import TransferBars
+    from llmctl.cli._progress import TransferBars
     from llmctl.raw.download import DownloadOptions, download_dataset
 
     options = DownloadOptions(

@@ -6,7 +6,7 @@
 
 The prompt is printed, then the model's continuation token by token; the speed (generated tokens per
 second, EfficientLLM's inference throughput) goes to stderr. `--json` prints one document instead.
-`--chat` (llmctl/cli/chat.py) renders the prompt as a user turn and prints the model's reply.
+`--chat` (llmctl.cli._chat.py) renders the prompt as a user turn and prints the model's reply.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         system: str | None = typer.Option(None, "--system", help="--chat: a system message opening the conversation."),
     ) -> None:
         if chat:
-            from llmctl.cli.chat import run_chat
+            from llmctl.cli._chat import run_chat
 
             run_chat(checkpoint, prompt, system=system, json_out=json_out, device=device, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1.0 else None, seed=seed)

@@ -79,7 +79,7 @@ def tokenize_command(
         return
     if data is None or tokenizer is None:
         raise LlmctlError("--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run")
-    from llmctl.cli.token_progress import TokenProgress
+    from llmctl.cli._progress import TokenProgress
 
     opts = TokenizeOptions(
         data=data, tokenizer=tokenizer, out=out_dir, mode=mode, profile=profile, separator=separator,

@@ -35,7 +35,7 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Train a tokenizer on --data and write it to --out."""
-    from llmctl.cli.transfer_progress import TransferBars
+    from llmctl.cli._progress import TransferBars
     from llmctl.raw.dataset import read_info
     from llmctl.tokenizer.train import train_tokenizer
 

@@ -170,9 +170,9 @@ def generate_from_checkpoint(
     the model saw in training (BOS or EOS) followed by the prompt's tokens.
     """
     from llmctl.engine.checkpoint import load_for_inference
-    from llmctl.engine.objectives import document_prefix
     from llmctl.engine.runtime import choose_device
     from llmctl.telemetry import inference_metrics
+    from llmctl.tokenizer.prompt import document_prefix
 
     dev = choose_device(device)
     model, tokenizer, manifest = load_for_inference(checkpoint, dev)

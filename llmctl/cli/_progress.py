@@ -1,9 +1,10 @@
-"""Byte progress on stderr for `data download` and `tokenizer train`: size, speed and ETA per file.
+"""Progress on stderr, shared by the commands that move bytes or tokens.
 
-    llmctl data download fineweb-edu-10bt --out data/fw --max-bytes 2G
+    llmctl data download pystdlib --out data/py        # TransferBars: size, speed and ETA per file
+    llmctl tokenize --data data/py --tokenizer tok.json --out tokens/py   # TokenProgress
 
-A Rich bar per file on a terminal; without one (or with NO_COLOR) a plain line when a file finishes
-and every 30 seconds while a long one runs, which a log file or SLURM output keeps well.
+A Rich bar on a terminal; without one (or with NO_COLOR) a plain line every 10 s (30 s for transfers), which a log
+file or SLURM output keeps well.
 """
 
 from __future__ import annotations
@@ -12,11 +13,80 @@ import time
 from types import TracebackType
 from typing import Any
 
-from llmctl.raw.transfer import TransferTask
 from llmctl.output import err, log, stderr_is_plain
-from llmctl.units import fmt_bytes, fmt_duration
+from llmctl.raw.transfer import TransferTask
+from llmctl.units import fmt_bytes, fmt_count, fmt_duration
 
-PLAIN_EVERY_S = 30.0
+TOKEN_PLAIN_EVERY_S = 10.0
+
+
+def _eta(p: Any) -> float:
+    rate = p.rows / p.seconds if p.seconds else 0.0
+    return (p.rows_total - p.rows) / rate if rate else float("inf")
+
+
+class TokenProgress:
+    """Context manager; pass `update` as the core function's on_progress callback."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> TokenProgress:
+        if not stderr_is_plain():
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[docs]} docs"),
+                TextColumn("{task.fields[tokens]} tokens"),
+                TextColumn("{task.fields[rate]} tok/s"),
+                TextColumn("{task.fields[mbs]}/s"),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=err(),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                self.label, total=None, docs="0", tokens="0", rate="-", mbs="-", eta="-"
+            )
+        return self
+
+    def update(self, p: Any) -> None:
+        """Show a Progress snapshot (throttled)."""
+        now = time.monotonic()
+        rate = p.tokens / p.seconds if p.seconds else 0.0
+        fields = {
+            "docs": fmt_count(p.documents),
+            "tokens": fmt_count(p.tokens),
+            "rate": fmt_count(rate),
+            "mbs": fmt_bytes(p.text_bytes / p.seconds if p.seconds else 0.0),
+            "eta": fmt_duration(_eta(p)),
+        }
+        if self._bar is not None:
+            if now - self._last >= 0.1:
+                self._bar.update(self._task, total=p.rows_total, completed=p.rows, **fields)
+                self._last = now
+        elif now - self._last >= TOKEN_PLAIN_EVERY_S:
+            if self._last:
+                log(
+                    f"{self.label}: {fields['docs']} docs, {fields['tokens']} tokens, {fields['rate']} tok/s, "
+                    f"{fields['mbs']}/s, {p.rows}/{p.rows_total} rows, ETA {fields['eta']}"
+                )
+            self._last = now
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(kind, exc, tb)
+
+
+# Transfers log less often: a download's plain line carries several files.
+TRANSFER_PLAIN_EVERY_S = 30.0
 _MIN_LOGGED_BYTES = 1 << 20
 
 
@@ -57,7 +127,7 @@ class _PlainTask:
     def advance(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last_line >= PLAIN_EVERY_S:
+        if now - self.last_line >= TRANSFER_PLAIN_EVERY_S:
             self.last_line = now
             log(self._line(final=False))
 
@@ -104,6 +174,8 @@ class TransferBars:
             return _PlainTask(description, total, completed)
         return _RichTask(self._bar, self._bar.add_task(description, total=total, completed=completed))
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.__exit__(kind, exc, tb)
