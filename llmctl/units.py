@@ -1,4 +1,4 @@
-"""Human numbers both ways: `170M` -> 170_000_000 and 2.34e12 -> `2.34 TFLOPs` (DESIGN.md section 5).
+"""Human numbers both ways: `170M` -> 170_000_000 and 2.34e12 -> `2.34 TFLOPs` (docs/ARCHITECTURE.md).
 
 Pure Python, imported by the planning commands and by telemetry alike.
 """

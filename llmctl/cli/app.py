@@ -84,7 +84,7 @@ def _root(
 
 def _register() -> None:
     # Command modules register themselves on `app`; each is imported here so --help lists it.
-    # Order here is the order users meet the commands in (DESIGN.md section 1).
+    # Order here is the order users meet the commands in (docs/ARCHITECTURE.md).
     import importlib
 
     for name in _COMMANDS:

@@ -3,7 +3,7 @@
     result = run_training(cfg, pretrain_objective)            # what `llmctl pretrain` calls
     result = run_training(cfg, make_sft_objective)            # what `llmctl sft` calls
 
-The run directory is train.out_dir/train.name (DESIGN.md section 4): config.yaml, a copy of the
+The run directory is train.out_dir/train.name (docs/ARCHITECTURE.md): config.yaml, a copy of the
 tokenizer, telemetry files and checkpoints/. `checkpoint.resume=auto` continues the named run from its
 latest complete checkpoint (without a name: the newest run under out_dir that has one), and starts
 fresh when there is none, so one command line serves a first start and every requeue.

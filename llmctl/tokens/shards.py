@@ -1,4 +1,4 @@
-"""The token shard format (DESIGN.md section 4): writer and reader. Needs numpy only.
+"""The token shard format (docs/ARCHITECTURE.md): writer and reader. Needs numpy only.
 
     DIR/meta.json                       format, dtype, tokenizer, mode, separator, counts per split and shard
     DIR/<split>/plan.json               which rows of which raw part each shard holds (written before any shard)
