@@ -183,7 +183,7 @@ def llmctl_step_times(cfg: ModelConfig, data: Path, out: Path, seq: int, batch: 
                               "train.out_dir": str(out), "train.name": f"bench-{time.time_ns()}",
                               "telemetry.enabled": False, "telemetry.tensorboard": False})
     reporter = StepTimes()
-    run_training(conf, reporter=reporter, vocab_from_data=False)
+    run_training(conf, reporter=reporter)
     return reporter.times[warmup:]
 
 

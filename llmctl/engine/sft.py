@@ -250,7 +250,7 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
         made.append(objective)
         return objective
 
-    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
+    outcome = run_training(cfg, factory, reporter=reporter)
     data = {**made[0].train.counts, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
     if outcome.is_rank0 and data:
         _add_to_summary(outcome.run_dir, data)
