@@ -32,6 +32,7 @@ def train_command(
     eval_max_bytes: str = typer.Option("32M", "--eval-max-bytes", help="Evaluate on at most this many bytes."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="BPE: pairs seen fewer times are not merged."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --max-bytes sample."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Train a tokenizer on --data and write it to --out."""
@@ -49,6 +50,7 @@ def train_command(
             data, out_path, size, backend=backend, model=model, profile=profile, max_bytes=limit, split=split,
             eval_split=eval_split, eval_max_bytes=int(parse_count(eval_max_bytes, "--eval-max-bytes")),
             min_frequency=min_frequency, seed=seed, on_bytes=task.advance, on_phase=lambda _: task.close(),
+            force=force,
         )
     for note in report["notes"]:
         log(f"note: {note}")

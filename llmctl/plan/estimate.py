@@ -15,7 +15,8 @@ from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
 from llmctl.plan.flops import EXCLUDED, FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
-from llmctl.plan.shapes import resolve_model
+from llmctl.plan.ranges import RANGES, check_range
+from llmctl.plan.shapes import FLAG_FIELDS, resolve_model
 from llmctl.units import parse_count
 
 
@@ -100,11 +101,6 @@ class FlopsReport:
         return doc
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise LlmctlError(f"--{name} must be positive, got {value}", f"give a positive --{name}")
-
-
 def estimate_flops(
     model: str | None,
     fields: dict[str, Any],
@@ -117,13 +113,18 @@ def estimate_flops(
     dtype: str = "auto",
 ) -> FlopsReport:
     """Resolve the model (preset, YAML file or explicit `fields`) and count its parameters and FLOPs."""
+    flags = {field: flag.replace("_", "-") for flag, field in FLAG_FIELDS.items()}
+    for key, value in fields.items():
+        if flags.get(key) in RANGES:
+            check_range(flags[key], value)
+    check_range("seq-len", seq_len)
+    check_range("batch-size", batch_size)
+    check_range("num-gpus", num_gpus)
+    token_count = parse_count(tokens, "--tokens") if tokens is not None else None
+    check_range("tokens", token_count)
     cfg, default_seq = resolve_model(model, fields)
     seq = seq_len if seq_len is not None else default_seq
-    _positive("seq-len", seq)
-    _positive("batch-size", batch_size)
-    _positive("num-gpus", num_gpus)
-    token_count = parse_count(tokens, "--tokens") if tokens is not None else None
-    _positive("tokens", token_count)
+    check_range("seq-len", seq)
     if mfu is not None and not 0 < mfu <= 1:
         raise LlmctlError(f"--mfu must be in (0, 1], got {mfu}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
     if mfu is not None and gpu is None:

@@ -27,6 +27,7 @@ from typing import Any
 from llmctl.data.chat import BASE_SPECIALS, get_profile
 from llmctl.data.dataset import column_kind, iter_batches, list_splits, read_info
 from llmctl.errors import LlmctlError
+from llmctl.files import atomic_write_bytes, io_error, tmp_name
 
 # GPT-4's cl100k_base split: case-insensitive contractions, letter runs, 1-3 digit numbers,
 # punctuation runs, newlines, and whitespace that leaves its last space to the next word.
@@ -178,6 +179,27 @@ def _resolve_out(out: Path, backend: str) -> tuple[Path, str]:
     return out, backend
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an existing tokenizer without `force`, and a folder that cannot take the file, up front."""
+    if out.is_dir():
+        raise LlmctlError(f"{out} is a folder", "name the tokenizer file to write, e.g. --out tok/py.json")
+    if out.exists() and not force:
+        raise LlmctlError(
+            f"{out} already exists",
+            "pass --force to replace it (shards tokenized with the old one then no longer match), or choose another --out",
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, out.parent, action="create") from exc
+    probe = tmp_name(out)  # a real write says more than os.access (read-only file systems, root)
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise io_error(exc, out) from exc
+
+
 def _eval_split(data: str | Path, train_split: str, wanted: str | None) -> tuple[str, str | None]:
     splits = list_splits(data)
     if wanted:
@@ -205,13 +227,18 @@ def train_tokenizer(
     seed: int = 0,
     on_bytes: Callable[[int], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, write `out` atomically, evaluate on held-out text; return the report (see module doc)."""
+    """Train, write `out` atomically, evaluate on held-out text; return the report (see module doc).
+
+    An existing `out` is replaced only with `force`; that and an unwritable folder are refused before
+    training starts, so a long run does not end in a refusal."""
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokenizer.evaluate import evaluate
 
     read_info(data)
     out_path, backend = _resolve_out(Path(out), backend)
+    _check_out(out_path, force)
     if model not in MODELS:
         raise LlmctlError(f"unknown model '{model}'", f"use one of {', '.join(MODELS)}")
     specials = special_tokens(profile)
@@ -242,10 +269,8 @@ def train_tokenizer(
     seconds = time.perf_counter() - started
     if not split_docs:
         raise LlmctlError(f"split '{split}' of {data} holds no text", "download a corpus with `llmctl data download`")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, out_path)
+    # Written under a temporary name and renamed: a failure (full disk, read-only) leaves no partial file.
+    atomic_write_bytes(out_path, blob)
 
     if on_phase is not None:
         on_phase("evaluating")
