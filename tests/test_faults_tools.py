@@ -113,3 +113,291 @@ def test_pretrain_runs_from_a_home_path_with_a_hash(token_source: Path, tmp_path
     doc = _pretrain_json("--data", "~/tok #1", "--out", "~/runs/a #b")
     assert doc["status"] == "completed" and doc["run_dir"] == str(home / "runs" / "a #b")
     assert (home / "runs" / "a #b" / "checkpoints" / "latest" / "checkpoint.json").is_file()
+
+
+# --- helpers for faults -----------------------------------------------------------------------------
+
+
+def _fail_fsync(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Make every atomic write fail as the file system would, after the temporary was written."""
+    import os
+
+    import llmctl.files
+
+    def fail(path: Path) -> None:
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(llmctl.files, "fsync_file", fail)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    """A real 4 KiB tmpfs (root only, as in CI); yields (mount point, remount read-only)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
+
+    yield mount, read_only
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _no_temporaries(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.startswith(".llmctl-tmp-") or ".tmp" in p.name]
+
+
+FAULTS = [(28, "no space left on device"), (13, "permission denied"), (30, "read-only file system")]
+
+
+def _assert_io_error(result: Any, message: str) -> None:
+    assert result.exit_code == 4, result.output
+    assert f"error: {message}" in result.output and "hint: " in result.output
+    assert "Traceback" not in result.output
+
+
+# --- tokenizer train ----------------------------------------------------------------------------------
+
+
+def _train(raw: Path, out: Path, *extra: str) -> Any:
+    return _invoke("tokenizer", "train", "--data", str(raw), "--vocab-size", "300", "--out", str(out), *extra)
+
+
+def test_tokenizer_train_refuses_to_overwrite_without_force(raw_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tok.json"
+    out.write_text("mine")
+    result = _train(raw_dataset, out)
+    assert result.exit_code == 2 and f"error: {out} already exists" in result.output and "--force" in result.output
+    assert out.read_text() == "mine"
+    result = _train(raw_dataset, out, "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["model"]["type"] == "BPE"
+
+
+def test_tokenizer_train_out_under_a_regular_file(raw_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = _train(raw_dataset, tmp_path / "file" / "tok.json")
+    _assert_io_error(result, "cannot create")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize(("code", "message"), FAULTS)
+def test_tokenizer_train_write_fault_is_exit_4_and_leaves_nothing(raw_dataset: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, code: int,
+                                                                  message: str) -> None:
+    _fail_fsync(monkeypatch, code)
+    out = tmp_path / "tok" / "tok.json"
+    _assert_io_error(_train(raw_dataset, out), message)
+    assert not out.exists() and _no_temporaries(tmp_path)
+
+
+def test_tokenizer_train_on_a_full_and_a_read_only_file_system(raw_dataset: Path, small_fs: Any) -> None:
+    mount, read_only = small_fs
+    result = _train(raw_dataset, mount / "tok.json")
+    _assert_io_error(result, "no space left on device")
+    assert "free" in result.output and list(mount.iterdir()) == []
+    read_only()
+    _assert_io_error(_train(raw_dataset, mount / "tok.json"), "read-only file system")
+
+
+# --- a tiny checkpoint for export and generate ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(token_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    doc = _pretrain_json("--data", str(token_source), "--out", str(run))
+    return Path(doc["checkpoint"])
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+
+def _export(ckpt: Path, out: Path, *extra: str) -> Any:
+    return _invoke("export", str(ckpt), "--out", str(out), *extra)
+
+
+def test_export_force_replaces_only_a_previous_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    assert _export(tiny_checkpoint, out).exit_code == 0
+    marker = json.loads((out / "llmctl-export.json").read_text())
+    assert marker["format"] == "llmctl-hf-export" and "model.safetensors" in marker["files"]
+    result = _export(tiny_checkpoint, out)
+    assert result.exit_code == 2 and "already exists" in result.output
+    result = _export(tiny_checkpoint, out, "--force", "--dtype", "bfloat16")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+    (out / "notes.txt").write_text("my notes")  # something the export did not write
+    result = _export(tiny_checkpoint, out, "--force")
+    assert result.exit_code == 2 and "notes.txt" in result.output and (out / "notes.txt").is_file()
+
+
+def test_export_force_never_deletes_an_arbitrary_folder_or_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    home = tmp_path / "project"
+    (home / "src").mkdir(parents=True)
+    (home / "src" / "main.py").write_text("print(1)")
+    result = _export(tiny_checkpoint, home, "--force")
+    assert result.exit_code == 2 and "not one" in result.output and "llmctl-export.json" in result.output
+    assert (home / "src" / "main.py").read_text() == "print(1)"
+    a_file = tmp_path / "weights.bin"
+    a_file.write_text("x")
+    result = _export(tiny_checkpoint, a_file, "--force")
+    assert result.exit_code == 2 and "not a folder" in result.output and a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize(("code", "message"), FAULTS)
+def test_export_write_fault_keeps_the_previous_export(tiny_checkpoint: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+    out = tmp_path / "hf"
+    assert _export(tiny_checkpoint, out).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _fail_fsync(monkeypatch, code)
+    _assert_io_error(_export(tiny_checkpoint, out, "--force", "--dtype", "bfloat16"), message)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def test_export_on_a_full_file_system(tiny_checkpoint: Path, small_fs: Any) -> None:
+    mount, _ = small_fs
+    result = _export(tiny_checkpoint, mount / "hf")
+    _assert_io_error(result, "no space left on device")
+    assert list(mount.iterdir()) == []
+
+
+# --- generate -----------------------------------------------------------------------------------------
+
+LONG_PROMPT = "def main(x):\n    return x + 1\n" * 40  # far more than the tiny model's 64-token context
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context(tiny_checkpoint: Path) -> None:
+    result = _invoke("generate", str(tiny_checkpoint), "--prompt", LONG_PROMPT, "-n", "4")
+    assert result.exit_code == 2 and "model's context is 64" in result.output
+    assert "--truncate-left" in result.output and "Traceback" not in result.output
+
+
+def test_generate_truncate_left_keeps_the_end_and_says_how_much(tiny_checkpoint: Path) -> None:
+    result = _invoke("generate", str(tiny_checkpoint), "--prompt", LONG_PROMPT, "-n", "4", "-t", "0",
+                     "--truncate-left", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["prompt_dropped_tokens"] > 0 and doc["prompt_tokens"] + doc["new_tokens"] <= 64
+    assert f"dropped the first {doc['prompt_dropped_tokens']:,} prompt tokens" in result.stderr
+    short = json.loads(_invoke("generate", str(tiny_checkpoint), "-p", "def", "-n", "2", "--json").stdout)
+    assert short["prompt_dropped_tokens"] == 0
+
+
+def test_generate_device_hint_names_its_own_flag(tiny_checkpoint: Path) -> None:
+    result = _invoke("generate", str(tiny_checkpoint), "--prompt", "x", "--device", "tpu")
+    assert result.exit_code == 2 and "--device" in result.output and "train.device" not in result.output
+
+
+def test_fit_prompt_keeps_the_prefix_and_the_end() -> None:
+    from llmctl.engine.generate import fit_prompt
+    from llmctl.errors import LlmctlError
+
+    assert fit_prompt([1], [5, 6], 8, 4, False) == ([1], [5, 6], 0)
+    with pytest.raises(LlmctlError, match="prompt is 9 tokens"):
+        fit_prompt([1], list(range(8)), 8, 4, False)
+    prefix, body, dropped = fit_prompt([1], list(range(20)), 8, 100, True)
+    assert prefix == [1] and body == [17, 18, 19] and dropped == 17  # room for min(100, 8 // 2) = 4 new tokens
+
+
+# --- flops estimate / budget ranges ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["budget", "--gpu", "L4", "--params", "1e15", "--tokens", "1B"], "--params must be from 1K to 100T parameters"),
+    (["budget", "--gpu", "L4", "--params", "100", "--tokens", "1B"], "--params must be from 1K"),
+    (["budget", "--gpu", "L4", "--params", "-5M", "--tokens", "1B"], "--params must be positive"),
+    (["budget", "--gpu", "L4", "--hours", "0.001"], "--hours must be from 1/60 (one minute) to 87,660 (ten years)"),
+    (["budget", "--gpu", "L4", "--hours", "1e9"], "--hours must be from 1/60"),
+    (["budget", "--gpu", "L4", "--hours", "-3"], "--hours must be positive"),
+    (["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "200000"], "--num-gpus must be from 1 to 100,000"),
+    (["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "0"], "--num-gpus must be positive"),
+    (["budget", "--gpu", "L4", "--hours", "3", "--tokens-per-param", "1e9"], "--tokens-per-param must be from"),
+    (["budget", "--gpu", "L4", "--hours", "3", "--seq-len", "0"], "--seq-len must be positive"),
+    (["flops", "estimate", "--model", "124m", "--tokens", "-5"], "--tokens must be positive"),
+    (["flops", "estimate", "--model", "124m", "--tokens", "1e20"], "--tokens must be from 1K to 100P tokens"),
+    (["flops", "estimate", "--model", "124m", "--batch-size", "0"], "--batch-size must be positive"),
+    (["flops", "estimate", "--model", "124m", "--num-gpus", "1000000", "--gpu", "H100"], "--num-gpus must be from"),
+    (["flops", "estimate", "--dim", "-5", "--layers", "2", "--heads", "1", "--vocab-size", "100"], "--dim must be positive"),
+    (["flops", "estimate", "--model", "124m", "--layers", "1000000"], "--layers must be from 1 to 100,000"),
+])
+def test_planning_values_outside_their_range_are_errors(args: list[str], message: str) -> None:
+    result = _invoke(*args)
+    assert result.exit_code == 2 and f"error: {message}" in result.output, result.output
+    assert "hint: e.g. --" in result.output or "hint: write it like" in result.output
+    assert "must be a number" not in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["budget", "--gpu", "L4", "--hours", str(1 / 60)],
+    ["budget", "--gpu", "H100", "--num-gpus", "100000", "--hours", "87660"],
+    ["budget", "--gpu", "L4", "--params", "1e3", "--tokens", "1e3"],
+    ["budget", "--gpu", "L4", "--params", "100T", "--tokens-per-param", "20"],
+])
+def test_planning_range_bounds_are_accepted(args: list[str]) -> None:
+    result = _invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+
+
+# --- the CLI root: exit codes ---------------------------------------------------------------------
+
+
+def _budget_raises(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> Any:
+    import llmctl.plan.budget
+
+    def boom(**kwargs: Any) -> Any:
+        raise exc
+
+    monkeypatch.setattr(llmctl.plan.budget, "plan_budget", boom)
+    return _invoke("budget", "--gpu", "L4", "--hours", "1")
+
+
+def test_root_maps_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmctl.errors import DivergedError, LlmctlError, LlmctlIOError
+
+    for exc, code in ((LlmctlError("bad", "fix"), 2), (DivergedError("nan at step 3", "lower lr"), 3),
+                      (LlmctlIOError("disk full", "free space"), 4), (KeyboardInterrupt(), 130)):
+        result = _budget_raises(monkeypatch, exc)
+        assert result.exit_code == code, (exc, result.output)
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("code", "message"), FAULTS)
+def test_an_uncaught_oserror_is_exit_4_with_a_hint(monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+    import os
+
+    result = _budget_raises(monkeypatch, OSError(code, os.strerror(code), "/data/x.bin"))
+    _assert_io_error(result, message)
+    assert "/data/x.bin" in result.output
+
+
+def test_an_uncaught_oserror_in_a_real_process_is_exit_4() -> None:
+    """The real entry point in its own process: exit status 4, two lines on stderr, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import errno, llmctl.plan.budget as b\n"
+            "def full(**kwargs):\n"
+            "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/plan.json')\n"
+            "b.plan_budget = full\n"
+            "from llmctl.cli.app import main\n"
+            "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("LLMCTL_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", code, "budget", "--gpu", "L4", "--hours", "1"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 4, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("error: no space left on device") and "/data/plan.json" in lines[0]
+    assert lines[1].startswith("hint: ") and len(lines) == 2

@@ -9,6 +9,7 @@ functions that need them, so `llmctl --help` starts in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,8 @@ def _report(error: LlmctlError) -> None:
 
 
 class LlmctlGroup(TyperGroup):
-    """Root group: turns LlmctlError into `error:`/`hint:` lines and an exit code, no traceback."""
+    """Root group: turns LlmctlError into `error:`/`hint:` lines and its exit code (2, 3 or 4), an uncaught
+    OSError into the same with exit 4, and Ctrl-C into exit 130; no traceback (LLMCTL_DEBUG=1 shows it)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # --help lists commands in pipeline order (_COMMANDS), groups included, not in registration order.
@@ -47,6 +49,16 @@ class LlmctlGroup(TyperGroup):
             # click, so it would not even catch ours): print our two lines here and exit with our code.
             _report(exc)
             raise typer.Exit(exc.exit_code) from exc
+        except OSError as exc:
+            # A broken pipe (`llmctl ... | head`) is click's to handle quietly; any other OSError that no
+            # command turned into an LlmctlIOError is still a fault, not a bug: error + hint, exit 4.
+            if os.environ.get("LLMCTL_DEBUG") or exc.errno == errno.EPIPE:
+                raise
+            from llmctl.files import io_error
+
+            error = io_error(exc, exc.filename or "a file", action="access")
+            _report(error)
+            raise typer.Exit(error.exit_code) from exc
         except KeyboardInterrupt as exc:
             if os.environ.get("LLMCTL_DEBUG"):
                 raise

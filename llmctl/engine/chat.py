@@ -53,7 +53,7 @@ class ChatSession:
         from llmctl.engine.checkpoint import load_for_inference
         from llmctl.engine.runtime import choose_device
 
-        self.device = choose_device(device)
+        self.device = choose_device(device, flag="--device")
         self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
         self.profile = chat_profile_of(self.manifest, self.tokenizer)
         self.checkpoint = checkpoint
