@@ -401,3 +401,67 @@ def test_an_uncaught_oserror_in_a_real_process_is_exit_4() -> None:
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("error: no space left on device") and "/data/plan.json" in lines[0]
     assert lines[1].startswith("hint: ") and len(lines) == 2
+
+
+# --- --help of every command ----------------------------------------------------------------------
+
+
+def _command_paths() -> list[list[str]]:
+    import typer
+
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    return paths
+
+
+HELP_ARTEFACTS = [
+    (r"<[a-z_]+(\[[a-z_|\[\]]+\])?>", "a Python type name as a metavar (<str>, <list[str]>)"),
+    (r"\{[a-z_]+\}", "a Typer-style {argument}"),
+    (r"\\\[", "a Rich markup escape (\\[)"),
+    (r"\b(INTEGER|FLOAT)\b", "click's type name instead of N / NUMBER"),
+    (r"list\[", "a Python list type"),
+]
+
+
+def test_every_command_is_found() -> None:
+    names = {" ".join(p) for p in _command_paths()}
+    assert {"pretrain", "sft", "generate", "export", "tokenizer train", "flops estimate", "budget", "data download"} <= names
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "llmctl")
+def test_help_shows_readable_metavars_and_plain_text(path: list[str]) -> None:
+    import re
+
+    result = _invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    for pattern, what in HELP_ARTEFACTS:
+        found = re.search(pattern, result.output)
+        assert found is None, f"`llmctl {' '.join(path)} --help` shows {what}: {found.group(0)!r}"
+    assert "Usage: llmctl" in result.output
+
+
+def test_help_names_the_planning_ranges() -> None:
+    text = _invoke("budget", "--help").output
+    assert "1/60 (one minute) to 87,660 (ten years)" in text and "1 to 100,000" in text
+    assert "1K to 100T parameters" in text
+    assert "PATH" in _invoke("tokenizer", "train", "--help").output
+    assert "Usage: llmctl generate [OPTIONS] CHECKPOINT" in _invoke("generate", "--help").output
+
+
+@pytest.mark.gpu
+def test_generate_on_cuda_with_truncate_left(tiny_checkpoint: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    result = _invoke("generate", str(tiny_checkpoint), "--prompt", LONG_PROMPT, "-n", "4", "-t", "0",
+                     "--truncate-left", "--device", "cuda", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["device"].startswith("cuda") and doc["prompt_dropped_tokens"] > 0

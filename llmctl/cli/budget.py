@@ -17,6 +17,7 @@ import typer
 from llmctl.cli.flops import flops_text, sci, shape_line, text_table
 from llmctl.errors import LlmctlError
 from llmctl.output import out, print_json
+from llmctl.plan.ranges import range_help
 from llmctl.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops
 
 
@@ -146,16 +147,16 @@ def render(p: Any) -> None:
 
 def budget_command(
     gpu: str | None = typer.Option(None, "--gpu", help="GPU name (L4, H100, A100-80GB, ...; see --list-gpus)."),
-    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs working together."),
-    hours: float | None = typer.Option(None, "--hours", help="Forward mode: wall-clock hours of the budget."),
-    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation to plan with (0.3-0.5 is typical)."),
-    tokens_per_param: float | None = typer.Option(None, "--tokens-per-param", help="Training tokens per parameter (default 20, Chinchilla)."),
+    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs working together. " + range_help("num-gpus")),
+    hours: float | None = typer.Option(None, "--hours", help="Forward mode: wall-clock hours of the budget. " + range_help("hours")),
+    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation to plan with (0.3-0.5 is typical). Range: above 0, at most 1."),
+    tokens_per_param: float | None = typer.Option(None, "--tokens-per-param", help="Training tokens per parameter (default 20, Chinchilla). " + range_help("tokens-per-param")),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16, or fp16 without bf16), bf16, fp16, fp32, tf32, fp8."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Inverse mode: preset name or config YAML."),
-    params: str | None = typer.Option(None, "--params", help="Inverse mode: parameter count (170M) instead of a model."),
-    tokens: str | None = typer.Option(None, "--tokens", help="Inverse mode: training tokens (2.5B, 17e9)."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length for attention FLOPs and memory (default 1024, or the model's)."),
-    vocab_size: int = typer.Option(32768, "--vocab-size", help="Vocabulary of a suggested shape."),
+    model: str | None = typer.Option(None, "--model", "-m", metavar="PRESET|YAML", help="Inverse mode: preset name or config YAML."),
+    params: str | None = typer.Option(None, "--params", help="Inverse mode: parameter count (170M) instead of a model. " + range_help("params")),
+    tokens: str | None = typer.Option(None, "--tokens", help="Inverse mode: training tokens (2.5B, 17e9). " + range_help("tokens")),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length for attention FLOPs and memory (default 1024, or the model's). " + range_help("seq-len")),
+    vocab_size: int = typer.Option(32768, "--vocab-size", help="Vocabulary of a suggested shape. " + range_help("vocab-size")),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from llmctl.output import out, print_json
+from llmctl.plan.ranges import range_help
 from llmctl.units import fmt_count, fmt_duration, fmt_flops
 
 
@@ -160,20 +161,20 @@ def render(r: Any) -> None:
 
 
 def estimate_command(
-    model: str | None = typer.Option(None, "--model", "-m", help="Preset name (124m, llama3-8b, ...) or a config YAML with a model: section."),
-    dim: int | None = typer.Option(None, "--dim", help="Model width."),
-    layers: int | None = typer.Option(None, "--layers", help="Transformer blocks."),
-    heads: int | None = typer.Option(None, "--heads", help="Query heads."),
-    kv_heads: int | None = typer.Option(None, "--kv-heads", help="Key/value heads (GQA); default: --heads."),
-    ffn_dim: int | None = typer.Option(None, "--ffn-dim", help="SwiGLU hidden size; default: the Llama rule."),
-    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Vocabulary size."),
+    model: str | None = typer.Option(None, "--model", "-m", metavar="PRESET|YAML", help="Preset name (124m, llama3-8b, ...) or a config YAML with a model: section."),
+    dim: int | None = typer.Option(None, "--dim", help="Model width. " + range_help("dim")),
+    layers: int | None = typer.Option(None, "--layers", help="Transformer blocks. " + range_help("layers")),
+    heads: int | None = typer.Option(None, "--heads", help="Query heads. " + range_help("heads")),
+    kv_heads: int | None = typer.Option(None, "--kv-heads", help="Key/value heads (GQA); default: --heads. " + range_help("kv-heads")),
+    ffn_dim: int | None = typer.Option(None, "--ffn-dim", help="SwiGLU hidden size; default: the Llama rule. " + range_help("ffn-dim")),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Vocabulary size. " + range_help("vocab-size")),
     tied: bool | None = typer.Option(None, "--tied/--untied", help="Tie the output head to the embedding."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence. Default: the file's data.seq_len, else the model's max_seq_len (at most 8192)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per optimizer step: adds per-batch figures."),
-    tokens: str | None = typer.Option(None, "--tokens", help="Training tokens (2.5B, 17e9): adds per-run figures."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence. Default: the file's data.seq_len, else the model's max_seq_len (at most 8192). " + range_help("seq-len")),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per optimizer step: adds per-batch figures. " + range_help("batch-size")),
+    tokens: str | None = typer.Option(None, "--tokens", help="Training tokens (2.5B, 17e9): adds per-run figures. " + range_help("tokens")),
     gpu: str | None = typer.Option(None, "--gpu", help="GPU for times (H100, A100-80GB, L4, ...; see budget --list-gpus)."),
-    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs sharing the work."),
-    mfu: float | None = typer.Option(None, "--mfu", help="Model FLOPs utilisation for the realistic time, e.g. 0.4."),
+    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs sharing the work. " + range_help("num-gpus")),
+    mfu: float | None = typer.Option(None, "--mfu", help="Model FLOPs utilisation for the realistic time, e.g. 0.4. Range: above 0, at most 1."),
     dtype: str = typer.Option("auto", "--dtype", help="Peak to use: auto (bf16, or fp16 without bf16), fp32, tf32, bf16, fp16, fp8."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
