@@ -15,6 +15,7 @@ dot product q.k is unchanged because q and k get the same reordering. Values and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 from llmctl.errors import LlmctlError
-from llmctl.files import atomic_path
+from llmctl.files import atomic_path, free_bytes, io_error
 
 EXPORT_MARKER = "llmctl-export.json"
 """Written last into every export: what wrote the folder and which files. `export --force` replaces only
@@ -220,7 +221,12 @@ def write_hf(
     n_params = sum(v.numel() for k, v in hf_state.items() if not k.endswith("o_proj.bias"))
 
     # Written into a temporary folder beside --out and renamed over it: a failure (full disk, read-only)
-    # removes the temporary and leaves any previous export as it was.
+    # removes the temporary and leaves any previous export as it was. A disk that cannot hold the weights
+    # is refused before writing, with the size needed.
+    needed = sum(v.numel() * v.element_size() for v in hf_state.values()) + Path(tok.path).stat().st_size
+    free = free_bytes(out.parent)
+    if free is not None and free < needed:
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out, needed=needed)
     with atomic_path(out, directory=True) as tmp:
         _save_safetensors(hf_state, tmp / "model.safetensors")
         _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids))

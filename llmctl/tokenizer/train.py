@@ -16,6 +16,7 @@ sentencepiece); nothing adds BOS/EOS automatically: callers insert them by id.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -26,8 +27,8 @@ from typing import Any
 
 from llmctl.data.chat import BASE_SPECIALS, get_profile
 from llmctl.data.dataset import column_kind, iter_batches, list_splits, read_info
-from llmctl.errors import LlmctlError
-from llmctl.files import atomic_write_bytes, io_error, tmp_name
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import atomic_write_bytes, free_bytes, io_error, tmp_name
 
 # GPT-4's cl100k_base split: case-insensitive contractions, letter runs, 1-3 digit numbers,
 # punctuation runs, newlines, and whitespace that leaves its last space to the next word.
@@ -270,7 +271,16 @@ def train_tokenizer(
     if not split_docs:
         raise LlmctlError(f"split '{split}' of {data} holds no text", "download a corpus with `llmctl data download`")
     # Written under a temporary name and renamed: a failure (full disk, read-only) leaves no partial file.
-    atomic_write_bytes(out_path, blob)
+    # The size is known, so a full disk is reported with how much was needed.
+    free = free_bytes(out_path.parent)
+    if free is not None and free < len(blob):
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out_path, needed=len(blob))
+    try:
+        atomic_write_bytes(out_path, blob)
+    except LlmctlIOError as exc:
+        if "no space" in exc.message:
+            raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out_path, needed=len(blob)) from exc
+        raise
 
     if on_phase is not None:
         on_phase("evaluating")
