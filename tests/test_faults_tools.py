@@ -50,24 +50,32 @@ def captured_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("command", ["pretrain", "sft"])
-@pytest.mark.parametrize(("args", "field", "expected"), [
-    (["--out", "2024-01-01"], "train.name", "2024-01-01"),
-    (["--out", "runs/2024-01-01"], "train.out_dir", "runs"),
-    (["--data", "yes"], "data.path", "yes"),
-    (["--data", "no"], "data.path", "no"),
-    (["--data", "~"], "data.path", "{home}"),
-    (["--data", "~/x"], "data.path", "{home}/x"),
-    (["--data", "tokens #1/py"], "data.path", "tokens #1/py"),
-    (["--data", "a#b"], "data.path", "a#b"),
-    (["--out", "~/runs/r #2"], "train.out_dir", "{home}/runs"),
-    (["--out", "~/runs/r #2"], "train.name", "r #2"),
-    (["--resume", "2024-01-01/checkpoints/step-000002"], "checkpoint.resume", "2024-01-01/checkpoints/step-000002"),
-    (["--steps", "7", "--train.steps=3"], "train.steps", 7),
-    (["--data.path=on"], "data.path", "on"),
-    (["--train.name=2024-01-01"], "train.name", "2024-01-01"),
-])
-def test_flags_reach_the_config_typed(captured_config: Any, tmp_path: Path, command: str, args: list[str],
-                                      field: str, expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("args", "field", "expected"),
+    [
+        (["--out", "2024-01-01"], "train.name", "2024-01-01"),
+        (["--out", "runs/2024-01-01"], "train.out_dir", "runs"),
+        (["--data", "yes"], "data.path", "yes"),
+        (["--data", "no"], "data.path", "no"),
+        (["--data", "~"], "data.path", "{home}"),
+        (["--data", "~/x"], "data.path", "{home}/x"),
+        (["--data", "tokens #1/py"], "data.path", "tokens #1/py"),
+        (["--data", "a#b"], "data.path", "a#b"),
+        (["--out", "~/runs/r #2"], "train.out_dir", "{home}/runs"),
+        (["--out", "~/runs/r #2"], "train.name", "r #2"),
+        (
+            ["--resume", "2024-01-01/checkpoints/step-000002"],
+            "checkpoint.resume",
+            "2024-01-01/checkpoints/step-000002",
+        ),
+        (["--steps", "7", "--train.steps=3"], "train.steps", 7),
+        (["--data.path=on"], "data.path", "on"),
+        (["--train.name=2024-01-01"], "train.name", "2024-01-01"),
+    ],
+)
+def test_flags_reach_the_config_typed(
+    captured_config: Any, tmp_path: Path, command: str, args: list[str], field: str, expected: Any
+) -> None:
     cfg = captured_config(command, *args)
     section, key = field.split(".")
     if isinstance(expected, str):
@@ -91,8 +99,9 @@ def _pretrain_json(*args: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def test_pretrain_runs_with_data_yes_into_out_named_by_a_date(token_source: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_runs_with_data_yes_into_out_named_by_a_date(
+    token_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     shutil.copytree(token_source, tmp_path / "yes")
@@ -103,8 +112,9 @@ def test_pretrain_runs_with_data_yes_into_out_named_by_a_date(token_source: Path
     assert "path: 'yes'" in config and "name: '2024-01-01'" in config
 
 
-def test_pretrain_runs_from_a_home_path_with_a_hash(token_source: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_runs_from_a_home_path_with_a_hash(
+    token_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     home = tmp_path / "home"
@@ -140,7 +150,9 @@ def small_fs(tmp_path: Path) -> Any:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "fs"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here")
 
     def read_only() -> None:
@@ -174,7 +186,11 @@ def test_tokenizer_train_refuses_to_overwrite_without_force(raw_dataset: Path, t
     out = tmp_path / "tok.json"
     out.write_text("mine")
     result = _train(raw_dataset, out)
-    assert result.exit_code == 2 and f"error: {out} already exists" in result.output and "--force" in result.output
+    assert (
+        result.exit_code == 2
+        and f"error: {out} already exists" in result.output
+        and "--force" in result.output
+    )
     assert out.read_text() == "mine"
     result = _train(raw_dataset, out, "--force")
     assert result.exit_code == 0, result.output
@@ -189,9 +205,9 @@ def test_tokenizer_train_out_under_a_regular_file(raw_dataset: Path, tmp_path: P
 
 
 @pytest.mark.parametrize(("code", "message"), FAULTS)
-def test_tokenizer_train_write_fault_is_exit_4_and_leaves_nothing(raw_dataset: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch, code: int,
-                                                                  message: str) -> None:
+def test_tokenizer_train_write_fault_is_exit_4_and_leaves_nothing(
+    raw_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
     _fail_fsync(monkeypatch, code)
     out = tmp_path / "tok" / "tok.json"
     _assert_io_error(_train(raw_dataset, out), message)
@@ -240,7 +256,9 @@ def test_export_force_replaces_only_a_previous_export(tiny_checkpoint: Path, tmp
     assert result.exit_code == 2 and "notes.txt" in result.output and (out / "notes.txt").is_file()
 
 
-def test_export_force_never_deletes_an_arbitrary_folder_or_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_export_force_never_deletes_an_arbitrary_folder_or_file(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     home = tmp_path / "project"
     (home / "src").mkdir(parents=True)
     (home / "src" / "main.py").write_text("print(1)")
@@ -254,8 +272,9 @@ def test_export_force_never_deletes_an_arbitrary_folder_or_file(tiny_checkpoint:
 
 
 @pytest.mark.parametrize(("code", "message"), FAULTS)
-def test_export_write_fault_keeps_the_previous_export(tiny_checkpoint: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+def test_export_write_fault_keeps_the_previous_export(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
     out = tmp_path / "hf"
     assert _export(tiny_checkpoint, out).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -284,8 +303,18 @@ def test_generate_refuses_a_prompt_longer_than_the_context(tiny_checkpoint: Path
 
 
 def test_generate_truncate_left_keeps_the_end_and_says_how_much(tiny_checkpoint: Path) -> None:
-    result = _invoke("generate", str(tiny_checkpoint), "--prompt", LONG_PROMPT, "-n", "4", "-t", "0",
-                     "--truncate-left", "--json")
+    result = _invoke(
+        "generate",
+        str(tiny_checkpoint),
+        "--prompt",
+        LONG_PROMPT,
+        "-n",
+        "4",
+        "-t",
+        "0",
+        "--truncate-left",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["prompt_dropped_tokens"] > 0 and doc["prompt_tokens"] + doc["new_tokens"] <= 64
@@ -307,30 +336,59 @@ def test_fit_prompt_keeps_the_prefix_and_the_end() -> None:
     with pytest.raises(LlmctlError, match="prompt is 9 tokens"):
         fit_prompt([1], list(range(8)), 8, 4, False)
     prefix, body, dropped = fit_prompt([1], list(range(20)), 8, 100, True)
-    assert prefix == [1] and body == [17, 18, 19] and dropped == 17  # room for min(100, 8 // 2) = 4 new tokens
+    assert (
+        prefix == [1] and body == [17, 18, 19] and dropped == 17
+    )  # room for min(100, 8 // 2) = 4 new tokens
 
 
 # --- flops estimate / budget ranges ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["budget", "--gpu", "L4", "--params", "1e15", "--tokens", "1B"], "--params must be from 1K to 100T parameters"),
-    (["budget", "--gpu", "L4", "--params", "100", "--tokens", "1B"], "--params must be from 1K"),
-    (["budget", "--gpu", "L4", "--params", "-5M", "--tokens", "1B"], "--params must be positive"),
-    (["budget", "--gpu", "L4", "--hours", "0.001"], "--hours must be from 1/60 (one minute) to 87,660 (ten years)"),
-    (["budget", "--gpu", "L4", "--hours", "1e9"], "--hours must be from 1/60"),
-    (["budget", "--gpu", "L4", "--hours", "-3"], "--hours must be positive"),
-    (["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "200000"], "--num-gpus must be from 1 to 100,000"),
-    (["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "0"], "--num-gpus must be positive"),
-    (["budget", "--gpu", "L4", "--hours", "3", "--tokens-per-param", "1e9"], "--tokens-per-param must be from"),
-    (["budget", "--gpu", "L4", "--hours", "3", "--seq-len", "0"], "--seq-len must be positive"),
-    (["flops", "estimate", "--model", "124m", "--tokens", "-5"], "--tokens must be positive"),
-    (["flops", "estimate", "--model", "124m", "--tokens", "1e20"], "--tokens must be from 1K to 100P tokens"),
-    (["flops", "estimate", "--model", "124m", "--batch-size", "0"], "--batch-size must be positive"),
-    (["flops", "estimate", "--model", "124m", "--num-gpus", "1000000", "--gpu", "H100"], "--num-gpus must be from"),
-    (["flops", "estimate", "--dim", "-5", "--layers", "2", "--heads", "1", "--vocab-size", "100"], "--dim must be positive"),
-    (["flops", "estimate", "--model", "124m", "--layers", "1000000"], "--layers must be from 1 to 100,000"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["budget", "--gpu", "L4", "--params", "1e15", "--tokens", "1B"],
+            "--params must be from 1K to 100T parameters",
+        ),
+        (["budget", "--gpu", "L4", "--params", "100", "--tokens", "1B"], "--params must be from 1K"),
+        (["budget", "--gpu", "L4", "--params", "-5M", "--tokens", "1B"], "--params must be positive"),
+        (
+            ["budget", "--gpu", "L4", "--hours", "0.001"],
+            "--hours must be from 1/60 (one minute) to 87,660 (ten years)",
+        ),
+        (["budget", "--gpu", "L4", "--hours", "1e9"], "--hours must be from 1/60"),
+        (["budget", "--gpu", "L4", "--hours", "-3"], "--hours must be positive"),
+        (
+            ["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "200000"],
+            "--num-gpus must be from 1 to 100,000",
+        ),
+        (["budget", "--gpu", "L4", "--hours", "3", "--num-gpus", "0"], "--num-gpus must be positive"),
+        (
+            ["budget", "--gpu", "L4", "--hours", "3", "--tokens-per-param", "1e9"],
+            "--tokens-per-param must be from",
+        ),
+        (["budget", "--gpu", "L4", "--hours", "3", "--seq-len", "0"], "--seq-len must be positive"),
+        (["flops", "estimate", "--model", "124m", "--tokens", "-5"], "--tokens must be positive"),
+        (
+            ["flops", "estimate", "--model", "124m", "--tokens", "1e20"],
+            "--tokens must be from 1K to 100P tokens",
+        ),
+        (["flops", "estimate", "--model", "124m", "--batch-size", "0"], "--batch-size must be positive"),
+        (
+            ["flops", "estimate", "--model", "124m", "--num-gpus", "1000000", "--gpu", "H100"],
+            "--num-gpus must be from",
+        ),
+        (
+            ["flops", "estimate", "--dim", "-5", "--layers", "2", "--heads", "1", "--vocab-size", "100"],
+            "--dim must be positive",
+        ),
+        (
+            ["flops", "estimate", "--model", "124m", "--layers", "1000000"],
+            "--layers must be from 1 to 100,000",
+        ),
+    ],
+)
 def test_planning_values_outside_their_range_are_errors(args: list[str], message: str) -> None:
     result = _invoke(*args)
     assert result.exit_code == 2 and f"error: {message}" in result.output, result.output
@@ -338,12 +396,15 @@ def test_planning_values_outside_their_range_are_errors(args: list[str], message
     assert "must be a number" not in result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["budget", "--gpu", "L4", "--hours", str(1 / 60)],
-    ["budget", "--gpu", "H100", "--num-gpus", "100000", "--hours", "87660"],
-    ["budget", "--gpu", "L4", "--params", "1e3", "--tokens", "1e3"],
-    ["budget", "--gpu", "L4", "--params", "100T", "--tokens-per-param", "20"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["budget", "--gpu", "L4", "--hours", str(1 / 60)],
+        ["budget", "--gpu", "H100", "--num-gpus", "100000", "--hours", "87660"],
+        ["budget", "--gpu", "L4", "--params", "1e3", "--tokens", "1e3"],
+        ["budget", "--gpu", "L4", "--params", "100T", "--tokens-per-param", "20"],
+    ],
+)
 def test_planning_range_bounds_are_accepted(args: list[str]) -> None:
     result = _invoke(*args, "--json")
     assert result.exit_code == 0, result.output
@@ -365,15 +426,21 @@ def _budget_raises(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> Any:
 def test_root_maps_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     from llmctl.errors import DivergedError, LlmctlError, LlmctlIOError
 
-    for exc, code in ((LlmctlError("bad", "fix"), 2), (DivergedError("nan at step 3", "lower lr"), 3),
-                      (LlmctlIOError("disk full", "free space"), 4), (KeyboardInterrupt(), 130)):
+    for exc, code in (
+        (LlmctlError("bad", "fix"), 2),
+        (DivergedError("nan at step 3", "lower lr"), 3),
+        (LlmctlIOError("disk full", "free space"), 4),
+        (KeyboardInterrupt(), 130),
+    ):
         result = _budget_raises(monkeypatch, exc)
         assert result.exit_code == code, (exc, result.output)
         assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(("code", "message"), FAULTS)
-def test_an_uncaught_oserror_is_exit_4_with_a_hint(monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
+def test_an_uncaught_oserror_is_exit_4_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
     import os
 
     result = _budget_raises(monkeypatch, OSError(code, os.strerror(code), "/data/x.bin"))
@@ -387,16 +454,22 @@ def test_an_uncaught_oserror_in_a_real_process_is_exit_4() -> None:
     import subprocess
     import sys
 
-    code = ("import errno, llmctl.plan.budget as b\n"
-            "def full(**kwargs):\n"
-            "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/plan.json')\n"
-            "b.plan_budget = full\n"
-            "from llmctl.cli.app import main\n"
-            "main()\n")
+    code = (
+        "import errno, llmctl.plan.budget as b\n"
+        "def full(**kwargs):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/plan.json')\n"
+        "b.plan_budget = full\n"
+        "from llmctl.cli.app import main\n"
+        "main()\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("LLMCTL_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-c", code, "budget", "--gpu", "L4", "--hours", "1"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "budget", "--gpu", "L4", "--hours", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 4, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("error: no space left on device") and "/data/plan.json" in lines[0]
@@ -432,7 +505,16 @@ HELP_ARTEFACTS = [
 
 def test_every_command_is_found() -> None:
     names = {" ".join(p) for p in _command_paths()}
-    assert {"pretrain", "sft", "generate", "export", "tokenizer train", "flops estimate", "budget", "data download"} <= names
+    assert {
+        "pretrain",
+        "sft",
+        "generate",
+        "export",
+        "tokenizer train",
+        "flops estimate",
+        "budget",
+        "data download",
+    } <= names
 
 
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "llmctl")
@@ -460,8 +542,20 @@ def test_generate_on_cuda_with_truncate_left(tiny_checkpoint: Path) -> None:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    result = _invoke("generate", str(tiny_checkpoint), "--prompt", LONG_PROMPT, "-n", "4", "-t", "0",
-                     "--truncate-left", "--device", "cuda", "--json")
+    result = _invoke(
+        "generate",
+        str(tiny_checkpoint),
+        "--prompt",
+        LONG_PROMPT,
+        "-n",
+        "4",
+        "-t",
+        "0",
+        "--truncate-left",
+        "--device",
+        "cuda",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["device"].startswith("cuda") and doc["prompt_dropped_tokens"] > 0

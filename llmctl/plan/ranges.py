@@ -63,7 +63,9 @@ def check_range(name: str, value: float | None) -> None:
     if isinstance(value, bool) or not math.isfinite(value) or not r.low <= value <= r.high:
         shown = _number(value) if math.isfinite(value) else str(value)
         if value <= 0 < r.low:
-            raise LlmctlError(f"--{name} must be positive, got {shown} (range: {r.text})", f"e.g. {r.example}")
+            raise LlmctlError(
+                f"--{name} must be positive, got {shown} (range: {r.text})", f"e.g. {r.example}"
+            )
         raise LlmctlError(f"--{name} must be from {r.text}, got {shown}", f"e.g. {r.example}")
 
 
