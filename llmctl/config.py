@@ -251,8 +251,9 @@ SECTIONS: dict[str, type] = {
 _COUNT_FIELDS = {"max_tokens", "global_batch_tokens", "steps"}
 # Path fields: a leading ~ is expanded to the home folder, wherever the value came from.
 _PATH_FIELDS = {"data.path", "train.out_dir", "checkpoint.init", "checkpoint.resume"}
-# What YAML reads as null; an override of a field that may be None takes these as None.
-_NULL_WORDS = {"null", "Null", "NULL", "None", "none"}
+# YAML's null words (but not `~`, which in a path is the home folder): an override of a field that may be
+# None takes these, or an empty value, as None.
+_NULL_WORDS = {"null", "Null", "NULL"}
 
 
 @dataclass(frozen=True)
