@@ -23,8 +23,11 @@ def parse_count(text: str | int | float, what: str = "value") -> float:
         raise LlmctlError(f"{what} must be a number, got {text!r}", "write it like 170M, 17B or 2.5e9")
     if isinstance(text, (int, float)):
         return float(text)
-    match = _NUMBER.match(str(text).replace("_", "").replace(",", ""))
+    cleaned = str(text).replace("_", "").replace(",", "").strip()
+    match = _NUMBER.match(cleaned)
     if not match:
+        if cleaned.startswith("-") and _NUMBER.match(cleaned[1:]):
+            raise LlmctlError(f"{what} must be positive, got {text!r}", "write it like 170M, 17B or 2.5e9")
         raise LlmctlError(f"{what} must be a number, got {text!r}", "write it like 170M, 17B or 2.5e9")
     return float(match.group(1)) * _SUFFIX[match.group(2).lower()]
 

@@ -91,8 +91,8 @@ TINY_MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim"
 def pretrain_tiny(tmp: Path, tokenizer: Path, texts: list[str], steps: int = 30, **model: object) -> Path:
     """Pretrain a tiny model on `texts` with the real run_training; returns its latest checkpoint."""
     from llmctl.config import load_config
-    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
     from llmctl.engine.run import run_training
+    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
     raw = write_text_parquet(tmp / "pt_raw", {"train": texts, "validation": texts[:20]})
     tokenize(TokenizeOptions(data=raw, tokenizer=tokenizer, out=tmp / "pt_tokens"))

@@ -15,9 +15,9 @@ from token_fixtures import UNICODE_DOCS, stdlib_texts, train_tokenizer, write_da
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
+from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokens.shards import open_split, read_meta
 from llmctl.tokens.tokenize import TokenizeOptions, tokenize
-from llmctl.tokenizer.core import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

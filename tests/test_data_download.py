@@ -20,12 +20,12 @@ from fakehub import FakeServers
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
+from llmctl.errors import LlmctlError, LlmctlRuntimeError
 from llmctl.raw import http_download
 from llmctl.raw.dataset import iter_batches, list_splits, read_info
 from llmctl.raw.download import DownloadOptions, download_dataset
 from llmctl.raw.normalize import WikitextArticles, alpaca_messages
 from llmctl.raw.parts import carve
-from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 runner = CliRunner()
 DOCS = [f"Document number {i}. " + "Some words here and there. " * (i % 7 + 1) for i in range(400)]

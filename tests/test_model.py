@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from llmctl.config import ModelConfig, model_from_preset
 from llmctl.infer.generate import IncrementalDecoder, filter_logits, generate
 from llmctl.model.llama import Transformer
-from llmctl.presets import PRESETS
 from llmctl.plan.flops import flops_per_token, param_counts
+from llmctl.presets import PRESETS
 
 
 def _tiny(**changes: object) -> ModelConfig:

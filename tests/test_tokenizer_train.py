@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.tokenizer.chat import get_profile
-from llmctl.raw.download import DownloadOptions, download_dataset
 from llmctl.errors import LlmctlError
+from llmctl.raw.download import DownloadOptions, download_dataset
+from llmctl.tokenizer.chat import get_profile
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokenizer.train import train_tokenizer
 

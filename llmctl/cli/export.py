@@ -25,7 +25,7 @@ def export(
     dtype: Annotated[str, typer.Option(help="Weight dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the copy stored in the checkpoint.")] = None,
     chat_profile: Annotated[str | None, typer.Option(help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is a previous llmctl export (never any other folder).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""

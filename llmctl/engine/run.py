@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, to_yaml
-from llmctl.tokens.shards import read_meta
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
     check_compatible,
@@ -40,6 +39,7 @@ from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.model.llama import Transformer
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
+from llmctl.tokens.shards import read_meta
 
 ObjectiveFactory = Callable[[Config, dict[str, Any], Tokenizer, D.DistInfo], Objective]
 
@@ -101,10 +101,10 @@ def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
     return meta, tokenizer
 
 
-def resolve_vocab(cfg: Config, meta: dict[str, Any], vocab_from_data: bool) -> Config:
-    """Take model.vocab_size from the data's tokenizer unless the config fixed it (then it must fit)."""
+def resolve_vocab(cfg: Config, meta: dict[str, Any]) -> Config:
+    """model.vocab_size None (the default) takes the data tokenizer's vocabulary; a set value must hold it."""
     vocab = int(meta.get("vocab_size") or meta["tokenizer"]["vocab_size"])
-    if vocab_from_data:
+    if cfg.model.vocab_size is None:
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
     if cfg.model.vocab_size < vocab:
         raise LlmctlError(
@@ -164,7 +164,6 @@ def run_training(
     cfg: Config,
     make_objective: ObjectiveFactory = pretrain_objective,
     *,
-    vocab_from_data: bool = True,
     reporter: Any = None,
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline)."""
@@ -175,7 +174,7 @@ def run_training(
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
         meta, tokenizer = load_data(cfg)
-        cfg = resolve_vocab(cfg, meta, vocab_from_data)
+        cfg = resolve_vocab(cfg, meta)
         run_dir, resume = D.broadcast_object(dist, resolve_run_dir(cfg))
         if dist.is_rank0:
             _prepare_run_dir(run_dir, cfg, tokenizer)

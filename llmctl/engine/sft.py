@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.engine.objectives import Batch, SamplePrompt
-from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 
 
 def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
@@ -250,7 +250,7 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
         made.append(objective)
         return objective
 
-    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
+    outcome = run_training(cfg, factory, reporter=reporter)
     data = {**made[0].train.counts, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
     if outcome.is_rank0 and data:
         _add_to_summary(outcome.run_dir, data)

@@ -34,13 +34,13 @@ from llmctl.engine.checkpoint import (
     remove_partial,
     write_checkpoint,
 )
-from llmctl.infer.generate import generate
 from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
 from llmctl.engine.optim import build_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
 from llmctl.engine.stopping import Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
 

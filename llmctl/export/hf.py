@@ -4,7 +4,8 @@
     export_hf("runs/sft/checkpoints/latest", "exports/sft-hf")
 
 Writes config.json, model.safetensors, generation_config.json, tokenizer.json and tokenizer_config.json
-(special tokens and the chat profile's Jinja template) into a temporary directory renamed into place.
+(special tokens and the chat profile's Jinja template) into a temporary directory renamed into place,
+plus llmctl-export.json, the marker by which `export --force` knows a folder it may replace.
 
 RoPE: our model rotates interleaved pairs (2i, 2i+1) of each head (Meta's complex-number form); HF's
 Llama rotates halves (i, i + head_dim/2) ("rotate_half"). Both use frequency theta^(-2i/d) for pair i, so
@@ -14,15 +15,23 @@ dot product q.k is unchanged because q and k get the same reordering. Values and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 from llmctl.errors import LlmctlError
+from llmctl.files import atomic_path, free_bytes, io_error
+from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
+
+EXPORT_MARKER = "llmctl-export.json"
+"""Written last into every export: what wrote the folder and which files. `export --force` replaces only
+folders that hold it (and nothing else)."""
+MARKER_FORMAT = "llmctl-hf-export"
 
 if TYPE_CHECKING:
     import torch
@@ -187,12 +196,11 @@ def write_hf(
 ) -> ExportResult:
     """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically)."""
     import torch
-    from safetensors.torch import save_file
 
     if tok.kind != "hf":
         raise LlmctlError(
             f"export needs a tokenizer.json (Hugging Face tokenizers); {tok.path} is a sentencepiece model",
-            "train the tokenizer with `llmctl tokenizer train --kind bpe` (tokenizer.json) to export to HF format",
+            "train the tokenizer with `llmctl tokenizer train --out PATH.json` (the hf backend) to export to HF format",
         )
     if dtype not in DTYPES:
         raise LlmctlError(f"unknown dtype '{dtype}'", f"use one of {', '.join(sorted(set(DTYPES.values())))}")
@@ -203,8 +211,7 @@ def write_hf(
             "export with the tokenizer the model was trained with",
         )
     out = Path(out)
-    if out.exists() and not force:
-        raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
+    check_out(out, force)
     profile = _chat_profile_for(tok, chat_profile)
     eos_ids = reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
 
@@ -213,12 +220,15 @@ def write_hf(
     # The zero o_proj biases exist only for HF's layout; they are not parameters of the model.
     n_params = sum(v.numel() for k, v in hf_state.items() if not k.endswith("o_proj.bias"))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    # Written into a temporary folder beside --out and renamed over it: a failure (full disk, read-only)
+    # removes the temporary and leaves any previous export as it was. A disk that cannot hold the weights
+    # is refused before writing, with the size needed.
+    needed = sum(v.numel() * v.element_size() for v in hf_state.values()) + Path(tok.path).stat().st_size
+    free = free_bytes(out.parent)
+    if free is not None and free < needed:
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out, needed=needed)
+    with atomic_path(out, directory=True) as tmp:
+        _save_safetensors(hf_state, tmp / "model.safetensors")
         _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids))
         generation = {"bos_token_id": tok.bos_id, "eos_token_id": eos_ids, "pad_token_id": tok.pad_id}
         _write_json(tmp / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
@@ -227,12 +237,9 @@ def write_hf(
         special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
                        if tok.token_to_id(v) is not None}
         _write_json(tmp / "special_tokens_map.json", special_map)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        written = sorted(p.name for p in tmp.iterdir())
+        _write_json(tmp / EXPORT_MARKER, {"format": MARKER_FORMAT, "format_version": 1, "checkpoint": checkpoint,
+                                          "files": written})
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportResult(
         out=str(out), checkpoint=checkpoint, dtype=dtype, n_params=n_params, vocab_size=cfg.vocab_size,
@@ -242,6 +249,61 @@ def write_hf(
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """save_file, with its I/O failures (a Rust error carrying `os error N`) raised as OSError."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except Exception as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def is_export(path: Path) -> bool:
+    """True when `path` is a folder a llmctl export wrote (it holds the marker file)."""
+    return _read_marker(path) is not None
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((path / EXPORT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT or not isinstance(marker.get("files"), list):
+        return None
+    return marker
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that exists, unless `force` and it is an empty folder or a previous llmctl export
+    holding only what that export wrote: --force never deletes a folder of the user's."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise LlmctlError(f"{out} exists and is not a folder", "export writes a folder: choose another --out")
+    if not force:
+        raise LlmctlError(f"{out} already exists", "choose another --out, or pass --force to replace a previous export")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    marker = _read_marker(out)
+    if marker is None:
+        raise LlmctlError(
+            f"--force replaces only a previous llmctl export, and {out} is not one (it has no {EXPORT_MARKER})",
+            "choose another --out, or delete that folder yourself if you are sure",
+        )
+    extra = [name for name in entries if name not in {*marker["files"], EXPORT_MARKER}]
+    if extra:
+        raise LlmctlError(
+            f"{out} is a previous export but now also holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}",
+            "move those files out (--force would delete them), or choose another --out",
+        )
 
 
 def export_hf(

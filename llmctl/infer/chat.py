@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from llmctl.tokenizer.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
 
 
 def chat_profile_of(manifest: dict[str, Any], tokenizer: Any) -> ChatProfile:
@@ -53,7 +53,7 @@ class ChatSession:
         from llmctl.engine.checkpoint import load_for_inference
         from llmctl.engine.runtime import choose_device
 
-        self.device = choose_device(device)
+        self.device = choose_device(device, flag="--device")
         self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
         self.profile = chat_profile_of(self.manifest, self.tokenizer)
         self.checkpoint = checkpoint

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from llmctl.errors import LlmctlError
 from llmctl.model.llama import Transformer
 
 
@@ -149,6 +150,27 @@ class IncrementalDecoder:
         return piece
 
 
+def fit_prompt(
+    prefix: list[int], body: list[int], context: int, max_new_tokens: int, truncate_left: bool
+) -> tuple[list[int], list[int], int]:
+    """(prefix, body, tokens dropped): the prompt must leave room for one new token in the context.
+
+    Without `truncate_left` a prompt that does not is an error naming both lengths; with it, the start of
+    `body` is dropped so that min(max_new_tokens, context // 2) new tokens fit, and the prefix stays.
+    """
+    total = len(prefix) + len(body)
+    if total < context:
+        return prefix, body, 0
+    if not truncate_left:
+        raise LlmctlError(
+            f"the prompt is {total:,} tokens but the model's context is {context:,} (at most {context - 1:,} prompt "
+            "tokens, to leave room for one new token)",
+            "shorten the prompt, or pass --truncate-left to keep its end and drop the start",
+        )
+    keep = max(1, context - len(prefix) - max(1, min(max_new_tokens, context // 2)))
+    return prefix, body[-keep:], len(body) - keep
+
+
 def generate_from_checkpoint(
     checkpoint: str,
     prompt: str,
@@ -162,24 +184,28 @@ def generate_from_checkpoint(
     render: Callable[[Any, dict[str, Any], str], list[int]] | None = None,
     on_text: Callable[[str], None] | None = None,
     echo_prompt: bool = False,
+    truncate_left: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
     the prompt itself with echo_prompt, once the checkpoint has loaded).
 
     `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the document prefix
-    the model saw in training (BOS or EOS) followed by the prompt's tokens.
+    the model saw in training (BOS or EOS) followed by the prompt's tokens. A prompt that leaves no
+    room in the model's context is an error, unless `truncate_left`: then its first tokens are dropped
+    (the document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the result's
+    `prompt_dropped_tokens` says how many.
     """
     from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.runtime import choose_device
     from llmctl.telemetry import inference_metrics
     from llmctl.tokenizer.prompt import document_prefix
 
-    dev = choose_device(device)
+    dev = choose_device(device, flag="--device")
     model, tokenizer, manifest = load_for_inference(checkpoint, dev)
-    if render is None:
-        ids = document_prefix(manifest.get("data_meta") or {}) + tokenizer.encode(prompt)
-    else:
-        ids = render(tokenizer, manifest, prompt)
+    prefix = document_prefix(manifest.get("data_meta") or {}) if render is None else []
+    body = tokenizer.encode(prompt) if render is None else render(tokenizer, manifest, prompt)
+    prefix, body, dropped = fit_prompt(prefix, body, model.cfg.max_seq_len, max_new_tokens, truncate_left)
+    ids = prefix + body
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dev.type == "cuda" else contextlib.nullcontext
     eos = tokenizer.eos_id
@@ -207,6 +233,7 @@ def generate_from_checkpoint(
         "prompt": prompt,
         "text": tokenizer.decode(new),
         "prompt_tokens": gen.prompt_tokens,
+        "prompt_dropped_tokens": dropped,
         "new_tokens": len(gen.ids),
         "stop_reason": gen.stop_reason,
         "device": str(dev),

@@ -11,13 +11,17 @@ Pure Python: no torch.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmctl.config import ModelConfig, load_config
 from llmctl.errors import LlmctlError
 from llmctl.plan.flops import param_counts
+from llmctl.presets import PRESETS
 
+PLAN_DEFAULT_VOCAB = 8192
+"""Vocabulary planned with when a config leaves model.vocab_size to the tokenizer and names no preset."""
 MAX_DEFAULT_SEQ_LEN = 8192
 """Presets of published models carry their long-context max_seq_len (131072 for Llama 3.2); planning
 defaults to at most this, the length they were pretrained at."""
@@ -53,9 +57,17 @@ def resolve_model(model: str | None, fields: dict[str, Any]) -> tuple[ModelConfi
         return cfg.model, min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
     if _is_file(model):
         cfg = load_config(model, overrides)
-        return cfg.model, cfg.data.seq_len
+        return _with_vocab(cfg.model), cfg.data.seq_len
     cfg = load_config(None, {"model": model, **overrides})
-    return cfg.model, min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
+    return _with_vocab(cfg.model), min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
+
+
+def _with_vocab(cfg: ModelConfig) -> ModelConfig:
+    """Planning needs a vocabulary where training would take the tokenizer's: the preset's, else 8192."""
+    if cfg.vocab_size is not None:
+        return cfg
+    vocab = PRESETS.get(cfg.preset or "", {}).get("vocab_size", PLAN_DEFAULT_VOCAB)
+    return replace(cfg, vocab_size=vocab)
 
 
 def shape_for(dim: int, n_layers: int, vocab_size: int, max_seq_len: int = 2048) -> ModelConfig:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
+from llmctl.errors import LlmctlError
 from llmctl.raw.dataset import DATASET_JSON, PART_GLOB
 from llmctl.raw.http_download import file_sha256
 from llmctl.raw.normalize import RowMapping, Value, WikitextArticles, choose_mapping, value_bytes
@@ -30,7 +31,6 @@ from llmctl.raw.readers import RecordFile
 from llmctl.raw.resolve import InputFile, ResolvedSource, resolve_source, split_order
 from llmctl.raw.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
 from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
-from llmctl.errors import LlmctlError
 
 FORMAT_NAME = "llmctl-raw-dataset"
 FORMAT_VERSION = 1

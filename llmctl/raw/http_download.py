@@ -21,8 +21,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from llmctl import __version__
-from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 
 CHUNK = 1 << 20
 RETRIES = 5

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.errors import LlmctlError, LlmctlRuntimeError
 from llmctl.raw.http_download import CHUNK
 from llmctl.raw.transfer import NoProgress, TransferProgress
-from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

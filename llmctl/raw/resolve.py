@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmctl.errors import LlmctlError
 from llmctl.raw.readers import FORMATS, detect_format, is_data_file
 from llmctl.raw.sources import SPLITS, SourceSpec
 from llmctl.raw.transfer import TransferProgress
-from llmctl.errors import LlmctlError
 
 # Hub dataset repos carry metadata files in data formats; they are not rows.
 _HUB_METADATA = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "state.json", "config.json"}
@@ -151,8 +151,8 @@ def default_download_cache() -> Path:
 
 def _local_fetch(path: Path, expected: str | None) -> Callable[[], tuple[Path, str]]:
     def fetch() -> tuple[Path, str]:
-        from llmctl.raw.http_download import file_sha256
         from llmctl.errors import LlmctlRuntimeError
+        from llmctl.raw.http_download import file_sha256
 
         sha = file_sha256(path)
         if expected and sha != expected.lower():

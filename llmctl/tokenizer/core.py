@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmctl.tokenizer.chat import BOS, EOS, PAD
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import BOS, EOS, PAD
 
 # Names pretrained tokenizers use for the same roles, tried in order after ours.
 _ALIASES = {

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.tokenizer.chat import BOS, get_profile
-from llmctl.tokens.shards import Shard, open_split, read_meta, shard_sidecar
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import BOS, get_profile
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
+from llmctl.tokens.shards import Shard, open_split, read_meta, shard_sidecar
 
 
 @dataclass

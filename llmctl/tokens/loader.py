@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.tokens.shards import Shard
 from llmctl.errors import LlmctlError
+from llmctl.tokens.shards import Shard
 
 
 class PackedWindows:

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
+from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile
+from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokens.plan import ShardPlan, source_identity
 from llmctl.tokens.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -24,10 +27,7 @@ from llmctl.tokens.shards import (
     shard_name,
     write_json_atomic,
 )
-from llmctl.tokens.plan import ShardPlan, source_identity
 from llmctl.tokens.workers import SEPARATORS, EncodePolicy
-from llmctl.errors import LlmctlError
-from llmctl.tokenizer.core import Tokenizer
 
 
 def settings_of(tok: Tokenizer, policy: EncodePolicy, shard_bytes: int) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.raw.dataset import split_parts
 from llmctl.errors import LlmctlError
+from llmctl.raw.dataset import split_parts
 
 CHUNK_BYTES = 1 << 19
 """Raw text per worker task: small enough to keep every worker busy, large enough to amortise a task."""

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 from llmctl.tokens.plan import ShardPlan, iter_chunks
+from llmctl.tokens.worker_start import worker_context
 from llmctl.tokens.workers import (
     ChunkError,
     ChunkResult,
@@ -23,9 +26,6 @@ from llmctl.tokens.workers import (
     encode_rows,
     init_worker,
 )
-from llmctl.tokens.worker_start import worker_context
-from llmctl.errors import LlmctlError, LlmctlRuntimeError
-from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 
 
 class _Ready:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.tokens.shards import Shard, open_split, read_meta
 from llmctl.errors import LlmctlError
+from llmctl.tokens.shards import Shard, open_split, read_meta
 
 IGNORE = -100
 BUCKET_BATCHES = 64

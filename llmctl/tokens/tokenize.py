@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.tokenizer.chat import BOS, get_profile, missing_tokens
+from llmctl.errors import LlmctlError
 from llmctl.raw.dataset import list_splits
-from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
+from llmctl.tokenizer.chat import BOS, get_profile, missing_tokens
+from llmctl.tokenizer.core import Tokenizer, load_tokenizer
+from llmctl.tokenizer.fast import EncoderSpec, choose_encoder
 from llmctl.tokens.meta import merge, refuse_other_tokenizer, settings_id, settings_of, write_plan
 from llmctl.tokens.plan import ShardPlan, plan_split, resolve_column
 from llmctl.tokens.pool import pipeline
+from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
 from llmctl.tokens.stats import summarize
-from llmctl.tokens.workers import SEPARATORS, ChunkResult, EncodePolicy
 from llmctl.tokens.worker_start import prestart_workers
-from llmctl.errors import LlmctlError
-from llmctl.tokenizer.core import Tokenizer, load_tokenizer
-from llmctl.tokenizer.fast import EncoderSpec, choose_encoder
+from llmctl.tokens.workers import SEPARATORS, ChunkResult, EncodePolicy
 
 __all__ = ["TokenizeOptions", "TokenizeResult", "Progress", "tokenize", "merge", "count_raw"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.tokenizer.chat import get_profile, render
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import get_profile, render
 from llmctl.tokenizer.fast import BatchEncoder, EncoderSpec
 
 SEPARATORS = {
