@@ -30,7 +30,8 @@ from llmctl.data.readers import RecordFile
 from llmctl.data.resolve import InputFile, ResolvedSource, resolve_source, split_order
 from llmctl.data.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
 from llmctl.data.transfer import NoProgress, TransferProgress, TransferTask
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import atomic_write_json, ensure_inside, io_error
 
 FORMAT_NAME = "llmctl-raw-dataset"
 FORMAT_VERSION = 1
@@ -183,21 +184,31 @@ def _read_file(
     accept: Callable[[RowMapping, str], None],
 ) -> dict[str, Any]:
     path, sha256 = file.fetch()
-    record_file = RecordFile(path, name=file.name, fmt=options.format, txt_delimiter=options.txt_delimiter)
+    record_file = RecordFile(
+        path, name=file.name, fmt=options.format, txt_delimiter=options.txt_delimiter,
+        format_name=file.format_name, cached=file.cached,
+    )
     mapping = choose_mapping(record_file.columns(), file.name, text_column, transform)
     accept(mapping, file.name)
     size = path.stat().st_size
     shown = 0
     columns = list(mapping.reads) if record_file.format == "parquet" else None
-    for batch in record_file.batches(columns):
-        reader.emit(mapping.convert(batch))
-        done = int(size * record_file.done / record_file.total) if record_file.total else 0
-        task.advance(done - shown)
-        shown = done
-        if reader.full:
-            break
+    batches = record_file.batches(columns)
+    try:
+        for batch in batches:
+            reader.emit(mapping.convert(batch))
+            done = int(size * record_file.done / record_file.total) if record_file.total else 0
+            task.advance(done - shown)
+            shown = done
+            if reader.full:
+                break
+    finally:
+        batches.close()  # settles the reader's counts (invalid UTF-8) even when stopped early
     task.advance(size - shown)
-    return {"name": file.name, "split": file.split, "size": size, "sha256": sha256}
+    return {
+        "name": file.name, "split": file.split, "size": size, "sha256": sha256,
+        "invalid_utf8_replaced": record_file.invalid_utf8,
+    }
 
 
 def download_dataset(
@@ -208,6 +219,8 @@ def download_dataset(
     progress = progress or NoProgress()
     spec = parse_source(source)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LlmctlIOError(f"--out {out} is a file, not a folder", "choose another --out, or move that file away")
     request = _request(spec, options)
     if not options.force:
         info = verified_dataset(out, request)
@@ -236,7 +249,10 @@ def download_dataset(
 
     stage = out / STAGE_DIR
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    try:
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise io_error(exc, out, action="create") from None
     transform = spec.named.transform if spec.named else None
     text_column = options.text_column or (spec.named.text_column if spec.named else None)
     started = time.time()
@@ -282,6 +298,7 @@ def download_dataset(
                 f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped)",
                 "check --text-column, --split, --max-rows/--max-bytes, and that the files hold text",
             )
+        _refuse_empty_train(spec, writers, carved)
         notes = [
             f"{s} is empty: raise --{'val' if s == 'validation' else 'test'}-fraction" if s in carved
             else f"the source's {s} split holds no text"
@@ -295,7 +312,28 @@ def download_dataset(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     info["seconds"] = round(time.time() - started, 3)
+    if info["invalid_utf8_replaced"]:
+        notes.append(
+            f"{info['invalid_utf8_replaced']:,} invalid UTF-8 sequence(s) were replaced with U+FFFD "
+            "(files[].invalid_utf8_replaced in dataset.json names the files)"
+        )
     return DownloadResult(out, info, notes=notes)
+
+
+def _refuse_empty_train(spec: SourceSpec, writers: dict[str, SplitWriter], carved: list[str]) -> None:
+    """A source so small that carving took every document leaves nothing to train on: say so, write nothing.
+
+    Refusing beats quietly dropping the carved splits: the user asked for them, and a run with no
+    validation split would surprise them later. The hint gives the one flag pair that keeps all in train.
+    """
+    train = writers.get("train")
+    if train is None or train.rows or not carved:
+        return
+    taken = sum(writers[s].rows for s in carved if s in writers)
+    raise LlmctlError(
+        f"{spec.label} has only {taken} document(s) and carving {' and '.join(carved)} from it left train empty",
+        "pass --val-fraction 0 --test-fraction 0 to keep every document in train, or use a larger source",
+    )
 
 
 def _info(
@@ -333,7 +371,7 @@ def _info(
             "name": spec.name,
             "repo": spec.repo,
             "subset": spec.subset,
-            "url": spec.url,
+            "url": spec.spec if spec.kind == "url" else None,
             "path": spec.path,
             "revision": resolved.revision,
             "resolved_revision": resolved.resolved_revision,
@@ -348,6 +386,7 @@ def _info(
         "request": request,
         "splits": splits,
         "dropped_rows": dropped,
+        "invalid_utf8_replaced": sum(f.get("invalid_utf8_replaced", 0) for f in files),
         "files": files,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "llmctl_version": __version__,
@@ -355,7 +394,14 @@ def _info(
 
 
 def _publish(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict[str, Any]) -> None:
-    """Move complete parts into place and write dataset.json last."""
+    """Move complete parts into place and write dataset.json last; a disk fault is an `error:` + hint."""
+    try:
+        _move_parts(out, stage, writers, info)
+    except OSError as exc:
+        raise io_error(exc, exc.filename or out) from None
+
+
+def _move_parts(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict[str, Any]) -> None:
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         old = json.loads((out / DATASET_JSON).read_text())
@@ -373,8 +419,6 @@ def _publish(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict
             continue
         (out / split).mkdir(parents=True, exist_ok=True)
         for part in writer.parts:
-            os.replace(stage / part.path, out / part.path)
-    tmp = out / (DATASET_JSON + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out / DATASET_JSON)
+            os.replace(stage / part.path, ensure_inside(out, out / part.path))
+    atomic_write_json(out / DATASET_JSON, info)
     shutil.rmtree(stage, ignore_errors=True)

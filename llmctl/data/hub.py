@@ -51,6 +51,17 @@ class HubListing:
     snapshot: Path | None = None
 
 
+def _check_repo_path(repo: str, name: str) -> str:
+    """A file name from a Hub listing, refused when it could leave the snapshot folder it is written to."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        raise LlmctlRuntimeError(
+            f"the Hub listing of {repo} holds an unsafe file name {name!r}; refusing to download it",
+            "the server is broken or hostile: check HF_ENDPOINT, or download the files you trust by hand",
+        )
+    return name
+
+
 def _endpoint() -> str | None:
     # Read at call time: huggingface_hub's own constant is fixed when it is first imported.
     value = os.environ.get("HF_ENDPOINT")
@@ -138,6 +149,7 @@ def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> Hu
         return _from_cache(repo, revision, cache_dir, exc)
     files = {}
     for sibling in info.siblings or []:
+        _check_repo_path(repo, sibling.rfilename)
         lfs = sibling.lfs
         files[sibling.rfilename] = HubFile(
             sibling.rfilename,
@@ -219,6 +231,7 @@ def fetch_hub_file(listing: HubListing, name: str, progress: TransferProgress | 
     """
     from llmctl.data.http_download import file_sha256
 
+    _check_repo_path(listing.repo, name)
     if listing.offline and listing.snapshot is not None:
         path = listing.snapshot / name
         return path, file_sha256(path)

@@ -6,6 +6,7 @@ or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 from llmctl.data.http_download import file_sha256
 from llmctl.data.normalize import Value
+from llmctl.files import io_error
 
 PART_BYTES = 128 << 20
 PART_ROWS = 1_000_000
@@ -85,6 +87,13 @@ class SplitWriter:
             self._flush()
 
     def _flush(self) -> None:
+        try:
+            self._write_buffer()
+        except OSError as exc:
+            # The stage folder is temporary as a whole: download_dataset removes it.
+            raise io_error(exc, self.directory / "part-*.parquet", needed=self._buffer_bytes or None) from None
+
+    def _write_buffer(self) -> None:
         if not self._buffer:
             return
         import pyarrow as pa
@@ -124,11 +133,15 @@ class SplitWriter:
         """Flush and finish the last part."""
         self._flush()
         if self._writer is not None:
-            self._finish_part()
+            try:
+                self._finish_part()
+            except OSError as exc:
+                raise io_error(exc, self.directory / "part-*.parquet") from None
         return self.parts
 
     def abort(self) -> None:
-        """Close an open part file without publishing it."""
+        """Close an open part file without publishing it; never raises (it runs while another error does)."""
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(Exception):
+                self._writer.close()  # flushing onto a full disk fails again
             self._writer = None
