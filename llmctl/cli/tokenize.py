@@ -11,7 +11,10 @@ On a cluster, split the shards between array jobs, then merge:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,42 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""143, the shell's code for a process ended by SIGTERM: the output is not complete (resume it)."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so only clean-up code catches it."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the block runs, SIGTERM unwinds it (workers stopped, partial shard removed), once."""
+
+    def stop(_signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise _Terminated
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _kept_line(how: str, out_dir: Path, last: Any) -> str:
+    if last is None or not last.shards_total:
+        return f"stopped by {how} before any shard was written; nothing to keep in {out_dir}"
+    return (
+        f"stopped by {how}: {last.shards_done} of {last.shards_total} shard(s) complete and kept in {out_dir} "
+        "(the one in progress was removed); run the same command again to resume"
+    )
 
 
 def _split_rows(meta: dict[str, Any]) -> list[list[Any]]:
@@ -87,8 +126,22 @@ def tokenize_command(
         shard_bytes=int(parse_count(shard_size, "--shard-size")), shard_index=shard_index, num_shards=num_shards,
         fast=fast,
     )
-    with TokenProgress("tokenize") as progress:
-        result = tokenize(opts, on_progress=progress.update, on_note=lambda note: log(f"note: {note}"))
+    bar = TokenProgress("tokenize")
+    seen: list[Any] = [None]
+
+    def update(p: Any) -> None:
+        seen[0] = p
+        bar.update(p)
+
+    try:
+        with bar, _sigterm_stops():
+            result = tokenize(opts, on_progress=update, on_note=lambda note: log(f"note: {note}"))
+    except _Terminated:
+        log(_kept_line("SIGTERM", out_dir, seen[0]))
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except KeyboardInterrupt:
+        log(_kept_line("Ctrl-C", out_dir, seen[0]))
+        raise
     rate = result.tokens_per_second
     summary = {
         "out": result.out,
@@ -112,6 +165,8 @@ def tokenize_command(
     if as_json:
         print_json({**summary, "meta": result.meta})
         return
+    if result.invalid_utf8_replaced:
+        log(f"note: {result.invalid_utf8_replaced:,} row(s) held invalid UTF-8, replaced with U+FFFD (the 'bad utf-8' column)")
     if result.shards_written == 0:
         log(f"all {result.shards_total} shard(s) already complete; nothing to tokenize")
     else:

@@ -19,6 +19,7 @@ Reading, for the training loader and anything else:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.files import atomic_write_json, fsync_dir, tmp_name
 
 FORMAT_NAME = "llmctl-tokens"
 FORMAT_VERSION = 1
@@ -47,19 +49,14 @@ def shard_name(index: int) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a temporary name, flush it to disk, then rename it into place."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (llmctl.files); a disk fault is an `LlmctlIOError` and leaves no temporary."""
+    atomic_write_json(path, data)
 
 
 def remove_shard(split_dir: Path, name: str) -> None:
     """Delete a shard's files, complete or not, including temporaries left by a killed run."""
-    for path in split_dir.glob(f"{name}.*"):
+    sidecar_tmp = tmp_name(split_dir / f"{name}.json").name.rsplit("-", 1)[0]
+    for path in [*split_dir.glob(f"{name}.*"), *split_dir.glob(f"{sidecar_tmp}-*")]:
         path.unlink(missing_ok=True)
 
 
@@ -76,10 +73,15 @@ class ShardWriter:
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self._tmp = {s: split_dir / f"{name}{s}.tmp-{os.getpid()}" for s in SUFFIXES}
         # The files stay open across append() calls; finish() or abort() closes them.
-        self._bin = open(self._tmp[".bin"], "wb")  # noqa: SIM115
-        self._idx = open(self._tmp[".idx"], "wb")  # noqa: SIM115
-        self._mask = open(self._tmp[".mask"], "wb") if with_mask else None  # noqa: SIM115
-        self._idx.write(np.zeros(1, dtype="<i8").tobytes())
+        self._bin = self._idx = self._mask = None
+        try:
+            self._bin = open(self._tmp[".bin"], "wb")  # noqa: SIM115
+            self._idx = open(self._tmp[".idx"], "wb")  # noqa: SIM115
+            self._mask = open(self._tmp[".mask"], "wb") if with_mask else None  # noqa: SIM115
+            self._idx.write(np.zeros(1, dtype="<i8").tobytes())
+        except BaseException:
+            self.abort()
+            raise
         self.num_tokens = 0
         self.num_docs = 0
         self.trained_tokens = 0
@@ -115,22 +117,27 @@ class ShardWriter:
                 fh.flush()
                 os.fsync(fh.fileno())
                 fh.close()
-        with open(self._tmp[".json"], "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        suffixes = [".idx", ".bin", ".json"] if self._mask is None else [".mask", ".idx", ".bin", ".json"]
+        suffixes = [".idx", ".bin"] if self._mask is None else [".mask", ".idx", ".bin"]
         for suffix in suffixes:
             os.replace(self._tmp[suffix], self.split_dir / f"{self.name}{suffix}")
+        # The sidecar is written last: its presence is what marks the shard complete.
+        atomic_write_json(self.split_dir / f"{self.name}.json", record)
+        fsync_dir(self.split_dir)
         return record
 
     def abort(self) -> None:
-        """Close and delete the temporary files."""
+        """Close and delete the temporary files; never raises, as it runs while another error does.
+
+        Closing flushes what is buffered, which fails again on a full disk: the file is closed anyway
+        and removed, so a failed run never leaves a disk-filling temporary behind.
+        """
         for fh in (self._bin, self._idx, self._mask):
             if fh is not None and not fh.closed:
-                fh.close()
+                with contextlib.suppress(OSError):
+                    fh.close()
         for path in self._tmp.values():
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 def read_shard_record(split_dir: Path, name: str, dtype: str) -> dict[str, Any] | None:

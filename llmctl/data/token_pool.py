@@ -9,6 +9,7 @@ in flight, so memory is bounded by a few MiB per worker whatever the corpus size
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,7 +78,8 @@ class _Encoders:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                num_proc, mp_context=worker_context(), initializer=init_worker, initargs=(spec, policy)
+                num_proc, mp_context=worker_context(), initializer=init_worker,
+                initargs=(spec, policy, os.getpid()),
             )
 
     def here(self, array: Any) -> _Ready:

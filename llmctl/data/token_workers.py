@@ -180,9 +180,18 @@ def _encode_conversations(values: list[Any], replaced: int, encoder: BatchEncode
 _WORKER: dict[str, Any] = {}
 
 
-def init_worker(spec: EncoderSpec, policy: EncodePolicy) -> None:
-    """Pool initializer: one encoding thread per process, encoder built once, Ctrl-C left to the parent."""
+def init_worker(spec: EncoderSpec, policy: EncodePolicy, parent_pid: int | None = None) -> None:
+    """Pool initializer: one encoding thread per process, encoder built once, signals left to the parent.
+
+    Ctrl-C reaches the whole process group; the parent decides (it stops the pool and keeps complete
+    shards). SIGTERM keeps its default, as the pool itself stops broken workers with it. A parent that
+    dies without deciding (kill -9) takes the worker with it.
+    """
+    from llmctl.data.worker_start import exit_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER["encoder"] = spec.build()

@@ -28,7 +28,8 @@ from llmctl.data.token_pool import pipeline
 from llmctl.data.token_stats import summarize
 from llmctl.data.token_workers import SEPARATORS, ChunkResult, EncodePolicy
 from llmctl.data.worker_start import prestart_workers
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import io_error
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokenizer.fast import EncoderSpec, choose_encoder
 
@@ -66,6 +67,10 @@ class Progress:
     tokens: int = 0
     text_bytes: int = 0
     seconds: float = 0.0
+    shards_done: int = 0
+    """Shards complete on disk (this run's and earlier runs'): what an interrupted run keeps."""
+    shards_total: int = 0
+    out: str = ""
 
 
 @dataclass
@@ -165,7 +170,12 @@ def tokenize(
     prestart_workers(opts.num_proc)
     tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note)
     out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise LlmctlIOError(f"--out {out} is a file, not a folder", "choose another --out, or move that file away")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, out, action="create") from None
     refuse_other_tokenizer(out, tok.fingerprint)
     plans: list[ShardPlan] = []
     policy = None
@@ -180,7 +190,11 @@ def tokenize(
     stamp_id = settings_id(settings_of(tok, policy, opts.shard_bytes))
     mine = [p for k, p in enumerate(plans) if k % opts.num_shards == opts.shard_index]
     todo = [p for p in mine if read_shard_record(out / p.split, shard_name(p.index), policy.dtype) is None]
-    progress = Progress(rows_total=sum(p.rows for p in todo))
+    progress = Progress(
+        rows_total=sum(p.rows for p in todo), shards_done=len(mine) - len(todo), shards_total=len(mine), out=str(out)
+    )
+    if on_progress:
+        on_progress(progress)
     assembler = _ShardAssembler(out, policy, {"fingerprint": tok.fingerprint, "settings_id": stamp_id})
     try:
         for plan in todo:
@@ -189,6 +203,9 @@ def tokenize(
             for plan, position, result in stream:
                 if result is None:
                     assembler.finish(plan)
+                    progress.shards_done += 1
+                    if on_progress:
+                        on_progress(progress)
                     continue
                 assembler.add(plan, position, result)
                 progress.rows += result.rows
@@ -197,6 +214,10 @@ def tokenize(
                 progress.seconds = time.perf_counter() - started
                 if on_progress:
                     on_progress(progress)
+    except OSError as exc:
+        assembler.abort()
+        left = todo[progress.shards_done - (len(mine) - len(todo)) :]
+        raise io_error(exc, exc.filename or out, needed=_bytes_needed(left, progress, policy)) from None
     except BaseException:
         assembler.abort()
         raise
@@ -210,6 +231,13 @@ def tokenize(
         seconds=time.perf_counter() - started,
         peak_rss_main=_peak_rss(), meta=meta,
     )
+
+
+def _bytes_needed(left: list[ShardPlan], progress: Progress, policy: EncodePolicy) -> int:
+    """About how much disk the shards still to write take: their text at this run's tokens per byte."""
+    per_byte = progress.tokens / progress.text_bytes if progress.text_bytes else 0.3  # ~3.3 bytes a token
+    per_token = np.dtype(policy.dtype).itemsize + (1 if policy.mode == "sft" else 0)
+    return int(sum(p.est_bytes for p in left) * per_byte * per_token)
 
 
 class _ShardAssembler:
