@@ -275,3 +275,210 @@ def test_corrupt_parquet_hint_never_says_to_delete_a_users_own_file(hub: FakeSer
     cached = runner.invoke(app, ["data", "download", hub.url("remote.parquet"), "--out", str(tmp_path / "o2"),
                                  "--cache-dir", str(tmp_path / "c")])
     assert cached.exit_code == 1 and "it is a download: delete" in cached.stderr and str(tmp_path / "c") in cached.stderr
+
+
+# --- tokenize: disk faults ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from token_fixtures import stdlib_texts, train_tokenizer
+
+    return train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json", stdlib_texts(step=12), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from token_fixtures import stdlib_texts, write_dataset
+
+    texts = stdlib_texts(step=12)
+    return write_dataset(tmp_path_factory.mktemp("raw") / "raw", {"train": [texts[:40], texts[40:]], "validation": [texts[:5]]})
+
+
+@pytest.fixture(scope="module")
+def big_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 4 MB of text: long enough with --no-fast to stop a run in the middle."""
+    from token_fixtures import stdlib_texts, write_dataset
+
+    texts = stdlib_texts(step=3)
+    return write_dataset(tmp_path_factory.mktemp("bigraw") / "raw", {"train": [texts[: len(texts) // 2], texts[len(texts) // 2 :]]})
+
+
+def temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp-" in p.name or p.name.startswith(".llmctl-tmp-")]
+
+
+class _ShardDiskFull:
+    """Stands in for `open` in llmctl.data.shards: writes fail with ENOSPC after `room` bytes, and so
+    does the flush on close, as on a really full disk."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, path: object, mode: str = "r", **kwargs: object) -> object:
+        fh = open(path, mode, **kwargs)  # noqa: SIM115
+        owner = self
+
+        class Full:
+            failed = False
+
+            def write(self, data: bytes) -> int:
+                if owner.room < len(data):
+                    Full.failed = True
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                owner.room -= len(data)
+                return fh.write(data)
+
+            def close(self) -> None:
+                fh.close()
+                if Full.failed:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(fh, name)
+
+        return Full()
+
+
+def test_tokenize_disk_full_is_an_error_and_removes_its_temporaries(
+    raw: Path, tok: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmctl.data import shards
+
+    monkeypatch.setattr(shards, "open", _ShardDiskFull(200_000), raising=False)
+    out = tmp_path / "tokens"
+    result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
+                                 "--num-proc", "1", "--shard-size", "300K"])
+    assert result.exit_code == 4, result.output
+    assert "error: no space left on device" in result.stderr
+    assert "needed" in result.stderr and "free" in result.stderr and "hint:" in result.stderr
+    no_traceback(result)
+    assert not temporaries(out) and not (out / "meta.json").exists()
+
+
+def test_tokenize_permission_and_read_only_and_out_a_file(
+    raw: Path, tok: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("mine")
+    result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(tmp_path / "file")])
+    assert result.exit_code == 4 and "is a file, not a folder" in result.stderr
+    from llmctl.data import shards
+
+    for code, words in ((errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")):
+        def refuse(*_a: object, _code: int = code, **_k: object) -> None:
+            raise OSError(_code, os.strerror(_code))
+
+        monkeypatch.setattr(shards, "open", refuse, raising=False)
+        out = tmp_path / f"t{code}"
+        result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out), "--num-proc", "1"])
+        assert result.exit_code == 4 and f"error: {words}" in result.stderr, result.output
+        no_traceback(result)
+        assert not temporaries(out)
+
+
+def run_llmctl(args: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmctl", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+
+
+def test_tokenize_onto_a_real_full_tmpfs(raw: Path, tok: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "256k") as small:
+        out = small / "tokens"
+        result = run_llmctl(["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
+                             "--num-proc", "2", "--shard-size", "200K"], tmp_path)
+        assert result.returncode == 4, result.stderr
+        assert "no space left on device" in result.stderr and "needed" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not temporaries(out)
+
+
+def test_tokenize_onto_a_read_only_file_system(raw: Path, tok: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(ro / "t")])
+        assert result.exit_code == 4 and "read-only file system" in result.stderr, result.output
+
+
+# --- worker processes: the current directory, signals, a killed parent ----------------------------
+
+
+def test_a_folder_named_llmctl_in_the_cwd_does_not_break_workers(raw: Path, tok: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "work"
+    (shadow / "llmctl").mkdir(parents=True)
+    (shadow / "llmctl" / "__init__.py").write_text("# another project's (or an old clone's) llmctl\n")
+    # Started like the `llmctl` console script: the parent imports the real llmctl, not the cwd's.
+    launcher = tmp_path / "bin" / "llmctl_cli.py"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom llmctl.cli.app import main\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args in (["count", "--data", str(raw), "--tokenizer", str(tok), "--num-proc", "2", "--json"],
+                 ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(tmp_path / "t"), "--num-proc", "2"]):
+        done = subprocess.run([sys.executable, str(launcher), *args], cwd=shadow, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t" / "meta.json").is_file()
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes of session `sid` (zombies excluded)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def wait_gone(sid: int, seconds: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and session_pids(sid):
+        time.sleep(0.1)
+    return session_pids(sid)
+
+
+def start_tokenize(raw: Path, tok: Path, out: Path, cwd: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
+           "--num-proc", "2", "--shard-size", "150K", "--no-fast"]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("train/shard-*.json")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    assert len(session_pids(proc.pid)) >= 3, "no worker processes were running"
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_the_parent_leaves_no_process_behind(big_raw: Path, tok: Path, tmp_path: Path) -> None:
+    proc = start_tokenize(big_raw, tok, tmp_path / "t", tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = wait_gone(proc.pid)
+        assert not left, f"still running after the parent was killed: {left}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_keep_complete_shards_and_say_so(big_raw: Path, tok: Path, tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "t"
+    proc = start_tokenize(big_raw, tok, out, tmp_path)
+    try:
+        os.kill(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=60)
+        left = wait_gone(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), stderr
+    how = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    lines = [line for line in stderr.splitlines() if line.startswith(f"stopped by {how}")]
+    assert len(lines) == 1 and "shard(s) complete and kept in" in lines[0] and "resume" in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert not left, f"still running after the parent stopped: {left}"
+    kept = int(lines[0].split(": ", 1)[1].split()[0])
+    assert kept == len(list(out.glob("train/shard-*.json"))) and kept >= 1
+    assert not temporaries(out)
