@@ -210,7 +210,7 @@ def test_url_download_disk_full_says_needed_and_free_and_resumes(
     body = "".join(json.dumps({"text": os.urandom(100).hex()}) + "\n" for _ in range(40000)).encode()
     hub.files["big.jsonl"] = body
     monkeypatch.setattr(http_download, "CHUNK", 1 << 16)
-    monkeypatch.setattr(http_download, "open", lambda p, mode: _FillingFile(open(p, mode), 1 << 20), raising=False)
+    monkeypatch.setattr(http_download, "open", lambda p, mode: _FillingFile(open(p, mode), 1 << 20), raising=False)  # noqa: SIM115
     args = ["data", "download", hub.url("big.jsonl"), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
     full = runner.invoke(app, args)
     assert full.exit_code == 4, full.output

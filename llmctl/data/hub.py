@@ -11,6 +11,7 @@ Offline, or with the Hub unreachable, a revision already in the cache is used as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -167,13 +168,10 @@ def _remember_ref(repo: str, revision: str, commit: str, cache_dir: str | None) 
     if _COMMIT.match(revision):
         return
     ref = _cache_root(cache_dir) / f"datasets--{repo.replace('/', '--')}" / "refs" / revision
-    try:
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref.with_name(ref.name + ".tmp")
-        tmp.write_text(commit)
-        os.replace(tmp, ref)
-    except OSError:
-        pass  # a read-only cache only costs the offline fallback
+    from llmctl.files import atomic_write_text
+
+    with contextlib.suppress(LlmctlError):  # a read-only cache only costs the offline fallback
+        atomic_write_text(ref, commit)
 
 
 def _tqdm_adapter(progress: TransferProgress) -> type:

@@ -156,7 +156,6 @@ def _local_fetch(path: Path, expected: str | None) -> Callable[[], tuple[Path, s
     def fetch() -> tuple[Path, str]:
         from llmctl.data.http_download import file_sha256
         from llmctl.errors import LlmctlRuntimeError
-
         from llmctl.files import io_error
 
         try:
