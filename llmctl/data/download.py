@@ -248,6 +248,7 @@ def download_dataset(
     to_read = [s for s in source_splits if s in wanted or (s == "train" and set(carved) & set(wanted))]
 
     stage = out / STAGE_DIR
+    created = not out.exists()
     shutil.rmtree(stage, ignore_errors=True)
     try:
         stage.mkdir(parents=True)
@@ -310,6 +311,9 @@ def download_dataset(
         for w in writers.values():
             w.abort()
         shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a failed first run leaves no folder behind
         raise
     info["seconds"] = round(time.time() - started, 3)
     if info["invalid_utf8_replaced"]:
