@@ -96,8 +96,22 @@ def test_a_url_that_decodes_to_parent_folders_stays_in_the_cache(hub: FakeServer
     hub.files["a/../../../x.txt"] = b"hello from a hostile name\n"
     cache = tmp_path / "deep" / "cache"
     url = f"{hub.endpoint}/files/a%2F..%2F..%2F..%2Fx.txt"
-    result = runner.invoke(app, ["data", "download", url, "--out", str(tmp_path / "o"), "--cache-dir", str(cache),
-                                 "--val-fraction", "0", "--test-fraction", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            url,
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(cache),
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     downloads = (cache / "downloads").resolve()
     for path in all_files(tmp_path):
@@ -129,10 +143,20 @@ def test_credentials_in_a_url_are_never_written_or_printed(hub: FakeServers, tmp
     again = runner.invoke(app, ["data", "download", url, "--out", str(out), "--cache-dir", str(cache)])
     assert again.exit_code == 0 and "up to date" in again.stdout
     missing = url.replace("a.jsonl", "nope.jsonl")
-    gone = runner.invoke(app, ["data", "download", missing, "--out", str(tmp_path / "n"), "--cache-dir", str(cache)])
+    gone = runner.invoke(
+        app, ["data", "download", missing, "--out", str(tmp_path / "n"), "--cache-dir", str(cache)]
+    )
     assert gone.exit_code == 2 and "HTTP 404" in gone.stderr
     dead = f"http://me:secretpw@127.0.0.1:9/x.jsonl?{query}"
-    http_download_retries = ["data", "download", dead, "--out", str(tmp_path / "d"), "--cache-dir", str(cache)]
+    http_download_retries = [
+        "data",
+        "download",
+        dead,
+        "--out",
+        str(tmp_path / "d"),
+        "--cache-dir",
+        str(cache),
+    ]
     down = runner.invoke(app, http_download_retries)
     assert down.exit_code == 1 and "cannot reach" in down.stderr
     printed = ok.output + again.output + gone.output + down.output
@@ -143,7 +167,9 @@ def test_credentials_in_a_url_are_never_written_or_printed(hub: FakeServers, tmp
 
 
 def test_an_unsafe_name_in_a_hub_listing_is_refused(hub: FakeServers, tmp_path: Path) -> None:
-    hub.add_repo("owner/evil", {"data/../../../evil.jsonl": b'{"text": "x"}\n', "data/train.jsonl": b'{"text": "y"}\n'})
+    hub.add_repo(
+        "owner/evil", {"data/../../../evil.jsonl": b'{"text": "x"}\n', "data/train.jsonl": b'{"text": "y"}\n'}
+    )
     result = runner.invoke(app, ["data", "download", "hf:owner/evil", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "unsafe file name" in result.stderr
     assert not list(tmp_path.rglob("evil.jsonl"))
@@ -162,30 +188,41 @@ def _enospc(*_args: object, **_kwargs: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_download_disk_full_is_an_error_with_space_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_disk_full_is_an_error_with_space_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(pq.ParquetWriter, "write_table", _enospc)
     out = tmp_path / "o"
     result = runner.invoke(app, ["data", "download", str(_source(tmp_path)), "--out", str(out)])
     assert result.exit_code == 4, result.output
-    assert "error: no space left on device" in result.stderr and "free" in result.stderr and "hint:" in result.stderr
+    assert (
+        "error: no space left on device" in result.stderr
+        and "free" in result.stderr
+        and "hint:" in result.stderr
+    )
     no_traceback(result)
     assert not all_files(out) and not (out / ".llmctl-incomplete").exists()
 
 
 def test_download_permission_denied_and_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for code, words in ((errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")):
+
         def refuse(*_a: object, _code: int = code, **_k: object) -> None:
             raise OSError(_code, os.strerror(_code))
 
         monkeypatch.setattr(pq.ParquetWriter, "write_table", refuse)
-        result = runner.invoke(app, ["data", "download", str(_source(tmp_path, 20)), "--out", str(tmp_path / "o")])
+        result = runner.invoke(
+            app, ["data", "download", str(_source(tmp_path, 20)), "--out", str(tmp_path / "o")]
+        )
         assert result.exit_code == 4 and f"error: {words}" in result.stderr, result.output
         no_traceback(result)
 
 
 def test_download_out_is_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "o").write_text("mine")
-    result = runner.invoke(app, ["data", "download", str(_source(tmp_path, 20)), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["data", "download", str(_source(tmp_path, 20)), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 4 and "is a file, not a folder" in result.stderr
     assert (tmp_path / "o").read_text() == "mine"
 
@@ -212,8 +249,20 @@ def test_url_download_disk_full_says_needed_and_free_and_resumes(
     body = "".join(json.dumps({"text": os.urandom(100).hex()}) + "\n" for _ in range(40000)).encode()
     hub.files["big.jsonl"] = body
     monkeypatch.setattr(http_download, "CHUNK", 1 << 16)
-    monkeypatch.setattr(http_download, "open", lambda p, mode: _FillingFile(open(p, mode), 1 << 20), raising=False)  # noqa: SIM115
-    args = ["data", "download", hub.url("big.jsonl"), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+
+    def filling_open(path: Path, mode: str) -> _FillingFile:
+        return _FillingFile(open(path, mode), 1 << 20)  # noqa: SIM115 - closed by the code under test
+
+    monkeypatch.setattr(http_download, "open", filling_open, raising=False)
+    args = [
+        "data",
+        "download",
+        hub.url("big.jsonl"),
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     full = runner.invoke(app, args)
     assert full.exit_code == 4, full.output
     assert "no space left on device" in full.stderr and "needed" in full.stderr and "free" in full.stderr
@@ -227,8 +276,20 @@ def test_url_download_disk_full_says_needed_and_free_and_resumes(
 def test_download_onto_a_real_full_tmpfs_leaves_nothing(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "1m") as small:
         result = subprocess.run(
-            [sys.executable, "-m", "llmctl", "data", "download", str(_source(tmp_path, 3000, 400)), "--out", str(small / "o")],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "llmctl",
+                "data",
+                "download",
+                str(_source(tmp_path, 3000, 400)),
+                "--out",
+                str(small / "o"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=tmp_path,
         )
         assert result.returncode == 4, result.stderr
         assert "no space left on device" in result.stderr and "free" in result.stderr
@@ -246,21 +307,49 @@ def test_download_onto_a_read_only_file_system(tmp_path: Path) -> None:
 
 
 def test_a_source_too_small_to_carve_does_not_leave_train_empty(tmp_path: Path) -> None:
-    doc = next(f"only document {i}" for i in range(1000) if carve(f"only document {i}", 0, 0.5, 0.4) != "train")
+    doc = next(
+        f"only document {i}" for i in range(1000) if carve(f"only document {i}", 0, 0.5, 0.4) != "train"
+    )
     (tmp_path / "one.jsonl").write_text(json.dumps({"text": doc}) + "\n")
-    args = ["data", "download", str(tmp_path / "one.jsonl"), "--out", str(tmp_path / "o"),
-            "--val-fraction", "0.5", "--test-fraction", "0.4"]
+    args = [
+        "data",
+        "download",
+        str(tmp_path / "one.jsonl"),
+        "--out",
+        str(tmp_path / "o"),
+        "--val-fraction",
+        "0.5",
+        "--test-fraction",
+        "0.4",
+    ]
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "left train empty" in result.stderr and "--val-fraction 0" in result.stderr
+    assert (
+        result.exit_code == 2 and "left train empty" in result.stderr and "--val-fraction 0" in result.stderr
+    )
     assert not (tmp_path / "o" / "dataset.json").exists()
     kept = runner.invoke(app, [*args[:5], "--val-fraction", "0", "--test-fraction", "0", "--json"])
     assert kept.exit_code == 0 and json.loads(kept.stdout)["splits"]["train"]["rows"] == 1
 
 
 def test_invalid_utf8_in_a_download_is_counted(tmp_path: Path) -> None:
-    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n{"text": "fine"}\n{"text": "x\xff\xfey"}\n')
-    result = runner.invoke(app, ["data", "download", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"),
-                                 "--val-fraction", "0", "--test-fraction", "0", "--json"])
+    (tmp_path / "bad.jsonl").write_bytes(
+        b'{"text": "caf\xe9 au lait"}\n{"text": "fine"}\n{"text": "x\xff\xfey"}\n'
+    )
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            str(tmp_path / "bad.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["invalid_utf8_replaced"] == 3 and info["files"][0]["invalid_utf8_replaced"] == 3
@@ -270,13 +359,29 @@ def test_invalid_utf8_in_a_download_is_counted(tmp_path: Path) -> None:
 def test_corrupt_parquet_hint_never_says_to_delete_a_users_own_file(hub: FakeServers, tmp_path: Path) -> None:
     broken = parquet_bytes({"text": [f"doc {i}" for i in range(500)]})[:-100]
     (tmp_path / "mine.parquet").write_bytes(broken)
-    own = runner.invoke(app, ["data", "download", str(tmp_path / "mine.parquet"), "--out", str(tmp_path / "o")])
+    own = runner.invoke(
+        app, ["data", "download", str(tmp_path / "mine.parquet"), "--out", str(tmp_path / "o")]
+    )
     assert own.exit_code == 1 and "corrupt or truncated" in own.stderr
     assert "delete" not in own.stderr and (tmp_path / "mine.parquet").exists()
     hub.files["remote.parquet"] = broken
-    cached = runner.invoke(app, ["data", "download", hub.url("remote.parquet"), "--out", str(tmp_path / "o2"),
-                                 "--cache-dir", str(tmp_path / "c")])
-    assert cached.exit_code == 1 and "it is a download: delete" in cached.stderr and str(tmp_path / "c") in cached.stderr
+    cached = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            hub.url("remote.parquet"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert (
+        cached.exit_code == 1
+        and "it is a download: delete" in cached.stderr
+        and str(tmp_path / "c") in cached.stderr
+    )
 
 
 # --- tokenize: disk faults ------------------------------------------------------------------------
@@ -286,7 +391,9 @@ def test_corrupt_parquet_hint_never_says_to_delete_a_users_own_file(hub: FakeSer
 def tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from token_fixtures import stdlib_texts, train_tokenizer
 
-    return train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json", stdlib_texts(step=12), vocab_size=1024)
+    return train_tokenizer(
+        tmp_path_factory.mktemp("tok") / "tokenizer.json", stdlib_texts(step=12), vocab_size=1024
+    )
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +401,9 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from token_fixtures import stdlib_texts, write_dataset
 
     texts = stdlib_texts(step=12)
-    return write_dataset(tmp_path_factory.mktemp("raw") / "raw", {"train": [texts[:40], texts[40:]], "validation": [texts[:5]]})
+    return write_dataset(
+        tmp_path_factory.mktemp("raw") / "raw", {"train": [texts[:40], texts[40:]], "validation": [texts[:5]]}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +412,10 @@ def big_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from token_fixtures import stdlib_texts, write_dataset
 
     texts = stdlib_texts(step=3)
-    return write_dataset(tmp_path_factory.mktemp("bigraw") / "raw", {"train": [texts[: len(texts) // 2], texts[len(texts) // 2 :]]})
+    return write_dataset(
+        tmp_path_factory.mktemp("bigraw") / "raw",
+        {"train": [texts[: len(texts) // 2], texts[len(texts) // 2 :]]},
+    )
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -349,8 +461,22 @@ def test_tokenize_disk_full_is_an_error_and_removes_its_temporaries(
 
     monkeypatch.setattr(shards, "open", _ShardDiskFull(200_000), raising=False)
     out = tmp_path / "tokens"
-    result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
-                                 "--num-proc", "1", "--shard-size", "300K"])
+    result = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tok),
+            "--out",
+            str(out),
+            "--num-proc",
+            "1",
+            "--shard-size",
+            "300K",
+        ],
+    )
     assert result.exit_code == 4, result.output
     assert "error: no space left on device" in result.stderr
     assert "needed" in result.stderr and "free" in result.stderr and "hint:" in result.stderr
@@ -362,32 +488,58 @@ def test_tokenize_permission_and_read_only_and_out_a_file(
     raw: Path, tok: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "file").write_text("mine")
-    result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(tmp_path / "file")])
+    result = runner.invoke(
+        app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(tmp_path / "file")]
+    )
     assert result.exit_code == 4 and "is a file, not a folder" in result.stderr
     from llmctl.data import shards
 
     for code, words in ((errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")):
+
         def refuse(*_a: object, _code: int = code, **_k: object) -> None:
             raise OSError(_code, os.strerror(_code))
 
         monkeypatch.setattr(shards, "open", refuse, raising=False)
         out = tmp_path / f"t{code}"
-        result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out), "--num-proc", "1"])
+        result = runner.invoke(
+            app,
+            ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out), "--num-proc", "1"],
+        )
         assert result.exit_code == 4 and f"error: {words}" in result.stderr, result.output
         no_traceback(result)
         assert not temporaries(out)
 
 
 def run_llmctl(args: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmctl", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kw,
+    )
 
 
 def test_tokenize_onto_a_real_full_tmpfs(raw: Path, tok: Path, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "256k") as small:
         out = small / "tokens"
-        result = run_llmctl(["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
-                             "--num-proc", "2", "--shard-size", "200K"], tmp_path)
+        result = run_llmctl(
+            [
+                "tokenize",
+                "--data",
+                str(raw),
+                "--tokenizer",
+                str(tok),
+                "--out",
+                str(out),
+                "--num-proc",
+                "2",
+                "--shard-size",
+                "200K",
+            ],
+            tmp_path,
+        )
         assert result.returncode == 4, result.stderr
         assert "no space left on device" in result.stderr and "needed" in result.stderr
         assert "Traceback" not in result.stderr
@@ -396,25 +548,45 @@ def test_tokenize_onto_a_real_full_tmpfs(raw: Path, tok: Path, tmp_path: Path) -
 
 def test_tokenize_onto_a_read_only_file_system(raw: Path, tok: Path, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
-        result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(ro / "t")])
+        result = runner.invoke(
+            app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(ro / "t")]
+        )
         assert result.exit_code == 4 and "read-only file system" in result.stderr, result.output
 
 
 # --- worker processes: the current directory, signals, a killed parent ----------------------------
 
 
-def test_a_folder_named_llmctl_in_the_cwd_does_not_break_workers(raw: Path, tok: Path, tmp_path: Path) -> None:
+def test_a_folder_named_llmctl_in_the_cwd_does_not_break_workers(
+    raw: Path, tok: Path, tmp_path: Path
+) -> None:
     shadow = tmp_path / "work"
     (shadow / "llmctl").mkdir(parents=True)
     (shadow / "llmctl" / "__init__.py").write_text("# another project's (or an old clone's) llmctl\n")
     # Started like the `llmctl` console script: the parent imports the real llmctl, not the cwd's.
     launcher = tmp_path / "bin" / "llmctl_cli.py"
     launcher.parent.mkdir()
-    launcher.write_text("import sys\nfrom llmctl.cli.app import main\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    launcher.write_text(
+        "import sys\nfrom llmctl.cli.app import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for args in (["count", "--data", str(raw), "--tokenizer", str(tok), "--num-proc", "2", "--json"],
-                 ["tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(tmp_path / "t"), "--num-proc", "2"]):
-        done = subprocess.run([sys.executable, str(launcher), *args], cwd=shadow, env=env, capture_output=True, text=True)
+    for args in (
+        ["count", "--data", str(raw), "--tokenizer", str(tok), "--num-proc", "2", "--json"],
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tok),
+            "--out",
+            str(tmp_path / "t"),
+            "--num-proc",
+            "2",
+        ],
+    ):
+        done = subprocess.run(
+            [sys.executable, str(launcher), *args], cwd=shadow, env=env, capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "t" / "meta.json").is_file()
 
@@ -438,10 +610,32 @@ def wait_gone(sid: int, seconds: float = 10.0) -> list[int]:
 
 
 def start_tokenize(raw: Path, tok: Path, out: Path, cwd: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(raw), "--tokenizer", str(tok), "--out", str(out),
-           "--num-proc", "2", "--shard-size", "150K", "--no-fast"]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmctl",
+        "tokenize",
+        "--data",
+        str(raw),
+        "--tokenizer",
+        str(tok),
+        "--out",
+        str(out),
+        "--num-proc",
+        "2",
+        "--shard-size",
+        "150K",
+        "--no-fast",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("train/shard-*.json")):
         time.sleep(0.02)
@@ -465,7 +659,9 @@ def test_kill_9_of_the_parent_leaves_no_process_behind(big_raw: Path, tok: Path,
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_keep_complete_shards_and_say_so(big_raw: Path, tok: Path, tmp_path: Path, sig: int) -> None:
+def test_sigterm_and_sigint_keep_complete_shards_and_say_so(
+    big_raw: Path, tok: Path, tmp_path: Path, sig: int
+) -> None:
     out = tmp_path / "t"
     proc = start_tokenize(big_raw, tok, out, tmp_path)
     try:

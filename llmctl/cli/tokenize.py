@@ -71,28 +71,53 @@ def _kept_line(how: str, out_dir: Path, last: Any) -> str:
 def _split_rows(meta: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for name, s in meta["splits"].items():
-        rows.append([name, fmt_count(s["tokens"]), f"{s['documents']:,}", fmt_count(s["trained_tokens"]),
-                     len(s["shards"]), f"{s['empty_skipped']:,}", f"{s['invalid_utf8_replaced']:,}"])
+        rows.append(
+            [
+                name,
+                fmt_count(s["tokens"]),
+                f"{s['documents']:,}",
+                fmt_count(s["trained_tokens"]),
+                len(s["shards"]),
+                f"{s['empty_skipped']:,}",
+                f"{s['invalid_utf8_replaced']:,}",
+            ]
+        )
     return rows
 
 
 def tokenize_command(
-    data: Path | None = typer.Option(None, "--data", help="Raw dataset directory (from `llmctl data download`)."),
-    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json or sentencepiece .model."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Raw dataset directory (from `llmctl data download`)."
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="tokenizer.json or sentencepiece .model."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
-    mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."),
-    profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/data/chat.py)."),
+    mode: str = typer.Option(
+        "pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."
+    ),
+    profile: str = typer.Option(
+        "chat", "--profile", help="Chat profile for --mode sft (llmctl/data/chat.py)."
+    ),
     separator: str | None = typer.Option(
         None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
     ),
     split: list[str] = typer.Option([], "--split", help="Split to tokenize (repeatable); default all."),
-    column: str | None = typer.Option(None, "--column", help="Raw column; default text (pretrain) or messages (sft)."),
+    column: str | None = typer.Option(
+        None, "--column", help="Raw column; default text (pretrain) or messages (sft)."
+    ),
     num_proc: int = typer.Option(0, "--num-proc", help="Worker processes; 0 = every usable core."),
     shard_size: str = typer.Option("256M", "--shard-size", help="Raw text bytes per shard, e.g. 256M."),
-    shard_index: int = typer.Option(0, "--shard-index", help="This job's share when the work is split (0..K-1)."),
-    num_shards: int = typer.Option(1, "--num-shards", help="Number of jobs sharing the work (e.g. a SLURM array)."),
+    shard_index: int = typer.Option(
+        0, "--shard-index", help="This job's share when the work is split (0..K-1)."
+    ),
+    num_shards: int = typer.Option(
+        1, "--num-shards", help="Number of jobs sharing the work (e.g. a SLURM array)."
+    ),
     merge: bool = typer.Option(False, "--merge", help="Only write meta.json once every job has finished."),
-    fast: bool = typer.Option(True, "--fast/--no-fast", help="Use the tiktoken fast path when it gives the same ids."),
+    fast: bool = typer.Option(
+        True, "--fast/--no-fast", help="Use the tiktoken fast path when it gives the same ids."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Tokenize a raw dataset into token shards, in parallel; reruns skip complete shards.
@@ -114,16 +139,33 @@ def tokenize_command(
         if as_json:
             print_json({"out": str(out_dir), "meta": meta})
         else:
-            out().print(table(f"{out_dir}: meta.json written", ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"], _split_rows(meta)))
+            out().print(
+                table(
+                    f"{out_dir}: meta.json written",
+                    ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"],
+                    _split_rows(meta),
+                )
+            )
         return
     if data is None or tokenizer is None:
-        raise LlmctlError("--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run")
+        raise LlmctlError(
+            "--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run"
+        )
     from llmctl.cli.token_progress import TokenProgress
 
     opts = TokenizeOptions(
-        data=data, tokenizer=tokenizer, out=out_dir, mode=mode, profile=profile, separator=separator,
-        splits=tuple(split), column=column, num_proc=num_proc,
-        shard_bytes=int(parse_count(shard_size, "--shard-size")), shard_index=shard_index, num_shards=num_shards,
+        data=data,
+        tokenizer=tokenizer,
+        out=out_dir,
+        mode=mode,
+        profile=profile,
+        separator=separator,
+        splits=tuple(split),
+        column=column,
+        num_proc=num_proc,
+        shard_bytes=int(parse_count(shard_size, "--shard-size")),
+        shard_index=shard_index,
+        num_shards=num_shards,
         fast=fast,
     )
     bar = TokenProgress("tokenize")
@@ -166,20 +208,34 @@ def tokenize_command(
         print_json({**summary, "meta": result.meta})
         return
     if result.invalid_utf8_replaced:
-        log(f"note: {result.invalid_utf8_replaced:,} row(s) held invalid UTF-8, replaced with U+FFFD (the 'bad utf-8' column)")
+        log(
+            f"note: {result.invalid_utf8_replaced:,} row(s) held invalid UTF-8, replaced with U+FFFD (the 'bad utf-8' column)"
+        )
     if result.shards_written == 0:
         log(f"all {result.shards_total} shard(s) already complete; nothing to tokenize")
     else:
-        log(f"{result.shards_written} shard(s) written, {result.shards_skipped} already complete: "
-            f"{fmt_count(result.tokens)} tokens, {result.documents:,} documents in {fmt_duration(result.seconds)}")
-        log(f"{fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s of text, "
-            f"encoder {result.encoder}, {opts.num_proc} process(es)")
+        log(
+            f"{result.shards_written} shard(s) written, {result.shards_skipped} already complete: "
+            f"{fmt_count(result.tokens)} tokens, {result.documents:,} documents in {fmt_duration(result.seconds)}"
+        )
+        log(
+            f"{fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s of text, "
+            f"encoder {result.encoder}, {opts.num_proc} process(es)"
+        )
     if result.meta is None:
-        log(f"job {shard_index} of {num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`")
+        log(
+            f"job {shard_index} of {num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`"
+        )
         return
     meta = result.meta
     caption = f"dtype {meta['dtype']}, mode {meta['mode']}, separator {meta['separator']['policy']}, tokenizer {Path(meta['tokenizer']['path']).name} ({meta['tokenizer']['fingerprint'][:12]})"
-    out().print(table(str(out_dir), ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"], _split_rows(meta)))
+    out().print(
+        table(
+            str(out_dir),
+            ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"],
+            _split_rows(meta),
+        )
+    )
     out().print(caption, markup=False, highlight=False)
 
 

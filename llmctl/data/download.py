@@ -99,15 +99,27 @@ def verified_dataset(out: Path, request: dict[str, Any]) -> dict[str, Any] | Non
     for split in info.get("splits", {}).values():
         for part in split.get("parts", []):
             file = out / part["path"]
-            if not file.is_file() or file.stat().st_size != part["size"] or file_sha256(file) != part["sha256"]:
+            if (
+                not file.is_file()
+                or file.stat().st_size != part["size"]
+                or file_sha256(file) != part["sha256"]
+            ):
                 return None
     return info
 
 
 def _fractions(spec: SourceSpec, options: DownloadOptions) -> tuple[float, float]:
     named = spec.named
-    val = options.val_fraction if options.val_fraction is not None else (named.val_fraction if named else DEFAULT_VAL_FRACTION)
-    test = options.test_fraction if options.test_fraction is not None else (named.test_fraction if named else DEFAULT_TEST_FRACTION)
+    val = (
+        options.val_fraction
+        if options.val_fraction is not None
+        else (named.val_fraction if named else DEFAULT_VAL_FRACTION)
+    )
+    test = (
+        options.test_fraction
+        if options.test_fraction is not None
+        else (named.test_fraction if named else DEFAULT_TEST_FRACTION)
+    )
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise LlmctlError(
             f"--val-fraction {val} and --test-fraction {test} must each be in [0, 1) and sum below 1",
@@ -185,8 +197,12 @@ def _read_file(
 ) -> dict[str, Any]:
     path, sha256 = file.fetch()
     record_file = RecordFile(
-        path, name=file.name, fmt=options.format, txt_delimiter=options.txt_delimiter,
-        format_name=file.format_name, cached=file.cached,
+        path,
+        name=file.name,
+        fmt=options.format,
+        txt_delimiter=options.txt_delimiter,
+        format_name=file.format_name,
+        cached=file.cached,
     )
     mapping = choose_mapping(record_file.columns(), file.name, text_column, transform)
     accept(mapping, file.name)
@@ -206,13 +222,19 @@ def _read_file(
         batches.close()  # settles the reader's counts (invalid UTF-8) even when stopped early
     task.advance(size - shown)
     return {
-        "name": file.name, "split": file.split, "size": size, "sha256": sha256,
+        "name": file.name,
+        "split": file.split,
+        "size": size,
+        "sha256": sha256,
         "invalid_utf8_replaced": record_file.invalid_utf8,
     }
 
 
 def download_dataset(
-    source: str, out: str | Path, options: DownloadOptions | None = None, progress: TransferProgress | None = None
+    source: str,
+    out: str | Path,
+    options: DownloadOptions | None = None,
+    progress: TransferProgress | None = None,
 ) -> DownloadResult:
     """Fetch `source` and write DIR/<split>/part-*.parquet plus DIR/dataset.json (see the module doc)."""
     options = options or DownloadOptions()
@@ -220,7 +242,9 @@ def download_dataset(
     spec = parse_source(source)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LlmctlIOError(f"--out {out} is a file, not a folder", "choose another --out, or move that file away")
+        raise LlmctlIOError(
+            f"--out {out} is a file, not a folder", "choose another --out, or move that file away"
+        )
     request = _request(spec, options)
     if not options.force:
         info = verified_dataset(out, request)
@@ -244,7 +268,10 @@ def download_dataset(
         )
     carving = None
     if carved:
-        carving = (val_fraction if "validation" in carved else 0.0, test_fraction if "test" in carved else 0.0)
+        carving = (
+            val_fraction if "validation" in carved else 0.0,
+            test_fraction if "test" in carved else 0.0,
+        )
     to_read = [s for s in source_splits if s in wanted or (s == "train" and set(carved) & set(wanted))]
 
     stage = out / STAGE_DIR
@@ -276,11 +303,19 @@ def download_dataset(
     try:
         for split in to_read:
             split_files = [f for f in resolved.files if f.split == split]
-            writers_for = {s: SplitWriter(stage / s, "text") for s in wanted if s == split or (split == "train" and s in carved)}
+            writers_for = {
+                s: SplitWriter(stage / s, "text")
+                for s in wanted
+                if s == split or (split == "train" and s in carved)
+            }
             writers.update(writers_for)
-            reader = _SplitReader(split, writers_for, carving if split == "train" else None, options, transform)
+            reader = _SplitReader(
+                split, writers_for, carving if split == "train" else None, options, transform
+            )
             known = sum(f.size or 0 for f in split_files)
-            task = progress.task(f"{split}: reading {len(split_files)} file{'s' * (len(split_files) != 1)}", known or None)
+            task = progress.task(
+                f"{split}: reading {len(split_files)} file{'s' * (len(split_files) != 1)}", known or None
+            )
             try:
                 for file in split_files:
                     if reader.full:
@@ -293,7 +328,20 @@ def download_dataset(
             for w in writers_for.values():
                 w.close()
         column, how = (chosen[0].column, chosen[0].how) if chosen else ("text", None)
-        info = _info(spec, resolved, request, writers, files, column, how, dropped, carved, val_fraction, test_fraction, options)
+        info = _info(
+            spec,
+            resolved,
+            request,
+            writers,
+            files,
+            column,
+            how,
+            dropped,
+            carved,
+            val_fraction,
+            test_fraction,
+            options,
+        )
         if not sum(w.rows for w in writers.values()):
             raise LlmctlError(
                 f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped)",
@@ -301,7 +349,8 @@ def download_dataset(
             )
         _refuse_empty_train(spec, writers, carved)
         notes = [
-            f"{s} is empty: raise --{'val' if s == 'validation' else 'test'}-fraction" if s in carved
+            f"{s} is empty: raise --{'val' if s == 'validation' else 'test'}-fraction"
+            if s in carved
             else f"the source's {s} split holds no text"
             for s, w in writers.items()
             if not w.rows

@@ -150,7 +150,11 @@ def _fetch_once(
         if exc.code == 416:
             partial.unlink(missing_ok=True)
             raise _Interrupted("range not satisfiable; starting over") from exc
-        hint = "check the URL" if exc.code in (404, 410) else "the server refused the download; check access rights"
+        hint = (
+            "check the URL"
+            if exc.code in (404, 410)
+            else "the server refused the download; check access rights"
+        )
         raise LlmctlError(f"HTTP {exc.code} {exc.reason} for {redact_url(url)}", hint) from None
     with response:
         if response.status == 206:
@@ -240,7 +244,9 @@ def download_url(
     meta_path = ensure_inside(cache_dir, partial.with_name(partial.name + ".json"))
     headers = {"User-Agent": f"llmctl/{__version__}", "Accept-Encoding": "identity"}
     have = partial.stat().st_size if partial.exists() else 0
-    task = progress.task(url_file_name(url), _read_json(meta_path).get("total") if have else None, completed=have)
+    task = progress.task(
+        url_file_name(url), _read_json(meta_path).get("total") if have else None, completed=have
+    )
     try:
         last_error: BaseException | None = None
         for attempt in range(RETRIES + 1):

@@ -55,7 +55,13 @@ class HubListing:
 def _check_repo_path(repo: str, name: str) -> str:
     """A file name from a Hub listing, refused when it could leave the snapshot folder it is written to."""
     parts = name.split("/")
-    if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise LlmctlRuntimeError(
             f"the Hub listing of {repo} holds an unsafe file name {name!r}; refusing to download it",
             "the server is broken or hostile: check HF_ENDPOINT, or download the files you trust by hand",
@@ -111,7 +117,9 @@ def _from_cache(repo: str, revision: str, cache_dir: str | None, cause: BaseExce
         for p in sorted(snapshot.rglob("*"))
         if p.is_file()
     }
-    return HubListing(repo, revision, commit or revision, files, offline=True, cache_dir=cache_dir, snapshot=snapshot)
+    return HubListing(
+        repo, revision, commit or revision, files, offline=True, cache_dir=cache_dir, snapshot=snapshot
+    )
 
 
 def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> HubListing:
@@ -132,10 +140,13 @@ def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> Hu
         info = HfApi(endpoint=_endpoint()).dataset_info(repo, revision=revision, files_metadata=True)
     except GatedRepoError as exc:
         raise LlmctlError(
-            f"{repo} is gated on the Hub", "accept its terms on its Hub page and set HF_TOKEN to a token of yours"
+            f"{repo} is gated on the Hub",
+            "accept its terms on its Hub page and set HF_TOKEN to a token of yours",
         ) from exc
     except RevisionNotFoundError as exc:
-        raise LlmctlError(f"revision '{revision}' not found in {repo}", "use a branch, tag or commit of the repo") from exc
+        raise LlmctlError(
+            f"revision '{revision}' not found in {repo}", "use a branch, tag or commit of the repo"
+        ) from exc
     except RepositoryNotFoundError as exc:
         raise LlmctlError(
             f"dataset {repo} not found on {_endpoint() or 'https://huggingface.co'}",
@@ -178,7 +189,9 @@ def _tqdm_adapter(progress: TransferProgress) -> type:
     """A tqdm look-alike class for huggingface_hub's `tqdm_class`, forwarding to our progress."""
 
     class _Bar:
-        def __init__(self, *args: Any, desc: str | None = None, total: int | None = None, initial: int = 0, **kw: Any):
+        def __init__(
+            self, *args: Any, desc: str | None = None, total: int | None = None, initial: int = 0, **kw: Any
+        ):
             self._task = progress.task(str(desc or "download"), total, completed=initial)
             self.n = initial
             self._total = total
@@ -222,7 +235,9 @@ def _git_blob_id(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_hub_file(listing: HubListing, name: str, progress: TransferProgress | None = None) -> tuple[Path, str]:
+def fetch_hub_file(
+    listing: HubListing, name: str, progress: TransferProgress | None = None
+) -> tuple[Path, str]:
     """Download one file of the listing (or take it from the cache); return (path, sha256).
 
     A file whose checksum differs from the listing is removed from the cache and reported by name.

@@ -30,7 +30,9 @@ def carve(value: Value, seed: int, val_fraction: float, test_fraction: float) ->
     Hashing content (not position) keeps the assignment stable under --max-rows and puts exact
     duplicates in the same split, so no document of validation or test also appears in train.
     """
-    data = value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    data = (
+        value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    )
     digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()[:64]).digest()
     u = int.from_bytes(digest, "little") / 2.0**64
     if u < val_fraction:
@@ -91,7 +93,9 @@ class SplitWriter:
             self._write_buffer()
         except OSError as exc:
             # The stage folder is temporary as a whole: download_dataset removes it.
-            raise io_error(exc, self.directory / "part-*.parquet", needed=self._buffer_bytes or None) from None
+            raise io_error(
+                exc, self.directory / "part-*.parquet", needed=self._buffer_bytes or None
+            ) from None
 
     def _write_buffer(self) -> None:
         if not self._buffer:

@@ -149,7 +149,9 @@ class RecordFile:
         return raw
 
     def _text(self) -> IO[str]:
-        return io.TextIOWrapper(self._open_binary(), encoding="utf-8", errors="llmctl-count-replace", newline="")
+        return io.TextIOWrapper(
+            self._open_binary(), encoding="utf-8", errors="llmctl-count-replace", newline=""
+        )
 
     def columns(self) -> list[str]:
         """Column names, from the schema (parquet) or the first record."""
@@ -211,7 +213,7 @@ class RecordFile:
                 where = f"line {line + offset}" if line is not None else f"record {offset}"
                 raise LlmctlRuntimeError(
                     f"{self.name}: {where} is a JSON {type(row).__name__}, not an object",
-                    "each record must be a JSON object such as {\"text\": ...}",
+                    'each record must be a JSON object such as {"text": ...}',
                 )
             records.append(row)
         names = columns or list(dict.fromkeys(k for r in records for k in r))

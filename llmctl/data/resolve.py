@@ -96,7 +96,9 @@ def _hub(spec: SourceSpec, cache_dir: str | None, progress: TransferProgress) ->
     def fetcher(name: str) -> Callable[[], tuple[Path, str]]:
         return lambda: fetch_hub_file(listing, name, progress)
 
-    files = [InputFile(p, s, listing.files[p].size, fetcher(p), cached=not listing.offline) for p, s in chosen]
+    files = [
+        InputFile(p, s, listing.files[p].size, fetcher(p), cached=not listing.offline) for p, s in chosen
+    ]
     return ResolvedSource(spec, files, spec.revision, listing.commit, listing.offline)
 
 
@@ -133,7 +135,9 @@ def _pick_hub_data_files(spec: SourceSpec, names: list[str]) -> list[str]:
     return data
 
 
-def _url(spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: TransferProgress) -> ResolvedSource:
+def _url(
+    spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: TransferProgress
+) -> ResolvedSource:
     from llmctl.data.http_download import download_url, redact_url, url_file_name
 
     assert spec.url is not None
@@ -141,7 +145,9 @@ def _url(spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: 
     root = Path(cache_dir) / "downloads" if cache_dir else default_download_cache()
     name = url_file_name(url)
     fetch = lambda: download_url(url, root, progress, sha256)  # noqa: E731
-    return ResolvedSource(spec, [InputFile(redact_url(url), infer_split(name), None, fetch, name, cached=True)])
+    return ResolvedSource(
+        spec, [InputFile(redact_url(url), infer_split(name), None, fetch, name, cached=True)]
+    )
 
 
 def default_download_cache() -> Path:
@@ -174,8 +180,10 @@ def _local(spec: SourceSpec, fmt: str | None, sha256: str | None) -> ResolvedSou
     root = Path(spec.path)
     if root.is_dir():
         paths = sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and not any(s.startswith(".") for s in p.relative_to(root).parts)
             and (fmt is not None or is_data_file(p.name))
         )
     else:

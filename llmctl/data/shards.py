@@ -236,7 +236,11 @@ def open_split(root: str | Path, split: str, meta: dict[str, Any] | None = None)
         try:
             offsets = np.fromfile(split_dir / f"{name}.idx", dtype="<i8")
             tokens = _memmap(split_dir / f"{name}.bin", dtype, record["tokens"])
-            mask = _memmap(split_dir / f"{name}.mask", np.uint8, record["tokens"]) if record.get("has_mask") else None
+            mask = (
+                _memmap(split_dir / f"{name}.mask", np.uint8, record["tokens"])
+                if record.get("has_mask")
+                else None
+            )
         except (OSError, ValueError) as exc:
             raise LlmctlRuntimeError(
                 f"shard {split}/{name} in {root} is missing or damaged: {exc}",

@@ -179,7 +179,9 @@ def parse_source(spec: str) -> SourceSpec:
     if text in NAMED_SOURCES:
         named = NAMED_SOURCES[text]
         kind: SourceKind = "pystdlib" if named.repo is None else "hub"
-        return SourceSpec(spec=text, kind=kind, name=text, repo=named.repo, revision=named.revision, named=named)
+        return SourceSpec(
+            spec=text, kind=kind, name=text, repo=named.repo, revision=named.revision, named=named
+        )
     if text.startswith("hf:"):
         match = _HF.match(text)
         if not match:

@@ -78,7 +78,9 @@ class _Encoders:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                num_proc, mp_context=worker_context(), initializer=init_worker,
+                num_proc,
+                mp_context=worker_context(),
+                initializer=init_worker,
                 initargs=(spec, policy, os.getpid()),
             )
 
@@ -113,7 +115,11 @@ def _encoders(spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> Iterato
 
 
 def pipeline(
-    plans: list[ShardPlan], column: str, spec: EncoderSpec, policy: EncodePolicy, num_proc: int,
+    plans: list[ShardPlan],
+    column: str,
+    spec: EncoderSpec,
+    policy: EncodePolicy,
+    num_proc: int,
 ) -> Iterator[tuple[ShardPlan, int, ChunkResult | None]]:
     """(plan, first row, result) per chunk in order, then (plan, -1, None) when a shard's rows are done."""
     window: deque[tuple[ShardPlan, int, Any]] = deque()

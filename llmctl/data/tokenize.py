@@ -99,7 +99,9 @@ class TokenizeResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, column: str, count_only: bool) -> EncodePolicy:
+def _policy(
+    tok: Tokenizer, mode: str, profile: str, separator: str | None, column: str, count_only: bool
+) -> EncodePolicy:
     if mode not in ("pretrain", "sft"):
         raise LlmctlError(f"unknown mode '{mode}'", "use --mode pretrain or --mode sft")
     separator = separator or ("profile" if mode == "sft" else "eos")
@@ -124,9 +126,15 @@ def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, colu
     if mode == "sft":
         specials.update({t: tok.token_to_id(t) for t in [BOS, *chat.special_tokens]})
     return EncodePolicy(
-        mode=mode, column=column, dtype=dtype_for_vocab(tok.vocab_size), separator=separator,
-        bos_id=tok.bos_id, eos_id=tok.eos_id, profile=profile if mode == "sft" else None,
-        special_ids=specials, count_only=count_only,
+        mode=mode,
+        column=column,
+        dtype=dtype_for_vocab(tok.vocab_size),
+        separator=separator,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+        profile=profile if mode == "sft" else None,
+        special_ids=specials,
+        count_only=count_only,
     )
 
 
@@ -151,7 +159,10 @@ def _prepare(
 def _selected_splits(data: Path, splits: tuple[str, ...]) -> list[str]:
     found = list_splits(data)
     if not found:
-        raise LlmctlError(f"{data} holds no split with parquet parts", "download one with `llmctl data download SOURCE --out DIR`")
+        raise LlmctlError(
+            f"{data} holds no split with parquet parts",
+            "download one with `llmctl data download SOURCE --out DIR`",
+        )
     return list(splits) or found
 
 
@@ -165,13 +176,17 @@ def tokenize(
     on_note receives, before any text is encoded, why the fast path is not used (when it is not).
     """
     if not 0 <= opts.shard_index < opts.num_shards:
-        raise LlmctlError(f"--shard-index {opts.shard_index} is not in 0..{opts.num_shards - 1}", "pass 0 <= I < K")
+        raise LlmctlError(
+            f"--shard-index {opts.shard_index} is not in 0..{opts.num_shards - 1}", "pass 0 <= I < K"
+        )
     started = time.perf_counter()
     prestart_workers(opts.num_proc)
     tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note)
     out = opts.out
     if out.exists() and not out.is_dir():
-        raise LlmctlIOError(f"--out {out} is a file, not a folder", "choose another --out, or move that file away")
+        raise LlmctlIOError(
+            f"--out {out} is a file, not a folder", "choose another --out, or move that file away"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -191,7 +206,10 @@ def tokenize(
     mine = [p for k, p in enumerate(plans) if k % opts.num_shards == opts.shard_index]
     todo = [p for p in mine if read_shard_record(out / p.split, shard_name(p.index), policy.dtype) is None]
     progress = Progress(
-        rows_total=sum(p.rows for p in todo), shards_done=len(mine) - len(todo), shards_total=len(mine), out=str(out)
+        rows_total=sum(p.rows for p in todo),
+        shards_done=len(mine) - len(todo),
+        shards_total=len(mine),
+        out=str(out),
     )
     if on_progress:
         on_progress(progress)
@@ -209,7 +227,10 @@ def tokenize(
                     continue
                 assembler.add(plan, position, result)
                 progress.rows += result.rows
-                progress.documents, progress.tokens = assembler.totals["documents"], assembler.totals["tokens"]
+                progress.documents, progress.tokens = (
+                    assembler.totals["documents"],
+                    assembler.totals["tokens"],
+                )
                 progress.text_bytes = assembler.totals["text_bytes"]
                 progress.seconds = time.perf_counter() - started
                 if on_progress:
@@ -224,12 +245,20 @@ def tokenize(
     meta = merge(out) if opts.num_shards == 1 else None
     totals = assembler.totals
     return TokenizeResult(
-        out=str(out), encoder=spec.backend, encoder_note=note, shards_total=len(mine),
-        shards_written=len(todo), shards_skipped=len(mine) - len(todo), documents=totals["documents"],
-        tokens=totals["tokens"], empty_skipped=totals["empty_skipped"],
-        invalid_utf8_replaced=totals["invalid_utf8_replaced"], text_bytes=totals["text_bytes"],
+        out=str(out),
+        encoder=spec.backend,
+        encoder_note=note,
+        shards_total=len(mine),
+        shards_written=len(todo),
+        shards_skipped=len(mine) - len(todo),
+        documents=totals["documents"],
+        tokens=totals["tokens"],
+        empty_skipped=totals["empty_skipped"],
+        invalid_utf8_replaced=totals["invalid_utf8_replaced"],
+        text_bytes=totals["text_bytes"],
         seconds=time.perf_counter() - started,
-        peak_rss_main=_peak_rss(), meta=meta,
+        peak_rss_main=_peak_rss(),
+        meta=meta,
     )
 
 
@@ -248,11 +277,19 @@ class _ShardAssembler:
         self.writer: ShardWriter | None = None
         self.skipped: list[int] = []
         self.counts = {"invalid_utf8_replaced": 0, "text_bytes": 0}
-        self.totals = {"documents": 0, "tokens": 0, "empty_skipped": 0, "invalid_utf8_replaced": 0, "text_bytes": 0}
+        self.totals = {
+            "documents": 0,
+            "tokens": 0,
+            "empty_skipped": 0,
+            "invalid_utf8_replaced": 0,
+            "text_bytes": 0,
+        }
 
     def _open(self, plan: ShardPlan) -> ShardWriter:
         if self.writer is None:
-            self.writer = ShardWriter(self.out / plan.split, shard_name(plan.index), self.policy.dtype, self.policy.mode == "sft")
+            self.writer = ShardWriter(
+                self.out / plan.split, shard_name(plan.index), self.policy.dtype, self.policy.mode == "sft"
+            )
         return self.writer
 
     def add(self, plan: ShardPlan, position: int, result: ChunkResult) -> None:
@@ -260,16 +297,25 @@ class _ShardAssembler:
         self.skipped += [position + i for i in result.empty_rows]
         self.counts["invalid_utf8_replaced"] += result.replaced
         self.counts["text_bytes"] += result.text_bytes
-        for key, value in (("documents", len(result.lengths)), ("tokens", int(result.lengths.sum())),
-                           ("empty_skipped", len(result.empty_rows)), ("invalid_utf8_replaced", result.replaced),
-                           ("text_bytes", result.text_bytes)):
+        for key, value in (
+            ("documents", len(result.lengths)),
+            ("tokens", int(result.lengths.sum())),
+            ("empty_skipped", len(result.empty_rows)),
+            ("invalid_utf8_replaced", result.replaced),
+            ("text_bytes", result.text_bytes),
+        ):
             self.totals[key] += value
 
     def finish(self, plan: ShardPlan) -> None:
-        self._open(plan).finish({
-            "source": plan.source(), "skipped_rows": self.skipped, "empty_skipped": len(self.skipped),
-            **self.counts, **self.stamp,
-        })
+        self._open(plan).finish(
+            {
+                "source": plan.source(),
+                "skipped_rows": self.skipped,
+                "empty_skipped": len(self.skipped),
+                **self.counts,
+                **self.stamp,
+            }
+        )
         self.writer, self.skipped = None, []
         self.counts = {"invalid_utf8_replaced": 0, "text_bytes": 0}
 
@@ -279,9 +325,17 @@ class _ShardAssembler:
 
 
 def count_raw(
-    data: Path, tokenizer: Path, splits: tuple[str, ...] = (), mode: str = "pretrain", profile: str = "chat",
-    separator: str | None = None, column: str | None = None, num_proc: int = 1, fast: bool = True,
-    on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
+    data: Path,
+    tokenizer: Path,
+    splits: tuple[str, ...] = (),
+    mode: str = "pretrain",
+    profile: str = "chat",
+    separator: str | None = None,
+    column: str | None = None,
+    num_proc: int = 1,
+    fast: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Token and document counts of a raw dataset, tokenized in parallel but never written."""
     started = time.perf_counter()
@@ -296,16 +350,28 @@ def count_raw(
         plans = plan_split(data, split, col, 1 << 62)
         progress.rows_total += sum(p.rows for p in plans)
         parts: list[np.ndarray] = []
-        row = {"tokens": 0, "trained_tokens": 0, "documents": 0, "empty_skipped": 0, "invalid_utf8_replaced": 0, "text_bytes": 0}
+        row = {
+            "tokens": 0,
+            "trained_tokens": 0,
+            "documents": 0,
+            "empty_skipped": 0,
+            "invalid_utf8_replaced": 0,
+            "text_bytes": 0,
+        }
         with closing(pipeline(plans, col, spec, policy, num_proc)) as stream:
             for _plan, _position, result in stream:
                 if result is None:
                     continue
                 n = int(result.lengths.sum())
                 parts.append(result.lengths)
-                for key, value in (("tokens", n), ("trained_tokens", result.trained), ("documents", len(result.lengths)),
-                                   ("empty_skipped", len(result.empty_rows)), ("invalid_utf8_replaced", result.replaced),
-                                   ("text_bytes", result.text_bytes)):
+                for key, value in (
+                    ("tokens", n),
+                    ("trained_tokens", result.trained),
+                    ("documents", len(result.lengths)),
+                    ("empty_skipped", len(result.empty_rows)),
+                    ("invalid_utf8_replaced", result.replaced),
+                    ("text_bytes", result.text_bytes),
+                ):
                     row[key] += value
                 progress.rows += result.rows
                 progress.documents += len(result.lengths)
@@ -318,7 +384,12 @@ def count_raw(
         lengths[split] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     result = summarize(per_split, lengths)
     return {
-        "path": str(data), "tokenizer": str(tok.path), "fingerprint": tok.fingerprint, "mode": mode,
-        "encoder": spec.backend, "encoder_note": note, "seconds": time.perf_counter() - started, **result,
+        "path": str(data),
+        "tokenizer": str(tok.path),
+        "fingerprint": tok.fingerprint,
+        "mode": mode,
+        "encoder": spec.backend,
+        "encoder_note": note,
+        "seconds": time.perf_counter() - started,
+        **result,
     }
-

@@ -49,7 +49,9 @@ def _server_environment() -> Iterator[None]:
     root = str(Path(llmctl.__file__).resolve().parent.parent)
     saved = {key: os.environ.get(key) for key in ("PYTHONSAFEPATH", "PYTHONPATH")}
     os.environ["PYTHONSAFEPATH"] = "1"
-    os.environ["PYTHONPATH"] = os.pathsep.join([root, *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [root, *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])]
+    )
     try:
         yield
     finally:
