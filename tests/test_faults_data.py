@@ -175,6 +175,26 @@ def test_an_unsafe_name_in_a_hub_listing_is_refused(hub: FakeServers, tmp_path: 
     assert not list(tmp_path.rglob("evil.jsonl"))
 
 
+def test_hub_endpoint_credentials_stay_out_of_errors(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://me:secretpw@127.0.0.1:9")
+    result = runner.invoke(app, ["data", "download", "hf:owner/none", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "cannot reach" in result.stderr, result.output
+    assert "secretpw" not in result.output and "REDACTED@127.0.0.1:9" in result.stderr
+
+
+def test_a_full_hub_cache_is_an_io_error(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    hub.add_repo("owner/tiny", {"data/train.jsonl": b'{"text": "y"}\n'})
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _enospc)
+    result = runner.invoke(app, ["data", "download", "hf:owner/tiny", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 4 and "no space left on device" in result.stderr, result.output
+
+
 # --- disk faults in data download -----------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ Offline, or with the Hub unreachable, a revision already in the cache is used as
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -19,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.http_download import CHUNK
+from llmctl.data.http_download import CHUNK, redact_url
 from llmctl.data.transfer import NoProgress, TransferProgress
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.files import io_error
 
+# A full, read-only or forbidden Hub cache is the user's disk, not the network: exit 4 with its own hint.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -88,11 +92,17 @@ def _cache_root(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
 
 
+def _shown(text: str) -> str:
+    """`text` with HF_ENDPOINT's credentials (a mirror at https://user:pass@host) redacted."""
+    endpoint = _endpoint()
+    return text.replace(endpoint, redact_url(endpoint)) if endpoint else text
+
+
 def _unreachable(repo: str, exc: BaseException | None) -> LlmctlRuntimeError:
     endpoint = _endpoint() or "https://huggingface.co"
     why = f" ({type(exc).__name__}: {exc})" if exc else ""
     return LlmctlRuntimeError(
-        f"cannot reach the Hugging Face Hub at {endpoint} for {repo}{why}",
+        _shown(f"cannot reach the Hugging Face Hub at {endpoint} for {repo}{why}"),
         "check the network; set HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 uses files already in the cache; "
         "`pystdlib` and local files need no network",
     )
@@ -149,7 +159,7 @@ def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> Hu
         ) from exc
     except RepositoryNotFoundError as exc:
         raise LlmctlError(
-            f"dataset {repo} not found on {_endpoint() or 'https://huggingface.co'}",
+            _shown(f"dataset {repo} not found on {_endpoint() or 'https://huggingface.co'}"),
             "check the name (hf:owner/name); private repos need HF_TOKEN",
         ) from exc
     except OfflineModeIsEnabled as exc:
@@ -267,8 +277,10 @@ def fetch_hub_file(
     except (LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException) as exc:
         raise _unreachable(listing.repo, exc) from exc
     except (OSError, HfHubHTTPError, httpx2.HTTPError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            raise io_error(exc, exc.filename or _cache_root(listing.cache_dir)) from None
         raise LlmctlRuntimeError(
-            f"download of {name} from {listing.repo} failed ({exc})",
+            _shown(f"download of {name} from {listing.repo} failed ({exc})"),
             "run the same command again; files already downloaded are kept in the Hub cache",
         ) from exc
     path = Path(str(local))
