@@ -468,6 +468,12 @@ class _ShardDiskFull:
                 if Full.failed:
                     raise OSError(errno.ENOSPC, "No space left on device")
 
+            def __enter__(self) -> object:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.close()
+
             def __getattr__(self, name: str) -> object:
                 return getattr(fh, name)
 

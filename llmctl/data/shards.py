@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
-from llmctl.files import atomic_write_json, fsync_dir, tmp_name
+from llmctl.files import atomic_path, atomic_write_json, tmp_name
 
 FORMAT_NAME = "llmctl-tokens"
 FORMAT_VERSION = 1
@@ -55,29 +54,36 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def remove_shard(split_dir: Path, name: str) -> None:
     """Delete a shard's files, complete or not, including temporaries left by a killed run."""
-    sidecar_tmp = tmp_name(split_dir / f"{name}.json").name.rsplit("-", 1)[0]
-    for path in [*split_dir.glob(f"{name}.*"), *split_dir.glob(f"{sidecar_tmp}-*")]:
+    # Temporaries of llmctl.files (".llmctl-tmp-shard-00000.bin-PID"), and of earlier versions
+    # ("shard-00000.bin.tmp-PID"), left by a killed run.
+    tmp_stem = tmp_name(split_dir / name).name.rsplit("-", 1)[0]
+    for path in [*split_dir.glob(f"{name}.*"), *split_dir.glob(f"{tmp_stem}.*")]:
         path.unlink(missing_ok=True)
 
 
-class ShardWriter:
-    """Streams one shard to temporary files; `finish` renames them, the .json last.
+class _Aborted(Exception):
+    """Thrown into the writer's atomic_path blocks so that they remove their temporaries."""
 
-    A run killed at any point leaves only `*.tmp-PID` files or a shard without its .json: neither is
-    taken as complete, and the next run rewrites the shard.
+
+class ShardWriter:
+    """Streams one shard to temporary files (llmctl.files.atomic_path); `finish` renames them, the .json last.
+
+    A run killed at any point leaves only temporaries or a shard without its .json: neither is taken
+    as complete, and the next run rewrites the shard.
     """
 
     def __init__(self, split_dir: Path, name: str, dtype: str, with_mask: bool) -> None:
-        split_dir.mkdir(parents=True, exist_ok=True)
         self.split_dir, self.name = split_dir, name
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        self._tmp = {s: split_dir / f"{name}{s}.tmp-{os.getpid()}" for s in SUFFIXES}
-        # The files stay open across append() calls; finish() or abort() closes them.
-        self._bin = self._idx = self._mask = None
+        # One stack holds the temporaries and their open files across append() calls. Closing it
+        # closes the files, then renames mask, idx and bin into place, in that order; an exception
+        # thrown into it removes every temporary instead.
+        self._stack = contextlib.ExitStack()
+        suffixes = [".bin", ".idx", ".mask"] if with_mask else [".bin", ".idx"]
         try:
-            self._bin = open(self._tmp[".bin"], "wb")  # noqa: SIM115
-            self._idx = open(self._tmp[".idx"], "wb")  # noqa: SIM115
-            self._mask = open(self._tmp[".mask"], "wb") if with_mask else None  # noqa: SIM115
+            paths = {s: self._stack.enter_context(atomic_path(split_dir / f"{name}{s}")) for s in suffixes}
+            files = {s: self._stack.enter_context(open(paths[s], "wb")) for s in suffixes}  # noqa: SIM115
+            self._bin, self._idx, self._mask = files[".bin"], files[".idx"], files.get(".mask")
             self._idx.write(np.zeros(1, dtype="<i8").tobytes())
         except BaseException:
             self.abort()
@@ -112,17 +118,9 @@ class ShardWriter:
             "has_mask": self._mask is not None,
             **info,
         }
-        for fh in (self._bin, self._idx, self._mask):
-            if fh is not None:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
-        suffixes = [".idx", ".bin"] if self._mask is None else [".mask", ".idx", ".bin"]
-        for suffix in suffixes:
-            os.replace(self._tmp[suffix], self.split_dir / f"{self.name}{suffix}")
+        self._stack.close()  # closes, fsyncs and renames; a failure removes the temporaries left
         # The sidecar is written last: its presence is what marks the shard complete.
         atomic_write_json(self.split_dir / f"{self.name}.json", record)
-        fsync_dir(self.split_dir)
         return record
 
     def abort(self) -> None:
@@ -131,13 +129,8 @@ class ShardWriter:
         Closing flushes what is buffered, which fails again on a full disk: the file is closed anyway
         and removed, so a failed run never leaves a disk-filling temporary behind.
         """
-        for fh in (self._bin, self._idx, self._mask):
-            if fh is not None and not fh.closed:
-                with contextlib.suppress(OSError):
-                    fh.close()
-        for path in self._tmp.values():
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(_Aborted, _Aborted(), None)
 
 
 def read_shard_record(split_dir: Path, name: str, dtype: str) -> dict[str, Any] | None:
