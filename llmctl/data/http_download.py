@@ -230,7 +230,7 @@ def download_url(
     """
     progress = progress or NoProgress()
     dest = cached_path(url, cache_dir)
-    done_meta = dest.with_name(dest.name + ".json")
+    done_meta = ensure_inside(cache_dir, dest.with_name(dest.name + ".json"))
     if dest.is_file():
         meta = _read_json(done_meta)
         if meta.get("size") == dest.stat().st_size and meta.get("sha256"):
