@@ -241,6 +241,11 @@ def tokenize(
         raise io_error(exc, exc.filename or out, needed=_bytes_needed(left, progress, policy)) from None
     except BaseException:
         assembler.abort()
+        # Interrupted (Ctrl-C, SIGTERM): count what is complete on disk, as a signal may land between
+        # a shard's last rename and the counter; the caller reports it from this snapshot.
+        progress.shards_done = sum(
+            read_shard_record(out / p.split, shard_name(p.index), policy.dtype) is not None for p in mine
+        )
         raise
     meta = merge(out) if opts.num_shards == 1 else None
     totals = assembler.totals
