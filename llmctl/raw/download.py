@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import atomic_write_json, ensure_inside, io_error
 from llmctl.raw.dataset import DATASET_JSON, PART_GLOB
 from llmctl.raw.http_download import file_sha256
 from llmctl.raw.normalize import RowMapping, Value, WikitextArticles, choose_mapping, value_bytes
@@ -98,15 +99,27 @@ def verified_dataset(out: Path, request: dict[str, Any]) -> dict[str, Any] | Non
     for split in info.get("splits", {}).values():
         for part in split.get("parts", []):
             file = out / part["path"]
-            if not file.is_file() or file.stat().st_size != part["size"] or file_sha256(file) != part["sha256"]:
+            if (
+                not file.is_file()
+                or file.stat().st_size != part["size"]
+                or file_sha256(file) != part["sha256"]
+            ):
                 return None
     return info
 
 
 def _fractions(spec: SourceSpec, options: DownloadOptions) -> tuple[float, float]:
     named = spec.named
-    val = options.val_fraction if options.val_fraction is not None else (named.val_fraction if named else DEFAULT_VAL_FRACTION)
-    test = options.test_fraction if options.test_fraction is not None else (named.test_fraction if named else DEFAULT_TEST_FRACTION)
+    val = (
+        options.val_fraction
+        if options.val_fraction is not None
+        else (named.val_fraction if named else DEFAULT_VAL_FRACTION)
+    )
+    test = (
+        options.test_fraction
+        if options.test_fraction is not None
+        else (named.test_fraction if named else DEFAULT_TEST_FRACTION)
+    )
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise LlmctlError(
             f"--val-fraction {val} and --test-fraction {test} must each be in [0, 1) and sum below 1",
@@ -183,31 +196,55 @@ def _read_file(
     accept: Callable[[RowMapping, str], None],
 ) -> dict[str, Any]:
     path, sha256 = file.fetch()
-    record_file = RecordFile(path, name=file.name, fmt=options.format, txt_delimiter=options.txt_delimiter)
+    record_file = RecordFile(
+        path,
+        name=file.name,
+        fmt=options.format,
+        txt_delimiter=options.txt_delimiter,
+        format_name=file.format_name,
+        cached=file.cached,
+    )
     mapping = choose_mapping(record_file.columns(), file.name, text_column, transform)
     accept(mapping, file.name)
     size = path.stat().st_size
     shown = 0
     columns = list(mapping.reads) if record_file.format == "parquet" else None
-    for batch in record_file.batches(columns):
-        reader.emit(mapping.convert(batch))
-        done = int(size * record_file.done / record_file.total) if record_file.total else 0
-        task.advance(done - shown)
-        shown = done
-        if reader.full:
-            break
+    batches = record_file.batches(columns)
+    try:
+        for batch in batches:
+            reader.emit(mapping.convert(batch))
+            done = int(size * record_file.done / record_file.total) if record_file.total else 0
+            task.advance(done - shown)
+            shown = done
+            if reader.full:
+                break
+    finally:
+        batches.close()  # settles the reader's counts (invalid UTF-8) even when stopped early
     task.advance(size - shown)
-    return {"name": file.name, "split": file.split, "size": size, "sha256": sha256}
+    return {
+        "name": file.name,
+        "split": file.split,
+        "size": size,
+        "sha256": sha256,
+        "invalid_utf8_replaced": record_file.invalid_utf8,
+    }
 
 
 def download_dataset(
-    source: str, out: str | Path, options: DownloadOptions | None = None, progress: TransferProgress | None = None
+    source: str,
+    out: str | Path,
+    options: DownloadOptions | None = None,
+    progress: TransferProgress | None = None,
 ) -> DownloadResult:
     """Fetch `source` and write DIR/<split>/part-*.parquet plus DIR/dataset.json (see the module doc)."""
     options = options or DownloadOptions()
     progress = progress or NoProgress()
     spec = parse_source(source)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LlmctlIOError(
+            f"--out {out} is a file, not a folder", "choose another --out, or move that file away"
+        )
     request = _request(spec, options)
     if not options.force:
         info = verified_dataset(out, request)
@@ -231,12 +268,19 @@ def download_dataset(
         )
     carving = None
     if carved:
-        carving = (val_fraction if "validation" in carved else 0.0, test_fraction if "test" in carved else 0.0)
+        carving = (
+            val_fraction if "validation" in carved else 0.0,
+            test_fraction if "test" in carved else 0.0,
+        )
     to_read = [s for s in source_splits if s in wanted or (s == "train" and set(carved) & set(wanted))]
 
     stage = out / STAGE_DIR
+    created = not out.exists()
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    try:
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise io_error(exc, out, action="create") from None
     transform = spec.named.transform if spec.named else None
     text_column = options.text_column or (spec.named.text_column if spec.named else None)
     started = time.time()
@@ -259,11 +303,19 @@ def download_dataset(
     try:
         for split in to_read:
             split_files = [f for f in resolved.files if f.split == split]
-            writers_for = {s: SplitWriter(stage / s, "text") for s in wanted if s == split or (split == "train" and s in carved)}
+            writers_for = {
+                s: SplitWriter(stage / s, "text")
+                for s in wanted
+                if s == split or (split == "train" and s in carved)
+            }
             writers.update(writers_for)
-            reader = _SplitReader(split, writers_for, carving if split == "train" else None, options, transform)
+            reader = _SplitReader(
+                split, writers_for, carving if split == "train" else None, options, transform
+            )
             known = sum(f.size or 0 for f in split_files)
-            task = progress.task(f"{split}: reading {len(split_files)} file{'s' * (len(split_files) != 1)}", known or None)
+            task = progress.task(
+                f"{split}: reading {len(split_files)} file{'s' * (len(split_files) != 1)}", known or None
+            )
             try:
                 for file in split_files:
                     if reader.full:
@@ -276,14 +328,29 @@ def download_dataset(
             for w in writers_for.values():
                 w.close()
         column, how = (chosen[0].column, chosen[0].how) if chosen else ("text", None)
-        info = _info(spec, resolved, request, writers, files, column, how, dropped, carved, val_fraction, test_fraction, options)
+        info = _info(
+            spec,
+            resolved,
+            request,
+            writers,
+            files,
+            column,
+            how,
+            dropped,
+            carved,
+            val_fraction,
+            test_fraction,
+            options,
+        )
         if not sum(w.rows for w in writers.values()):
             raise LlmctlError(
                 f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped)",
                 "check --text-column, --split, --max-rows/--max-bytes, and that the files hold text",
             )
+        _refuse_empty_train(spec, writers, carved)
         notes = [
-            f"{s} is empty: raise --{'val' if s == 'validation' else 'test'}-fraction" if s in carved
+            f"{s} is empty: raise --{'val' if s == 'validation' else 'test'}-fraction"
+            if s in carved
             else f"the source's {s} split holds no text"
             for s, w in writers.items()
             if not w.rows
@@ -293,9 +360,33 @@ def download_dataset(
         for w in writers.values():
             w.abort()
         shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a failed first run leaves no folder behind
         raise
     info["seconds"] = round(time.time() - started, 3)
+    if info["invalid_utf8_replaced"]:
+        notes.append(
+            f"{info['invalid_utf8_replaced']:,} invalid UTF-8 sequence(s) were replaced with U+FFFD "
+            "(files[].invalid_utf8_replaced in dataset.json names the files)"
+        )
     return DownloadResult(out, info, notes=notes)
+
+
+def _refuse_empty_train(spec: SourceSpec, writers: dict[str, SplitWriter], carved: list[str]) -> None:
+    """A source so small that carving took every document leaves nothing to train on: say so, write nothing.
+
+    Refusing beats quietly dropping the carved splits: the user asked for them, and a run with no
+    validation split would surprise them later. The hint gives the one flag pair that keeps all in train.
+    """
+    train = writers.get("train")
+    if train is None or train.rows or not carved:
+        return
+    taken = sum(writers[s].rows for s in carved if s in writers)
+    raise LlmctlError(
+        f"{spec.label} has only {taken} document(s) and carving {' and '.join(carved)} from it left train empty",
+        "pass --val-fraction 0 --test-fraction 0 to keep every document in train, or use a larger source",
+    )
 
 
 def _info(
@@ -333,7 +424,7 @@ def _info(
             "name": spec.name,
             "repo": spec.repo,
             "subset": spec.subset,
-            "url": spec.url,
+            "url": spec.spec if spec.kind == "url" else None,
             "path": spec.path,
             "revision": resolved.revision,
             "resolved_revision": resolved.resolved_revision,
@@ -348,6 +439,7 @@ def _info(
         "request": request,
         "splits": splits,
         "dropped_rows": dropped,
+        "invalid_utf8_replaced": sum(f.get("invalid_utf8_replaced", 0) for f in files),
         "files": files,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "llmctl_version": __version__,
@@ -355,7 +447,14 @@ def _info(
 
 
 def _publish(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict[str, Any]) -> None:
-    """Move complete parts into place and write dataset.json last."""
+    """Move complete parts into place and write dataset.json last; a disk fault is an `error:` + hint."""
+    try:
+        _move_parts(out, stage, writers, info)
+    except OSError as exc:
+        raise io_error(exc, exc.filename or out) from None
+
+
+def _move_parts(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict[str, Any]) -> None:
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         old = json.loads((out / DATASET_JSON).read_text())
@@ -373,8 +472,6 @@ def _publish(out: Path, stage: Path, writers: dict[str, SplitWriter], info: dict
             continue
         (out / split).mkdir(parents=True, exist_ok=True)
         for part in writer.parts:
-            os.replace(stage / part.path, out / part.path)
-    tmp = out / (DATASET_JSON + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out / DATASET_JSON)
+            os.replace(stage / part.path, ensure_inside(out, out / part.path))
+    atomic_write_json(out / DATASET_JSON, info)
     shutil.rmtree(stage, ignore_errors=True)

@@ -10,6 +10,7 @@ verified file is renamed to its final name.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -18,10 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
 
 from llmctl import __version__
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.files import atomic_write_json, ensure_inside, io_error, safe_name
 from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 
 CHUNK = 1 << 20
@@ -40,15 +43,65 @@ def file_sha256(path: Path, digest: hashlib._Hash | None = None) -> str:
     return digest.hexdigest()
 
 
+# Query parameters that carry credentials: presigned S3/GCS/Azure URLs, API tokens, session keys.
+_SECRET_WORDS = ("token", "sig", "key", "secret", "pass", "pwd", "auth", "credential", "session", "policy")
+REDACTED = "REDACTED"
+
+
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """`url` safe to show or record: user:password@ and credential-like query values replaced.
+
+    'https://u:p@host/a.txt?token=abc&id=3' -> 'https://REDACTED@host/a.txt?token=REDACTED&id=3'.
+    Everything llmctl writes or prints about a URL (dataset.json, cache side files, logs, errors)
+    goes through here.
+    """
+    try:
+        parts = urlparse(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, REDACTED if _is_secret(k) else v) for k, v in pairs], safe="/:")
+        return urlunparse((parts.scheme, netloc, parts.path, parts.params, query, ""))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def _request_parts(url: str) -> tuple[str, dict[str, str]]:
+    """The URL urllib can open (no user:password@) and the Basic auth header those credentials make."""
+    parts = urlparse(url)
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunparse(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+
+
 def url_file_name(url: str) -> str:
-    """The file name a URL's path ends in ('download' when it has none)."""
-    return unquote(Path(urlparse(url).path).name) or "download"
+    """The safe base name a URL's path ends in ('download' when it has none).
+
+    The path is percent-decoded *before* its last part is taken, so '..%2F..%2Fx' becomes 'x'.
+    """
+    return safe_name(unquote(urlparse(url).path))
 
 
 def cached_path(url: str, cache_dir: Path) -> Path:
-    """Where a URL's complete download lives: a hash of the URL keeps equal names from colliding."""
-    key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"{key}-{url_file_name(url)}"
+    """Where a URL's complete download lives: a hash of the URL keeps equal names from colliding.
+
+    The hash is of the redacted URL: a presigned URL whose signature changed names the same file.
+    """
+    key = hashlib.sha256(redact_url(url).encode()).hexdigest()[:12]
+    dest = Path(cache_dir) / f"{key}-{url_file_name(url)}"
+    ensure_inside(cache_dir, dest)
+    return dest
 
 
 def _read_json(path: Path) -> dict:
@@ -59,15 +112,13 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def _unreachable(url: str, exc: BaseException) -> LlmctlRuntimeError:
-    host = urlparse(url).netloc
+    host = urlparse(redact_url(url)).netloc
     return LlmctlRuntimeError(
-        f"cannot reach {host} to download {url} ({getattr(exc, 'reason', exc)})",
+        f"cannot reach {host} to download {redact_url(url)} ({getattr(exc, 'reason', exc)})",
         "check the network or proxy settings; `pystdlib` and local files need no network",
     )
 
@@ -85,11 +136,12 @@ def _fetch_once(
     validator = meta.get("etag") or meta.get("last_modified")
     request_headers = dict(headers)
     have = 0
-    if on_disk and validator and meta.get("url") == url:
+    if on_disk and validator and meta.get("url") == redact_url(url):
         have = on_disk
         request_headers["Range"] = f"bytes={have}-"
         request_headers["If-Range"] = validator
-    request = urllib.request.Request(url, headers=request_headers)
+    plain_url, auth = _request_parts(url)
+    request = urllib.request.Request(plain_url, headers={**request_headers, **auth})
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
@@ -98,8 +150,12 @@ def _fetch_once(
         if exc.code == 416:
             partial.unlink(missing_ok=True)
             raise _Interrupted("range not satisfiable; starting over") from exc
-        hint = "check the URL" if exc.code in (404, 410) else "the server refused the download; check access rights"
-        raise LlmctlError(f"HTTP {exc.code} {exc.reason} for {url}", hint) from exc
+        hint = (
+            "check the URL"
+            if exc.code in (404, 410)
+            else "the server refused the download; check access rights"
+        )
+        raise LlmctlError(f"HTTP {exc.code} {exc.reason} for {redact_url(url)}", hint) from None
     with response:
         if response.status == 206:
             start = int((response.headers.get("Content-Range") or "bytes 0-").split()[1].split("-")[0])
@@ -121,26 +177,44 @@ def _fetch_once(
         _write_json(
             meta_path,
             {
-                "url": url,
+                "url": redact_url(url),
                 "etag": response.headers.get("ETag"),
                 "last_modified": response.headers.get("Last-Modified"),
                 "total": total,
             },
         )
-        with open(partial, "ab" if have else "wb") as fh:
-            try:
-                while True:
-                    block = response.read(CHUNK)
-                    if not block:
-                        break
-                    fh.write(block)
-                    progress_task.advance(len(block))
-            except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-                raise _Interrupted(str(exc)) from exc
+        _append_body(response, partial, have, total, progress_task)
     size = partial.stat().st_size
     if total is not None and size < total:
         raise _Interrupted(f"connection closed after {size} of {total} bytes")
     return total
+
+
+def _append_body(response: Any, partial: Path, have: int, total: int | None, task: TransferTask) -> None:
+    """Stream the response body onto `partial`; a disk fault becomes an `error:` saying what space is needed."""
+    written = have
+    try:
+        fh = open(partial, "ab" if have else "wb")  # noqa: SIM115 - closed below, errors reported apart
+    except OSError as exc:
+        raise io_error(exc, partial) from None
+    try:
+        try:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                    raise _Interrupted(str(exc)) from exc
+                if not block:
+                    break
+                fh.write(block)
+                written += len(block)
+                task.advance(len(block))
+        finally:
+            fh.close()  # closes the file even when its last flush fails
+    except OSError as exc:
+        # The bytes already on disk stay in the .partial file: a rerun resumes from them.
+        needed = total - written if total is not None else None
+        raise io_error(exc, partial, needed=needed) from None
 
 
 def download_url(
@@ -156,18 +230,23 @@ def download_url(
     """
     progress = progress or NoProgress()
     dest = cached_path(url, cache_dir)
-    done_meta = dest.with_name(dest.name + ".json")
+    done_meta = ensure_inside(cache_dir, dest.with_name(dest.name + ".json"))
     if dest.is_file():
         meta = _read_json(done_meta)
         if meta.get("size") == dest.stat().st_size and meta.get("sha256"):
             _check_sha(url, dest, meta["sha256"], expected_sha256)
             return dest, meta["sha256"]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    meta_path = partial.with_name(partial.name + ".json")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, dest.parent, action="create") from None
+    partial = ensure_inside(cache_dir, dest.with_name(dest.name + ".partial"))
+    meta_path = ensure_inside(cache_dir, partial.with_name(partial.name + ".json"))
     headers = {"User-Agent": f"llmctl/{__version__}", "Accept-Encoding": "identity"}
     have = partial.stat().st_size if partial.exists() else 0
-    task = progress.task(url_file_name(url), _read_json(meta_path).get("total") if have else None, completed=have)
+    task = progress.task(
+        url_file_name(url), _read_json(meta_path).get("total") if have else None, completed=have
+    )
     try:
         last_error: BaseException | None = None
         for attempt in range(RETRIES + 1):
@@ -189,7 +268,7 @@ def download_url(
             if not got:
                 raise _unreachable(url, last_error or OSError("no response"))
             raise LlmctlRuntimeError(
-                f"download of {url} interrupted after {got} bytes ({last_error})",
+                f"download of {redact_url(url)} interrupted after {got} bytes ({last_error})",
                 "run the same command again: it resumes from the bytes already on disk",
             )
     finally:
@@ -201,8 +280,11 @@ def download_url(
         partial.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         raise
-    os.replace(partial, dest)
-    _write_json(done_meta, {"url": url, "size": dest.stat().st_size, "sha256": sha256})
+    try:
+        os.replace(partial, dest)
+    except OSError as exc:
+        raise io_error(exc, dest) from None
+    _write_json(done_meta, {"url": redact_url(url), "size": dest.stat().st_size, "sha256": sha256})
     meta_path.unlink(missing_ok=True)
     return dest, sha256
 

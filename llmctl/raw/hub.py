@@ -11,6 +11,8 @@ Offline, or with the Hub unreachable, a revision already in the cache is used as
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -19,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
-from llmctl.raw.http_download import CHUNK
+from llmctl.files import io_error
+from llmctl.raw.http_download import CHUNK, redact_url
 from llmctl.raw.transfer import NoProgress, TransferProgress
 
+# A full, read-only or forbidden Hub cache is the user's disk, not the network: exit 4 with its own hint.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -51,6 +56,23 @@ class HubListing:
     snapshot: Path | None = None
 
 
+def _check_repo_path(repo: str, name: str) -> str:
+    """A file name from a Hub listing, refused when it could leave the snapshot folder it is written to."""
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise LlmctlRuntimeError(
+            f"the Hub listing of {repo} holds an unsafe file name {name!r}; refusing to download it",
+            "the server is broken or hostile: check HF_ENDPOINT, or download the files you trust by hand",
+        )
+    return name
+
+
 def _endpoint() -> str | None:
     # Read at call time: huggingface_hub's own constant is fixed when it is first imported.
     value = os.environ.get("HF_ENDPOINT")
@@ -70,11 +92,17 @@ def _cache_root(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
 
 
+def _shown(text: str) -> str:
+    """`text` with HF_ENDPOINT's credentials (a mirror at https://user:pass@host) redacted."""
+    endpoint = _endpoint()
+    return text.replace(endpoint, redact_url(endpoint)) if endpoint else text
+
+
 def _unreachable(repo: str, exc: BaseException | None) -> LlmctlRuntimeError:
     endpoint = _endpoint() or "https://huggingface.co"
     why = f" ({type(exc).__name__}: {exc})" if exc else ""
     return LlmctlRuntimeError(
-        f"cannot reach the Hugging Face Hub at {endpoint} for {repo}{why}",
+        _shown(f"cannot reach the Hugging Face Hub at {endpoint} for {repo}{why}"),
         "check the network; set HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 uses files already in the cache; "
         "`pystdlib` and local files need no network",
     )
@@ -99,7 +127,9 @@ def _from_cache(repo: str, revision: str, cache_dir: str | None, cause: BaseExce
         for p in sorted(snapshot.rglob("*"))
         if p.is_file()
     }
-    return HubListing(repo, revision, commit or revision, files, offline=True, cache_dir=cache_dir, snapshot=snapshot)
+    return HubListing(
+        repo, revision, commit or revision, files, offline=True, cache_dir=cache_dir, snapshot=snapshot
+    )
 
 
 def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> HubListing:
@@ -120,13 +150,16 @@ def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> Hu
         info = HfApi(endpoint=_endpoint()).dataset_info(repo, revision=revision, files_metadata=True)
     except GatedRepoError as exc:
         raise LlmctlError(
-            f"{repo} is gated on the Hub", "accept its terms on its Hub page and set HF_TOKEN to a token of yours"
+            f"{repo} is gated on the Hub",
+            "accept its terms on its Hub page and set HF_TOKEN to a token of yours",
         ) from exc
     except RevisionNotFoundError as exc:
-        raise LlmctlError(f"revision '{revision}' not found in {repo}", "use a branch, tag or commit of the repo") from exc
+        raise LlmctlError(
+            f"revision '{revision}' not found in {repo}", "use a branch, tag or commit of the repo"
+        ) from exc
     except RepositoryNotFoundError as exc:
         raise LlmctlError(
-            f"dataset {repo} not found on {_endpoint() or 'https://huggingface.co'}",
+            _shown(f"dataset {repo} not found on {_endpoint() or 'https://huggingface.co'}"),
             "check the name (hf:owner/name); private repos need HF_TOKEN",
         ) from exc
     except OfflineModeIsEnabled as exc:
@@ -138,6 +171,7 @@ def list_hub_files(repo: str, revision: str, cache_dir: str | None = None) -> Hu
         return _from_cache(repo, revision, cache_dir, exc)
     files = {}
     for sibling in info.siblings or []:
+        _check_repo_path(repo, sibling.rfilename)
         lfs = sibling.lfs
         files[sibling.rfilename] = HubFile(
             sibling.rfilename,
@@ -155,20 +189,19 @@ def _remember_ref(repo: str, revision: str, commit: str, cache_dir: str | None) 
     if _COMMIT.match(revision):
         return
     ref = _cache_root(cache_dir) / f"datasets--{repo.replace('/', '--')}" / "refs" / revision
-    try:
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref.with_name(ref.name + ".tmp")
-        tmp.write_text(commit)
-        os.replace(tmp, ref)
-    except OSError:
-        pass  # a read-only cache only costs the offline fallback
+    from llmctl.files import atomic_write_text
+
+    with contextlib.suppress(LlmctlError):  # a read-only cache only costs the offline fallback
+        atomic_write_text(ref, commit)
 
 
 def _tqdm_adapter(progress: TransferProgress) -> type:
     """A tqdm look-alike class for huggingface_hub's `tqdm_class`, forwarding to our progress."""
 
     class _Bar:
-        def __init__(self, *args: Any, desc: str | None = None, total: int | None = None, initial: int = 0, **kw: Any):
+        def __init__(
+            self, *args: Any, desc: str | None = None, total: int | None = None, initial: int = 0, **kw: Any
+        ):
             self._task = progress.task(str(desc or "download"), total, completed=initial)
             self.n = initial
             self._total = total
@@ -212,13 +245,16 @@ def _git_blob_id(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_hub_file(listing: HubListing, name: str, progress: TransferProgress | None = None) -> tuple[Path, str]:
+def fetch_hub_file(
+    listing: HubListing, name: str, progress: TransferProgress | None = None
+) -> tuple[Path, str]:
     """Download one file of the listing (or take it from the cache); return (path, sha256).
 
     A file whose checksum differs from the listing is removed from the cache and reported by name.
     """
     from llmctl.raw.http_download import file_sha256
 
+    _check_repo_path(listing.repo, name)
     if listing.offline and listing.snapshot is not None:
         path = listing.snapshot / name
         return path, file_sha256(path)
@@ -241,8 +277,10 @@ def fetch_hub_file(listing: HubListing, name: str, progress: TransferProgress | 
     except (LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException) as exc:
         raise _unreachable(listing.repo, exc) from exc
     except (OSError, HfHubHTTPError, httpx2.HTTPError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            raise io_error(exc, exc.filename or _cache_root(listing.cache_dir)) from None
         raise LlmctlRuntimeError(
-            f"download of {name} from {listing.repo} failed ({exc})",
+            _shown(f"download of {name} from {listing.repo} failed ({exc})"),
             "run the same command again; files already downloaded are kept in the Hub cache",
         ) from exc
     path = Path(str(local))

@@ -6,6 +6,7 @@ or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.files import io_error
 from llmctl.raw.http_download import file_sha256
 from llmctl.raw.normalize import Value
 
@@ -28,7 +30,9 @@ def carve(value: Value, seed: int, val_fraction: float, test_fraction: float) ->
     Hashing content (not position) keeps the assignment stable under --max-rows and puts exact
     duplicates in the same split, so no document of validation or test also appears in train.
     """
-    data = value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    data = (
+        value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    )
     digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()[:64]).digest()
     u = int.from_bytes(digest, "little") / 2.0**64
     if u < val_fraction:
@@ -85,6 +89,15 @@ class SplitWriter:
             self._flush()
 
     def _flush(self) -> None:
+        try:
+            self._write_buffer()
+        except OSError as exc:
+            # The stage folder is temporary as a whole: download_dataset removes it.
+            raise io_error(
+                exc, self.directory / "part-*.parquet", needed=self._buffer_bytes or None
+            ) from None
+
+    def _write_buffer(self) -> None:
         if not self._buffer:
             return
         import pyarrow as pa
@@ -124,11 +137,15 @@ class SplitWriter:
         """Flush and finish the last part."""
         self._flush()
         if self._writer is not None:
-            self._finish_part()
+            try:
+                self._finish_part()
+            except OSError as exc:
+                raise io_error(exc, self.directory / "part-*.parquet") from None
         return self.parts
 
     def abort(self) -> None:
-        """Close an open part file without publishing it."""
+        """Close an open part file without publishing it; never raises (it runs while another error does)."""
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(Exception):
+                self._writer.close()  # flushing onto a full disk fails again
             self._writer = None

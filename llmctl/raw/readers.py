@@ -12,6 +12,7 @@ LlmctlRuntimeError naming it.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections.abc import Iterator
@@ -19,6 +20,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+
+_REPLACED = [0]
+"""Invalid UTF-8 sequences replaced with U+FFFD so far, by every reader (one thread reads)."""
+
+
+def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
+    # Python's own "replace", plus a count the download report shows: silent repairs hide bad data.
+    assert isinstance(exc, UnicodeDecodeError)
+    _REPLACED[0] += 1
+    return "\ufffd", exc.end
+
+
+codecs.register_error("llmctl-count-replace", _count_and_replace)
 
 FORMATS = ("parquet", "jsonl", "json", "txt")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -93,11 +107,20 @@ class RecordFile:
     """One input file, read as batches of rows. `done`/`total` track progress in `unit`s."""
 
     def __init__(
-        self, path: Path, name: str | None = None, fmt: str | None = None, txt_delimiter: str | None = None
+        self,
+        path: Path,
+        name: str | None = None,
+        fmt: str | None = None,
+        txt_delimiter: str | None = None,
+        format_name: str | None = None,
+        cached: bool = False,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
-        self.format, self.compression = detect_format(self.name, fmt)
+        self.cached = cached
+        self.invalid_utf8 = 0
+        """Invalid UTF-8 sequences the last `batches()` replaced with U+FFFD."""
+        self.format, self.compression = detect_format(format_name or self.name, fmt)
         self.txt_delimiter = txt_delimiter
         self.total = self.path.stat().st_size
         self.done = 0
@@ -106,10 +129,11 @@ class RecordFile:
         self._json: Any = None
 
     def _corrupt(self, exc: BaseException) -> LlmctlRuntimeError:
-        return LlmctlRuntimeError(
-            f"{self.name} is corrupt or truncated ({type(exc).__name__}: {exc})",
-            f"delete {self.path} (or its cache entry) and run the command again to fetch it afresh",
-        )
+        if self.cached:
+            hint = f"it is a download: delete {self.path} and run the command again to fetch it afresh"
+        else:
+            hint = "the file itself is damaged; write it again, or copy it again from where it came from"
+        return LlmctlRuntimeError(f"{self.name} is corrupt or truncated ({type(exc).__name__}: {exc})", hint)
 
     def _open_binary(self) -> IO[bytes]:
         self._counter = _Counting(open(self.path, "rb"))  # noqa: SIM115 (closed with the reader it feeds)
@@ -125,7 +149,9 @@ class RecordFile:
         return raw
 
     def _text(self) -> IO[str]:
-        return io.TextIOWrapper(self._open_binary(), encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(
+            self._open_binary(), encoding="utf-8", errors="llmctl-count-replace", newline=""
+        )
 
     def columns(self) -> list[str]:
         """Column names, from the schema (parquet) or the first record."""
@@ -140,6 +166,8 @@ class RecordFile:
     def batches(self, columns: list[str] | None, batch_rows: int = 4096) -> Iterator[Batch]:
         """Column lists of at most batch_rows rows; columns=None reads every column."""
         self.done = 0
+        self.invalid_utf8 = 0
+        replaced_before = _REPLACED[0]
         readers = {"parquet": self._parquet_batches, "jsonl": self._jsonl_batches, "json": self._json_batches}
         inner = readers.get(self.format, self._txt_batches)(columns, batch_rows)
         try:
@@ -155,6 +183,7 @@ class RecordFile:
         finally:
             inner.close()
             self.done = self.total
+            self.invalid_utf8 = _REPLACED[0] - replaced_before
 
     def _parquet(self) -> Any:
         import pyarrow as pa
@@ -184,7 +213,7 @@ class RecordFile:
                 where = f"line {line + offset}" if line is not None else f"record {offset}"
                 raise LlmctlRuntimeError(
                     f"{self.name}: {where} is a JSON {type(row).__name__}, not an object",
-                    "each record must be a JSON object such as {\"text\": ...}",
+                    'each record must be a JSON object such as {"text": ...}',
                 )
             records.append(row)
         names = columns or list(dict.fromkeys(k for r in records for k in r))

@@ -39,6 +39,10 @@ class InputFile:
     size: int | None
     fetch: Callable[[], tuple[Path, str]]
     """Returns (local path, sha256), downloading first when needed."""
+    format_name: str | None = None
+    """The name whose extension tells the format, when `name` does not (a URL with a query)."""
+    cached: bool = False
+    """The local copy is a download in a cache (safe to delete), not the user's own file."""
 
 
 @dataclass
@@ -92,7 +96,9 @@ def _hub(spec: SourceSpec, cache_dir: str | None, progress: TransferProgress) ->
     def fetcher(name: str) -> Callable[[], tuple[Path, str]]:
         return lambda: fetch_hub_file(listing, name, progress)
 
-    files = [InputFile(p, s, listing.files[p].size, fetcher(p)) for p, s in chosen]
+    files = [
+        InputFile(p, s, listing.files[p].size, fetcher(p), cached=not listing.offline) for p, s in chosen
+    ]
     return ResolvedSource(spec, files, spec.revision, listing.commit, listing.offline)
 
 
@@ -129,15 +135,18 @@ def _pick_hub_data_files(spec: SourceSpec, names: list[str]) -> list[str]:
     return data
 
 
-def _url(spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: TransferProgress) -> ResolvedSource:
-    from llmctl.raw.http_download import download_url, url_file_name
+def _url(
+    spec: SourceSpec, cache_dir: str | None, sha256: str | None, progress: TransferProgress
+) -> ResolvedSource:
+    from llmctl.raw.http_download import download_url, redact_url, url_file_name
 
     assert spec.url is not None
     url = spec.url
     root = Path(cache_dir) / "downloads" if cache_dir else default_download_cache()
     name = url_file_name(url)
+    fetch = lambda: download_url(url, root, progress, sha256)  # noqa: E731
     return ResolvedSource(
-        spec, [InputFile(url, infer_split(name), None, lambda: download_url(url, root, progress, sha256))]
+        spec, [InputFile(redact_url(url), infer_split(name), None, fetch, name, cached=True)]
     )
 
 
@@ -152,9 +161,13 @@ def default_download_cache() -> Path:
 def _local_fetch(path: Path, expected: str | None) -> Callable[[], tuple[Path, str]]:
     def fetch() -> tuple[Path, str]:
         from llmctl.errors import LlmctlRuntimeError
+        from llmctl.files import io_error
         from llmctl.raw.http_download import file_sha256
 
-        sha = file_sha256(path)
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            raise io_error(exc, path, action="read") from None
         if expected and sha != expected.lower():
             raise LlmctlRuntimeError(f"checksum mismatch for {path}: SHA-256 is {sha}, expected {expected}")
         return path, sha
@@ -167,8 +180,10 @@ def _local(spec: SourceSpec, fmt: str | None, sha256: str | None) -> ResolvedSou
     root = Path(spec.path)
     if root.is_dir():
         paths = sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and not any(s.startswith(".") for s in p.relative_to(root).parts)
             and (fmt is not None or is_data_file(p.name))
         )
     else:

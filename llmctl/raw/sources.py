@@ -149,7 +149,7 @@ class SourceSpec:
     """A parsed SOURCE argument."""
 
     spec: str
-    """What the user typed."""
+    """What the user typed (a URL with its credentials redacted)."""
     kind: SourceKind
     name: str | None = None
     """Registry name, for named sources."""
@@ -164,7 +164,7 @@ class SourceSpec:
     @property
     def label(self) -> str:
         """A short name for logs and dataset.json."""
-        return self.name or self.repo or self.url or self.path or self.spec
+        return self.name or self.repo or self.path or self.spec
 
 
 _HF = re.compile(r"^hf:(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[^:]+))?(?::(?P<subset>[^:@]+))?$")
@@ -179,7 +179,9 @@ def parse_source(spec: str) -> SourceSpec:
     if text in NAMED_SOURCES:
         named = NAMED_SOURCES[text]
         kind: SourceKind = "pystdlib" if named.repo is None else "hub"
-        return SourceSpec(spec=text, kind=kind, name=text, repo=named.repo, revision=named.revision, named=named)
+        return SourceSpec(
+            spec=text, kind=kind, name=text, repo=named.repo, revision=named.revision, named=named
+        )
     if text.startswith("hf:"):
         match = _HF.match(text)
         if not match:
@@ -191,7 +193,10 @@ def parse_source(spec: str) -> SourceSpec:
             spec=text, kind="hub", repo=match["repo"], revision=match["rev"] or "main", subset=match["subset"]
         )
     if text.startswith(("http://", "https://")):
-        return SourceSpec(spec=text, kind="url", url=text)
+        from llmctl.raw.http_download import redact_url
+
+        # `spec` is what gets recorded and shown, so credentials in the URL stay out of it.
+        return SourceSpec(spec=redact_url(text), kind="url", url=text)
     expanded = str(Path(text).expanduser())
     if Path(expanded).exists() or _GLOB_CHARS & set(text):
         return SourceSpec(spec=text, kind="local", path=expanded)

@@ -9,6 +9,7 @@ in flight, so memory is bounded by a few MiB per worker whatever the corpus size
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,7 +78,10 @@ class _Encoders:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                num_proc, mp_context=worker_context(), initializer=init_worker, initargs=(spec, policy)
+                num_proc,
+                mp_context=worker_context(),
+                initializer=init_worker,
+                initargs=(spec, policy, os.getpid()),
             )
 
     def here(self, array: Any) -> _Ready:
@@ -111,7 +115,11 @@ def _encoders(spec: EncoderSpec, policy: EncodePolicy, num_proc: int) -> Iterato
 
 
 def pipeline(
-    plans: list[ShardPlan], column: str, spec: EncoderSpec, policy: EncodePolicy, num_proc: int,
+    plans: list[ShardPlan],
+    column: str,
+    spec: EncoderSpec,
+    policy: EncodePolicy,
+    num_proc: int,
 ) -> Iterator[tuple[ShardPlan, int, ChunkResult | None]]:
     """(plan, first row, result) per chunk in order, then (plan, -1, None) when a shard's rows are done."""
     window: deque[tuple[ShardPlan, int, Any]] = deque()

@@ -19,8 +19,8 @@ Reading, for the training loader and anything else:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.files import atomic_path, atomic_write_json, tmp_name
 
 FORMAT_NAME = "llmctl-tokens"
 FORMAT_VERSION = 1
@@ -47,39 +48,46 @@ def shard_name(index: int) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a temporary name, flush it to disk, then rename it into place."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (llmctl.files); a disk fault is an `LlmctlIOError` and leaves no temporary."""
+    atomic_write_json(path, data)
 
 
 def remove_shard(split_dir: Path, name: str) -> None:
     """Delete a shard's files, complete or not, including temporaries left by a killed run."""
-    for path in split_dir.glob(f"{name}.*"):
+    # Temporaries of llmctl.files (".llmctl-tmp-shard-00000.bin-PID"), and of earlier versions
+    # ("shard-00000.bin.tmp-PID"), left by a killed run.
+    tmp_stem = tmp_name(split_dir / name).name.rsplit("-", 1)[0]
+    for path in [*split_dir.glob(f"{name}.*"), *split_dir.glob(f"{tmp_stem}.*")]:
         path.unlink(missing_ok=True)
 
 
-class ShardWriter:
-    """Streams one shard to temporary files; `finish` renames them, the .json last.
+class _Aborted(Exception):
+    """Thrown into the writer's atomic_path blocks so that they remove their temporaries."""
 
-    A run killed at any point leaves only `*.tmp-PID` files or a shard without its .json: neither is
-    taken as complete, and the next run rewrites the shard.
+
+class ShardWriter:
+    """Streams one shard to temporary files (llmctl.files.atomic_path); `finish` renames them, the .json last.
+
+    A run killed at any point leaves only temporaries or a shard without its .json: neither is taken
+    as complete, and the next run rewrites the shard.
     """
 
     def __init__(self, split_dir: Path, name: str, dtype: str, with_mask: bool) -> None:
-        split_dir.mkdir(parents=True, exist_ok=True)
         self.split_dir, self.name = split_dir, name
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        self._tmp = {s: split_dir / f"{name}{s}.tmp-{os.getpid()}" for s in SUFFIXES}
-        # The files stay open across append() calls; finish() or abort() closes them.
-        self._bin = open(self._tmp[".bin"], "wb")  # noqa: SIM115
-        self._idx = open(self._tmp[".idx"], "wb")  # noqa: SIM115
-        self._mask = open(self._tmp[".mask"], "wb") if with_mask else None  # noqa: SIM115
-        self._idx.write(np.zeros(1, dtype="<i8").tobytes())
+        # One stack holds the temporaries and their open files across append() calls. Closing it
+        # closes the files, then renames mask, idx and bin into place, in that order; an exception
+        # thrown into it removes every temporary instead.
+        self._stack = contextlib.ExitStack()
+        suffixes = [".bin", ".idx", ".mask"] if with_mask else [".bin", ".idx"]
+        try:
+            paths = {s: self._stack.enter_context(atomic_path(split_dir / f"{name}{s}")) for s in suffixes}
+            files = {s: self._stack.enter_context(open(paths[s], "wb")) for s in suffixes}  # noqa: SIM115
+            self._bin, self._idx, self._mask = files[".bin"], files[".idx"], files.get(".mask")
+            self._idx.write(np.zeros(1, dtype="<i8").tobytes())
+        except BaseException:
+            self.abort()
+            raise
         self.num_tokens = 0
         self.num_docs = 0
         self.trained_tokens = 0
@@ -110,27 +118,19 @@ class ShardWriter:
             "has_mask": self._mask is not None,
             **info,
         }
-        for fh in (self._bin, self._idx, self._mask):
-            if fh is not None:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
-        with open(self._tmp[".json"], "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        suffixes = [".idx", ".bin", ".json"] if self._mask is None else [".mask", ".idx", ".bin", ".json"]
-        for suffix in suffixes:
-            os.replace(self._tmp[suffix], self.split_dir / f"{self.name}{suffix}")
+        self._stack.close()  # closes, fsyncs and renames; a failure removes the temporaries left
+        # The sidecar is written last: its presence is what marks the shard complete.
+        atomic_write_json(self.split_dir / f"{self.name}.json", record)
         return record
 
     def abort(self) -> None:
-        """Close and delete the temporary files."""
-        for fh in (self._bin, self._idx, self._mask):
-            if fh is not None and not fh.closed:
-                fh.close()
-        for path in self._tmp.values():
-            path.unlink(missing_ok=True)
+        """Close and delete the temporary files; never raises, as it runs while another error does.
+
+        Closing flushes what is buffered, which fails again on a full disk: the file is closed anyway
+        and removed, so a failed run never leaves a disk-filling temporary behind.
+        """
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(_Aborted, _Aborted(), None)
 
 
 def read_shard_record(split_dir: Path, name: str, dtype: str) -> dict[str, Any] | None:
@@ -229,7 +229,11 @@ def open_split(root: str | Path, split: str, meta: dict[str, Any] | None = None)
         try:
             offsets = np.fromfile(split_dir / f"{name}.idx", dtype="<i8")
             tokens = _memmap(split_dir / f"{name}.bin", dtype, record["tokens"])
-            mask = _memmap(split_dir / f"{name}.mask", np.uint8, record["tokens"]) if record.get("has_mask") else None
+            mask = (
+                _memmap(split_dir / f"{name}.mask", np.uint8, record["tokens"])
+                if record.get("has_mask")
+                else None
+            )
         except (OSError, ValueError) as exc:
             raise LlmctlRuntimeError(
                 f"shard {split}/{name} in {root} is missing or damaged: {exc}",

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import io_error
 from llmctl.raw.dataset import list_splits
 from llmctl.tokenizer.chat import BOS, get_profile, missing_tokens
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
@@ -66,6 +67,10 @@ class Progress:
     tokens: int = 0
     text_bytes: int = 0
     seconds: float = 0.0
+    shards_done: int = 0
+    """Shards complete on disk (this run's and earlier runs'): what an interrupted run keeps."""
+    shards_total: int = 0
+    out: str = ""
 
 
 @dataclass
@@ -94,7 +99,9 @@ class TokenizeResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, column: str, count_only: bool) -> EncodePolicy:
+def _policy(
+    tok: Tokenizer, mode: str, profile: str, separator: str | None, column: str, count_only: bool
+) -> EncodePolicy:
     if mode not in ("pretrain", "sft"):
         raise LlmctlError(f"unknown mode '{mode}'", "use --mode pretrain or --mode sft")
     separator = separator or ("profile" if mode == "sft" else "eos")
@@ -119,9 +126,15 @@ def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, colu
     if mode == "sft":
         specials.update({t: tok.token_to_id(t) for t in [BOS, *chat.special_tokens]})
     return EncodePolicy(
-        mode=mode, column=column, dtype=dtype_for_vocab(tok.vocab_size), separator=separator,
-        bos_id=tok.bos_id, eos_id=tok.eos_id, profile=profile if mode == "sft" else None,
-        special_ids=specials, count_only=count_only,
+        mode=mode,
+        column=column,
+        dtype=dtype_for_vocab(tok.vocab_size),
+        separator=separator,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+        profile=profile if mode == "sft" else None,
+        special_ids=specials,
+        count_only=count_only,
     )
 
 
@@ -146,7 +159,10 @@ def _prepare(
 def _selected_splits(data: Path, splits: tuple[str, ...]) -> list[str]:
     found = list_splits(data)
     if not found:
-        raise LlmctlError(f"{data} holds no split with parquet parts", "download one with `llmctl data download SOURCE --out DIR`")
+        raise LlmctlError(
+            f"{data} holds no split with parquet parts",
+            "download one with `llmctl data download SOURCE --out DIR`",
+        )
     return list(splits) or found
 
 
@@ -160,12 +176,21 @@ def tokenize(
     on_note receives, before any text is encoded, why the fast path is not used (when it is not).
     """
     if not 0 <= opts.shard_index < opts.num_shards:
-        raise LlmctlError(f"--shard-index {opts.shard_index} is not in 0..{opts.num_shards - 1}", "pass 0 <= I < K")
+        raise LlmctlError(
+            f"--shard-index {opts.shard_index} is not in 0..{opts.num_shards - 1}", "pass 0 <= I < K"
+        )
     started = time.perf_counter()
     prestart_workers(opts.num_proc)
     tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note)
     out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise LlmctlIOError(
+            f"--out {out} is a file, not a folder", "choose another --out, or move that file away"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, out, action="create") from None
     refuse_other_tokenizer(out, tok.fingerprint)
     plans: list[ShardPlan] = []
     policy = None
@@ -180,7 +205,14 @@ def tokenize(
     stamp_id = settings_id(settings_of(tok, policy, opts.shard_bytes))
     mine = [p for k, p in enumerate(plans) if k % opts.num_shards == opts.shard_index]
     todo = [p for p in mine if read_shard_record(out / p.split, shard_name(p.index), policy.dtype) is None]
-    progress = Progress(rows_total=sum(p.rows for p in todo))
+    progress = Progress(
+        rows_total=sum(p.rows for p in todo),
+        shards_done=len(mine) - len(todo),
+        shards_total=len(mine),
+        out=str(out),
+    )
+    if on_progress:
+        on_progress(progress)
     assembler = _ShardAssembler(out, policy, {"fingerprint": tok.fingerprint, "settings_id": stamp_id})
     try:
         for plan in todo:
@@ -189,27 +221,57 @@ def tokenize(
             for plan, position, result in stream:
                 if result is None:
                     assembler.finish(plan)
+                    progress.shards_done += 1
+                    if on_progress:
+                        on_progress(progress)
                     continue
                 assembler.add(plan, position, result)
                 progress.rows += result.rows
-                progress.documents, progress.tokens = assembler.totals["documents"], assembler.totals["tokens"]
+                progress.documents, progress.tokens = (
+                    assembler.totals["documents"],
+                    assembler.totals["tokens"],
+                )
                 progress.text_bytes = assembler.totals["text_bytes"]
                 progress.seconds = time.perf_counter() - started
                 if on_progress:
                     on_progress(progress)
+    except OSError as exc:
+        assembler.abort()
+        left = todo[progress.shards_done - (len(mine) - len(todo)) :]
+        raise io_error(exc, exc.filename or out, needed=_bytes_needed(left, progress, policy)) from None
     except BaseException:
         assembler.abort()
+        # Interrupted (Ctrl-C, SIGTERM): count what is complete on disk, as a signal may land between
+        # a shard's last rename and the counter; the caller reports it from this snapshot.
+        progress.shards_done = sum(
+            read_shard_record(out / p.split, shard_name(p.index), policy.dtype) is not None for p in mine
+        )
         raise
     meta = merge(out) if opts.num_shards == 1 else None
     totals = assembler.totals
     return TokenizeResult(
-        out=str(out), encoder=spec.backend, encoder_note=note, shards_total=len(mine),
-        shards_written=len(todo), shards_skipped=len(mine) - len(todo), documents=totals["documents"],
-        tokens=totals["tokens"], empty_skipped=totals["empty_skipped"],
-        invalid_utf8_replaced=totals["invalid_utf8_replaced"], text_bytes=totals["text_bytes"],
+        out=str(out),
+        encoder=spec.backend,
+        encoder_note=note,
+        shards_total=len(mine),
+        shards_written=len(todo),
+        shards_skipped=len(mine) - len(todo),
+        documents=totals["documents"],
+        tokens=totals["tokens"],
+        empty_skipped=totals["empty_skipped"],
+        invalid_utf8_replaced=totals["invalid_utf8_replaced"],
+        text_bytes=totals["text_bytes"],
         seconds=time.perf_counter() - started,
-        peak_rss_main=_peak_rss(), meta=meta,
+        peak_rss_main=_peak_rss(),
+        meta=meta,
     )
+
+
+def _bytes_needed(left: list[ShardPlan], progress: Progress, policy: EncodePolicy) -> int:
+    """About how much disk the shards still to write take: their text at this run's tokens per byte."""
+    per_byte = progress.tokens / progress.text_bytes if progress.text_bytes else 0.3  # ~3.3 bytes a token
+    per_token = np.dtype(policy.dtype).itemsize + (1 if policy.mode == "sft" else 0)
+    return int(sum(p.est_bytes for p in left) * per_byte * per_token)
 
 
 class _ShardAssembler:
@@ -220,11 +282,19 @@ class _ShardAssembler:
         self.writer: ShardWriter | None = None
         self.skipped: list[int] = []
         self.counts = {"invalid_utf8_replaced": 0, "text_bytes": 0}
-        self.totals = {"documents": 0, "tokens": 0, "empty_skipped": 0, "invalid_utf8_replaced": 0, "text_bytes": 0}
+        self.totals = {
+            "documents": 0,
+            "tokens": 0,
+            "empty_skipped": 0,
+            "invalid_utf8_replaced": 0,
+            "text_bytes": 0,
+        }
 
     def _open(self, plan: ShardPlan) -> ShardWriter:
         if self.writer is None:
-            self.writer = ShardWriter(self.out / plan.split, shard_name(plan.index), self.policy.dtype, self.policy.mode == "sft")
+            self.writer = ShardWriter(
+                self.out / plan.split, shard_name(plan.index), self.policy.dtype, self.policy.mode == "sft"
+            )
         return self.writer
 
     def add(self, plan: ShardPlan, position: int, result: ChunkResult) -> None:
@@ -232,16 +302,25 @@ class _ShardAssembler:
         self.skipped += [position + i for i in result.empty_rows]
         self.counts["invalid_utf8_replaced"] += result.replaced
         self.counts["text_bytes"] += result.text_bytes
-        for key, value in (("documents", len(result.lengths)), ("tokens", int(result.lengths.sum())),
-                           ("empty_skipped", len(result.empty_rows)), ("invalid_utf8_replaced", result.replaced),
-                           ("text_bytes", result.text_bytes)):
+        for key, value in (
+            ("documents", len(result.lengths)),
+            ("tokens", int(result.lengths.sum())),
+            ("empty_skipped", len(result.empty_rows)),
+            ("invalid_utf8_replaced", result.replaced),
+            ("text_bytes", result.text_bytes),
+        ):
             self.totals[key] += value
 
     def finish(self, plan: ShardPlan) -> None:
-        self._open(plan).finish({
-            "source": plan.source(), "skipped_rows": self.skipped, "empty_skipped": len(self.skipped),
-            **self.counts, **self.stamp,
-        })
+        self._open(plan).finish(
+            {
+                "source": plan.source(),
+                "skipped_rows": self.skipped,
+                "empty_skipped": len(self.skipped),
+                **self.counts,
+                **self.stamp,
+            }
+        )
         self.writer, self.skipped = None, []
         self.counts = {"invalid_utf8_replaced": 0, "text_bytes": 0}
 
@@ -251,9 +330,17 @@ class _ShardAssembler:
 
 
 def count_raw(
-    data: Path, tokenizer: Path, splits: tuple[str, ...] = (), mode: str = "pretrain", profile: str = "chat",
-    separator: str | None = None, column: str | None = None, num_proc: int = 1, fast: bool = True,
-    on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
+    data: Path,
+    tokenizer: Path,
+    splits: tuple[str, ...] = (),
+    mode: str = "pretrain",
+    profile: str = "chat",
+    separator: str | None = None,
+    column: str | None = None,
+    num_proc: int = 1,
+    fast: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Token and document counts of a raw dataset, tokenized in parallel but never written."""
     started = time.perf_counter()
@@ -268,16 +355,28 @@ def count_raw(
         plans = plan_split(data, split, col, 1 << 62)
         progress.rows_total += sum(p.rows for p in plans)
         parts: list[np.ndarray] = []
-        row = {"tokens": 0, "trained_tokens": 0, "documents": 0, "empty_skipped": 0, "invalid_utf8_replaced": 0, "text_bytes": 0}
+        row = {
+            "tokens": 0,
+            "trained_tokens": 0,
+            "documents": 0,
+            "empty_skipped": 0,
+            "invalid_utf8_replaced": 0,
+            "text_bytes": 0,
+        }
         with closing(pipeline(plans, col, spec, policy, num_proc)) as stream:
             for _plan, _position, result in stream:
                 if result is None:
                     continue
                 n = int(result.lengths.sum())
                 parts.append(result.lengths)
-                for key, value in (("tokens", n), ("trained_tokens", result.trained), ("documents", len(result.lengths)),
-                                   ("empty_skipped", len(result.empty_rows)), ("invalid_utf8_replaced", result.replaced),
-                                   ("text_bytes", result.text_bytes)):
+                for key, value in (
+                    ("tokens", n),
+                    ("trained_tokens", result.trained),
+                    ("documents", len(result.lengths)),
+                    ("empty_skipped", len(result.empty_rows)),
+                    ("invalid_utf8_replaced", result.replaced),
+                    ("text_bytes", result.text_bytes),
+                ):
                     row[key] += value
                 progress.rows += result.rows
                 progress.documents += len(result.lengths)
@@ -290,7 +389,12 @@ def count_raw(
         lengths[split] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     result = summarize(per_split, lengths)
     return {
-        "path": str(data), "tokenizer": str(tok.path), "fingerprint": tok.fingerprint, "mode": mode,
-        "encoder": spec.backend, "encoder_note": note, "seconds": time.perf_counter() - started, **result,
+        "path": str(data),
+        "tokenizer": str(tok.path),
+        "fingerprint": tok.fingerprint,
+        "mode": mode,
+        "encoder": spec.backend,
+        "encoder_note": note,
+        "seconds": time.perf_counter() - started,
+        **result,
     }
-

@@ -140,7 +140,9 @@ def encode_rows(array: Any, encoder: BatchEncoder, policy: EncodePolicy) -> Chun
     encoded = encoder.encode_batch(texts)
     head = [policy.bos_id] if policy.separator in ("bos", "bos+eos") else []
     tail = [policy.eos_id] if policy.separator in ("eos", "bos+eos") else []
-    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded)) + len(head) + len(tail)
+    lengths = (
+        np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded)) + len(head) + len(tail)
+    )
     tokens = None
     if not policy.count_only:
         flat: list[int] = []
@@ -153,7 +155,9 @@ def encode_rows(array: Any, encoder: BatchEncoder, policy: EncodePolicy) -> Chun
     return ChunkResult(tokens, lengths, None, empty, replaced, nbytes, len(values), int(lengths.sum()))
 
 
-def _encode_conversations(values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy) -> ChunkResult:
+def _encode_conversations(
+    values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy
+) -> ChunkResult:
     profile = get_profile(policy.profile or "chat")
     empty = [i for i, v in enumerate(values) if not v]
     conversations = [v for v in values if v]
@@ -174,15 +178,26 @@ def _encode_conversations(values: list[Any], replaced: int, encoder: BatchEncode
     nbytes = sum(_utf8_size(m.get("content") or "") for conv in conversations for m in conv)
     tokens = None if policy.count_only else np.array(ids, dtype=policy.dtype)
     mask_arr = None if policy.count_only else np.array(mask, dtype=np.uint8)
-    return ChunkResult(tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained)
+    return ChunkResult(
+        tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained
+    )
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def init_worker(spec: EncoderSpec, policy: EncodePolicy) -> None:
-    """Pool initializer: one encoding thread per process, encoder built once, Ctrl-C left to the parent."""
+def init_worker(spec: EncoderSpec, policy: EncodePolicy, parent_pid: int | None = None) -> None:
+    """Pool initializer: one encoding thread per process, encoder built once, signals left to the parent.
+
+    Ctrl-C reaches the whole process group; the parent decides (it stops the pool and keeps complete
+    shards). SIGTERM keeps its default, as the pool itself stops broken workers with it. A parent that
+    dies without deciding (kill -9) takes the worker with it.
+    """
+    from llmctl.tokens.worker_start import exit_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER["encoder"] = spec.build()
