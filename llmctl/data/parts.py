@@ -1,7 +1,8 @@
 """Writing a split's normalized parquet parts, and carving validation/test out of train.
 
-Parts are written under a temporary name (llmctl.files.atomic_path) and renamed when closed, each up to PART_BYTES of text
-or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream and parallelise.
+Parts are written under a temporary name (llmctl.files.atomic_path) and renamed when closed, each up
+to PART_BYTES of text or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream
+and parallelise.
 """
 
 from __future__ import annotations
