@@ -706,3 +706,44 @@ def test_sigterm_and_sigint_keep_complete_shards_and_say_so(
     kept = int(lines[0].split(": ", 1)[1].split()[0])
     assert kept == len(list(out.glob("train/shard-*.json"))) and kept >= 1
     assert not temporaries(out)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_count_data_leaves_no_process_behind(big_raw: Path, tmp_path: Path) -> None:
+    from token_fixtures import stdlib_texts, train_tokenizer
+    from tokenizers import pre_tokenizers
+
+    # A tokenizer the tiktoken fast path does not take: the slower reference encoder keeps count busy.
+    slow_tok = train_tokenizer(tmp_path / "ws.json", stdlib_texts(step=24), 512, pre_tokenizers.Whitespace())
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmctl",
+        "count",
+        "--data",
+        str(big_raw),
+        "--tokenizer",
+        str(slow_tok),
+        "--num-proc",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and len(session_pids(proc.pid)) < 5:
+            time.sleep(0.02)
+        assert proc.poll() is None and len(session_pids(proc.pid)) >= 5, "count ended before its workers ran"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = wait_gone(proc.pid)
+        assert not left, f"still running after the parent was killed: {left}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,7 +1,8 @@
 """Writing a split's normalized parquet parts, and carving validation/test out of train.
 
-Parts are written as `part-00000.parquet.tmp` and renamed when closed, each up to PART_BYTES of text
-or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream and parallelise.
+Parts are written under a temporary name (llmctl.files.atomic_path) and renamed when closed, each up
+to PART_BYTES of text or PART_ROWS rows, in row groups of about ROW_GROUP_BYTES so readers can stream
+and parallelise.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.files import io_error
+from llmctl.files import atomic_path, io_error
 from llmctl.raw.http_download import file_sha256
 from llmctl.raw.normalize import Value
 
@@ -53,6 +53,10 @@ class PartInfo:
     sha256: str
 
 
+class _Aborted(Exception):
+    """Thrown into an open part's atomic_path so that it removes the temporary."""
+
+
 @dataclass
 class SplitWriter:
     """Appends values to a split directory's parts; `close()` returns what was written."""
@@ -65,6 +69,8 @@ class SplitWriter:
     _buffer: list[Value] = field(default_factory=list)
     _buffer_bytes: int = 0
     _writer: Any = None
+    _stack: Any = None
+    _tmp: Any = None
     _part_rows: int = 0
     _part_bytes: int = 0
 
@@ -104,9 +110,10 @@ class SplitWriter:
         import pyarrow.parquet as pq
 
         if self._writer is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self._part_path(len(self.parts)).with_suffix(".parquet.tmp")
-            self._writer = pq.ParquetWriter(tmp, self._schema(), compression="zstd")
+            # The part is written under llmctl.files' temporary name and renamed when complete.
+            self._stack = contextlib.ExitStack()
+            self._tmp = self._stack.enter_context(atomic_path(self._part_path(len(self.parts))))
+            self._writer = pq.ParquetWriter(self._tmp, self._schema(), compression="zstd")
         table = pa.Table.from_pydict({self.column: self._buffer}, schema=self._schema())
         self._writer.write_table(table, row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
@@ -119,9 +126,9 @@ class SplitWriter:
         self._writer.close()
         self._writer = None
         final = self._part_path(len(self.parts))
-        tmp = final.with_suffix(".parquet.tmp")
-        sha256 = file_sha256(tmp)
-        os.replace(tmp, final)
+        sha256 = file_sha256(self._tmp)
+        self._stack.close()  # fsync and rename into place
+        self._stack = None
         self.parts.append(
             PartInfo(
                 path=f"{self.directory.name}/{final.name}",
@@ -149,3 +156,7 @@ class SplitWriter:
             with contextlib.suppress(Exception):
                 self._writer.close()  # flushing onto a full disk fails again
             self._writer = None
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(_Aborted, _Aborted(), None)  # removes the temporary
+            self._stack = None

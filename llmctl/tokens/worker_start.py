@@ -44,14 +44,11 @@ def worker_context() -> Any:
 @contextlib.contextmanager
 def _server_environment() -> Iterator[None]:
     """Environment for starting the fork server: no current directory on sys.path, this llmctl first."""
-    import llmctl
-
-    root = str(Path(llmctl.__file__).resolve().parent.parent)
     saved = {key: os.environ.get(key) for key in ("PYTHONSAFEPATH", "PYTHONPATH")}
     os.environ["PYTHONSAFEPATH"] = "1"
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [root, *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])]
-    )
+    root = _package_root()
+    if root is not None:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [saved["PYTHONPATH"]])])
     try:
         yield
     finally:
@@ -60,6 +57,24 @@ def _server_environment() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _package_root() -> str | None:
+    """The folder holding this llmctl, when a fresh interpreter would not find it there by itself.
+
+    An installed llmctl (site-packages, an editable install) needs nothing; one found through the
+    parent's own sys.path[0] (a script's folder, `python -m` in a checkout) is added. site-packages
+    itself is never put in front: it would shadow the standard library.
+    """
+    import site
+
+    import llmctl
+
+    root = str(Path(llmctl.__file__).resolve().parent.parent)
+    installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    if root in {str(Path(p).resolve()) for p in installed}:
+        return None
+    return root
 
 
 def prestart_workers(num_proc: int) -> None:
