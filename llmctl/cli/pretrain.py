@@ -95,6 +95,8 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
+        init: str | None = typer.Option(None, "--init", help="Start from these weights (fresh optimizer, step 0; the "
+                                        "model shape is the checkpoint's): continued pretraining (checkpoint.init)."),
         test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
@@ -102,7 +104,8 @@ def register(app: typer.Typer) -> None:
         from llmctl.engine.run import run_training, smoke_test_config
 
         args = list(ctx.args)
-        cfg = load_config(config, args + flag_overrides(data, steps, out, resume))
+        extra = flag_overrides(data, steps, out, resume) + ([f"--checkpoint.init={init}"] if init is not None else [])
+        cfg = load_config(config, args + extra)
         if test:
             cfg = smoke_test_config(cfg)
         outcome = run_training(cfg, vocab_from_data=not _fixes_vocab(config, args))

@@ -166,25 +166,25 @@ def generate_from_checkpoint(
     """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
     the prompt itself with echo_prompt, once the checkpoint has loaded).
 
-    `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the document prefix
-    the model saw in training (BOS or EOS) followed by the prompt's tokens.
+    `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the model's own
+    convention (llmctl/tokenizer/template.py: its post-processor, or the shards' document prefix).
+    Generation stops at EOS and at the checkpoint's recorded end-of-turn ids.
     """
     from llmctl.engine.checkpoint import load_for_inference
-    from llmctl.engine.objectives import document_prefix
     from llmctl.engine.runtime import choose_device
     from llmctl.telemetry import inference_metrics
+    from llmctl.tokenizer.template import prompt_ids, stop_ids
 
     dev = choose_device(device)
     model, tokenizer, manifest = load_for_inference(checkpoint, dev)
     if render is None:
-        ids = document_prefix(manifest.get("data_meta") or {}) + tokenizer.encode(prompt)
+        ids = prompt_ids(tokenizer, manifest, prompt)
     else:
         ids = render(tokenizer, manifest, prompt)
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dev.type == "cuda" else contextlib.nullcontext
-    eos = tokenizer.eos_id
     stream = IncrementalDecoder(tokenizer.decode)
-    stops = set([eos] if eos is not None else [])
+    stops = set(stop_ids(tokenizer, manifest))
     if on_text is not None and echo_prompt:
         on_text(prompt)
 

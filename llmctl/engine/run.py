@@ -28,6 +28,7 @@ from llmctl.config import Config, to_yaml
 from llmctl.data.shards import read_meta
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
+    OPTIMIZER_FILE,
     check_compatible,
     find_latest,
     load_model_state,
@@ -136,6 +137,11 @@ def resolve_run_dir(cfg: Config) -> tuple[Path, Path | None]:
             return run, find_latest(run / "checkpoints")
     elif resume:
         ckpt = resolve_checkpoint(resume)
+        if OPTIMIZER_FILE not in ((read_manifest(ckpt) or {}).get("files") or {}):
+            raise LlmctlError(
+                f"{ckpt} holds weights only (no optimizer state, e.g. made by `llmctl import`), so no run can resume from it",
+                f"start a new run from its weights with --init {ckpt} (fresh optimizer and schedule at step 0)",
+            )
         run = out_dir / cfg.train.name if cfg.train.name else ckpt.parent.parent
         return run, ckpt
     name = cfg.train.name or f"{cfg.model.preset or 'model'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -175,6 +181,11 @@ def run_training(
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
         meta, tokenizer = load_data(cfg)
+        if cfg.checkpoint.init and cfg.checkpoint.resume in (None, "auto"):
+            # --init (continued pretraining from e.g. an imported model): the shape is the checkpoint's.
+            from llmctl.engine.sft import _model_from_init
+
+            cfg, vocab_from_data = _model_from_init(cfg)[0], False
         cfg = resolve_vocab(cfg, meta, vocab_from_data)
         run_dir, resume = D.broadcast_object(dist, resolve_run_dir(cfg))
         if dist.is_rank0:

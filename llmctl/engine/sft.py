@@ -201,8 +201,8 @@ def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
     saved = from_dict(manifest["config"]).model
     if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
-            "sft takes the model's shape from the --init checkpoint, but the config sets model fields",
-            "remove the model section and --model.* overrides from the sft command",
+            "--init takes the model's shape from the checkpoint, but the config sets model fields",
+            "remove the model section and --model.* overrides from the command",
         )
     if cfg.data.seq_len > saved.max_seq_len:
         raise LlmctlError(

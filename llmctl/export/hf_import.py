@@ -64,21 +64,6 @@ class ImportResult:
     files: dict[str, int] = field(default_factory=dict)
 
 
-def read_chat_template(path: Path) -> str | None:
-    """The default chat template of a HF model directory (chat_template.jinja, .json or tokenizer_config.json)."""
-    if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        if (path / name).is_file():
-            template = json.loads((path / name).read_text(encoding="utf-8")).get("chat_template")
-            if isinstance(template, list):
-                named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-                template = named.get("default") or next(iter(named.values()), None)
-            if template:
-                return str(template)
-    return None
-
-
 def _ids(value: Any) -> list[int]:
     if value is None:
         return []
@@ -199,7 +184,6 @@ def parity(path: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, ids: li
 
 def import_model(source: str, out: str | Path, *, verify: bool = True, force: bool = False) -> ImportResult:
     """Import a HF model (`hf:owner/name[@rev]` or a local directory) into the checkpoint directory `out`."""
-    import torch
     from safetensors.torch import save_file
 
     from llmctl.config import Config, DataConfig, to_dict
@@ -208,6 +192,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     from llmctl.export.hf_source import fetch_model_source
     from llmctl.files import atomic_path, atomic_write_json
     from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokenizer.template import read_chat_template
 
     out = Path(out)
     if out.exists() and not force:

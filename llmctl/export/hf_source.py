@@ -73,8 +73,8 @@ def _endpoint() -> str | None:
 
 
 def _download(repo: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     where = _endpoint() or "https://huggingface.co"
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
