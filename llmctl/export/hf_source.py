@@ -94,6 +94,8 @@ def _download(repo: str, revision: str | None) -> Path:
         ) from exc
     except (hf_errors.HfHubHTTPError, OSError) as exc:
         raise LlmctlError(f"cannot download {repo} from {where}: {exc}", "check the network and HF_ENDPOINT; try again") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LlmctlError(f"unexpected answer from {where} for {repo}: {exc!r}", "check HF_ENDPOINT points at a Hugging Face Hub") from exc
     return Path(path)
 
 

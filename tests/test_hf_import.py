@@ -1,0 +1,257 @@
+"""`llmctl import`: tiny random transformers models (Llama-3.2 style with llama3 RoPE scaling and GQA; Qwen2 style
+with QKV bias and tied embeddings) as local directories and through the fake Hub; parity, greedy text, chat ids,
+stop ids, provenance, refusals, `pretrain --init` and `--resume` on an imported checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fakehub import FakeServers
+from hf_fixtures import make_hf_model
+from typer.testing import CliRunner
+
+from llmctl.cli.app import app
+
+pytest.importorskip("transformers")
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Reverse the word: module"},
+    {"role": "assistant", "content": "eludom <|im_end|> <|eot_id|> as text"},
+    {"role": "user", "content": "And again?"},
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("hf")
+    ns = SimpleNamespace(root=root, hf={}, ck={}, reports={})
+    for kind in ("llama", "qwen2"):
+        ns.hf[kind] = make_hf_model(root / f"hf-{kind}", kind)
+        ns.ck[kind] = root / f"ck-{kind}"
+        result = CliRunner().invoke(app, ["import", str(ns.hf[kind]), "--out", str(ns.ck[kind]), "--json"])
+        assert result.exit_code == 0, result.output
+        ns.reports[kind] = json.loads(result.stdout)
+    return ns
+
+
+def _manifest(ck: Path) -> dict[str, Any]:
+    return json.loads((ck / "checkpoint.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_import_matches_transformers_logits_and_records_provenance(models: SimpleNamespace, kind: str) -> None:
+    report, manifest = models.reports[kind], _manifest(models.ck[kind])
+    assert report["max_logit_diff"] is not None and report["max_logit_diff"] < 1e-4
+    src = models.hf[kind]
+    assert manifest["source"]["files"]["model.safetensors"] == hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    assert set(manifest["source"]["files"]) >= {"config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert manifest["step"] == 0 and "optimizer.pt" not in manifest["files"]
+    model = manifest["config"]["model"]
+    assert model["tied_embeddings"] is True and model["n_kv_heads"] == 2
+    if kind == "llama":
+        assert model["rope_scaling"] == "llama3" and model["rope_original_max_seq_len"] == 64
+        assert report["add_bos"] is True and report["architecture"] == "LlamaForCausalLM"
+    else:
+        assert model["qkv_bias"] is True and report["add_bos"] is False
+
+
+def test_llama3_rope_scaling_is_what_makes_the_logits_match(models: SimpleNamespace) -> None:
+    from llmctl.config import from_dict
+    from llmctl.engine.checkpoint import load_model_state
+    from llmctl.export.hf_import import load_hf_weights, parity
+
+    ck = models.ck["llama"]
+    cfg = from_dict(_manifest(ck)["config"]).model
+    state = load_model_state(ck, cfg)
+    state.pop("output.weight")
+    ids = list(range(1, 200))
+    assert parity(models.hf["llama"], state, cfg, ids) < 1e-4
+    unscaled = dataclasses.replace(cfg, rope_scaling="none")
+    assert parity(models.hf["llama"], state, unscaled, ids) > 1e-3
+    assert load_hf_weights  # imported for the module's public surface
+
+
+def test_untied_qwen_and_bf16_sources(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = make_hf_model(tmp_path / "hf", "qwen2", seed=3, tied=False)
+    # bf16 weights, split into two shards with an index, as large Hub models are.
+    state = {k: v.to(torch.bfloat16) for k, v in load_file(str(src / "model.safetensors")).items()}
+    (src / "model.safetensors").unlink()
+    names = sorted(state)
+    half = len(names) // 2
+    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(src / shard), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = json.loads((src / "config.json").read_text())
+    config["dtype"] = config["torch_dtype"] = "bfloat16"
+    (src / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["import", str(src), "--out", str(tmp_path / "ck"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["dtype"] == "bfloat16" and report["tied_embeddings"] is False
+    assert report["max_logit_diff"] < 1e-4
+    saved = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    assert saved["output.weight"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_greedy_text_equals_transformers(models: SimpleNamespace, kind: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmctl.engine.generate import generate_from_checkpoint
+
+    prompt = "Once upon a time"
+    tok = AutoTokenizer.from_pretrained(models.hf[kind])
+    hf = AutoModelForCausalLM.from_pretrained(models.hf[kind], dtype=torch.float32).eval()
+    enc = tok(prompt, return_tensors="pt")
+    if kind == "llama":
+        assert enc.input_ids[0, 0].item() == tok.bos_token_id
+    out = hf.generate(**enc, max_new_tokens=20, do_sample=False)[0, enc.input_ids.shape[1]:].tolist()
+    stops = set(_manifest(models.ck[kind])["chat"]["stop_ids"])
+    if out and out[-1] in stops:
+        out = out[:-1]
+    ours = generate_from_checkpoint(str(models.ck[kind]), prompt, max_new_tokens=20, temperature=0, device="cpu")
+    assert ours["prompt_tokens"] == enc.input_ids.shape[1]
+    assert ours["text"] == tok.decode(out)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_chat_prompt_ids_equal_apply_chat_template_and_stop_ids(models: SimpleNamespace, kind: str) -> None:
+    from transformers import AutoTokenizer
+
+    from llmctl.engine.chat import ChatSession
+
+    tok = AutoTokenizer.from_pretrained(models.hf[kind])
+    session = ChatSession(str(models.ck[kind]), device="cpu", system="You are terse.", temperature=0, max_new_tokens=8)
+    session.messages = MESSAGES[1:3]
+    ids = session.prompt_ids("And again?")
+    expected = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
+    expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
+    assert ids == list(expected)
+    names = {tok.convert_ids_to_tokens(i) for i in session.stop_ids}
+    assert names == ({"<|end_of_text|>", "<|eot_id|>"} if kind == "llama" else {"<|im_end|>", "<|endoftext|>"})
+    reply = session.reply("Hi")
+    assert reply["stop_reason"] in ("stop", "length") and reply["new_tokens"] <= 8
+
+
+def test_import_through_the_fake_hub_downloads_only_what_it_needs(models: SimpleNamespace, tmp_path: Path) -> None:
+    src = models.hf["qwen2"]
+    files = {p.name: p.read_bytes() for p in src.iterdir()}
+    files["pytorch_model.bin"] = b"a pickle that must never be fetched"
+    with FakeServers() as hub:
+        commit = hub.add_repo("acme/tiny-qwen", files, lfs={"model.safetensors"})
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        run = subprocess.run([sys.executable, "-m", "llmctl", "import", "hf:acme/tiny-qwen@main", "--out",
+                              str(tmp_path / "ck"), "--no-verify", "--json"], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert not [p for _, p, _ in hub.requests if "pytorch_model.bin" in p]
+        missing = subprocess.run([sys.executable, "-m", "llmctl", "import", "hf:acme/nope", "--out", str(tmp_path / "x")],
+                                 env=env, capture_output=True, text=True)
+    source = _manifest(tmp_path / "ck")["source"]
+    assert source["repo"] == "acme/tiny-qwen" and source["commit"] == commit and source["revision"] == "main"
+    assert source["files"]["tokenizer.json"] == hashlib.sha256(files["tokenizer.json"]).hexdigest()
+    assert json.loads(run.stdout)["verify_note"].startswith("--no-verify")
+    assert missing.returncode == 2 and "error: model acme/nope not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"architectures": ["GPT2LMHeadModel"]}, "architecture GPT2LMHeadModel"),
+        ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 32}, "sliding window of 32"),
+        ({"num_local_experts": 8}, "mixture of experts"),
+        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}}, "RoPE scaling type 'yarn'"),
+    ],
+)
+def test_unsupported_models_are_refused_with_the_supported_list(models: SimpleNamespace, tmp_path: Path,
+                                                                 change: dict[str, Any], message: str) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(models.hf["llama"], src)
+    config = json.loads((src / "config.json").read_text())
+    config.update(change)
+    (src / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["import", str(src), "--out", str(tmp_path / "ck")])
+    assert result.exit_code == 2
+    assert message in result.output and "LlamaForCausalLM" in result.output and "Qwen2ForCausalLM" in result.output
+    assert not (tmp_path / "ck").exists()
+
+
+def test_mistral_without_an_active_window_imports(models: SimpleNamespace, tmp_path: Path) -> None:
+    from llmctl.export.hf_arch import model_config_from_hf
+
+    config = json.loads((models.hf["llama"] / "config.json").read_text())
+    config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None})
+    cfg, arch = model_config_from_hf(config)
+    assert arch == "MistralForCausalLM" and cfg.n_kv_heads == 2
+
+
+def test_untrained_special_rows_are_warned_about(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = make_hf_model(tmp_path / "hf", "qwen2", seed=5)
+    state = load_file(str(src / "model.safetensors"))
+    tok = json.loads((src / "tokenizer.json").read_text())
+    im_end = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|im_end|>")
+    state["model.embed_tokens.weight"][im_end] = torch.zeros_like(state["model.embed_tokens.weight"][im_end])
+    save_file(state, str(src / "model.safetensors"), metadata={"format": "pt"})
+    result = CliRunner().invoke(app, ["import", str(src), "--out", str(tmp_path / "ck"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "warning: untrained embedding rows for <|im_end|>" in result.stderr
+    assert json.loads(result.stdout)["untrained_tokens"] == ["<|im_end|>"]
+
+
+def test_pretrain_init_continues_an_imported_model_and_resume_names_init(models: SimpleNamespace, tmp_path: Path) -> None:
+    import numpy as np
+    from engine_fixtures import TINY
+
+    from llmctl.data.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
+    from llmctl.tokenizer.core import load_tokenizer
+
+    ck = models.ck["llama"]
+    tok = load_tokenizer(ck / "tokenizer.json")
+    texts = ["The quick brown fox jumps over the lazy dog. " * 3, "def main():\n    return 0\n" * 4] * 20
+    out = tmp_path / "tokens"
+    splits = {}
+    for split in ("train", "validation"):
+        ids = [[tok.bos_id, *tok.encode(t), tok.eos_id] for t in texts]
+        writer = ShardWriter(out / split, shard_name(0), "uint16", with_mask=False)
+        writer.append(np.concatenate(ids).astype(np.uint16), np.array([len(x) for x in ids]))
+        record = writer.finish({})
+        splits[split] = {"tokens": record["tokens"], "documents": record["documents"], "shards": [record]}
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mode": "pretrain", "dtype": "uint16",
+            "vocab_size": tok.vocab_size, "tokenizer": {**tok.describe(), "path": str(ck / "tokenizer.json")},
+            "chat_profile": None, "separator": {"policy": "bos+eos", "token_id": tok.eos_id}, "splits": splits}
+    write_json_atomic(out / "meta.json", meta)
+    keep = {k: v for k, v in TINY.items() if not k.startswith("model.")}
+    args = [f"--{k}={v}" for k, v in keep.items()]
+    run = CliRunner().invoke(app, ["pretrain", "--data", str(out), "--init", str(ck), "--steps", "2",
+                                   "--out", str(tmp_path / "run"), "--json", *args])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["step"] == 2 and report["resumed_from"] is None
+    saved = _manifest(Path(report["checkpoint"]))
+    assert saved["config"]["model"]["rope_scaling"] == "llama3" and saved["config"]["model"]["vocab_size"] == 408
+
+    resumed = CliRunner().invoke(app, ["pretrain", "--data", str(out), "--resume", str(ck), "--steps", "2",
+                                       "--out", str(tmp_path / "run2"), *args])
+    assert resumed.exit_code == 2
+    assert "holds weights only" in resumed.output and f"--init {ck}" in resumed.output
