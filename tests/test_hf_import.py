@@ -255,3 +255,25 @@ def test_pretrain_init_continues_an_imported_model_and_resume_names_init(models:
                                        "--out", str(tmp_path / "run2"), *args])
     assert resumed.exit_code == 2
     assert "holds weights only" in resumed.output and f"--init {ck}" in resumed.output
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_flops_and_budget_plan_with_the_imported_shape(models: SimpleNamespace, kind: str) -> None:
+    import torch
+
+    from llmctl.config import from_dict
+    from llmctl.model.llama import Transformer
+
+    ck = models.ck[kind]
+    cfg = from_dict(_manifest(ck)["config"]).model
+    with torch.device("meta"):
+        n = Transformer(cfg).num_params()
+    flops = CliRunner().invoke(app, ["flops", "estimate", "--model", str(ck), "--json"])
+    assert flops.exit_code == 0, flops.output
+    assert json.loads(flops.stdout)["params_total"] == n == models.reports[kind]["n_params"]
+    from_hf = CliRunner().invoke(app, ["flops", "estimate", "--model", str(models.hf[kind]), "--json"])
+    assert json.loads(from_hf.stdout)["params_total"] == n
+    budget = CliRunner().invoke(app, ["budget", "--model", str(ck), "--tokens", "10M", "--gpu", "L4", "--json"])
+    assert budget.exit_code == 0, budget.output
+    memory = json.loads(budget.stdout)["memory"]
+    assert memory["fits"] is True and memory["weights_bytes"] == 2 * n
