@@ -277,3 +277,66 @@ def test_flops_and_budget_plan_with_the_imported_shape(models: SimpleNamespace, 
     assert budget.exit_code == 0, budget.output
     memory = json.loads(budget.stdout)["memory"]
     assert memory["fits"] is True and memory["weights_bytes"] == 2 * n
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_export_of_an_import_is_the_source_model(models: SimpleNamespace, kind: str, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "hf"
+    result = CliRunner().invoke(app, ["export", str(models.ck[kind]), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["chat_template"] is True
+    source = json.loads((models.hf[kind] / "config.json").read_text())
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["architectures"] == source["architectures"]
+    assert sorted(json.loads((out / "generation_config.json").read_text())["eos_token_id"]) == sorted(report["eos_token_ids"])
+    ids = torch.randint(0, 400, (2, 40), generator=torch.Generator().manual_seed(2))
+    logits = []
+    for path in (models.hf[kind], out):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        with torch.no_grad():
+            logits.append(model(ids).logits)
+    assert torch.equal(logits[0], logits[1])
+    theirs, ours = AutoTokenizer.from_pretrained(models.hf[kind]), AutoTokenizer.from_pretrained(out)
+    assert ours("Once upon a time").input_ids == theirs("Once upon a time").input_ids
+    assert ours.apply_chat_template(MESSAGES, tokenize=False) == theirs.apply_chat_template(MESSAGES, tokenize=False)
+
+
+def test_import_of_an_export_has_bit_identical_weights(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from token_fixtures import train_tokenizer
+
+    from llmctl.config import Config, DataConfig, ModelConfig, to_dict
+    from llmctl.engine.checkpoint import model_state_to_save, write_checkpoint
+    from llmctl.model.llama import Transformer
+    from llmctl.tokenizer.core import load_tokenizer
+
+    tok = load_tokenizer(train_tokenizer(tmp_path / "tok.json", ["some text to learn a few merges from"] * 20, 320))
+    for shape in ({"tied_embeddings": False, "n_kv_heads": 2}, {"tied_embeddings": True, "qkv_bias": True}):
+        cfg = ModelConfig(vocab_size=320, dim=64, n_layers=2, n_heads=4, ffn_dim=96, max_seq_len=64, **shape)
+        torch.manual_seed(0)
+        model = Transformer(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        name = "tied" if cfg.tied_embeddings else "untied"
+        ckpt = write_checkpoint(
+            tmp_path / name / "checkpoints", 10, model_state=model_state_to_save(model.state_dict(), cfg),
+            optimizer_state={}, rng_states=[],
+            manifest={"config": to_dict(Config(model=cfg, data=DataConfig(seq_len=32))),
+                      "tokenizer": {"fingerprint": tok.fingerprint, "path": str(tok.path), "kind": tok.kind}},
+            tokenizer_file=tok.path, keep=1,
+        )
+        runner = CliRunner()
+        exported = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / name / "hf")])
+        assert exported.exit_code == 0, exported.output
+        imported = runner.invoke(app, ["import", str(tmp_path / name / "hf"), "--out", str(tmp_path / name / "back"), "--json"])
+        assert imported.exit_code == 0, imported.output
+        assert json.loads(imported.stdout)["max_logit_diff"] < 1e-4
+        before, after = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp_path / name / "back" / "model.safetensors"))
+        assert sorted(before) == sorted(after)
+        assert all(torch.equal(before[k], after[k]) for k in before)

@@ -57,8 +57,9 @@ def permute_for_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) -
     return weight.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our Transformer's state dict (module names of llmctl.model.llama) -> LlamaForCausalLM's."""
+def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bias: bool = True) -> dict[str, torch.Tensor]:
+    """Our Transformer's state dict (module names of llmctl.model.llama) -> LlamaForCausalLM's (Qwen2's
+    without o_proj_bias: its attention has biases on q, k and v only)."""
     import torch
 
     state = dict(state)
@@ -85,8 +86,9 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
             hf[dst + "self_attn.q_proj.bias"] = permute_for_rotate_half(take(src + "attention.wq.bias"), cfg.n_heads, hd)
             hf[dst + "self_attn.k_proj.bias"] = permute_for_rotate_half(take(src + "attention.wk.bias"), cfg.kv_heads, hd)
             hf[dst + "self_attn.v_proj.bias"] = take(src + "attention.wv.bias")
-            # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
-            hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
+            if o_proj_bias:
+                # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
+                hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
         hf[dst + "post_attention_layernorm.weight"] = take(src + "ffn_norm.weight")
         hf[dst + "mlp.gate_proj.weight"] = take(src + "feed_forward.w1.weight")
         hf[dst + "mlp.up_proj.weight"] = take(src + "feed_forward.w3.weight")
@@ -106,11 +108,27 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     return hf
 
 
-def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) -> dict[str, Any]:
-    """config.json for LlamaForCausalLM (rope_theta both top-level and as rope_parameters for v4 and v5 readers)."""
+MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "MistralForCausalLM": "mistral"}
+
+
+def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
+    """HF's RoPE description: default, or llama3 scaling with its four numbers."""
+    if cfg.rope_scaling == "llama3":
+        return {"rope_type": "llama3", "factor": cfg.rope_factor, "low_freq_factor": cfg.rope_low_freq_factor,
+                "high_freq_factor": cfg.rope_high_freq_factor,
+                "original_max_position_embeddings": cfg.rope_original_max_seq_len}
+    return {"rope_type": "default"}
+
+
+def hf_config(
+    cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int], architecture: str = "LlamaForCausalLM"
+) -> dict[str, Any]:
+    """config.json for LlamaForCausalLM (or the imported Qwen2/Mistral architecture); rope_theta and RoPE
+    scaling both top-level (rope_scaling) and as rope_parameters, for transformers v4 and v5 readers."""
+    rope = rope_parameters(cfg)
     config: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture],
+        "model_type": MODEL_TYPES[architecture],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.hidden_dim,
@@ -121,7 +139,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) 
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_parameters": {**rope, "rope_theta": cfg.rope_theta},
         "max_position_embeddings": cfg.max_seq_len,
         "tie_word_embeddings": cfg.tied_embeddings,
         "attention_bias": cfg.qkv_bias,
@@ -132,6 +150,13 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) 
         "torch_dtype": dtype,
         "use_cache": True,
     }
+    if cfg.rope_scaling != "none":
+        config["rope_scaling"] = rope
+    if architecture != "LlamaForCausalLM":
+        # Qwen2 has q/k/v biases by construction; neither has Llama's attention_bias/mlp_bias switches.
+        for key in ("attention_bias", "mlp_bias"):
+            config.pop(key)
+        config.update({"sliding_window": None, "use_sliding_window": False})
     return config
 
 
@@ -184,8 +209,15 @@ def write_hf(
     chat_profile: str | None = None,
     force: bool = False,
     checkpoint: str = "",
+    architecture: str = "LlamaForCausalLM",
+    model_dir: Path | None = None,
+    stop_ids: list[int] | None = None,
 ) -> ExportResult:
-    """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically)."""
+    """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically).
+
+    `model_dir` (an imported checkpoint) supplies the model's own tokenizer_config.json, chat template and
+    generation_config.json instead of llmctl's chat profile; `stop_ids` then become eos_token_id.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -205,11 +237,14 @@ def write_hf(
     out = Path(out)
     if out.exists() and not force:
         raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
-    profile = _chat_profile_for(tok, chat_profile)
-    eos_ids = reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
+    profile = _chat_profile_for(tok, chat_profile) if model_dir is None else None
+    eos_ids = stop_ids if stop_ids else reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
+    own = [n for n in ("tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+           if model_dir is not None and (model_dir / n).is_file()]
 
     torch_dtype = getattr(torch, dtype)
-    hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in to_hf_state_dict(state, cfg).items()}
+    layout = to_hf_state_dict(state, cfg, o_proj_bias=architecture == "LlamaForCausalLM")
+    hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in layout.items()}
     # The zero o_proj biases exist only for HF's layout; they are not parameters of the model.
     n_params = sum(v.numel() for k, v in hf_state.items() if not k.endswith("o_proj.bias"))
 
@@ -219,14 +254,21 @@ def write_hf(
     tmp.mkdir()
     try:
         save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids))
+        _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids, architecture))
         generation = {"bos_token_id": tok.bos_id, "eos_token_id": eos_ids, "pad_token_id": tok.pad_id}
+        if model_dir is not None and (model_dir / "generation_config.json").is_file():
+            source = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))
+            generation = {**source, "eos_token_id": eos_ids}
         _write_json(tmp / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
         shutil.copyfile(tok.path, tmp / "tokenizer.json")
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
-        special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
-                       if tok.token_to_id(v) is not None}
-        _write_json(tmp / "special_tokens_map.json", special_map)
+        for name in own:
+            shutil.copyfile(model_dir / name, tmp / name)  # type: ignore[operator]
+        if "tokenizer_config.json" not in own:
+            _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
+        if "special_tokens_map.json" not in own and model_dir is None:
+            special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
+                           if tok.token_to_id(v) is not None}
+            _write_json(tmp / "special_tokens_map.json", special_map)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -236,7 +278,9 @@ def write_hf(
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportResult(
         out=str(out), checkpoint=checkpoint, dtype=dtype, n_params=n_params, vocab_size=cfg.vocab_size,
-        tokenizer_fingerprint=tok.fingerprint, chat_template=profile is not None, eos_token_ids=eos_ids, files=files,
+        tokenizer_fingerprint=tok.fingerprint, chat_template=profile is not None or "chat_template.jinja" in own
+        or bool(model_dir is not None and "chat_template" in json.loads((out / "tokenizer_config.json").read_text())),
+        eos_token_ids=eos_ids, files=files,
     )
 
 
@@ -283,4 +327,12 @@ def export_hf(
         dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     if chat_profile is None:
         chat_profile = ((manifest.get("data_meta") or {}).get("chat_profile") or {}).get("name")
+    source = manifest.get("source") or {}
+    if "chat" in manifest and chat_profile is None:
+        # A model with its own conventions (imported, or fine-tuned from an import): keep them.
+        from llmctl.tokenizer.template import stop_ids
+
+        return write_hf(state, cfg, tok, out, dtype=dtype, force=force, checkpoint=str(ckpt),
+                        architecture=source.get("architecture") or "LlamaForCausalLM", model_dir=ckpt,
+                        stop_ids=stop_ids(tok, manifest))
     return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt))
