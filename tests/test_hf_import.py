@@ -340,3 +340,77 @@ def test_import_of_an_export_has_bit_identical_weights(tmp_path: Path) -> None:
         before, after = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp_path / name / "back" / "model.safetensors"))
         assert sorted(before) == sorted(after)
         assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_template_mask_covers_exactly_the_replies_and_their_end_of_turn(models: SimpleNamespace, kind: str) -> None:
+    from transformers import AutoTokenizer
+
+    from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokenizer.template import TemplateChat, stop_ids
+
+    ck = models.ck[kind]
+    manifest = _manifest(ck)
+    tok = load_tokenizer(ck / "tokenizer.json")
+    chat = TemplateChat.from_manifest(manifest, tok)
+    conv = [*MESSAGES, {"role": "assistant", "content": "second reply"}]
+    ids, mask = chat.render_masked(conv, stop_ids(tok, manifest))
+    hf = AutoTokenizer.from_pretrained(models.hf[kind])
+    expected = hf.apply_chat_template(conv, tokenize=True)
+    assert ids == list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    end = "<|eot_id|>" if kind == "llama" else "<|im_end|>"
+    trained = [(i, t) for i, (t, m) in enumerate(zip(ids, mask, strict=True)) if m]
+    # Two replies; each span is the reply's content then its end-of-turn, nothing of the next header.
+    spans: list[list[int]] = []
+    for i, t in trained:
+        if spans and spans[-1][-1] == i - 1:
+            spans[-1].append(i)
+        else:
+            spans.append([i])
+    assert len(spans) == 2
+    texts = [hf.decode([ids[i] for i in span]) for span in spans]
+    first = MESSAGES[2]["content"].strip() if kind == "llama" else MESSAGES[2]["content"]
+    assert texts == [first + end, "second reply" + end]
+    assert ids[spans[0][-1]] == hf.convert_tokens_to_ids(end)
+
+
+@pytest.mark.slow
+def test_sft_on_an_imported_model_then_chat_and_export(models: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+    from chat_fixtures import write_chat_parquet
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmctl.data.tokenize import TokenizeOptions, tokenize
+
+    ck = models.ck["qwen2"]
+    rows = [[{"role": "user", "content": f"Reverse the word: {w}"}, {"role": "assistant", "content": w[::-1]}]
+            for w in ("module", "python", "token", "model", "fox", "dog", "quick", "brown") * 6]
+    raw = write_chat_parquet(tmp_path / "raw", {"train": rows, "validation": rows[:8]})
+    runner = CliRunner()
+    tokenized = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(ck / "tokenizer.json"), "--out",
+                                    str(tmp_path / "tokens"), "--mode", "sft", "--template", "model", "--num-proc", "1"])
+    assert tokenized.exit_code == 0, tokenized.output
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert meta["chat_profile"]["name"] == "model" and meta["chat_profile"]["stop_ids"]
+    assert TokenizeOptions and tokenize  # the CLI above is the path under test
+    sft = runner.invoke(app, ["sft", "--init", str(ck), "--data", str(tmp_path / "tokens"), "--out", str(tmp_path / "sft"),
+                              "--steps", "3", "--data.seq_len=64", "--train.device=cpu", "--train.eval_every=0",
+                              "--train.sample_every=0", "--telemetry.tensorboard=false", "--telemetry.panel=off", "--json"])
+    assert sft.exit_code == 0, sft.output
+    checkpoint = Path(json.loads(sft.stdout)["checkpoint"])
+    manifest = _manifest(checkpoint)
+    assert manifest["chat"]["template_text"] and "add_bos" in manifest["prompt"]
+    chat = runner.invoke(app, ["generate", str(checkpoint), "--chat", "--prompt", "Reverse the word: fox",
+                               "--temperature", "0", "-n", "6", "--json"])
+    assert chat.exit_code == 0, chat.output
+    out = tmp_path / "hf"
+    exported = runner.invoke(app, ["export", str(checkpoint), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    ours = AutoTokenizer.from_pretrained(models.hf["qwen2"])
+    conv = [{"role": "user", "content": "Reverse the word: fox"}]
+    assert hf_tok.apply_chat_template(conv, add_generation_prompt=True) == ours.apply_chat_template(conv, add_generation_prompt=True)
+    assert AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32) is not None
+    resumed = runner.invoke(app, ["sft", "--init", str(ck), "--data", str(tmp_path / "tokens"), "--resume", str(ck),
+                                  "--out", str(tmp_path / "sft2"), "--steps", "3"])
+    assert resumed.exit_code == 2 and "--init" in resumed.output

@@ -2,6 +2,7 @@
 
     llmctl tokenize --data data/pystdlib --tokenizer tok/pystdlib.json --out tokens/pystdlib --num-proc 2
     llmctl tokenize --data data/alpaca --tokenizer tok/ts.json --out tokens/alpaca --mode sft --profile chat
+    llmctl tokenize --data data/alpaca --tokenizer models/smollm2/tokenizer.json --out tokens/alpaca-smol --mode sft --template model
 
 On a cluster, split the shards between array jobs, then merge:
 
@@ -43,6 +44,8 @@ def tokenize_command(
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
     mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."),
     profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/data/chat.py)."),
+    template: str | None = typer.Option(None, "--template", help="--mode sft: `model` renders conversations with the "
+                                        "tokenizer's own chat template (imported models) instead of --profile."),
     separator: str | None = typer.Option(
         None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
     ),
@@ -79,6 +82,10 @@ def tokenize_command(
         return
     if data is None or tokenizer is None:
         raise LlmctlError("--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run")
+    if template is not None:
+        if template != "model":
+            raise LlmctlError(f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)")
+        profile = "model"
     from llmctl.cli.token_progress import TokenProgress
 
     opts = TokenizeOptions(

@@ -50,16 +50,14 @@ class ChatSession:
         top_p: float | None = None,
         seed: int | None = 0,
     ) -> None:
-        from llmctl.engine.checkpoint import load_for_inference, resolve_checkpoint
+        from llmctl.engine.checkpoint import load_for_inference
         from llmctl.engine.runtime import choose_device
         from llmctl.tokenizer.template import TemplateChat, stop_ids
 
         self.device = choose_device(device)
         self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
         # A model with its own chat template (an imported one) chats with it; llmctl's models use their profile.
-        self.template = None
-        if (self.manifest.get("chat") or {}).get("template"):
-            self.template = TemplateChat.from_dir(resolve_checkpoint(checkpoint), self.tokenizer)
+        self.template = TemplateChat.from_manifest(self.manifest, self.tokenizer)
         self.profile = chat_profile_of(self.manifest, self.tokenizer) if self.template is None else None
         self.checkpoint = checkpoint
         self.system = system

@@ -207,6 +207,9 @@ def run_training(
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=run_dir, tokenizer=tokenizer,
                           data_meta=meta, flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train)
+        start = resume or (resolve_checkpoint(cfg.checkpoint.init) if cfg.checkpoint.init else None)
+        started_from = (read_manifest(start) or {}) if start is not None else {}
+        trainer.conventions = {k: started_from[k] for k in ("prompt", "chat") if k in started_from}
         result = trainer.fit(resume=resume)
         return RunOutcome(run_dir, result, str(resume) if resume else None, dist.is_rank0)
     finally:

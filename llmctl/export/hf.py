@@ -212,11 +212,14 @@ def write_hf(
     architecture: str = "LlamaForCausalLM",
     model_dir: Path | None = None,
     stop_ids: list[int] | None = None,
+    chat: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically).
 
     `model_dir` (an imported checkpoint) supplies the model's own tokenizer_config.json, chat template and
-    generation_config.json instead of llmctl's chat profile; `stop_ids` then become eos_token_id.
+    generation_config.json instead of llmctl's chat profile; `stop_ids` then become eos_token_id. `chat`
+    (checkpoint.json's chat section) supplies the template and special tokens when those files are absent
+    (a model fine-tuned from an import).
     """
     import torch
     from safetensors.torch import save_file
@@ -263,7 +266,18 @@ def write_hf(
         shutil.copyfile(tok.path, tmp / "tokenizer.json")
         for name in own:
             shutil.copyfile(model_dir / name, tmp / name)  # type: ignore[operator]
-        if "tokenizer_config.json" not in own:
+        if "tokenizer_config.json" not in own and model_dir is not None:
+            # The model's own post-processor decides BOS: no add_bos_token override here.
+            chat = chat or {}
+            _write_json(tmp / "tokenizer_config.json", {
+                "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": chat.get("bos_token"),
+                "eos_token": chat.get("eos_token"), "model_max_length": cfg.max_seq_len,
+                "clean_up_tokenization_spaces": False,
+            })
+            if chat.get("template_text") and "chat_template.jinja" not in own:
+                (tmp / "chat_template.jinja").write_text(chat["template_text"], encoding="utf-8")
+                own.append("chat_template.jinja")
+        elif "tokenizer_config.json" not in own:
             _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
         if "special_tokens_map.json" not in own and model_dir is None:
             special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
@@ -328,11 +342,13 @@ def export_hf(
     if chat_profile is None:
         chat_profile = ((manifest.get("data_meta") or {}).get("chat_profile") or {}).get("name")
     source = manifest.get("source") or {}
+    if chat_profile == "model":
+        chat_profile = None  # data rendered by the model's own template (`tokenize --template model`)
     if "chat" in manifest and chat_profile is None:
         # A model with its own conventions (imported, or fine-tuned from an import): keep them.
         from llmctl.tokenizer.template import stop_ids
 
         return write_hf(state, cfg, tok, out, dtype=dtype, force=force, checkpoint=str(ckpt),
                         architecture=source.get("architecture") or "LlamaForCausalLM", model_dir=ckpt,
-                        stop_ids=stop_ids(tok, manifest))
+                        stop_ids=stop_ids(tok, manifest), chat=manifest.get("chat"))
     return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt))

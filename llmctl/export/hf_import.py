@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 SOURCE_KIND = "hf-import"
 PARITY_LIMIT = 1e-3
 PARITY_PROMPT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3; def f(x): return x * 2\n"
-# End-of-turn markers of common chat templates; a model's stop ids include those its template writes.
-END_OF_TURN = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>"]
 
 
 @dataclass
@@ -64,34 +62,6 @@ class ImportResult:
     files: dict[str, int] = field(default_factory=dict)
 
 
-def _ids(value: Any) -> list[int]:
-    if value is None:
-        return []
-    return [int(v) for v in (value if isinstance(value, list) else [value])]
-
-
-def stop_ids_for(path: Path, tok: Tokenizer, template: str | None) -> list[int]:
-    """EOS ids of generation_config.json and config.json, the tokenizer's EOS, and every end-of-turn token
-    the chat template writes: generation stops at any of them."""
-    found: list[int] = []
-    for name in ("generation_config.json", "config.json"):
-        if (path / name).is_file():
-            found += _ids(json.loads((path / name).read_text(encoding="utf-8")).get("eos_token_id"))
-    config = path / "tokenizer_config.json"
-    if config.is_file():
-        eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
-        eos = eos.get("content") if isinstance(eos, dict) else eos
-        if isinstance(eos, str) and tok.token_to_id(eos) is not None:
-            found.append(int(tok.token_to_id(eos)))  # type: ignore[arg-type]
-    for marker in END_OF_TURN:
-        tid = tok.token_to_id(marker)
-        if tid is not None and template is not None and marker in template:
-            found.append(tid)
-    if not found and tok.eos_id is not None:
-        found.append(tok.eos_id)
-    return list(dict.fromkeys(found))
-
-
 def adds_bos(tok: Tokenizer) -> bool:
     """True when the tokenizer's post-processor puts a BOS id before encoded text."""
     backend = getattr(tok, "backend", None)
@@ -100,36 +70,6 @@ def adds_bos(tok: Tokenizer) -> bool:
     plain = backend.encode("a", add_special_tokens=False).ids
     full = backend.encode("a", add_special_tokens=True).ids
     return len(full) > len(plain) and full[-len(plain) :] == plain
-
-
-def template_token_ids(tok: Tokenizer, template: str | None, stop_ids: list[int]) -> dict[str, int]:
-    """Special tokens the chat template writes, plus the stop ids: the rows a chat model must have trained."""
-    out = {tok.id_to_token(i): i for i in stop_ids}
-    if template:
-        for name, tid in tok.special_ids().items():
-            if name in template:
-                out[name] = tid
-    return out
-
-
-def untrained_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, tokens: dict[str, int]) -> list[str]:
-    """Tokens whose embedding (or untied head) row is all zeros or identical to another special token's:
-    the signature of a row that was initialised and never trained (Qwen2.5 base's <|im_end|>)."""
-    import torch
-
-    found: list[str] = []
-    mats = [state["tok_embeddings.weight"]]
-    if not cfg.tied_embeddings and "output.weight" in state:
-        mats.append(state["output.weight"])
-    ids = {n: i for n, i in tokens.items() if 0 <= i < cfg.vocab_size}
-    for name, tid in sorted(ids.items(), key=lambda kv: kv[1]):
-        for mat in mats:
-            row = mat[tid].float()
-            same = [j for j in ids.values() if j != tid and torch.equal(mat[j].float(), row)]
-            if bool(row.abs().max() == 0) or same:
-                found.append(name)
-                break
-    return found
 
 
 def load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -191,8 +131,9 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     from llmctl.export.hf_arch import from_hf_state_dict, model_config_from_hf
     from llmctl.export.hf_source import fetch_model_source
     from llmctl.files import atomic_path, atomic_write_json
+    from llmctl.model.untrained import template_token_ids, untrained_rows
     from llmctl.tokenizer.core import load_tokenizer
-    from llmctl.tokenizer.template import read_chat_template
+    from llmctl.tokenizer.template import TemplateChat, read_chat_template, stop_ids_for
 
     out = Path(out)
     if out.exists() and not force:
@@ -207,6 +148,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     state = {k: v.contiguous() for k, v in from_hf_state_dict(load_hf_weights(src.path), cfg).items()}
     dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     template = read_chat_template(src.path)
+    chat = TemplateChat.from_dir(src.path, tok)
     stops = stop_ids_for(src.path, tok, template)
     bos = adds_bos(tok)
     untrained = untrained_rows(state, cfg, template_token_ids(tok, template, stops))
@@ -251,7 +193,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
             "config": to_dict(config),
             "tokenizer": {"fingerprint": tok.fingerprint, "path": "tokenizer.json", "kind": tok.kind},
             "prompt": {"add_bos": bos, "bos_id": tok.bos_id if bos else None},
-            "chat": {"template": "chat_template.jinja" if template is not None else None, "stop_ids": stops},
+            "chat": chat.describe(stops) if chat is not None else {"template_text": None, "stop_ids": stops},
             "source": {
                 "kind": SOURCE_KIND, "source": source, "repo": src.repo, "revision": src.revision,
                 "commit": src.commit, "architecture": arch, "dtype": dtype, "files": src.files,

@@ -23,6 +23,9 @@ from typing import Any
 
 from llmctl.errors import LlmctlError
 
+# End-of-turn markers of common chat templates; a model's stop ids include those its template writes.
+END_OF_TURN = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>"]
+
 
 def document_prefix(meta: dict[str, Any]) -> list[int]:
     """The token a document starts after in old-policy shards: BOS when documents are preceded by it,
@@ -59,6 +62,34 @@ def stop_ids(tokenizer: Any, manifest: dict[str, Any]) -> list[int]:
     return list(dict.fromkeys(recorded + eos))
 
 
+def _ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def stop_ids_for(path: Path, tok: Any, template: str | None) -> list[int]:
+    """EOS ids of generation_config.json and config.json, the tokenizer's EOS, and every end-of-turn token
+    the chat template writes: generation stops at any of them."""
+    found: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        if (path / name).is_file():
+            found += _ids(json.loads((path / name).read_text(encoding="utf-8")).get("eos_token_id"))
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if isinstance(eos, str) and tok.token_to_id(eos) is not None:
+            found.append(int(tok.token_to_id(eos)))  # type: ignore[arg-type]
+    for marker in END_OF_TURN:
+        tid = tok.token_to_id(marker)
+        if tid is not None and template is not None and marker in template:
+            found.append(tid)
+    if not found and tok.eos_id is not None:
+        found.append(tok.eos_id)
+    return list(dict.fromkeys(found))
+
+
 def read_chat_template(path: Path) -> str | None:
     """The default chat template of a HF model directory (chat_template.jinja, .json or tokenizer_config.json)."""
     if (path / "chat_template.jinja").is_file():
@@ -87,6 +118,19 @@ class TemplateChat:
     tokenizer: Any
     bos_token: str | None = None
     eos_token: str | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], tokenizer: Any) -> TemplateChat | None:
+        """The template a checkpoint.json carries in its `chat` section (imported models and their fine-tunes)."""
+        chat = manifest.get("chat") or {}
+        if not chat.get("template_text"):
+            return None
+        return cls(chat["template_text"], tokenizer, chat.get("bos_token"), chat.get("eos_token"))
+
+    def describe(self, stop_ids: list[int]) -> dict[str, Any]:
+        """The `chat` section of checkpoint.json for this template."""
+        return {"template_text": self.template, "bos_token": self.bos_token, "eos_token": self.eos_token,
+                "stop_ids": stop_ids}
 
     @classmethod
     def from_dir(cls, path: Path, tokenizer: Any) -> TemplateChat | None:
@@ -137,3 +181,37 @@ class TemplateChat:
     def render_ids(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
         """Ids of `messages` rendered by the template, as transformers' apply_chat_template(tokenize=True)."""
         return self.encode_text(self.render_text(messages, add_generation_prompt))
+
+    def render_masked(self, messages: Sequence[dict[str, str]], end_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(ids, loss mask) of a conversation: 1 exactly on each assistant reply's content and the end-of-turn
+        token that closes it (the last of `end_ids` in the reply's span), 0 elsewhere. As in transformers'
+        apply_chat_template, special-token strings inside messages become special tokens.
+
+        Most templates have no `{% generation %}` markers, so the reply's span is found by rendering
+        prefixes: the conversation up to the reply with the generation prompt, and up to the reply
+        included; the reply is what the second adds to the first. A template whose prefixes do not
+        render as prefixes of the whole (one that rewrites earlier turns) is refused.
+        """
+        ids = self.render_ids(messages)
+        mask = [0] * len(ids)
+        ends = set(int(i) for i in end_ids)
+        for i, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            before = self.render_ids(messages[:i], add_generation_prompt=True)
+            after = self.render_ids(messages[: i + 1])
+            if after[: len(before)] != before or ids[: len(after)] != after:
+                raise LlmctlError(
+                    "the chat template does not render a conversation's prefixes as prefixes of it, so the reply "
+                    "tokens cannot be located",
+                    "use a template that renders turns independently, or a llmctl tokenizer with --profile chat",
+                )
+            # Through the last end-of-turn id of the span: what follows it (ChatML's newline) is not the reply's.
+            stop = len(after)
+            for j in range(len(after) - 1, len(before) - 1, -1):
+                if after[j] in ends:
+                    stop = j + 1
+                    break
+            for j in range(len(before), stop):
+                mask[j] = 1
+        return ids, mask
