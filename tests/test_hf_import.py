@@ -362,7 +362,7 @@ def test_template_mask_covers_exactly_the_replies_and_their_end_of_turn(models: 
     trained = [(i, t) for i, (t, m) in enumerate(zip(ids, mask, strict=True)) if m]
     # Two replies; each span is the reply's content then its end-of-turn, nothing of the next header.
     spans: list[list[int]] = []
-    for i, t in trained:
+    for i, _t in trained:
         if spans and spans[-1][-1] == i - 1:
             spans[-1].append(i)
         else:
