@@ -1,7 +1,7 @@
 """Tiny random Hugging Face models with real tokenizers, saved with save_pretrained, for import/export tests.
 
-    path = make_hf_model(tmp_path / "llama", "llama")   # Llama-3.2 style: llama3 RoPE scaling, GQA, tied, BOS
-    path = make_hf_model(tmp_path / "qwen", "qwen2")    # Qwen2 style: QKV bias, tied, ChatML, no BOS
+path = make_hf_model(tmp_path / "llama", "llama")   # Llama-3.2 style: llama3 RoPE scaling, GQA, tied, BOS
+path = make_hf_model(tmp_path / "qwen", "qwen2")    # Qwen2 style: QKV bias, tied, ChatML, no BOS
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ TEXT = [
     "Once upon a time there was a tiny language model that could chat.",
 ] * 20
 SPECIALS = {
-    "llama": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "llama": [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ],
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
 }
 
@@ -38,18 +44,29 @@ def make_tokenizer(kind: str):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS[kind],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIALS[kind],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(TEXT, trainer)
     if kind == "llama":
         bos = tok.token_to_id("<|begin_of_text|>")
         tok.post_processor = processors.TemplateProcessing(
-            single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
-            special_tokens=[("<|begin_of_text|>", bos)])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-                                       chat_template=LLAMA3_TEMPLATE)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHATML_TEMPLATE)
+            single="<|begin_of_text|> $A",
+            pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+            special_tokens=[("<|begin_of_text|>", bos)],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            chat_template=LLAMA3_TEMPLATE,
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML_TEMPLATE
+    )
 
 
 def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Path:
@@ -59,17 +76,37 @@ def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Pa
 
     torch.manual_seed(seed)
     tok = make_tokenizer(kind)
-    common = dict(vocab_size=len(tok) + 8, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-                  tie_word_embeddings=tied, initializer_range=0.1)
+    common = dict(
+        vocab_size=len(tok) + 8,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        initializer_range=0.1,
+    )
     if kind == "llama":
-        config = LlamaConfig(**common, rope_theta=500000.0, bos_token_id=tok.bos_token_id,
-                             eos_token_id=[tok.convert_tokens_to_ids("<|end_of_text|>"), tok.eos_token_id],
-                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+        config = LlamaConfig(
+            **common,
+            rope_theta=500000.0,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=[tok.convert_tokens_to_ids("<|end_of_text|>"), tok.eos_token_id],
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        )
         model = LlamaForCausalLM(config)
     else:
-        config = Qwen2Config(**common, rope_theta=1000000.0, eos_token_id=tok.eos_token_id, use_sliding_window=False)
+        config = Qwen2Config(
+            **common, rope_theta=1000000.0, eos_token_id=tok.eos_token_id, use_sliding_window=False
+        )
         model = Qwen2ForCausalLM(config)
     with torch.no_grad():
         # Random norms and biases, so a mapping that dropped or misplaced them would change the logits.

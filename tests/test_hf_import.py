@@ -50,11 +50,16 @@ def _manifest(ck: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_import_matches_transformers_logits_and_records_provenance(models: SimpleNamespace, kind: str) -> None:
+def test_import_matches_transformers_logits_and_records_provenance(
+    models: SimpleNamespace, kind: str
+) -> None:
     report, manifest = models.reports[kind], _manifest(models.ck[kind])
     assert report["max_logit_diff"] is not None and report["max_logit_diff"] < 1e-4
     src = models.hf[kind]
-    assert manifest["source"]["files"]["model.safetensors"] == hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        manifest["source"]["files"]["model.safetensors"]
+        == hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert set(manifest["source"]["files"]) >= {"config.json", "tokenizer.json", "tokenizer_config.json"}
     assert manifest["step"] == 0 and "optimizer.pt" not in manifest["files"]
     model = manifest["config"]["model"]
@@ -92,7 +97,10 @@ def test_untied_qwen_and_bf16_sources(tmp_path: Path) -> None:
     (src / "model.safetensors").unlink()
     names = sorted(state)
     half = len(names) // 2
-    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[:half],
+        "model-00002-of-00002.safetensors": names[half:],
+    }
     for shard, keys in shards.items():
         save_file({k: state[k] for k in keys}, str(src / shard), metadata={"format": "pt"})
     index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
@@ -122,11 +130,13 @@ def test_greedy_text_equals_transformers(models: SimpleNamespace, kind: str) -> 
     enc = tok(prompt, return_tensors="pt")
     if kind == "llama":
         assert enc.input_ids[0, 0].item() == tok.bos_token_id
-    out = hf.generate(**enc, max_new_tokens=20, do_sample=False)[0, enc.input_ids.shape[1]:].tolist()
+    out = hf.generate(**enc, max_new_tokens=20, do_sample=False)[0, enc.input_ids.shape[1] :].tolist()
     stops = set(_manifest(models.ck[kind])["chat"]["stop_ids"])
     if out and out[-1] in stops:
         out = out[:-1]
-    ours = generate_from_checkpoint(str(models.ck[kind]), prompt, max_new_tokens=20, temperature=0, device="cpu")
+    ours = generate_from_checkpoint(
+        str(models.ck[kind]), prompt, max_new_tokens=20, temperature=0, device="cpu"
+    )
     assert ours["prompt_tokens"] == enc.input_ids.shape[1]
     assert ours["text"] == tok.decode(out)
 
@@ -138,32 +148,60 @@ def test_chat_prompt_ids_equal_apply_chat_template_and_stop_ids(models: SimpleNa
     from llmctl.engine.chat import ChatSession
 
     tok = AutoTokenizer.from_pretrained(models.hf[kind])
-    session = ChatSession(str(models.ck[kind]), device="cpu", system="You are terse.", temperature=0, max_new_tokens=8)
+    session = ChatSession(
+        str(models.ck[kind]), device="cpu", system="You are terse.", temperature=0, max_new_tokens=8
+    )
     session.messages = MESSAGES[1:3]
     ids = session.prompt_ids("And again?")
     expected = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
     expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
     assert ids == list(expected)
     names = {tok.convert_ids_to_tokens(i) for i in session.stop_ids}
-    assert names == ({"<|end_of_text|>", "<|eot_id|>"} if kind == "llama" else {"<|im_end|>", "<|endoftext|>"})
+    assert names == (
+        {"<|end_of_text|>", "<|eot_id|>"} if kind == "llama" else {"<|im_end|>", "<|endoftext|>"}
+    )
     reply = session.reply("Hi")
     assert reply["stop_reason"] in ("stop", "length") and reply["new_tokens"] <= 8
 
 
-def test_import_through_the_fake_hub_downloads_only_what_it_needs(models: SimpleNamespace, tmp_path: Path) -> None:
+def test_import_through_the_fake_hub_downloads_only_what_it_needs(
+    models: SimpleNamespace, tmp_path: Path
+) -> None:
     src = models.hf["qwen2"]
     files = {p.name: p.read_bytes() for p in src.iterdir()}
     files["pytorch_model.bin"] = b"a pickle that must never be fetched"
     with FakeServers() as hub:
         commit = hub.add_repo("acme/tiny-qwen", files, lfs={"model.safetensors"})
-        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"),
-               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        run = subprocess.run([sys.executable, "-m", "llmctl", "import", "hf:acme/tiny-qwen@main", "--out",
-                              str(tmp_path / "ck"), "--no-verify", "--json"], env=env, capture_output=True, text=True)
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_HUB_CACHE": str(tmp_path / "cache"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmctl",
+                "import",
+                "hf:acme/tiny-qwen@main",
+                "--out",
+                str(tmp_path / "ck"),
+                "--no-verify",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr
         assert not [p for _, p, _ in hub.requests if "pytorch_model.bin" in p]
-        missing = subprocess.run([sys.executable, "-m", "llmctl", "import", "hf:acme/nope", "--out", str(tmp_path / "x")],
-                                 env=env, capture_output=True, text=True)
+        missing = subprocess.run(
+            [sys.executable, "-m", "llmctl", "import", "hf:acme/nope", "--out", str(tmp_path / "x")],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     source = _manifest(tmp_path / "ck")["source"]
     assert source["repo"] == "acme/tiny-qwen" and source["commit"] == commit and source["revision"] == "main"
     assert source["files"]["tokenizer.json"] == hashlib.sha256(files["tokenizer.json"]).hexdigest()
@@ -176,13 +214,20 @@ def test_import_through_the_fake_hub_downloads_only_what_it_needs(models: Simple
     ("change", "message"),
     [
         ({"architectures": ["GPT2LMHeadModel"]}, "architecture GPT2LMHeadModel"),
-        ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 32}, "sliding window of 32"),
+        (
+            {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 32},
+            "sliding window of 32",
+        ),
         ({"num_local_experts": 8}, "mixture of experts"),
-        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}}, "RoPE scaling type 'yarn'"),
+        (
+            {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
+            "RoPE scaling type 'yarn'",
+        ),
     ],
 )
-def test_unsupported_models_are_refused_with_the_supported_list(models: SimpleNamespace, tmp_path: Path,
-                                                                 change: dict[str, Any], message: str) -> None:
+def test_unsupported_models_are_refused_with_the_supported_list(
+    models: SimpleNamespace, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
     src = tmp_path / "src"
     shutil.copytree(models.hf["llama"], src)
     config = json.loads((src / "config.json").read_text())
@@ -190,7 +235,11 @@ def test_unsupported_models_are_refused_with_the_supported_list(models: SimpleNa
     (src / "config.json").write_text(json.dumps(config))
     result = CliRunner().invoke(app, ["import", str(src), "--out", str(tmp_path / "ck")])
     assert result.exit_code == 2
-    assert message in result.output and "LlamaForCausalLM" in result.output and "Qwen2ForCausalLM" in result.output
+    assert (
+        message in result.output
+        and "LlamaForCausalLM" in result.output
+        and "Qwen2ForCausalLM" in result.output
+    )
     assert not (tmp_path / "ck").exists()
 
 
@@ -219,7 +268,9 @@ def test_untrained_special_rows_are_warned_about(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["untrained_tokens"] == ["<|im_end|>"]
 
 
-def test_pretrain_init_continues_an_imported_model_and_resume_names_init(models: SimpleNamespace, tmp_path: Path) -> None:
+def test_pretrain_init_continues_an_imported_model_and_resume_names_init(
+    models: SimpleNamespace, tmp_path: Path
+) -> None:
     import numpy as np
     from engine_fixtures import TINY
 
@@ -237,22 +288,59 @@ def test_pretrain_init_continues_an_imported_model_and_resume_names_init(models:
         writer.append(np.concatenate(ids).astype(np.uint16), np.array([len(x) for x in ids]))
         record = writer.finish({})
         splits[split] = {"tokens": record["tokens"], "documents": record["documents"], "shards": [record]}
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mode": "pretrain", "dtype": "uint16",
-            "vocab_size": tok.vocab_size, "tokenizer": {**tok.describe(), "path": str(ck / "tokenizer.json")},
-            "chat_profile": None, "separator": {"policy": "bos+eos", "token_id": tok.eos_id}, "splits": splits}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": "pretrain",
+        "dtype": "uint16",
+        "vocab_size": tok.vocab_size,
+        "tokenizer": {**tok.describe(), "path": str(ck / "tokenizer.json")},
+        "chat_profile": None,
+        "separator": {"policy": "bos+eos", "token_id": tok.eos_id},
+        "splits": splits,
+    }
     write_json_atomic(out / "meta.json", meta)
     keep = {k: v for k, v in TINY.items() if not k.startswith("model.")}
     args = [f"--{k}={v}" for k, v in keep.items()]
-    run = CliRunner().invoke(app, ["pretrain", "--data", str(out), "--init", str(ck), "--steps", "2",
-                                   "--out", str(tmp_path / "run"), "--json", *args])
+    run = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(out),
+            "--init",
+            str(ck),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+            *args,
+        ],
+    )
     assert run.exit_code == 0, run.output
     report = json.loads(run.stdout)
     assert report["step"] == 2 and report["resumed_from"] is None
     saved = _manifest(Path(report["checkpoint"]))
-    assert saved["config"]["model"]["rope_scaling"] == "llama3" and saved["config"]["model"]["vocab_size"] == 408
+    assert (
+        saved["config"]["model"]["rope_scaling"] == "llama3" and saved["config"]["model"]["vocab_size"] == 408
+    )
 
-    resumed = CliRunner().invoke(app, ["pretrain", "--data", str(out), "--resume", str(ck), "--steps", "2",
-                                       "--out", str(tmp_path / "run2"), *args])
+    resumed = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(out),
+            "--resume",
+            str(ck),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "run2"),
+            *args,
+        ],
+    )
     assert resumed.exit_code == 2
     assert "holds weights only" in resumed.output and f"--init {ck}" in resumed.output
 
@@ -273,7 +361,9 @@ def test_flops_and_budget_plan_with_the_imported_shape(models: SimpleNamespace, 
     assert json.loads(flops.stdout)["params_total"] == n == models.reports[kind]["n_params"]
     from_hf = CliRunner().invoke(app, ["flops", "estimate", "--model", str(models.hf[kind]), "--json"])
     assert json.loads(from_hf.stdout)["params_total"] == n
-    budget = CliRunner().invoke(app, ["budget", "--model", str(ck), "--tokens", "10M", "--gpu", "L4", "--json"])
+    budget = CliRunner().invoke(
+        app, ["budget", "--model", str(ck), "--tokens", "10M", "--gpu", "L4", "--json"]
+    )
     assert budget.exit_code == 0, budget.output
     memory = json.loads(budget.stdout)["memory"]
     assert memory["fits"] is True and memory["weights_bytes"] == 2 * n
@@ -292,7 +382,9 @@ def test_export_of_an_import_is_the_source_model(models: SimpleNamespace, kind: 
     source = json.loads((models.hf[kind] / "config.json").read_text())
     exported = json.loads((out / "config.json").read_text())
     assert exported["architectures"] == source["architectures"]
-    assert sorted(json.loads((out / "generation_config.json").read_text())["eos_token_id"]) == sorted(report["eos_token_ids"])
+    assert sorted(json.loads((out / "generation_config.json").read_text())["eos_token_id"]) == sorted(
+        report["eos_token_ids"]
+    )
     ids = torch.randint(0, 400, (2, 40), generator=torch.Generator().manual_seed(2))
     logits = []
     for path in (models.hf[kind], out):
@@ -302,7 +394,9 @@ def test_export_of_an_import_is_the_source_model(models: SimpleNamespace, kind: 
     assert torch.equal(logits[0], logits[1])
     theirs, ours = AutoTokenizer.from_pretrained(models.hf[kind]), AutoTokenizer.from_pretrained(out)
     assert ours("Once upon a time").input_ids == theirs("Once upon a time").input_ids
-    assert ours.apply_chat_template(MESSAGES, tokenize=False) == theirs.apply_chat_template(MESSAGES, tokenize=False)
+    assert ours.apply_chat_template(MESSAGES, tokenize=False) == theirs.apply_chat_template(
+        MESSAGES, tokenize=False
+    )
 
 
 def test_import_of_an_export_has_bit_identical_weights(tmp_path: Path) -> None:
@@ -315,7 +409,9 @@ def test_import_of_an_export_has_bit_identical_weights(tmp_path: Path) -> None:
     from llmctl.model.llama import Transformer
     from llmctl.tokenizer.core import load_tokenizer
 
-    tok = load_tokenizer(train_tokenizer(tmp_path / "tok.json", ["some text to learn a few merges from"] * 20, 320))
+    tok = load_tokenizer(
+        train_tokenizer(tmp_path / "tok.json", ["some text to learn a few merges from"] * 20, 320)
+    )
     for shape in ({"tied_embeddings": False, "n_kv_heads": 2}, {"tied_embeddings": True, "qkv_bias": True}):
         cfg = ModelConfig(vocab_size=320, dim=64, n_layers=2, n_heads=4, ffn_dim=96, max_seq_len=64, **shape)
         torch.manual_seed(0)
@@ -325,25 +421,38 @@ def test_import_of_an_export_has_bit_identical_weights(tmp_path: Path) -> None:
                 p.add_(0.05 * torch.randn_like(p))
         name = "tied" if cfg.tied_embeddings else "untied"
         ckpt = write_checkpoint(
-            tmp_path / name / "checkpoints", 10, model_state=model_state_to_save(model.state_dict(), cfg),
-            optimizer_state={}, rng_states=[],
-            manifest={"config": to_dict(Config(model=cfg, data=DataConfig(seq_len=32))),
-                      "tokenizer": {"fingerprint": tok.fingerprint, "path": str(tok.path), "kind": tok.kind}},
-            tokenizer_file=tok.path, keep=1,
+            tmp_path / name / "checkpoints",
+            10,
+            model_state=model_state_to_save(model.state_dict(), cfg),
+            optimizer_state={},
+            rng_states=[],
+            manifest={
+                "config": to_dict(Config(model=cfg, data=DataConfig(seq_len=32))),
+                "tokenizer": {"fingerprint": tok.fingerprint, "path": str(tok.path), "kind": tok.kind},
+            },
+            tokenizer_file=tok.path,
+            keep=1,
         )
         runner = CliRunner()
         exported = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / name / "hf")])
         assert exported.exit_code == 0, exported.output
-        imported = runner.invoke(app, ["import", str(tmp_path / name / "hf"), "--out", str(tmp_path / name / "back"), "--json"])
+        imported = runner.invoke(
+            app, ["import", str(tmp_path / name / "hf"), "--out", str(tmp_path / name / "back"), "--json"]
+        )
         assert imported.exit_code == 0, imported.output
         assert json.loads(imported.stdout)["max_logit_diff"] < 1e-4
-        before, after = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp_path / name / "back" / "model.safetensors"))
+        before, after = (
+            load_file(str(ckpt / "model.safetensors")),
+            load_file(str(tmp_path / name / "back" / "model.safetensors")),
+        )
         assert sorted(before) == sorted(after)
         assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_template_mask_covers_exactly_the_replies_and_their_end_of_turn(models: SimpleNamespace, kind: str) -> None:
+def test_template_mask_covers_exactly_the_replies_and_their_end_of_turn(
+    models: SimpleNamespace, kind: str
+) -> None:
     from transformers import AutoTokenizer
 
     from llmctl.tokenizer.core import load_tokenizer
@@ -383,25 +492,74 @@ def test_sft_on_an_imported_model_then_chat_and_export(models: SimpleNamespace, 
     from llmctl.data.tokenize import TokenizeOptions, tokenize
 
     ck = models.ck["qwen2"]
-    rows = [[{"role": "user", "content": f"Reverse the word: {w}"}, {"role": "assistant", "content": w[::-1]}]
-            for w in ("module", "python", "token", "model", "fox", "dog", "quick", "brown") * 6]
+    rows = [
+        [{"role": "user", "content": f"Reverse the word: {w}"}, {"role": "assistant", "content": w[::-1]}]
+        for w in ("module", "python", "token", "model", "fox", "dog", "quick", "brown") * 6
+    ]
     raw = write_chat_parquet(tmp_path / "raw", {"train": rows, "validation": rows[:8]})
     runner = CliRunner()
-    tokenized = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(ck / "tokenizer.json"), "--out",
-                                    str(tmp_path / "tokens"), "--mode", "sft", "--template", "model", "--num-proc", "1"])
+    tokenized = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(ck / "tokenizer.json"),
+            "--out",
+            str(tmp_path / "tokens"),
+            "--mode",
+            "sft",
+            "--template",
+            "model",
+            "--num-proc",
+            "1",
+        ],
+    )
     assert tokenized.exit_code == 0, tokenized.output
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
     assert meta["chat_profile"]["name"] == "model" and meta["chat_profile"]["stop_ids"]
     assert TokenizeOptions and tokenize  # the CLI above is the path under test
-    sft = runner.invoke(app, ["sft", "--init", str(ck), "--data", str(tmp_path / "tokens"), "--out", str(tmp_path / "sft"),
-                              "--steps", "3", "--data.seq_len=64", "--train.device=cpu", "--train.eval_every=0",
-                              "--train.sample_every=0", "--telemetry.tensorboard=false", "--telemetry.panel=off", "--json"])
+    sft = runner.invoke(
+        app,
+        [
+            "sft",
+            "--init",
+            str(ck),
+            "--data",
+            str(tmp_path / "tokens"),
+            "--out",
+            str(tmp_path / "sft"),
+            "--steps",
+            "3",
+            "--data.seq_len=64",
+            "--train.device=cpu",
+            "--train.eval_every=0",
+            "--train.sample_every=0",
+            "--telemetry.tensorboard=false",
+            "--telemetry.panel=off",
+            "--json",
+        ],
+    )
     assert sft.exit_code == 0, sft.output
     checkpoint = Path(json.loads(sft.stdout)["checkpoint"])
     manifest = _manifest(checkpoint)
     assert manifest["chat"]["template_text"] and "add_bos" in manifest["prompt"]
-    chat = runner.invoke(app, ["generate", str(checkpoint), "--chat", "--prompt", "Reverse the word: fox",
-                               "--temperature", "0", "-n", "6", "--json"])
+    chat = runner.invoke(
+        app,
+        [
+            "generate",
+            str(checkpoint),
+            "--chat",
+            "--prompt",
+            "Reverse the word: fox",
+            "--temperature",
+            "0",
+            "-n",
+            "6",
+            "--json",
+        ],
+    )
     assert chat.exit_code == 0, chat.output
     out = tmp_path / "hf"
     exported = runner.invoke(app, ["export", str(checkpoint), "--out", str(out)])
@@ -409,8 +567,24 @@ def test_sft_on_an_imported_model_then_chat_and_export(models: SimpleNamespace, 
     hf_tok = AutoTokenizer.from_pretrained(out)
     ours = AutoTokenizer.from_pretrained(models.hf["qwen2"])
     conv = [{"role": "user", "content": "Reverse the word: fox"}]
-    assert hf_tok.apply_chat_template(conv, add_generation_prompt=True) == ours.apply_chat_template(conv, add_generation_prompt=True)
+    assert hf_tok.apply_chat_template(conv, add_generation_prompt=True) == ours.apply_chat_template(
+        conv, add_generation_prompt=True
+    )
     assert AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32) is not None
-    resumed = runner.invoke(app, ["sft", "--init", str(ck), "--data", str(tmp_path / "tokens"), "--resume", str(ck),
-                                  "--out", str(tmp_path / "sft2"), "--steps", "3"])
+    resumed = runner.invoke(
+        app,
+        [
+            "sft",
+            "--init",
+            str(ck),
+            "--data",
+            str(tmp_path / "tokens"),
+            "--resume",
+            str(ck),
+            "--out",
+            str(tmp_path / "sft2"),
+            "--steps",
+            "3",
+        ],
+    )
     assert resumed.exit_code == 2 and "--init" in resumed.output

@@ -71,7 +71,11 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
     out: dict[str, np.ndarray] = {"token_embd.weight": arr(state["tok_embeddings.weight"])}
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"blk.{i}."
-        for ours, theirs, heads in (("wq", "attn_q", cfg.n_heads), ("wk", "attn_k", cfg.kv_heads), ("wv", "attn_v", 0)):
+        for ours, theirs, heads in (
+            ("wq", "attn_q", cfg.n_heads),
+            ("wk", "attn_k", cfg.kv_heads),
+            ("wv", "attn_v", 0),
+        ):
             for kind in ("weight", "bias"):
                 name = f"{src}attention.{ours}.{kind}"
                 if name not in state:
@@ -120,7 +124,11 @@ def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[i
 
     profile = _chat_profile_for(tok, None)
     add_bos = bool((manifest.get("prompt") or {}).get("add_bos"))
-    return reply_stop_ids(profile, tok.token_to_id, tok.eos_id), add_bos, profile.chat_template() if profile else None
+    return (
+        reply_stop_ids(profile, tok.token_to_id, tok.eos_id),
+        add_bos,
+        profile.chat_template() if profile else None,
+    )
 
 
 def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str) -> float:
@@ -140,27 +148,45 @@ def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarra
         else:
             ok = content == value
         if not ok:
-            raise LlmctlError(f"GGUF check failed: {key} is {str(content)[:80]}, expected {str(value)[:80]}", "please report this bug")
+            raise LlmctlError(
+                f"GGUF check failed: {key} is {str(content)[:80]}, expected {str(value)[:80]}",
+                "please report this bug",
+            )
     found = {t.name: t for t in reader.tensors}
     if set(found) != set(tensors):
-        raise LlmctlError(f"GGUF check failed: tensors differ ({sorted(set(found) ^ set(tensors))[:4]})", "please report this bug")
+        raise LlmctlError(
+            f"GGUF check failed: tensors differ ({sorted(set(found) ^ set(tensors))[:4]})",
+            "please report this bug",
+        )
     worst = 0.0
     for name, want in tensors.items():
         t = found[name]
         if tuple(int(n) for n in reversed(t.shape)) != want.shape:
-            raise LlmctlError(f"GGUF check failed: {name} has shape {list(t.shape)}, expected {want.shape}", "please report this bug")
+            raise LlmctlError(
+                f"GGUF check failed: {name} has shape {list(t.shape)}, expected {want.shape}",
+                "please report this bug",
+            )
         got = dequantize(t.data, t.tensor_type).reshape(want.shape).astype(np.float32)
         err = float(np.abs(got - want).max()) if want.size else 0.0
         # Rounding bounds: none for float32, half an fp16 ulp, half a q8_0 step (block absmax / 127, fp16 scale).
         scale = float(np.abs(want).max()) if want.size else 0.0
-        limit = 0.0 if (dtype == "float32" or want.ndim < 2) else (scale / 1024 if dtype == "float16" else scale / 127)
+        limit = (
+            0.0
+            if (dtype == "float32" or want.ndim < 2)
+            else (scale / 1024 if dtype == "float16" else scale / 127)
+        )
         if err > limit + 1e-12:
-            raise LlmctlError(f"GGUF check failed: {name} differs by {err:.3g} (allowed {limit:.3g})", "please report this bug")
+            raise LlmctlError(
+                f"GGUF check failed: {name} differs by {err:.3g} (allowed {limit:.3g})",
+                "please report this bug",
+            )
         worst = max(worst, err)
     return worst
 
 
-def export_gguf(checkpoint: str | Path, out: str | Path, dtype: str = "float16", force: bool = False) -> GGUFResult:
+def export_gguf(
+    checkpoint: str | Path, out: str | Path, dtype: str = "float16", force: bool = False
+) -> GGUFResult:
     """Write checkpoint as the single GGUF file `out` (atomically), then verify it by reading it back."""
     from gguf import GGUFWriter, LlamaFileType
 
@@ -180,36 +206,60 @@ def export_gguf(checkpoint: str | Path, out: str | Path, dtype: str = "float16",
             raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
         with open(out, "rb") as fh:
             if fh.read(4) != _MAGIC:
-                raise LlmctlError(f"{out} is not a GGUF file; --force replaces only a GGUF file", "choose another --out")
+                raise LlmctlError(
+                    f"{out} is not a GGUF file; --force replaces only a GGUF file", "choose another --out"
+                )
     ckpt = resolve_checkpoint(checkpoint)
     manifest = read_manifest(ckpt)
     assert manifest is not None
     cfg = from_dict(manifest["config"]).model
     if not (ckpt / "tokenizer.json").is_file():
-        raise LlmctlError(f"checkpoint {ckpt} has no tokenizer.json", "GGUF export needs a Hugging Face tokenizers BPE tokenizer")
+        raise LlmctlError(
+            f"checkpoint {ckpt} has no tokenizer.json",
+            "GGUF export needs a Hugging Face tokenizers BPE tokenizer",
+        )
     tok = load_tokenizer(ckpt / "tokenizer.json")
     vocab = gguf_vocab(json.loads((ckpt / "tokenizer.json").read_text(encoding="utf-8")), cfg.vocab_size)
     source_arch = (manifest.get("source") or {}).get("architecture")
     arch = "qwen2" if source_arch == "Qwen2ForCausalLM" else "llama"
     if cfg.qkv_bias and arch == "llama":
-        raise LlmctlError("llama.cpp's llama architecture has no q/k/v biases", "GGUF export of qkv_bias models needs a Qwen2 import")
+        raise LlmctlError(
+            "llama.cpp's llama architecture has no q/k/v biases",
+            "GGUF export of qkv_bias models needs a Qwen2 import",
+        )
     stops, add_bos, template = _conventions(manifest, tok, ckpt)
     eot = next((i for i in stops if i != tok.eos_id), None)
     eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
     tensors = gguf_tensors(load_model_state(ckpt, cfg), cfg, arch)
 
-    file_type = {"float32": LlamaFileType.ALL_F32, "float16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}[dtype]
+    file_type = {
+        "float32": LlamaFileType.ALL_F32,
+        "float16": LlamaFileType.MOSTLY_F16,
+        "q8_0": LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
     kv: dict[str, Any] = {
-        "general.architecture": arch, f"{arch}.block_count": cfg.n_layers, f"{arch}.context_length": cfg.max_seq_len,
-        f"{arch}.embedding_length": cfg.dim, f"{arch}.feed_forward_length": cfg.hidden_dim,
-        f"{arch}.attention.head_count": cfg.n_heads, f"{arch}.attention.head_count_kv": cfg.kv_heads,
-        f"{arch}.rope.freq_base": float(cfg.rope_theta), f"{arch}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": vocab.pre, "tokenizer.ggml.tokens": vocab.tokens,
-        "tokenizer.ggml.token_type": vocab.types, "tokenizer.ggml.merges": vocab.merges,
+        "general.architecture": arch,
+        f"{arch}.block_count": cfg.n_layers,
+        f"{arch}.context_length": cfg.max_seq_len,
+        f"{arch}.embedding_length": cfg.dim,
+        f"{arch}.feed_forward_length": cfg.hidden_dim,
+        f"{arch}.attention.head_count": cfg.n_heads,
+        f"{arch}.attention.head_count_kv": cfg.kv_heads,
+        f"{arch}.rope.freq_base": float(cfg.rope_theta),
+        f"{arch}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": vocab.pre,
+        "tokenizer.ggml.tokens": vocab.tokens,
+        "tokenizer.ggml.token_type": vocab.types,
+        "tokenizer.ggml.merges": vocab.merges,
         "tokenizer.ggml.add_bos_token": add_bos,
     }
-    ids = {"tokenizer.ggml.bos_token_id": tok.bos_id, "tokenizer.ggml.eos_token_id": eos,
-           "tokenizer.ggml.eot_token_id": eot, "tokenizer.ggml.padding_token_id": tok.pad_id}
+    ids = {
+        "tokenizer.ggml.bos_token_id": tok.bos_id,
+        "tokenizer.ggml.eos_token_id": eos,
+        "tokenizer.ggml.eot_token_id": eot,
+        "tokenizer.ggml.padding_token_id": tok.pad_id,
+    }
     kv.update({k: v for k, v in ids.items() if v is not None})
     if template:
         kv["tokenizer.chat_template"] = template
@@ -251,7 +301,18 @@ def export_gguf(checkpoint: str | Path, out: str | Path, dtype: str = "float16",
         writer.close()
         worst = _check(tmp, kv, tensors, dtype)
     return GGUFResult(
-        out=str(out), checkpoint=str(ckpt), architecture=arch, dtype=dtype, n_tensors=len(tensors),
-        bytes=out.stat().st_size, pre_tokenizer=vocab.pre, bos_id=tok.bos_id, eos_id=eos, eot_id=eot, add_bos=add_bos,
-        chat_template=template is not None, max_abs_error=worst, keys=sorted(kv),
+        out=str(out),
+        checkpoint=str(ckpt),
+        architecture=arch,
+        dtype=dtype,
+        n_tensors=len(tensors),
+        bytes=out.stat().st_size,
+        pre_tokenizer=vocab.pre,
+        bos_id=tok.bos_id,
+        eos_id=eos,
+        eot_id=eot,
+        add_bos=add_bos,
+        chat_template=template is not None,
+        max_abs_error=worst,
+        keys=sorted(kv),
     )

@@ -64,12 +64,20 @@ def pre_tokenizer_name(pre: dict[str, Any] | None) -> str:
         raise _unknown(f"pre-tokenizer {kind}")
     steps = pre.get("pretokenizers") or []
     kinds = [s.get("type") for s in steps]
-    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+    if (
+        kinds == ["Digits", "ByteLevel"]
+        and steps[0].get("individual_digits")
+        and steps[1].get("use_regex", True)
+    ):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
         split = steps[0]
         pattern = (split.get("pattern") or {}).get("Regex")
-        if split.get("behavior") in ("Isolated", "isolated") and not split.get("invert") and pattern in SPLIT_NAMES:
+        if (
+            split.get("behavior") in ("Isolated", "isolated")
+            and not split.get("invert")
+            and pattern in SPLIT_NAMES
+        ):
             return SPLIT_NAMES[pattern]
         raise _unknown(f"split regex {pattern!r}")
     raise _unknown(f"pre-tokenizer sequence {kinds}")
@@ -96,8 +104,10 @@ def gguf_vocab(tokenizer_json: dict[str, Any], vocab_size: int) -> GGUFVocab:
         if added.get("special"):
             special[added["content"]] = int(added["id"])
     if by_id and max(by_id) >= vocab_size:
-        raise LlmctlError(f"the tokenizer has ids up to {max(by_id)} but the model only {vocab_size} rows",
-                          "export with the tokenizer the model was trained with")
+        raise LlmctlError(
+            f"the tokenizer has ids up to {max(by_id)} but the model only {vocab_size} rows",
+            "export with the tokenizer the model was trained with",
+        )
     tokens, kinds = [], []
     for i in range(vocab_size):
         # llama.cpp needs one token per embedding row; rows past the tokenizer are padding.

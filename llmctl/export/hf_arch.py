@@ -110,7 +110,10 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
 
     def take(name: str) -> torch.Tensor:
         if name not in hf:
-            raise LlmctlError(f"the model's weights have no tensor '{name}'", "the safetensors files do not match config.json")
+            raise LlmctlError(
+                f"the model's weights have no tensor '{name}'",
+                "the safetensors files do not match config.json",
+            )
         return hf.pop(name)
 
     hd = cfg.head_dim
@@ -118,13 +121,21 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
     for i in range(cfg.n_layers):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
         out[dst + "attention_norm.weight"] = take(src + "input_layernorm.weight")
-        out[dst + "attention.wq.weight"] = permute_from_rotate_half(take(src + "self_attn.q_proj.weight"), cfg.n_heads, hd)
-        out[dst + "attention.wk.weight"] = permute_from_rotate_half(take(src + "self_attn.k_proj.weight"), cfg.kv_heads, hd)
+        out[dst + "attention.wq.weight"] = permute_from_rotate_half(
+            take(src + "self_attn.q_proj.weight"), cfg.n_heads, hd
+        )
+        out[dst + "attention.wk.weight"] = permute_from_rotate_half(
+            take(src + "self_attn.k_proj.weight"), cfg.kv_heads, hd
+        )
         out[dst + "attention.wv.weight"] = take(src + "self_attn.v_proj.weight")
         out[dst + "attention.wo.weight"] = take(src + "self_attn.o_proj.weight")
         if cfg.qkv_bias:
-            out[dst + "attention.wq.bias"] = permute_from_rotate_half(take(src + "self_attn.q_proj.bias"), cfg.n_heads, hd)
-            out[dst + "attention.wk.bias"] = permute_from_rotate_half(take(src + "self_attn.k_proj.bias"), cfg.kv_heads, hd)
+            out[dst + "attention.wq.bias"] = permute_from_rotate_half(
+                take(src + "self_attn.q_proj.bias"), cfg.n_heads, hd
+            )
+            out[dst + "attention.wk.bias"] = permute_from_rotate_half(
+                take(src + "self_attn.k_proj.bias"), cfg.kv_heads, hd
+            )
             out[dst + "attention.wv.bias"] = take(src + "self_attn.v_proj.bias")
         o_bias = hf.pop(src + "self_attn.o_proj.bias", None)
         if o_bias is not None and bool(o_bias.abs().max() > 0):
@@ -137,7 +148,9 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
     head = hf.pop("lm_head.weight", None)
     if not cfg.tied_embeddings:
         if head is None:
-            raise LlmctlError("the model's weights have no lm_head.weight", "config.json says the head is untied")
+            raise LlmctlError(
+                "the model's weights have no lm_head.weight", "config.json says the head is untied"
+            )
         out["output.weight"] = head
     leftover = sorted(k for k in hf if not k.endswith("rotary_emb.inv_freq"))
     if leftover:

@@ -141,10 +141,15 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     src = fetch_model_source(source)
     cfg, arch = model_config_from_hf(json.loads((src.path / "config.json").read_text(encoding="utf-8")))
     if not (src.path / "tokenizer.json").is_file():
-        raise LlmctlError(f"{source} has no tokenizer.json", "import needs a Hugging Face fast tokenizer (tokenizer.json)")
+        raise LlmctlError(
+            f"{source} has no tokenizer.json", "import needs a Hugging Face fast tokenizer (tokenizer.json)"
+        )
     tok = load_tokenizer(src.path / "tokenizer.json")
     if tok.vocab_size > cfg.vocab_size:
-        raise LlmctlError(f"the tokenizer has {tok.vocab_size} ids but the model {cfg.vocab_size} rows", "the model's files disagree")
+        raise LlmctlError(
+            f"the tokenizer has {tok.vocab_size} ids but the model {cfg.vocab_size} rows",
+            "the model's files disagree",
+        )
     state = {k: v.contiguous() for k, v in from_hf_state_dict(load_hf_weights(src.path), cfg).items()}
     dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     template = read_chat_template(src.path)
@@ -173,8 +178,11 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     n_params = sum(v.numel() for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight"))
     config = Config(model=cfg, data=DataConfig(seq_len=min(DataConfig.seq_len, cfg.max_seq_len)))
     with atomic_path(out, directory=True) as tmp:
-        save_file({k: v for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight")},
-                  str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        save_file(
+            {k: v for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight")},
+            str(tmp / MODEL_FILE),
+            metadata={"format": "pt"},
+        )
         names = [MODEL_FILE, "tokenizer.json"]
         shutil.copyfile(src.path / "tokenizer.json", tmp / "tokenizer.json")
         for name in ("tokenizer_config.json", "generation_config.json", "special_tokens_map.json"):
@@ -195,8 +203,14 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
             "prompt": {"add_bos": bos, "bos_id": tok.bos_id if bos else None},
             "chat": chat.describe(stops) if chat is not None else {"template_text": None, "stop_ids": stops},
             "source": {
-                "kind": SOURCE_KIND, "source": source, "repo": src.repo, "revision": src.revision,
-                "commit": src.commit, "architecture": arch, "dtype": dtype, "files": src.files,
+                "kind": SOURCE_KIND,
+                "source": source,
+                "repo": src.repo,
+                "revision": src.revision,
+                "commit": src.commit,
+                "architecture": arch,
+                "dtype": dtype,
+                "files": src.files,
                 "max_logit_diff": diff,
             },
             "files": {name: (tmp / name).stat().st_size for name in names},
@@ -204,10 +218,23 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
         atomic_write_json(tmp / MANIFEST, manifest)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ImportResult(
-        out=str(out), source=source, repo=src.repo, commit=src.commit, architecture=arch, n_params=n_params,
-        dtype=dtype, vocab_size=cfg.vocab_size, tied_embeddings=cfg.tied_embeddings, rope_scaling=cfg.rope_scaling,
-        add_bos=bos, stop_ids=stops, chat_template=template is not None, max_logit_diff=diff, verify_note=note,
-        untrained_tokens=untrained, files=files,
+        out=str(out),
+        source=source,
+        repo=src.repo,
+        commit=src.commit,
+        architecture=arch,
+        n_params=n_params,
+        dtype=dtype,
+        vocab_size=cfg.vocab_size,
+        tied_embeddings=cfg.tied_embeddings,
+        rope_scaling=cfg.rope_scaling,
+        add_bos=bos,
+        stop_ids=stops,
+        chat_template=template is not None,
+        max_logit_diff=diff,
+        verify_note=note,
+        untrained_tokens=untrained,
+        files=files,
     )
 
 

@@ -79,23 +79,40 @@ def _download(repo: str, revision: str | None) -> Path:
     where = _endpoint() or "https://huggingface.co"
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        path = snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, endpoint=_endpoint(),
-                                 local_files_only=offline)
+        path = snapshot_download(
+            repo,
+            revision=revision,
+            allow_patterns=ALLOW_PATTERNS,
+            endpoint=_endpoint(),
+            local_files_only=offline,
+        )
     except hf_errors.GatedRepoError as exc:
-        raise LlmctlError(f"{repo} is gated on the Hub", "accept its terms on its Hub page and set HF_TOKEN") from exc
+        raise LlmctlError(
+            f"{repo} is gated on the Hub", "accept its terms on its Hub page and set HF_TOKEN"
+        ) from exc
     except hf_errors.RepositoryNotFoundError as exc:
-        raise LlmctlError(f"model {repo} not found on {where}", "check the name (hf:owner/name); private repos need HF_TOKEN") from exc
+        raise LlmctlError(
+            f"model {repo} not found on {where}",
+            "check the name (hf:owner/name); private repos need HF_TOKEN",
+        ) from exc
     except hf_errors.RevisionNotFoundError as exc:
-        raise LlmctlError(f"{repo} has no revision '{revision}'", "use a branch, tag or commit of the repo") from exc
+        raise LlmctlError(
+            f"{repo} has no revision '{revision}'", "use a branch, tag or commit of the repo"
+        ) from exc
     except hf_errors.LocalEntryNotFoundError as exc:
         raise LlmctlError(
             f"{repo}@{revision or 'main'} is not in the Hub cache and cannot be downloaded ({'offline' if offline else where})",
             "unset HF_HUB_OFFLINE, check the network, or set HF_ENDPOINT to a mirror",
         ) from exc
     except (hf_errors.HfHubHTTPError, OSError) as exc:
-        raise LlmctlError(f"cannot download {repo} from {where}: {exc}", "check the network and HF_ENDPOINT; try again") from exc
+        raise LlmctlError(
+            f"cannot download {repo} from {where}: {exc}", "check the network and HF_ENDPOINT; try again"
+        ) from exc
     except (ValueError, TypeError, KeyError) as exc:
-        raise LlmctlError(f"unexpected answer from {where} for {repo}: {exc!r}", "check HF_ENDPOINT points at a Hugging Face Hub") from exc
+        raise LlmctlError(
+            f"unexpected answer from {where} for {repo}: {exc!r}",
+            "check HF_ENDPOINT points at a Hugging Face Hub",
+        ) from exc
     return Path(path)
 
 
@@ -115,7 +132,9 @@ def fetch_model_source(source: str) -> ModelSource:
             )
         result = ModelSource(path, source)
     if not (path / "config.json").is_file():
-        raise LlmctlError(f"{source} has no config.json", "import takes a Hugging Face transformers model directory")
+        raise LlmctlError(
+            f"{source} has no config.json", "import takes a Hugging Face transformers model directory"
+        )
     for name in sorted(os.listdir(path)):
         if (path / name).is_file() and any(Path(name).match(p) for p in ALLOW_PATTERNS):
             result.files[name] = sha256_file(path / name)

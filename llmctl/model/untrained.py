@@ -44,5 +44,3 @@ def untrained_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, tokens: dic
                 found.append(name)
                 break
     return found
-
-

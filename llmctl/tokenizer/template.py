@@ -129,8 +129,12 @@ class TemplateChat:
 
     def describe(self, stop_ids: list[int]) -> dict[str, Any]:
         """The `chat` section of checkpoint.json for this template."""
-        return {"template_text": self.template, "bos_token": self.bos_token, "eos_token": self.eos_token,
-                "stop_ids": stop_ids}
+        return {
+            "template_text": self.template,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "stop_ids": stop_ids,
+        }
 
     @classmethod
     def from_dir(cls, path: Path, tokenizer: Any) -> TemplateChat | None:
@@ -148,29 +152,39 @@ class TemplateChat:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message: str) -> None:
-            raise LlmctlError(f"the chat template refused the conversation: {message}", "check the roles and their order")
+            raise LlmctlError(
+                f"the chat template refused the conversation: {message}", "check the roles and their order"
+            )
 
         def strftime_now(fmt: str) -> str:
             import datetime
 
             return datetime.datetime.now().strftime(fmt)
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
         env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
         try:
             return env.from_string(self.template).render(
-                messages=list(messages), add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token or "", eos_token=self.eos_token or "",
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
             )
         except jinja2.TemplateError as exc:
-            raise LlmctlError(f"cannot render the model's chat template: {exc}", "check chat_template.jinja") from exc
+            raise LlmctlError(
+                f"cannot render the model's chat template: {exc}", "check chat_template.jinja"
+            ) from exc
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of rendered template text: special-token strings become specials, no post-processor."""
         backend = getattr(self.tokenizer, "backend", None)
         if backend is None:
-            raise LlmctlError("chat templates need a tokenizer.json tokenizer", "import the model's tokenizer.json")
+            raise LlmctlError(
+                "chat templates need a tokenizer.json tokenizer", "import the model's tokenizer.json"
+            )
         previous = backend.encode_special_tokens
         backend.encode_special_tokens = False
         try:
@@ -178,11 +192,15 @@ class TemplateChat:
         finally:
             backend.encode_special_tokens = previous
 
-    def render_ids(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    def render_ids(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False
+    ) -> list[int]:
         """Ids of `messages` rendered by the template, as transformers' apply_chat_template(tokenize=True)."""
         return self.encode_text(self.render_text(messages, add_generation_prompt))
 
-    def render_masked(self, messages: Sequence[dict[str, str]], end_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    def render_masked(
+        self, messages: Sequence[dict[str, str]], end_ids: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
         """(ids, loss mask) of a conversation: 1 exactly on each assistant reply's content and the end-of-turn
         token that closes it (the last of `end_ids` in the reply's span), 0 elsewhere. As in transformers'
         apply_chat_template, special-token strings inside messages become special tokens.
