@@ -47,7 +47,8 @@ def tokenize_command(
     template: str | None = typer.Option(None, "--template", help="--mode sft: `model` renders conversations with the "
                                         "tokenizer's own chat template (imported models) instead of --profile."),
     separator: str | None = typer.Option(
-        None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
+        None, "--separator", help="Pretraining document separator: eos, bos or bos+eos. Default: bos+eos when the "
+        "tokenizer's post-processor puts BOS first (llmctl's own tokenizers, Llama 3), else eos."
     ),
     split: list[str] = typer.Option([], "--split", help="Split to tokenize (repeatable); default all."),
     column: str | None = typer.Option(None, "--column", help="Raw column; default text (pretrain) or messages (sft)."),

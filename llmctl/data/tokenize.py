@@ -97,6 +97,12 @@ class TokenizeResult:
 def _policy(tok: Tokenizer, mode: str, profile: str, separator: str | None, column: str, count_only: bool) -> EncodePolicy:
     if mode not in ("pretrain", "sft"):
         raise LlmctlError(f"unknown mode '{mode}'", "use --mode pretrain or --mode sft")
+    if separator is None and mode == "pretrain":
+        from llmctl.tokenizer.template import adds_bos
+
+        # The tokenizer decides: BOS + text + EOS when its post-processor puts BOS first (llmctl's own
+        # tokenizers since 0.x, Llama 3), else text + EOS (older llmctl tokenizers, GPT-2, Qwen2).
+        separator = "bos+eos" if adds_bos(tok) and tok.bos_id is not None else "eos"
     separator = separator or ("profile" if mode == "sft" else "eos")
     if separator not in SEPARATORS or (separator == "profile") != (mode == "sft"):
         allowed = "profile" if mode == "sft" else "eos, bos or bos+eos"

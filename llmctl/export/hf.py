@@ -190,9 +190,7 @@ def tokenizer_config(tok: Tokenizer, profile: ChatProfile | None, max_len: int) 
         "pad_token": name(tok.pad_id),
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
-        # Our ids never carry an automatic BOS: the chat template writes it, pretraining separates with EOS.
-        "add_bos_token": False,
-        "add_eos_token": False,
+        # BOS (if any) comes from tokenizer.json's post-processor, set at export to what training used.
     }
     if profile is not None:
         config["additional_special_tokens"] = profile.special_tokens
@@ -213,13 +211,16 @@ def write_hf(
     model_dir: Path | None = None,
     stop_ids: list[int] | None = None,
     chat: dict[str, Any] | None = None,
+    prompt_prefix: list[int] | None = None,
 ) -> ExportResult:
     """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically).
 
     `model_dir` (an imported checkpoint) supplies the model's own tokenizer_config.json, chat template and
     generation_config.json instead of llmctl's chat profile; `stop_ids` then become eos_token_id. `chat`
     (checkpoint.json's chat section) supplies the template and special tokens when those files are absent
-    (a model fine-tuned from an import).
+    (a model fine-tuned from an import). `prompt_prefix` (the ids a document started with in training)
+    becomes the exported tokenizer's post-processor, so `AutoTokenizer(prompt)` encodes prompts exactly
+    as `llmctl generate` does.
     """
     import torch
     from safetensors.torch import save_file
@@ -264,6 +265,8 @@ def write_hf(
             generation = {**source, "eos_token_id": eos_ids}
         _write_json(tmp / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
         shutil.copyfile(tok.path, tmp / "tokenizer.json")
+        if prompt_prefix is not None:
+            _set_prompt_prefix(tmp / "tokenizer.json", tok, prompt_prefix)
         for name in own:
             shutil.copyfile(model_dir / name, tmp / name)  # type: ignore[operator]
         if "tokenizer_config.json" not in own and model_dir is not None:
@@ -296,6 +299,24 @@ def write_hf(
         or bool(model_dir is not None and "chat_template" in json.loads((out / "tokenizer_config.json").read_text())),
         eos_token_ids=eos_ids, files=files,
     )
+
+
+def _set_prompt_prefix(path: Path, tok: Tokenizer, prefix: list[int]) -> None:
+    """Make tokenizer.json's post-processor put `prefix` (BOS, or EOS for old `eos`-policy models) first,
+    or nothing: what the model saw before each training document."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import processors
+
+    hf = HFTok.from_file(str(path))
+    names = [tok.id_to_token(i) for i in prefix]
+    if names:
+        head = " ".join(names)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{head} $A", pair=f"{head} $A {head} $B", special_tokens=list(dict(zip(names, prefix, strict=True)).items())
+        )
+    else:
+        hf.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    hf.save(str(path), pretty=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -351,4 +372,8 @@ def export_hf(
         return write_hf(state, cfg, tok, out, dtype=dtype, force=force, checkpoint=str(ckpt),
                         architecture=source.get("architecture") or "LlamaForCausalLM", model_dir=ckpt,
                         stop_ids=stop_ids(tok, manifest), chat=manifest.get("chat"))
-    return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt))
+    from llmctl.tokenizer.template import document_prefix
+
+    prefix = document_prefix(manifest.get("data_meta") or {})
+    return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt),
+                    prompt_prefix=prefix)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import torch
 
     from llmctl.config import ModelConfig
-    from llmctl.tokenizer.core import Tokenizer
 
 SOURCE_KIND = "hf-import"
 PARITY_LIMIT = 1e-3
@@ -60,16 +59,6 @@ class ImportResult:
     verify_note: str | None
     untrained_tokens: list[str] = field(default_factory=list)
     files: dict[str, int] = field(default_factory=dict)
-
-
-def adds_bos(tok: Tokenizer) -> bool:
-    """True when the tokenizer's post-processor puts a BOS id before encoded text."""
-    backend = getattr(tok, "backend", None)
-    if backend is None:
-        return False
-    plain = backend.encode("a", add_special_tokens=False).ids
-    full = backend.encode("a", add_special_tokens=True).ids
-    return len(full) > len(plain) and full[-len(plain) :] == plain
 
 
 def load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -133,7 +122,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     from llmctl.files import atomic_path, atomic_write_json
     from llmctl.model.untrained import template_token_ids, untrained_rows
     from llmctl.tokenizer.core import load_tokenizer
-    from llmctl.tokenizer.template import TemplateChat, read_chat_template, stop_ids_for
+    from llmctl.tokenizer.template import TemplateChat, adds_bos, read_chat_template, stop_ids_for
 
     out = Path(out)
     if out.exists() and not force:

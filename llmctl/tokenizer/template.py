@@ -40,6 +40,16 @@ def document_prefix(meta: dict[str, Any]) -> list[int]:
     return []
 
 
+def adds_bos(tok: Any) -> bool:
+    """True when the tokenizer's post-processor puts a BOS id before encoded text."""
+    backend = getattr(tok, "backend", None)
+    if backend is None:
+        return False
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    return len(full) > len(plain) and full[-len(plain) :] == plain
+
+
 def encode_with_post_processor(tokenizer: Any, text: str) -> list[int]:
     """Ids of `text` with the tokenizer's post-processor applied (special-token strings stay text)."""
     backend = getattr(tokenizer, "backend", None)
