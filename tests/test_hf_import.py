@@ -326,6 +326,22 @@ def test_pretrain_init_continues_an_imported_model_and_resume_names_init(
         saved["config"]["model"]["rope_scaling"] == "llama3" and saved["config"]["model"]["vocab_size"] == 408
     )
 
+    other = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(out),
+            "--init",
+            str(models.ck["qwen2"]),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "r3"),
+            *args,
+        ],
+    )
+    assert other.exit_code == 2 and "was trained with tokenizer" in other.output, other.output
     resumed = CliRunner().invoke(
         app,
         [

@@ -27,8 +27,9 @@ def template_token_ids(tok: Any, template: str | None, stop_ids: list[int]) -> d
 
 
 def untrained_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, tokens: dict[str, int]) -> list[str]:
-    """Tokens whose embedding (or untied head) row is all zeros or identical to another special token's:
-    the signature of a row that was initialised and never trained (Qwen2.5 base's <|im_end|>)."""
+    """Tokens whose embedding (or untied head) row is (nearly) all zeros, far smaller than a typical row,
+    or identical to another special token's: the signature of a row that was initialised and never
+    trained (Qwen2.5 base's <|im_end|>)."""
     import torch
 
     found: list[str] = []
@@ -36,11 +37,12 @@ def untrained_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, tokens: dic
     if not cfg.tied_embeddings and "output.weight" in state:
         mats.append(state["output.weight"])
     ids = {n: i for n, i in tokens.items() if 0 <= i < cfg.vocab_size}
+    typical = [float(m.float().norm(dim=1).median()) for m in mats]
     for name, tid in sorted(ids.items(), key=lambda kv: kv[1]):
-        for mat in mats:
+        for mat, median in zip(mats, typical, strict=True):
             row = mat[tid].float()
             same = [j for j in ids.values() if j != tid and torch.equal(mat[j].float(), row)]
-            if bool(row.abs().max() == 0) or same:
+            if float(row.norm()) <= 1e-3 * median or same:
                 found.append(name)
                 break
     return found
