@@ -58,6 +58,16 @@ class ModelConfig:
     """RoPE base frequency."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    rope_scaling: Literal["none", "llama3"] = "none"
+    """RoPE frequency scaling: none, or Llama 3.1's `llama3` (low frequencies divided by rope_factor)."""
+    rope_factor: float = 8.0
+    """llama3 scaling: how much the low (long-wavelength) frequencies are divided by."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 scaling: wavelengths above rope_original_max_seq_len / this are fully scaled."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 scaling: wavelengths below rope_original_max_seq_len / this are left alone."""
+    rope_original_max_seq_len: int = 8192
+    """llama3 scaling: the context length the model was first trained at."""
 
     @property
     def kv_heads(self) -> int:

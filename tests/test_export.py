@@ -102,7 +102,7 @@ def test_export_refuses_to_overwrite_and_checks_the_tokenizer(checkpoint: tuple[
     other = train_chat_tokenizer(tmp_path / "other.json", ["other words entirely"] * 5, 300)
     result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--tokenizer", str(other)])
     assert result.exit_code == 2 and "is not the one checkpoint" in result.output
-    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--format", "gguf"])
+    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--format", "onnx"])
     assert result.exit_code == 2 and "--format hf" in result.output
 
 

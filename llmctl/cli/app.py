@@ -152,12 +152,12 @@ def _register() -> None:
     import importlib
 
     for name in _COMMANDS:
-        module = importlib.import_module(f"llmctl.cli.{name}")
+        module = importlib.import_module(f"llmctl.cli.{name}_" if name == "import" else f"llmctl.cli.{name}")
         module.register(app)
 
 
 # One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "export", "plot", "flops", "budget"]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "import", "export", "plot", "flops", "budget"]
 
 _register()
 

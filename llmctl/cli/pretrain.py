@@ -65,13 +65,18 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
+        init: str | None = typer.Option(None, "--init", help="Start from these weights (fresh optimizer, step 0; the "
+                                        "model shape is the checkpoint's): continued pretraining (checkpoint.init)."),
         test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
         from llmctl.engine.run import run_training, smoke_test_config
 
-        cfg = build_config(config, list(ctx.args), flag_values(data, steps, out, resume))
+        values = flag_values(data, steps, out, resume)
+        if init is not None:
+            values["checkpoint.init"] = str(Path(init).expanduser())
+        cfg = build_config(config, list(ctx.args), values)
         if test:
             cfg = smoke_test_config(cfg)
         outcome = run_training(cfg)

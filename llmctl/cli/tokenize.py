@@ -2,6 +2,7 @@
 
     llmctl tokenize --data data/pystdlib --tokenizer tok/pystdlib.json --out tokens/pystdlib --num-proc 2
     llmctl tokenize --data data/alpaca --tokenizer tok/ts.json --out tokens/alpaca --mode sft --profile chat
+    llmctl tokenize --data data/alpaca --tokenizer models/smollm2/tokenizer.json --out tokens/alpaca-smol --mode sft --template model
 
 On a cluster, split the shards between array jobs, then merge:
 
@@ -99,8 +100,15 @@ def tokenize_command(
     profile: str = typer.Option(
         "chat", "--profile", help="Chat profile for --mode sft (llmctl/tokenizer/chat.py)."
     ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="--mode sft: `model` renders conversations with the tokenizer's own chat template "
+        "(imported models) instead of --profile.",
+    ),
     separator: str | None = typer.Option(
-        None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
+        None, "--separator", help="Pretraining document separator: eos, bos or bos+eos. Default: bos+eos when the "
+        "tokenizer's post-processor puts BOS first (llmctl's own tokenizers, Llama 3), else eos."
     ),
     split: list[str] = typer.Option([], "--split", help="Split to tokenize (repeatable); default all."),
     column: str | None = typer.Option(
@@ -151,6 +159,10 @@ def tokenize_command(
         raise LlmctlError(
             "--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run"
         )
+    if template is not None:
+        if template != "model":
+            raise LlmctlError(f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)")
+        profile = "model"
     from llmctl.cli._progress import TokenProgress
 
     opts = TokenizeOptions(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokenizer.prompt import document_prefix
+from llmctl.tokenizer.template import document_prefix
 from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.tokens.shards import open_split
 

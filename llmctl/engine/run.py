@@ -27,6 +27,7 @@ import torch
 from llmctl.config import Config, to_yaml
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
+    OPTIMIZER_FILE,
     check_compatible,
     find_latest,
     load_model_state,
@@ -136,6 +137,11 @@ def resolve_run_dir(cfg: Config) -> tuple[Path, Path | None]:
             return run, find_latest(run / "checkpoints")
     elif resume:
         ckpt = resolve_checkpoint(resume)
+        if OPTIMIZER_FILE not in ((read_manifest(ckpt) or {}).get("files") or {}):
+            raise LlmctlError(
+                f"{ckpt} holds weights only (no optimizer state, e.g. made by `llmctl import`), so no run can resume from it",
+                f"start a new run from its weights with --init {ckpt} (fresh optimizer and schedule at step 0)",
+            )
         run = out_dir / cfg.train.name if cfg.train.name else ckpt.parent.parent
         return run, ckpt
     name = cfg.train.name or f"{cfg.model.preset or 'model'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -174,6 +180,11 @@ def run_training(
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
         meta, tokenizer = load_data(cfg)
+        if cfg.checkpoint.init and cfg.checkpoint.resume in (None, "auto"):
+            # --init (continued pretraining from e.g. an imported model): the shape is the checkpoint's.
+            from llmctl.engine.sft import _model_from_init
+
+            cfg = _model_from_init(cfg)[0]
         cfg = resolve_vocab(cfg, meta)
         run_dir, resume = D.broadcast_object(dist, resolve_run_dir(cfg))
         if dist.is_rank0:
@@ -195,6 +206,9 @@ def run_training(
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=run_dir, tokenizer=tokenizer,
                           data_meta=meta, flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train)
+        start = resume or (resolve_checkpoint(cfg.checkpoint.init) if cfg.checkpoint.init else None)
+        started_from = (read_manifest(start) or {}) if start is not None else {}
+        trainer.conventions = {k: started_from[k] for k in ("prompt", "chat") if k in started_from}
         result = trainer.fit(resume=resume)
         return RunOutcome(run_dir, result, str(resume) if resume else None, dist.is_rank0)
     finally:

@@ -107,6 +107,9 @@ class Trainer:
         self.tokens = 0
         self.stops = StopRequests()
         self.last_checkpoint: str | None = None
+        self.conventions: dict[str, Any] = {}
+        """checkpoint.json's `prompt` and `chat` sections of the weights this run started from (an imported
+        model's BOS policy, chat template and stop ids), carried into every checkpoint it writes."""
         self.last_eval: EvalResult | None = None
         self._step_seconds = 0.0
         self._save_seconds = 0.0
@@ -347,6 +350,7 @@ class Trainer:
                 "data_meta": {k: self.data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")},
                 "world_size": self.dist.world_size,
                 "torch": torch.__version__,
+                **self.conventions,
             }
             path = write_checkpoint(self.run_dir / "checkpoints", self.step, model_state=weights, optimizer_state=optim,
                                     rng_states=rng, manifest=manifest, tokenizer_file=Path(tok.path),

@@ -52,19 +52,28 @@ class ChatSession:
     ) -> None:
         from llmctl.engine.checkpoint import load_for_inference
         from llmctl.engine.runtime import choose_device
+        from llmctl.tokenizer.template import TemplateChat, stop_ids
 
         self.device = choose_device(device, flag="--device")
         self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
-        self.profile = chat_profile_of(self.manifest, self.tokenizer)
+        # A model with its own chat template (an imported one) chats with it; llmctl's models use their profile.
+        self.template = TemplateChat.from_manifest(self.manifest, self.tokenizer)
+        self.profile = chat_profile_of(self.manifest, self.tokenizer) if self.template is None else None
         self.checkpoint = checkpoint
         self.system = system
         self.messages: list[dict[str, str]] = []
         self.options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
         self.seed = seed
-        self.stop_ids = reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
+        if self.profile is not None:
+            self.stop_ids = reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
+        else:
+            self.stop_ids = stop_ids(self.tokenizer, self.manifest)
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
         head = [{"role": "system", "content": self.system}] if self.system else []
+        if self.template is not None:
+            return self.template.render_ids(head + messages, add_generation_prompt=True)
+        assert self.profile is not None
         return render(head + messages, self.profile, self.tokenizer.encode, self.tokenizer.token_to_id,
                       add_generation_prompt=True).ids
 

@@ -189,28 +189,33 @@ def generate_from_checkpoint(
     """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
     the prompt itself with echo_prompt, once the checkpoint has loaded).
 
-    `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the document prefix
-    the model saw in training (BOS or EOS) followed by the prompt's tokens. A prompt that leaves no
+    `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the model's own
+    convention (llmctl/tokenizer/template.py: its post-processor, or the shards' document prefix).
+    Generation stops at EOS and at the checkpoint's recorded end-of-turn ids. A prompt that leaves no
     room in the model's context is an error, unless `truncate_left`: then its first tokens are dropped
-    (the document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the result's
-    `prompt_dropped_tokens` says how many.
+    (a leading BOS/document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the
+    result's `prompt_dropped_tokens` says how many.
     """
     from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.runtime import choose_device
     from llmctl.telemetry import inference_metrics
-    from llmctl.tokenizer.prompt import document_prefix
+    from llmctl.tokenizer.template import prompt_ids, stop_ids
 
     dev = choose_device(device, flag="--device")
     model, tokenizer, manifest = load_for_inference(checkpoint, dev)
-    prefix = document_prefix(manifest.get("data_meta") or {}) if render is None else []
-    body = tokenizer.encode(prompt) if render is None else render(tokenizer, manifest, prompt)
-    prefix, body, dropped = fit_prompt(prefix, body, model.cfg.max_seq_len, max_new_tokens, truncate_left)
+    if render is None:
+        ids = prompt_ids(tokenizer, manifest, prompt)
+        # The token a document starts after (BOS, or EOS for old models) survives a left truncation.
+        firsts = {tokenizer.bos_id, tokenizer.eos_id} - {None}
+        keep = 1 if ids and ids[0] in firsts else 0
+    else:
+        ids, keep = render(tokenizer, manifest, prompt), 0
+    prefix, body, dropped = fit_prompt(ids[:keep], ids[keep:], model.cfg.max_seq_len, max_new_tokens, truncate_left)
     ids = prefix + body
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dev.type == "cuda" else contextlib.nullcontext
-    eos = tokenizer.eos_id
     stream = IncrementalDecoder(tokenizer.decode)
-    stops = set([eos] if eos is not None else [])
+    stops = set(stop_ids(tokenizer, manifest))
     if on_text is not None and echo_prompt:
         on_text(prompt)
 

@@ -133,7 +133,16 @@ def _train_hf(
     tok = new_hf_tokenizer(model)
     tok.train_from_iterator(batches, new_hf_trainer(model, vocab_size, specials, min_frequency))
     tok.add_special_tokens(specials)  # no-op for the trainer's own; guarantees the SPECIAL flag
+    tok.post_processor = bos_post_processor(specials[0], tok.token_to_id(specials[0]))
     return tok.to_str(pretty=True).encode("utf-8")
+
+
+def bos_post_processor(bos: str, bos_id: int) -> Any:
+    """BOS before every encoded text (Llama 3's convention), so transformers' tokenizer(prompt) and the
+    pretraining documents (`bos+eos` separator) start the same way; llmctl's own encode adds nothing."""
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
 
 
 def sentencepiece_options(model: str, vocab_size: int, specials: list[str]) -> dict[str, Any]:

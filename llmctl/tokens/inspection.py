@@ -143,6 +143,11 @@ def expected_text(raw: Any, meta: dict[str, Any]) -> str:
     """What decoding a document should give back: the raw text, or the rendered conversation in SFT."""
     if meta["mode"] != "sft":
         return raw or ""
+    if meta["chat_profile"]["name"] == "model":
+        from llmctl.tokenizer.template import TemplateChat
+
+        # `--template model`: the model's own template renders the conversation (no tokenizer needed for text).
+        return TemplateChat.from_manifest({"chat": meta["chat_profile"]}, None).render_text(raw or [])  # type: ignore[union-attr]
     profile = get_profile(meta["chat_profile"]["name"])
     parts = [BOS]
     for message in raw or []:

@@ -30,16 +30,23 @@ from llmctl.tokens.shards import (
 from llmctl.tokens.workers import SEPARATORS, EncodePolicy
 
 
+def _template_record(policy: EncodePolicy) -> dict[str, Any] | None:
+    """profile 'model' (`--template model`): the template itself, so SFT and inspect render the same turns."""
+    if policy.profile != "model" or policy.chat_template is None:
+        return None
+    return {"name": "model", "version": 1, **policy.chat_template}
+
+
 def settings_of(tok: Tokenizer, policy: EncodePolicy, shard_bytes: int) -> dict[str, Any]:
     """Everything that decides the shards' bytes, as recorded in plan.json and meta.json."""
-    chat = get_profile(policy.profile) if policy.profile else None
+    chat = get_profile(policy.profile) if policy.profile and policy.profile != "model" else None
     sep_id = {"eos": policy.eos_id, "bos": policy.bos_id}.get(policy.separator)
     return {
         "tokenizer": {**tok.describe(), "path": str(Path(tok.path).resolve())},
         "mode": policy.mode,
         "dtype": policy.dtype,
         "column": policy.column,
-        "chat_profile": {"name": chat.name, "version": chat.version} if chat else None,
+        "chat_profile": {"name": chat.name, "version": chat.version} if chat else _template_record(policy),
         "separator": {"policy": policy.separator, "description": SEPARATORS[policy.separator], "token_id": sep_id},
         "shard_bytes": shard_bytes,
     }

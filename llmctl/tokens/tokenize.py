@@ -104,11 +104,20 @@ def _policy(
 ) -> EncodePolicy:
     if mode not in ("pretrain", "sft"):
         raise LlmctlError(f"unknown mode '{mode}'", "use --mode pretrain or --mode sft")
+    if separator is None and mode == "pretrain":
+        from llmctl.tokenizer.template import adds_bos
+
+        # The tokenizer decides: BOS + text + EOS when its post-processor puts BOS first (llmctl's own
+        # tokenizers since 0.x, Llama 3), else text + EOS (older llmctl tokenizers, GPT-2, Qwen2).
+        separator = "bos+eos" if adds_bos(tok) and tok.bos_id is not None else "eos"
     separator = separator or ("profile" if mode == "sft" else "eos")
     if separator not in SEPARATORS or (separator == "profile") != (mode == "sft"):
         allowed = "profile" if mode == "sft" else "eos, bos or bos+eos"
         raise LlmctlError(f"separator '{separator}' does not apply to --mode {mode}", f"use {allowed}")
-    if mode == "sft":
+    template = None
+    if mode == "sft" and profile == "model":
+        template = _model_template(tok)
+    elif mode == "sft":
         chat = get_profile(profile)
         missing = missing_tokens(chat, tok.token_to_id)
         if missing:
@@ -123,19 +132,28 @@ def _policy(
                 "train it with `llmctl tokenizer train` (which adds <|bos|> and <|eos|>), or pick another --separator",
             )
     specials = {**tok.special_ids()}
-    if mode == "sft":
+    if mode == "sft" and template is None:
         specials.update({t: tok.token_to_id(t) for t in [BOS, *chat.special_tokens]})
     return EncodePolicy(
-        mode=mode,
-        column=column,
-        dtype=dtype_for_vocab(tok.vocab_size),
-        separator=separator,
-        bos_id=tok.bos_id,
-        eos_id=tok.eos_id,
-        profile=profile if mode == "sft" else None,
-        special_ids=specials,
-        count_only=count_only,
+        mode=mode, column=column, dtype=dtype_for_vocab(tok.vocab_size), separator=separator,
+        bos_id=tok.bos_id, eos_id=tok.eos_id, profile=profile if mode == "sft" else None,
+        special_ids=specials, count_only=count_only, chat_template=template,
+        tokenizer_path=str(Path(tok.path).resolve()) if template is not None else None,
     )
+
+
+def _model_template(tok: Tokenizer) -> dict[str, Any]:
+    """`--template model`: the chat template beside the tokenizer (an imported checkpoint, a HF model dir)."""
+    from llmctl.tokenizer.template import TemplateChat, stop_ids_for
+
+    folder = Path(tok.path).parent
+    chat = TemplateChat.from_dir(folder, tok)
+    if chat is None:
+        raise LlmctlError(
+            f"no chat template beside {tok.path} (chat_template.jinja or tokenizer_config.json)",
+            "pass the tokenizer.json of a model imported with `llmctl import`, or use --profile chat",
+        )
+    return chat.describe(stop_ids_for(folder, tok, chat.template))
 
 
 def _peak_rss() -> int:

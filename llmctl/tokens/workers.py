@@ -44,6 +44,10 @@ class EncodePolicy:
     """Chat profile name (SFT)."""
     special_ids: dict[str, int] = field(default_factory=dict)
     """Special token string -> id, for the chat profile's markers."""
+    chat_template: dict[str, Any] | None = None
+    """profile 'model': the tokenizer's own chat template (template_text, bos/eos tokens, stop_ids)."""
+    tokenizer_path: str | None = None
+    """profile 'model': the tokenizer.json that encodes the rendered template text."""
     count_only: bool = False
     """Return document lengths only (`count --data`)."""
 
@@ -155,9 +159,22 @@ def encode_rows(array: Any, encoder: BatchEncoder, policy: EncodePolicy) -> Chun
     return ChunkResult(tokens, lengths, None, empty, replaced, nbytes, len(values), int(lengths.sum()))
 
 
-def _encode_conversations(
-    values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy
-) -> ChunkResult:
+def _template_chat(policy: EncodePolicy) -> Any:
+    """The model's chat template with its tokenizer, built once per process."""
+    spec = policy.chat_template or {}
+    key = ("template", policy.tokenizer_path, spec.get("template_text"))
+    if key not in _WORKER:
+        from llmctl.tokenizer.core import load_tokenizer
+        from llmctl.tokenizer.template import TemplateChat
+
+        _WORKER[key] = TemplateChat(spec["template_text"], load_tokenizer(policy.tokenizer_path or ""),
+                                    spec.get("bos_token"), spec.get("eos_token"))
+    return _WORKER[key]
+
+
+def _encode_conversations(values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy) -> ChunkResult:
+    if policy.profile == "model":
+        return _encode_with_template(values, replaced, policy)
     profile = get_profile(policy.profile or "chat")
     empty = [i for i, v in enumerate(values) if not v]
     conversations = [v for v in values if v]
@@ -181,6 +198,27 @@ def _encode_conversations(
     return ChunkResult(
         tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained
     )
+
+
+def _encode_with_template(values: list[Any], replaced: int, policy: EncodePolicy) -> ChunkResult:
+    chat = _template_chat(policy)
+    ends = (policy.chat_template or {}).get("stop_ids") or []
+    empty = [i for i, v in enumerate(values) if not v]
+    ids: list[int] = []
+    mask: list[int] = []
+    lengths = []
+    trained = 0
+    for conv in (v for v in values if v):
+        conv_ids, conv_mask = chat.render_masked(list(conv), ends)
+        lengths.append(len(conv_ids))
+        trained += sum(conv_mask)
+        if not policy.count_only:
+            ids += conv_ids
+            mask += conv_mask
+    nbytes = sum(_utf8_size(m.get("content") or "") for v in values if v for m in v)
+    tokens = None if policy.count_only else np.array(ids, dtype=policy.dtype)
+    mask_arr = None if policy.count_only else np.array(mask, dtype=np.uint8)
+    return ChunkResult(tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained)
 
 
 _WORKER: dict[str, Any] = {}
