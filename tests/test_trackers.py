@@ -38,8 +38,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_tracker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("WANDB_MODE", "WANDB_BASE_URL", "WANDB_PROJECT", "WANDB_ENTITY", "MLFLOW_TRACKING_URI",
-                "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ALLOW_FILE_STORE"):
+    for var in (
+        "WANDB_MODE",
+        "WANDB_BASE_URL",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_ALLOW_FILE_STORE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
 
@@ -74,9 +81,13 @@ def _loss_history(client: Any, run_id: str) -> list[tuple[int, float]]:
 # -- refusals ---------------------------------------------------------------------------------------
 
 
-def test_missing_package_names_the_install_command(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_package_names_the_install_command(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # find_spec() then reports it missing
-    result = _invoke("pretrain", "--data", str(data), "--out", str(tmp_path / "r"), *tiny_args(), "--telemetry.wandb=true")
+    result = _invoke(
+        "pretrain", "--data", str(data), "--out", str(tmp_path / "r"), *tiny_args(), "--telemetry.wandb=true"
+    )
     assert result.exit_code == 2, result.output
     assert "Weights & Biases package (wandb), which is not installed" in result.output
     assert 'pip install "llmctl[wandb]"' in result.output and "Traceback" not in result.output
@@ -84,10 +95,20 @@ def test_missing_package_names_the_install_command(data: Path, tmp_path: Path, m
 
 def test_mlflow_file_store_is_refused_with_the_reason(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "r"
-    result = _invoke("pretrain", "--data", str(data), "--out", str(run), *tiny_args(),
-                     "--telemetry.mlflow=true", f"--telemetry.mlflow_uri=file://{tmp_path}/mlruns")
+    result = _invoke(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(),
+        "--telemetry.mlflow=true",
+        f"--telemetry.mlflow_uri=file://{tmp_path}/mlruns",
+    )
     assert result.exit_code == 2, result.output
-    assert "MLflow 3 refuses the file store" in result.output and "MLFLOW_ALLOW_FILE_STORE=true" in result.output
+    assert (
+        "MLflow 3 refuses the file store" in result.output and "MLFLOW_ALLOW_FILE_STORE=true" in result.output
+    )
     assert "sqlite:///" in result.output and not (run / "metrics.jsonl").exists()
 
 
@@ -95,14 +116,30 @@ def test_mlflow_file_store_is_refused_with_the_reason(data: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_mlflow_sqlite_stop_by_signal_and_resume_is_one_run_with_each_step_once(data: Path, tmp_path: Path) -> None:
+def test_mlflow_sqlite_stop_by_signal_and_resume_is_one_run_with_each_step_once(
+    data: Path, tmp_path: Path
+) -> None:
     uri = f"sqlite:///{tmp_path}/db/mlflow.db"
     run = tmp_path / "runs" / "sig"
-    args = ["--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 100000}),
-            "--telemetry.mlflow=true", f"--telemetry.mlflow_uri={uri}", "--telemetry.mlflow_experiment=t"]
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 100000}),
+        "--telemetry.mlflow=true",
+        f"--telemetry.mlflow_uri={uri}",
+        "--telemetry.mlflow_experiment=t",
+    ]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "pretrain", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if (run / "metrics.jsonl").is_file() and len(_train_losses(run)) >= 3:
@@ -126,7 +163,10 @@ def test_mlflow_sqlite_stop_by_signal_and_resume_is_one_run_with_each_step_once(
     assert history == pytest.approx(_train_losses(run))
     params = again.data.params
     assert params["model.dim"] == "64" and len(params["data_fingerprint"]) == 64
-    assert params["tokenizer_fingerprint"] == json.loads((data / "meta.json").read_text())["tokenizer"]["fingerprint"]
+    assert (
+        params["tokenizer_fingerprint"]
+        == json.loads((data / "meta.json").read_text())["tokenizer"]["fingerprint"]
+    )
     assert params["train.steps"] == "100000"  # params are write-once; the change is a tag
     assert again.data.tags[f"llmctl.changed_at_step_{stopped}.train.steps"] == str(stopped + 3)
     assert {"tokens/total", "flops/total", "train/lr", "summary/tokens"} <= set(again.data.metrics)
@@ -138,9 +178,26 @@ def mlflow_server(tmp_path: Path) -> Any:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", str(tmp_path / "art")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 120
@@ -150,7 +207,9 @@ def mlflow_server(tmp_path: Path) -> Any:
                     break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {proc.stderr.read() if proc.stderr else ''}") from None
+                    raise RuntimeError(
+                        f"mlflow server did not start: {proc.stderr.read() if proc.stderr else ''}"
+                    ) from None
                 time.sleep(0.5)
         yield url
     finally:
@@ -165,9 +224,16 @@ def mlflow_server(tmp_path: Path) -> Any:
 @pytest.mark.slow
 def test_mlflow_tracking_server(data: Path, tmp_path: Path, mlflow_server: str) -> None:
     run = tmp_path / "runs" / "srv"
-    result = _invoke("pretrain", "--data", str(data), "--out", str(run),
-                     *tiny_args(**{"train.steps": 4, "train.eval_every": 2, "train.eval_batches": 2}),
-                     "--telemetry.mlflow=true", f"--telemetry.mlflow_uri={mlflow_server}")
+    result = _invoke(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 4, "train.eval_every": 2, "train.eval_batches": 2}),
+        "--telemetry.mlflow=true",
+        f"--telemetry.mlflow_uri={mlflow_server}",
+    )
     assert result.exit_code == 0, result.output
     client, got = _mlflow_run(mlflow_server, "llmctl")
     assert got.info.status == "FINISHED" and got.info.run_name == "srv"
@@ -179,8 +245,16 @@ def test_mlflow_tracking_server(data: Path, tmp_path: Path, mlflow_server: str) 
 
 
 def test_mlflow_server_that_is_down_is_an_error(data: Path, tmp_path: Path) -> None:
-    result = _invoke("pretrain", "--data", str(data), "--out", str(tmp_path / "r"), *tiny_args(),
-                     "--telemetry.mlflow=true", f"--telemetry.mlflow_uri=http://127.0.0.1:{_free_port()}")
+    result = _invoke(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        *tiny_args(),
+        "--telemetry.mlflow=true",
+        f"--telemetry.mlflow_uri=http://127.0.0.1:{_free_port()}",
+    )
     assert result.exit_code == 2 and "cannot be reached" in result.output, result.output
 
 
@@ -221,7 +295,9 @@ def _wandb_history(run: Path) -> tuple[set[str], list[dict[str, Any]], dict[str,
             if kind == "run":
                 ids.add(rec.run.run_id)
             elif kind == "history":
-                rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
+                rows.append(
+                    {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item}
+                )
             elif kind == "config":
                 config.update({i.key: json.loads(i.value_json) for i in rec.config.update})
     return ids, rows, config
@@ -233,14 +309,24 @@ def test_wandb_offline_run_continues_after_resume_with_each_step_once(
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = tmp_path / "runs" / "wb"
-    args = ["--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 3}), "--telemetry.wandb=true",
-            "--telemetry.wandb_project=p", "--telemetry.wandb_tags=[a,b]"]
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 3}),
+        "--telemetry.wandb=true",
+        "--telemetry.wandb_project=p",
+        "--telemetry.wandb_tags=[a,b]",
+    ]
     first = _invoke("pretrain", *args)
     assert first.exit_code == 0, first.output
     second = _invoke("pretrain", *args, "--resume", "auto", "--steps", "5")
     assert second.exit_code == 0, second.output
     ids, rows, config = _wandb_history(run)
-    state = json.loads((run / "checkpoints" / "latest" / "checkpoint.json").read_text())["reporter"]["trackers"]
+    state = json.loads((run / "checkpoints" / "latest" / "checkpoint.json").read_text())["reporter"][
+        "trackers"
+    ]
     assert ids == {state["wandb"]["run_id"]}  # one W&B run across the resume
     losses = sorted((r["_step"], r["train/loss"]) for r in rows if "train/loss" in r)
     assert losses == pytest.approx(_train_losses(run)) and [s for s, _ in losses] == [1, 2, 3, 4, 5]
@@ -254,8 +340,15 @@ def test_wandb_goes_offline_when_the_host_cannot_be_reached(
 ) -> None:
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
     run = tmp_path / "runs" / "nonet"
-    result = _invoke("pretrain", "--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 2}),
-                     "--telemetry.wandb=true")
+    result = _invoke(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 2}),
+        "--telemetry.wandb=true",
+    )
     assert result.exit_code == 0, result.output
     assert "cannot be reached; logging offline" in result.output
     sync_dir = json.loads((run / "trackers.json").read_text())["wandb"]["sync_dir"]
@@ -278,10 +371,30 @@ class _FakeRun:
 def _fake_wandb(monkeypatch: pytest.MonkeyPatch, refuse_rewind: bool = False) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
-    def init(project: Any = None, entity: Any = None, name: Any = None, tags: Any = None, dir: Any = None,
-             mode: Any = None, settings: Any = None, id: Any = None, resume: Any = None, resume_from: Any = None) -> Any:
-        given = dict(project=project, entity=entity, name=name, tags=tags, dir=dir, mode=mode, settings=settings,
-                     id=id, resume=resume, resume_from=resume_from)
+    def init(
+        project: Any = None,
+        entity: Any = None,
+        name: Any = None,
+        tags: Any = None,
+        dir: Any = None,
+        mode: Any = None,
+        settings: Any = None,
+        id: Any = None,
+        resume: Any = None,
+        resume_from: Any = None,
+    ) -> Any:
+        given = dict(
+            project=project,
+            entity=entity,
+            name=name,
+            tags=tags,
+            dir=dir,
+            mode=mode,
+            settings=settings,
+            id=id,
+            resume=resume,
+            resume_from=resume_from,
+        )
         kwargs = {k: v for k, v in given.items() if v is not None}
         calls.append(kwargs)
         if resume_from and refuse_rewind:

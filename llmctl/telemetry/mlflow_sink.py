@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import urllib.error
@@ -83,6 +84,8 @@ class MlflowSink(TrackerSink):
         """Create the run, or continue the checkpoint's run; log the config and fingerprints as params."""
         from mlflow.tracking import MlflowClient
 
+        # MLflow's INFO lines (database migrations) would interleave with the panel; warnings still show.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = tracking_uri(self.settings.mlflow_uri)
         check_uri(self.uri)
         notes: list[str] = []
@@ -95,7 +98,9 @@ class MlflowSink(TrackerSink):
                 notes.append(f"MLflow: continuing run {self.run_id} from step {resume_step} ({self.uri})")
             else:
                 if self.resume.get("run_id") and resume_step > 0:
-                    notes.append(f"MLflow: run {self.resume['run_id']} is not in {self.uri}; starting a new run")
+                    notes.append(
+                        f"MLflow: run {self.resume['run_id']} is not in {self.uri}; starting a new run"
+                    )
                 self.run_id = self._new_run(info)
                 notes.append(f"MLflow: run {self.run_id} in {self.uri}")
             self._log_params(start_params(info.config), resume_step, previous)

@@ -156,4 +156,6 @@ class TrackerSink(Sink):
         write_trackers_json(self.run_dir, self.tracker, {"run_id": self.run_id, "last_step": None, **extra})
 
     def _record_closed(self, extra: dict[str, Any]) -> None:
-        write_trackers_json(self.run_dir, self.tracker, {"run_id": self.run_id, "last_step": self.last_step, **extra})
+        write_trackers_json(
+            self.run_dir, self.tracker, {"run_id": self.run_id, "last_step": self.last_step, **extra}
+        )

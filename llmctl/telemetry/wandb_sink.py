@@ -84,7 +84,10 @@ class WandbSink(TrackerSink):
             notes.append(note.replace("RUN", str(self.run_dir or ".")))
         name = s.wandb_name or (Path(info.run_dir).name if info.run_dir else None)
         base: dict[str, Any] = {
-            "project": s.wandb_project or self.resume.get("project") or os.environ.get("WANDB_PROJECT") or "llmctl",
+            "project": s.wandb_project
+            or self.resume.get("project")
+            or os.environ.get("WANDB_PROJECT")
+            or "llmctl",
             "entity": s.wandb_entity or self.resume.get("entity") or None,
             "name": name,
             "tags": list(s.wandb_tags) or None,
@@ -108,8 +111,10 @@ class WandbSink(TrackerSink):
             try:
                 self.run = wandb.init(**base, **extra)
                 if "resume_from" in extra:
-                    notes.append(f"W&B: run {previous} rewound to step {resume_step} (steps after it were sent "
-                                 "by the process that stopped without a checkpoint)")
+                    notes.append(
+                        f"W&B: run {previous} rewound to step {resume_step} (steps after it were sent "
+                        "by the process that stopped without a checkpoint)"
+                    )
                 break
             except Exception as exc:  # wandb raises its own error types; the next attempt or an error: line
                 error = exc
@@ -125,8 +130,8 @@ class WandbSink(TrackerSink):
         self.run.config.update(start_params(info.config), allow_val_change=True)
         if previous and previous == self.run_id:
             notes.append(f"W&B: continuing run {self.run_id} from step {resume_step}")
-        url = getattr(self.run, "url", None)
-        if url and self.mode == "online":
+        url = getattr(self.run, "url", None) if self.mode == "online" else None  # offline: wandb warns
+        if url:
             notes.append(f"W&B: {url}")
         self._record_open({"mode": self.mode, "sync_dir": self.sync_dir})
         return notes
@@ -145,7 +150,11 @@ class WandbSink(TrackerSink):
     def close(self, summary: dict[str, Any]) -> None:
         if self.run is None:
             return
-        values = {k: v for k, v in flat_config(summary).items() if isinstance(v, (int, float, str, bool)) or v is None}
+        values = {
+            k: v
+            for k, v in flat_config(summary).items()
+            if isinstance(v, (int, float, str, bool)) or v is None
+        }
         self.run.summary.update(values)
         failed = summary.get("status") == "failed"
         self.run.finish(exit_code=1 if failed else 0)
