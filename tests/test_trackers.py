@@ -428,6 +428,7 @@ def test_wandb_rewinds_after_a_crash_and_resumes_plainly_after_a_clean_stop(
     notes = WandbSink(settings, tmp_path, {"run_id": "abc", "project": "p"}).connect(_info(tmp_path, 10), 10)
     if refuse:  # rewind refused by the server: continue the run, W&B keeps the first values it got
         assert [c.get("resume_from") for c in calls] == ["abc?_step=10", None] and calls[1]["id"] == "abc"
+        assert any("rewinding run abc was refused (rewind is not enabled" in n for n in notes)
     else:
         assert calls[0]["resume_from"] == "abc?_step=10" and "id" not in calls[0]
         assert any("rewound to step 10" in n for n in notes)

@@ -115,6 +115,11 @@ class WandbSink(TrackerSink):
                         f"W&B: run {previous} rewound to step {resume_step} (steps after it were sent "
                         "by the process that stopped without a checkpoint)"
                     )
+                elif error is not None:  # the rewind was refused; W&B ignores the re-sent steps instead
+                    notes.append(
+                        f"W&B: rewinding run {previous} was refused ({error}); steps {resume_step + 1} and "
+                        "later keep the values the stopped process sent until this process passes them"
+                    )
                 break
             except Exception as exc:  # wandb raises its own error types; the next attempt or an error: line
                 error = exc
