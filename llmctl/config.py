@@ -222,6 +222,22 @@ class TelemetryConfig:
     """Write TensorBoard events under RUN/tb."""
     plot_every: int = 0
     """Refresh RUN/plots/latest.png every N steps; 0 disables (`llmctl plot` works any time)."""
+    wandb: bool = False
+    """Log to Weights & Biases (pip install "llmctl[wandb]"); WANDB_MODE is honoured, offline when unreachable."""
+    wandb_project: str | None = None
+    """W&B project; None: WANDB_PROJECT, else 'llmctl'."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team); None: WANDB_ENTITY or your default entity."""
+    wandb_name: str | None = None
+    """W&B run name; None: the run directory's name."""
+    wandb_tags: list[str] = field(default_factory=list)
+    """W&B run tags, e.g. --telemetry.wandb_tags=[baseline,124m]."""
+    mlflow: bool = False
+    """Log to MLflow (pip install "llmctl[mlflow]")."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (http://host:5000 or sqlite:///path/mlflow.db); None: MLFLOW_TRACKING_URI."""
+    mlflow_experiment: str | None = None
+    """MLflow experiment; None: MLFLOW_EXPERIMENT_NAME, else 'llmctl'."""
 
 
 @dataclass(frozen=True)

@@ -83,12 +83,23 @@ class Telemetry:
         self._writer: SinkWriter | None = None
         self._every_step: list[Sink] = []
         self._closed: RunSummary | None = None
+        self.trackers: list[Any] = []
+        # A tracker asked for but not installed is an error on every rank, before any work.
+        from llmctl.telemetry.trackers import require_installed
+
+        for tracker in ("wandb", "mlflow"):
+            if getattr(self.settings, tracker, False):
+                require_installed(tracker)
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def start(self, info: RunInfo) -> None:
         """Resolve the peak, start the sampler, open the sinks and the writer thread."""
         self.info = info
+        # Trackers connect first, on this thread: a refusal (file store, server down) stops the run
+        # here with an error, before the panel starts or any file is touched, and their set-up time
+        # (imports, database migrations, network) stays out of the run's clock.
+        notes = self._connect_trackers(info) if self.is_rank0 else []
         peak, self.peak_source = device_peak_flops(
             info.device, info.device_name, info.dtype, self.settings.peak_tflops
         )
@@ -108,11 +119,30 @@ class Telemetry:
         if info.device.startswith("cuda"):
             self._cuda = self._cuda_memory_api(info.device)
         self.sinks = self._custom_sinks if self._custom_sinks is not None else self._default_sinks()
+        self.sinks += self.trackers  # last: their closing lines print after the panel has gone
         self._every_step = [s for s in self.sinks if s.every_step]
         plot_dir = self.run_dir if self.settings.plot_every else None
         self._writer = SinkWriter(self.sinks, plot_dir)
         self._writer.open(info, info.start_step)
+        for note in notes:
+            self._put("log", note)
         self._window_since = self._clock()
+
+    def _connect_trackers(self, info: RunInfo) -> list[str]:
+        """Open the W&B / MLflow runs asked for, continuing the checkpoint's runs on a resume."""
+        saved = (self._pending_state or {}).get("trackers") or {}
+        notes: list[str] = []
+        if self.settings.wandb:
+            from llmctl.telemetry.wandb_sink import WandbSink
+
+            self.trackers.append(WandbSink(self.settings, self.run_dir, saved.get("wandb")))
+        if self.settings.mlflow:
+            from llmctl.telemetry.mlflow_sink import MlflowSink
+
+            self.trackers.append(MlflowSink(self.settings, self.run_dir, saved.get("mlflow")))
+        for tracker in self.trackers:
+            notes += tracker.connect(info, info.start_step)
+        return notes
 
     def _default_sinks(self) -> list[Sink]:
         from llmctl.output import stderr_is_plain
@@ -238,19 +268,23 @@ class Telemetry:
             self._put("log", message)
 
     def state_dict(self) -> dict[str, Any]:
-        """Run totals for the checkpoint (tokens, FLOPs, steps, time, energy)."""
+        """Run totals for the checkpoint (tokens, FLOPs, steps, time, energy) and the tracker run ids."""
         if self.counters is None:
             return dict(self._pending_state or {})
         state = self.counters.state_dict()
         energy = self._energy_now()
         state["energy_j"] = self._energy_before + (energy or 0.0)
+        trackers = {t.tracker: t.state() for t in self.trackers if t.state()}
+        if trackers:  # the tracker runs a resume continues (wandb / mlflow run ids)
+            state["trackers"] = trackers
+        elif (self._pending_state or {}).get("trackers"):
+            state["trackers"] = self._pending_state["trackers"]  # kept when this session logs to none
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore run totals after a resume; every rate restarts from this process's window."""
-        if self.counters is None:
-            self._pending_state = dict(state)
-        else:
+        self._pending_state = dict(state)  # start() restores the counters and hands trackers their runs
+        if self.counters is not None:
             self._restore(state)
 
     def _restore(self, state: dict[str, Any]) -> None:

@@ -2,8 +2,8 @@
 
 Files in the run directory: `metrics.jsonl` (one object per logged step, evals and samples carry a
 `kind`), `samples.jsonl`, `loss.csv`, TensorBoard events under `tb/`, and `summary.json` at the end.
-A sink only stores or shows what it is handed; adding one (Weights & Biases, say) means one more
-class here and one line in `Telemetry`, and no change to the training loop.
+A sink only stores or shows what it is handed; the experiment trackers (wandb_sink.py, mlflow_sink.py)
+are sinks too, so adding one touches telemetry only, never the training loop.
 
 On resume the file sinks drop the records an interrupted process wrote after the checkpoint it
 resumes from, so every step appears once; TensorBoard does the same through `purge_step`.
@@ -53,6 +53,16 @@ TB_EVAL_TAGS: dict[str, str] = {
     "perplexity": "eval/perplexity",
     "accuracy": "eval/accuracy",
 }
+
+
+def scalars(tags: dict[str, str], record: dict[str, Any]) -> dict[str, float]:
+    """{tag: value} for the finite numbers of `record` that `tags` names: what TensorBoard and the trackers log."""
+    out: dict[str, float] = {}
+    for key, tag in tags.items():
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[tag] = value
+    return out
 
 
 class Sink:
@@ -257,10 +267,8 @@ class TensorBoardSink(Sink):
         )
 
     def _scalars(self, tags: dict[str, str], record: dict[str, Any]) -> None:
-        for key, tag in tags.items():
-            value = record.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.writer.add_scalar(tag, value, record["step"])
+        for tag, value in scalars(tags, record).items():
+            self.writer.add_scalar(tag, value, record["step"])
 
     def step(self, record: dict[str, Any]) -> None:
         self._scalars(TB_TAGS, record)
