@@ -309,3 +309,180 @@ def test_missing_inputs_and_undownloaded_names_are_errors(tiny: dict[str, Any]) 
     assert result.exit_code == 2 and "llmctl data download hellaswag" in result.stderr
     result = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--data", str(tiny["tokens"]), "--split", "nope"])
     assert result.exit_code == 2 and "split 'nope' not found" in result.stderr
+
+
+# -- named evaluation sources, through the fake Hub -----------------------------------------------
+
+HUB_ROWS: dict[str, tuple[str, str, dict[str, list[Any]]]] = {
+    "hellaswag": (
+        "Rowan/hellaswag",
+        "data/validation-00000-of-00001.parquet",
+        {
+            "ind": [24],
+            "activity_label": ["Roof shingle removal"],
+            "ctx_a": ["A man is sitting on a roof."],
+            "ctx_b": ["he"],
+            "endings": [
+                [
+                    "is using wrap to wrap a pair of skis.",
+                    "starts pulling up roofing [title] on a roof.",
+                    "is ripping level tiles off.",
+                    "is holding a rubik's cube.",
+                ]
+            ],
+            "label": ["3"],
+        },
+    ),
+    "arc-easy": (
+        "allenai/ai2_arc",
+        "ARC-Easy/test-00000-of-00001.parquet",
+        {
+            "id": ["Mercury_1"],
+            "question": ["Which is a gas?"],
+            "choices": [{"text": ["rock", "steam", "ice"], "label": ["A", "B", "C"]}],
+            "answerKey": ["B"],
+        },
+    ),
+    "arc-challenge": (
+        "allenai/ai2_arc",
+        "ARC-Challenge/test-00000-of-00001.parquet",
+        {
+            "id": ["Mercury_2"],
+            "question": ["Pick two."],
+            "choices": [{"text": ["one", "two", "three", "four"], "label": ["1", "2", "3", "4"]}],
+            "answerKey": ["2"],
+        },
+    ),
+    "piqa": (
+        "baber/piqa",
+        "piqa_validation.parquet",
+        {
+            "goal": ["Open a jar"],
+            "sol1": ["Twist the lid."],
+            "sol2": ["Eat the lid."],
+            "label": [0],
+        },
+    ),
+    "winogrande": (
+        "allenai/winogrande",
+        "winogrande_xl/validation-00000-of-00001.parquet",
+        {
+            "sentence": ["Sarah was a better surgeon than Maria so _ always got the harder cases."],
+            "option1": ["Sarah"],
+            "option2": ["Maria"],
+            "answer": ["1"],
+        },
+    ),
+}
+
+EXPECTED_ITEMS = {
+    "hellaswag": {
+        "context": "Roof shingle removal: A man is sitting on a roof. He",
+        "choices": [
+            " is using wrap to wrap a pair of skis.",
+            " starts pulling up roofing. on a roof.",
+            " is ripping level tiles off.",
+            " is holding a rubik's cube.",
+        ],
+        "label": 3,
+        "id": 24,
+    },
+    "arc-easy": {
+        "context": "Question: Which is a gas?\nAnswer:",
+        "choices": [" rock", " steam", " ice"],
+        "label": 1,
+        "id": "Mercury_1",
+    },
+    "arc-challenge": {
+        "context": "Question: Pick two.\nAnswer:",
+        "choices": [" one", " two", " three", " four"],
+        "label": 1,
+        "id": "Mercury_2",
+    },
+    "piqa": {
+        "context": "Question: Open a jar\nAnswer:",
+        "choices": [" Twist the lid.", " Eat the lid."],
+        "label": 0,
+        "id": None,
+    },
+    "winogrande": {
+        "contexts": [
+            "Sarah was a better surgeon than Maria so Sarah",
+            "Sarah was a better surgeon than Maria so Maria",
+        ],
+        "choices": [" always got the harder cases.", " always got the harder cases."],
+        "label": 0,
+        "id": None,
+    },
+}
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from fakehub import FakeServers
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FakeServers() as servers:
+        monkeypatch.setenv("HF_ENDPOINT", servers.endpoint)
+        files: dict[str, dict[str, bytes]] = {}
+        for repo, name, table in HUB_ROWS.values():
+            buf = io.BytesIO()
+            pq.write_table(pa.table(table), buf)
+            files.setdefault(repo, {"README.md": b"# card\n"})[name] = buf.getvalue()
+        for repo, repo_files in files.items():
+            servers.add_repo(repo, repo_files, lfs={n for n in repo_files if n.endswith(".parquet")})
+        yield servers
+
+
+def test_named_eval_sources_download_convert_and_evaluate(
+    hub: Any, tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    for name, expected in EXPECTED_ITEMS.items():
+        out = tmp_path / "evals" / name
+        result = runner.invoke(
+            app, ["data", "download", name, "--out", str(out), "--cache-dir", cache, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        info = json.loads(result.stdout)
+        repo, file, _ = HUB_ROWS[name]
+        assert info["items"] == 1 and not info["skipped"]
+        assert info["source"]["repo"] == repo and info["source"]["file"] == file
+        assert len(info["source"]["commit"]) == 40 and len(info["source"]["sha256"]) == 64
+        assert json.loads((out / "items.jsonl").read_text()) == expected
+    again = runner.invoke(
+        app, ["data", "download", "piqa", "--out", str(tmp_path / "evals" / "piqa"), "--cache-dir", cache]
+    )
+    assert again.exit_code == 0 and "up to date" in again.stdout
+    taken = runner.invoke(
+        app, ["data", "download", "arc-easy", "--out", str(tmp_path / "evals" / "piqa"), "--cache-dir", cache]
+    )
+    assert taken.exit_code == 2 and "--force" in taken.stderr
+    report = _invoke(
+        [
+            "eval",
+            str(tiny["ckpt"]),
+            "--device",
+            "cpu",
+            "--json",
+            *[a for name in EXPECTED_ITEMS for a in ("--task", str(tmp_path / "evals" / name))],
+        ]
+    )
+    assert set(report["tasks"]) == set(EXPECTED_ITEMS)
+    assert report["tasks"]["winogrande"]["n"] == 1
+    # Winogrande's options share one continuation: acc_norm cannot differ from acc.
+    assert report["tasks"]["winogrande"]["acc_norm"] == report["tasks"]["winogrande"]["acc"]
+    chances = {
+        "hellaswag": 1 / 4,
+        "arc-easy": 1 / 3,
+        "arc-challenge": 1 / 4,
+        "piqa": 1 / 2,
+        "winogrande": 1 / 2,
+    }
+    centered = [(report["tasks"][n]["acc"] - c) / (1 - c) for n, c in chances.items()]
+    assert report["aggregate"]["centered_acc"] == pytest.approx(sum(centered) / len(centered))

@@ -99,8 +99,8 @@ def _requests(loaded: LoadedModel, items: Sequence[ChoiceItem]) -> list[_Request
     limit = loaded.seq_len
     out = []
     for i, item in enumerate(items):
-        for j, choice in enumerate(item.choices):
-            ctx, cont = encode_pair(encode, prefix, item.context, choice)
+        for j, (context, choice) in enumerate(item.pairs()):
+            ctx, cont = encode_pair(encode, prefix, context, choice)
             whole = (ctx + cont)[-(limit + 1) :]
             # lm-eval keeps the last max_length + 1 tokens: a long context loses its start, never the choice.
             out.append(_Request(i, j, whole, min(len(cont), len(whole) - 1)))

@@ -4,7 +4,8 @@
     task = load_task("my_task.jsonl")            # name: my_task
     task.kind                                    # "choice" or "generate"
 
-Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any}.
+Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any}; or, for tasks
+scored lm-eval's "partial" way (Winogrande), "contexts": [str, ...] with one context per choice.
 Generative items: {"prompt": str | "messages": [{"role", "content"}, ...], "answer": str, "id"?: any}.
 The kind is taken from the items; a file mixing both is an error naming the first odd line.
 """
@@ -31,6 +32,14 @@ class ChoiceItem:
     choices: list[str]
     label: int
     id: Any = None
+    contexts: list[str] | None = None
+    """One context per choice (Winogrande's partial scoring), replacing `context`."""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(context, continuation) scored for each choice."""
+        if self.contexts is not None:
+            return list(zip(self.contexts, self.choices, strict=True))
+        return [(self.context, c) for c in self.choices]
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,24 @@ def _bad(path: Path, line: int, what: str) -> LlmctlError:
 
 def _choice(row: dict[str, Any], path: Path, line: int) -> ChoiceItem:
     context, choices, label = row.get("context"), row.get("choices"), row.get("label")
-    if not isinstance(context, str):
-        raise _bad(path, line, "'context' must be a string")
+    contexts = row.get("contexts")
     if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
         raise _bad(path, line, "'choices' must be a list of at least two strings")
+    if contexts is not None:
+        if (
+            not isinstance(contexts, list)
+            or len(contexts) != len(choices)
+            or not all(isinstance(c, str) for c in contexts)
+        ):
+            raise _bad(path, line, "'contexts' must be a list of strings, one per choice")
+        context = ""
+    elif not isinstance(context, str):
+        raise _bad(path, line, "'context' must be a string")
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
         raise _bad(path, line, f"'label' must be an integer from 0 to {len(choices) - 1}")
-    return ChoiceItem(context, list(choices), label, row.get("id"))
+    return ChoiceItem(
+        context, list(choices), label, row.get("id"), list(contexts) if contexts is not None else None
+    )
 
 
 def _generate(row: dict[str, Any], path: Path, line: int) -> GenerateItem:
