@@ -197,6 +197,13 @@ def download_task(
         if info is not None:
             return info, True
     if out.exists() and not force and any(out.iterdir()):
+        older = _same_download(out, source, None)
+        if older is not None:
+            raise LlmctlError(
+                f"{out} holds {name} from commit {older['source'].get('commit', '?')[:12]}; "
+                f"{source.repo} is now at {listing.commit[:12]}",
+                "pass --force to replace it with the new commit, or keep evaluating the copy you have",
+            )
         raise LlmctlError(
             f"{out} already exists and holds something else", "pass --force to replace it, or another --out"
         )
