@@ -459,6 +459,12 @@ def test_named_eval_sources_download_convert_and_evaluate(
         app, ["data", "download", "piqa", "--out", str(tmp_path / "evals" / "piqa"), "--cache-dir", cache]
     )
     assert again.exit_code == 0 and "up to date" in again.stdout
+    piqa_repo = hub.repos["baber/piqa"]
+    hub.add_repo("baber/piqa", dict(piqa_repo.files), lfs=set(piqa_repo.lfs), commit="1" * 40)
+    moved = runner.invoke(
+        app, ["data", "download", "piqa", "--out", str(tmp_path / "evals" / "piqa"), "--cache-dir", cache]
+    )
+    assert moved.exit_code == 2 and "is now at 111111111111" in moved.stderr and "--force" in moved.stderr
     taken = runner.invoke(
         app, ["data", "download", "arc-easy", "--out", str(tmp_path / "evals" / "piqa"), "--cache-dir", cache]
     )
