@@ -180,6 +180,12 @@ class TrainConfig:
     """Sample rounds draw from the k most likely tokens; None: from all."""
     log_every: int = 10
     """Report training metrics every N steps."""
+    eval_tasks: list[str] = field(default_factory=list)
+    """Multiple-choice task files or downloaded task folders scored during training (`llmctl eval --task`)."""
+    eval_tasks_every: int = 0
+    """Score train.eval_tasks every N steps; 0: at every evaluation (train.eval_every)."""
+    eval_tasks_limit: int | None = None
+    """Items per task at most in the loop (the first ones); None: all."""
 
 
 @dataclass(frozen=True)

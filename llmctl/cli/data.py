@@ -86,6 +86,13 @@ def download_command(
 ) -> None:
     """Download SOURCE into --out as normalized parquet parts per split plus dataset.json."""
     from llmctl.cli._progress import TransferBars
+    from llmctl.eval.sources import EVAL_SOURCES
+
+    if source in EVAL_SOURCES:  # an evaluation task (hellaswag, arc-easy...): items.jsonl, not parquet parts
+        from llmctl.cli.eval import download_task_command
+
+        download_task_command(source, out_dir, cache_dir=cache_dir, force=force, as_json=as_json)
+        return
     from llmctl.raw.download import DownloadOptions, download_dataset
 
     options = DownloadOptions(

@@ -138,6 +138,12 @@ class Trainer:
             self.reporter.load_state_dict(manifest.get("reporter") or {})
             self.last_checkpoint = str(resume)
         self.eval_set = self.objective.eval_batches()
+        self.task_hook = None
+        if cfg.train.eval_tasks and self.dist.is_rank0 and not self.fsdp:
+            from llmctl.eval.loop import TaskEvalHook
+
+            self.task_hook = TaskEvalHook(cfg.train.eval_tasks, self.tokenizer, self.data_meta,
+                                          limit=cfg.train.eval_tasks_limit)
 
     def _run_info(self) -> RunInfo:
         tokens_per_step = self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
@@ -203,6 +209,9 @@ class Trainer:
         if t.eval_every and s % t.eval_every == 0:
             self.evaluate()
             done["eval"] = s
+        tasks_every = t.eval_tasks_every or t.eval_every
+        if self.task_hook is not None and tasks_every and s % tasks_every == 0:
+            self.evaluate_tasks()
         if t.sample_every and s % t.sample_every == 0:
             self.sample()
             done["sample"] = s
@@ -313,6 +322,16 @@ class Trainer:
         result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained))
         self.last_eval = result
         self.reporter.eval(result)
+        return result
+
+    def evaluate_tasks(self) -> dict[str, Any] | None:
+        """Score train.eval_tasks on this rank's model (rank 0 only; llmctl/eval/loop.py); a log line per round."""
+        if self.task_hook is None:
+            return None
+        result = self.task_hook.run(self.raw, self.rt.device)
+        parts = [f"{name} acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f}" for name, r in result["tasks"].items()]
+        self.reporter.log(f"[Tasks {self.step}] " + " | ".join(parts)
+                          + f" | centered {result['centered_acc']:.4f} | {result['seconds']:.1f}s")
         return result
 
     def sample(self) -> list[SampleRecord]:

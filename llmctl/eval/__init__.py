@@ -1,0 +1,1 @@
+"""`llmctl eval`: language-model scoring on token shards, multiple-choice and generative tasks."""

@@ -1,0 +1,136 @@
+"""`llmctl eval` against lm-evaluation-harness: the same items, the same exported model, the same numbers.
+
+The tiny model is exported with `llmctl export`, and lm-eval's HF backend scores a local JSONL task
+(`target_delimiter: ""`). llmctl puts its prompt prefix before every context; the exported tokenizer
+gets a post-processor that adds the same token, so lm-eval's `tok_encode` adds it as llmctl does.
+Skipped when lm_eval (dev extra) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chat_fixtures import (
+    conversation_text,
+    instruction_rows,
+    pretrain_tiny,
+    torch_threads,
+    train_chat_tokenizer,
+)
+from typer.testing import CliRunner
+
+from llmctl.cli.app import app
+
+lm_eval = pytest.importorskip("lm_eval")
+runner = CliRunner()
+
+
+def _items(texts: list[str]) -> list[dict[str, Any]]:
+    items = []
+    for i, text in enumerate(texts[:12]):
+        head, _, tail = text.partition("\n")
+        others = [t.partition("\n")[2] for t in texts[40 + 3 * i : 43 + 3 * i]]
+        label = i % 4
+        # A context ending in a space exercises lm-eval's move of trailing whitespace onto the choice.
+        context = head + ("\n" if i % 2 else " ")
+        items.append(
+            {"context": context, "choices": [*others[:label], tail, *others[label:]], "label": label, "id": i}
+        )
+    return items
+
+
+def _prefix_post_processor(hf_dir: Path, token: str, token_id: int) -> None:
+    path = hf_dir / "tokenizer.json"
+    data = json.loads(path.read_text())
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": token, "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {token: {"id": token, "ids": [token_id], "tokens": [token]}},
+    }
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.slow
+def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from llmctl.eval.model_io import open_model, prompt_prefix
+
+    rows = instruction_rows(200, seed=11)
+    texts = [conversation_text(c) for c in rows]
+    tok = train_chat_tokenizer(tmp_path / "tok" / "tokenizer.json", [m["content"] for c in rows for m in c])
+    with torch_threads(1):
+        ckpt = pretrain_tiny(tmp_path, tok, texts, steps=20)
+    items = _items(texts)
+    task_file = tmp_path / "ref.jsonl"
+    task_file.write_text("".join(json.dumps(i) + "\n" for i in items))
+
+    ours_items = tmp_path / "ours.jsonl"
+    with torch_threads(1):
+        result = runner.invoke(
+            app,
+            [
+                "eval",
+                str(ckpt),
+                "--task",
+                str(task_file),
+                "--device",
+                "cpu",
+                "--json",
+                "--items-out",
+                str(ours_items),
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)["tasks"]["ref"]
+    ours_ll = {r["id"]: r["loglikelihoods"] for r in map(json.loads, ours_items.read_text().splitlines())}
+
+    hf_dir = tmp_path / "hf"
+    exported = runner.invoke(
+        app, ["export", str(ckpt), "--format", "hf", "--out", str(hf_dir), "--dtype", "float32"]
+    )
+    assert exported.exit_code == 0, exported.output
+    loaded = open_model(str(ckpt), "cpu")
+    (prefix_id,) = prompt_prefix(loaded)
+    _prefix_post_processor(hf_dir, loaded.tokenizer.id_to_token(prefix_id), prefix_id)
+
+    tasks_dir = tmp_path / "lm_eval_tasks"
+    tasks_dir.mkdir()
+    (tasks_dir / "ref.yaml").write_text(
+        "task: llmctl_ref\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {task_file}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\n"
+        'target_delimiter: ""\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    with torch_threads(1):
+        lm = HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32")
+        out = simple_evaluate(
+            model=lm,
+            tasks=["llmctl_ref"],
+            task_manager=TaskManager(include_path=str(tasks_dir)),
+            log_samples=True,
+        )
+    theirs = out["results"]["llmctl_ref"]
+    samples = out["samples"]["llmctl_ref"]
+    assert len(samples) == len(items) == ours["n"]
+    for sample in samples:
+        lls = [float(resp[0][0]) for resp in sample["resps"]]
+        assert lls == pytest.approx(ours_ll[sample["doc"]["id"]], abs=1e-4)
+    assert ours["acc"] == theirs["acc,none"]
+    assert ours["acc_norm"] == theirs["acc_norm,none"]
