@@ -33,9 +33,9 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from llmctl.config import load_config
+    from llmctl.engine.run import run_training
     from llmctl.tokenizer.chat import BASE_SPECIALS
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
-    from llmctl.engine.run import run_training
 
     rows = [
         json.loads(line)["messages"]

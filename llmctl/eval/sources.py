@@ -184,9 +184,9 @@ def download_task(
     name: str, out: Path, *, force: bool = False, cache_dir: str | None = None, progress: Any = None
 ) -> tuple[dict[str, Any], bool]:
     """Fetch and convert the named task into `out`; returns (eval.json contents, skipped)."""
-    from llmctl.raw.hub import fetch_hub_file, list_hub_files
     from llmctl.eval.tasks import ITEMS_JSONL, TASK_JSON, read_items
     from llmctl.files import atomic_path, atomic_write_json, atomic_write_text
+    from llmctl.raw.hub import fetch_hub_file, list_hub_files
 
     source = EVAL_SOURCES[name]
     out = Path(out)
