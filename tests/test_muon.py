@@ -82,3 +82,35 @@ def test_torch_without_muon_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     cfg = load_config(None, {"optim.name": "muon"})
     with pytest.raises(LlmctlError, match=r"torch\.optim\.Muon"):
         O.build_optimizer(Transformer(model_from_preset("tiny")), cfg.optim, torch.device("cpu"))
+
+
+def test_budget_counts_muon_single_momentum_buffer_like_the_real_optimizer() -> None:
+    from typer.testing import CliRunner
+
+    from llmctl.cli.app import app
+    from llmctl.plan.memory import optimizer_state_bytes
+
+    cfg = model_from_preset("tiny")
+    model = Transformer(cfg)
+    opt = O.build_optimizer(model, load_config(None, {"optim.name": "muon"}).optim, torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    real = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if v.dim() > 0)
+    assert optimizer_state_bytes(cfg, "muon") == real
+    assert optimizer_state_bytes(cfg, "muon") < optimizer_state_bytes(cfg, "adamw")
+
+    runner = CliRunner()
+    res = [
+        runner.invoke(
+            app, ["budget", "--gpu", "L4", "--model", "124m", "--tokens", "1B", "--json", "--optim", o]
+        )
+        for o in ("adamw", "muon")
+    ]
+    assert all(r.exit_code == 0 for r in res), res[1].output
+    import json
+
+    adamw, muon = (json.loads(r.output)["memory"] for r in res)
+    assert muon["optim"] == "muon" and muon["optimizer_bytes"] < adamw["optimizer_bytes"]
+    bad = runner.invoke(app, ["budget", "--gpu", "L4", "--model", "124m", "--tokens", "1B", "--optim", "sgd"])
+    assert bad.exit_code == 2 and "--optim" in bad.output

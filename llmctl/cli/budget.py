@@ -93,7 +93,10 @@ def _memory_rows(p: Any) -> list[list[str]]:
         rows.append(["fp32 master weights", fmt_bytes(m.master_bytes), "4 B/param (the parameters the optimizer updates)"])
     rows += [
         ["gradients", fmt_bytes(m.grads_bytes), "4 B/param (fp32)"],
-        ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"],
+        ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"]
+        if m.optim != "muon" else
+        ["Muon + AdamW states", fmt_bytes(m.optimizer_bytes),
+         f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)"],
         ["model states", fmt_bytes(m.states_bytes), f"{m.bytes_per_param} B/param x {n:,} parameters"],
         ["activations / sequence", fmt_bytes(m.activation_bytes_per_seq), f"{m.seq_len} tokens, no checkpointing"],
         ["  with checkpointing", fmt_bytes(m.activation_bytes_per_seq_ckpt), "block inputs + one block recomputed"],
@@ -131,7 +134,8 @@ def render(p: Any) -> None:
     ))
     m = p.memory
     console.print(text_table(
-        f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, AdamW, seq_len {m.seq_len})",
+        f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
+        f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
         ["", "bytes", "how"], _memory_rows(p), numeric=(1,),
         caption=(f"verdict: {m.verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
                  f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."),
@@ -156,6 +160,7 @@ def budget_command(
     tokens: str | None = typer.Option(None, "--tokens", help="Inverse mode: training tokens (2.5B, 17e9)."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length for attention FLOPs and memory (default 1024, or the model's)."),
     vocab_size: int = typer.Option(32768, "--vocab-size", help="Vocabulary of a suggested shape."),
+    optim: str = typer.Option("adamw", "--optim", help="Optimizer whose state to count: adamw (8 B/param) or muon (4 B/param on hidden matrices)."),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
@@ -170,7 +175,7 @@ def budget_command(
     from llmctl.plan.budget import plan_budget
 
     plan = plan_budget(gpu=gpu, num_gpus=num_gpus, hours=hours, mfu=mfu, tokens_per_param=tokens_per_param,
-                       dtype=dtype, model=model, params=params, tokens=tokens, seq_len=seq_len, vocab_size=vocab_size)
+                       dtype=dtype, model=model, params=params, tokens=tokens, seq_len=seq_len, vocab_size=vocab_size, optim=optim)
     if as_json:
         print_json(plan.to_json())
         return

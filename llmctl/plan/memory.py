@@ -1,6 +1,6 @@
-"""GPU memory of training the Llama-style decoder with AdamW: model states, activations, largest micro-batch.
+"""GPU memory of training the Llama-style decoder with AdamW or Muon: model states, activations, largest micro-batch.
 
-    est = training_memory(model_from_preset("124m"), seq_len=1024, dtype="bf16", device_gib=24)
+    est = training_memory(model_from_preset("124m"), seq_len=1024, dtype="bf16", device_gib=24, optim="muon")
     est.states_bytes, est.activation_bytes_per_seq, est.max_micro_batch, est.verdict
 
 The activation model follows what llmctl/model/llama.py keeps for backward (itemised in
@@ -61,7 +61,7 @@ class MemoryEstimate:
     grads_bytes: int
     """Gradients, fp32 (autocast keeps them in the parameters' dtype)."""
     optimizer_bytes: int
-    """AdamW's two fp32 moments."""
+    """AdamW's two fp32 moments per parameter; with Muon, one fp32 momentum buffer for the hidden matrices."""
     activation_bytes_per_seq: int
     """Activations for one sequence of seq_len tokens, no checkpointing."""
     activation_bytes_per_seq_ckpt: int
@@ -69,6 +69,10 @@ class MemoryEstimate:
     device_bytes: int
     usable_bytes: int
     """device - CONTEXT_RESERVE, less FRAGMENTATION."""
+    optim: str = "adamw"
+    """adamw, or muon (Muon on the hidden matrices, AdamW on embeddings, head, norms, biases)."""
+    muon_params: int = 0
+    """Parameters Muon updates (optim=muon)."""
 
     @property
     def states_bytes(self) -> int:
@@ -77,7 +81,7 @@ class MemoryEstimate:
 
     @property
     def bytes_per_param(self) -> int:
-        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), 16 for fp32 (4 + 4 + 8)."""
+        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), 16 for fp32 (4 + 4 + 8), with AdamW."""
         return self.states_bytes // self.params
 
     def _max_batch(self, per_seq: int) -> int:
@@ -111,7 +115,7 @@ class MemoryEstimate:
 
         if self.states_bytes > self.usable_bytes:
             return (
-                f"does not fit: weights, gradients and AdamW states alone need {fmt_bytes(self.states_bytes)} "
+                f"does not fit: weights, gradients and optimizer states alone need {fmt_bytes(self.states_bytes)} "
                 f"of {fmt_bytes(self.usable_bytes)} usable; shard them with FSDP over more GPUs "
                 "(--dist.strategy=fsdp) or choose a smaller model"
             )
@@ -161,8 +165,25 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     return ActivationBytes(per_layer=attention + mlp, layer_input=4 * h, final=final, logits=12 * V)
 
 
-def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float) -> MemoryEstimate:
-    """Model states and activations of AdamW training on one GPU of `device_gib`, with the largest micro-batch."""
+def muon_param_count(cfg: ModelConfig) -> int:
+    """Parameters in the hidden 2-D matrices (attention and MLP projections), the ones Muon updates."""
+    d, q_width, kv_width = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    return cfg.n_layers * (d * q_width + 2 * d * kv_width + q_width * d + 3 * d * cfg.hidden_dim)
+
+
+def optimizer_state_bytes(cfg: ModelConfig, optim: str) -> int:
+    """fp32 optimizer state: AdamW keeps two moments (8 B/param); Muon one momentum buffer (4 B/param)
+    for the hidden matrices, while AdamW keeps its two for the rest."""
+    n = param_counts(cfg).total
+    if optim == "muon":
+        m = muon_param_count(cfg)
+        return 4 * m + 8 * (n - m)
+    return 8 * n
+
+
+def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw") -> MemoryEstimate:
+    """Model states and activations of AdamW (or Muon) training on one GPU of `device_gib`, with the largest
+    micro-batch."""
     n = param_counts(cfg).total
     mixed = dtype in MIXED
     act = activation_bytes_per_token(cfg, dtype)
@@ -175,9 +196,11 @@ def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: floa
         weights_bytes=(2 if mixed else 4) * n,
         master_bytes=4 * n if mixed else 0,
         grads_bytes=4 * n,
-        optimizer_bytes=8 * n,
+        optimizer_bytes=optimizer_state_bytes(cfg, optim),
         activation_bytes_per_seq=act.full(cfg.n_layers) * seq_len,
         activation_bytes_per_seq_ckpt=act.checkpointed(cfg.n_layers) * seq_len,
         device_bytes=device,
         usable_bytes=usable,
+        optim=optim,
+        muon_params=muon_param_count(cfg) if optim == "muon" else 0,
     )
