@@ -32,14 +32,33 @@ NEW = ROOT / "examples" / "configs" / "quickstart.yaml"
 def time_to_loss(config: Path, data: Path, out: Path, target: float, extra: list[str]) -> dict:
     """Launch one run; watch its metrics.jsonl; stop it at the first eval <= target."""
     name = f"ttl-{config.stem}-{time.time_ns()}"
-    cmd = [sys.executable, "-m", "llmctl", "pretrain", "-c", str(config), "--data", str(data),
-           "--train.eval_every=25", "--train.sample_every=0", "--checkpoint.every=0",
-           f"--train.out_dir={out}", f"--train.name={name}", "--telemetry.panel=off",
-           "--telemetry.tensorboard=false", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmctl",
+        "pretrain",
+        "-c",
+        str(config),
+        "--data",
+        str(data),
+        "--train.eval_every=25",
+        "--train.sample_every=0",
+        "--checkpoint.every=0",
+        f"--train.out_dir={out}",
+        f"--train.name={name}",
+        "--telemetry.panel=off",
+        "--telemetry.tensorboard=false",
+        *extra,
+    ]
     metrics = out / name / "metrics.jsonl"
     start = time.time()
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     evals: list[dict] = []
     hit = None
     while hit is None:
@@ -57,8 +76,13 @@ def time_to_loss(config: Path, data: Path, out: Path, target: float, extra: list
     if proc.returncode not in (0, -signal.SIGTERM, 130, 143) and hit is None:
         sys.exit(f"error: {config} failed:\n{err[-3000:]}")
     best = min((e["loss"] for e in evals), default=float("nan"))
-    return {"config": str(config), "seconds": (hit["time"] - start) if hit else None,
-            "step": hit["step"] if hit else None, "best_loss": best, "evals": len(evals)}
+    return {
+        "config": str(config),
+        "seconds": (hit["time"] - start) if hit else None,
+        "step": hit["step"] if hit else None,
+        "best_loss": best,
+        "evals": len(evals),
+    }
 
 
 def main() -> None:
@@ -77,8 +101,11 @@ def main() -> None:
             cfg = args.old if which == "old" else args.new
             results[which] = time_to_loss(cfg, args.data, Path(tmp), args.target, args.llmctl_arg)
             r = results[which]
-            print(f"{which}: {r['seconds'] and round(r['seconds'], 1)} s (step {r['step']}, best {r['best_loss']:.3f})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{which}: {r['seconds'] and round(r['seconds'], 1)} s (step {r['step']}, best {r['best_loss']:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
     old, new = results["old"]["seconds"], results["new"]["seconds"]
     ratio = new / old if old and new else None
     if args.json:
@@ -87,7 +114,9 @@ def main() -> None:
     for which in ("old", "new"):
         r = results[which]
         when = f"{r['seconds']:7.1f} s at step {r['step']}" if r["seconds"] else "not reached"
-        print(f"{which:3s} {Path(r['config']).name:26s} val loss <= {args.target}: {when} (best {r['best_loss']:.3f})")
+        print(
+            f"{which:3s} {Path(r['config']).name:26s} val loss <= {args.target}: {when} (best {r['best_loss']:.3f})"
+        )
     print(f"ratio new / old: {ratio:.3f}" if ratio else "ratio: n/a (a run did not reach the target)")
 
 

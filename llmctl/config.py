@@ -117,6 +117,8 @@ class OptimConfig:
     """AdamW beta2."""
     eps: float = 1e-8
     """AdamW epsilon."""
+    fused: bool = True
+    """AdamW's fused kernel (one pass over all parameters) on CUDA and CPU; false: the multi-tensor path."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping (the norm is still reported)."""
     schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"

@@ -105,7 +105,8 @@ def _adamw(groups: list[dict], optim: OptimConfig, device: torch.device) -> torc
         lr=optim.lr,
         betas=(optim.beta1, optim.beta2),
         eps=optim.eps,
-        fused=device.type in ("cuda", "cpu"),
+        foreach=None if optim.fused else True,
+        fused=optim.fused and device.type in ("cuda", "cpu"),
     )
 
 
