@@ -55,7 +55,8 @@ class MemoryEstimate:
     seq_len: int
     params: int
     weights_bytes: int
-    """Weights as the matmuls read them: bf16/fp16 copies autocast makes (mixed) or the fp32 weights."""
+    """Weights as the matmuls read them: bf16/fp16 copies autocast makes (mixed), or the fp32 weights plus
+    the concatenated q|k|v and w1|w3 copies (fused_weight_params) kept for backward."""
     master_bytes: int
     """fp32 master weights the optimizer updates (mixed precision only; 0 for fp32)."""
     grads_bytes: int
@@ -81,7 +82,8 @@ class MemoryEstimate:
 
     @property
     def bytes_per_param(self) -> int:
-        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), 16 for fp32 (4 + 4 + 8), with AdamW."""
+        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), about 16 + 2 for fp32 (4 + 4 + 8 and
+        the fused weight copies), with AdamW."""
         return self.states_bytes // self.params
 
     def _max_batch(self, per_seq: int) -> int:
@@ -140,8 +142,8 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     """Bytes the forward pass keeps for backward, per token, as llama.py computes under `dtype`.
 
     Mixed precision (torch autocast): the residual stream and RMSNorm run in fp32; each nn.Linear
-    saves its own bf16 cast of its input (autocast caches casts of weights, not of activations, so
-    wq, wk and wv each keep one); RoPE keeps nothing (its cos/sin tables are buffers); SDPA keeps q,
+    saves its own bf16 cast of its input (autocast caches casts of weights, not of activations; wq, wk
+    and wv run as one matmul, as do w1 and w3, so each block keeps two); RoPE keeps nothing (its cos/sin tables are buffers); SDPA keeps q,
     k, v, its output (which wo reads without a copy) and the fp32 log-sum-exp per head. Checked
     against the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) in tests.
     """
@@ -151,11 +153,11 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     if dtype in MIXED:
         attention = (
             norm
-            + 3 * 2 * h  # bf16 casts of the normed input for wq, wk, wv
+            + 2 * h  # bf16 cast of the normed input for the one q|k|v matmul
             + 2 * (qw + 2 * kvw)  # rotated q, k and v in bf16 for SDPA
             + 2 * qw + 4 * a  # SDPA output (wo's input) and log-sum-exp
         )
-        mlp = norm + 2 * 2 * h + 4 * 2 * f  # casts for w1, w3; then w1 x, silu(w1 x), w3 x, their product
+        mlp = norm + 2 * h + 4 * 2 * f  # cast for the w1|w3 matmul; then w1 x, silu(w1 x), w3 x, their product
         final = norm + 2 * h
     else:
         attention = norm + 4 * h + 4 * (qw + 2 * kvw) + 4 * qw + 4 * a  # one normed tensor shared by wq, wk, wv
@@ -163,6 +165,13 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
         final = norm + 4 * h
     # log_softmax keeps its fp32 output (4 B); backward then holds the gradients of it and of the logits (8 B).
     return ActivationBytes(per_layer=attention + mlp, layer_input=4 * h, final=final, logits=12 * V)
+
+
+def fused_weight_params(cfg: ModelConfig) -> int:
+    """Entries of the q|k|v and w1|w3 weights that llama.py concatenates for one matmul each. Under
+    autocast that concatenation is the bf16 copy the matmul reads anyway; in fp32 it is an extra copy
+    the matmul keeps for backward."""
+    return cfg.n_layers * cfg.dim * (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim + 2 * cfg.hidden_dim)
 
 
 def muon_param_count(cfg: ModelConfig) -> int:
@@ -193,7 +202,7 @@ def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: floa
         dtype=dtype,
         seq_len=seq_len,
         params=n,
-        weights_bytes=(2 if mixed else 4) * n,
+        weights_bytes=2 * n if mixed else 4 * n + 4 * fused_weight_params(cfg),
         master_bytes=4 * n if mixed else 0,
         grads_bytes=4 * n,
         optimizer_bytes=optimizer_state_bytes(cfg, optim),
