@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmctl.engine.sft_data import (  # noqa: E402
+from llmctl.tokens.sft_batches import (  # noqa: E402
     SFTBatches,
     collate,
     load_conversations,
@@ -44,8 +44,8 @@ def build_shards(jsonl: Path, tmp: Path, vocab: int) -> Path:
     import pyarrow.parquet as pq
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from llmctl.data.chat import BASE_SPECIALS, get_profile
-    from llmctl.data.tokenize import TokenizeOptions, tokenize
+    from llmctl.tokenizer.chat import BASE_SPECIALS, get_profile
+    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
     rows = [json.loads(line)["messages"] for line in jsonl.read_text().splitlines() if line.strip()]
     (tmp / "raw" / "train").mkdir(parents=True)

@@ -140,7 +140,7 @@ def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, 
 def check_ids(out: Path, reference_ids: list[list[int]]) -> int:
     """Documents whose written ids differ from encode_batch's (0 expected)."""
     sys.path.insert(0, str(ROOT))
-    from llmctl.data.shards import open_split
+    from llmctl.tokens.shards import open_split
 
     docs = [s.document(i)[:-1].tolist() for s in open_split(out, "train") for i in range(s.num_docs)]
     if len(docs) != len(reference_ids):

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llmctl.data.dataset import iter_batches  # noqa: E402
-from llmctl.data.download import download_dataset  # noqa: E402
+from llmctl.raw.dataset import iter_batches  # noqa: E402
+from llmctl.raw.download import download_dataset  # noqa: E402
 from llmctl.tokenizer.core import load_tokenizer  # noqa: E402
 from llmctl.tokenizer.evaluate import evaluate  # noqa: E402
 from llmctl.tokenizer.train import SPLIT_PATTERN, sentencepiece_options, special_tokens, train_tokenizer  # noqa: E402

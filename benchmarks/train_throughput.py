@@ -124,8 +124,8 @@ def write_random_shards(root: Path, vocab: int, tokens: int) -> Path:
     """A token directory of random ids (train and validation), with a throwaway tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from llmctl.data.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
     from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
 
     vocab_map = {f"t{i}": i for i in range(vocab - 3)} | {"<|bos|>": vocab - 3, "<|eos|>": vocab - 2, "<|pad|>": vocab - 1}
     tok = Tokenizer(models.WordLevel(vocab_map, unk_token="t0"))
@@ -183,7 +183,7 @@ def llmctl_step_times(cfg: ModelConfig, data: Path, out: Path, seq: int, batch: 
                               "train.out_dir": str(out), "train.name": f"bench-{time.time_ns()}",
                               "telemetry.enabled": False, "telemetry.tensorboard": False})
     reporter = StepTimes()
-    run_training(conf, reporter=reporter, vocab_from_data=False)
+    run_training(conf, reporter=reporter)
     return reporter.times[warmup:]
 
 

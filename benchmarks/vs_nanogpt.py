@@ -77,7 +77,7 @@ def prepare_tokens(data: Path | None, work: Path, vocab: int, tokens: int) -> Pa
 
 def export_to_nanogpt(tokens: Path, nanogpt: Path) -> int:
     """Write llmctl's train/validation uint16 streams as nanoGPT's data/llmctl_bench/{train,val}.bin."""
-    from llmctl.data.shards import open_split, read_meta
+    from llmctl.tokens.shards import open_split, read_meta
 
     meta = read_meta(tokens)
     if meta["dtype"] != "uint16":

@@ -11,8 +11,10 @@ and, for unknown keys, the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmctl.errors import LlmctlError
-from llmctl.model.presets import PRESETS
+from llmctl.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,9 @@ class ModelConfig:
 
     preset: str | None = None
     """Name of the preset these values started from (`tiny`, `124m`, `llama3-8b`, ...), for the record."""
-    vocab_size: int = 8192
-    """Embedding rows. Training takes it from the token shards' tokenizer when the config leaves it unset."""
+    vocab_size: int | None = None
+    """Embedding rows. None (the default, also after a preset): training takes the token shards' tokenizer
+    vocabulary. A number fixes it; it must hold the tokenizer's ids."""
     dim: int = 256
     """Model (residual stream) width."""
     n_layers: int = 4
@@ -55,6 +58,16 @@ class ModelConfig:
     """RoPE base frequency."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    rope_scaling: Literal["none", "llama3"] = "none"
+    """RoPE frequency scaling: none, or Llama 3.1's `llama3` (low frequencies divided by rope_factor)."""
+    rope_factor: float = 8.0
+    """llama3 scaling: how much the low (long-wavelength) frequencies are divided by."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 scaling: wavelengths above rope_original_max_seq_len / this are fully scaled."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 scaling: wavelengths below rope_original_max_seq_len / this are left alone."""
+    rope_original_max_seq_len: int = 8192
+    """llama3 scaling: the context length the model was first trained at."""
 
     @property
     def kv_heads(self) -> int:
@@ -82,7 +95,7 @@ class DataConfig:
     """Where the token shards are and how batches are cut from them."""
 
     path: str | None = None
-    """Token shard directory written by `llmctl tokenize` (holds meta.json)."""
+    """Token shard directory written by `llmctl tokenize` (holds meta.json). A leading ~ is the home folder."""
     seq_len: int = 256
     """Tokens per training sequence (the model sees seq_len, predicts seq_len targets)."""
     train_split: str = "train"
@@ -136,7 +149,7 @@ class TrainConfig:
     name: str | None = None
     """Run name; the run directory is out_dir/name. Default: derived from the preset and time."""
     out_dir: str = "runs"
-    """Parent directory of run directories."""
+    """Parent directory of run directories. A leading ~ is the home folder."""
     steps: int = 1000
     """Optimizer steps to run (a stop condition; max_tokens and time_limit are the others)."""
     max_tokens: int | None = None
@@ -186,9 +199,10 @@ class CheckpointConfig:
     keep: int = 3
     """Keep the newest K checkpoints; older ones are deleted."""
     init: str | None = None
-    """Start from these weights (fresh optimizer and schedule): how `sft` loads a pretrained model."""
+    """Start from these weights (fresh optimizer and schedule): how `sft` loads a pretrained model. A leading
+    ~ is the home folder."""
     resume: str | None = None
-    """`auto` to continue from checkpoints/latest of this run, or a checkpoint path."""
+    """`auto` to continue from checkpoints/latest of this run, or a checkpoint path (a leading ~ is home)."""
     deadline_margin: float = 120.0
     """Seconds before a SLURM job's end time by which the final checkpoint must be written."""
 
@@ -253,6 +267,45 @@ SECTIONS: dict[str, type] = {
 
 # Fields that accept human counts such as 10M or 2B.
 _COUNT_FIELDS = {"max_tokens", "global_batch_tokens", "steps"}
+# Path fields: a leading ~ is expanded to the home folder, wherever the value came from.
+_PATH_FIELDS = {"data.path", "train.out_dir", "checkpoint.init", "checkpoint.resume"}
+# YAML's null words (but not `~`, which in a path is the home folder): an override of a field that may be
+# None takes these, or an empty value, as None.
+_NULL_WORDS = {"null", "Null", "NULL"}
+
+
+@dataclass(frozen=True)
+class OverrideText:
+    """A `--section.key=value` override as typed, with its YAML reading.
+
+    A string field takes the text itself, so `--train.name=2024-01-01` is a name, not a date, and
+    `--data.path=yes` a folder, not True; other fields take the YAML reading (`200`, `true`, `[a, b]`).
+    """
+
+    text: str
+    parsed: Any
+
+
+def _admits_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_admits_str(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _from_text(value: OverrideText, annotation: Any) -> Any:
+    """The value an override gives a field of this type (see OverrideText)."""
+    if not _admits_str(annotation):
+        return value.parsed
+    optional = type(None) in typing.get_args(annotation)
+    if optional and (value.text in _NULL_WORDS or value.text == ""):
+        return None
+    if typing.get_origin(annotation) is Literal and value.text not in typing.get_args(annotation):
+        return value.parsed  # on/off read as booleans are mapped back below
+    return value.text
 
 
 def _closest(name: str, options: list[str]) -> str:
@@ -262,6 +315,8 @@ def _closest(name: str, options: list[str]) -> str:
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check `value` against a field's type annotation, converting the few safe cases (int -> float, '3e-4')."""
+    if isinstance(value, OverrideText):
+        value = _from_text(value, annotation)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -324,8 +379,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 pass
         raise LlmctlError(f"{key} must be a number, got {value!r}", f"set --{key}=<number>, e.g. 3e-4")
     if annotation is str:
+        if isinstance(value, (datetime.date, datetime.time)):
+            return value.isoformat()  # a YAML file's `name: 2024-01-01` means the text
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+            text = str(value)
+            return os.path.expanduser(text) if key in _PATH_FIELDS else text
         raise LlmctlError(f"{key} must be a string, got {value!r}", f"set --{key}=<text>")
     return value
 
@@ -360,7 +418,13 @@ def _build_model(values: Any) -> ModelConfig:
     if not isinstance(values, dict):
         raise LlmctlError(f"model must be a preset name or a mapping, got {values!r}", "write model: tiny")
     values = dict(values)
-    base = model_from_preset(values.pop("preset")) if values.get("preset") else None
+    base = None
+    preset = values.pop("preset", None)
+    if isinstance(preset, OverrideText):
+        preset = preset.text
+    if preset:
+        # A preset's vocab_size is a planning figure: training takes the tokenizer's unless the config sets one.
+        base = replace(model_from_preset(str(preset)), vocab_size=None)
     model = _build_section(ModelConfig, values, "model", base)
     return model
 
@@ -369,7 +433,7 @@ def validate(cfg: Config) -> Config:
     """Reject impossible combinations, naming the key to change."""
     m = cfg.model
     positive = {
-        "model.vocab_size": m.vocab_size, "model.dim": m.dim, "model.n_layers": m.n_layers,
+        "model.vocab_size": m.vocab_size if m.vocab_size is not None else 1, "model.dim": m.dim, "model.n_layers": m.n_layers,
         "model.n_heads": m.n_heads, "model.kv_heads": m.kv_heads, "model.max_seq_len": m.max_seq_len,
         "data.seq_len": cfg.data.seq_len, "train.micro_batch_size": cfg.train.micro_batch_size,
         "train.steps": cfg.train.steps, "model.multiple_of": m.multiple_of,
@@ -421,10 +485,12 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
+def parse_overrides(args: list[str], *, keep_text: bool = False) -> dict[str, Any]:
     """`["--optim.lr=3e-4", "--train.steps", "200"]` -> {"optim.lr": 3e-4, "train.steps": 200}.
 
     Values are parsed as YAML scalars (so `true`, `200`, `[a, b]` work); `--model=124m` names a preset.
+    With `keep_text`, each value is an OverrideText, so string fields get the text as typed (what
+    `load_config` does with a list).
     """
     import yaml
 
@@ -446,7 +512,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError:
             parsed = value
-        result[key] = parsed
+        result[key] = OverrideText(value, parsed) if keep_text else parsed
         i += 1
     return result
 
@@ -512,12 +578,17 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """Defaults < YAML file < overrides; returns a validated, frozen Config."""
+    """Defaults < YAML file < overrides; returns a validated, frozen Config.
+
+    `overrides` is either command-line text (`["--optim.lr=3e-4"]`, read as YAML scalars except for string
+    fields) or a dict of dotted keys to typed values, used as they are: what the CLI builds from its flags,
+    so `--out 2024-01-01` stays a name. A dict may hold OverrideText values from `parse_overrides`.
+    """
     layers: list[dict[str, Any]] = []
     if path is not None:
-        layers.append(_read_yaml(path))
+        layers.append(_read_yaml(Path(os.path.expanduser(str(path)))))
     if overrides:
-        flat = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        flat = parse_overrides(overrides, keep_text=True) if isinstance(overrides, list) else overrides
         layers.append(nest(flat))
     return build_config(layers)
 

@@ -1,4 +1,4 @@
-"""Everything llmctl prints goes through here (DESIGN.md section 5).
+"""Everything llmctl prints goes through here (docs/ARCHITECTURE.md).
 
 Results go to stdout (Rich tables for people, one JSON document with `--json`); progress, logs and
 live panels go to stderr. Colour, progress bars and live panels are off when the stream is not a

@@ -1,4 +1,4 @@
-"""Human numbers both ways: `170M` -> 170_000_000 and 2.34e12 -> `2.34 TFLOPs` (DESIGN.md section 5).
+"""Human numbers both ways: `170M` -> 170_000_000 and 2.34e12 -> `2.34 TFLOPs` (docs/ARCHITECTURE.md).
 
 Pure Python, imported by the planning commands and by telemetry alike.
 """
@@ -23,8 +23,11 @@ def parse_count(text: str | int | float, what: str = "value") -> float:
         raise LlmctlError(f"{what} must be a number, got {text!r}", "write it like 170M, 17B or 2.5e9")
     if isinstance(text, (int, float)):
         return float(text)
-    match = _NUMBER.match(str(text).replace("_", "").replace(",", ""))
+    cleaned = str(text).replace("_", "").replace(",", "").strip()
+    match = _NUMBER.match(cleaned)
     if not match:
+        if cleaned.startswith("-") and _NUMBER.match(cleaned[1:]):
+            raise LlmctlError(f"{what} must be positive, got {text!r}", "write it like 170M, 17B or 2.5e9")
         raise LlmctlError(f"{what} must be a number, got {text!r}", "write it like 170M, 17B or 2.5e9")
     return float(match.group(1)) * _SUFFIX[match.group(2).lower()]
 

@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmctl.data.chat import BASE_SPECIALS, get_profile
+from llmctl.tokenizer.chat import BASE_SPECIALS, get_profile
 
 Conversation = list[dict[str, str]]
 
@@ -64,8 +64,8 @@ def write_chat_parquet(root: Path, splits: dict[str, list[Conversation]]) -> Pat
 
 def make_sft_tokens(tmp: Path, train: list[Conversation], validation: list[Conversation],
                     tokenizer: Path | None = None) -> tuple[Path, Path]:
-    """(token dir, tokenizer path): SFT shards of the conversations, by `llmctl.data.tokenize.tokenize`."""
-    from llmctl.data.tokenize import TokenizeOptions, tokenize
+    """(token dir, tokenizer path): SFT shards of the conversations, by `llmctl.tokens.tokenize.tokenize`."""
+    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
     texts = [m["content"] for conv in train + validation for m in conv]
     tokenizer = tokenizer or train_chat_tokenizer(tmp / "tok" / "tokenizer.json", texts)
@@ -91,8 +91,8 @@ TINY_MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim"
 def pretrain_tiny(tmp: Path, tokenizer: Path, texts: list[str], steps: int = 30, **model: object) -> Path:
     """Pretrain a tiny model on `texts` with the real run_training; returns its latest checkpoint."""
     from llmctl.config import load_config
-    from llmctl.data.tokenize import TokenizeOptions, tokenize
     from llmctl.engine.run import run_training
+    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
     raw = write_text_parquet(tmp / "pt_raw", {"train": texts, "validation": texts[:20]})
     tokenize(TokenizeOptions(data=raw, tokenizer=tokenizer, out=tmp / "pt_tokens"))

@@ -18,8 +18,8 @@ import pytest
 @pytest.fixture(scope="session")
 def raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DIR with train/validation/test parts (text column) + dataset.json, from ~80 stdlib files."""
-    from llmctl.data.download import DownloadOptions, download_dataset
-    from llmctl.data.pystdlib import stdlib_files
+    from llmctl.raw.download import DownloadOptions, download_dataset
+    from llmctl.raw.pystdlib import stdlib_files
 
     root = tmp_path_factory.mktemp("raw_dataset")
     sources = root / "py"

@@ -9,8 +9,8 @@ import numpy as np
 from token_fixtures import stdlib_texts, train_tokenizer
 
 from llmctl.config import Config, load_config
-from llmctl.data.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
 from llmctl.tokenizer.core import load_tokenizer
+from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
 
 
 def make_token_dir(root: Path, vocab_size: int = 384, files: int = 24, val_every: int = 6) -> Path:

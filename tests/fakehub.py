@@ -1,6 +1,7 @@
 """A Hugging Face Hub look-alike and a plain file server on 127.0.0.1, for download tests without internet.
 
-It answers the calls huggingface_hub makes (read from its source, v2.x):
+It answers the calls huggingface_hub makes (read from its source, v2.x), for dataset repos and, without
+the `datasets/` prefix, model repos (`snapshot_download` of `llmctl import hf:owner/name`):
 - `HfApi.dataset_info(repo, revision, files_metadata=True)`:
   GET /api/datasets/{repo}/revision/{rev}?blobs=True -> {id, sha, siblings: [{rfilename, size, blobId, lfs}]}
 - `hf_hub_download`: HEAD /datasets/{repo}/resolve/{rev}/{path} (redirects on the same host are followed,
@@ -169,6 +170,13 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/datasets/"):
                 self._resolve(path[len("/datasets/") :])
                 return
+            # Model repos (`llmctl import hf:...`): the same store, without the datasets/ prefix.
+            if path.startswith("/api/models/"):
+                self._api(path[len("/api/models/") :])
+                return
+            if path.count("/") >= 5 and path.split("/")[3] == "resolve":
+                self._resolve(path[1:])
+                return
             self._error(404)
 
         def _repo_rev(self, repo: str, rev: str) -> tuple[Repo | None, str | None]:
@@ -184,6 +192,9 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
 
         def _api(self, rest: str) -> None:
             owner, name, *tail = rest.split("/")
+            if len(tail) >= 2 and tail[0] == "tree":
+                self._tree(f"{owner}/{name}", tail[1])
+                return
             rev = tail[1] if len(tail) >= 2 and tail[0] == "revision" else "main"
             r, commit = self._repo_rev(f"{owner}/{name}", rev)
             if r is None:
@@ -196,6 +207,19 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
                 siblings.append(entry)
             body = json.dumps({"id": f"{owner}/{name}", "sha": commit, "siblings": siblings, "private": False})
             self._send(200, {"Content-Type": "application/json"}, body.encode())
+
+        def _tree(self, repo: str, rev: str) -> None:
+            """GET /api/models/{repo}/tree/{rev}?recursive=true: every file, as snapshot_download lists them."""
+            r, commit = self._repo_rev(repo, rev)
+            if r is None:
+                return
+            entries = []
+            for fname, data in sorted(r.files.items()):
+                entry: dict[str, Any] = {"type": "file", "path": fname, "size": len(data), "oid": git_blob_id(data)}
+                if fname in r.lfs:
+                    entry["lfs"] = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+                entries.append(entry)
+            self._send(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
         def _resolve(self, rest: str) -> None:
             owner, name, word, rev, *parts = rest.split("/")

@@ -18,7 +18,7 @@ from llmctl import __version__
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "tokenizers", "pyarrow", "matplotlib")
 
-# Commands that must start without torch, tokenizers, pyarrow or matplotlib (DESIGN.md section 5).
+# Commands that must start without torch, tokenizers, pyarrow or matplotlib (docs/ARCHITECTURE.md).
 # Helpers adding such a command append it here.
 NO_TORCH_COMMANDS: list[list[str]] = [
     ["--help"],

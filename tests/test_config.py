@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ def test_model_preset_then_field_overrides(tmp_path: Path) -> None:
     cfg = load_config(path, ["--model.n_layers=6"])
     assert cfg.model.preset == "124m" and cfg.model.dim == 768 and cfg.model.n_layers == 6
     # A preset given on the command line replaces the file's model section.
-    assert load_config(path, ["--model=10m"]).model == model_from_preset("10m")
+    # vocab_size stays None ("from the tokenizer"): a preset's vocabulary is only a planning figure.
+    assert load_config(path, ["--model=10m"]).model == replace(model_from_preset("10m"), vocab_size=None)
 
 
 def test_overrides_parse_yaml_scalars_and_counts() -> None:
@@ -87,3 +89,53 @@ def test_every_example_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.model.dim % cfg.model.n_heads == 0
     assert cfg.data.seq_len <= cfg.model.max_seq_len
+
+
+# Typed values (issue 13): typed dicts are used as they are; override text is read once, and string
+# fields keep the text.
+
+
+@pytest.mark.parametrize("text", ["2024-01-01", "yes", "no", "007", "1e3", "null-ish", "a #b", "0x1F"])
+def test_string_overrides_keep_their_text(text: str) -> None:
+    cfg = load_config(None, [f"--train.name={text}", f"--data.path={text}"])
+    assert cfg.train.name == text and cfg.data.path == text
+
+
+def test_typed_values_are_not_read_as_yaml() -> None:
+    cfg = load_config(None, {"data.path": "yes", "train.name": "2024-01-01", "train.out_dir": "a #b", "train.steps": 5})
+    assert (cfg.data.path, cfg.train.name, cfg.train.out_dir, cfg.train.steps) == ("yes", "2024-01-01", "a #b", 5)
+
+
+def test_yaml_file_date_is_text_for_a_string_field(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, "train:\n  name: 2024-01-01\n")).train.name == "2024-01-01"
+
+
+def test_null_override_clears_an_optional_field_and_others_still_read_yaml() -> None:
+    cfg = load_config(None, ["--checkpoint.resume=null", "--train.compile=yes", "--train.sample_top_k=null",
+                             "--train.sample_prompts=[a, b]", "--telemetry.panel=off", "--model=tiny"])
+    assert cfg.checkpoint.resume is None and cfg.train.compile is True and cfg.train.sample_top_k is None
+    assert cfg.train.sample_prompts == ["a", "b"] and cfg.telemetry.panel == "off" and cfg.model.preset == "tiny"
+
+
+@pytest.mark.parametrize("source", ["typed", "override", "yaml"])
+def test_a_leading_tilde_in_a_path_is_the_home_folder(source: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if source == "typed":
+        cfg = load_config(None, {"data.path": "~/x", "checkpoint.init": "~"})
+    elif source == "override":
+        cfg = load_config(None, ["--data.path=~/x", "--checkpoint.init=~"])
+    else:
+        cfg = load_config(_write(tmp_path, "data:\n  path: ~/x\ncheckpoint:\n  init: '~'\n"))
+    assert cfg.data.path == str(tmp_path / "x") and cfg.checkpoint.init == str(tmp_path)
+    # Only paths: a run name is a name.
+    assert load_config(None, {"train.name": "~x"}).train.name == "~x"
+
+
+def test_vocab_size_is_none_unless_set(tmp_path: Path) -> None:
+    assert load_config(None, ["--model=124m"]).model.vocab_size is None
+    assert load_config(None, {}).model.vocab_size is None
+    assert load_config(None, ["--model=124m", "--model.vocab_size=512"]).model.vocab_size == 512
+    assert load_config(_write(tmp_path, "model:\n  preset: tiny\n  vocab_size: 300\n")).model.vocab_size == 300
+    with pytest.raises(LlmctlError, match="model.vocab_size must be positive"):
+        load_config(None, ["--model.vocab_size=0"])

@@ -15,9 +15,9 @@ from token_fixtures import UNICODE_DOCS, stdlib_texts, train_tokenizer, write_da
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.shards import open_split, read_meta
-from llmctl.data.tokenize import TokenizeOptions, tokenize
 from llmctl.tokenizer.core import load_tokenizer
+from llmctl.tokens.shards import open_split, read_meta
+from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -170,7 +170,7 @@ def test_inspect_sft_marks_trained_tokens(setup: dict[str, Path]) -> None:
 
 def test_inspect_colours_alternate_on_a_terminal(setup: dict[str, Path]) -> None:
     from llmctl.cli.inspect import STYLES, render_tokens
-    from llmctl.data.inspection import load_document, open_directory
+    from llmctl.tokens.inspection import load_document, open_directory
 
     view = load_document(open_directory(setup["sft"]), 0)
     text = render_tokens(view, 0, plain=False)

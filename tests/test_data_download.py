@@ -20,12 +20,12 @@ from fakehub import FakeServers
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data import http_download
-from llmctl.data.dataset import iter_batches, list_splits, read_info
-from llmctl.data.download import DownloadOptions, download_dataset
-from llmctl.data.normalize import WikitextArticles, alpaca_messages
-from llmctl.data.parts import carve
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.raw import http_download
+from llmctl.raw.dataset import iter_batches, list_splits, read_info
+from llmctl.raw.download import DownloadOptions, download_dataset
+from llmctl.raw.normalize import WikitextArticles, alpaca_messages
+from llmctl.raw.parts import carve
 
 runner = CliRunner()
 DOCS = [f"Document number {i}. " + "Some words here and there. " * (i % 7 + 1) for i in range(400)]
@@ -387,7 +387,7 @@ def test_split_carving_is_seeded_disjoint_and_limited(tmp_path: Path) -> None:
 
 
 def test_interrupted_normalization_leaves_no_complete_looking_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmctl.data import parts
+    from llmctl.raw import parts
 
     monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 10)
     monkeypatch.setattr(parts, "PART_ROWS", 50)

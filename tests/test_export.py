@@ -19,7 +19,7 @@ from chat_fixtures import (
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.chat import get_profile, render
+from llmctl.tokenizer.chat import get_profile, render
 from llmctl.tokenizer.core import load_tokenizer
 
 runner = CliRunner()
@@ -60,7 +60,7 @@ def test_export_loads_in_transformers_with_our_logits_and_chat_ids(checkpoint: t
     result = runner.invoke(app, ["export", str(ckpt), "--format", "hf", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert sorted(report["files"]) == ["config.json", "generation_config.json", "model.safetensors",
+    assert sorted(report["files"]) == ["config.json", "generation_config.json", "llmctl-export.json", "model.safetensors",
                                        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
     model, tok, _ = load_for_inference(ckpt)
     assert report["n_params"] == model.num_params() and report["chat_template"] is True
@@ -97,12 +97,12 @@ def test_export_refuses_to_overwrite_and_checks_the_tokenizer(checkpoint: tuple[
     assert result.exit_code == 0, result.output
     assert "model.safetensors" in result.stdout and "bfloat16" in result.stdout
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
-    assert not list(tmp_path.glob(".hf.tmp-*"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
     other = train_chat_tokenizer(tmp_path / "other.json", ["other words entirely"] * 5, 300)
     result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--tokenizer", str(other)])
     assert result.exit_code == 2 and "is not the one checkpoint" in result.output
-    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--format", "gguf"])
+    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--format", "onnx"])
     assert result.exit_code == 2 and "--format hf" in result.output
 
 

@@ -10,10 +10,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from llmctl.config import ModelConfig, model_from_preset
-from llmctl.engine.generate import IncrementalDecoder, filter_logits, generate
+from llmctl.infer.generate import IncrementalDecoder, filter_logits, generate
 from llmctl.model.llama import Transformer
-from llmctl.model.presets import PRESETS
 from llmctl.plan.flops import flops_per_token, param_counts
+from llmctl.presets import PRESETS
 
 
 def _tiny(**changes: object) -> ModelConfig:

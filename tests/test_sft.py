@@ -36,7 +36,7 @@ def _sft_args(init: Path, tokens: Path, out: Path, steps: int) -> list[str]:
 
 
 def _greedy_replies(checkpoint: Path, prompts: list[str]) -> list[str]:
-    from llmctl.engine.chat import ChatSession
+    from llmctl.infer.chat import ChatSession
 
     replies = []
     for prompt in prompts:
@@ -118,7 +118,7 @@ def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(trained: Any, monk
         piped = runner.invoke(app, ["generate", ckpt, "--chat", "--temperature", "0"], input=prompt + "\n")
         assert piped.exit_code == 0 and piped.stdout.strip() == reply["text"]
 
-        from llmctl.cli.chat import run_chat
+        from llmctl.cli._chat import run_chat
 
         lines = iter([prompt, "/reset", "", "/exit"])
         monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))

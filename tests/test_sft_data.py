@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from chat_fixtures import instruction_rows, make_sft_tokens
 
-from llmctl.engine.sft_data import IGNORE, SFTBatches, collate, load_conversations
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
+from llmctl.tokens.sft_batches import IGNORE, SFTBatches, collate, load_conversations
 
 
 @pytest.fixture(scope="module")

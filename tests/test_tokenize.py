@@ -16,10 +16,10 @@ from token_fixtures import SPECIALS, UNICODE_DOCS, stdlib_texts, train_tokenizer
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.shards import ShardWriter, dtype_for_vocab, open_split, read_meta
-from llmctl.data.tokenize import TokenizeOptions, merge, tokenize
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
+from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, open_split, read_meta
+from llmctl.tokens.tokenize import TokenizeOptions, merge, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 INVALID = b"invalid \xff\xfe utf-8 \xc3("

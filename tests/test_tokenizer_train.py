@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.data.chat import get_profile
-from llmctl.data.download import DownloadOptions, download_dataset
 from llmctl.errors import LlmctlError
+from llmctl.raw.download import DownloadOptions, download_dataset
+from llmctl.tokenizer.chat import get_profile
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokenizer.train import train_tokenizer
 
@@ -36,17 +36,22 @@ def test_cli_trains_byte_level_bpe_with_chat_specials(trained_tokenizer: Path, r
     from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer.from_file(str(out))
-    assert raw.post_processor is None  # BOS/EOS are added by id, never automatically
+    # BOS first (Llama 3's convention) for transformers users; llmctl's own encode adds nothing.
+    assert raw.encode("x").ids[0] == tok_bos(raw) and raw.encode("x", add_special_tokens=False).ids[0] != tok_bos(raw)
     added = {t.content: t.special for t in raw.get_added_tokens_decoder().values()}
     assert added == dict.fromkeys(CHAT, True)
     fast = PreTrainedTokenizerFast(tokenizer_file=str(out))
     tok = load_tokenizer(out)
-    assert fast("def f(x):\n    return x")["input_ids"] == tok.encode("def f(x):\n    return x")
+    assert fast("def f(x):\n    return x")["input_ids"] == [tok.bos_id, *tok.encode("def f(x):\n    return x")]
     assert tok.decode(tok.encode(TRICKY)) == TRICKY
     assert tok.token_to_id("<|user|>") not in tok.encode("<|user|>")  # typed specials stay text
 
     human = runner.invoke(app, ["tokenizer", "train", "--data", str(raw_dataset), "--vocab-size", "400", "--out", str(tmp_path / "h.json")])
     assert human.exit_code == 0 and "yes, every document" in human.stdout and "bytes per token" in human.stdout
+
+
+def tok_bos(raw: object) -> int:
+    return raw.token_to_id("<|bos|>")  # type: ignore[attr-defined]
 
 
 def test_fixture_tokenizer_takes_the_tiktoken_fast_path(trained_tokenizer: Path) -> None:

@@ -12,12 +12,12 @@ import pytest
 from engine_fixtures import RecordingReporter, make_token_dir, tiny_config
 
 from llmctl.config import load_config
-from llmctl.data.shards import open_split
 from llmctl.engine.checkpoint import find_latest, read_manifest, resolve_checkpoint
-from llmctl.engine.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.engine.run import resolve_vocab, run_training
 from llmctl.engine.schedule import LRSchedule
 from llmctl.errors import LlmctlError
+from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
+from llmctl.tokens.shards import open_split
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_vocab_comes_from_the_data_unless_fixed(data: Path, tmp_path: Path) -> N
     _, rep = _run(data, tmp_path, **{"train.steps": 1})
     assert rep.info.config["model"]["vocab_size"] == json.loads((data / "meta.json").read_text())["vocab_size"]
     with pytest.raises(LlmctlError, match="smaller than the data's tokenizer vocabulary"):
-        resolve_vocab(tiny_config(data, tmp_path, **{"model.vocab_size": 100}), json.loads((data / "meta.json").read_text()), False)
+        resolve_vocab(tiny_config(data, tmp_path, **{"model.vocab_size": 100}), json.loads((data / "meta.json").read_text()))
 
 
 def test_quickstart_config_loads_and_is_a_small_model() -> None:

@@ -9,8 +9,10 @@ functions that need them, so `llmctl --help` starts in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import typing
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -29,8 +31,60 @@ def _report(error: LlmctlError) -> None:
         sys.stderr.write(f"hint: {error.hint}\n")
 
 
+# Metavars in --help: what to type, not Python type names (`<list[str]>`, `{source}`).
+_TYPE_METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT"}
+# Text options that take a count or a size (they accept 32K, 256M): say so.
+_NAME_METAVARS = {"vocab_size": "N", "max_rows": "N", "tokens": "N", "params": "N", "max_bytes": "BYTES",
+                  "eval_max_bytes": "BYTES", "shard_size": "BYTES", "data": "DIR", "init": "CHECKPOINT",
+                  "resume": "auto|CHECKPOINT", "gpu": "NAME", "device": "DEVICE"}
+
+
+def _metavar(param: Any) -> str | None:
+    """PATH, N, NUMBER, TEXT, [a|b] or the argument's name in capitals; None: leave it to Typer."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False):
+        return None
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    if param.param_type_name == "argument":
+        return (param.name or "value").removesuffix("_path").upper()
+    if desc.is_path or desc.is_file:
+        return "PATH"
+    annotation = desc.annotation
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    if annotation is str and param.name in _NAME_METAVARS:
+        return _NAME_METAVARS[param.name]
+    return _TYPE_METAVARS.get(annotation)
+
+
+def _plain_help(command: Any) -> None:
+    """Give every parameter of `command` (and its subcommands) a metavar a person reads, and drop the
+    `\\[` escapes Rich markup needed: --help is plain text (rich_markup_mode=None)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "help", None):
+            param.help = param.help.replace("\\[", "[")
+        if param.metavar is None:
+            param.metavar = _metavar(param)
+        if param.param_type_name == "argument" and param.metavar is not None:
+            # Typer writes arguments as `{name}` in the usage line and adds `<type>` after the name: show the
+            # click convention instead, NAME when required and [NAME] when not.
+            usage = (param.metavar if param.required else f"[{param.metavar}]") + ("..." if param.nargs != 1 else "")
+            param._usage_display_name = lambda usage=usage: usage
+            param.display_type_rich = lambda ctx: None
+    if getattr(command, "help", None):
+        command.help = command.help.replace("\\[", "[")
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+
 class LlmctlGroup(TyperGroup):
-    """Root group: turns LlmctlError into `error:`/`hint:` lines and an exit code, no traceback."""
+    """Root group: turns LlmctlError into `error:`/`hint:` lines and its exit code (2, 3 or 4), an uncaught
+    OSError into the same with exit 4, and Ctrl-C into exit 130; no traceback (LLMCTL_DEBUG=1 shows it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # --help lists commands in pipeline order (_COMMANDS), groups included, not in registration order.
@@ -47,6 +101,16 @@ class LlmctlGroup(TyperGroup):
             # click, so it would not even catch ours): print our two lines here and exit with our code.
             _report(exc)
             raise typer.Exit(exc.exit_code) from exc
+        except OSError as exc:
+            # A broken pipe (`llmctl ... | head`) is click's to handle quietly; any other OSError that no
+            # command turned into an LlmctlIOError is still a fault, not a bug: error + hint, exit 4.
+            if os.environ.get("LLMCTL_DEBUG") or exc.errno == errno.EPIPE:
+                raise
+            from llmctl.files import io_error
+
+            error = io_error(exc, exc.filename or "a file", action="access")
+            _report(error)
+            raise typer.Exit(error.exit_code) from exc
         except KeyboardInterrupt as exc:
             if os.environ.get("LLMCTL_DEBUG"):
                 raise
@@ -84,16 +148,16 @@ def _root(
 
 def _register() -> None:
     # Command modules register themselves on `app`; each is imported here so --help lists it.
-    # Order here is the order users meet the commands in (DESIGN.md section 1).
+    # Order here is the order users meet the commands in (docs/ARCHITECTURE.md).
     import importlib
 
     for name in _COMMANDS:
-        module = importlib.import_module(f"llmctl.cli.{name}")
+        module = importlib.import_module(f"llmctl.cli.{name}_" if name == "import" else f"llmctl.cli.{name}")
         module.register(app)
 
 
 # One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "export", "plot", "flops", "budget"]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "import", "export", "plot", "flops", "budget"]
 
 _register()
 

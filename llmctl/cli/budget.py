@@ -17,6 +17,7 @@ import typer
 from llmctl.cli.flops import flops_text, sci, shape_line, text_table
 from llmctl.errors import LlmctlError
 from llmctl.output import out, print_json
+from llmctl.plan.ranges import range_help
 from llmctl.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops
 
 
@@ -29,19 +30,51 @@ def list_gpus(as_json: bool) -> None:
     from llmctl.plan.hardware import GPUS
 
     if as_json:
-        print_json([{"name": g.name, "description": g.description, "aliases": list(g.aliases),
-                     "tflops_dense": {"fp32": g.fp32, "tf32": g.tf32, "bf16": g.bf16, "fp16": g.fp16, "fp8": g.fp8},
-                     "memory_gib": g.memory_gib, "tdp_w": g.tdp_w, "source": g.source} for g in GPUS])
+        print_json(
+            [
+                {
+                    "name": g.name,
+                    "description": g.description,
+                    "aliases": list(g.aliases),
+                    "tflops_dense": {
+                        "fp32": g.fp32,
+                        "tf32": g.tf32,
+                        "bf16": g.bf16,
+                        "fp16": g.fp16,
+                        "fp8": g.fp8,
+                    },
+                    "memory_gib": g.memory_gib,
+                    "tdp_w": g.tdp_w,
+                    "source": g.source,
+                }
+                for g in GPUS
+            ]
+        )
         return
-    rows = [[g.name, _tflops(g.fp32), _tflops(g.tf32), _tflops(g.bf16), _tflops(g.fp16),
-             _tflops(g.fp8), f"{g.memory_gib:g} GiB", f"{g.tdp_w:g} W", ", ".join(g.aliases)] for g in GPUS]
-    out().print(text_table(
-        "GPUs (dense peak TFLOP/s)",
-        ["--gpu", "fp32", "tf32", "bf16", "fp16", "fp8", "memory", "TDP", "also accepted"], rows,
-        numeric=(1, 2, 3, 4, 5, 6, 7),
-        caption="Dense tensor-core figures: the datasheets' with-sparsity (starred) figures halved. "
-                "fp32 is plain FP32 (no TF32). - : no tensor-core path for that type. Sources in llmctl/plan/hardware.py.",
-    ))
+    rows = [
+        [
+            g.name,
+            _tflops(g.fp32),
+            _tflops(g.tf32),
+            _tflops(g.bf16),
+            _tflops(g.fp16),
+            _tflops(g.fp8),
+            f"{g.memory_gib:g} GiB",
+            f"{g.tdp_w:g} W",
+            ", ".join(g.aliases),
+        ]
+        for g in GPUS
+    ]
+    out().print(
+        text_table(
+            "GPUs (dense peak TFLOP/s)",
+            ["--gpu", "fp32", "tf32", "bf16", "fp16", "fp8", "memory", "TDP", "also accepted"],
+            rows,
+            numeric=(1, 2, 3, 4, 5, 6, 7),
+            caption="Dense tensor-core figures: the datasheets' with-sparsity (starred) figures halved. "
+            "fp32 is plain FP32 (no TF32). - : no tensor-core path for that type. Sources in llmctl/plan/hardware.py.",
+        )
+    )
 
 
 def _budget_rows(p: Any) -> list[list[str]]:
@@ -65,20 +98,39 @@ def _model_rows(p: Any) -> list[list[str]]:
     rows = [
         ["model", p.model_label],
         ["shape", shape_line(p.model)],
-        ["parameters", f"{p.params.total:,} total ({fmt_count(p.params.total)}); "
-                       f"N for 6N {p.params.matmul:,} ({fmt_count(p.params.matmul)})"],
+        [
+            "parameters",
+            f"{p.params.total:,} total ({fmt_count(p.params.total)}); "
+            f"N for 6N {p.params.matmul:,} ({fmt_count(p.params.matmul)})",
+        ],
         ["seq_len", f"{p.seq_len}"],
         ["FLOPs per token", f"{fmt_flops(p.flops.train_palm)} (PaLM 6N + 12LHQT, training)"],
-        ["training tokens D", f"{fmt_count(p.tokens)} ({p.tokens_per_param:.3g} per parameter of N = {fmt_count(p.n)})"],
+        [
+            "training tokens D",
+            f"{fmt_count(p.tokens)} ({p.tokens_per_param:.3g} per parameter of N = {fmt_count(p.n)})",
+        ],
     ]
     if p.budget_tokens_for_shape is not None:
-        rows.append(["tokens the budget buys", f"{fmt_count(p.budget_tokens_for_shape)} for this shape (C / FLOPs per token)"])
+        rows.append(
+            [
+                "tokens the budget buys",
+                f"{fmt_count(p.budget_tokens_for_shape)} for this shape (C / FLOPs per token)",
+            ]
+        )
     return rows
 
 
 def _cost_rows(p: Any) -> list[list[str]]:
-    return [[c.convention, flops_text(c.flops), f"{c.gpu_hours_at_peak:,.1f}", f"{c.gpu_hours_at_mfu:,.1f}",
-             fmt_duration(c.wall_hours_at_mfu * 3600)] for c in p.costs]
+    return [
+        [
+            c.convention,
+            flops_text(c.flops),
+            f"{c.gpu_hours_at_peak:,.1f}",
+            f"{c.gpu_hours_at_mfu:,.1f}",
+            fmt_duration(c.wall_hours_at_mfu * 3600),
+        ]
+        for c in p.costs
+    ]
 
 
 def _memory_rows(p: Any) -> list[list[str]]:
@@ -86,11 +138,21 @@ def _memory_rows(p: Any) -> list[list[str]]:
     n = m.params
     mixed = m.master_bytes > 0
     rows = [
-        ["weights", fmt_bytes(m.weights_bytes),
-         f"{m.weights_bytes // n} B/param" + (f" ({m.dtype} copies autocast makes)" if mixed else " (fp32)")],
+        [
+            "weights",
+            fmt_bytes(m.weights_bytes),
+            f"{m.weights_bytes // n} B/param"
+            + (f" ({m.dtype} copies autocast makes)" if mixed else " (fp32)"),
+        ],
     ]
     if mixed:
-        rows.append(["fp32 master weights", fmt_bytes(m.master_bytes), "4 B/param (the parameters the optimizer updates)"])
+        rows.append(
+            [
+                "fp32 master weights",
+                fmt_bytes(m.master_bytes),
+                "4 B/param (the parameters the optimizer updates)",
+            ]
+        )
     rows += [
         ["gradients", fmt_bytes(m.grads_bytes), "4 B/param (fp32)"],
         ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"]
@@ -98,10 +160,26 @@ def _memory_rows(p: Any) -> list[list[str]]:
         ["Muon + AdamW states", fmt_bytes(m.optimizer_bytes),
          f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)"],
         ["model states", fmt_bytes(m.states_bytes), f"{m.bytes_per_param} B/param x {n:,} parameters"],
-        ["activations / sequence", fmt_bytes(m.activation_bytes_per_seq), f"{m.seq_len} tokens, no checkpointing"],
-        ["  with checkpointing", fmt_bytes(m.activation_bytes_per_seq_ckpt), "block inputs + one block recomputed"],
-        ["GPU memory", fmt_bytes(m.device_bytes), f"{fmt_bytes(m.usable_bytes)} usable (1 GiB CUDA context, 5% fragmentation)"],
-        ["largest micro-batch", f"{m.max_micro_batch}", f"{m.max_micro_batch_ckpt} with activation checkpointing"],
+        [
+            "activations / sequence",
+            fmt_bytes(m.activation_bytes_per_seq),
+            f"{m.seq_len} tokens, no checkpointing",
+        ],
+        [
+            "  with checkpointing",
+            fmt_bytes(m.activation_bytes_per_seq_ckpt),
+            "block inputs + one block recomputed",
+        ],
+        [
+            "GPU memory",
+            fmt_bytes(m.device_bytes),
+            f"{fmt_bytes(m.usable_bytes)} usable (1 GiB CUDA context, 5% fragmentation)",
+        ],
+        [
+            "largest micro-batch",
+            f"{m.max_micro_batch}",
+            f"{m.max_micro_batch_ckpt} with activation checkpointing",
+        ],
     ]
     return rows
 
@@ -111,35 +189,65 @@ def render(p: Any) -> None:
     console = out()
     if p.mode == "forward":
         console.print(text_table("Budget", ["", ""], _budget_rows(p)))
-        rows = [[r.label, fmt_flops(r.peak_flops_per_gpu, per_second=True), f"{r.utilisation:g}", flops_text(r.flops),
-                 fmt_count(r.params), fmt_count(r.tokens)] for r in p.peaks]
+        rows = [
+            [
+                r.label,
+                fmt_flops(r.peak_flops_per_gpu, per_second=True),
+                f"{r.utilisation:g}",
+                flops_text(r.flops),
+                fmt_count(r.params),
+                fmt_count(r.tokens),
+            ]
+            for r in p.peaks
+        ]
         headline = p.peaks[0]
-        console.print(text_table(
-            f"The same {p.hours:g} h counted three ways (r = {p.tokens_per_param:g})",
-            ["peak counted", "peak per GPU", "utilisation", "FLOPs", "N", "D"], rows, numeric=(1, 2, 3, 4, 5),
-            caption=(f"note: a back-of-envelope with the datasheet's headline figure at full use gets "
-                     f"{sci(headline.flops)} FLOPs -> N {fmt_count(headline.params)}, D {fmt_count(headline.tokens)}; "
-                     f"the dense peak at MFU {p.mfu:g} gives {sci(p.compute_flops)} FLOPs -> "
-                     f"N {fmt_count(p.optimal_params)}, D {fmt_count(p.optimal_tokens)}."),
-        ))
+        console.print(
+            text_table(
+                f"The same {p.hours:g} h counted three ways (r = {p.tokens_per_param:g})",
+                ["peak counted", "peak per GPU", "utilisation", "FLOPs", "N", "D"],
+                rows,
+                numeric=(1, 2, 3, 4, 5),
+                caption=(
+                    f"note: a back-of-envelope with the datasheet's headline figure at full use gets "
+                    f"{sci(headline.flops)} FLOPs -> N {fmt_count(headline.params)}, D {fmt_count(headline.tokens)}; "
+                    f"the dense peak at MFU {p.mfu:g} gives {sci(p.compute_flops)} FLOPs -> "
+                    f"N {fmt_count(p.optimal_params)}, D {fmt_count(p.optimal_tokens)}."
+                ),
+            )
+        )
     else:
         console.print(text_table("Hardware", ["", ""], _budget_rows(p)))
     console.print(text_table("Model", ["", ""], _model_rows(p)))
-    console.print(text_table(
-        "Training cost", ["convention", "FLOPs", "GPU-hours at peak", f"GPU-hours at MFU {p.mfu:g}",
-                          f"wall time on {p.num_gpus} GPU{'s' if p.num_gpus > 1 else ''}"],
-        _cost_rows(p), numeric=(1, 2, 3, 4),
-        caption="6ND counts weights only; PaLM adds attention (12 x layers x heads x head_dim x seq_len per token) "
-                "and is what llmctl's live MFU uses.",
-    ))
+    console.print(
+        text_table(
+            "Training cost",
+            [
+                "convention",
+                "FLOPs",
+                "GPU-hours at peak",
+                f"GPU-hours at MFU {p.mfu:g}",
+                f"wall time on {p.num_gpus} GPU{'s' if p.num_gpus > 1 else ''}",
+            ],
+            _cost_rows(p),
+            numeric=(1, 2, 3, 4),
+            caption="6ND counts weights only; PaLM adds attention (12 x layers x heads x head_dim x seq_len per token) "
+            "and is what llmctl's live MFU uses.",
+        )
+    )
     m = p.memory
-    console.print(text_table(
-        f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
-        f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
-        ["", "bytes", "how"], _memory_rows(p), numeric=(1,),
-        caption=(f"verdict: {m.verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
-                 f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."),
-    ))
+    console.print(
+        text_table(
+            f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
+            f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
+            ["", "bytes", "how"],
+            _memory_rows(p),
+            numeric=(1,),
+            caption=(
+                f"verdict: {m.verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
+                f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."
+            ),
+        )
+    )
     console.print(
         f"Chinchilla fit (Hoffmann et al. 2022, approach 3: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28), the "
         f"paper's fit for its data and tokenizer, not a prediction for yours: L(N={fmt_count(p.params.total)} total, "
@@ -149,18 +257,51 @@ def render(p: Any) -> None:
 
 
 def budget_command(
-    gpu: str | None = typer.Option(None, "--gpu", help="GPU name (L4, H100, A100-80GB, ...; see --list-gpus)."),
-    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs working together."),
-    hours: float | None = typer.Option(None, "--hours", help="Forward mode: wall-clock hours of the budget."),
-    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation to plan with (0.3-0.5 is typical)."),
-    tokens_per_param: float | None = typer.Option(None, "--tokens-per-param", help="Training tokens per parameter (default 20, Chinchilla)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16, or fp16 without bf16), bf16, fp16, fp32, tf32, fp8."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Inverse mode: preset name or config YAML."),
-    params: str | None = typer.Option(None, "--params", help="Inverse mode: parameter count (170M) instead of a model."),
-    tokens: str | None = typer.Option(None, "--tokens", help="Inverse mode: training tokens (2.5B, 17e9)."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length for attention FLOPs and memory (default 1024, or the model's)."),
-    vocab_size: int = typer.Option(32768, "--vocab-size", help="Vocabulary of a suggested shape."),
-    optim: str = typer.Option("adamw", "--optim", help="Optimizer whose state to count: adamw (8 B/param) or muon (4 B/param on hidden matrices)."),
+    gpu: str | None = typer.Option(
+        None, "--gpu", help="GPU name (L4, H100, A100-80GB, ...; see --list-gpus)."
+    ),
+    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs working together. " + range_help("num-gpus")),
+    hours: float | None = typer.Option(
+        None, "--hours", help="Forward mode: wall-clock hours of the budget. " + range_help("hours")
+    ),
+    mfu: float = typer.Option(
+        0.4,
+        "--mfu",
+        help="Model FLOPs utilisation to plan with (0.3-0.5 is typical). Range: above 0, at most 1.",
+    ),
+    tokens_per_param: float | None = typer.Option(
+        None,
+        "--tokens-per-param",
+        help="Training tokens per parameter (default 20, Chinchilla). " + range_help("tokens-per-param"),
+    ),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (bf16, or fp16 without bf16), bf16, fp16, fp32, tf32, fp8."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", metavar="PRESET|YAML", help="Inverse mode: preset name or config YAML."
+    ),
+    params: str | None = typer.Option(
+        None,
+        "--params",
+        help="Inverse mode: parameter count (170M) instead of a model. " + range_help("params"),
+    ),
+    tokens: str | None = typer.Option(
+        None, "--tokens", help="Inverse mode: training tokens (2.5B, 17e9). " + range_help("tokens")
+    ),
+    seq_len: int | None = typer.Option(
+        None,
+        "--seq-len",
+        help="Sequence length for attention FLOPs and memory (default 1024, or the model's). "
+        + range_help("seq-len"),
+    ),
+    vocab_size: int = typer.Option(
+        32768, "--vocab-size", help="Vocabulary of a suggested shape. " + range_help("vocab-size")
+    ),
+    optim: str = typer.Option(
+        "adamw",
+        "--optim",
+        help="Optimizer whose state to count: adamw (8 B/param) or muon (4 B/param on hidden matrices).",
+    ),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
@@ -171,11 +312,25 @@ def budget_command(
     if gpu is None:
         from llmctl.plan.hardware import GPUS
 
-        raise LlmctlError("--gpu is required", f"e.g. --gpu L4; known GPUs: {', '.join(g.name for g in GPUS)}")
+        raise LlmctlError(
+            "--gpu is required", f"e.g. --gpu L4; known GPUs: {', '.join(g.name for g in GPUS)}"
+        )
     from llmctl.plan.budget import plan_budget
 
-    plan = plan_budget(gpu=gpu, num_gpus=num_gpus, hours=hours, mfu=mfu, tokens_per_param=tokens_per_param,
-                       dtype=dtype, model=model, params=params, tokens=tokens, seq_len=seq_len, vocab_size=vocab_size, optim=optim)
+    plan = plan_budget(
+        gpu=gpu,
+        num_gpus=num_gpus,
+        hours=hours,
+        mfu=mfu,
+        tokens_per_param=tokens_per_param,
+        dtype=dtype,
+        model=model,
+        params=params,
+        tokens=tokens,
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        optim=optim,
+    )
     if as_json:
         print_json(plan.to_json())
         return

@@ -47,12 +47,12 @@ def count_command(
     if data is not None:
         if tokenizer is None:
             raise LlmctlError("--data needs --tokenizer", "pass the tokenizer the corpus will be tokenized with")
-        from llmctl.data.worker_start import prestart_workers
+        from llmctl.tokens.worker_start import prestart_workers
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         prestart_workers(num_proc or cores)
-        from llmctl.cli.token_progress import TokenProgress
-        from llmctl.data.tokenize import count_raw
+        from llmctl.cli._progress import TokenProgress
+        from llmctl.tokens.tokenize import count_raw
 
         with TokenProgress("count") as progress:
             result = count_raw(data, tokenizer, tuple(split), mode=mode, profile=profile,
@@ -60,7 +60,7 @@ def count_command(
                                on_note=lambda note: log(f"note: {note}"))
         title = f"{data} with {Path(result['tokenizer']).name} (tokenized, not written)"
     elif directory is not None:
-        from llmctl.data.token_stats import count_shards
+        from llmctl.tokens.stats import count_shards
 
         result = count_shards(directory, list(split) or None)
         title = str(directory)

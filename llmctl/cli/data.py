@@ -28,7 +28,7 @@ data_app = typer.Typer(
 @data_app.command("sources")
 def sources_command(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """List the named sources `data download` knows."""
-    from llmctl.data.sources import source_rows
+    from llmctl.raw.sources import source_rows
 
     rows = source_rows()
     if as_json:
@@ -85,8 +85,8 @@ def download_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Download SOURCE into --out as normalized parquet parts per split plus dataset.json."""
-    from llmctl.cli.transfer_progress import TransferBars
-    from llmctl.data.download import DownloadOptions, download_dataset
+    from llmctl.cli._progress import TransferBars
+    from llmctl.raw.download import DownloadOptions, download_dataset
 
     options = DownloadOptions(
         splits=_splits(split),

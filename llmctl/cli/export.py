@@ -1,7 +1,8 @@
-"""`llmctl export`: a checkpoint as a Hugging Face transformers directory.
+"""`llmctl export`: a checkpoint as a Hugging Face transformers directory or one GGUF file.
 
     llmctl export runs/sft/checkpoints/latest --format hf --out exports/sft-hf
     llmctl export runs/tiny/checkpoints/step-000500 --out exports/tiny --dtype bfloat16 --json
+    llmctl export runs/sft/checkpoints/latest --format gguf --out exports/sft.gguf --dtype q8_0
 
 The directory loads with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`
 (chat template included), serves with vLLM, converts to GGUF with llama.cpp and uploads to the Hub.
@@ -20,20 +21,24 @@ from llmctl.units import fmt_bytes, fmt_count
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (e.g. RUN/checkpoints/latest).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create.")],
-    fmt: Annotated[str, typer.Option("--format", help="Output format: hf (transformers LlamaForCausalLM).")] = "hf",
-    dtype: Annotated[str, typer.Option(help="Weight dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create (hf), or FILE.gguf (gguf).")],
+    fmt: Annotated[str, typer.Option("--format", help="hf (transformers directory) or gguf (one llama.cpp/Ollama file).")] = "hf",
+    dtype: Annotated[str, typer.Option(help="hf: auto (the checkpoint's), float32, bfloat16, float16; gguf: float16 "
+                                       "(default), float32, q8_0.")] = "auto",
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the copy stored in the checkpoint.")] = None,
     chat_profile: Annotated[str | None, typer.Option(help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is a previous llmctl export, never any other folder (gguf: only a GGUF file).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""
     from llmctl.errors import LlmctlError
     from llmctl.export.hf import export_hf
 
+    if fmt == "gguf":
+        _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, as_json)
+        return
     if fmt != "hf":
-        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf")
+        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf or --format gguf")
     result = export_hf(checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force)
     if as_json:
         print_json(result)
@@ -45,6 +50,22 @@ def export(
         f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}",
         markup=False, highlight=False,
     )
+
+def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_json: bool) -> None:
+    from llmctl.export.gguf import export_gguf
+
+    result = export_gguf(checkpoint, out_file, dtype=dtype, force=force)
+    if as_json:
+        print_json(result)
+        return
+    out().print(
+        f"{result.out}: {fmt_bytes(result.bytes)}, {result.architecture}, {result.n_tensors} tensors, {result.dtype}, "
+        f"pre-tokenizer {result.pre_tokenizer}, bos {result.bos_id}, eos {result.eos_id}, eot {result.eot_id}, "
+        f"add BOS {'yes' if result.add_bos else 'no'}, chat template {'yes' if result.chat_template else 'no'}; "
+        f"read back and checked ({len(result.keys)} keys, max |error| {result.max_abs_error:.2g})",
+        markup=False, highlight=False,
+    )
+
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl export`."""

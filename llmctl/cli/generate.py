@@ -6,7 +6,7 @@
 
 The prompt is printed, then the model's continuation token by token; the speed (generated tokens per
 second, EfficientLLM's inference throughput) goes to stderr. `--json` prints one document instead.
-`--chat` (llmctl/cli/chat.py) renders the prompt as a user turn and prints the model's reply.
+`--chat` (llmctl.cli._chat.py) renders the prompt as a user turn and prints the model's reply.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(False, "--chat", help="Reply as a chat model (chat profile, stops at <|end|>); "
                                   "without --prompt on a terminal: a conversation."),
         system: str | None = typer.Option(None, "--system", help="--chat: a system message opening the conversation."),
+        truncate_left: bool = typer.Option(False, "--truncate-left", help="A prompt longer than the model's context "
+                                           "keeps its end (the start is dropped, and stderr says how much) instead "
+                                           "of being an error."),
     ) -> None:
         if chat:
-            from llmctl.cli.chat import run_chat
+            from llmctl.cli._chat import run_chat
 
             run_chat(checkpoint, prompt, system=system, json_out=json_out, device=device, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1.0 else None, seed=seed)
@@ -44,7 +47,7 @@ def register(app: typer.Typer) -> None:
             from llmctl.errors import LlmctlError
 
             raise LlmctlError("--prompt is required", "pass --prompt TEXT, or --chat for a conversation")
-        from llmctl.engine.generate import generate_from_checkpoint
+        from llmctl.infer.generate import generate_from_checkpoint
         from llmctl.output import log, print_json
 
         def stream(piece: str) -> None:
@@ -54,11 +57,17 @@ def register(app: typer.Typer) -> None:
         result = generate_from_checkpoint(
             checkpoint, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
             top_p=top_p if top_p < 1.0 else None, seed=seed, device=device, on_text=None if json_out else stream, echo_prompt=True,
+            truncate_left=truncate_left,
         )
+        if not json_out:
+            stream("\n")
+        dropped = result["prompt_dropped_tokens"]
+        if dropped:
+            log(f"note: --truncate-left dropped the first {dropped:,} prompt tokens to fit the model's context; "
+                f"{result['prompt_tokens']:,} kept")
         if json_out:
             print_json(result)
             return
-        stream("\n")
         speed = result["tokens_per_sec"]
         log(f"{result['new_tokens']} tokens in {result['seconds']:.2f}s"
             + (f" ({speed:,.1f} tokens/s)" if speed else "") + f", {result['device']}, stop: {result['stop_reason']}")

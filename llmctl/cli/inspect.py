@@ -97,7 +97,7 @@ def _show(view: Any, total: int, max_tokens: int) -> None:
 
 
 def _page(directory: Any, start: int, raw: Path | None, max_tokens: int) -> None:
-    from llmctl.data.inspection import load_document
+    from llmctl.tokens.inspection import load_document
 
     index = start
     while True:
@@ -132,7 +132,7 @@ def inspect_command(
     import sys
     from dataclasses import asdict
 
-    from llmctl.data.inspection import check_all, load_document, open_directory, select
+    from llmctl.tokens.inspection import check_all, load_document, open_directory, select
 
     directory = open_directory(directory_path, split, tokenizer)
     mismatches: list[int] = []

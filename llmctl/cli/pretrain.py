@@ -20,36 +20,6 @@ import typer
 from llmctl.errors import EXIT_INTERRUPTED
 
 
-def _fixes_vocab(config: Path | None, args: list[str]) -> bool:
-    """True when the YAML file or an override sets model.vocab_size explicitly."""
-    if any(a.lstrip("-").replace("-", "_").startswith("model.vocab_size") for a in args):
-        return True
-    if config is None or not config.is_file():
-        return False
-    import yaml
-
-    try:
-        data = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError:
-        return False
-    model = data.get("model") if isinstance(data, dict) else None
-    return isinstance(model, dict) and "vocab_size" in model
-
-
-def flag_overrides(data: str | None, steps: int | None, out: Path | None, resume: str | None) -> list[str]:
-    """The plain flags as dotted overrides (they win over the same keys given as overrides)."""
-    extra = []
-    if data is not None:
-        extra.append(f"--data.path={data}")
-    if steps is not None:
-        extra.append(f"--train.steps={steps}")
-    if out is not None:
-        extra += [f"--train.out_dir={out.parent}", f"--train.name={out.name}"]
-    if resume is not None:
-        extra.append(f"--checkpoint.resume={resume}")
-    return extra
-
-
 def render_outcome(outcome: Any, as_json: bool) -> None:
     """The run's final figures: a table, or one JSON document."""
     from llmctl.output import out, print_json, table
@@ -95,17 +65,21 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
+        init: str | None = typer.Option(None, "--init", help="Start from these weights (fresh optimizer, step 0; the "
+                                        "model shape is the checkpoint's): continued pretraining (checkpoint.init)."),
         test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
-        from llmctl.config import load_config
+        from llmctl.cli._config import build_config, flag_values
         from llmctl.engine.run import run_training, smoke_test_config
 
-        args = list(ctx.args)
-        cfg = load_config(config, args + flag_overrides(data, steps, out, resume))
+        values = flag_values(data, steps, out, resume)
+        if init is not None:
+            values["checkpoint.init"] = str(Path(init).expanduser())
+        cfg = build_config(config, list(ctx.args), values)
         if test:
             cfg = smoke_test_config(cfg)
-        outcome = run_training(cfg, vocab_from_data=not _fixes_vocab(config, args))
+        outcome = run_training(cfg)
         if not outcome.is_rank0:
             return
         render_outcome(outcome, json_out)

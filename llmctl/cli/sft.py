@@ -81,14 +81,13 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
-        from llmctl.cli.pretrain import flag_overrides
-        from llmctl.config import load_config
+        from llmctl.cli._config import build_config, flag_values
         from llmctl.engine.sft import run_sft
 
-        extra = flag_overrides(data, steps, out, resume)
+        values = flag_values(data, steps, out, resume)
         if init is not None:
-            extra.append(f"--checkpoint.init={init}")
-        outcome = run_sft(load_config(config, list(ctx.args) + extra))
+            values["checkpoint.init"] = init
+        outcome = run_sft(build_config(config, list(ctx.args), values))
         if not outcome.run.is_rank0:
             return
         render_sft(outcome, json_out)

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from llmctl.data.shards import open_split
-from llmctl.engine.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokenizer.template import document_prefix
+from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
+from llmctl.tokens.shards import open_split
 
 IGNORE_INDEX = -100
 """Target value the loss skips (padding, prompts in SFT)."""
@@ -106,19 +107,6 @@ class Objective(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at a saved data position."""
-
-
-def document_prefix(meta: dict[str, Any]) -> list[int]:
-    """The token a document starts after in the shards: BOS when documents are preceded by it, EOS when
-    they follow one. Prompts get it so the model sees a document start the way it saw them in training."""
-    sep = meta.get("separator") or {}
-    tok = meta.get("tokenizer") or {}
-    policy = sep.get("policy")
-    if policy in ("bos", "bos+eos") and tok.get("bos_id") is not None:
-        return [int(tok["bos_id"])]
-    if policy == "eos" and tok.get("eos_id") is not None:
-        return [int(tok["eos_id"])]
-    return []
 
 
 def _shift(rows: np.ndarray) -> Batch:

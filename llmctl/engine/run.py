@@ -3,7 +3,7 @@
     result = run_training(cfg, pretrain_objective)            # what `llmctl pretrain` calls
     result = run_training(cfg, make_sft_objective)            # what `llmctl sft` calls
 
-The run directory is train.out_dir/train.name (DESIGN.md section 4): config.yaml, a copy of the
+The run directory is train.out_dir/train.name (docs/ARCHITECTURE.md): config.yaml, a copy of the
 tokenizer, telemetry files and checkpoints/. `checkpoint.resume=auto` continues the named run from its
 latest complete checkpoint (without a name: the newest run under out_dir that has one), and starts
 fresh when there is none, so one command line serves a first start and every requeue.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, to_yaml
-from llmctl.data.shards import read_meta
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
+    OPTIMIZER_FILE,
     check_compatible,
     find_latest,
     load_model_state,
@@ -40,6 +40,7 @@ from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.model.llama import Transformer
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
+from llmctl.tokens.shards import read_meta
 
 ObjectiveFactory = Callable[[Config, dict[str, Any], Tokenizer, D.DistInfo], Objective]
 
@@ -101,10 +102,10 @@ def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
     return meta, tokenizer
 
 
-def resolve_vocab(cfg: Config, meta: dict[str, Any], vocab_from_data: bool) -> Config:
-    """Take model.vocab_size from the data's tokenizer unless the config fixed it (then it must fit)."""
+def resolve_vocab(cfg: Config, meta: dict[str, Any]) -> Config:
+    """model.vocab_size None (the default) takes the data tokenizer's vocabulary; a set value must hold it."""
     vocab = int(meta.get("vocab_size") or meta["tokenizer"]["vocab_size"])
-    if vocab_from_data:
+    if cfg.model.vocab_size is None:
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
     if cfg.model.vocab_size < vocab:
         raise LlmctlError(
@@ -136,6 +137,11 @@ def resolve_run_dir(cfg: Config) -> tuple[Path, Path | None]:
             return run, find_latest(run / "checkpoints")
     elif resume:
         ckpt = resolve_checkpoint(resume)
+        if OPTIMIZER_FILE not in ((read_manifest(ckpt) or {}).get("files") or {}):
+            raise LlmctlError(
+                f"{ckpt} holds weights only (no optimizer state, e.g. made by `llmctl import`), so no run can resume from it",
+                f"start a new run from its weights with --init {ckpt} (fresh optimizer and schedule at step 0)",
+            )
         run = out_dir / cfg.train.name if cfg.train.name else ckpt.parent.parent
         return run, ckpt
     name = cfg.train.name or f"{cfg.model.preset or 'model'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -164,7 +170,6 @@ def run_training(
     cfg: Config,
     make_objective: ObjectiveFactory = pretrain_objective,
     *,
-    vocab_from_data: bool = True,
     reporter: Any = None,
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline)."""
@@ -175,7 +180,12 @@ def run_training(
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
         meta, tokenizer = load_data(cfg)
-        cfg = resolve_vocab(cfg, meta, vocab_from_data)
+        if cfg.checkpoint.init and cfg.checkpoint.resume in (None, "auto"):
+            # --init (continued pretraining from e.g. an imported model): the shape is the checkpoint's.
+            from llmctl.engine.sft import _model_from_init
+
+            cfg = _model_from_init(cfg)[0]
+        cfg = resolve_vocab(cfg, meta)
         run_dir, resume = D.broadcast_object(dist, resolve_run_dir(cfg))
         if dist.is_rank0:
             _prepare_run_dir(run_dir, cfg, tokenizer)
@@ -196,6 +206,9 @@ def run_training(
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=run_dir, tokenizer=tokenizer,
                           data_meta=meta, flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train)
+        start = resume or (resolve_checkpoint(cfg.checkpoint.init) if cfg.checkpoint.init else None)
+        started_from = (read_manifest(start) or {}) if start is not None else {}
+        trainer.conventions = {k: started_from[k] for k in ("prompt", "chat") if k in started_from}
         result = trainer.fit(resume=resume)
         return RunOutcome(run_dir, result, str(resume) if resume else None, dist.is_rank0)
     finally:

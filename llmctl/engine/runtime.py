@@ -59,18 +59,23 @@ def cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
-def choose_device(setting: str, local_rank: int = 0) -> torch.device:
-    """auto: this rank's GPU when CUDA is there, else the CPU; cuda/cuda:N/cpu as given."""
+def choose_device(setting: str, local_rank: int = 0, flag: str = "--train.device") -> torch.device:
+    """auto: this rank's GPU when CUDA is there, else the CPU; cuda/cuda:N/cpu as given.
+
+    `flag` is how the user set it (`--device` for generate and chat), named in errors."""
     if setting == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(setting)
+    try:
+        device = torch.device(setting)
+    except RuntimeError as exc:
+        raise LlmctlError(f"{flag} {setting} is not a device", f"use {flag} auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LlmctlError(f"train.device={setting} but CUDA is not available", "use --train.device=cpu or auto")
+            raise LlmctlError(f"{flag} {setting} but CUDA is not available", f"use {flag} cpu or {flag} auto")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     elif device.type != "cpu":
-        raise LlmctlError(f"train.device={setting} is not supported", "use auto, cpu, cuda or cuda:N")
+        raise LlmctlError(f"{flag} {setting} is not supported", f"use {flag} auto, cpu, cuda or cuda:N")
     return device
 
 

@@ -6,7 +6,7 @@
                              eval_batches=20, prompts=["Add 2 and 3."], packing=True)
     batch = objective.train_batch()   # targets are -100 except assistant replies and their <|end|>
 
-Batches come from llmctl/engine/sft_data.py (padded by length bucket, or packed with per-conversation
+Batches come from llmctl/tokens/sft_batches.py (padded by length bucket, or packed with per-conversation
 attention). Samples are the model's replies to held-out conversations, shown next to the reference
 reply, plus replies to the configured prompts, each rendered as a user turn by the chat profile.
 """
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.data.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.engine.objectives import Batch, SamplePrompt
-from llmctl.engine.sft_data import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
 
 
 def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
@@ -53,6 +53,8 @@ def check_sft_compat(meta: dict[str, Any], tokenizer: Tokenizer, checkpoint_fing
             "re-tokenize the chat data with the checkpoint's tokenizer: `llmctl tokenize --mode sft --tokenizer <the pretraining tokenizer>`",
         )
     profile_info = meta.get("chat_profile") or {}
+    if profile_info.get("name") == "model":
+        return "model"  # `tokenize --template model`: the tokenizer's own template, nothing to check here
     profile = get_profile(profile_info.get("name", "chat"))
     missing = missing_tokens(profile, tokenizer.token_to_id)
     if missing:
@@ -107,12 +109,19 @@ class SFTObjective:
         world: int = 1,
         validation_prompts: int = 3,
         packing_note: str | None = None,
+        untrained: list[str] | None = None,
     ) -> None:
         self.meta = meta or sft_meta(data_path)
         self.tokenizer = tokenizer
         self.packing = packing
         self.packing_note = packing_note
-        self.profile = get_profile((self.meta.get("chat_profile") or {}).get("name", "chat"))
+        from llmctl.tokenizer.template import TemplateChat
+
+        info = self.meta.get("chat_profile") or {}
+        # `--template model` data: the model's own chat template renders prompts and names the stop ids.
+        self.template = TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
+        self.profile = get_profile(info.get("name", "chat")) if self.template is None else None
+        self.untrained = untrained or []
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
         self.stream = SFTBatches(self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id)
@@ -127,13 +136,15 @@ class SFTObjective:
                 ids, mask = self.val.ids_and_mask(int(i))
                 start, end = _last_reply(ids, mask)
                 reply = ids[start:end]
-                if len(reply) and reply[-1] == tokenizer.token_to_id(self.profile.end):
+                if len(reply) and reply[-1] in self.stop_ids():
                     reply = reply[:-1]
                 prompt = ids[:start].tolist()
                 self._prompts.append(SamplePrompt(self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"))
 
     def _last_user_turn(self, prompt: list[int]) -> str:
         """The text of the prompt's last user message: what samples.jsonl shows as the prompt."""
+        if self.profile is None:
+            return self.tokenizer.decode(prompt)
         user = self.tokenizer.token_to_id(self.profile.roles["user"])
         end = self.tokenizer.token_to_id(self.profile.end)
         starts = [i + 1 for i, t in enumerate(prompt) if t == user]
@@ -143,6 +154,8 @@ class SFTObjective:
         return self.tokenizer.decode(prompt[starts[-1] : stop])
 
     def _fixed_prompt(self, text: str) -> SamplePrompt:
+        if self.template is not None:
+            return SamplePrompt(text, self.template.render_ids([{"role": "user", "content": text}], add_generation_prompt=True))
         rendered = render([{"role": "user", "content": text}], self.profile, self.tokenizer.encode,
                           self.tokenizer.token_to_id, add_generation_prompt=True)
         return SamplePrompt(text, rendered.ids)
@@ -157,6 +170,9 @@ class SFTObjective:
         return list(self._prompts)
 
     def stop_ids(self) -> list[int]:
+        if self.profile is None:
+            stops = [int(i) for i in (self.meta.get("chat_profile") or {}).get("stop_ids") or []]
+            return list(dict.fromkeys(stops + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else [])))
         return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
     def describe(self) -> dict[str, Any]:
@@ -165,6 +181,7 @@ class SFTObjective:
             "conversations": counts["conversations"], "used": counts["used"], "truncated": counts["truncated"],
             "dropped_overlong": counts["dropped_overlong"], "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
+            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained else {}),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_conversations": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
@@ -201,8 +218,8 @@ def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
     saved = from_dict(manifest["config"]).model
     if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
-            "sft takes the model's shape from the --init checkpoint, but the config sets model fields",
-            "remove the model section and --model.* overrides from the sft command",
+            "--init takes the model's shape from the checkpoint, but the config sets model fields",
+            "remove the model section and --model.* overrides from the command",
         )
     if cfg.data.seq_len > saved.max_seq_len:
         raise LlmctlError(
@@ -224,6 +241,23 @@ def _add_to_summary(run_dir: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _untrained_tokens(init: Path, manifest: dict[str, Any], meta: dict[str, Any], tokenizer: Tokenizer,
+                      model: ModelConfig) -> list[str]:
+    """Chat-template tokens whose embedding or head row in the --init weights looks never trained."""
+    from safetensors import safe_open
+
+    from llmctl.model.untrained import template_token_ids, untrained_rows
+
+    chat = meta.get("chat_profile") or {}
+    if chat.get("name") != "model":
+        return []
+    with safe_open(str(init / "model.safetensors"), framework="pt") as fh:
+        names = set(fh.keys())  # noqa: SIM118 - safe_open is not a mapping
+        rows = {k: fh.get_tensor(k) for k in ("tok_embeddings.weight", "output.weight") if k in names}
+    stops = [int(i) for i in chat.get("stop_ids") or []]
+    return untrained_rows(rows, model, template_token_ids(tokenizer, chat.get("template_text"), stops))
+
+
 def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
     """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule."""
     from llmctl.engine.run import load_data, run_training
@@ -234,6 +268,7 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
     require_sft(meta, cfg.data.path or "")
     fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
     check_sft_compat(meta, tokenizer, fingerprint, cfg.data.path or "", init)
+    untrained = _untrained_tokens(init, manifest, meta, tokenizer, cfg.model)
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     note = None
     if cfg.data.packing and not packing:
@@ -245,13 +280,13 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
             cfg.data.path or "", meta, tok, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
             seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
             packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
-            val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note,
+            val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note, untrained=untrained,
         )
         made.append(objective)
         return objective
 
-    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
-    data = {**made[0].train.counts, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
+    outcome = run_training(cfg, factory, reporter=reporter)
+    data = {**made[0].train.counts, "untrained_special_tokens": untrained, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
     if outcome.is_rank0 and data:
         _add_to_summary(outcome.run_dir, data)
         outcome.result.summary["sft_data"] = data

@@ -34,13 +34,13 @@ from llmctl.engine.checkpoint import (
     remove_partial,
     write_checkpoint,
 )
-from llmctl.engine.generate import generate
 from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
 from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
 from llmctl.engine.stopping import Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
 
@@ -107,6 +107,9 @@ class Trainer:
         self.tokens = 0
         self.stops = StopRequests()
         self.last_checkpoint: str | None = None
+        self.conventions: dict[str, Any] = {}
+        """checkpoint.json's `prompt` and `chat` sections of the weights this run started from (an imported
+        model's BOS policy, chat template and stop ids), carried into every checkpoint it writes."""
         self.last_eval: EvalResult | None = None
         self._step_seconds = 0.0
         self._save_seconds = 0.0
@@ -348,6 +351,7 @@ class Trainer:
                 "data_meta": {k: self.data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")},
                 "world_size": self.dist.world_size,
                 "torch": torch.__version__,
+                **self.conventions,
             }
             path = write_checkpoint(self.run_dir / "checkpoints", self.step, model_state=weights, optimizer_state=optim,
                                     rng_states=rng, manifest=manifest, tokenizer_file=Path(tok.path),

@@ -4,7 +4,8 @@
     export_hf("runs/sft/checkpoints/latest", "exports/sft-hf")
 
 Writes config.json, model.safetensors, generation_config.json, tokenizer.json and tokenizer_config.json
-(special tokens and the chat profile's Jinja template) into a temporary directory renamed into place.
+(special tokens and the chat profile's Jinja template) into a temporary directory renamed into place,
+plus llmctl-export.json, the marker by which `export --force` knows a folder it may replace.
 
 RoPE: our model rotates interleaved pairs (2i, 2i+1) of each head (Meta's complex-number form); HF's
 Llama rotates halves (i, i + head_dim/2) ("rotate_half"). Both use frequency theta^(-2i/d) for pair i, so
@@ -14,15 +15,23 @@ dot product q.k is unchanged because q and k get the same reordering. Values and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 from llmctl.errors import LlmctlError
+from llmctl.files import atomic_path, free_bytes, io_error
+from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
+
+EXPORT_MARKER = "llmctl-export.json"
+"""Written last into every export: what wrote the folder and which files. `export --force` replaces only
+folders that hold it (and nothing else)."""
+MARKER_FORMAT = "llmctl-hf-export"
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +66,9 @@ def permute_for_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) -
     return weight.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our Transformer's state dict (module names of llmctl.model.llama) -> LlamaForCausalLM's."""
+def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bias: bool = True) -> dict[str, torch.Tensor]:
+    """Our Transformer's state dict (module names of llmctl.model.llama) -> LlamaForCausalLM's (Qwen2's
+    without o_proj_bias: its attention has biases on q, k and v only)."""
     import torch
 
     state = dict(state)
@@ -85,8 +95,9 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
             hf[dst + "self_attn.q_proj.bias"] = permute_for_rotate_half(take(src + "attention.wq.bias"), cfg.n_heads, hd)
             hf[dst + "self_attn.k_proj.bias"] = permute_for_rotate_half(take(src + "attention.wk.bias"), cfg.kv_heads, hd)
             hf[dst + "self_attn.v_proj.bias"] = take(src + "attention.wv.bias")
-            # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
-            hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
+            if o_proj_bias:
+                # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
+                hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
         hf[dst + "post_attention_layernorm.weight"] = take(src + "ffn_norm.weight")
         hf[dst + "mlp.gate_proj.weight"] = take(src + "feed_forward.w1.weight")
         hf[dst + "mlp.up_proj.weight"] = take(src + "feed_forward.w3.weight")
@@ -106,11 +117,27 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     return hf
 
 
-def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) -> dict[str, Any]:
-    """config.json for LlamaForCausalLM (rope_theta both top-level and as rope_parameters for v4 and v5 readers)."""
+MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "MistralForCausalLM": "mistral"}
+
+
+def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
+    """HF's RoPE description: default, or llama3 scaling with its four numbers."""
+    if cfg.rope_scaling == "llama3":
+        return {"rope_type": "llama3", "factor": cfg.rope_factor, "low_freq_factor": cfg.rope_low_freq_factor,
+                "high_freq_factor": cfg.rope_high_freq_factor,
+                "original_max_position_embeddings": cfg.rope_original_max_seq_len}
+    return {"rope_type": "default"}
+
+
+def hf_config(
+    cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int], architecture: str = "LlamaForCausalLM"
+) -> dict[str, Any]:
+    """config.json for LlamaForCausalLM (or the imported Qwen2/Mistral architecture); rope_theta and RoPE
+    scaling both top-level (rope_scaling) and as rope_parameters, for transformers v4 and v5 readers."""
+    rope = rope_parameters(cfg)
     config: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture],
+        "model_type": MODEL_TYPES[architecture],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.hidden_dim,
@@ -121,7 +148,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) 
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_parameters": {**rope, "rope_theta": cfg.rope_theta},
         "max_position_embeddings": cfg.max_seq_len,
         "tie_word_embeddings": cfg.tied_embeddings,
         "attention_bias": cfg.qkv_bias,
@@ -132,6 +159,13 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str, eos_ids: list[int]) 
         "torch_dtype": dtype,
         "use_cache": True,
     }
+    if cfg.rope_scaling != "none":
+        config["rope_scaling"] = rope
+    if architecture != "LlamaForCausalLM":
+        # Qwen2 has q/k/v biases by construction; neither has Llama's attention_bias/mlp_bias switches.
+        for key in ("attention_bias", "mlp_bias"):
+            config.pop(key)
+        config.update({"sliding_window": None, "use_sliding_window": False})
     return config
 
 
@@ -165,9 +199,7 @@ def tokenizer_config(tok: Tokenizer, profile: ChatProfile | None, max_len: int) 
         "pad_token": name(tok.pad_id),
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
-        # Our ids never carry an automatic BOS: the chat template writes it, pretraining separates with EOS.
-        "add_bos_token": False,
-        "add_eos_token": False,
+        # BOS (if any) comes from tokenizer.json's post-processor, set at export to what training used.
     }
     if profile is not None:
         config["additional_special_tokens"] = profile.special_tokens
@@ -184,15 +216,27 @@ def write_hf(
     chat_profile: str | None = None,
     force: bool = False,
     checkpoint: str = "",
+    architecture: str = "LlamaForCausalLM",
+    model_dir: Path | None = None,
+    stop_ids: list[int] | None = None,
+    chat: dict[str, Any] | None = None,
+    prompt_prefix: list[int] | None = None,
 ) -> ExportResult:
-    """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically)."""
+    """Write the HF directory for a model state dict, its ModelConfig and its tokenizer (atomically).
+
+    `model_dir` (an imported checkpoint) supplies the model's own tokenizer_config.json, chat template and
+    generation_config.json instead of llmctl's chat profile; `stop_ids` then become eos_token_id. `chat`
+    (checkpoint.json's chat section) supplies the template and special tokens when those files are absent
+    (a model fine-tuned from an import). `prompt_prefix` (the ids a document started with in training)
+    becomes the exported tokenizer's post-processor, so `AutoTokenizer(prompt)` encodes prompts exactly
+    as `llmctl generate` does.
+    """
     import torch
-    from safetensors.torch import save_file
 
     if tok.kind != "hf":
         raise LlmctlError(
             f"export needs a tokenizer.json (Hugging Face tokenizers); {tok.path} is a sentencepiece model",
-            "train the tokenizer with `llmctl tokenizer train --kind bpe` (tokenizer.json) to export to HF format",
+            "train the tokenizer with `llmctl tokenizer train --out PATH.json` (the hf backend) to export to HF format",
         )
     if dtype not in DTYPES:
         raise LlmctlError(f"unknown dtype '{dtype}'", f"use one of {', '.join(sorted(set(DTYPES.values())))}")
@@ -203,45 +247,142 @@ def write_hf(
             "export with the tokenizer the model was trained with",
         )
     out = Path(out)
-    if out.exists() and not force:
-        raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
-    profile = _chat_profile_for(tok, chat_profile)
-    eos_ids = reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
+    check_out(out, force)
+    profile = _chat_profile_for(tok, chat_profile) if model_dir is None else None
+    eos_ids = stop_ids if stop_ids else reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
+    own = [n for n in ("tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+           if model_dir is not None and (model_dir / n).is_file()]
 
     torch_dtype = getattr(torch, dtype)
-    hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in to_hf_state_dict(state, cfg).items()}
+    layout = to_hf_state_dict(state, cfg, o_proj_bias=architecture == "LlamaForCausalLM")
+    hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in layout.items()}
     # The zero o_proj biases exist only for HF's layout; they are not parameters of the model.
     n_params = sum(v.numel() for k, v in hf_state.items() if not k.endswith("o_proj.bias"))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids))
+    # Written into a temporary folder beside --out and renamed over it: a failure (full disk, read-only)
+    # removes the temporary and leaves any previous export as it was. A disk that cannot hold the weights
+    # is refused before writing, with the size needed.
+    needed = sum(v.numel() * v.element_size() for v in hf_state.values()) + Path(tok.path).stat().st_size
+    free = free_bytes(out.parent)
+    if free is not None and free < needed:
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out, needed=needed)
+    with atomic_path(out, directory=True) as tmp:
+        _save_safetensors(hf_state, tmp / "model.safetensors")
+        _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids, architecture))
         generation = {"bos_token_id": tok.bos_id, "eos_token_id": eos_ids, "pad_token_id": tok.pad_id}
+        if model_dir is not None and (model_dir / "generation_config.json").is_file():
+            source = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))
+            generation = {**source, "eos_token_id": eos_ids}
         _write_json(tmp / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
         shutil.copyfile(tok.path, tmp / "tokenizer.json")
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
-        special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
-                       if tok.token_to_id(v) is not None}
-        _write_json(tmp / "special_tokens_map.json", special_map)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if prompt_prefix is not None:
+            _set_prompt_prefix(tmp / "tokenizer.json", tok, prompt_prefix)
+        for name in own:
+            shutil.copyfile(model_dir / name, tmp / name)  # type: ignore[operator]
+        if "tokenizer_config.json" not in own and model_dir is not None:
+            # The model's own post-processor decides BOS: no add_bos_token override here.
+            chat = chat or {}
+            _write_json(tmp / "tokenizer_config.json", {
+                "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": chat.get("bos_token"),
+                "eos_token": chat.get("eos_token"), "model_max_length": cfg.max_seq_len,
+                "clean_up_tokenization_spaces": False,
+            })
+            if chat.get("template_text") and "chat_template.jinja" not in own:
+                (tmp / "chat_template.jinja").write_text(chat["template_text"], encoding="utf-8")
+                own.append("chat_template.jinja")
+        elif "tokenizer_config.json" not in own:
+            _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
+        if "special_tokens_map.json" not in own and model_dir is None:
+            special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
+                           if tok.token_to_id(v) is not None}
+            _write_json(tmp / "special_tokens_map.json", special_map)
+        written = sorted(p.name for p in tmp.iterdir())
+        _write_json(tmp / EXPORT_MARKER, {"format": MARKER_FORMAT, "format_version": 1, "checkpoint": checkpoint,
+                                          "files": written})
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportResult(
         out=str(out), checkpoint=checkpoint, dtype=dtype, n_params=n_params, vocab_size=cfg.vocab_size,
-        tokenizer_fingerprint=tok.fingerprint, chat_template=profile is not None, eos_token_ids=eos_ids, files=files,
+        tokenizer_fingerprint=tok.fingerprint, chat_template=profile is not None or "chat_template.jinja" in own
+        or bool(model_dir is not None and "chat_template" in json.loads((out / "tokenizer_config.json").read_text())),
+        eos_token_ids=eos_ids, files=files,
     )
+
+
+def _set_prompt_prefix(path: Path, tok: Tokenizer, prefix: list[int]) -> None:
+    """Make tokenizer.json's post-processor put `prefix` (BOS, or EOS for old `eos`-policy models) first,
+    or nothing: what the model saw before each training document."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import processors
+
+    hf = HFTok.from_file(str(path))
+    names = [tok.id_to_token(i) for i in prefix]
+    if names:
+        head = " ".join(names)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{head} $A", pair=f"{head} $A {head} $B", special_tokens=list(dict(zip(names, prefix, strict=True)).items())
+        )
+    else:
+        hf.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    hf.save(str(path), pretty=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """save_file, with its I/O failures (a Rust error carrying `os error N`) raised as OSError."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except Exception as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def is_export(path: Path) -> bool:
+    """True when `path` is a folder a llmctl export wrote (it holds the marker file)."""
+    return _read_marker(path) is not None
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((path / EXPORT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT or not isinstance(marker.get("files"), list):
+        return None
+    return marker
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that exists, unless `force` and it is an empty folder or a previous llmctl export
+    holding only what that export wrote: --force never deletes a folder of the user's."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise LlmctlError(f"{out} exists and is not a folder", "export writes a folder: choose another --out")
+    if not force:
+        raise LlmctlError(f"{out} already exists", "choose another --out, or pass --force to replace a previous export")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    marker = _read_marker(out)
+    if marker is None:
+        raise LlmctlError(
+            f"--force replaces only a previous llmctl export, and {out} is not one (it has no {EXPORT_MARKER})",
+            "choose another --out, or delete that folder yourself if you are sure",
+        )
+    extra = [name for name in entries if name not in {*marker["files"], EXPORT_MARKER}]
+    if extra:
+        raise LlmctlError(
+            f"{out} is a previous export but now also holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}",
+            "move those files out (--force would delete them), or choose another --out",
+        )
 
 
 def export_hf(
@@ -283,4 +424,18 @@ def export_hf(
         dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     if chat_profile is None:
         chat_profile = ((manifest.get("data_meta") or {}).get("chat_profile") or {}).get("name")
-    return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt))
+    source = manifest.get("source") or {}
+    if chat_profile == "model":
+        chat_profile = None  # data rendered by the model's own template (`tokenize --template model`)
+    if "chat" in manifest and chat_profile is None:
+        # A model with its own conventions (imported, or fine-tuned from an import): keep them.
+        from llmctl.tokenizer.template import stop_ids
+
+        return write_hf(state, cfg, tok, out, dtype=dtype, force=force, checkpoint=str(ckpt),
+                        architecture=source.get("architecture") or "LlamaForCausalLM", model_dir=ckpt,
+                        stop_ids=stop_ids(tok, manifest), chat=manifest.get("chat"))
+    from llmctl.tokenizer.template import document_prefix
+
+    prefix = document_prefix(manifest.get("data_meta") or {})
+    return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt),
+                    prompt_prefix=prefix)

@@ -35,9 +35,25 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, [max_seq_len, head_dim / 2], float32."""
+def llama3_frequencies(freqs: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Llama 3.1's RoPE scaling: frequencies whose wavelength exceeds the original context / low_freq_factor
+    are divided by rope_factor, those below original / high_freq_factor are kept, and the band between
+    is interpolated smoothly (Meta's llama-models `apply_scaling`)."""
+    original = cfg.rope_original_max_seq_len
+    wavelen = 2 * math.pi / freqs
+    smooth = (original / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+    mixed = (1 - smooth) * freqs / cfg.rope_factor + smooth * freqs
+    scaled = torch.where(wavelen > original / cfg.rope_low_freq_factor, freqs / cfg.rope_factor, mixed)
+    return torch.where(wavelen < original / cfg.rope_high_freq_factor, freqs, scaled)
+
+
+def rope_tables(
+    head_dim: int, max_seq_len: int, theta: float, cfg: ModelConfig | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles, [max_seq_len, head_dim / 2], float32 (cfg: its rope_scaling)."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if cfg is not None and cfg.rope_scaling == "llama3":
+        freqs = llama3_frequencies(freqs, cfg)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
     return angles.cos(), angles.sin()
 
@@ -166,7 +182,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg)
         # Not persistent: recomputed from the config, so checkpoints hold only learned weights.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -188,7 +204,7 @@ class Transformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         with torch.no_grad():
-            cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
+            cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, self.cfg)
             if self.rope_cos.device.type != "meta":
                 self.rope_cos.copy_(cos)
                 self.rope_sin.copy_(sin)

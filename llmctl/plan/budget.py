@@ -19,6 +19,7 @@ from llmctl.errors import LlmctlError
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
 from llmctl.plan.memory import MemoryEstimate, training_memory
+from llmctl.plan.ranges import check_range
 from llmctl.plan.shapes import resolve_model, suggest_shape
 from llmctl.units import fmt_count, parse_count
 
@@ -173,11 +174,6 @@ def _costs(plan_n: float, tokens: float, fl: FlopsBreakdown, shape_note: str, pe
     )
 
 
-def _check(name: str, value: float | None, hint: str) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise LlmctlError(f"--{name} must be positive, got {value:g}", hint)
-
-
 def plan_budget(
     gpu: str,
     num_gpus: int = 1,
@@ -196,19 +192,19 @@ def plan_budget(
     spec = gpu_by_name(gpu)
     resolved = resolve_dtype(spec, dtype)
     peak = require_peak_flops(spec, resolved)
-    _check("hours", hours, "e.g. --hours 24")
-    _check("num-gpus", num_gpus, "e.g. --num-gpus 8")
-    _check("tokens-per-param", tokens_per_param, "e.g. --tokens-per-param 20 (Chinchilla)")
-    _check("seq-len", seq_len, "e.g. --seq-len 1024")
-    _check("vocab-size", vocab_size, "e.g. --vocab-size 32768")
+    check_range("hours", hours)
+    check_range("num-gpus", num_gpus)
+    check_range("tokens-per-param", tokens_per_param)
+    check_range("seq-len", seq_len)
+    check_range("vocab-size", vocab_size)
     if optim not in ("adamw", "muon"):
         raise LlmctlError(f"--optim must be adamw or muon, got {optim!r}", "e.g. --optim muon")
     if not 0 < mfu <= 1:
         raise LlmctlError(f"--mfu must be in (0, 1], got {mfu:g}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
     token_count = parse_count(tokens, "--tokens") if tokens is not None else None
     param_count = parse_count(params, "--params") if params is not None else None
-    _check("tokens", token_count, "e.g. --tokens 17B")
-    _check("params", param_count, "e.g. --params 170M")
+    check_range("tokens", token_count)
+    check_range("params", param_count)
     inverse = model is not None or param_count is not None
     if inverse and hours is not None:
         raise LlmctlError("--hours plans forward and --model/--params plan inverse; give one of them",

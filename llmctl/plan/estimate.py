@@ -15,7 +15,8 @@ from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
 from llmctl.plan.flops import EXCLUDED, FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
-from llmctl.plan.shapes import resolve_model
+from llmctl.plan.ranges import RANGES, check_range
+from llmctl.plan.shapes import FLAG_FIELDS, resolve_model
 from llmctl.units import parse_count
 
 
@@ -59,8 +60,12 @@ class FlopsReport:
         fl, p = self.flops, self.params
         doc: dict[str, Any] = {
             "model": self.model_label,
-            "shape": asdict(self.model) | {"head_dim": self.model.head_dim, "hidden_dim": self.model.hidden_dim,
-                                          "kv_heads": self.model.kv_heads},
+            "shape": asdict(self.model)
+            | {
+                "head_dim": self.model.head_dim,
+                "hidden_dim": self.model.hidden_dim,
+                "kv_heads": self.model.kv_heads,
+            },
             "seq_len": self.seq_len,
             "params_total": p.total,
             "params_embedding": p.embedding,
@@ -87,22 +92,27 @@ class FlopsReport:
         }
         if self.batch_size is not None:
             per_batch = fl.train_palm * self.tokens_per_batch
-            doc["batch"] = {"batch_size": self.batch_size, "tokens": self.tokens_per_batch,
-                            "flops_train": per_batch, **self.times(per_batch)}
+            doc["batch"] = {
+                "batch_size": self.batch_size,
+                "tokens": self.tokens_per_batch,
+                "flops_train": per_batch,
+                **self.times(per_batch),
+            }
         if self.tokens is not None:
             per_run = fl.train_palm * self.tokens
             doc["run"] = {"tokens": self.tokens, "flops_train": per_run, **self.times(per_run)}
         if self.gpu is not None:
-            doc["gpu"] = {"name": self.gpu.name, "count": self.num_gpus, "dtype": self.dtype,
-                          "peak_flops_per_gpu": self.peak_flops, "mfu": self.mfu,
-                          "tokens_per_second_at_mfu": (self.peak_flops * self.num_gpus * self.mfu / fl.train_palm)
-                          if self.mfu else None}
+            doc["gpu"] = {
+                "name": self.gpu.name,
+                "count": self.num_gpus,
+                "dtype": self.dtype,
+                "peak_flops_per_gpu": self.peak_flops,
+                "mfu": self.mfu,
+                "tokens_per_second_at_mfu": (self.peak_flops * self.num_gpus * self.mfu / fl.train_palm)
+                if self.mfu
+                else None,
+            }
         return doc
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise LlmctlError(f"--{name} must be positive, got {value}", f"give a positive --{name}")
 
 
 def estimate_flops(
@@ -117,15 +127,22 @@ def estimate_flops(
     dtype: str = "auto",
 ) -> FlopsReport:
     """Resolve the model (preset, YAML file or explicit `fields`) and count its parameters and FLOPs."""
+    flags = {field: flag.replace("_", "-") for flag, field in FLAG_FIELDS.items()}
+    for key, value in fields.items():
+        if flags.get(key) in RANGES:
+            check_range(flags[key], value)
+    check_range("seq-len", seq_len)
+    check_range("batch-size", batch_size)
+    check_range("num-gpus", num_gpus)
+    token_count = parse_count(tokens, "--tokens") if tokens is not None else None
+    check_range("tokens", token_count)
     cfg, default_seq = resolve_model(model, fields)
     seq = seq_len if seq_len is not None else default_seq
-    _positive("seq-len", seq)
-    _positive("batch-size", batch_size)
-    _positive("num-gpus", num_gpus)
-    token_count = parse_count(tokens, "--tokens") if tokens is not None else None
-    _positive("tokens", token_count)
+    check_range("seq-len", seq)
     if mfu is not None and not 0 < mfu <= 1:
-        raise LlmctlError(f"--mfu must be in (0, 1], got {mfu}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
+        raise LlmctlError(
+            f"--mfu must be in (0, 1], got {mfu}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation"
+        )
     if mfu is not None and gpu is None:
         raise LlmctlError("--mfu needs --gpu", "e.g. --gpu H100 --mfu 0.4")
     spec = gpu_by_name(gpu) if gpu is not None else None
@@ -135,7 +152,16 @@ def estimate_flops(
     if model is not None and fields and any(v is not None for v in fields.values()):
         label += " (with flags on top)"
     return FlopsReport(
-        model=cfg, model_label=label, seq_len=seq, params=param_counts(cfg), flops=flops_per_token(cfg, seq),
-        batch_size=batch_size, tokens=token_count, gpu=spec, num_gpus=num_gpus, dtype=resolved,
-        peak_flops=peak, mfu=mfu,
+        model=cfg,
+        model_label=label,
+        seq_len=seq,
+        params=param_counts(cfg),
+        flops=flops_per_token(cfg, seq),
+        batch_size=batch_size,
+        tokens=token_count,
+        gpu=spec,
+        num_gpus=num_gpus,
+        dtype=resolved,
+        peak_flops=peak,
+        mfu=mfu,
     )

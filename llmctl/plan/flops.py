@@ -2,7 +2,7 @@
 
     counts = param_counts(model_from_preset("124m"))          # counts.total == model.num_params()
     fl = flops_per_token(model_from_preset("124m"), 1024)
-    fl.train_palm    # 6N + 12*L*H*Q*T: the figure MFU uses (DESIGN.md section 7)
+    fl.train_palm    # 6N + 12*L*H*Q*T: the figure MFU uses (docs/ARCHITECTURE.md)
     fl.forward       # exact matmul FLOPs of one forward pass, per token
 
 One source of truth: `flops estimate`, `budget` and the live MFU all read these. A matmul of an

@@ -11,13 +11,17 @@ Pure Python: no torch.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmctl.config import ModelConfig, load_config
 from llmctl.errors import LlmctlError
 from llmctl.plan.flops import param_counts
+from llmctl.presets import PRESETS
 
+PLAN_DEFAULT_VOCAB = 8192
+"""Vocabulary planned with when a config leaves model.vocab_size to the tokenizer and names no preset."""
 MAX_DEFAULT_SEQ_LEN = 8192
 """Presets of published models carry their long-context max_seq_len (131072 for Llama 3.2); planning
 defaults to at most this, the length they were pretrained at."""
@@ -33,8 +37,26 @@ def _is_file(model: str) -> bool:
     return model.endswith((".yaml", ".yml")) or Path(model).is_file()
 
 
+def _model_of_directory(path: Path) -> dict[str, Any]:
+    """The model section of a checkpoint directory (an imported model included), a run directory's latest
+    checkpoint, or a Hugging Face model directory's config.json; read as JSON, without torch."""
+    import dataclasses
+    import json
+
+    for manifest in (path / "checkpoint.json", path / "checkpoints" / "latest" / "checkpoint.json"):
+        if manifest.is_file():
+            return dict(json.loads(manifest.read_text(encoding="utf-8"))["config"]["model"])
+    if (path / "config.json").is_file():
+        from llmctl.export.hf_arch import model_config_from_hf
+
+        cfg, _ = model_config_from_hf(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        return dataclasses.asdict(cfg)
+    raise LlmctlError(f"{path} is neither a checkpoint nor a Hugging Face model directory",
+                      "pass a preset, a config YAML, a checkpoint directory or a model imported by `llmctl import`")
+
+
 def resolve_model(model: str | None, fields: dict[str, Any]) -> tuple[ModelConfig, int]:
-    """The ModelConfig named by `model` (preset or YAML file) with `fields` (ModelConfig field -> value,
+    """The ModelConfig named by `model` (preset, YAML file or checkpoint directory) with `fields` (ModelConfig field -> value,
     None meaning unset) on top, validated; and the default sequence length for it.
 
     Without `model`, dim, n_layers, n_heads and vocab_size must all be given.
@@ -53,9 +75,21 @@ def resolve_model(model: str | None, fields: dict[str, Any]) -> tuple[ModelConfi
         return cfg.model, min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
     if _is_file(model):
         cfg = load_config(model, overrides)
-        return cfg.model, cfg.data.seq_len
+        return _with_vocab(cfg.model), cfg.data.seq_len
+    if Path(model).is_dir():
+        shape = _model_of_directory(Path(model))
+        cfg = load_config(None, {**{f"model.{k}": v for k, v in shape.items()}, **overrides})
+        return _with_vocab(cfg.model), min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
     cfg = load_config(None, {"model": model, **overrides})
-    return cfg.model, min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
+    return _with_vocab(cfg.model), min(cfg.model.max_seq_len, MAX_DEFAULT_SEQ_LEN)
+
+
+def _with_vocab(cfg: ModelConfig) -> ModelConfig:
+    """Planning needs a vocabulary where training would take the tokenizer's: the preset's, else 8192."""
+    if cfg.vocab_size is not None:
+        return cfg
+    vocab = PRESETS.get(cfg.preset or "", {}).get("vocab_size", PLAN_DEFAULT_VOCAB)
+    return replace(cfg, vocab_size=vocab)
 
 
 def shape_for(dim: int, n_layers: int, vocab_size: int, max_seq_len: int = 2048) -> ModelConfig:

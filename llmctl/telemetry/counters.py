@@ -1,4 +1,4 @@
-"""Tokens, FLOPs, throughput and MFU from the raw counts the Trainer reports (DESIGN.md section 7).
+"""Tokens, FLOPs, throughput and MFU from the raw counts the Trainer reports (docs/ARCHITECTURE.md).
 
 Three time scopes, kept apart on purpose, because nanoGPT, nanochat and the transformers Trainer
 each shipped throughput bugs by mixing them up:

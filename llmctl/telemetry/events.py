@@ -1,4 +1,4 @@
-"""What the training loop hands to telemetry (DESIGN.md sections 6 and 7).
+"""What the training loop hands to telemetry (docs/ARCHITECTURE.md sections 6 and 7).
 
 The loop reports raw counts through a `Reporter`; telemetry turns them into rates, FLOPs, MFU and
 energy, and sinks display or store them. The loop never computes a rate and never prints.

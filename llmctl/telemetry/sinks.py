@@ -1,4 +1,4 @@
-"""Where figures go: one `Sink` interface, one class per destination (DESIGN.md section 4).
+"""Where figures go: one `Sink` interface, one class per destination (docs/ARCHITECTURE.md).
 
 Files in the run directory: `metrics.jsonl` (one object per logged step, evals and samples carry a
 `kind`), `samples.jsonl`, `loss.csv`, TensorBoard events under `tb/`, and `summary.json` at the end.

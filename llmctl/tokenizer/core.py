@@ -3,7 +3,7 @@
 Every command loads tokenizers through `load_tokenizer`, including pretrained ones a user brings
 (GPT-2's or Llama's tokenizer.json, a Llama .model). `encode` treats its input as ordinary text:
 special-token strings that appear in raw text are encoded as text, never as special tokens; special
-ids are inserted by id (see llmctl/data/chat.py).
+ids are inserted by id (see llmctl/tokenizer/chat.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.chat import BOS, EOS, PAD
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import BOS, EOS, PAD
 
 # Names pretrained tokenizers use for the same roles, tried in order after ours.
 _ALIASES = {

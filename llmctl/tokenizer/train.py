@@ -16,6 +16,7 @@ sentencepiece); nothing adds BOS/EOS automatically: callers insert them by id.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -24,9 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmctl.data.chat import BASE_SPECIALS, get_profile
-from llmctl.data.dataset import column_kind, iter_batches, list_splits, read_info
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlIOError
+from llmctl.files import atomic_write_bytes, free_bytes, io_error, tmp_name
+from llmctl.raw.dataset import column_kind, iter_batches, list_splits, read_info
+from llmctl.tokenizer.chat import BASE_SPECIALS, get_profile
 
 # GPT-4's cl100k_base split: case-insensitive contractions, letter runs, 1-3 digit numbers,
 # punctuation runs, newlines, and whitespace that leaves its last space to the next word.
@@ -105,39 +107,71 @@ def new_hf_tokenizer(model: str) -> Any:
     return tok
 
 
-def new_hf_trainer(model: str, vocab_size: int, specials: list[str], min_frequency: int = 2, show_progress: bool = False) -> Any:
+def new_hf_trainer(
+    model: str, vocab_size: int, specials: list[str], min_frequency: int = 2, show_progress: bool = False
+) -> Any:
     """The tokenizers trainer matching new_hf_tokenizer: every byte in the initial alphabet."""
     from tokenizers import pre_tokenizers, trainers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if model == "bpe":
         return trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-            initial_alphabet=alphabet, show_progress=show_progress,
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            initial_alphabet=alphabet,
+            show_progress=show_progress,
         )
     return trainers.UnigramTrainer(
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=show_progress
     )
 
 
-def _train_hf(batches: Iterator[list[str]], model: str, vocab_size: int, specials: list[str], min_frequency: int) -> bytes:
+def _train_hf(
+    batches: Iterator[list[str]], model: str, vocab_size: int, specials: list[str], min_frequency: int
+) -> bytes:
     tok = new_hf_tokenizer(model)
     tok.train_from_iterator(batches, new_hf_trainer(model, vocab_size, specials, min_frequency))
     tok.add_special_tokens(specials)  # no-op for the trainer's own; guarantees the SPECIAL flag
+    tok.post_processor = bos_post_processor(specials[0], tok.token_to_id(specials[0]))
     return tok.to_str(pretty=True).encode("utf-8")
+
+
+def bos_post_processor(bos: str, bos_id: int) -> Any:
+    """BOS before every encoded text (Llama 3's convention), so transformers' tokenizer(prompt) and the
+    pretraining documents (`bos+eos` separator) start the same way; llmctl's own encode adds nothing."""
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
 
 
 def sentencepiece_options(model: str, vocab_size: int, specials: list[str]) -> dict[str, Any]:
     """Trainer options: byte fallback, identity normalisation and no dummy prefix, so text round-trips."""
     bos, eos, pad, *rest = specials
     return dict(
-        vocab_size=vocab_size, model_type=model, byte_fallback=True, character_coverage=0.9995,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-        allow_whitespace_only_pieces=True, split_digits=True, hard_vocab_limit=False,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=3, bos_piece=bos, eos_piece=eos, pad_piece=pad,
-        control_symbols=rest, num_threads=os.cpu_count() or 1,
+        vocab_size=vocab_size,
+        model_type=model,
+        byte_fallback=True,
+        character_coverage=0.9995,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True,
+        split_digits=True,
+        hard_vocab_limit=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        bos_piece=bos,
+        eos_piece=eos,
+        pad_piece=pad,
+        control_symbols=rest,
+        num_threads=os.cpu_count() or 1,
         # sentencepiece keeps its input sentences in memory: cap them (a uniform sample is taken).
-        input_sentence_size=2_000_000, shuffle_input_sentence=True, max_sentence_length=16384,
+        input_sentence_size=2_000_000,
+        shuffle_input_sentence=True,
+        max_sentence_length=16384,
         minloglevel=2,
     )
 
@@ -151,16 +185,22 @@ def _lines(batches: Iterator[list[str]]) -> Iterator[str]:
                     yield line
 
 
-def _train_sentencepiece(batches: Iterator[list[str]], model: str, vocab_size: int, specials: list[str]) -> bytes:
+def _train_sentencepiece(
+    batches: Iterator[list[str]], model: str, vocab_size: int, specials: list[str]
+) -> bytes:
     import sentencepiece as spm
 
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_lines(batches), model_writer=writer, **sentencepiece_options(model, vocab_size, specials)
+            sentence_iterator=_lines(batches),
+            model_writer=writer,
+            **sentencepiece_options(model, vocab_size, specials),
         )
     except RuntimeError as exc:
-        raise LlmctlError(f"sentencepiece could not train: {exc}", "lower --vocab-size or give it more text") from exc
+        raise LlmctlError(
+            f"sentencepiece could not train: {exc}", "lower --vocab-size or give it more text"
+        ) from exc
     return writer.getvalue()
 
 
@@ -174,8 +214,32 @@ def _resolve_out(out: Path, backend: str) -> tuple[Path, str]:
     if backend == "sentencepiece" and out.suffix == ".json":
         raise LlmctlError(f"sentencepiece writes a .model file, not {out.name}", "name the output PATH.model")
     if backend == "hf" and out.suffix == ".model":
-        raise LlmctlError(f"the hf backend writes tokenizer.json, not {out.name}", "name the output PATH.json or use --backend sentencepiece")
+        raise LlmctlError(
+            f"the hf backend writes tokenizer.json, not {out.name}",
+            "name the output PATH.json or use --backend sentencepiece",
+        )
     return out, backend
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an existing tokenizer without `force`, and a folder that cannot take the file, up front."""
+    if out.is_dir():
+        raise LlmctlError(f"{out} is a folder", "name the tokenizer file to write, e.g. --out tok/py.json")
+    if out.exists() and not force:
+        raise LlmctlError(
+            f"{out} already exists",
+            "pass --force to replace it (shards tokenized with the old one then no longer match), or choose another --out",
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, out.parent, action="create") from exc
+    probe = tmp_name(out)  # a real write says more than os.access (read-only file systems, root)
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise io_error(exc, out) from exc
 
 
 def _eval_split(data: str | Path, train_split: str, wanted: str | None) -> tuple[str, str | None]:
@@ -187,7 +251,10 @@ def _eval_split(data: str | Path, train_split: str, wanted: str | None) -> tuple
     for name in ("validation", "test"):
         if name in splits:
             return name, None
-    return train_split, f"{data} has no validation or test split: evaluated on {train_split} (seen in training)"
+    return (
+        train_split,
+        f"{data} has no validation or test split: evaluated on {train_split} (seen in training)",
+    )
 
 
 def train_tokenizer(
@@ -205,13 +272,18 @@ def train_tokenizer(
     seed: int = 0,
     on_bytes: Callable[[int], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, write `out` atomically, evaluate on held-out text; return the report (see module doc)."""
+    """Train, write `out` atomically, evaluate on held-out text; return the report (see module doc).
+
+    An existing `out` is replaced only with `force`; that and an unwritable folder are refused before
+    training starts, so a long run does not end in a refusal."""
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokenizer.evaluate import evaluate
 
     read_info(data)
     out_path, backend = _resolve_out(Path(out), backend)
+    _check_out(out_path, force)
     if model not in MODELS:
         raise LlmctlError(f"unknown model '{model}'", f"use one of {', '.join(MODELS)}")
     specials = special_tokens(profile)
@@ -241,11 +313,22 @@ def train_tokenizer(
         blob = _train_sentencepiece(counting(), model, vocab_size, specials)
     seconds = time.perf_counter() - started
     if not split_docs:
-        raise LlmctlError(f"split '{split}' of {data} holds no text", "download a corpus with `llmctl data download`")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, out_path)
+        raise LlmctlError(
+            f"split '{split}' of {data} holds no text", "download a corpus with `llmctl data download`"
+        )
+    # Written under a temporary name and renamed: a failure (full disk, read-only) leaves no partial file.
+    # The size is known, so a full disk is reported with how much was needed.
+    free = free_bytes(out_path.parent)
+    if free is not None and free < len(blob):
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out_path, needed=len(blob))
+    try:
+        atomic_write_bytes(out_path, blob)
+    except LlmctlIOError as exc:
+        if "no space" in exc.message:
+            raise io_error(
+                OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out_path, needed=len(blob)
+            ) from exc
+        raise
 
     if on_phase is not None:
         on_phase("evaluating")
@@ -259,7 +342,9 @@ def train_tokenizer(
         "tokenizer": str(out_path),
         "backend": backend,
         "model": model,
-        "pre_tokenizer": "split(cl100k regex) + byte-level" if backend == "hf" else "byte fallback, identity normalization",
+        "pre_tokenizer": "split(cl100k regex) + byte-level"
+        if backend == "hf"
+        else "byte fallback, identity normalization",
         "vocab_size": tokenizer.vocab_size,
         "requested_vocab_size": vocab_size,
         "special_tokens": {t: tokenizer.token_to_id(t) for t in specials},

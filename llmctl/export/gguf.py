@@ -1,0 +1,318 @@
+"""Export a checkpoint as one GGUF file for llama.cpp and Ollama, with the `gguf` package (no llama.cpp build).
+
+    result = export_gguf("runs/sft/checkpoints/latest", "exports/model.gguf", dtype="q8_0")
+
+Architecture `llama` (llmctl's models, Llama and Mistral imports) or `qwen2` (Qwen2 imports). llama.cpp's
+`llama` rotates interleaved RoPE pairs, as llmctl's model does, so its q/k rows are written unchanged;
+its `qwen2` rotates halves (NEOX), so those rows get the Hugging Face order (llmctl/export/hf.py).
+Llama 3 RoPE scaling is the `rope_freqs` tensor: one divisor per frequency, as llama.cpp expects.
+Norms, biases and rope_freqs stay float32; matrices take --dtype (float16 by default, or float32, q8_0).
+After writing, the file is read back with gguf.GGUFReader and every key, shape and value is checked
+against the checkpoint (values within the dtype's rounding) before it replaces --out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmctl.errors import LlmctlError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from llmctl.config import ModelConfig
+
+GGUF_DTYPES = ("float32", "float16", "q8_0")
+_MAGIC = b"GGUF"
+
+
+@dataclass
+class GGUFResult:
+    """What `export_gguf` wrote and checked."""
+
+    out: str
+    checkpoint: str
+    architecture: str
+    dtype: str
+    n_tensors: int
+    bytes: int
+    pre_tokenizer: str
+    bos_id: int | None
+    eos_id: int | None
+    eot_id: int | None
+    add_bos: bool
+    chat_template: bool
+    max_abs_error: float
+    """Largest |file value - checkpoint value| over all tensors (0 for float32)."""
+    keys: list[str] = field(default_factory=list)
+
+
+def rope_freq_factors(cfg: ModelConfig) -> np.ndarray:
+    """llama.cpp's rope_freqs for llama3 scaling: base frequency / scaled frequency, per rotary pair."""
+    import torch
+
+    from llmctl.model.llama import llama3_frequencies
+
+    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    return (base / llama3_frequencies(base, cfg)).numpy().astype("float32")
+
+
+def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str, np.ndarray]:
+    """llmctl state dict -> GGUF tensor names and float32 arrays (numpy order)."""
+    from llmctl.export.hf import permute_for_rotate_half
+
+    def arr(t: Any) -> np.ndarray:
+        return t.detach().float().cpu().numpy()
+
+    neox = arch == "qwen2"
+    out: dict[str, np.ndarray] = {"token_embd.weight": arr(state["tok_embeddings.weight"])}
+    for i in range(cfg.n_layers):
+        src, dst = f"layers.{i}.", f"blk.{i}."
+        for ours, theirs, heads in (
+            ("wq", "attn_q", cfg.n_heads),
+            ("wk", "attn_k", cfg.kv_heads),
+            ("wv", "attn_v", 0),
+        ):
+            for kind in ("weight", "bias"):
+                name = f"{src}attention.{ours}.{kind}"
+                if name not in state:
+                    continue
+                t = state[name]
+                if neox and heads:
+                    t = permute_for_rotate_half(t, heads, cfg.head_dim)
+                out[f"{dst}{theirs}.{kind}"] = arr(t)
+        out[dst + "attn_output.weight"] = arr(state[src + "attention.wo.weight"])
+        out[dst + "attn_norm.weight"] = arr(state[src + "attention_norm.weight"])
+        out[dst + "ffn_norm.weight"] = arr(state[src + "ffn_norm.weight"])
+        out[dst + "ffn_gate.weight"] = arr(state[src + "feed_forward.w1.weight"])
+        out[dst + "ffn_up.weight"] = arr(state[src + "feed_forward.w3.weight"])
+        out[dst + "ffn_down.weight"] = arr(state[src + "feed_forward.w2.weight"])
+    out["output_norm.weight"] = arr(state["norm.weight"])
+    if not cfg.tied_embeddings:
+        out["output.weight"] = arr(state["output.weight"])
+    if cfg.rope_scaling == "llama3":
+        out["rope_freqs.weight"] = rope_freq_factors(cfg)
+    return out
+
+
+def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
+    """(bytes to store, GGML type or None for numpy's own) for one tensor."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    if data.ndim < 2 or dtype == "float32":
+        return data.astype(np.float32), None
+    if dtype == "q8_0" and data.shape[-1] % 32 == 0:
+        return quantize(data.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+    return data.astype(np.float16), None
+
+
+def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[int], bool, str | None]:
+    """(stop ids, add BOS, chat template) of a checkpoint: its own (imported) or llmctl's chat profile."""
+    from llmctl.export.hf import _chat_profile_for
+    from llmctl.tokenizer.template import TemplateChat, stop_ids
+
+    template = TemplateChat.from_manifest(manifest, tok)
+    if template is not None or "chat" in manifest:
+        add_bos = bool((manifest.get("prompt") or {}).get("add_bos"))
+        return stop_ids(tok, manifest), add_bos, template.template if template else None
+    from llmctl.tokenizer.chat import reply_stop_ids
+
+    profile = _chat_profile_for(tok, None)
+    add_bos = bool((manifest.get("prompt") or {}).get("add_bos"))
+    return (
+        reply_stop_ids(profile, tok.token_to_id, tok.eos_id),
+        add_bos,
+        profile.chat_template() if profile else None,
+    )
+
+
+def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str) -> float:
+    """Read the file back; every key and tensor must be there with the right shape and values."""
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(path)
+    for key, value in expected_kv.items():
+        got = reader.fields.get(key)
+        if got is None:
+            raise LlmctlError(f"GGUF check failed: key {key} missing from {path}", "please report this bug")
+        content = got.contents()
+        if isinstance(value, float):
+            ok = abs(float(content) - value) <= 1e-6 * max(1.0, abs(value))
+        else:
+            ok = content == value
+        if not ok:
+            raise LlmctlError(
+                f"GGUF check failed: {key} is {str(content)[:80]}, expected {str(value)[:80]}",
+                "please report this bug",
+            )
+    found = {t.name: t for t in reader.tensors}
+    if set(found) != set(tensors):
+        raise LlmctlError(
+            f"GGUF check failed: tensors differ ({sorted(set(found) ^ set(tensors))[:4]})",
+            "please report this bug",
+        )
+    worst = 0.0
+    for name, want in tensors.items():
+        t = found[name]
+        if tuple(int(n) for n in reversed(t.shape)) != want.shape:
+            raise LlmctlError(
+                f"GGUF check failed: {name} has shape {list(t.shape)}, expected {want.shape}",
+                "please report this bug",
+            )
+        got = dequantize(t.data, t.tensor_type).reshape(want.shape).astype(np.float32)
+        err = float(np.abs(got - want).max()) if want.size else 0.0
+        # Rounding bounds: none for float32, half an fp16 ulp, half a q8_0 step (block absmax / 127, fp16 scale).
+        scale = float(np.abs(want).max()) if want.size else 0.0
+        limit = (
+            0.0
+            if (dtype == "float32" or want.ndim < 2)
+            else (scale / 1024 if dtype == "float16" else scale / 127)
+        )
+        if err > limit + 1e-12:
+            raise LlmctlError(
+                f"GGUF check failed: {name} differs by {err:.3g} (allowed {limit:.3g})",
+                "please report this bug",
+            )
+        worst = max(worst, err)
+    return worst
+
+
+def export_gguf(
+    checkpoint: str | Path, out: str | Path, dtype: str = "float16", force: bool = False
+) -> GGUFResult:
+    """Write checkpoint as the single GGUF file `out` (atomically), then verify it by reading it back."""
+    from gguf import GGUFWriter, LlamaFileType
+
+    from llmctl.config import from_dict
+    from llmctl.engine.checkpoint import load_model_state, read_manifest, resolve_checkpoint
+    from llmctl.export.gguf_vocab import gguf_vocab
+    from llmctl.files import atomic_path
+    from llmctl.tokenizer.core import load_tokenizer
+
+    if dtype not in GGUF_DTYPES:
+        raise LlmctlError(f"unknown GGUF dtype '{dtype}'", f"use one of {', '.join(GGUF_DTYPES)}")
+    out = Path(out)
+    if out.is_dir():
+        raise LlmctlError(f"{out} is a directory; --format gguf writes one file", "pass --out FILE.gguf")
+    if out.exists():
+        if not force:
+            raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
+        with open(out, "rb") as fh:
+            if fh.read(4) != _MAGIC:
+                raise LlmctlError(
+                    f"{out} is not a GGUF file; --force replaces only a GGUF file", "choose another --out"
+                )
+    ckpt = resolve_checkpoint(checkpoint)
+    manifest = read_manifest(ckpt)
+    assert manifest is not None
+    cfg = from_dict(manifest["config"]).model
+    if not (ckpt / "tokenizer.json").is_file():
+        raise LlmctlError(
+            f"checkpoint {ckpt} has no tokenizer.json",
+            "GGUF export needs a Hugging Face tokenizers BPE tokenizer",
+        )
+    tok = load_tokenizer(ckpt / "tokenizer.json")
+    vocab = gguf_vocab(json.loads((ckpt / "tokenizer.json").read_text(encoding="utf-8")), cfg.vocab_size)
+    source_arch = (manifest.get("source") or {}).get("architecture")
+    arch = "qwen2" if source_arch == "Qwen2ForCausalLM" else "llama"
+    if cfg.qkv_bias and arch == "llama":
+        raise LlmctlError(
+            "llama.cpp's llama architecture has no q/k/v biases",
+            "GGUF export of qkv_bias models needs a Qwen2 import",
+        )
+    stops, add_bos, template = _conventions(manifest, tok, ckpt)
+    eot = next((i for i in stops if i != tok.eos_id), None)
+    eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
+    tensors = gguf_tensors(load_model_state(ckpt, cfg), cfg, arch)
+
+    file_type = {
+        "float32": LlamaFileType.ALL_F32,
+        "float16": LlamaFileType.MOSTLY_F16,
+        "q8_0": LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
+    kv: dict[str, Any] = {
+        "general.architecture": arch,
+        f"{arch}.block_count": cfg.n_layers,
+        f"{arch}.context_length": cfg.max_seq_len,
+        f"{arch}.embedding_length": cfg.dim,
+        f"{arch}.feed_forward_length": cfg.hidden_dim,
+        f"{arch}.attention.head_count": cfg.n_heads,
+        f"{arch}.attention.head_count_kv": cfg.kv_heads,
+        f"{arch}.rope.freq_base": float(cfg.rope_theta),
+        f"{arch}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": vocab.pre,
+        "tokenizer.ggml.tokens": vocab.tokens,
+        "tokenizer.ggml.token_type": vocab.types,
+        "tokenizer.ggml.merges": vocab.merges,
+        "tokenizer.ggml.add_bos_token": add_bos,
+    }
+    ids = {
+        "tokenizer.ggml.bos_token_id": tok.bos_id,
+        "tokenizer.ggml.eos_token_id": eos,
+        "tokenizer.ggml.eot_token_id": eot,
+        "tokenizer.ggml.padding_token_id": tok.pad_id,
+    }
+    kv.update({k: v for k, v in ids.items() if v is not None})
+    if template:
+        kv["tokenizer.chat_template"] = template
+
+    with atomic_path(out) as tmp:
+        writer = GGUFWriter(tmp, arch)
+        writer.add_name(Path(str(ckpt)).name)
+        writer.add_block_count(cfg.n_layers)
+        writer.add_context_length(cfg.max_seq_len)
+        writer.add_embedding_length(cfg.dim)
+        writer.add_feed_forward_length(cfg.hidden_dim)
+        writer.add_head_count(cfg.n_heads)
+        writer.add_head_count_kv(cfg.kv_heads)
+        writer.add_rope_freq_base(float(cfg.rope_theta))
+        writer.add_rope_dimension_count(cfg.head_dim)
+        writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
+        writer.add_vocab_size(cfg.vocab_size)
+        writer.add_file_type(int(file_type))
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(vocab.pre)
+        writer.add_token_list(vocab.tokens)
+        writer.add_token_types(vocab.types)
+        writer.add_token_merges(vocab.merges)
+        writer.add_add_bos_token(add_bos)
+        for key, value in ids.items():
+            if value is not None:
+                writer.add_uint32(key, int(value))
+        if template:
+            writer.add_chat_template(template)
+        for name, data in tensors.items():
+            stored, qtype = _encode(data, dtype)
+            if qtype is None:
+                writer.add_tensor(name, stored)
+            else:
+                writer.add_tensor(name, stored, raw_dtype=qtype)  # byte shape -> element shape inside
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        worst = _check(tmp, kv, tensors, dtype)
+    return GGUFResult(
+        out=str(out),
+        checkpoint=str(ckpt),
+        architecture=arch,
+        dtype=dtype,
+        n_tensors=len(tensors),
+        bytes=out.stat().st_size,
+        pre_tokenizer=vocab.pre,
+        bos_id=tok.bos_id,
+        eos_id=eos,
+        eot_id=eot,
+        add_bos=add_bos,
+        chat_template=template is not None,
+        max_abs_error=worst,
+        keys=sorted(kv),
+    )

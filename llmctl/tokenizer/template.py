@@ -1,0 +1,245 @@
+"""A model's own conventions: prompts encoded by its post-processor, chats rendered by its Jinja chat template.
+
+    ids = prompt_ids(tokenizer, manifest, "Once upon a time")        # BOS first when the model wants it
+    chat = TemplateChat.from_checkpoint(ckpt_dir, tokenizer)        # None when the model has no template
+    ids = chat.render_ids([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+    stops = stop_ids(tokenizer, manifest)
+
+A checkpoint records its prompt convention in checkpoint.json: `prompt.add_bos` (imported models, and
+llmctl's BOS-first tokenizers) means "encode through the tokenizer's post-processor", exactly what
+`AutoTokenizer(prompt)` does; without it, the document prefix of the token shards it was trained on.
+Templates are rendered like transformers' `apply_chat_template`: a sandboxed Jinja environment with
+trim_blocks and lstrip_blocks, `raise_exception` and `strftime_now`, and the text is then encoded with
+special-token strings recognised and no post-processor (the template writes its own BOS).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import LlmctlError
+
+# End-of-turn markers of common chat templates; a model's stop ids include those its template writes.
+END_OF_TURN = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>"]
+
+
+def document_prefix(meta: dict[str, Any]) -> list[int]:
+    """The token a document starts after in old-policy shards: BOS when documents are preceded by it,
+    EOS when they follow one (the same rule as the pretraining objective's)."""
+    sep = meta.get("separator") or {}
+    tok = meta.get("tokenizer") or {}
+    policy = sep.get("policy")
+    if policy in ("bos", "bos+eos") and tok.get("bos_id") is not None:
+        return [int(tok["bos_id"])]
+    if policy == "eos" and tok.get("eos_id") is not None:
+        return [int(tok["eos_id"])]
+    return []
+
+
+def adds_bos(tok: Any) -> bool:
+    """True when the tokenizer's post-processor puts a BOS id before encoded text."""
+    backend = getattr(tok, "backend", None)
+    if backend is None:
+        return False
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    return len(full) > len(plain) and full[-len(plain) :] == plain
+
+
+def encode_with_post_processor(tokenizer: Any, text: str) -> list[int]:
+    """Ids of `text` with the tokenizer's post-processor applied (special-token strings stay text)."""
+    backend = getattr(tokenizer, "backend", None)
+    if backend is None:
+        return tokenizer.encode(text)
+    return backend.encode(text, add_special_tokens=True).ids
+
+
+def prompt_ids(tokenizer: Any, manifest: dict[str, Any], text: str) -> list[int]:
+    """Ids of a plain-text prompt the way the checkpoint's model saw documents start."""
+    if "add_bos" in (manifest.get("prompt") or {}):
+        return encode_with_post_processor(tokenizer, text)
+    return document_prefix(manifest.get("data_meta") or {}) + tokenizer.encode(text)
+
+
+def stop_ids(tokenizer: Any, manifest: dict[str, Any]) -> list[int]:
+    """Ids that end generation: the checkpoint's recorded stop ids (EOS and end-of-turn), then the tokenizer's EOS."""
+    recorded = [int(i) for i in (manifest.get("chat") or {}).get("stop_ids") or []]
+    eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    return list(dict.fromkeys(recorded + eos))
+
+
+def _ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def stop_ids_for(path: Path, tok: Any, template: str | None) -> list[int]:
+    """EOS ids of generation_config.json and config.json, the tokenizer's EOS, and every end-of-turn token
+    the chat template writes: generation stops at any of them."""
+    found: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        if (path / name).is_file():
+            found += _ids(json.loads((path / name).read_text(encoding="utf-8")).get("eos_token_id"))
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if isinstance(eos, str) and tok.token_to_id(eos) is not None:
+            found.append(int(tok.token_to_id(eos)))  # type: ignore[arg-type]
+    for marker in END_OF_TURN:
+        tid = tok.token_to_id(marker)
+        if tid is not None and template is not None and marker in template:
+            found.append(tid)
+    if not found and tok.eos_id is not None:
+        found.append(tok.eos_id)
+    return list(dict.fromkeys(found))
+
+
+def read_chat_template(path: Path) -> str | None:
+    """The default chat template of a HF model directory (chat_template.jinja, .json or tokenizer_config.json)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            template = json.loads((path / name).read_text(encoding="utf-8")).get("chat_template")
+            if isinstance(template, list):
+                named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+                template = named.get("default") or next(iter(named.values()), None)
+            if template:
+                return str(template)
+    return None
+
+
+def _special(config: dict[str, Any], key: str) -> str | None:
+    value = config.get(key)
+    return value.get("content") if isinstance(value, dict) else value
+
+
+@dataclass
+class TemplateChat:
+    """A Jinja chat template with the special-token strings it may refer to."""
+
+    template: str
+    tokenizer: Any
+    bos_token: str | None = None
+    eos_token: str | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], tokenizer: Any) -> TemplateChat | None:
+        """The template a checkpoint.json carries in its `chat` section (imported models and their fine-tunes)."""
+        chat = manifest.get("chat") or {}
+        if not chat.get("template_text"):
+            return None
+        return cls(chat["template_text"], tokenizer, chat.get("bos_token"), chat.get("eos_token"))
+
+    def describe(self, stop_ids: list[int]) -> dict[str, Any]:
+        """The `chat` section of checkpoint.json for this template."""
+        return {
+            "template_text": self.template,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "stop_ids": stop_ids,
+        }
+
+    @classmethod
+    def from_dir(cls, path: Path, tokenizer: Any) -> TemplateChat | None:
+        """The template of a checkpoint or HF directory (chat_template.jinja or tokenizer_config.json)."""
+        template = read_chat_template(path)
+        if template is None:
+            return None
+        config_path = path / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        return cls(template, tokenizer, _special(config, "bos_token"), _special(config, "eos_token"))
+
+    def render_text(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        """The template's text for `messages`."""
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise LlmctlError(
+                f"the chat template refused the conversation: {message}", "check the roles and their order"
+            )
+
+        def strftime_now(fmt: str) -> str:
+            import datetime
+
+            return datetime.datetime.now().strftime(fmt)
+
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
+        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+        try:
+            return env.from_string(self.template).render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+            )
+        except jinja2.TemplateError as exc:
+            raise LlmctlError(
+                f"cannot render the model's chat template: {exc}", "check chat_template.jinja"
+            ) from exc
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of rendered template text: special-token strings become specials, no post-processor."""
+        backend = getattr(self.tokenizer, "backend", None)
+        if backend is None:
+            raise LlmctlError(
+                "chat templates need a tokenizer.json tokenizer", "import the model's tokenizer.json"
+            )
+        previous = backend.encode_special_tokens
+        backend.encode_special_tokens = False
+        try:
+            return backend.encode(text, add_special_tokens=False).ids
+        finally:
+            backend.encode_special_tokens = previous
+
+    def render_ids(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False
+    ) -> list[int]:
+        """Ids of `messages` rendered by the template, as transformers' apply_chat_template(tokenize=True)."""
+        return self.encode_text(self.render_text(messages, add_generation_prompt))
+
+    def render_masked(
+        self, messages: Sequence[dict[str, str]], end_ids: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
+        """(ids, loss mask) of a conversation: 1 exactly on each assistant reply's content and the end-of-turn
+        token that closes it (the last of `end_ids` in the reply's span), 0 elsewhere. As in transformers'
+        apply_chat_template, special-token strings inside messages become special tokens.
+
+        Most templates have no `{% generation %}` markers, so the reply's span is found by rendering
+        prefixes: the conversation up to the reply with the generation prompt, and up to the reply
+        included; the reply is what the second adds to the first. A template whose prefixes do not
+        render as prefixes of the whole (one that rewrites earlier turns) is refused.
+        """
+        ids = self.render_ids(messages)
+        mask = [0] * len(ids)
+        ends = set(int(i) for i in end_ids)
+        for i, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            before = self.render_ids(messages[:i], add_generation_prompt=True)
+            after = self.render_ids(messages[: i + 1])
+            if after[: len(before)] != before or ids[: len(after)] != after:
+                raise LlmctlError(
+                    "the chat template does not render a conversation's prefixes as prefixes of it, so the reply "
+                    "tokens cannot be located",
+                    "use a template that renders turns independently, or a llmctl tokenizer with --profile chat",
+                )
+            # Through the last end-of-turn id of the span: what follows it (ChatML's newline) is not the reply's.
+            stop = len(after)
+            for j in range(len(after) - 1, len(before) - 1, -1):
+                if after[j] in ends:
+                    stop = j + 1
+                    break
+            for j in range(len(before), stop):
+                mask[j] = 1
+        return ids, mask

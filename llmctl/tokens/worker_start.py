@@ -1,0 +1,124 @@
+"""How `tokenize` starts its worker processes: from a fork server, started as early as possible.
+
+Workers fork from a clean, single-threaded server that imported the encoding modules once: spawn
+would import them again in every worker, and fork would copy a parent that already runs pyarrow and
+`tokenizers` threads. Starting the server first thing lets its imports overlap the parent's own work
+(loading the tokenizer, converting it to tiktoken ranks, planning the shards). Imports nothing heavy.
+
+Two faults this module guards against:
+- Python 3.11 starts the fork server with `python -c`, which puts the current directory first on
+  sys.path, so a folder named `llmctl` there (a clone's parent) would shadow the package and every
+  worker would die on import. The server is started with the current directory left out and the
+  folder holding *this* llmctl put first.
+- A killed parent (kill -9, OOM) must not leave workers behind. Each worker watches the parent and
+  ends with it (`exit_with_parent`); the fork server and the resource tracker end once the workers do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PRELOAD = ["__main__", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_context() -> Any:
+    """The multiprocessing context workers are started with: forkserver, or spawn where there is none."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    import multiprocessing.forkserver as forkserver
+
+    forkserver.set_forkserver_preload(PRELOAD)
+    with _server_environment():
+        forkserver.ensure_running()  # now, while the environment below is in force
+    return mp.get_context("forkserver")
+
+
+@contextlib.contextmanager
+def _server_environment() -> Iterator[None]:
+    """Environment for starting the fork server: no current directory on sys.path, this llmctl first."""
+    saved = {key: os.environ.get(key) for key in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    os.environ["PYTHONSAFEPATH"] = "1"
+    root = _package_root()
+    if root is not None:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [saved["PYTHONPATH"]])])
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _package_root() -> str | None:
+    """The folder holding this llmctl, when a fresh interpreter would not find it there by itself.
+
+    An installed llmctl (site-packages, an editable install) needs nothing; one found through the
+    parent's own sys.path[0] (a script's folder, `python -m` in a checkout) is added. site-packages
+    itself is never put in front: it would shadow the standard library.
+    """
+    import site
+
+    import llmctl
+
+    root = str(Path(llmctl.__file__).resolve().parent.parent)
+    installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    if root in {str(Path(p).resolve()) for p in installed}:
+        return None
+    return root
+
+
+def prestart_workers(num_proc: int) -> None:
+    """Start the fork server now (a no-op for one process or without forkserver)."""
+    if num_proc > 1:
+        worker_context()
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the llmctl process `parent_pid` ends, however it ended.
+
+    Under the fork server a worker's parent is the server, which itself waits for its workers, so
+    PR_SET_PDEATHSIG alone would wait forever: a daemon thread watches `parent_pid` (through a pidfd
+    where Linux has one, else by polling) and exits the process when it is gone.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    threading.Thread(target=_watch, args=(parent_pid,), name="llmctl-parent-watch", daemon=True).start()
+
+
+def _watch(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        import select
+
+        select.select([fd], [], [])  # readable once the process has exited
+        os._exit(1)
+    import time
+
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # alive, owned by someone else (cannot happen for our own parent, but harmless)
+        time.sleep(0.5)

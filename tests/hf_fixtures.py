@@ -1,0 +1,120 @@
+"""Tiny random Hugging Face models with real tokenizers, saved with save_pretrained, for import/export tests.
+
+path = make_hf_model(tmp_path / "llama", "llama")   # Llama-3.2 style: llama3 RoPE scaling, GQA, tied, BOS
+path = make_hf_model(tmp_path / "qwen", "qwen2")    # Qwen2 style: QKV bias, tied, ChatML, no BOS
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "def main():\n    print('hello world')\n    return 0\n",
+    "A small model learns to reverse words: module becomes eludom.",
+    "Numbers like 1 + 2 = 3 and 10 * 20 = 200 appear in text.",
+    "Once upon a time there was a tiny language model that could chat.",
+] * 20
+SPECIALS = {
+    "llama": [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ],
+    "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+}
+
+
+def make_tokenizer(kind: str):
+    """A byte-level BPE with the special tokens and post-processor of a Llama-3 or Qwen2 tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIALS[kind],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TEXT, trainer)
+    if kind == "llama":
+        bos = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A",
+            pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+            special_tokens=[("<|begin_of_text|>", bos)],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            chat_template=LLAMA3_TEMPLATE,
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML_TEMPLATE
+    )
+
+
+def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Path:
+    """Save a tiny random model of `kind` ('llama' or 'qwen2') with its tokenizer into `path`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    tok = make_tokenizer(kind)
+    common = dict(
+        vocab_size=len(tok) + 8,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        initializer_range=0.1,
+    )
+    if kind == "llama":
+        config = LlamaConfig(
+            **common,
+            rope_theta=500000.0,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=[tok.convert_tokens_to_ids("<|end_of_text|>"), tok.eos_token_id],
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        config = Qwen2Config(
+            **common, rope_theta=1000000.0, eos_token_id=tok.eos_token_id, use_sliding_window=False
+        )
+        model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        # Random norms and biases, so a mapping that dropped or misplaced them would change the logits.
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.3 * torch.randn_like(p))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
