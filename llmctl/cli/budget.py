@@ -156,9 +156,12 @@ def _memory_rows(p: Any) -> list[list[str]]:
     rows += [
         ["gradients", fmt_bytes(m.grads_bytes), "4 B/param (fp32)"],
         ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"]
-        if m.optim != "muon" else
-        ["Muon + AdamW states", fmt_bytes(m.optimizer_bytes),
-         f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)"],
+        if m.optim != "muon"
+        else [
+            "Muon + AdamW states",
+            fmt_bytes(m.optimizer_bytes),
+            f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)",
+        ],
         ["model states", fmt_bytes(m.states_bytes), f"{m.bytes_per_param} B/param x {n:,} parameters"],
         [
             "activations / sequence",
