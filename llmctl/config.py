@@ -110,10 +110,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW and the learning-rate schedule."""
+    """The optimizer (AdamW, or Muon with AdamW) and the learning-rate schedule."""
 
+    name: Literal["adamw", "muon"] = "adamw"
+    """adamw, or muon: torch.optim.Muon on hidden 2-D matrices, AdamW on embeddings, head, norms, biases."""
     lr: float = 1e-3
-    """Peak learning rate."""
+    """Peak learning rate (of the AdamW groups when name=muon)."""
+    muon_lr: float = 0.02
+    """name=muon: peak learning rate of the Muon groups; the schedule scales it like lr."""
+    muon_momentum: float = 0.95
+    """name=muon: Muon's (Nesterov) momentum."""
     min_lr: float = 1e-4
     """Learning rate at the end of the decay."""
     weight_decay: float = 0.1
@@ -124,6 +130,8 @@ class OptimConfig:
     """AdamW beta2."""
     eps: float = 1e-8
     """AdamW epsilon."""
+    fused: bool = True
+    """AdamW's fused kernel (one pass over all parameters) on CUDA and CPU; false: the multi-tensor path."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping (the norm is still reported)."""
     schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
@@ -477,6 +485,12 @@ def validate(cfg: Config) -> Config:
     o = cfg.optim
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
         raise LlmctlError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}", "fix optim.lr / optim.min_lr")
+    if o.muon_lr <= 0 or not 0 <= o.muon_momentum < 1:
+        raise LlmctlError(f"need optim.muon_lr > 0 and 0 <= optim.muon_momentum < 1, got {o.muon_lr}, {o.muon_momentum}",
+                          "e.g. --optim.muon_lr=0.02 --optim.muon_momentum=0.95")
+    if o.name == "muon" and cfg.dist.strategy == "fsdp":
+        raise LlmctlError("optim.name=muon does not support dist.strategy=fsdp: Muon orthogonalizes whole matrices, "
+                          "and FSDP2 shards them", "use --dist.strategy=ddp, or --optim.name=adamw with FSDP")
     if not 0 <= o.decay_fraction <= 1:
         raise LlmctlError(f"optim.decay_fraction must be in [0, 1], got {o.decay_fraction}", "e.g. --optim.decay_fraction=0.2")
     if o.warmup_steps < 0 or o.weight_decay < 0 or o.grad_clip < 0:

@@ -15,7 +15,7 @@ from llmctl.errors import LlmctlError
 from llmctl.plan.budget import chinchilla_loss, compute_optimal, plan_budget
 from llmctl.plan.flops import flops_per_token, param_counts
 from llmctl.plan.hardware import GPUS, detect_gpu, gpu_by_name, peak_flops
-from llmctl.plan.memory import GIB, activation_bytes_per_token, training_memory
+from llmctl.plan.memory import GIB, activation_bytes_per_token, fused_weight_params, training_memory
 
 runner = CliRunner()
 
@@ -172,7 +172,7 @@ def test_memory_states_per_parameter() -> None:
     assert (mixed.weights_bytes, mixed.master_bytes, mixed.grads_bytes, mixed.optimizer_bytes) == (2 * n, 4 * n, 4 * n, 8 * n)
     assert mixed.bytes_per_param == 18
     fp32 = training_memory(cfg, 1024, "fp32", 24)
-    assert fp32.master_bytes == 0 and fp32.bytes_per_param == 16
+    assert fp32.master_bytes == 0 and fp32.weights_bytes == 4 * n + 4 * fused_weight_params(cfg)
     assert mixed.usable_bytes == int((24 * GIB - GIB) * 0.95)
     room = mixed.usable_bytes - mixed.states_bytes
     assert mixed.max_micro_batch == room // mixed.activation_bytes_per_seq
@@ -204,12 +204,16 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
     cfg = ModelConfig(vocab_size=500, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=320, max_seq_len=64)
     batch, seq = 3, 48  # 144 tokens: no parameter has a dimension of that size
     model = Transformer(cfg)
-    param_shapes = {s for p in model.parameters() for s in (tuple(p.shape), tuple(p.shape)[::-1])}
+    fused = [(cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim, cfg.dim), (2 * cfg.hidden_dim, cfg.dim)]
+    shapes = [tuple(p.shape) for p in model.parameters()] + fused  # q|k|v and w1|w3 run as one matmul each
+    param_shapes = {s for shape in shapes for s in (shape, shape[::-1])}
+    fused_shapes = {s for shape in fused for s in (shape, shape[::-1])}
     owned = {p.untyped_storage().data_ptr() for p in [*model.parameters(), *model.buffers()]}
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        is_weight_copy = t.dtype == torch.bfloat16 and tuple(t.shape) in param_shapes  # autocast's (transposed) casts
+        # autocast's (transposed) casts, and the concatenated q|k|v and w1|w3 weights (weights, not activations)
+        is_weight_copy = (t.dtype == torch.bfloat16 and tuple(t.shape) in param_shapes) or tuple(t.shape) in fused_shapes
         if t.untyped_storage().data_ptr() not in owned and not is_weight_copy and t.dim() > 0:
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
@@ -220,6 +224,7 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
             logits = model(tokens)
         F.cross_entropy(logits.view(-1, cfg.vocab_size), tokens.view(-1))
     measured = sum(saved.values()) - 8 * batch * seq  # less the int64 token ids (the targets here too)
+    measured -= 8 * seq * cfg.head_dim // 2  # and RoPE's complex64 rotation table, one per batch (not per token)
     act = activation_bytes_per_token(cfg, dtype)
     # The model's logits term adds 8 B per vocabulary entry for the gradients at the start of backward.
     predicted = (cfg.n_layers * act.per_layer + act.final + act.logits - 8 * cfg.vocab_size) * batch * seq

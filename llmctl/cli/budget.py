@@ -155,7 +155,13 @@ def _memory_rows(p: Any) -> list[list[str]]:
         )
     rows += [
         ["gradients", fmt_bytes(m.grads_bytes), "4 B/param (fp32)"],
-        ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"],
+        ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"]
+        if m.optim != "muon"
+        else [
+            "Muon + AdamW states",
+            fmt_bytes(m.optimizer_bytes),
+            f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)",
+        ],
         ["model states", fmt_bytes(m.states_bytes), f"{m.bytes_per_param} B/param x {n:,} parameters"],
         [
             "activations / sequence",
@@ -234,7 +240,8 @@ def render(p: Any) -> None:
     m = p.memory
     console.print(
         text_table(
-            f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, AdamW, seq_len {m.seq_len})",
+            f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
+            f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
             ["", "bytes", "how"],
             _memory_rows(p),
             numeric=(1,),
@@ -293,6 +300,11 @@ def budget_command(
     vocab_size: int = typer.Option(
         32768, "--vocab-size", help="Vocabulary of a suggested shape. " + range_help("vocab-size")
     ),
+    optim: str = typer.Option(
+        "adamw",
+        "--optim",
+        help="Optimizer whose state to count: adamw (8 B/param) or muon (4 B/param on hidden matrices).",
+    ),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
@@ -320,6 +332,7 @@ def budget_command(
         tokens=tokens,
         seq_len=seq_len,
         vocab_size=vocab_size,
+        optim=optim,
     )
     if as_json:
         print_json(plan.to_json())

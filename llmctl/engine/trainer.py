@@ -35,7 +35,7 @@ from llmctl.engine.checkpoint import (
     write_checkpoint,
 )
 from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
-from llmctl.engine.optim import build_optimizer, set_lr
+from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
@@ -179,6 +179,7 @@ class Trainer:
         facts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.objective.describe().items())
         self.reporter.log(f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
                           f"{self.dist.world_size} rank(s) per step; {facts}")
+        self.reporter.log(describe_optimizer(self.optimizer))
         # A resumed run already has a checkpoint of its first step: stopping at once rewrites nothing.
         status, done = "completed", {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1}
         try:

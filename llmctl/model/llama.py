@@ -30,9 +30,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * self.weight.float()).type_as(x)
+        # F.rms_norm runs one fused kernel forward and backward (x * rsqrt(mean(x^2) + eps) * weight);
+        # on fp32 it equals the three-op form bit for bit, at about half the time on CPU.
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
 def llama3_frequencies(freqs: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -58,11 +58,18 @@ def rope_tables(
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (2i, 2i+1) of x [B, T, H, D] by the angles in cos/sin [B or 1, T, 1, D/2]."""
-    even, odd = x.float()[..., 0::2], x.float()[..., 1::2]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each pair (2i, 2i+1) of x [B, T, H, D] by the angles in cos/sin [B or 1, T, 1, D/2]
+    (or by `cos` alone when it already holds the complex rotation cos + i sin and sin is None).
+
+    The pair is read as one complex number and multiplied by cos + i sin (Meta's reference form):
+    one kernel each way instead of strided halves, four products and a stack, with the same values."""
+    h = x.float()
+    if h.storage_offset() % 2 or any(st % 2 for st in h.stride()[:-1]) or h.stride(-1) != 1:
+        h = h.contiguous()  # view_as_complex needs (real, imag) pairs at even offsets
+    pairs = torch.view_as_complex(h.unflatten(-1, (-1, 2)))
+    rotation = cos if sin is None else torch.complex(cos, sin)
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 @dataclass
@@ -95,15 +102,22 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
-        sin: torch.Tensor,
+        sin: torch.Tensor | None,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # One matmul for q, k and v (their weights side by side): fewer, larger GEMMs, and backward sums
+        # one input gradient instead of three. The parameters stay wq, wk, wv.
+        weight = torch.cat((self.wq.weight, self.wk.weight, self.wv.weight))
+        bias = None if self.wq.bias is None else torch.cat((self.wq.bias, self.wk.bias, self.wv.bias))
+        qw, kvw = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = F.linear(x, weight, bias).split((qw, kvw, kvw), dim=-1)
+        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
+        # A copy keeps only v's columns alive for backward, not the whole q|k|v output.
+        v = v.contiguous().view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         causal = mask is None
         if cache is not None:
             start = cache.length
@@ -128,7 +142,9 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        # w1 and w3 as one matmul, as in Attention: same values, one larger GEMM.
+        gate, up = F.linear(x, torch.cat((self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -145,7 +161,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
-        sin: torch.Tensor,
+        sin: torch.Tensor | None,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
         layer: int = 0,
@@ -216,6 +232,9 @@ class Transformer(nn.Module):
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
         cos, sin = self._rope(T, start, position_ids)
+        # The complex rotation, made once per forward: every layer's RoPE multiplies by it, and backward
+        # keeps this one tensor instead of a copy per call.
+        cos, sin = torch.complex(cos, sin), None
         mask = None
         if doc_ids is not None:
             causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()

@@ -151,7 +151,7 @@ class BudgetPlan:
             "peak_conventions": [asdict(p) for p in self.peaks],
             "memory": {
                 "dtype": m.dtype, "weights_bytes": m.weights_bytes, "master_bytes": m.master_bytes,
-                "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes, "states_bytes": m.states_bytes,
+                "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes, "optim": m.optim, "states_bytes": m.states_bytes,
                 "activation_bytes_per_seq": m.activation_bytes_per_seq,
                 "activation_bytes_per_seq_ckpt": m.activation_bytes_per_seq_ckpt,
                 "device_bytes": m.device_bytes, "usable_bytes": m.usable_bytes,
@@ -186,6 +186,7 @@ def plan_budget(
     tokens: str | float | None = None,
     seq_len: int | None = None,
     vocab_size: int = 32768,
+    optim: str = "adamw",
 ) -> BudgetPlan:
     """Forward mode with `hours`; inverse mode with `model` or `params` (and `tokens` or `tokens_per_param`)."""
     spec = gpu_by_name(gpu)
@@ -196,6 +197,8 @@ def plan_budget(
     check_range("tokens-per-param", tokens_per_param)
     check_range("seq-len", seq_len)
     check_range("vocab-size", vocab_size)
+    if optim not in ("adamw", "muon"):
+        raise LlmctlError(f"--optim must be adamw or muon, got {optim!r}", "e.g. --optim muon")
     if not 0 < mfu <= 1:
         raise LlmctlError(f"--mfu must be in (0, 1], got {mfu:g}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
     token_count = parse_count(tokens, "--tokens") if tokens is not None else None
@@ -257,6 +260,6 @@ def plan_budget(
         mfu=mfu, tokens_per_param=r, hours=hours, compute_flops=compute, optimal_params=optimal_n,
         optimal_tokens=optimal_d, model=cfg, model_label=label, seq_len=seq, params=param_counts(cfg), flops=fl,
         n=n, tokens=d, costs=_costs(n, d, fl, shape_note, peak, mfu, num_gpus), peaks=peaks,
-        memory=training_memory(cfg, seq, resolved, spec.memory_gib),
+        memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim),
         loss=chinchilla_loss(param_counts(cfg).total, d),
     )

@@ -1,6 +1,6 @@
-"""GPU memory of training the Llama-style decoder with AdamW: model states, activations, largest micro-batch.
+"""GPU memory of training the Llama-style decoder with AdamW or Muon: model states, activations, largest micro-batch.
 
-    est = training_memory(model_from_preset("124m"), seq_len=1024, dtype="bf16", device_gib=24)
+    est = training_memory(model_from_preset("124m"), seq_len=1024, dtype="bf16", device_gib=24, optim="muon")
     est.states_bytes, est.activation_bytes_per_seq, est.max_micro_batch, est.verdict
 
 The activation model follows what llmctl/model/llama.py keeps for backward (itemised in
@@ -55,13 +55,14 @@ class MemoryEstimate:
     seq_len: int
     params: int
     weights_bytes: int
-    """Weights as the matmuls read them: bf16/fp16 copies autocast makes (mixed) or the fp32 weights."""
+    """Weights as the matmuls read them: bf16/fp16 copies autocast makes (mixed), or the fp32 weights plus
+    the concatenated q|k|v and w1|w3 copies (fused_weight_params) kept for backward."""
     master_bytes: int
     """fp32 master weights the optimizer updates (mixed precision only; 0 for fp32)."""
     grads_bytes: int
     """Gradients, fp32 (autocast keeps them in the parameters' dtype)."""
     optimizer_bytes: int
-    """AdamW's two fp32 moments."""
+    """AdamW's two fp32 moments per parameter; with Muon, one fp32 momentum buffer for the hidden matrices."""
     activation_bytes_per_seq: int
     """Activations for one sequence of seq_len tokens, no checkpointing."""
     activation_bytes_per_seq_ckpt: int
@@ -69,6 +70,10 @@ class MemoryEstimate:
     device_bytes: int
     usable_bytes: int
     """device - CONTEXT_RESERVE, less FRAGMENTATION."""
+    optim: str = "adamw"
+    """adamw, or muon (Muon on the hidden matrices, AdamW on embeddings, head, norms, biases)."""
+    muon_params: int = 0
+    """Parameters Muon updates (optim=muon)."""
 
     @property
     def states_bytes(self) -> int:
@@ -77,7 +82,8 @@ class MemoryEstimate:
 
     @property
     def bytes_per_param(self) -> int:
-        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), 16 for fp32 (4 + 4 + 8)."""
+        """States per parameter: 18 for mixed precision (2 + 4 + 4 + 8), about 16 + 2 for fp32 (4 + 4 + 8 and
+        the fused weight copies), with AdamW."""
         return self.states_bytes // self.params
 
     def _max_batch(self, per_seq: int) -> int:
@@ -111,7 +117,7 @@ class MemoryEstimate:
 
         if self.states_bytes > self.usable_bytes:
             return (
-                f"does not fit: weights, gradients and AdamW states alone need {fmt_bytes(self.states_bytes)} "
+                f"does not fit: weights, gradients and optimizer states alone need {fmt_bytes(self.states_bytes)} "
                 f"of {fmt_bytes(self.usable_bytes)} usable; shard them with FSDP over more GPUs "
                 "(--dist.strategy=fsdp) or choose a smaller model"
             )
@@ -136,8 +142,8 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     """Bytes the forward pass keeps for backward, per token, as llama.py computes under `dtype`.
 
     Mixed precision (torch autocast): the residual stream and RMSNorm run in fp32; each nn.Linear
-    saves its own bf16 cast of its input (autocast caches casts of weights, not of activations, so
-    wq, wk and wv each keep one); RoPE keeps nothing (its cos/sin tables are buffers); SDPA keeps q,
+    saves its own bf16 cast of its input (autocast caches casts of weights, not of activations; wq, wk
+    and wv run as one matmul, as do w1 and w3, so each block keeps two); RoPE keeps nothing (its cos/sin tables are buffers); SDPA keeps q,
     k, v, its output (which wo reads without a copy) and the fp32 log-sum-exp per head. Checked
     against the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) in tests.
     """
@@ -147,11 +153,11 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     if dtype in MIXED:
         attention = (
             norm
-            + 3 * 2 * h  # bf16 casts of the normed input for wq, wk, wv
+            + 2 * h  # bf16 cast of the normed input for the one q|k|v matmul
             + 2 * (qw + 2 * kvw)  # rotated q, k and v in bf16 for SDPA
             + 2 * qw + 4 * a  # SDPA output (wo's input) and log-sum-exp
         )
-        mlp = norm + 2 * 2 * h + 4 * 2 * f  # casts for w1, w3; then w1 x, silu(w1 x), w3 x, their product
+        mlp = norm + 2 * h + 4 * 2 * f  # cast for the w1|w3 matmul; then w1 x, silu(w1 x), w3 x, their product
         final = norm + 2 * h
     else:
         attention = norm + 4 * h + 4 * (qw + 2 * kvw) + 4 * qw + 4 * a  # one normed tensor shared by wq, wk, wv
@@ -161,8 +167,32 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     return ActivationBytes(per_layer=attention + mlp, layer_input=4 * h, final=final, logits=12 * V)
 
 
-def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float) -> MemoryEstimate:
-    """Model states and activations of AdamW training on one GPU of `device_gib`, with the largest micro-batch."""
+def fused_weight_params(cfg: ModelConfig) -> int:
+    """Entries of the q|k|v and w1|w3 weights that llama.py concatenates for one matmul each. Under
+    autocast that concatenation is the bf16 copy the matmul reads anyway; in fp32 it is an extra copy
+    the matmul keeps for backward."""
+    return cfg.n_layers * cfg.dim * (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim + 2 * cfg.hidden_dim)
+
+
+def muon_param_count(cfg: ModelConfig) -> int:
+    """Parameters in the hidden 2-D matrices (attention and MLP projections), the ones Muon updates."""
+    d, q_width, kv_width = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    return cfg.n_layers * (d * q_width + 2 * d * kv_width + q_width * d + 3 * d * cfg.hidden_dim)
+
+
+def optimizer_state_bytes(cfg: ModelConfig, optim: str) -> int:
+    """fp32 optimizer state: AdamW keeps two moments (8 B/param); Muon one momentum buffer (4 B/param)
+    for the hidden matrices, while AdamW keeps its two for the rest."""
+    n = param_counts(cfg).total
+    if optim == "muon":
+        m = muon_param_count(cfg)
+        return 4 * m + 8 * (n - m)
+    return 8 * n
+
+
+def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw") -> MemoryEstimate:
+    """Model states and activations of AdamW (or Muon) training on one GPU of `device_gib`, with the largest
+    micro-batch."""
     n = param_counts(cfg).total
     mixed = dtype in MIXED
     act = activation_bytes_per_token(cfg, dtype)
@@ -172,12 +202,14 @@ def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: floa
         dtype=dtype,
         seq_len=seq_len,
         params=n,
-        weights_bytes=(2 if mixed else 4) * n,
+        weights_bytes=2 * n if mixed else 4 * n + 4 * fused_weight_params(cfg),
         master_bytes=4 * n if mixed else 0,
         grads_bytes=4 * n,
-        optimizer_bytes=8 * n,
+        optimizer_bytes=optimizer_state_bytes(cfg, optim),
         activation_bytes_per_seq=act.full(cfg.n_layers) * seq_len,
         activation_bytes_per_seq_ckpt=act.checkpointed(cfg.n_layers) * seq_len,
         device_bytes=device,
         usable_bytes=usable,
+        optim=optim,
+        muon_params=muon_param_count(cfg) if optim == "muon" else 0,
     )

@@ -1,0 +1,39 @@
+"""Benchmark scripts that must run on any machine: gpu_check's no-CUDA plan, nanoGPT's FLOP count."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU the script runs for minutes")
+@pytest.mark.parametrize("smoke", [False, True])
+def test_gpu_check_without_cuda_prints_its_plan_and_exits_0(tmp_path: Path, smoke: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OUT": str(tmp_path)}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), *(["--smoke"] if smoke else [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA device" in proc.stdout
+    assert ("smoke: tiny preset" in proc.stdout) == smoke
+    assert ("compiled: 124m seq 1024" in proc.stdout) != smoke
+    plan = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert plan["cuda"] is False and plan["plan"]["cases"] == ["compiled", "eager", "no-fused"]
+    assert "no CUDA device" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_nanogpt_flops_count_matches_its_parameter_formula() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vs_nanogpt import llmctl_flops_per_token, nanogpt_flops_per_token
+
+    # GPT-2 small (vocab 50304, no biases): 123.6M parameters without the position table, as nanoGPT prints.
+    fpt = nanogpt_flops_per_token(12, 768, 12, 1024, 50304)
+    n = (fpt - 12 * 12 * 12 * 64 * 1024) / 6
+    assert abs(n - 123_587_328) < 1e3  # 50304*768 + 12*(12*768^2 + 2*768) + 768
+    assert 30e6 < llmctl_flops_per_token(256, 8192) < 40e6
