@@ -167,6 +167,9 @@ class TrainConfig:
     """Sample rounds draw from the k most likely tokens; None: from all."""
     log_every: int = 10
     """Report training metrics every N steps."""
+    skip_nonfinite: int = 0
+    """Skip up to N steps in all whose loss or gradient norm is NaN/inf (counted as skipped_steps); 0: stop
+    at the first one with exit code 3. The weights are never updated from such a step."""
 
 
 @dataclass(frozen=True)

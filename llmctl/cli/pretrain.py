@@ -96,6 +96,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
         test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
+        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.config import load_config
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, args + flag_overrides(data, steps, out, resume))
         if test:
             cfg = smoke_test_config(cfg)
-        outcome = run_training(cfg, vocab_from_data=not _fixes_vocab(config, args))
+        outcome = run_training(cfg, vocab_from_data=not _fixes_vocab(config, args), force=force)
         if not outcome.is_rank0:
             return
         render_outcome(outcome, json_out)

@@ -169,9 +169,9 @@ def generate_from_checkpoint(
     `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the document prefix
     the model saw in training (BOS or EOS) followed by the prompt's tokens.
     """
-    from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.objectives import document_prefix
-    from llmctl.engine.runtime import choose_device
+    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.infer.device import choose_device, inference_autocast
     from llmctl.telemetry import inference_metrics
 
     dev = choose_device(device)
@@ -180,8 +180,7 @@ def generate_from_checkpoint(
         ids = document_prefix(manifest.get("data_meta") or {}) + tokenizer.encode(prompt)
     else:
         ids = render(tokenizer, manifest, prompt)
-    dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dev.type == "cuda" else contextlib.nullcontext
+    autocast = inference_autocast(dev)
     eos = tokenizer.eos_id
     stream = IncrementalDecoder(tokenizer.decode)
     stops = set([eos] if eos is not None else [])

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,11 +105,13 @@ class SFTObjective:
         world: int = 1,
         validation_prompts: int = 3,
         packing_note: str | None = None,
+        overlong_note: str | None = None,
     ) -> None:
         self.meta = meta or sft_meta(data_path)
         self.tokenizer = tokenizer
         self.packing = packing
         self.packing_note = packing_note
+        self.seq_len, self.overlong = seq_len, overlong
         self.profile = get_profile((self.meta.get("chat_profile") or {}).get("name", "chat"))
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
@@ -170,6 +170,15 @@ class SFTObjective:
             "epoch": self.stream.epoch,
         }
 
+    def data_counts(self) -> dict[str, Any]:
+        """What happened to the conversations: counts, packing, seq_len and the overlong policy."""
+        return {**self.train.counts, "packing": self.packing, "packing_note": self.packing_note,
+                "seq_len": self.seq_len, "overlong": self.overlong}
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Added to summary.json by the reporter."""
+        return {"sft_data": self.data_counts()}
+
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()
 
@@ -189,16 +198,15 @@ class SFTOutcome:
     """Conversation counts (used, truncated, dropped) and whether packing was on."""
 
 
-def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
-    """The config with the init checkpoint's model shape; a model section in the SFT config is refused."""
-    from llmctl.engine.checkpoint import read_manifest, resolve_checkpoint
+def _model_from_init(cfg: Config) -> tuple[Config, Any]:
+    """The config with the init checkpoint's model shape, and the opened checkpoint; a model section
+    in the SFT config is refused."""
+    from llmctl.infer.checkpoint import open_checkpoint
 
     if not cfg.checkpoint.init:
         raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
-    init = resolve_checkpoint(cfg.checkpoint.init)
-    manifest = read_manifest(init)
-    assert manifest is not None
-    saved = from_dict(manifest["config"]).model
+    init = open_checkpoint(cfg.checkpoint.init)
+    saved = from_dict(init.manifest.config).model
     if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
             "sft takes the model's shape from the --init checkpoint, but the config sets model fields",
@@ -209,50 +217,38 @@ def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
             f"data.seq_len={cfg.data.seq_len} exceeds the checkpoint's model.max_seq_len={saved.max_seq_len}",
             f"set --data.seq_len={saved.max_seq_len} or less",
         )
-    return dataclasses.replace(cfg, model=saved), init, manifest
+    return dataclasses.replace(cfg, model=saved), init
 
 
-def _add_to_summary(run_dir: Path, data: dict[str, Any]) -> None:
-    """Record the conversation counts in RUN/summary.json beside telemetry's figures."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    summary["sft_data"] = data
-    tmp = path.with_name(f".summary.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+_NO_PACKING = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
 
 
-def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
-    """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule."""
-    from llmctl.engine.run import load_data, run_training
+def sft_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: Any) -> SFTObjective:
+    """The SFTObjective a config describes (packing only where the model takes per-conversation ids)."""
     from llmctl.model.llama import Transformer
 
-    cfg, init, manifest = _model_from_init(cfg)
+    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    return SFTObjective(
+        cfg.data.path or "", meta, tokenizer, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
+        seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
+        packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size,
+        packing_note=_NO_PACKING if cfg.data.packing and not packing else None,
+    )
+
+
+def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOutcome:
+    """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule.
+
+    meta.json, the tokenizer and the init checkpoint are each read once, here, and handed to the run.
+    """
+    from llmctl.engine.run import RunInputs, load_data, run_training
+
+    cfg, init = _model_from_init(cfg)
     meta, tokenizer = load_data(cfg)
     require_sft(meta, cfg.data.path or "")
-    fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
-    check_sft_compat(meta, tokenizer, fingerprint, cfg.data.path or "", init)
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
-    note = None
-    if cfg.data.packing and not packing:
-        note = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
-    made: list[SFTObjective] = []
-
-    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> SFTObjective:
-        objective = SFTObjective(
-            cfg.data.path or "", meta, tok, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
-            seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
-            packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
-            val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note,
-        )
-        made.append(objective)
-        return objective
-
-    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
-    data = {**made[0].train.counts, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
-    if outcome.is_rank0 and data:
-        _add_to_summary(outcome.run_dir, data)
-        outcome.result.summary["sft_data"] = data
-    return SFTOutcome(outcome, str(init), data)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path)
+    outcome = run_training(cfg, sft_objective, vocab_from_data=False, reporter=reporter, force=force,
+                           inputs=RunInputs(meta, tokenizer, init))
+    data = dict(outcome.result.summary.get("sft_data") or {})
+    return SFTOutcome(outcome, str(init.path), data)
