@@ -36,10 +36,18 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, env=full, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _rehash(ckpt: Path, name: str, *, drop: tuple[str, ...] = ()) -> None:
@@ -89,7 +97,9 @@ def sft_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     train, validation = instruction_rows(60, seed=1), instruction_rows(12, seed=2)
     with torch_threads(1):
         tokens, tokenizer = make_sft_tokens(tmp, train, validation)
-        init = pretrain_tiny(tmp, tokenizer, [c[0]["content"] + " " + c[1]["content"] for c in train], steps=2)
+        init = pretrain_tiny(
+            tmp, tokenizer, [c[0]["content"] + " " + c[1]["content"] for c in train], steps=2
+        )
     return tokens, init
 
 
@@ -100,15 +110,39 @@ def _copy_ckpt(src: Path, tmp: Path) -> Path:
 
 
 def _resume_args(data: Path, ckpt: Path, out: Path, **extra: Any) -> list[str]:
-    return ["pretrain", "--data", str(data), "--out", str(out), "--resume", str(ckpt),
-            *tiny_args(**{"train.steps": 6, **extra})]
+    return [
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--resume",
+        str(ckpt),
+        *tiny_args(**{"train.steps": 6, **extra}),
+    ]
 
 
 def _sft_args(tokens: Path, init: Path, out: Path) -> list[str]:
-    return ["sft", "--init", str(init), "--data", str(tokens), "--out", str(out), "--steps", "2",
-            "--data.seq_len=64", "--train.micro_batch_size=4", "--train.eval_every=0", "--train.sample_every=0",
-            "--checkpoint.every=0", "--telemetry.enabled=false", "--telemetry.tensorboard=false",
-            "--telemetry.panel=off", "--train.device=cpu"]
+    return [
+        "sft",
+        "--init",
+        str(init),
+        "--data",
+        str(tokens),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--data.seq_len=64",
+        "--train.micro_batch_size=4",
+        "--train.eval_every=0",
+        "--train.sample_every=0",
+        "--checkpoint.every=0",
+        "--telemetry.enabled=false",
+        "--telemetry.tensorboard=false",
+        "--telemetry.panel=off",
+        "--train.device=cpu",
+    ]
 
 
 # -- no pickles ---------------------------------------------------------------------------------
@@ -118,8 +152,13 @@ def test_checkpoint_holds_no_pickle_but_optimizer_tensors(base: Path) -> None:
     ckpt = base / "checkpoints" / "step-000004"
     manifest = json.loads((ckpt / "checkpoint.json").read_text())
     assert manifest["format_version"] == 2 and manifest["finite"] is True
-    assert sorted(manifest["files"]) == ["model.safetensors", "optimizer.pt", "rng.json", "rng.safetensors",
-                                         "tokenizer.json"]
+    assert sorted(manifest["files"]) == [
+        "model.safetensors",
+        "optimizer.pt",
+        "rng.json",
+        "rng.safetensors",
+        "tokenizer.json",
+    ]
     for name, entry in manifest["files"].items():
         data = (ckpt / name).read_bytes()
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
@@ -152,7 +191,9 @@ def test_crafted_optimizer_pickle_is_refused_by_resume_and_sft(
         assert not marker.exists()
 
 
-def test_legacy_pickled_rng_points_at_migrate_which_converts_it(data: Path, base: Path, tmp_path: Path) -> None:
+def test_legacy_pickled_rng_points_at_migrate_which_converts_it(
+    data: Path, base: Path, tmp_path: Path
+) -> None:
     import random
 
     import numpy as np
@@ -171,7 +212,9 @@ def test_legacy_pickled_rng_points_at_migrate_which_converts_it(data: Path, base
     assert not (ckpt / "rng.pt").exists() and (ckpt / "rng.safetensors").is_file()
     again = _cli("checkpoint", "migrate", str(ckpt.parent.parent), "--json", cwd=tmp_path)
     assert json.loads(again.stdout)[0]["converted"] is False
-    result = _cli(*_resume_args(data, ckpt, tmp_path / "resumed", **{"train.steps": 5}), "--json", cwd=tmp_path)
+    result = _cli(
+        *_resume_args(data, ckpt, tmp_path / "resumed", **{"train.steps": 5}), "--json", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["step"] == 5
 
@@ -190,8 +233,12 @@ def test_legacy_crafted_rng_is_never_run_not_even_by_migrate(
     result = _cli(*_sft_args(tokens, sft_ckpt, tmp_path / "sft-out"), cwd=tmp_path)
     assert result.returncode == 2 and "checkpoint migrate" in result.stderr
     result = _cli("checkpoint", "migrate", str(ckpt), cwd=tmp_path)
-    assert result.returncode == 2 and "refusing to convert" in result.stderr and "Traceback" not in result.stderr
-    assert (ckpt / "rng.pt").exists() and json.loads((ckpt / "checkpoint.json").read_text())["format_version"] == 1
+    assert (
+        result.returncode == 2 and "refusing to convert" in result.stderr and "Traceback" not in result.stderr
+    )
+    assert (ckpt / "rng.pt").exists() and json.loads((ckpt / "checkpoint.json").read_text())[
+        "format_version"
+    ] == 1
     assert not marker.exists()
 
 
@@ -199,7 +246,9 @@ def test_legacy_crafted_rng_is_never_run_not_even_by_migrate(
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "rng.json"])
-def test_same_size_corruption_is_an_error_naming_the_file(data: Path, base: Path, tmp_path: Path, name: str) -> None:
+def test_same_size_corruption_is_an_error_naming_the_file(
+    data: Path, base: Path, tmp_path: Path, name: str
+) -> None:
     ckpt = _copy_ckpt(base / "checkpoints" / "step-000004", tmp_path)
     raw = bytearray((ckpt / name).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -226,10 +275,19 @@ def test_corrupt_checkpoint_hint_names_the_others_not_earlier(base: Path, tmp_pa
 # -- divergence ---------------------------------------------------------------------------------
 
 
-def test_divergence_stops_with_exit_3_naming_the_last_good_checkpoint(data: Path, base: Path, tmp_path: Path) -> None:
+def test_divergence_stops_with_exit_3_naming_the_last_good_checkpoint(
+    data: Path, base: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "diverged"
-    result = _cli(*_resume_args(data, base / "checkpoints" / "step-000002", out,
-                                **{"train.steps": 12, "optim.lr": 1e30, "checkpoint.every": 1}), cwd=tmp_path)
+    result = _cli(
+        *_resume_args(
+            data,
+            base / "checkpoints" / "step-000002",
+            out,
+            **{"train.steps": 12, "optim.lr": 1e30, "checkpoint.every": 1},
+        ),
+        cwd=tmp_path,
+    )
     assert result.returncode == 3, result.stderr
     assert "error: training diverged at step" in result.stderr and "Traceback" not in result.stderr
     last = result.stderr.split("Last good checkpoint: ")[1].split()[0]
@@ -261,17 +319,23 @@ def _nan_at(calls: set[int]) -> Any:
     return Poisoned
 
 
-def test_skip_nonfinite_skips_bad_steps_and_counts_them(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_nonfinite_skips_bad_steps_and_counts_them(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import llmctl.engine.run as run_mod
 
     monkeypatch.setattr(run_mod, "Transformer", _nan_at({3}))
-    cfg = tiny_config(data, tmp_path, **{"train.steps": 5, "train.skip_nonfinite": 1, "telemetry.enabled": True})
+    cfg = tiny_config(
+        data, tmp_path, **{"train.steps": 5, "train.skip_nonfinite": 1, "telemetry.enabled": True}
+    )
     with torch_threads(1):
         outcome = run_mod.run_training(cfg)
     assert outcome.result.status == "completed" and outcome.result.summary["skipped_steps"] == 1
     metrics = [json.loads(x) for x in (outcome.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = {m["step"]: m for m in metrics if m["kind"] == "train"}
-    assert train[2]["skipped_steps"] == 0 and train[3]["skipped_steps"] == 1 and train[5]["skipped_steps"] == 1
+    assert (
+        train[2]["skipped_steps"] == 0 and train[3]["skipped_steps"] == 1 and train[5]["skipped_steps"] == 1
+    )
     assert json.loads((outcome.run_dir / "summary.json").read_text())["skipped_steps"] == 1
 
     monkeypatch.setattr(run_mod, "Transformer", _nan_at({2, 4}))
@@ -325,9 +389,24 @@ def test_disk_full_while_saving_is_exit_4_and_leaves_no_temporary(
 def test_second_process_on_a_run_is_refused_while_the_first_trains(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "shared"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", "--data", str(data), "--out", str(out),
-                              *tiny_args(**{"train.steps": 100000, "train.log_every": 1000})],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmctl",
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *tiny_args(**{"train.steps": 100000, "train.log_every": 1000}),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (out / ".llmctl.lock").exists() and first.poll() is None and time.time() < deadline:
@@ -335,8 +414,17 @@ def test_second_process_on_a_run_is_refused_while_the_first_trains(data: Path, t
         assert first.poll() is None, first.stderr.read() if first.stderr else ""
         owner = json.loads((out / ".llmctl.lock").read_text())
         assert owner["pid"] == first.pid and owner["host"] == socket.gethostname() and owner["heartbeat"] > 0
-        second = _cli("pretrain", "--data", str(data), "--out", str(out), "--resume", "auto",
-                      *tiny_args(**{"train.steps": 2}), cwd=tmp_path)
+        second = _cli(
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--resume",
+            "auto",
+            *tiny_args(**{"train.steps": 2}),
+            cwd=tmp_path,
+        )
         assert second.returncode == 2
         assert f"error: {out} is in use by pid {first.pid} on host {socket.gethostname()}" in second.stderr
         assert first.poll() is None
@@ -350,25 +438,42 @@ def test_stale_locks_are_taken_over_and_live_ones_never(data: Path, tmp_path: Pa
     from llmctl.engine.lock import RunLock, stale_reason
 
     now, host = time.time(), socket.gethostname()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     assert "no longer running" in stale_reason({"pid": dead_pid, "host": host, "heartbeat": now}, job=None)
     assert "heartbeat" in stale_reason({"pid": 1, "host": "elsewhere", "heartbeat": now - 600}, job=None)
-    assert "SLURM job 77" in stale_reason({"pid": 1, "host": "elsewhere", "heartbeat": now, "slurm_job_id": "77"},
-                                          job="77")
-    assert stale_reason({"pid": 1, "host": "elsewhere", "heartbeat": now, "slurm_job_id": "76"}, job="77") is None
+    assert "SLURM job 77" in stale_reason(
+        {"pid": 1, "host": "elsewhere", "heartbeat": now, "slurm_job_id": "77"}, job="77"
+    )
+    assert (
+        stale_reason({"pid": 1, "host": "elsewhere", "heartbeat": now, "slurm_job_id": "76"}, job="77")
+        is None
+    )
     assert stale_reason({"pid": os.getppid(), "host": host, "heartbeat": now - 60}, job=None) is None
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".llmctl.lock").write_text(json.dumps({"pid": 4242, "host": "elsewhere", "heartbeat": time.time()}))
+    (run / ".llmctl.lock").write_text(
+        json.dumps({"pid": 4242, "host": "elsewhere", "heartbeat": time.time()})
+    )
     with pytest.raises(LlmctlError, match="in use by pid 4242 on host elsewhere"):
         RunLock(run).acquire()
     # Left by an earlier run of the same SLURM job (a requeue onto another node): taken over, with a note.
-    (run / ".llmctl.lock").write_text(json.dumps({"pid": 4242, "host": "elsewhere", "heartbeat": time.time(),
-                                                  "slurm_job_id": "991"}))
-    result = _cli("pretrain", "--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 1}),
-                  cwd=tmp_path, env={"SLURM_JOB_ID": "991"})
+    (run / ".llmctl.lock").write_text(
+        json.dumps({"pid": 4242, "host": "elsewhere", "heartbeat": time.time(), "slurm_job_id": "991"})
+    )
+    result = _cli(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 1}),
+        cwd=tmp_path,
+        env={"SLURM_JOB_ID": "991"},
+    )
     assert result.returncode == 0, result.stderr
     assert "took over the lock" in result.stderr and "earlier run of SLURM job 991" in result.stderr
     assert not (run / ".llmctl.lock").exists()
@@ -383,11 +488,22 @@ def test_resume_rules_refuse_without_writing(data: Path, base: Path, tmp_path: P
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     # A fresh start over an existing run: refused, nothing touched.
-    result = _cli("pretrain", "--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 1}), cwd=tmp_path)
+    result = _cli(
+        "pretrain", "--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 1}), cwd=tmp_path
+    )
     assert result.returncode == 2 and "already holds a run" in result.stderr and "--force" in result.stderr
     # A resume whose checks fail (another model shape): refused, config.yaml not rewritten.
-    result = _cli("pretrain", "--data", str(data), "--out", str(run), "--resume", "auto",
-                  *tiny_args(**{"model.dim": 96}), cwd=tmp_path)
+    result = _cli(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--resume",
+        "auto",
+        *tiny_args(**{"model.dim": 96}),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "model.dim=64, this run's config has 96" in result.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
@@ -395,14 +511,32 @@ def test_resume_rules_refuse_without_writing(data: Path, base: Path, tmp_path: P
     for ckpt in (run / "checkpoints").glob("step-*"):
         (ckpt / "optimizer.pt").write_bytes(b"cut")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    result = _cli("pretrain", "--data", str(data), "--out", str(run), "--resume", "auto",
-                  *tiny_args(**{"train.steps": 1}), cwd=tmp_path)
+    result = _cli(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--resume",
+        "auto",
+        *tiny_args(**{"train.steps": 1}),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert "none is complete: step-000002, step-000004" in result.stderr and "--force" in result.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
     # --force starts over, replacing the old run's files.
-    result = _cli("pretrain", "--data", str(data), "--out", str(run), "--force", "--json",
-                  *tiny_args(**{"train.steps": 1}), cwd=tmp_path)
+    result = _cli(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--force",
+        "--json",
+        *tiny_args(**{"train.steps": 1}),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000001"]

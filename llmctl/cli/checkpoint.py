@@ -15,12 +15,16 @@ from pathlib import Path
 
 import typer
 
-checkpoint_app = typer.Typer(help="Maintain checkpoints (convert old ones).", no_args_is_help=True, rich_markup_mode=None)
+checkpoint_app = typer.Typer(
+    help="Maintain checkpoints (convert old ones).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @checkpoint_app.command("migrate")
 def migrate(
-    path: Path = typer.Argument(..., help="A step-* checkpoint directory, a checkpoints/ directory or a run directory."),
+    path: Path = typer.Argument(
+        ..., help="A step-* checkpoint directory, a checkpoints/ directory or a run directory."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Convert checkpoints made by an older llmctl (pickled rng.pt) to plain data, for checkpoints you made yourself."""

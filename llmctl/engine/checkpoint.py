@@ -90,12 +90,19 @@ def rng_to_plain(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor],
             tensors[f"cuda.{rank}.{i}"] = t.contiguous()
         version, internal, gauss = state["python"]
         name, keys, pos, has_gauss, cached = state["numpy"]
-        ranks.append({
-            "python": {"version": version, "state": list(internal), "gauss": gauss},
-            "numpy": {"name": name, "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
-            "cuda_devices": len(state.get("cuda") or []),
-        })
+        ranks.append(
+            {
+                "python": {"version": version, "state": list(internal), "gauss": gauss},
+                "numpy": {
+                    "name": name,
+                    "keys": [int(k) for k in keys],
+                    "pos": int(pos),
+                    "has_gauss": int(has_gauss),
+                    "cached_gaussian": float(cached),
+                },
+                "cuda_devices": len(state.get("cuda") or []),
+            }
+        )
     return tensors, {"ranks": ranks}
 
 
@@ -108,8 +115,13 @@ def rng_from_plain(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> l
         py, npy = entry["python"], entry["numpy"]
         state: dict[str, Any] = {
             "python": (int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss"]),
-            "numpy": (str(npy["name"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
-                      int(npy["has_gauss"]), float(npy["cached_gaussian"])),
+            "numpy": (
+                str(npy["name"]),
+                np.asarray(npy["keys"], dtype=np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached_gaussian"]),
+            ),
             "torch": tensors[f"torch.{rank}"],
         }
         if entry.get("cuda_devices"):
@@ -129,7 +141,9 @@ def load_rng_states(ckpt: OpenCheckpoint) -> list[dict[str, Any]]:
     except LlmctlError:
         raise
     except Exception as exc:
-        raise LlmctlError(f"cannot read the random state of {ckpt.path}: {exc}", "use another checkpoint of the run") from exc
+        raise LlmctlError(
+            f"cannot read the random state of {ckpt.path}: {exc}", "use another checkpoint of the run"
+        ) from exc
 
 
 def load_optimizer_state(ckpt: OpenCheckpoint) -> dict[str, Any]:
@@ -263,11 +277,25 @@ def checkpoint_config(path: Path) -> Config:
     return from_dict(open_checkpoint(path).manifest.config)
 
 
-_SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "multiple_of",
-                 "ffn_dim_multiplier", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps")
+_SHAPE_FIELDS = (
+    "vocab_size",
+    "dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "ffn_dim",
+    "multiple_of",
+    "ffn_dim_multiplier",
+    "tied_embeddings",
+    "qkv_bias",
+    "rope_theta",
+    "norm_eps",
+)
 
 
-def check_compatible(path: Path, manifest: Manifest | dict[str, Any], model: ModelConfig, fingerprint: str | None) -> None:
+def check_compatible(
+    path: Path, manifest: Manifest | dict[str, Any], model: ModelConfig, fingerprint: str | None
+) -> None:
     """Raise a clear error when a checkpoint's model shape or tokenizer differs from this run's."""
     config = manifest.config if isinstance(manifest, Manifest) else manifest["config"]
     tokenizer = manifest.tokenizer if isinstance(manifest, Manifest) else (manifest.get("tokenizer") or {})
@@ -314,8 +342,14 @@ def training_manifest(
         "schedule": schedule,
         "reporter": reporter,
         "config": config,
-        "tokenizer": {"fingerprint": tokenizer.fingerprint, "path": str(tokenizer.path), "kind": tokenizer.kind},
-        "data_meta": {k: data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")},
+        "tokenizer": {
+            "fingerprint": tokenizer.fingerprint,
+            "path": str(tokenizer.path),
+            "kind": tokenizer.kind,
+        },
+        "data_meta": {
+            k: data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")
+        },
         "world_size": world_size,
         "skipped_steps": skipped_steps,
         "torch": torch.__version__,

@@ -48,8 +48,14 @@ def _slurm_job() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
-def stale_reason(owner: dict[str, Any], *, now: float | None = None, host: str | None = None,
-                 job: str | None = None, pid: int | None = None) -> str | None:
+def stale_reason(
+    owner: dict[str, Any],
+    *,
+    now: float | None = None,
+    host: str | None = None,
+    job: str | None = None,
+    pid: int | None = None,
+) -> str | None:
     """Why a lock left by `owner` may be taken over, or None when its owner may still be running."""
     now = time.time() if now is None else now
     host = socket.gethostname() if host is None else host
@@ -85,8 +91,13 @@ class RunLock:
         self._held = False
 
     def _record(self, started: float) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": _slurm_job(),
-                "started": started, "heartbeat": time.time()}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job_id": _slurm_job(),
+            "started": started,
+            "heartbeat": time.time(),
+        }
 
     def _create(self) -> bool:
         """Try to create the lock file exclusively; False when it exists."""
@@ -136,7 +147,9 @@ class RunLock:
                         f"{owner.get('host')}: {reason}"
                     )
         else:
-            raise LlmctlError(f"could not take the lock {self.path}", "another process keeps taking it; try again")
+            raise LlmctlError(
+                f"could not take the lock {self.path}", "another process keeps taking it; try again"
+            )
         self._held = True
         self._thread = threading.Thread(target=self._beat, name="llmctl-run-lock", daemon=True)
         self._thread.start()
@@ -165,5 +178,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

@@ -75,17 +75,23 @@ def migrate_checkpoint(path: str | Path) -> MigrateResult:
     try:
         raw = json.loads((ckpt / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise LlmctlError(f"{ckpt} is not a checkpoint directory (no readable {MANIFEST})",
-                          "pass a step-* directory under RUN/checkpoints") from exc
+        raise LlmctlError(
+            f"{ckpt} is not a checkpoint directory (no readable {MANIFEST})",
+            "pass a step-* directory under RUN/checkpoints",
+        ) from exc
     if raw.get("format") != FORMAT_NAME or not isinstance(raw.get("files"), dict):
-        raise LlmctlError(f"{ckpt / MANIFEST} is not an llmctl checkpoint manifest", "pass a step-* directory")
+        raise LlmctlError(
+            f"{ckpt / MANIFEST} is not an llmctl checkpoint manifest", "pass a step-* directory"
+        )
     if int(raw.get("format_version", 1)) >= FORMAT_VERSION and LEGACY_RNG_FILE not in raw["files"]:
         return MigrateResult(str(ckpt), False)
     for name, size in raw["files"].items():
         expected = size["size"] if isinstance(size, dict) else size
         if not (ckpt / name).is_file() or (ckpt / name).stat().st_size != expected:
-            raise LlmctlError(f"checkpoint file {ckpt / name} is missing or has the wrong size",
-                              "only a complete checkpoint can be converted")
+            raise LlmctlError(
+                f"checkpoint file {ckpt / name} is missing or has the wrong size",
+                "only a complete checkpoint can be converted",
+            )
     rng_tensors, rng_plain = rng_to_plain(_legacy_rng(ckpt / LEGACY_RNG_FILE))
     atomic_write_bytes(ckpt / RNG_TENSORS, save(rng_tensors))
     atomic_write_bytes(ckpt / RNG_JSON, (json.dumps(rng_plain) + "\n").encode())
@@ -117,5 +123,7 @@ def migrate_many(path: str | Path) -> list[MigrateResult]:
         return [migrate_checkpoint(p)]
     dirs = step_dirs(p / "checkpoints") or step_dirs(p)
     if not dirs:
-        raise LlmctlError(f"no checkpoint in {p}", "pass a step-* directory, a checkpoints/ directory or a run directory")
+        raise LlmctlError(
+            f"no checkpoint in {p}", "pass a step-* directory, a checkpoints/ directory or a run directory"
+        )
     return [migrate_checkpoint(d) for d in dirs]

@@ -72,13 +72,24 @@ class RunOutcome:
     is_rank0: bool
 
 
-def pretrain_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo) -> Objective:
+def pretrain_objective(
+    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo
+) -> Objective:
     """The PretrainObjective a config describes."""
     assert cfg.data.path is not None
     return PretrainObjective(
-        cfg.data.path, meta, tokenizer, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
-        seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
-        train_split=cfg.data.train_split, val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size,
+        cfg.data.path,
+        meta,
+        tokenizer,
+        seq_len=cfg.data.seq_len,
+        micro_batch=cfg.train.micro_batch_size,
+        seed=cfg.train.seed,
+        eval_batches=cfg.train.eval_batches,
+        prompts=list(cfg.train.sample_prompts),
+        train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split,
+        rank=dist.rank,
+        world=dist.world_size,
     )
 
 
@@ -89,18 +100,28 @@ def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
     steps = min(t.steps, max_steps)
     half = max(1, steps // 2)
     train = dataclasses.replace(
-        t, steps=steps, eval_every=half, eval_batches=min(t.eval_batches, 4), sample_every=half,
-        sample_tokens=min(t.sample_tokens, 32), log_every=max(1, min(t.log_every, 5)),
+        t,
+        steps=steps,
+        eval_every=half,
+        eval_batches=min(t.eval_batches, 4),
+        sample_every=half,
+        sample_tokens=min(t.sample_tokens, 32),
+        log_every=max(1, min(t.log_every, 5)),
         name=t.name or f"test-{time.strftime('%Y%m%d-%H%M%S')}",
     )
     optim = dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps // 5))
-    return dataclasses.replace(cfg, train=train, optim=optim, checkpoint=dataclasses.replace(cfg.checkpoint, every=0))
+    return dataclasses.replace(
+        cfg, train=train, optim=optim, checkpoint=dataclasses.replace(cfg.checkpoint, every=0)
+    )
 
 
 def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
     """meta.json of data.path and the tokenizer it was made with (checked by fingerprint)."""
     if cfg.data.path is None:
-        raise LlmctlError("no training data given", "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path")
+        raise LlmctlError(
+            "no training data given",
+            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
+        )
     meta = read_meta(cfg.data.path)
     recorded = meta.get("tokenizer") or {}
     path = recorded.get("path")
@@ -230,7 +251,9 @@ def run_training(
     from llmctl.engine.lock import RunLock
     from llmctl.plan.flops import flops_per_token
 
-    wants_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
+    wants_cuda = cfg.train.device.startswith("cuda") or (
+        cfg.train.device == "auto" and torch.cuda.is_available()
+    )
     dist = D.init_distributed(cfg.dist.backend, "cuda" if wants_cuda else "cpu")
     lock: RunLock | None = None
     try:
@@ -267,8 +290,18 @@ def run_training(
             from llmctl.telemetry import Telemetry
 
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
-        trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=run_dir, tokenizer=tokenizer,
-                          data_meta=meta, flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train)
+        trainer = Trainer(
+            cfg,
+            objective,
+            model,
+            reporter,
+            runtime,
+            dist,
+            run_dir=run_dir,
+            tokenizer=tokenizer,
+            data_meta=meta,
+            flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train,
+        )
         trainer.notes += lock.notes if lock is not None else []
         result = trainer.fit(resume=resume)
         return RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)

@@ -36,8 +36,13 @@ def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
     return "doc_ids" in params and "position_ids" in params
 
 
-def check_sft_compat(meta: dict[str, Any], tokenizer: Tokenizer, checkpoint_fingerprint: str | None,
-                     data_path: str | Path, checkpoint: str | Path | None) -> str:
+def check_sft_compat(
+    meta: dict[str, Any],
+    tokenizer: Tokenizer,
+    checkpoint_fingerprint: str | None,
+    data_path: str | Path,
+    checkpoint: str | Path | None,
+) -> str:
     """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
 
     A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
@@ -119,7 +124,9 @@ class SFTObjective:
         self.val = None
         if val_split in self.meta.get("splits", {}):
             self.val = load_conversations(data_path, val_split, seq_len, overlong, self.meta)
-        self._eval = fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
+        self._eval = (
+            fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
+        )
         self._prompts = [self._fixed_prompt(p) for p in prompts]
         if self.val is not None and len(self.val):
             # Evenly spaced held-out conversations, the same every round, so replies compare across steps.
@@ -130,7 +137,11 @@ class SFTObjective:
                 if len(reply) and reply[-1] == tokenizer.token_to_id(self.profile.end):
                     reply = reply[:-1]
                 prompt = ids[:start].tolist()
-                self._prompts.append(SamplePrompt(self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"))
+                self._prompts.append(
+                    SamplePrompt(
+                        self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"
+                    )
+                )
 
     def _last_user_turn(self, prompt: list[int]) -> str:
         """The text of the prompt's last user message: what samples.jsonl shows as the prompt."""
@@ -143,8 +154,13 @@ class SFTObjective:
         return self.tokenizer.decode(prompt[starts[-1] : stop])
 
     def _fixed_prompt(self, text: str) -> SamplePrompt:
-        rendered = render([{"role": "user", "content": text}], self.profile, self.tokenizer.encode,
-                          self.tokenizer.token_to_id, add_generation_prompt=True)
+        rendered = render(
+            [{"role": "user", "content": text}],
+            self.profile,
+            self.tokenizer.encode,
+            self.tokenizer.token_to_id,
+            add_generation_prompt=True,
+        )
         return SamplePrompt(text, rendered.ids)
 
     def train_batch(self) -> Batch:
@@ -162,18 +178,27 @@ class SFTObjective:
     def describe(self) -> dict[str, Any]:
         counts = self.train.counts
         return {
-            "conversations": counts["conversations"], "used": counts["used"], "truncated": counts["truncated"],
-            "dropped_overlong": counts["dropped_overlong"], "dropped_untrained": counts["dropped_untrained"],
+            "conversations": counts["conversations"],
+            "used": counts["used"],
+            "truncated": counts["truncated"],
+            "dropped_overlong": counts["dropped_overlong"],
+            "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
             "batches_per_epoch": self.stream.batches_per_epoch(),
-            "val_conversations": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
+            "val_conversations": len(self.val) if self.val is not None else 0,
+            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
         }
 
     def data_counts(self) -> dict[str, Any]:
         """What happened to the conversations: counts, packing, seq_len and the overlong policy."""
-        return {**self.train.counts, "packing": self.packing, "packing_note": self.packing_note,
-                "seq_len": self.seq_len, "overlong": self.overlong}
+        return {
+            **self.train.counts,
+            "packing": self.packing,
+            "packing_note": self.packing_note,
+            "seq_len": self.seq_len,
+            "overlong": self.overlong,
+        }
 
     def summary_extra(self) -> dict[str, Any]:
         """Added to summary.json by the reporter."""
@@ -220,7 +245,9 @@ def _model_from_init(cfg: Config) -> tuple[Config, Any]:
     return dataclasses.replace(cfg, model=saved), init
 
 
-_NO_PACKING = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
+_NO_PACKING = (
+    "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
+)
 
 
 def sft_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: Any) -> SFTObjective:
@@ -229,10 +256,20 @@ def sft_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist:
 
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     return SFTObjective(
-        cfg.data.path or "", meta, tokenizer, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
-        seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
-        packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
-        val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size,
+        cfg.data.path or "",
+        meta,
+        tokenizer,
+        seq_len=cfg.data.seq_len,
+        micro_batch=cfg.train.micro_batch_size,
+        seed=cfg.train.seed,
+        eval_batches=cfg.train.eval_batches,
+        prompts=list(cfg.train.sample_prompts),
+        packing=packing,
+        overlong=cfg.data.overlong,
+        train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split,
+        rank=dist.rank,
+        world=dist.world_size,
         packing_note=_NO_PACKING if cfg.data.packing and not packing else None,
     )
 
@@ -247,8 +284,16 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
     cfg, init = _model_from_init(cfg)
     meta, tokenizer = load_data(cfg)
     require_sft(meta, cfg.data.path or "")
-    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path)
-    outcome = run_training(cfg, sft_objective, vocab_from_data=False, reporter=reporter, force=force,
-                           inputs=RunInputs(meta, tokenizer, init))
+    check_sft_compat(
+        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
+    )
+    outcome = run_training(
+        cfg,
+        sft_objective,
+        vocab_from_data=False,
+        reporter=reporter,
+        force=force,
+        inputs=RunInputs(meta, tokenizer, init),
+    )
     data = dict(outcome.result.summary.get("sft_data") or {})
     return SFTOutcome(outcome, str(init.path), data)

@@ -41,10 +41,13 @@ from llmctl.engine.optim import build_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
-from llmctl.engine.stopping import Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.engine.stopping import SIGNAL_CODES, Deadline, StopRequests, signal_of, slurm_end_time
 from llmctl.errors import DivergedError
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
+
+_REQUESTS = 2 * (max(SIGNAL_CODES.values()) + 1)
+"""Distinct stop requests (signal code * 2 + deadline flag)."""
 
 
 @dataclass
@@ -113,6 +116,8 @@ class Trainer:
         self._step_seconds = 0.0
         self._save_seconds = 0.0
         self.skipped_steps = 0
+        self._agreed_request: int | None = None
+        self._deadline: Deadline | None = None
         self.notes: list[str] = []
         """Lines for the run's log once it has started (a stale lock taken over)."""
         """Steps whose update was skipped because the loss or gradient norm was not finite."""
@@ -142,7 +147,9 @@ class Trainer:
         self.eval_set = self.objective.eval_batches()
 
     def _run_info(self) -> RunInfo:
-        tokens_per_step = self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+        tokens_per_step = (
+            self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+        )
         return RunInfo(
             run_dir=str(self.run_dir) if self.run_dir else None,
             config=to_dict(self.cfg),
@@ -175,16 +182,25 @@ class Trainer:
         if self.run_dir is not None and self.dist.is_rank0:
             remove_partial(self.run_dir / "checkpoints")
         deadline = Deadline(time.time(), t.time_limit, slurm_end_time(), cfg.checkpoint.deadline_margin)
+        self._deadline = deadline
         self.reporter.start(self._run_info())
         for note in self.notes:
             self.reporter.log(note)
         if resume is not None:
             self.reporter.log(f"resumed from {resume.path} at step {self.step} ({self.tokens:,} tokens)")
-        facts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.objective.describe().items())
-        self.reporter.log(f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
-                          f"{self.dist.world_size} rank(s) per step; {facts}")
+        facts = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in self.objective.describe().items()
+        )
+        self.reporter.log(
+            f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
+            f"{self.dist.world_size} rank(s) per step; {facts}"
+        )
         # A resumed run already has a checkpoint of its first step: stopping at once rewrites nothing.
-        status, done = "completed", {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1}
+        status, done = (
+            "completed",
+            {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1},
+        )
         try:
             with self.stops.installed():
                 while True:
@@ -209,8 +225,9 @@ class Trainer:
             raise
         summary = self.reporter.close(status)
         values = {"skipped_steps": self.skipped_steps, **self._summary_extra(), **summary.values}
-        return TrainResult(status, self.step, self.tokens, self.last_checkpoint, self.stops.signal,
-                           values, self.last_eval)
+        return TrainResult(
+            status, self.step, self.tokens, self.last_checkpoint, self.stops.signal, values, self.last_eval
+        )
 
     def _periodic(self, done: dict[str, int]) -> None:
         t, s = self.cfg.train, self.step
@@ -225,17 +242,29 @@ class Trainer:
             self.save()
             done["save"] = s
 
+    def _local_request(self, deadline: Deadline) -> int:
+        """This rank's stop request: signal code * 2 + 1 when the deadline is reached (0: none)."""
+        late = deadline.reached(time.time(), self._step_seconds, self._save_seconds)
+        return self.stops.code * 2 + int(late)
+
     def _stop_reason(self, deadline: Deadline) -> str | None:
         t = self.cfg.train
         if self.step >= t.steps or (t.max_tokens is not None and self.tokens >= t.max_tokens):
             return "completed"
         # Ranks agree on stopping: the largest request wins, so no rank waits in a collective alone.
-        code = self.stops.code
-        late = deadline.reached(time.time(), self._step_seconds, self._save_seconds)
-        request = D.all_reduce_max(self.dist, code * 2 + int(late), self.rt.device) if self.dist.enabled else code * 2 + int(late)
+        # Under DDP the requests travel with the step's one reduction (_train_step); only before the
+        # first step is there a reduction of its own.
+        if not self.dist.enabled:
+            request = self._local_request(deadline)
+        elif self._agreed_request is not None:
+            request, self._agreed_request = self._agreed_request, None
+        else:
+            request = D.all_reduce_max(self.dist, self._local_request(deadline), self.rt.device)
         if request >= 2:
             self.stops.signal = self.stops.signal or signal_of(request // 2)
-            self.reporter.log(f"{self.stops.signal} received: saving a checkpoint and stopping at step {self.step}")
+            self.reporter.log(
+                f"{self.stops.signal} received: saving a checkpoint and stopping at step {self.step}"
+            )
             return "interrupted"
         if request == 1:
             self.reporter.log(f"stopping at step {self.step} to checkpoint before the time limit")
@@ -255,7 +284,9 @@ class Trainer:
         """(summed cross-entropy over trained targets, correct top-1 predictions among them)."""
         with self.rt.autocast():
             logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         with torch.no_grad():
             correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
         return loss, correct
@@ -265,8 +296,14 @@ class Trainer:
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
         device = self.rt.device
-        counts = torch.tensor([sum(b.trained_tokens for b in batches), sum(b.tokens for b in batches),
-                               sum(b.samples for b in batches)], dtype=torch.float64)
+        counts = torch.tensor(
+            [
+                sum(b.trained_tokens for b in batches),
+                sum(b.tokens for b in batches),
+                sum(b.samples for b in batches),
+            ],
+            dtype=torch.float64,
+        )
         # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
         # the gradient of the mean loss over every trained token of the step.
         scale: float | torch.Tensor
@@ -293,9 +330,21 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        stats = D.all_reduce_sum(self.dist, torch.stack([loss_sum, correct]))
+        stats = torch.stack([loss_sum, correct])
+        if self.dist.enabled:
+            # Each rank's stop request as a one-hot row: after the sum, the highest non-zero slot is the
+            # largest request, so stopping is agreed in this same reduction.
+            request = torch.zeros(_REQUESTS, dtype=torch.float64, device=device)
+            request[self._local_request(self._deadline) if self._deadline is not None else 0] = 1
+            stats = D.all_reduce_sum(self.dist, torch.cat([stats, request]))
         # The step's one host sync, before the update, so a non-finite step never reaches the weights.
-        figures = torch.cat([counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]).tolist()
+        figures = torch.cat(
+            [counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]
+        ).tolist()
+        if self.dist.enabled:
+            slots = figures[5 : 5 + _REQUESTS]
+            self._agreed_request = max(i for i, n in enumerate(slots) if n > 0 or i == 0)
+            figures = figures[:5] + figures[5 + _REQUESTS :]
         trained, tokens, samples = (int(x) for x in figures[:3])
         loss_total, right_total, norm = figures[3], figures[4], figures[5]
         lr = self.schedule(self.step)
@@ -315,9 +364,17 @@ class Trainer:
         self.tokens += tokens
         self._step_seconds = time.perf_counter() - start
         return StepCounts(
-            step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
-            loss=loss_total / max(1, trained), correct=int(right_total) if math.isfinite(right_total) else 0, lr=lr,
-            grad_norm=norm, step_time=self._step_seconds, data_time=data_time, skipped_steps=self.skipped_steps,
+            step=self.step,
+            tokens=tokens,
+            trained_tokens=trained,
+            samples=samples,
+            loss=loss_total / max(1, trained),
+            correct=int(right_total) if math.isfinite(right_total) else 0,
+            lr=lr,
+            grad_norm=norm,
+            step_time=self._step_seconds,
+            data_time=data_time,
+            skipped_steps=self.skipped_steps,
         )
 
     def _non_finite(self, loss: float, norm: float) -> None:
@@ -326,14 +383,19 @@ class Trainer:
         what = f"loss {loss:.4g}, gradient norm {norm:.4g}"
         if self.skipped_steps < allowed:
             self.skipped_steps += 1
-            self.reporter.log(f"step {step}: {what}; update skipped ({self.skipped_steps} of {allowed} allowed)")
+            self.reporter.log(
+                f"step {step}: {what}; update skipped ({self.skipped_steps} of {allowed} allowed)"
+            )
             return
         last = self.last_checkpoint
         raise DivergedError(
             f"training diverged at step {step} ({what}); the weights were not updated. Last good checkpoint: "
             f"{last or 'none (none was written yet)'}",
-            (f"resume from it with a lower --optim.lr or more warmup (--resume {last}); "
-             if last else "start again with a lower --optim.lr or more warmup; ")
+            (
+                f"resume from it with a lower --optim.lr or more warmup (--resume {last}); "
+                if last
+                else "start again with a lower --optim.lr or more warmup; "
+            )
             + "--train.skip_nonfinite=N skips up to N such steps instead of stopping",
         )
 
@@ -346,7 +408,13 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
             loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
-            sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            sums += torch.stack(
+                [
+                    loss.double(),
+                    correct.double(),
+                    torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64),
+                ]
+            )
         self.raw.train()
         loss_sum, correct, trained = D.all_reduce_sum(self.dist, sums).tolist()
         if trained == 0:
@@ -363,11 +431,28 @@ class Trainer:
         records = []
         stop = self.objective.stop_ids()
         for i, prompt in enumerate(self.objective.sample_prompts()):
-            gen = generate(self.raw, prompt.ids, max_new_tokens=t.sample_tokens, temperature=t.sample_temperature,
-                           top_k=t.sample_top_k, seed=t.seed + i, stop_ids=stop, autocast=self.rt.autocast)
+            gen = generate(
+                self.raw,
+                prompt.ids,
+                max_new_tokens=t.sample_tokens,
+                temperature=t.sample_temperature,
+                top_k=t.sample_top_k,
+                seed=t.seed + i,
+                stop_ids=stop,
+                autocast=self.rt.autocast,
+            )
             ids = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
-            records.append(SampleRecord(self.step, prompt.text, self.tokenizer.decode(ids), prompt.reference,
-                                        prompt.source, new_tokens=len(gen.ids), seconds=gen.seconds))
+            records.append(
+                SampleRecord(
+                    self.step,
+                    prompt.text,
+                    self.tokenizer.decode(ids),
+                    prompt.reference,
+                    prompt.source,
+                    new_tokens=len(gen.ids),
+                    seconds=gen.seconds,
+                )
+            )
         self.reporter.samples(records)
         return records
 
@@ -381,14 +466,28 @@ class Trainer:
         if self.dist.is_rank0 and self.run_dir is not None:
             tok = self.tokenizer
             manifest = training_manifest(
-                tokens=self.tokens, flops=self.tokens * self.flops_per_token, objective=self.objective.name,
-                data=self.objective.state_dict(), schedule=self.schedule.state_dict(),
-                reporter=self.reporter.state_dict(), config=to_dict(self.cfg), tokenizer=tok,
-                data_meta=self.data_meta, world_size=self.dist.world_size, skipped_steps=self.skipped_steps,
+                tokens=self.tokens,
+                flops=self.tokens * self.flops_per_token,
+                objective=self.objective.name,
+                data=self.objective.state_dict(),
+                schedule=self.schedule.state_dict(),
+                reporter=self.reporter.state_dict(),
+                config=to_dict(self.cfg),
+                tokenizer=tok,
+                data_meta=self.data_meta,
+                world_size=self.dist.world_size,
+                skipped_steps=self.skipped_steps,
             )
-            path = write_checkpoint(self.run_dir / "checkpoints", self.step, model_state=weights, optimizer_state=optim,
-                                    rng_states=rng, manifest=manifest, tokenizer_file=Path(tok.path),
-                                    keep=self.cfg.checkpoint.keep)
+            path = write_checkpoint(
+                self.run_dir / "checkpoints",
+                self.step,
+                model_state=weights,
+                optimizer_state=optim,
+                rng_states=rng,
+                manifest=manifest,
+                tokenizer_file=Path(tok.path),
+                keep=self.cfg.checkpoint.keep,
+            )
             self.last_checkpoint = str(path)
         D.barrier(self.dist)
         self._save_seconds = time.perf_counter() - start

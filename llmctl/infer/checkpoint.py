@@ -169,14 +169,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.name == LATEST and (p.is_symlink() or p.is_file()):
         found = find_latest(p.parent)
         if found is None:
-            raise LlmctlError(f"{p} names no complete checkpoint", "pick a step-* directory that has a checkpoint.json")
+            raise LlmctlError(
+                f"{p} names no complete checkpoint", "pick a step-* directory that has a checkpoint.json"
+            )
         return found
     if (p / MANIFEST).is_file():
         if not is_complete(p):
             others = [c.name for c in complete_checkpoints(p.parent) if c.resolve() != p.resolve()]
             raise LlmctlError(
                 f"checkpoint {p} is incomplete or corrupt (its files do not match {MANIFEST})",
-                f"use another complete checkpoint of the run: {', '.join(others)}" if others
+                f"use another complete checkpoint of the run: {', '.join(others)}"
+                if others
                 else "no other complete checkpoint is there; start a new run",
             )
         return p
@@ -186,8 +189,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if found is not None:
                 return found
     if not p.exists():
-        raise LlmctlError(f"checkpoint not found: {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory")
-    raise LlmctlError(f"no complete checkpoint in {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory")
+        raise LlmctlError(
+            f"checkpoint not found: {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
+        )
+    raise LlmctlError(
+        f"no complete checkpoint in {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
+    )
 
 
 def migrate_hint(path: Path) -> str:
@@ -216,7 +223,9 @@ class OpenCheckpoint:
         """A file's bytes after checking them against the manifest's SHA-256 (an error naming it, else)."""
         entry = self.manifest.files.get(name)
         if entry is None:
-            raise LlmctlError(f"checkpoint {self.path} does not list {name} in {MANIFEST}", "pick another checkpoint")
+            raise LlmctlError(
+                f"checkpoint {self.path} does not list {name} in {MANIFEST}", "pick another checkpoint"
+            )
         try:
             data = (self.path / name).read_bytes()
         except OSError as exc:
@@ -239,9 +248,15 @@ class OpenCheckpoint:
         except LlmctlError:
             raise
         except Exception as exc:  # safetensors raises its own error types for a bad header
-            raise LlmctlError(f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint") from exc
+            raise LlmctlError(
+                f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint"
+            ) from exc
         model = self.manifest.config.get("model") or {}
-        if model.get("tied_embeddings", True) and "output.weight" not in state and "tok_embeddings.weight" in state:
+        if (
+            model.get("tied_embeddings", True)
+            and "output.weight" not in state
+            and "tok_embeddings.weight" in state
+        ):
             state["output.weight"] = state["tok_embeddings.weight"]
         return state
 
@@ -267,7 +282,10 @@ class OpenCheckpoint:
                 return self.path / name
         recorded = self.manifest.tokenizer.get("path")
         if recorded is None:
-            raise LlmctlError(f"checkpoint {self.path} has no tokenizer", "copy the run's tokenizer.json into the checkpoint directory")
+            raise LlmctlError(
+                f"checkpoint {self.path} has no tokenizer",
+                "copy the run's tokenizer.json into the checkpoint directory",
+            )
         return recorded
 
     def tokenizer(self) -> Any:

@@ -1,8 +1,8 @@
 """The device and precision inference runs in: one definition for generate, chat, samples and eval.
 
-    device = choose_device("auto")          # this rank's GPU when CUDA is there, else the CPU
-    with inference_autocast(device)():      # bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU
-        logits = model(ids)
+device = choose_device("auto")          # this rank's GPU when CUDA is there, else the CPU
+with inference_autocast(device)():      # bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU
+    logits = model(ids)
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def choose_device(setting: str, local_rank: int = 0) -> Any:
     try:
         device = torch.device(setting)
     except RuntimeError as exc:
-        raise LlmctlError(f"device '{setting}' is not a device name", "use auto, cpu, cuda or cuda:N") from exc
+        raise LlmctlError(
+            f"device '{setting}' is not a device name", "use auto, cpu, cuda or cuda:N"
+        ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise LlmctlError(f"device {setting} was asked for but CUDA is not available", "use cpu or auto")
