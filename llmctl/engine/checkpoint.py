@@ -213,7 +213,11 @@ def write_checkpoint(
     files = checkpoint_files(model_state, optimizer_state, rng_states, tokenizer_file)
     final = root / step_dir_name(step)
     with atomic_path(final, directory=True) as tmp:
-        entries = {name: _write_hashed(tmp / name, data) for name, data in files.items()}
+        try:
+            entries = {name: _write_hashed(tmp / name, data) for name, data in files.items()}
+        except OSError as exc:
+            # Named with the whole checkpoint's size, so a full disk says how much room it needs.
+            raise io_error(exc, final, needed=sum(len(d) for d in files.values())) from exc
         full = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
