@@ -526,6 +526,23 @@ def test_resume_rules_refuse_without_writing(data: Path, base: Path, tmp_path: P
     assert "none is complete: step-000002, step-000004" in result.stderr and "--force" in result.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
+    # A requeue before the first checkpoint (--resume auto, no checkpoints at all) restarts the run.
+    shutil.rmtree(run / "checkpoints")
+    result = _cli(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--resume",
+        "auto",
+        "--json",
+        *tiny_args(**{"train.steps": 1}),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["resumed_from"] is None
+
     # --force starts over, replacing the old run's files.
     result = _cli(
         "pretrain",

@@ -277,7 +277,10 @@ def run_training(
                 raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
             lock = RunLock(run_dir).acquire()
             if resume is None:
-                check_fresh_start(run_dir, force)
+                # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
+                # save) restarts it: there is nothing to lose but the partial logs of that attempt.
+                restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
+                check_fresh_start(run_dir, force or restart)
             _prepare_run_dir(run_dir, cfg, tokenizer)
         D.barrier(dist)
         seed_everything(cfg.train.seed)

@@ -67,8 +67,12 @@ def choose_device(setting: str, local_rank: int = 0) -> torch.device:
         return pick(setting, local_rank)
     except LlmctlError as exc:
         if setting.startswith("cuda") and "CUDA is not available" in exc.message:
-            raise LlmctlError(f"train.device={setting} but CUDA is not available", "use --train.device=cpu or auto") from exc
-        raise LlmctlError(f"train.device={setting} is not supported", "use auto, cpu, cuda or cuda:N") from exc
+            raise LlmctlError(
+                f"train.device={setting} but CUDA is not available", "use --train.device=cpu or auto"
+            ) from exc
+        raise LlmctlError(
+            f"train.device={setting} is not supported", "use auto, cpu, cuda or cuda:N"
+        ) from exc
 
 
 def choose_runtime(train: TrainConfig, local_rank: int = 0) -> Runtime:
