@@ -326,7 +326,9 @@ def open_checkpoint(path: str | Path) -> OpenCheckpoint:
             f"checkpoint {ckpt} has format version {manifest.format_version}; this llmctl reads up to {FORMAT_VERSION}",
             "upgrade llmctl to read it",
         )
-    if manifest.format_version < 2 or LEGACY_RNG_FILE in manifest.files:
+    # Format 1 without rng.pt (weights only, e.g. made by `llmctl import`) holds nothing pickled: it
+    # loads, its files checked by size alone.
+    if LEGACY_RNG_FILE in manifest.files:
         raise LlmctlError(
             f"checkpoint {ckpt} was written by an older llmctl and stores its random state as a pickle ({LEGACY_RNG_FILE})",
             migrate_hint(ckpt),
