@@ -194,6 +194,9 @@ class TrainConfig:
     """Score train.eval_tasks every N steps; 0: at every evaluation (train.eval_every)."""
     eval_tasks_limit: int | None = None
     """Items per task at most in the loop (the first ones); None: all."""
+    skip_nonfinite: int = 0
+    """Skip up to N steps in all whose loss or gradient norm is NaN/inf (counted as skipped_steps); 0: stop
+    at the first one with exit code 3. The weights are never updated from such a step."""
 
 
 @dataclass(frozen=True)

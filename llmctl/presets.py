@@ -6,7 +6,12 @@ Published shapes come from each model's released `config.json` / `params.json`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from llmctl.errors import LlmctlError
+
+if TYPE_CHECKING:
+    from llmctl.config import ModelConfig
 
 # Each entry is a partial ModelConfig: fields left out take ModelConfig's defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -41,3 +46,88 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_names() -> list[str]:
     """All preset names, in the order above."""
     return list(PRESETS)
+
+
+# Hugging Face model directories: which architectures llmctl's model holds, and their config.json as a shape.
+SUPPORTED = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "MistralForCausalLM": "mistral",
+}
+SUPPORTED_TEXT = (
+    "LlamaForCausalLM (Llama 2/3.x, SmolLM2), Qwen2ForCausalLM (Qwen2/2.5) and MistralForCausalLM "
+    "without an active sliding window"
+)
+
+
+def refuse_model(what: str) -> LlmctlError:
+    """The error for a Hugging Face model llmctl's decoder cannot hold faithfully."""
+    return LlmctlError(f"cannot import this model: {what}", f"llmctl's model supports {SUPPORTED_TEXT}")
+
+
+def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """(theta, scaling dict or {}) from transformers v4 (`rope_theta`, `rope_scaling`) or v5 (`rope_parameters`)."""
+    params = config.get("rope_parameters") or {}
+    scaling = dict(config.get("rope_scaling") or params or {})
+    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    return float(theta), scaling
+
+
+def model_config_from_hf(config: dict[str, Any]) -> tuple[ModelConfig, str]:
+    """(ModelConfig, architecture name) for a HF config.json; LlmctlError naming the unsupported feature.
+
+    Pure data, no torch: `flops estimate --model DIR` and `budget` read a model directory with it.
+    """
+    from llmctl.config import ModelConfig
+
+    archs = config.get("architectures") or []
+    arch = archs[0] if archs else None
+    if arch not in SUPPORTED:
+        raise refuse_model(f"architecture {arch or 'unknown'} (model_type {config.get('model_type')})")
+    family = SUPPORTED[arch]
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if config.get(key):
+            raise refuse_model(f"mixture of experts ({key}={config[key]})")
+    if config.get("hidden_act", "silu") != "silu":
+        raise refuse_model(f"activation {config['hidden_act']} (llmctl uses SwiGLU with silu)")
+    if config.get("mlp_bias"):
+        raise refuse_model("MLP biases (mlp_bias=true)")
+    window = config.get("sliding_window")
+    max_len = int(config.get("max_position_embeddings") or 2048)
+    active = config.get("use_sliding_window", family == "mistral")
+    if window is not None and active and int(window) < max_len:
+        raise refuse_model(f"an active sliding window of {window} tokens (max_position_embeddings {max_len})")
+    dim, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    head_dim = config.get("head_dim")
+    if head_dim is not None and int(head_dim) * heads != dim:
+        raise refuse_model(f"head_dim {head_dim} x {heads} heads != hidden_size {dim}")
+    theta, scaling = _rope(config)
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    extra: dict[str, Any] = {}
+    if rope_type == "llama3":
+        extra = {
+            "rope_scaling": "llama3",
+            "rope_factor": float(scaling["factor"]),
+            "rope_low_freq_factor": float(scaling["low_freq_factor"]),
+            "rope_high_freq_factor": float(scaling["high_freq_factor"]),
+            "rope_original_max_seq_len": int(scaling["original_max_position_embeddings"]),
+        }
+    elif rope_type not in ("default", None):
+        raise refuse_model(f"RoPE scaling type {rope_type!r} (supported: none, llama3)")
+    qkv_bias = family == "qwen2" or bool(config.get("attention_bias"))
+    cfg = ModelConfig(
+        preset=None,
+        vocab_size=int(config["vocab_size"]),
+        dim=dim,
+        n_layers=int(config["num_hidden_layers"]),
+        n_heads=heads,
+        n_kv_heads=int(config.get("num_key_value_heads") or heads),
+        ffn_dim=int(config["intermediate_size"]),
+        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        qkv_bias=qkv_bias,
+        max_seq_len=max_len,
+        rope_theta=theta,
+        norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        **extra,
+    )
+    return cfg, arch

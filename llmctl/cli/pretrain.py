@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         init: str | None = typer.Option(None, "--init", help="Start from these weights (fresh optimizer, step 0; the "
                                         "model shape is the checkpoint's): continued pretraining (checkpoint.init)."),
         test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
+        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(config, list(ctx.args), values)
         if test:
             cfg = smoke_test_config(cfg)
-        outcome = run_training(cfg)
+        outcome = run_training(cfg, force=force)
         if not outcome.is_rank0:
             return
         render_outcome(outcome, json_out)

@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
+        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
         values = flag_values(data, steps, out, resume)
         if init is not None:
             values["checkpoint.init"] = init
-        outcome = run_sft(build_config(config, list(ctx.args), values))
+        outcome = run_sft(build_config(config, list(ctx.args), values), force=force)
         if not outcome.run.is_rank0:
             return
         render_sft(outcome, json_out)

@@ -1,25 +1,26 @@
-"""Complete, atomic checkpoints: write, find the latest complete one, check it fits, load it.
+"""Writing complete, atomic checkpoints, pruning old ones, and the shape/tokenizer checks of a resume.
 
     RUN/checkpoints/step-000500/
         model.safetensors     weights (a tied output head is stored once, as tok_embeddings.weight)
-        optimizer.pt          AdamW state
-        rng.pt                Python, NumPy, torch and CUDA generator states of every rank
+        optimizer.pt          optimizer state: tensors and plain containers only (loads with weights_only=True)
+        rng.safetensors       torch and CUDA generator states of every rank
+        rng.json              Python and NumPy generator states of every rank
         tokenizer.json        a copy of the tokenizer (or tokenizer.model), so the directory stands alone
-        checkpoint.json       step, tokens, FLOPs, data position, schedule, reporter state, resolved config,
-                              tokenizer fingerprint, and the size of every file above; written last
+        checkpoint.json       step, tokens, data position, schedule, reporter state, resolved config,
+                              tokenizer fingerprint, and the size and SHA-256 of every file above; written last
     RUN/checkpoints/latest -> step-000500
 
-A checkpoint is written under a temporary name and renamed when complete; `latest` moves only after
-that. A directory whose checkpoint.json is missing, unreadable or disagrees with its files' sizes is
-never taken as a checkpoint.
+A checkpoint is written under a temporary name (llmctl/files.py) and renamed when complete; `latest`
+moves only after that. Each file's SHA-256 is taken from the bytes as they are written, not by reading
+them back. Reading, verifying and the typed manifest live in llmctl/infer/checkpoint.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -28,16 +29,31 @@ from typing import Any
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.errors import LlmctlError
-
-FORMAT_NAME = "llmctl-checkpoint"
-FORMAT_VERSION = 1
-MANIFEST = "checkpoint.json"
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.pt"
-RNG_FILE = "rng.pt"
-LATEST = "latest"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+from llmctl.errors import DivergedError, LlmctlError
+from llmctl.files import atomic_path, atomic_write_text, io_error, is_tmp_name
+from llmctl.infer.checkpoint import (  # noqa: F401 - re-exported for callers of the engine module
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LATEST,
+    LEGACY_RNG_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    RNG_JSON,
+    RNG_TENSORS,
+    Manifest,
+    OpenCheckpoint,
+    complete_checkpoints,
+    find_latest,
+    is_complete,
+    latest_target,
+    load_for_inference,
+    open_checkpoint,
+    resolve_checkpoint,
+    sha256_hex,
+    step_dirs,
+)
+from llmctl.infer.checkpoint import read_manifest as read_typed_manifest
 
 
 def step_dir_name(step: int) -> str:
@@ -45,11 +61,10 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """checkpoint.json of a complete checkpoint directory as a dict, else None."""
+    manifest = read_typed_manifest(path)
+    return None if manifest is None else manifest.raw
 
 
 def model_state_to_save(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -58,6 +73,121 @@ def model_state_to_save(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dic
     if cfg.tied_embeddings:
         out.pop("output.weight", None)
     return out
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    """True when every floating tensor of a state dict is free of NaN and inf."""
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
+
+
+def rng_to_plain(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every rank's generator states as (tensors for safetensors, JSON-able Python/NumPy states)."""
+    tensors: dict[str, torch.Tensor] = {}
+    ranks = []
+    for rank, state in enumerate(states):
+        tensors[f"torch.{rank}"] = state["torch"].contiguous()
+        for i, t in enumerate(state.get("cuda") or []):
+            tensors[f"cuda.{rank}.{i}"] = t.contiguous()
+        version, internal, gauss = state["python"]
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        ranks.append(
+            {
+                "python": {"version": version, "state": list(internal), "gauss": gauss},
+                "numpy": {
+                    "name": name,
+                    "keys": [int(k) for k in keys],
+                    "pos": int(pos),
+                    "has_gauss": int(has_gauss),
+                    "cached_gaussian": float(cached),
+                },
+                "cuda_devices": len(state.get("cuda") or []),
+            }
+        )
+    return tensors, {"ranks": ranks}
+
+
+def rng_from_plain(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inverse of rng_to_plain: the states capture_rng returns, one per rank."""
+    import numpy as np
+
+    states = []
+    for rank, entry in enumerate(plain["ranks"]):
+        py, npy = entry["python"], entry["numpy"]
+        state: dict[str, Any] = {
+            "python": (int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss"]),
+            "numpy": (
+                str(npy["name"]),
+                np.asarray(npy["keys"], dtype=np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached_gaussian"]),
+            ),
+            "torch": tensors[f"torch.{rank}"],
+        }
+        if entry.get("cuda_devices"):
+            state["cuda"] = [tensors[f"cuda.{rank}.{i}"] for i in range(int(entry["cuda_devices"]))]
+        states.append(state)
+    return states
+
+
+def load_rng_states(ckpt: OpenCheckpoint) -> list[dict[str, Any]]:
+    """Every rank's saved generator states, from plain data (nothing is unpickled)."""
+    from safetensors.torch import load
+
+    try:
+        tensors = load(ckpt.read_verified(RNG_TENSORS))
+        plain = json.loads(ckpt.read_verified(RNG_JSON))
+        return rng_from_plain(tensors, plain)
+    except LlmctlError:
+        raise
+    except Exception as exc:
+        raise LlmctlError(
+            f"cannot read the random state of {ckpt.path}: {exc}", "use another checkpoint of the run"
+        ) from exc
+
+
+def load_optimizer_state(ckpt: OpenCheckpoint) -> dict[str, Any]:
+    """The saved optimizer state dict (verified, weights_only)."""
+    return ckpt.load_pt(OPTIMIZER_FILE)
+
+
+def load_model_state(ckpt: OpenCheckpoint) -> dict[str, torch.Tensor]:
+    """The verified weights of a checkpoint on the CPU."""
+    return ckpt.model_state()
+
+
+def _write_hashed(path: Path, data: bytes | memoryview) -> dict[str, Any]:
+    """Write bytes and return their manifest entry (size and SHA-256 of exactly these bytes)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return {"size": len(data), "sha256": sha256_hex(data)}
+
+
+def checkpoint_files(
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    tokenizer_file: Path | None,
+) -> dict[str, bytes]:
+    """The bytes of each file of a checkpoint, serialized in memory so they are hashed as written."""
+    from safetensors.torch import save
+
+    buf = io.BytesIO()
+    torch.save(optimizer_state, buf)
+    rng_tensors, rng_plain = rng_to_plain(rng_states)
+    files = {
+        MODEL_FILE: save(model_state, metadata={"format": "pt"}),
+        OPTIMIZER_FILE: buf.getvalue(),
+        RNG_TENSORS: save(rng_tensors),
+        RNG_JSON: (json.dumps(rng_plain) + "\n").encode(),
+    }
+    if tokenizer_file is not None:
+        name = "tokenizer.json" if tokenizer_file.suffix == ".json" else "tokenizer.model"
+        try:
+            files[name] = tokenizer_file.read_bytes()
+        except OSError as exc:
+            raise io_error(exc, tokenizer_file, action="read") from exc
+    return files
 
 
 def write_checkpoint(
@@ -71,169 +201,109 @@ def write_checkpoint(
     tokenizer_file: Path | None,
     keep: int,
 ) -> Path:
-    """Write checkpoint `step` under root atomically, point `latest` at it, keep the newest `keep`."""
-    from safetensors.torch import save_file
+    """Write checkpoint `step` under root atomically, point `latest` at it, keep the newest `keep`.
 
-    root.mkdir(parents=True, exist_ok=True)
+    Non-finite weights are refused: such a checkpoint would replace a good one as `latest`.
+    """
+    if not all_finite(model_state):
+        raise DivergedError(
+            f"refusing to write checkpoint {step}: its weights hold NaN or inf",
+            f"the run diverged; the checkpoints already in {root} are kept",
+        )
+    files = checkpoint_files(model_state, optimizer_state, rng_states, tokenizer_file)
     final = root / step_dir_name(step)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(model_state, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
-    torch.save(rng_states, tmp / RNG_FILE)
-    files = [MODEL_FILE, OPTIMIZER_FILE, RNG_FILE]
-    if tokenizer_file is not None:
-        name = "tokenizer.json" if tokenizer_file.suffix == ".json" else "tokenizer.model"
-        shutil.copyfile(tokenizer_file, tmp / name)
-        files.append(name)
-    for name in files:
-        with open(tmp / name, "rb+") as fh:
-            os.fsync(fh.fileno())
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "saved_at": time.time(),
-        **manifest,
-        "files": {name: (tmp / name).stat().st_size for name in files},
-    }
-    _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    if final.exists():
-        # The same step saved again (a resumed run stopping where it started): swap the old one out.
-        trash = root / f".trash-{final.name}-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _point_latest(root, final.name)
+    with atomic_path(final, directory=True) as tmp:
+        try:
+            entries = {name: _write_hashed(tmp / name, data) for name, data in files.items()}
+        except OSError as exc:
+            # Named with the whole checkpoint's size, so a full disk says how much room it needs.
+            raise io_error(exc, final, needed=sum(len(d) for d in files.values())) from exc
+        full = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "saved_at": time.time(),
+            **manifest,
+            "finite": True,
+            "files": entries,
+        }
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(full, indent=2) + "\n")
+    point_latest(root, final.name)
     prune(root, keep)
     return final
 
 
-def _point_latest(root: Path, name: str) -> None:
+def point_latest(root: Path, name: str) -> None:
+    """Move root/latest to `name` atomically (a symlink, or a one-line file where there are none)."""
     link = root / LATEST
     tmp = root / f".{LATEST}.tmp-{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
-        os.symlink(name, tmp)
-    except OSError:
-        # Filesystems without symlinks: a one-line file naming the directory.
-        _fsync_write(tmp, name + "\n")
-    os.replace(tmp, link)
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """checkpoint.json of a complete checkpoint directory, else None."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT_NAME:
-            return None
-        for name, size in manifest["files"].items():
-            if (path / name).stat().st_size != size:
-                return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return manifest
-
-
-def is_complete(path: Path) -> bool:
-    """True when `path` holds a complete checkpoint."""
-    return read_manifest(path) is not None
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete step-* directories under root, oldest first."""
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_DIR.match(p.name)
-        if m and p.is_dir() and not p.is_symlink() and is_complete(p):
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def _latest_target(root: Path) -> Path | None:
-    link = root / LATEST
-    if link.is_symlink():
-        return root / os.readlink(link)
-    if link.is_file():
-        return root / link.read_text().strip()
-    return None
-
-
-def find_latest(root: Path) -> Path | None:
-    """The checkpoint `latest` names when complete, else the newest complete one, else None."""
-    target = _latest_target(root)
-    if target is not None and is_complete(target):
-        return target
-    done = complete_checkpoints(root)
-    return done[-1] if done else None
+        try:
+            os.symlink(name, tmp)
+        except OSError:
+            atomic_write_text(link, name + "\n")
+            return
+        os.replace(tmp, link)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise io_error(exc, link) from exc
 
 
 def prune(root: Path, keep: int) -> None:
-    """Delete complete checkpoints beyond the newest `keep`, never the one `latest` names."""
+    """Delete complete checkpoints beyond the newest `keep`: never the one `latest` names, never the
+    newest finite one (older manifests that lack the flag count as finite)."""
     if keep <= 0:
         return
-    protected = _latest_target(root)
-    for path in complete_checkpoints(root)[:-keep]:
-        if protected is None or path.resolve() != protected.resolve():
+    protected = {p.resolve() for p in [latest_target(root)] if p is not None}
+    done = complete_checkpoints(root)
+    finite = [p for p in done if (read_typed_manifest(p) or Manifest(0, 0, 0, {}, {}, finite=False)).finite]
+    if finite:
+        protected.add(finite[-1].resolve())
+    for path in done[:-keep]:
+        if path.resolve() not in protected:
             shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_partial(root: Path) -> None:
     """Remove temporary directories left by a process killed while saving."""
     if root.is_dir():
-        for p in root.glob(".tmp-step-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        for p in root.glob(".trash-step-*"):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A complete checkpoint directory from a checkpoint path, a `latest` link, a checkpoints/ directory
-    or a run directory; a clear error otherwise."""
-    p = Path(path)
-    if p.name == LATEST and (p.is_symlink() or p.is_file()):
-        found = find_latest(p.parent)
-        if found is None:
-            raise LlmctlError(f"{p} names no complete checkpoint", "pick a step-* directory that has a checkpoint.json")
-        return found
-    if (p / MANIFEST).is_file():
-        if not is_complete(p):
-            raise LlmctlError(
-                f"checkpoint {p} is incomplete or corrupt (its files do not match {MANIFEST})",
-                f"use an earlier checkpoint: {', '.join(c.name for c in complete_checkpoints(p.parent)) or 'none found'}",
-            )
-        return p
-    for root in (p / "checkpoints", p):
-        if root.is_dir() and ((root / LATEST).exists() or any(root.glob("step-*"))):
-            found = find_latest(root)
-            if found is not None:
-                return found
-    if not p.exists():
-        raise LlmctlError(f"checkpoint not found: {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory")
-    raise LlmctlError(f"no complete checkpoint in {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory")
+        for p in root.iterdir():
+            if is_tmp_name(p) or p.name.startswith((".tmp-step-", ".trash-step-")):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def checkpoint_config(path: Path) -> Config:
     """The resolved config saved in a checkpoint."""
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise LlmctlError(f"checkpoint {path} is incomplete or corrupt", "pick another checkpoint")
-    return from_dict(manifest["config"])
+    return from_dict(open_checkpoint(path).manifest.config)
 
 
-_SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "multiple_of",
-                 "ffn_dim_multiplier", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps")
+_SHAPE_FIELDS = (
+    "vocab_size",
+    "dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "ffn_dim",
+    "multiple_of",
+    "ffn_dim_multiplier",
+    "tied_embeddings",
+    "qkv_bias",
+    "rope_theta",
+    "norm_eps",
+)
 
 
-def check_compatible(path: Path, manifest: dict[str, Any], model: ModelConfig, fingerprint: str | None) -> None:
+def check_compatible(
+    path: Path, manifest: Manifest | dict[str, Any], model: ModelConfig, fingerprint: str | None
+) -> None:
     """Raise a clear error when a checkpoint's model shape or tokenizer differs from this run's."""
-    saved = ModelConfig(**{k: v for k, v in manifest["config"]["model"].items()})
+    config = manifest.config if isinstance(manifest, Manifest) else manifest["config"]
+    tokenizer = manifest.tokenizer if isinstance(manifest, Manifest) else (manifest.get("tokenizer") or {})
+    saved = ModelConfig(**dict(config["model"].items()))
     for name in _SHAPE_FIELDS:
         a, b = getattr(saved, name), getattr(model, name)
         if name == "n_kv_heads":
@@ -245,7 +315,7 @@ def check_compatible(path: Path, manifest: dict[str, Any], model: ModelConfig, f
                 f"checkpoint {path} has model.{name}={a}, this run's config has {b}",
                 "use the config the checkpoint was trained with (its run's config.yaml), or start a new run",
             )
-    saved_fp = (manifest.get("tokenizer") or {}).get("fingerprint")
+    saved_fp = tokenizer.get("fingerprint")
     if fingerprint and saved_fp and saved_fp != fingerprint:
         raise LlmctlError(
             f"checkpoint {path} was trained with tokenizer {saved_fp[:12]}, the data's tokenizer is {fingerprint[:12]}",
@@ -253,41 +323,38 @@ def check_compatible(path: Path, manifest: dict[str, Any], model: ModelConfig, f
         )
 
 
-def load_model_state(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint on the CPU, the tied head restored under its own name."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path / MODEL_FILE))
-    if cfg.tied_embeddings and "output.weight" not in state:
-        state["output.weight"] = state["tok_embeddings.weight"]
-    return state
-
-
-def load_optimizer_state(path: Path) -> dict[str, Any]:
-    """The saved optimizer state dict."""
-    return torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-
-
-def load_rng_states(path: Path) -> list[dict[str, Any]]:
-    """Every rank's saved generator states."""
-    return torch.load(path / RNG_FILE, map_location="cpu", weights_only=False)
-
-
-def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """(model in eval mode on device, its tokenizer, checkpoint.json) for generate and export."""
-    from llmctl.model.llama import Transformer
-    from llmctl.tokenizer.core import load_tokenizer
-
-    ckpt = resolve_checkpoint(path)
-    manifest = read_manifest(ckpt)
-    assert manifest is not None
-    cfg = from_dict(manifest["config"])
-    with torch.device(device):
-        model = Transformer(cfg.model)
-    model.load_state_dict(load_model_state(ckpt, cfg.model))
-    model.eval()
-    tok_dir = ckpt if any((ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model")) else None
-    tok_path = tok_dir or (manifest.get("tokenizer") or {}).get("path")
-    if tok_path is None:
-        raise LlmctlError(f"checkpoint {ckpt} has no tokenizer", "copy the run's tokenizer.json into the checkpoint directory")
-    return model, load_tokenizer(tok_path), manifest
+def training_manifest(
+    *,
+    tokens: int,
+    flops: float,
+    objective: str,
+    data: dict[str, Any],
+    schedule: dict[str, Any],
+    reporter: dict[str, Any],
+    config: dict[str, Any],
+    tokenizer: Any,
+    data_meta: dict[str, Any],
+    world_size: int,
+    skipped_steps: int = 0,
+) -> dict[str, Any]:
+    """The fields of checkpoint.json a training run provides (write_checkpoint adds format, step and files)."""
+    return {
+        "tokens": tokens,
+        "flops": flops,
+        "objective": objective,
+        "data": data,
+        "schedule": schedule,
+        "reporter": reporter,
+        "config": config,
+        "tokenizer": {
+            "fingerprint": tokenizer.fingerprint,
+            "path": str(tokenizer.path),
+            "kind": tokenizer.kind,
+        },
+        "data_meta": {
+            k: data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")
+        },
+        "world_size": world_size,
+        "skipped_steps": skipped_steps,
+        "torch": torch.__version__,
+    }

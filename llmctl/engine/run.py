@@ -1,18 +1,22 @@
 """Setting up a training run around the Trainer: data, tokenizer, run directory, resume, model, telemetry.
 
     result = run_training(cfg, pretrain_objective)            # what `llmctl pretrain` calls
-    result = run_training(cfg, make_sft_objective)            # what `llmctl sft` calls
+    result = run_training(cfg, sft_objective, inputs=RunInputs(meta, tokenizer, init))   # `llmctl sft`
 
 The run directory is train.out_dir/train.name (docs/ARCHITECTURE.md): config.yaml, a copy of the
 tokenizer, telemetry files and checkpoints/. `checkpoint.resume=auto` continues the named run from its
 latest complete checkpoint (without a name: the newest run under out_dir that has one), and starts
-fresh when there is none, so one command line serves a first start and every requeue.
+fresh when the run has no checkpoint at all, so one command line serves a first start and every
+requeue. Checkpoints that exist but are all broken are an error, never a silent restart.
+
+Everything is checked before anything is written: a resume whose checkpoint does not fit, or a fresh
+start into a directory that already holds a run (without `force`), leaves the directory as it was.
+Rank 0 holds an exclusive lock on the run directory (llmctl/engine/lock.py) while it trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import shutil
 import time
@@ -28,21 +32,35 @@ from llmctl.config import Config, to_yaml
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
     OPTIMIZER_FILE,
+    OpenCheckpoint,
     check_compatible,
     find_latest,
-    load_model_state,
-    read_manifest,
-    resolve_checkpoint,
+    open_checkpoint,
+    step_dirs,
 )
 from llmctl.engine.objectives import Objective, PretrainObjective
 from llmctl.engine.runtime import choose_runtime
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
+from llmctl.files import atomic_copy, atomic_write_text, io_error
 from llmctl.model.llama import Transformer
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import read_meta
 
 ObjectiveFactory = Callable[[Config, dict[str, Any], Tokenizer, D.DistInfo], Objective]
+
+RUN_FILES = ("metrics.jsonl", "samples.jsonl", "loss.csv", "summary.json", "tb")
+"""What a started run leaves in its directory (besides checkpoints/): a fresh start never overwrites them
+unless asked with --force."""
+
+
+@dataclass
+class RunInputs:
+    """What a run reads before it starts, read once: the data's meta.json, its tokenizer, the init weights."""
+
+    meta: dict[str, Any]
+    tokenizer: Tokenizer
+    init: OpenCheckpoint | None = None
 
 
 @dataclass
@@ -55,13 +73,24 @@ class RunOutcome:
     is_rank0: bool
 
 
-def pretrain_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo) -> Objective:
+def pretrain_objective(
+    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo
+) -> Objective:
     """The PretrainObjective a config describes."""
     assert cfg.data.path is not None
     return PretrainObjective(
-        cfg.data.path, meta, tokenizer, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
-        seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
-        train_split=cfg.data.train_split, val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size,
+        cfg.data.path,
+        meta,
+        tokenizer,
+        seq_len=cfg.data.seq_len,
+        micro_batch=cfg.train.micro_batch_size,
+        seed=cfg.train.seed,
+        eval_batches=cfg.train.eval_batches,
+        prompts=list(cfg.train.sample_prompts),
+        train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split,
+        rank=dist.rank,
+        world=dist.world_size,
     )
 
 
@@ -72,18 +101,28 @@ def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
     steps = min(t.steps, max_steps)
     half = max(1, steps // 2)
     train = dataclasses.replace(
-        t, steps=steps, eval_every=half, eval_batches=min(t.eval_batches, 4), sample_every=half,
-        sample_tokens=min(t.sample_tokens, 32), log_every=max(1, min(t.log_every, 5)),
+        t,
+        steps=steps,
+        eval_every=half,
+        eval_batches=min(t.eval_batches, 4),
+        sample_every=half,
+        sample_tokens=min(t.sample_tokens, 32),
+        log_every=max(1, min(t.log_every, 5)),
         name=t.name or f"test-{time.strftime('%Y%m%d-%H%M%S')}",
     )
     optim = dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps // 5))
-    return dataclasses.replace(cfg, train=train, optim=optim, checkpoint=dataclasses.replace(cfg.checkpoint, every=0))
+    return dataclasses.replace(
+        cfg, train=train, optim=optim, checkpoint=dataclasses.replace(cfg.checkpoint, every=0)
+    )
 
 
 def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
     """meta.json of data.path and the tokenizer it was made with (checked by fingerprint)."""
     if cfg.data.path is None:
-        raise LlmctlError("no training data given", "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path")
+        raise LlmctlError(
+            "no training data given",
+            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
+        )
     meta = read_meta(cfg.data.path)
     recorded = meta.get("tokenizer") or {}
     path = recorded.get("path")
@@ -134,10 +173,20 @@ def resolve_run_dir(cfg: Config) -> tuple[Path, Path | None]:
     if resume == "auto":
         run = out_dir / cfg.train.name if cfg.train.name else _newest_run(out_dir)
         if run is not None:
-            return run, find_latest(run / "checkpoints")
+            found = find_latest(run / "checkpoints")
+            broken = step_dirs(run / "checkpoints")
+            if found is None and broken:
+                raise LlmctlError(
+                    f"--resume auto: {run / 'checkpoints'} holds checkpoints but none is complete: "
+                    + ", ".join(p.name for p in broken),
+                    "restore a checkpoint from a copy, resume from one by path (--resume DIR), or start over "
+                    "with --force (this replaces the run's files) or a new --out",
+                )
+            return run, found
     elif resume:
-        ckpt = resolve_checkpoint(resume)
-        if OPTIMIZER_FILE not in ((read_manifest(ckpt) or {}).get("files") or {}):
+        opened = open_checkpoint(resume)
+        ckpt = opened.path
+        if OPTIMIZER_FILE not in opened.manifest.files:
             raise LlmctlError(
                 f"{ckpt} holds weights only (no optimizer state, e.g. made by `llmctl import`), so no run can resume from it",
                 f"start a new run from its weights with --init {ckpt} (fresh optimizer and schedule at step 0)",
@@ -148,15 +197,41 @@ def resolve_run_dir(cfg: Config) -> tuple[Path, Path | None]:
     return out_dir / name, None
 
 
+def existing_run_files(run_dir: Path) -> list[str]:
+    """The files of an earlier run in run_dir that a fresh start would replace."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if step_dirs(run_dir / "checkpoints"):
+        found.append("checkpoints/")
+    return found
+
+
+def check_fresh_start(run_dir: Path, force: bool) -> None:
+    """Refuse to start a new run over an earlier one's files unless `force`; with it, remove them."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
+    found = existing_run_files(run_dir)
+    if not found:
+        return
+    if not force:
+        raise LlmctlError(
+            f"{run_dir} already holds a run ({', '.join(found)}); a fresh start would overwrite it",
+            "continue it with --resume auto, choose another --out, or pass --force to replace it",
+        )
+    for name in [*RUN_FILES, "checkpoints"]:
+        path = run_dir / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        except OSError as exc:
+            raise io_error(exc, path, action="remove") from exc
+
+
 def _prepare_run_dir(run_dir: Path, cfg: Config, tokenizer: Tokenizer) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".config.yaml.tmp-{os.getpid()}"
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     name = "tokenizer.json" if Path(tokenizer.path).suffix == ".json" else "tokenizer.model"
-    tmp = run_dir / f".{name}.tmp-{os.getpid()}"
-    shutil.copyfile(tokenizer.path, tmp)
-    os.replace(tmp, run_dir / name)
+    atomic_copy(tokenizer.path, run_dir / name)
 
 
 def seed_everything(seed: int) -> None:
@@ -171,45 +246,86 @@ def run_training(
     make_objective: ObjectiveFactory = pretrain_objective,
     *,
     reporter: Any = None,
+    force: bool = False,
+    inputs: RunInputs | None = None,
 ) -> RunOutcome:
-    """Set up and run one training run; returns when it completes or stops (signal, deadline)."""
+    """Set up and run one training run; returns when it completes or stops (signal, deadline).
+
+    `inputs` hands over what the caller already read (sft: meta.json, tokenizer, init checkpoint);
+    `force` lets a fresh start replace an earlier run's files in the same directory.
+    """
+    from llmctl.engine.lock import RunLock
     from llmctl.plan.flops import flops_per_token
 
-    wants_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
+    wants_cuda = cfg.train.device.startswith("cuda") or (
+        cfg.train.device == "auto" and torch.cuda.is_available()
+    )
     dist = D.init_distributed(cfg.dist.backend, "cuda" if wants_cuda else "cpu")
+    lock: RunLock | None = None
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
-        meta, tokenizer = load_data(cfg)
-        if cfg.checkpoint.init and cfg.checkpoint.resume in (None, "auto"):
+        if inputs is None:
+            meta, tokenizer = load_data(cfg)
+            inputs = RunInputs(meta, tokenizer)
+        meta, tokenizer = inputs.meta, inputs.tokenizer
+        if cfg.checkpoint.init and inputs.init is None and cfg.checkpoint.resume in (None, "auto"):
             # --init (continued pretraining from e.g. an imported model): the shape is the checkpoint's.
             from llmctl.engine.sft import _model_from_init
 
-            cfg = _model_from_init(cfg)[0]
+            cfg, opened_init = _model_from_init(cfg)
+            inputs = RunInputs(meta, tokenizer, opened_init)
         cfg = resolve_vocab(cfg, meta)
-        run_dir, resume = D.broadcast_object(dist, resolve_run_dir(cfg))
+        run_dir, resume_path = D.broadcast_object(dist, resolve_run_dir(cfg))
+        # Every check before the first write: a refused run leaves the directory as it was.
+        resume = open_checkpoint(resume_path) if resume_path is not None else None
+        if resume is not None:
+            check_compatible(resume.path, resume.manifest, cfg.model, tokenizer.fingerprint)
+        init = None
+        if cfg.checkpoint.init and resume is None:
+            init = inputs.init or open_checkpoint(cfg.checkpoint.init)
+            check_compatible(init.path, init.manifest, cfg.model, tokenizer.fingerprint)
         if dist.is_rank0:
+            if run_dir.exists() and not run_dir.is_dir():
+                raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
+            lock = RunLock(run_dir).acquire()
+            if resume is None:
+                # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
+                # save) restarts it: there is nothing to lose but the partial logs of that attempt.
+                restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
+                check_fresh_start(run_dir, force or restart)
             _prepare_run_dir(run_dir, cfg, tokenizer)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
         with torch.device(runtime.device):
             model = Transformer(cfg.model)
-        if cfg.checkpoint.init and resume is None:
-            init = resolve_checkpoint(cfg.checkpoint.init)
-            manifest = read_manifest(init)
-            assert manifest is not None
-            check_compatible(init, manifest, cfg.model, tokenizer.fingerprint)
-            model.load_state_dict(load_model_state(init, cfg.model))
+        if init is not None:
+            model.load_state_dict(init.model_state())
         objective = make_objective(cfg, meta, tokenizer, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry
 
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
-        trainer = Trainer(cfg, objective, model, reporter, runtime, dist, run_dir=run_dir, tokenizer=tokenizer,
-                          data_meta=meta, flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train)
-        start = resume or (resolve_checkpoint(cfg.checkpoint.init) if cfg.checkpoint.init else None)
-        started_from = (read_manifest(start) or {}) if start is not None else {}
-        trainer.conventions = {k: started_from[k] for k in ("prompt", "chat") if k in started_from}
+        trainer = Trainer(
+            cfg,
+            objective,
+            model,
+            reporter,
+            runtime,
+            dist,
+            run_dir=run_dir,
+            tokenizer=tokenizer,
+            data_meta=meta,
+            flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train,
+        )
+        trainer.notes += lock.notes if lock is not None else []
+        # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
+        start = resume or init
+        trainer.conventions = {
+            k: start.manifest.get(k) for k in ("prompt", "chat") if start is not None and start.manifest.get(k)
+        }
         result = trainer.fit(resume=resume)
-        return RunOutcome(run_dir, result, str(resume) if resume else None, dist.is_rank0)
+        return RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
     finally:
+        if lock is not None:
+            lock.release()
         D.shutdown(dist)

@@ -4,8 +4,9 @@
     with rt.autocast():
         logits = model(tokens)
 
-auto picks bf16 autocast on CUDA GPUs that have bf16, fp16 with a grad scaler on older ones, and
-fp32 on CPU (bf16 matmuls on most CPUs run far slower than fp32 ones). TF32 matmuls are on for CUDA.
+auto picks the precision inference uses (llmctl/infer/device.py): bf16 autocast on CUDA GPUs that
+have bf16, fp16 (here with a grad scaler) on older ones, and fp32 on CPU (bf16 matmuls on most CPUs
+run far slower than fp32 ones). TF32 matmuls are on for CUDA.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import torch
 from llmctl.config import TrainConfig
 from llmctl.errors import LlmctlError
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 @dataclass
 class Runtime:
@@ -35,9 +34,9 @@ class Runtime:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed-precision context for forward passes (a no-op in fp32)."""
-        if self.dtype == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+        from llmctl.infer.device import autocast_for
+
+        return autocast_for(self.device, self.dtype)()
 
     @property
     def device_name(self) -> str:
@@ -60,38 +59,24 @@ def cpu_name() -> str:
 
 
 def choose_device(setting: str, local_rank: int = 0, flag: str = "--train.device") -> torch.device:
-    """auto: this rank's GPU when CUDA is there, else the CPU; cuda/cuda:N/cpu as given.
+    """auto: this rank's GPU when CUDA is there, else the CPU; cuda/cuda:N/cpu as given (llmctl/infer/device.py)."""
+    from llmctl.infer.device import choose_device as pick
 
-    `flag` is how the user set it (`--device` for generate and chat), named in errors."""
-    if setting == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(setting)
-    except RuntimeError as exc:
-        raise LlmctlError(f"{flag} {setting} is not a device", f"use {flag} auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LlmctlError(f"{flag} {setting} but CUDA is not available", f"use {flag} cpu or {flag} auto")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    elif device.type != "cpu":
-        raise LlmctlError(f"{flag} {setting} is not supported", f"use {flag} auto, cpu, cuda or cuda:N")
-    return device
+    return pick(setting, local_rank, flag)
 
 
 def choose_runtime(train: TrainConfig, local_rank: int = 0) -> Runtime:
     """Resolve train.device and train.dtype; turn TF32 on for CUDA matmuls and convolutions."""
+    from llmctl.infer.device import inference_dtype
+
     device = choose_device(train.device, local_rank)
     dtype = train.dtype
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if dtype == "auto":
-            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        if dtype == "auto":
-            dtype = "fp32"
-        if dtype == "fp16":
-            raise LlmctlError("train.dtype=fp16 needs a CUDA GPU", "use --train.dtype=fp32 (or bf16) on CPU")
+    if dtype == "auto":
+        dtype = inference_dtype(device)
+    if device.type != "cuda" and dtype == "fp16":
+        raise LlmctlError("train.dtype=fp16 needs a CUDA GPU", "use --train.dtype=fp32 (or bf16) on CPU")
     scaler = torch.amp.GradScaler("cuda") if dtype == "fp16" else None
     return Runtime(device, dtype, scaler)

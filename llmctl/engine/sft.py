@@ -14,9 +14,8 @@ reply, plus replies to the configured prompts, each rendered as a user turn by t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,13 @@ def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
     return "doc_ids" in params and "position_ids" in params
 
 
-def check_sft_compat(meta: dict[str, Any], tokenizer: Tokenizer, checkpoint_fingerprint: str | None,
-                     data_path: str | Path, checkpoint: str | Path | None) -> str:
+def check_sft_compat(
+    meta: dict[str, Any],
+    tokenizer: Tokenizer,
+    checkpoint_fingerprint: str | None,
+    data_path: str | Path,
+    checkpoint: str | Path | None,
+) -> str:
     """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
 
     A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
@@ -117,6 +121,7 @@ class SFTObjective:
         self.packing_note = packing_note
         from llmctl.tokenizer.template import TemplateChat
 
+        self.seq_len, self.overlong = seq_len, overlong
         info = self.meta.get("chat_profile") or {}
         # `--template model` data: the model's own chat template renders prompts and names the stop ids.
         self.template = TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
@@ -128,7 +133,9 @@ class SFTObjective:
         self.val = None
         if val_split in self.meta.get("splits", {}):
             self.val = load_conversations(data_path, val_split, seq_len, overlong, self.meta)
-        self._eval = fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
+        self._eval = (
+            fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
+        )
         self._prompts = [self._fixed_prompt(p) for p in prompts]
         if self.val is not None and len(self.val):
             # Evenly spaced held-out conversations, the same every round, so replies compare across steps.
@@ -139,7 +146,11 @@ class SFTObjective:
                 if len(reply) and reply[-1] in self.stop_ids():
                     reply = reply[:-1]
                 prompt = ids[:start].tolist()
-                self._prompts.append(SamplePrompt(self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"))
+                self._prompts.append(
+                    SamplePrompt(
+                        self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"
+                    )
+                )
 
     def _last_user_turn(self, prompt: list[int]) -> str:
         """The text of the prompt's last user message: what samples.jsonl shows as the prompt."""
@@ -155,9 +166,15 @@ class SFTObjective:
 
     def _fixed_prompt(self, text: str) -> SamplePrompt:
         if self.template is not None:
-            return SamplePrompt(text, self.template.render_ids([{"role": "user", "content": text}], add_generation_prompt=True))
-        rendered = render([{"role": "user", "content": text}], self.profile, self.tokenizer.encode,
-                          self.tokenizer.token_to_id, add_generation_prompt=True)
+            ids = self.template.render_ids([{"role": "user", "content": text}], add_generation_prompt=True)
+            return SamplePrompt(text, ids)
+        rendered = render(
+            [{"role": "user", "content": text}],
+            self.profile,
+            self.tokenizer.encode,
+            self.tokenizer.token_to_id,
+            add_generation_prompt=True,
+        )
         return SamplePrompt(text, rendered.ids)
 
     def train_batch(self) -> Batch:
@@ -178,14 +195,33 @@ class SFTObjective:
     def describe(self) -> dict[str, Any]:
         counts = self.train.counts
         return {
-            "conversations": counts["conversations"], "used": counts["used"], "truncated": counts["truncated"],
-            "dropped_overlong": counts["dropped_overlong"], "dropped_untrained": counts["dropped_untrained"],
+            "conversations": counts["conversations"],
+            "used": counts["used"],
+            "truncated": counts["truncated"],
+            "dropped_overlong": counts["dropped_overlong"],
+            "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
             **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained else {}),
             "batches_per_epoch": self.stream.batches_per_epoch(),
-            "val_conversations": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
+            "val_conversations": len(self.val) if self.val is not None else 0,
+            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
         }
+
+    def data_counts(self) -> dict[str, Any]:
+        """What happened to the conversations: counts, packing, seq_len and the overlong policy."""
+        return {
+            **self.train.counts,
+            "untrained_special_tokens": self.untrained,
+            "packing": self.packing,
+            "packing_note": self.packing_note,
+            "seq_len": self.seq_len,
+            "overlong": self.overlong,
+        }
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Added to summary.json by the reporter."""
+        return {"sft_data": self.data_counts()}
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()
@@ -206,16 +242,15 @@ class SFTOutcome:
     """Conversation counts (used, truncated, dropped) and whether packing was on."""
 
 
-def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
-    """The config with the init checkpoint's model shape; a model section in the SFT config is refused."""
-    from llmctl.engine.checkpoint import read_manifest, resolve_checkpoint
+def _model_from_init(cfg: Config) -> tuple[Config, Any]:
+    """The config with the init checkpoint's model shape, and the opened checkpoint; a model section
+    in the SFT config is refused."""
+    from llmctl.infer.checkpoint import open_checkpoint
 
     if not cfg.checkpoint.init:
         raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
-    init = resolve_checkpoint(cfg.checkpoint.init)
-    manifest = read_manifest(init)
-    assert manifest is not None
-    saved = from_dict(manifest["config"]).model
+    init = open_checkpoint(cfg.checkpoint.init)
+    saved = from_dict(init.manifest.config).model
     if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
             "--init takes the model's shape from the checkpoint, but the config sets model fields",
@@ -226,23 +261,15 @@ def _model_from_init(cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
             f"data.seq_len={cfg.data.seq_len} exceeds the checkpoint's model.max_seq_len={saved.max_seq_len}",
             f"set --data.seq_len={saved.max_seq_len} or less",
         )
-    return dataclasses.replace(cfg, model=saved), init, manifest
+    return dataclasses.replace(cfg, model=saved), init
 
 
-def _add_to_summary(run_dir: Path, data: dict[str, Any]) -> None:
-    """Record the conversation counts in RUN/summary.json beside telemetry's figures."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    summary["sft_data"] = data
-    tmp = path.with_name(f".summary.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+_NO_PACKING = (
+    "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
+)
 
 
-def _untrained_tokens(init: Path, manifest: dict[str, Any], meta: dict[str, Any], tokenizer: Tokenizer,
-                      model: ModelConfig) -> list[str]:
+def _untrained_tokens(init: Path, meta: dict[str, Any], tokenizer: Tokenizer, model: ModelConfig) -> list[str]:
     """Chat-template tokens whose embedding or head row in the --init weights looks never trained."""
     from safetensors import safe_open
 
@@ -258,36 +285,54 @@ def _untrained_tokens(init: Path, manifest: dict[str, Any], meta: dict[str, Any]
     return untrained_rows(rows, model, template_token_ids(tokenizer, chat.get("template_text"), stops))
 
 
-def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
-    """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule."""
-    from llmctl.engine.run import load_data, run_training
+def sft_objective(
+    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: Any, *, untrained: list[str] | None = None
+) -> SFTObjective:
+    """The SFTObjective a config describes (packing only where the model takes per-conversation ids);
+    `untrained` names template tokens whose rows in the init weights look never trained."""
     from llmctl.model.llama import Transformer
 
-    cfg, init, manifest = _model_from_init(cfg)
+    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    return SFTObjective(
+        cfg.data.path or "",
+        meta,
+        tokenizer,
+        seq_len=cfg.data.seq_len,
+        micro_batch=cfg.train.micro_batch_size,
+        seed=cfg.train.seed,
+        eval_batches=cfg.train.eval_batches,
+        prompts=list(cfg.train.sample_prompts),
+        packing=packing,
+        overlong=cfg.data.overlong,
+        train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split,
+        rank=dist.rank,
+        world=dist.world_size,
+        packing_note=_NO_PACKING if cfg.data.packing and not packing else None,
+        untrained=untrained,
+    )
+
+
+def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOutcome:
+    """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule.
+
+    meta.json, the tokenizer and the init checkpoint are each read once, here, and handed to the run.
+    """
+    from llmctl.engine.run import RunInputs, load_data, run_training
+
+    cfg, init = _model_from_init(cfg)
     meta, tokenizer = load_data(cfg)
     require_sft(meta, cfg.data.path or "")
-    fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
-    check_sft_compat(meta, tokenizer, fingerprint, cfg.data.path or "", init)
-    untrained = _untrained_tokens(init, manifest, meta, tokenizer, cfg.model)
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
-    note = None
-    if cfg.data.packing and not packing:
-        note = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
-    made: list[SFTObjective] = []
-
-    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> SFTObjective:
-        objective = SFTObjective(
-            cfg.data.path or "", meta, tok, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
-            seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
-            packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
-            val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note, untrained=untrained,
-        )
-        made.append(objective)
-        return objective
-
-    outcome = run_training(cfg, factory, reporter=reporter)
-    data = {**made[0].train.counts, "untrained_special_tokens": untrained, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
-    if outcome.is_rank0 and data:
-        _add_to_summary(outcome.run_dir, data)
-        outcome.result.summary["sft_data"] = data
-    return SFTOutcome(outcome, str(init), data)
+    check_sft_compat(
+        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
+    )
+    untrained = _untrained_tokens(init.path, meta, tokenizer, cfg.model)
+    outcome = run_training(
+        cfg,
+        functools.partial(sft_objective, untrained=untrained),
+        reporter=reporter,
+        force=force,
+        inputs=RunInputs(meta, tokenizer, init),
+    )
+    data = dict(outcome.result.summary.get("sft_data") or {})
+    return SFTOutcome(outcome, str(init.path), data)

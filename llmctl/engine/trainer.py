@@ -5,8 +5,10 @@
 
 Each optimizer step: fetch the step's micro-batches, count their trained tokens over all ranks,
 forward under autocast, loss summed over trained targets and divided by that count, backward (gradient
-sync only on the last micro-batch), clip, AdamW step at the scheduled learning rate, then one sync to
-read the loss. Counts go to the reporter, which computes rates and displays; this file never prints.
+sync only on the last micro-batch), clip, then the step's one host sync reads the loss, the gradient
+norm and the counts; a non-finite loss or norm skips the update (train.skip_nonfinite) or stops the run
+with DivergedError before the optimizer touches the weights; else the AdamW step at the scheduled
+learning rate. Counts go to the reporter, which computes rates and displays; this file never prints.
 Evaluation, samples and checkpoints happen every N steps and at the end; a signal or a deadline ends
 the run after the current step with a checkpoint.
 """
@@ -26,12 +28,11 @@ import torch.nn.functional as F
 from llmctl.config import Config, to_dict
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
-    check_compatible,
-    load_model_state,
+    OpenCheckpoint,
     load_optimizer_state,
     load_rng_states,
-    read_manifest,
     remove_partial,
+    training_manifest,
     write_checkpoint,
 )
 from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
@@ -39,10 +40,14 @@ from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
-from llmctl.engine.stopping import Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.engine.stopping import SIGNAL_CODES, Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.errors import DivergedError
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
+
+_REQUESTS = 2 * (max(SIGNAL_CODES.values()) + 1)
+"""Distinct stop requests (signal code * 2 + deadline flag)."""
 
 
 @dataclass
@@ -113,30 +118,35 @@ class Trainer:
         self.last_eval: EvalResult | None = None
         self._step_seconds = 0.0
         self._save_seconds = 0.0
+        self.skipped_steps = 0
+        self._agreed_request: int | None = None
+        self._deadline: Deadline | None = None
+        self.notes: list[str] = []
+        """Lines for the run's log once it has started (a stale lock taken over)."""
+        """Steps whose update was skipped because the loss or gradient norm was not finite."""
 
     # -- setup ----------------------------------------------------------------------------------
 
-    def _build(self, resume: Path | None) -> None:
+    def _build(self, resume: OpenCheckpoint | None) -> None:
         cfg = self.cfg
-        manifest = None
         if resume is not None:
-            manifest = read_manifest(resume)
-            assert manifest is not None
-            check_compatible(resume, manifest, cfg.model, self.tokenizer.fingerprint)
             # Weights go in before wrapping: DDP then broadcasts them and FSDP shards them.
-            self.raw.load_state_dict(load_model_state(resume, cfg.model))
+            # (run_training checked the shape and tokenizer before anything was written.)
+            self.raw.load_state_dict(resume.model_state())
         self.raw.activation_checkpointing = cfg.train.activation_checkpointing
         self.fsdp = self.dist.enabled and cfg.dist.strategy == "fsdp"
         self.wrapped = D.wrap_model(self.raw, self.dist, cfg.dist.strategy, self.rt.device)
         self.model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
         self.optimizer = build_optimizer(self.raw, cfg.optim, self.rt.device)
-        if resume is not None and manifest is not None:
+        if resume is not None:
+            manifest = resume.manifest
             restore_optimizer(self.raw, self.optimizer, load_optimizer_state(resume), self.fsdp)
             restore_rng(load_rng_states(resume), self.dist.rank)
-            self.step, self.tokens = int(manifest["step"]), int(manifest["tokens"])
+            self.step, self.tokens = manifest.step, manifest.tokens
+            self.skipped_steps = int(manifest.get("skipped_steps") or 0)
             self.objective.load_state_dict(manifest["data"])
             self.reporter.load_state_dict(manifest.get("reporter") or {})
-            self.last_checkpoint = str(resume)
+            self.last_checkpoint = str(resume.path)
         self.eval_set = self.objective.eval_batches()
         self.task_hook = None
         if cfg.train.eval_tasks and self.dist.is_rank0 and not self.fsdp:
@@ -146,7 +156,9 @@ class Trainer:
                                           limit=cfg.train.eval_tasks_limit)
 
     def _run_info(self) -> RunInfo:
-        tokens_per_step = self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+        tokens_per_step = (
+            self.accum * self.dist.world_size * self.cfg.train.micro_batch_size * self.cfg.data.seq_len
+        )
         return RunInfo(
             run_dir=str(self.run_dir) if self.run_dir else None,
             config=to_dict(self.cfg),
@@ -162,26 +174,43 @@ class Trainer:
             total_steps=self.cfg.train.steps,
             start_step=self.step,
             tokens_per_step=tokens_per_step,
+            summary_extra=self._summary_extra(),
         )
+
+    def _summary_extra(self) -> dict[str, Any]:
+        """Figures the objective adds to summary.json (SFT: what happened to the conversations)."""
+        extra = getattr(self.objective, "summary_extra", None)
+        return dict(extra()) if callable(extra) else {}
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def fit(self, resume: Path | None = None) -> TrainResult:
+    def fit(self, resume: OpenCheckpoint | None = None) -> TrainResult:
         """Train until train.steps, train.max_tokens, a deadline or a stop signal; checkpoint at the end."""
         cfg, t = self.cfg, self.cfg.train
         self._build(resume)
         if self.run_dir is not None and self.dist.is_rank0:
             remove_partial(self.run_dir / "checkpoints")
         deadline = Deadline(time.time(), t.time_limit, slurm_end_time(), cfg.checkpoint.deadline_margin)
+        self._deadline = deadline
         self.reporter.start(self._run_info())
+        for note in self.notes:
+            self.reporter.log(note)
         if resume is not None:
-            self.reporter.log(f"resumed from {resume} at step {self.step} ({self.tokens:,} tokens)")
-        facts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.objective.describe().items())
-        self.reporter.log(f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
-                          f"{self.dist.world_size} rank(s) per step; {facts}")
+            self.reporter.log(f"resumed from {resume.path} at step {self.step} ({self.tokens:,} tokens)")
+        facts = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in self.objective.describe().items()
+        )
+        self.reporter.log(
+            f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
+            f"{self.dist.world_size} rank(s) per step; {facts}"
+        )
         self.reporter.log(describe_optimizer(self.optimizer))
         # A resumed run already has a checkpoint of its first step: stopping at once rewrites nothing.
-        status, done = "completed", {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1}
+        status, done = (
+            "completed",
+            {"eval": -1, "sample": -1, "save": self.step if resume is not None else -1},
+        )
         try:
             with self.stops.installed():
                 while True:
@@ -198,12 +227,17 @@ class Trainer:
                     self.sample()
             if done["save"] != self.step:
                 self.save()
+        except DivergedError:
+            self.reporter.close("diverged")
+            raise
         except BaseException:
             self.reporter.close("failed")
             raise
         summary = self.reporter.close(status)
-        return TrainResult(status, self.step, self.tokens, self.last_checkpoint, self.stops.signal,
-                           dict(summary.values), self.last_eval)
+        values = {"skipped_steps": self.skipped_steps, **self._summary_extra(), **summary.values}
+        return TrainResult(
+            status, self.step, self.tokens, self.last_checkpoint, self.stops.signal, values, self.last_eval
+        )
 
     def _periodic(self, done: dict[str, int]) -> None:
         t, s = self.cfg.train, self.step
@@ -221,17 +255,29 @@ class Trainer:
             self.save()
             done["save"] = s
 
+    def _local_request(self, deadline: Deadline) -> int:
+        """This rank's stop request: signal code * 2 + 1 when the deadline is reached (0: none)."""
+        late = deadline.reached(time.time(), self._step_seconds, self._save_seconds)
+        return self.stops.code * 2 + int(late)
+
     def _stop_reason(self, deadline: Deadline) -> str | None:
         t = self.cfg.train
         if self.step >= t.steps or (t.max_tokens is not None and self.tokens >= t.max_tokens):
             return "completed"
         # Ranks agree on stopping: the largest request wins, so no rank waits in a collective alone.
-        code = self.stops.code
-        late = deadline.reached(time.time(), self._step_seconds, self._save_seconds)
-        request = D.all_reduce_max(self.dist, code * 2 + int(late), self.rt.device) if self.dist.enabled else code * 2 + int(late)
+        # Under DDP the requests travel with the step's one reduction (_train_step); only before the
+        # first step is there a reduction of its own.
+        if not self.dist.enabled:
+            request = self._local_request(deadline)
+        elif self._agreed_request is not None:
+            request, self._agreed_request = self._agreed_request, None
+        else:
+            request = D.all_reduce_max(self.dist, self._local_request(deadline), self.rt.device)
         if request >= 2:
             self.stops.signal = self.stops.signal or signal_of(request // 2)
-            self.reporter.log(f"{self.stops.signal} received: saving a checkpoint and stopping at step {self.step}")
+            self.reporter.log(
+                f"{self.stops.signal} received: saving a checkpoint and stopping at step {self.step}"
+            )
             return "interrupted"
         if request == 1:
             self.reporter.log(f"stopping at step {self.step} to checkpoint before the time limit")
@@ -251,7 +297,9 @@ class Trainer:
         """(summed cross-entropy over trained targets, correct top-1 predictions among them)."""
         with self.rt.autocast():
             logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         with torch.no_grad():
             correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
         return loss, correct
@@ -261,14 +309,23 @@ class Trainer:
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
         device = self.rt.device
-        counts = torch.tensor([sum(b.trained_tokens for b in batches), sum(b.tokens for b in batches),
-                               sum(b.samples for b in batches)], dtype=torch.float64)
-        if self.dist.enabled:
-            counts = D.all_reduce_sum(self.dist, counts.to(device)).cpu()
-        trained, tokens, samples = (int(x) for x in counts.tolist())
+        counts = torch.tensor(
+            [
+                sum(b.trained_tokens for b in batches),
+                sum(b.tokens for b in batches),
+                sum(b.samples for b in batches),
+            ],
+            dtype=torch.float64,
+        )
         # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
         # the gradient of the mean loss over every trained token of the step.
-        scale = self.dist.world_size / max(1, trained)
+        scale: float | torch.Tensor
+        if self.dist.enabled:
+            # The all-reduced counts stay on the device (no host sync); they are read with the loss.
+            counts = D.all_reduce_sum(self.dist, counts.to(device))
+            scale = (self.dist.world_size / counts[0].clamp(min=1)).float()
+        else:
+            scale = self.dist.world_size / max(1, int(counts[0]))
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.float64, device=device)
@@ -286,23 +343,73 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
+        stats = torch.stack([loss_sum, correct])
+        if self.dist.enabled:
+            # Each rank's stop request as a one-hot row: after the sum, the highest non-zero slot is the
+            # largest request, so stopping is agreed in this same reduction.
+            request = torch.zeros(_REQUESTS, dtype=torch.float64, device=device)
+            request[self._local_request(self._deadline) if self._deadline is not None else 0] = 1
+            stats = D.all_reduce_sum(self.dist, torch.cat([stats, request]))
+        # The step's one host sync, before the update, so a non-finite step never reaches the weights.
+        figures = torch.cat(
+            [counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]
+        ).tolist()
+        if self.dist.enabled:
+            slots = figures[5 : 5 + _REQUESTS]
+            self._agreed_request = max(i for i, n in enumerate(slots) if n > 0 or i == 0)
+            figures = figures[:5] + figures[5 + _REQUESTS :]
+        trained, tokens, samples = (int(x) for x in figures[:3])
+        loss_total, right_total, norm = figures[3], figures[4], figures[5]
         lr = self.schedule(self.step)
-        set_lr(self.optimizer, lr)
-        if self.rt.scaler is not None:
-            self.rt.scaler.step(self.optimizer)
-            self.rt.scaler.update()
+        # With fp16's grad scaler an inf norm is expected now and then: the scaler skips that update itself.
+        if not math.isfinite(loss_total) or (self.rt.scaler is None and not math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._non_finite(loss_total / max(1, trained), norm)
         else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        stats = D.all_reduce_sum(self.dist, torch.stack([loss_sum, correct]))
-        stats_list = [*stats.tolist(), float(grad_norm)]  # the step's one device sync
+            set_lr(self.optimizer, lr)
+            if self.rt.scaler is not None:
+                self.rt.scaler.step(self.optimizer)
+                self.rt.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += tokens
         self._step_seconds = time.perf_counter() - start
         return StepCounts(
-            step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
-            loss=stats_list[0] / max(1, trained), correct=int(stats_list[1]), lr=lr,
-            grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time,
+            step=self.step,
+            tokens=tokens,
+            trained_tokens=trained,
+            samples=samples,
+            loss=loss_total / max(1, trained),
+            correct=int(right_total) if math.isfinite(right_total) else 0,
+            lr=lr,
+            grad_norm=norm,
+            step_time=self._step_seconds,
+            data_time=data_time,
+            skipped_steps=self.skipped_steps,
+        )
+
+    def _non_finite(self, loss: float, norm: float) -> None:
+        """A step with a NaN/inf loss or gradient norm: skip it while train.skip_nonfinite allows, else stop."""
+        step, allowed = self.step + 1, self.cfg.train.skip_nonfinite
+        what = f"loss {loss:.4g}, gradient norm {norm:.4g}"
+        if self.skipped_steps < allowed:
+            self.skipped_steps += 1
+            self.reporter.log(
+                f"step {step}: {what}; update skipped ({self.skipped_steps} of {allowed} allowed)"
+            )
+            return
+        last = self.last_checkpoint
+        raise DivergedError(
+            f"training diverged at step {step} ({what}); the weights were not updated. Last good checkpoint: "
+            f"{last or 'none (none was written yet)'}",
+            (
+                f"resume from it with a lower --optim.lr or more warmup (--resume {last}); "
+                if last
+                else "start again with a lower --optim.lr or more warmup; "
+            )
+            + "--train.skip_nonfinite=N skips up to N such steps instead of stopping",
         )
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------
@@ -314,7 +421,13 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
             loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
-            sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            sums += torch.stack(
+                [
+                    loss.double(),
+                    correct.double(),
+                    torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64),
+                ]
+            )
         self.raw.train()
         loss_sum, correct, trained = D.all_reduce_sum(self.dist, sums).tolist()
         if trained == 0:
@@ -341,11 +454,28 @@ class Trainer:
         records = []
         stop = self.objective.stop_ids()
         for i, prompt in enumerate(self.objective.sample_prompts()):
-            gen = generate(self.raw, prompt.ids, max_new_tokens=t.sample_tokens, temperature=t.sample_temperature,
-                           top_k=t.sample_top_k, seed=t.seed + i, stop_ids=stop, autocast=self.rt.autocast)
+            gen = generate(
+                self.raw,
+                prompt.ids,
+                max_new_tokens=t.sample_tokens,
+                temperature=t.sample_temperature,
+                top_k=t.sample_top_k,
+                seed=t.seed + i,
+                stop_ids=stop,
+                autocast=self.rt.autocast,
+            )
             ids = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
-            records.append(SampleRecord(self.step, prompt.text, self.tokenizer.decode(ids), prompt.reference,
-                                        prompt.source, new_tokens=len(gen.ids), seconds=gen.seconds))
+            records.append(
+                SampleRecord(
+                    self.step,
+                    prompt.text,
+                    self.tokenizer.decode(ids),
+                    prompt.reference,
+                    prompt.source,
+                    new_tokens=len(gen.ids),
+                    seconds=gen.seconds,
+                )
+            )
         self.reporter.samples(records)
         return records
 
@@ -358,23 +488,30 @@ class Trainer:
         path = None
         if self.dist.is_rank0 and self.run_dir is not None:
             tok = self.tokenizer
-            manifest = {
-                "tokens": self.tokens,
-                "flops": self.tokens * self.flops_per_token,
-                "objective": self.objective.name,
-                "data": self.objective.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "reporter": self.reporter.state_dict(),
-                "config": to_dict(self.cfg),
-                "tokenizer": {"fingerprint": tok.fingerprint, "path": str(tok.path), "kind": tok.kind},
-                "data_meta": {k: self.data_meta.get(k) for k in ("mode", "separator", "tokenizer", "chat_profile", "vocab_size")},
-                "world_size": self.dist.world_size,
-                "torch": torch.__version__,
-                **self.conventions,
-            }
-            path = write_checkpoint(self.run_dir / "checkpoints", self.step, model_state=weights, optimizer_state=optim,
-                                    rng_states=rng, manifest=manifest, tokenizer_file=Path(tok.path),
-                                    keep=self.cfg.checkpoint.keep)
+            manifest = training_manifest(
+                tokens=self.tokens,
+                flops=self.tokens * self.flops_per_token,
+                objective=self.objective.name,
+                data=self.objective.state_dict(),
+                schedule=self.schedule.state_dict(),
+                reporter=self.reporter.state_dict(),
+                config=to_dict(self.cfg),
+                tokenizer=tok,
+                data_meta=self.data_meta,
+                world_size=self.dist.world_size,
+                skipped_steps=self.skipped_steps,
+            )
+            manifest.update(self.conventions)
+            path = write_checkpoint(
+                self.run_dir / "checkpoints",
+                self.step,
+                model_state=weights,
+                optimizer_state=optim,
+                rng_states=rng,
+                manifest=manifest,
+                tokenizer_file=Path(tok.path),
+                keep=self.cfg.checkpoint.keep,
+            )
             self.last_checkpoint = str(path)
         D.barrier(self.dist)
         self._save_seconds = time.perf_counter() - start

@@ -3,9 +3,9 @@
     loaded = open_model("runs/py/checkpoints/latest", device="auto")
     ids = prompt_prefix(loaded) + loaded.tokenizer.encode("def main(")
 
-Both functions stand in for code that lives elsewhere today: `open_model` for the checkpoint reader
-(`infer/checkpoint.py:open_checkpoint` once it lands), `prompt_prefix` for the tokenizer's prompt
-convention (BOS first, per the Hugging Face issue). Swapping either changes nothing else in eval/.
+`open_model` goes through the one checkpoint reader (`infer/checkpoint.py`, files verified against their
+SHA-256) and the one device choice (`infer/device.py`); `prompt_prefix` follows the model's prompt convention
+(`tokenizer/template.py`: BOS first for BOS-first tokenizers and imported models).
 """
 
 from __future__ import annotations
@@ -33,34 +33,16 @@ class LoadedModel:
         return int(self.model.cfg.max_seq_len)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 (or fp16) autocast on CUDA, nothing on the CPU: logits stay float32 either way."""
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        """The mixed precision inference uses on this device (llmctl/infer/device.py): logits stay float32."""
+        from llmctl.infer.device import inference_autocast
 
-
-def choose_device(setting: str) -> torch.device:
-    """auto: the GPU when CUDA is there, else the CPU; cpu, cuda, cuda:N as given."""
-    from llmctl.errors import LlmctlError
-
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(setting)
-    except RuntimeError as exc:
-        raise LlmctlError(f"--device {setting} is not a device", "use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LlmctlError(f"--device {setting} but CUDA is not available", "use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise LlmctlError(f"--device {setting} is not supported", "use auto, cpu, cuda or cuda:N")
-    return device
+        return inference_autocast(self.device)()
 
 
 def open_model(checkpoint: str, device: str = "auto") -> LoadedModel:
     """Load a checkpoint (directory, RUN/checkpoints/latest or a run directory) for evaluation."""
-    # INTEGRATOR: the only engine import of eval/; replace with llmctl.infer.checkpoint.open_checkpoint.
-    from llmctl.engine.checkpoint import load_for_inference
+    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.infer.device import choose_device
 
     dev = choose_device(device)
     model, tokenizer, manifest = load_for_inference(checkpoint, dev)

@@ -191,9 +191,9 @@ def export_gguf(
     from gguf import GGUFWriter, LlamaFileType
 
     from llmctl.config import from_dict
-    from llmctl.engine.checkpoint import load_model_state, read_manifest, resolve_checkpoint
     from llmctl.export.gguf_vocab import gguf_vocab
     from llmctl.files import atomic_path
+    from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.tokenizer.core import load_tokenizer
 
     if dtype not in GGUF_DTYPES:
@@ -209,10 +209,9 @@ def export_gguf(
                 raise LlmctlError(
                     f"{out} is not a GGUF file; --force replaces only a GGUF file", "choose another --out"
                 )
-    ckpt = resolve_checkpoint(checkpoint)
-    manifest = read_manifest(ckpt)
-    assert manifest is not None
-    cfg = from_dict(manifest["config"]).model
+    opened = open_checkpoint(checkpoint)
+    ckpt, manifest = opened.path, opened.manifest
+    cfg = from_dict(manifest.config).model
     if not (ckpt / "tokenizer.json").is_file():
         raise LlmctlError(
             f"checkpoint {ckpt} has no tokenizer.json",
@@ -230,7 +229,7 @@ def export_gguf(
     stops, add_bos, template = _conventions(manifest, tok, ckpt)
     eot = next((i for i in stops if i != tok.eos_id), None)
     eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
-    tensors = gguf_tensors(load_model_state(ckpt, cfg), cfg, arch)
+    tensors = gguf_tensors(opened.model_state(), cfg, arch)
 
     file_type = {
         "float32": LlamaFileType.ALL_F32,

@@ -398,28 +398,27 @@ def export_hf(
     The tokenizer is the copy inside the checkpoint unless one is given (its fingerprint must match);
     the chat profile is the one the SFT data used, else `chat` when the tokenizer holds its tokens.
     """
-    from llmctl.config import from_dict
-    from llmctl.engine.checkpoint import load_model_state, read_manifest, resolve_checkpoint
+    from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.tokenizer.core import load_tokenizer
 
-    ckpt = resolve_checkpoint(checkpoint)
-    manifest = read_manifest(ckpt)
-    assert manifest is not None
-    cfg = from_dict(manifest["config"]).model
-    recorded = manifest.get("tokenizer") or {}
+    opened = open_checkpoint(checkpoint)
+    ckpt, manifest = opened.path, opened.manifest
+    cfg = opened.config.model
+    recorded = manifest.tokenizer
     if tokenizer is None:
         local = [ckpt / n for n in ("tokenizer.json", "tokenizer.model") if (ckpt / n).is_file()]
-        tokenizer = local[0] if local else recorded.get("path")
-        if tokenizer is None:
+        if not local and recorded.get("path") is None:
             raise LlmctlError(f"checkpoint {ckpt} holds no tokenizer", "pass the run's tokenizer with --tokenizer")
-    tok = load_tokenizer(tokenizer)
+        tok = opened.tokenizer()
+    else:
+        tok = load_tokenizer(tokenizer)
     if recorded.get("fingerprint") and tok.fingerprint != recorded["fingerprint"]:
         raise LlmctlError(
             f"tokenizer {tok.path} (fingerprint {tok.fingerprint[:12]}) is not the one checkpoint {ckpt} was "
             f"trained with ({recorded['fingerprint'][:12]})",
             "leave out --tokenizer to use the copy stored in the checkpoint",
         )
-    state = load_model_state(ckpt, cfg)
+    state = opened.model_state()
     if dtype == "auto":
         dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     if chat_profile is None:

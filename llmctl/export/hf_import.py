@@ -116,10 +116,10 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     from safetensors.torch import save_file
 
     from llmctl.config import Config, DataConfig, to_dict
-    from llmctl.engine.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE
     from llmctl.export.hf_arch import from_hf_state_dict, model_config_from_hf
     from llmctl.export.hf_source import fetch_model_source
     from llmctl.files import atomic_path, atomic_write_json
+    from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE, sha256_hex
     from llmctl.model.untrained import template_token_ids, untrained_rows
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokenizer.template import TemplateChat, adds_bos, read_chat_template, stop_ids_for
@@ -202,7 +202,8 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
                 "files": src.files,
                 "max_logit_diff": diff,
             },
-            "files": {name: (tmp / name).stat().st_size for name in names},
+            # Size and SHA-256 of each file, so loading verifies the import like any checkpoint.
+            "files": {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_hex((tmp / name).read_bytes())} for name in names},
         }
         atomic_write_json(tmp / MANIFEST, manifest)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}

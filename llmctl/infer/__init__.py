@@ -1,0 +1,1 @@
+"""Inference: open a checkpoint once, generate, chat."""

@@ -11,11 +11,8 @@ session; when the history no longer fits the context, the oldest exchanges are l
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
-
-import torch
 
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
@@ -50,8 +47,8 @@ class ChatSession:
         top_p: float | None = None,
         seed: int | None = 0,
     ) -> None:
-        from llmctl.engine.checkpoint import load_for_inference
-        from llmctl.engine.runtime import choose_device
+        from llmctl.infer.checkpoint import load_for_inference
+        from llmctl.infer.device import choose_device
         from llmctl.tokenizer.template import TemplateChat, stop_ids
 
         self.device = choose_device(device, flag="--device")
@@ -102,10 +99,9 @@ class ChatSession:
                 if piece:
                     on_text(piece)
 
-        autocast: Callable[[], Any] = contextlib.nullcontext
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            autocast = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
+        from llmctl.infer.device import inference_autocast
+
+        autocast = inference_autocast(self.device)
         turn = len(self.messages) // 2
         gen = generate(self.model, ids, seed=None if self.seed is None else self.seed + turn,
                        stop_ids=self.stop_ids, autocast=autocast, on_token=emit, **self.options)

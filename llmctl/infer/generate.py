@@ -196,8 +196,8 @@ def generate_from_checkpoint(
     (a leading BOS/document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the
     result's `prompt_dropped_tokens` says how many.
     """
-    from llmctl.engine.checkpoint import load_for_inference
-    from llmctl.engine.runtime import choose_device
+    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.infer.device import choose_device, inference_autocast
     from llmctl.telemetry import inference_metrics
     from llmctl.tokenizer.template import prompt_ids, stop_ids
 
@@ -212,8 +212,7 @@ def generate_from_checkpoint(
         ids, keep = render(tokenizer, manifest, prompt), 0
     prefix, body, dropped = fit_prompt(ids[:keep], ids[keep:], model.cfg.max_seq_len, max_new_tokens, truncate_left)
     ids = prefix + body
-    dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dev.type == "cuda" else contextlib.nullcontext
+    autocast = inference_autocast(dev)
     stream = IncrementalDecoder(tokenizer.decode)
     stops = set(stop_ids(tokenizer, manifest))
     if on_text is not None and echo_prompt:

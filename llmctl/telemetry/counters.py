@@ -152,6 +152,7 @@ class Counters:
             "grad_norm": counts.grad_norm if math.isfinite(counts.grad_norm) else None,
             "step_time_s": counts.step_time,
             "data_time_s": counts.data_time,
+            "skipped_steps": counts.skipped_steps,
             "tokens_per_sec": _rate(self.recent.tokens, self.recent.seconds),
             "tflops_per_sec": recent_fps / 1e12 if recent_fps is not None else None,
             "mfu": self.mfu(recent_fps),

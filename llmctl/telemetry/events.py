@@ -42,6 +42,8 @@ class RunInfo:
     """Steps already done before this process started (resume), else 0."""
     tokens_per_step: int
     """Planned tokens per optimizer step (all ranks, all micro-steps)."""
+    summary_extra: dict[str, Any] = field(default_factory=dict)
+    """Figures the objective adds to summary.json as they are (SFT: `sft_data`, the conversation counts)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class StepCounts:
     """Wall seconds of the step (data, forward, backward, optimizer), measured after a device sync."""
     data_time: float = 0.0
     """Of which seconds spent waiting for the batch."""
+    skipped_steps: int = 0
+    """Steps of the run so far whose update was skipped for a non-finite loss or gradient norm."""
 
 
 @dataclass(frozen=True)

@@ -459,6 +459,8 @@ class Telemetry:
                 "world_size": info.world_size,
                 "peak_tflops_per_device": c.peak_flops / 1e12 / info.world_size if c.peak_flops else None,
                 "peak_source": self.peak_source,
+                "skipped_steps": (self._last_figures or {}).get("skipped_steps", 0),
+                **info.summary_extra,
             }
         )
         return summary

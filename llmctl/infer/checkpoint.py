@@ -1,0 +1,367 @@
+"""Reading a checkpoint: the typed manifest, finding one, verifying its files, loading what it holds.
+
+    ckpt = open_checkpoint("runs/py/checkpoints/latest")   # a step dir, `latest`, checkpoints/ or a run dir
+    ckpt.manifest.step, ckpt.config.model                  # typed, format version checked
+    state = ckpt.model_state()                             # bytes hashed against checkpoint.json, then loaded
+    model, tokenizer = ckpt.load_model("cpu"), ckpt.tokenizer()
+
+Format version 2 (this one): checkpoint.json lists every file with its size and SHA-256; random
+generator states are plain data (rng.safetensors + rng.json); the one `.pt` file, optimizer.pt,
+holds tensors only and is loaded with `weights_only=True`. Version 1 stored the generator states
+as a pickle (rng.pt), which can run code when loaded: such a checkpoint is refused with a pointer
+to `llmctl checkpoint migrate`. Writing lives in llmctl/engine/checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import LlmctlError
+
+FORMAT_NAME = "llmctl-checkpoint"
+FORMAT_VERSION = 2
+MANIFEST = "checkpoint.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_TENSORS = "rng.safetensors"
+RNG_JSON = "rng.json"
+LEGACY_RNG_FILE = "rng.pt"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+LATEST = "latest"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a checkpoint as the manifest records it."""
+
+    size: int
+    sha256: str | None
+    """None only in format version 1, which recorded sizes alone."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """checkpoint.json, typed. `raw` keeps every field (reporter and data state, telemetry figures)."""
+
+    format_version: int
+    step: int
+    tokens: int
+    files: dict[str, FileEntry]
+    config: dict[str, Any]
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    data_meta: dict[str, Any] = field(default_factory=dict)
+    objective: str | None = None
+    finite: bool = True
+    """False never appears on disk (such a checkpoint is not written); old manifests lack the key."""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field of checkpoint.json by name (for the optional, untyped ones)."""
+        return self.raw.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        """Parse checkpoint.json; ValueError/KeyError/TypeError when it is not one."""
+        if raw.get("format") != FORMAT_NAME:
+            raise ValueError("not an llmctl checkpoint manifest")
+        version = int(raw.get("format_version", 1))
+        files: dict[str, FileEntry] = {}
+        for name, entry in raw["files"].items():
+            if "/" in name or "\\" in name or name in ("", ".", ".."):
+                raise ValueError(f"bad file name in manifest: {name!r}")
+            if isinstance(entry, dict):
+                files[name] = FileEntry(int(entry["size"]), str(entry["sha256"]))
+            else:
+                files[name] = FileEntry(int(entry), None)
+        return cls(
+            format_version=version,
+            step=int(raw["step"]),
+            tokens=int(raw.get("tokens", 0)),
+            files=files,
+            config=dict(raw["config"]),
+            tokenizer=dict(raw.get("tokenizer") or {}),
+            data_meta=dict(raw.get("data_meta") or {}),
+            objective=raw.get("objective"),
+            finite=bool(raw.get("finite", True)),
+            raw=raw,
+        )
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest of a complete checkpoint directory (every listed file there, sizes matching), else None.
+
+    Cheap: sizes only. Contents are verified against the SHA-256s when a file is loaded.
+    """
+    try:
+        manifest = Manifest.from_dict(json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")))
+        for name, entry in manifest.files.items():
+            if (Path(path) / name).stat().st_size != entry.size:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return manifest
+
+
+def is_complete(path: Path) -> bool:
+    """True when `path` holds a complete checkpoint."""
+    return read_manifest(path) is not None
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """Every step-* directory under root (complete or not), oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and p.is_dir() and not p.is_symlink():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete step-* directories under root, oldest first."""
+    return [p for p in step_dirs(root) if is_complete(p)]
+
+
+def latest_target(root: Path) -> Path | None:
+    """The directory `root/latest` names (a symlink, or a one-line file where there are no symlinks)."""
+    link = root / LATEST
+    try:
+        if link.is_symlink():
+            return root / os.readlink(link)
+        if link.is_file():
+            return root / link.read_text().strip()
+    except OSError:
+        return None
+    return None
+
+
+def find_latest(root: Path) -> Path | None:
+    """The checkpoint `latest` names when complete, else the newest complete one, else None."""
+    target = latest_target(root)
+    if target is not None and is_complete(target):
+        return target
+    done = complete_checkpoints(root)
+    return done[-1] if done else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A complete checkpoint directory from a checkpoint path, a `latest` link, a checkpoints/ directory
+    or a run directory; a clear error otherwise."""
+    p = Path(path)
+    if p.name == LATEST and (p.is_symlink() or p.is_file()):
+        found = find_latest(p.parent)
+        if found is None:
+            raise LlmctlError(
+                f"{p} names no complete checkpoint", "pick a step-* directory that has a checkpoint.json"
+            )
+        return found
+    if (p / MANIFEST).is_file():
+        if not is_complete(p):
+            others = [c.name for c in complete_checkpoints(p.parent) if c.resolve() != p.resolve()]
+            raise LlmctlError(
+                f"checkpoint {p} is incomplete or corrupt (its files do not match {MANIFEST})",
+                f"use another complete checkpoint of the run: {', '.join(others)}"
+                if others
+                else "no other complete checkpoint is there; start a new run",
+            )
+        return p
+    for root in (p / "checkpoints", p):
+        if root.is_dir() and ((root / LATEST).exists() or any(root.glob("step-*"))):
+            found = find_latest(root)
+            if found is not None:
+                return found
+    if not p.exists():
+        raise LlmctlError(
+            f"checkpoint not found: {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
+        )
+    raise LlmctlError(
+        f"no complete checkpoint in {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
+    )
+
+
+def migrate_hint(path: Path) -> str:
+    """The hint for a format-1 checkpoint: convert it once, explicitly."""
+    return (
+        f"if you made this checkpoint yourself, convert it once with `llmctl checkpoint migrate {path}` "
+        "(a pickled file can run code when loaded, so llmctl no longer loads one it did not convert)"
+    )
+
+
+@dataclass
+class OpenCheckpoint:
+    """A resolved, complete checkpoint and its typed manifest; files are verified as they are read."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def config(self) -> Any:
+        """The resolved llmctl.config.Config the checkpoint was trained with."""
+        from llmctl.config import from_dict
+
+        return from_dict(self.manifest.config)
+
+    def read_verified(self, name: str) -> bytes:
+        """A file's bytes after checking them against the manifest's SHA-256 (an error naming it, else)."""
+        entry = self.manifest.files.get(name)
+        if entry is None:
+            raise LlmctlError(
+                f"checkpoint {self.path} does not list {name} in {MANIFEST}", "pick another checkpoint"
+            )
+        try:
+            data = (self.path / name).read_bytes()
+        except OSError as exc:
+            from llmctl.files import io_error
+
+            raise io_error(exc, self.path / name, action="read") from exc
+        if len(data) != entry.size or (entry.sha256 is not None and sha256_hex(data) != entry.sha256):
+            raise LlmctlError(
+                f"checkpoint file {self.path / name} is corrupt: its SHA-256 does not match {MANIFEST}",
+                "copy the checkpoint again from its source, or use another checkpoint of the run",
+            )
+        return data
+
+    def model_state(self) -> dict[str, Any]:
+        """The weights on the CPU, the tied head restored under its own name."""
+        from safetensors.torch import load
+
+        try:
+            state = load(self.read_verified(MODEL_FILE))
+        except LlmctlError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for a bad header
+            raise LlmctlError(
+                f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint"
+            ) from exc
+        model = self.manifest.config.get("model") or {}
+        if (
+            model.get("tied_embeddings", True)
+            and "output.weight" not in state
+            and "tok_embeddings.weight" in state
+        ):
+            state["output.weight"] = state["tok_embeddings.weight"]
+        return state
+
+    def load_pt(self, name: str) -> Any:
+        """A verified `.pt` file, unpickled with `weights_only=True`: tensors and plain containers only."""
+        import pickle
+
+        import torch
+
+        data = self.read_verified(name)
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise LlmctlError(
+                f"refusing to load {self.path / name}: it is not plain tensor data (it may try to run code)",
+                "only resume from checkpoints written by llmctl that you trust; this file was not loaded",
+            ) from exc
+
+    def tokenizer_path(self) -> Path | str:
+        """The tokenizer copy inside the checkpoint, else the path the manifest records."""
+        for name in TOKENIZER_FILES:
+            if (self.path / name).is_file():
+                return self.path / name
+        recorded = self.manifest.tokenizer.get("path")
+        if recorded is None:
+            raise LlmctlError(
+                f"checkpoint {self.path} has no tokenizer",
+                "copy the run's tokenizer.json into the checkpoint directory",
+            )
+        return recorded
+
+    def tokenizer(self) -> Any:
+        """The checkpoint's tokenizer (the copy inside it is verified first)."""
+        from llmctl.tokenizer.core import load_tokenizer
+
+        path = self.tokenizer_path()
+        if Path(path).parent == self.path and Path(path).name in self.manifest.files:
+            self.read_verified(Path(path).name)
+        return load_tokenizer(path)
+
+    def load_model(self, device: Any = "cpu") -> Any:
+        """A Transformer with the checkpoint's weights, in eval mode, on `device`."""
+        import torch
+
+        from llmctl.model.llama import Transformer
+
+        state = self.model_state()
+        with torch.device(device):
+            model = Transformer(self.config.model)
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+
+def open_checkpoint(path: str | Path) -> OpenCheckpoint:
+    """Resolve `path` to a complete checkpoint and read its manifest, checking the format version.
+
+    Refuses a format-1 checkpoint (a pickled rng.pt) and any `.pt` file that would need more than
+    tensors to load, without loading it.
+    """
+    ckpt = resolve_checkpoint(path)
+    manifest = read_manifest(ckpt)
+    if manifest is None:  # pragma: no cover - resolve_checkpoint only returns complete ones
+        raise LlmctlError(f"checkpoint {ckpt} is incomplete or corrupt", "use another checkpoint of the run")
+    if manifest.format_version > FORMAT_VERSION:
+        raise LlmctlError(
+            f"checkpoint {ckpt} has format version {manifest.format_version}; this llmctl reads up to {FORMAT_VERSION}",
+            "upgrade llmctl to read it",
+        )
+    # Format 1 without rng.pt (weights only, e.g. made by `llmctl import`) holds nothing pickled: it
+    # loads, its files checked by size alone.
+    if LEGACY_RNG_FILE in manifest.files:
+        raise LlmctlError(
+            f"checkpoint {ckpt} was written by an older llmctl and stores its random state as a pickle ({LEGACY_RNG_FILE})",
+            migrate_hint(ckpt),
+        )
+    for name in manifest.files:
+        if name.endswith(".pt"):
+            check_pickle_globals(ckpt / name)
+    return OpenCheckpoint(ckpt, manifest)
+
+
+def check_pickle_globals(path: Path) -> None:
+    """Refuse a `.pt` file whose pickle names anything beyond what `weights_only=True` allows; the
+    pickle is scanned, never run, so an inference open can refuse it without loading the optimizer."""
+    import torch
+
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:  # not a torch zip file at all (a raw pickle, truncated data)
+        raise LlmctlError(
+            f"refusing to load {path}: it is not a torch tensor file ({type(exc).__name__})",
+            "only use checkpoints written by llmctl that you trust; this file was not loaded",
+        ) from exc
+    if unsafe:
+        raise LlmctlError(
+            f"refusing to load {path}: its pickle calls {', '.join(unsafe[:3])}, which could run code",
+            "only use checkpoints written by llmctl that you trust; this file was not loaded",
+        )
+
+
+def load_for_inference(path: str | Path, device: Any = "cpu") -> tuple[Any, Any, Manifest]:
+    """(model in eval mode on device, its tokenizer, manifest) for generate, chat and export."""
+    ckpt = open_checkpoint(path)
+    return ckpt.load_model(device), ckpt.tokenizer(), ckpt.manifest
