@@ -171,8 +171,11 @@ def run_training(
     make_objective: ObjectiveFactory = pretrain_objective,
     *,
     reporter: Any = None,
+    after_init: Callable[[torch.nn.Module], None] | None = None,
 ) -> RunOutcome:
-    """Set up and run one training run; returns when it completes or stops (signal, deadline)."""
+    """Set up and run one training run; returns when it completes or stops (signal, deadline).
+
+    `after_init` edits the model once the --init weights are loaded (not on resume): SFT's untrained rows."""
     from llmctl.plan.flops import flops_per_token
 
     wants_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
@@ -199,6 +202,8 @@ def run_training(
             assert manifest is not None
             check_compatible(init, manifest, cfg.model, tokenizer.fingerprint)
             model.load_state_dict(load_model_state(init, cfg.model))
+            if after_init is not None:
+                after_init(model)
         objective = make_objective(cfg, meta, tokenizer, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry

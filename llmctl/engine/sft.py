@@ -110,6 +110,7 @@ class SFTObjective:
         validation_prompts: int = 3,
         packing_note: str | None = None,
         untrained: list[str] | None = None,
+        untrained_rows: str = "warn",
     ) -> None:
         self.meta = meta or sft_meta(data_path)
         self.tokenizer = tokenizer
@@ -122,6 +123,7 @@ class SFTObjective:
         self.template = TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
         self.profile = get_profile(info.get("name", "chat")) if self.template is None else None
         self.untrained = untrained or []
+        self.untrained_rows = untrained_rows
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
         self.stream = SFTBatches(self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id)
@@ -181,7 +183,8 @@ class SFTObjective:
             "conversations": counts["conversations"], "used": counts["used"], "truncated": counts["truncated"],
             "dropped_overlong": counts["dropped_overlong"], "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
-            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained else {}),
+            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained and self.untrained_rows == "warn"
+               else {"untrained_rows_set_to_mean": " ".join(self.untrained)} if self.untrained else {}),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_conversations": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
@@ -281,12 +284,20 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
             seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
             packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
             val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note, untrained=untrained,
+            untrained_rows=cfg.checkpoint.untrained_rows,
         )
         made.append(objective)
         return objective
 
-    outcome = run_training(cfg, factory, reporter=reporter)
-    data = {**made[0].train.counts, "untrained_special_tokens": untrained, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
+    after_init = None
+    if untrained and cfg.checkpoint.untrained_rows == "mean":
+        from llmctl.model.untrained import fill_with_mean
+
+        ids = [int(tokenizer.token_to_id(name)) for name in untrained]  # type: ignore[arg-type]
+        after_init = lambda model: fill_with_mean(model, ids)  # noqa: E731
+    outcome = run_training(cfg, factory, reporter=reporter, after_init=after_init)
+    data = {**made[0].train.counts, "untrained_special_tokens": untrained,
+            "untrained_rows": cfg.checkpoint.untrained_rows if untrained else None, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
     if outcome.is_rank0 and data:
         _add_to_summary(outcome.run_dir, data)
         outcome.result.summary["sft_data"] = data
