@@ -15,9 +15,26 @@ from llmctl.cli.app import app
 def _sft(tmp_path: Path, ck: Path, tokens: Path, name: str, *extra: str) -> Path:
     result = CliRunner().invoke(
         app,
-        ["sft", "--init", str(ck), "--data", str(tokens), "--out", str(tmp_path / name), "--steps", "3",
-         "--data.seq_len=64", "--train.device=cpu", "--train.eval_every=0", "--train.sample_every=0",
-         "--optim.warmup_steps=0", "--telemetry.tensorboard=false", "--telemetry.panel=off", "--json", *extra],
+        [
+            "sft",
+            "--init",
+            str(ck),
+            "--data",
+            str(tokens),
+            "--out",
+            str(tmp_path / name),
+            "--steps",
+            "3",
+            "--data.seq_len=64",
+            "--train.device=cpu",
+            "--train.eval_every=0",
+            "--train.sample_every=0",
+            "--optim.warmup_steps=0",
+            "--telemetry.tensorboard=false",
+            "--telemetry.panel=off",
+            "--json",
+            *extra,
+        ],
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -43,16 +60,36 @@ def test_untrained_im_end_rows_start_from_the_mean_and_receive_gradient(tmp_path
     runner = CliRunner()
     ck = tmp_path / "ck"
     assert runner.invoke(app, ["import", str(src), "--out", str(ck)]).exit_code == 0
-    rows = [[{"role": "user", "content": f"Reverse {w}"}, {"role": "assistant", "content": w[::-1]}]
-            for w in ("module", "python", "token", "fox") * 4]
+    rows = [
+        [{"role": "user", "content": f"Reverse {w}"}, {"role": "assistant", "content": w[::-1]}]
+        for w in ("module", "python", "token", "fox") * 4
+    ]
     raw = write_chat_parquet(tmp_path / "raw", {"train": rows})
-    made = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(ck / "tokenizer.json"), "--out",
-                               str(tmp_path / "tokens"), "--mode", "sft", "--template", "model", "--num-proc", "1"])
+    made = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(ck / "tokenizer.json"),
+            "--out",
+            str(tmp_path / "tokens"),
+            "--mode",
+            "sft",
+            "--template",
+            "model",
+            "--num-proc",
+            "1",
+        ],
+    )
     assert made.exit_code == 0, made.output
 
     init = load_file(str(ck / "model.safetensors"))
     mats = ["tok_embeddings.weight"] + ([] if tied else ["output.weight"])
-    fixed = load_file(str(_sft(tmp_path, ck, tmp_path / "tokens", "mean", "--untrained-rows", "mean") / "model.safetensors"))
+    fixed = load_file(
+        str(_sft(tmp_path, ck, tmp_path / "tokens", "mean", "--untrained-rows", "mean") / "model.safetensors")
+    )
     warned = load_file(str(_sft(tmp_path, ck, tmp_path / "tokens", "warn") / "model.safetensors"))
     for key in mats:
         w = init[key].float()
