@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,30 @@ def test_plain_messages_keep_transformers_ids_and_prompts_escape_too(tmp_path: P
     )
     end = hf.convert_tokens_to_ids(END[kind])
     assert prompt.count(end) == 1
+
+
+def test_tokenize_template_model_reports_the_template_encoder(tmp_path: Path) -> None:
+    from chat_fixtures import write_chat_parquet
+    from typer.testing import CliRunner
+
+    from llmctl.cli.app import app
+
+    _chat(tmp_path, "qwen2")
+    raw = write_chat_parquet(tmp_path / "raw", {"train": [CONV[1:3]] * 4})
+    args = [
+        "tokenize",
+        "--data",
+        str(raw),
+        "--tokenizer",
+        str(tmp_path / "qwen2" / "tokenizer.json"),
+        "--mode",
+        "sft",
+    ]
+    args += ["--template", "model", "--num-proc", "1", "--out"]
+    made = CliRunner().invoke(app, [*args, str(tmp_path / "tokens"), "--json"])
+    assert made.exit_code == 0, made.output
+    report = json.loads(made.stdout)
+    assert report["encoder"] == "chat-template" and report["encoder_note"] is None
+    human = CliRunner().invoke(app, [*args, str(tmp_path / "tokens2")])
+    assert human.exit_code == 0, human.output
+    assert "encoder chat-template" in human.stderr and "tiktoken" not in human.stderr
