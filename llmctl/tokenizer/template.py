@@ -18,6 +18,7 @@ only there).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -164,30 +165,38 @@ class TemplateChat:
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
         return cls(template, tokenizer, _special(config, "bos_token"), _special(config, "eos_token"))
 
+    @functools.cached_property
     def _specials(self) -> list[str]:
         """The tokenizer's special-token strings, longest first (so `<|a|>b` is not read as `<|a|>` + `b`)."""
         return sorted(self.tokenizer.special_ids(), key=len, reverse=True)
 
+    @functools.cached_property
+    def _special_re(self) -> re.Pattern[str]:
+        """Any special-token string, the longest where several match (Llama 3 declares 256 of them)."""
+        return re.compile("|".join(re.escape(s) for s in self._specials) or "(?!)")
+
     def _escape(self, messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """`messages` with each special-token string in their content replaced by a placeholder character,
         and the placeholder -> string table to undo it after rendering."""
-        specials = self._specials()
+        specials = self._specials
+        index = {s: i for i, s in enumerate(specials)}
         table: dict[str, str] = {}
+
+        def mark(match: re.Match[str]) -> str:
+            placeholder = chr(_PLACEHOLDER + index[match.group()])
+            table[placeholder] = match.group()
+            return placeholder
+
         out: list[dict[str, Any]] = []
         for message in messages:
             content = message.get("content")
-            if isinstance(content, str) and any(s in content for s in specials):
+            if isinstance(content, str) and self._special_re.search(content):
                 if any(_PLACEHOLDER <= ord(c) < _PLACEHOLDER + len(specials) for c in content):
                     raise LlmctlError(
                         "a message holds both special-token strings and plane-15 private-use characters",
                         "remove the private-use characters (U+F0000 and up) from the data",
                     )
-                for index, special in enumerate(specials):
-                    if special in content:
-                        mark = chr(_PLACEHOLDER + index)
-                        table[mark] = special
-                        content = content.replace(special, mark)
-                message = {**message, "content": content}
+                message = {**message, "content": self._special_re.sub(mark, content)}
             out.append(message)
         return out, table
 
@@ -256,8 +265,7 @@ class TemplateChat:
         # Split where the template wrote special tokens (the tokenizer splits there too), then encode each
         # piece between them with every special-token string read as text, the placeholders undone.
         ids: list[int] = []
-        pattern = "(" + "|".join(re.escape(s) for s in self._specials()) + ")"
-        for index, piece in enumerate(re.split(pattern, text)):
+        for index, piece in enumerate(re.split(f"({self._special_re.pattern})", text)):
             if index % 2:
                 ids.append(int(self.tokenizer.token_to_id(piece)))
             elif piece:
