@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,12 +290,16 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
         made.append(objective)
         return objective
 
-    after_init = None
+    after_init: Callable[[torch.nn.Module], None] | None = None
     if untrained and cfg.checkpoint.untrained_rows == "mean":
         from llmctl.model.untrained import fill_with_mean
 
         ids = [int(tokenizer.token_to_id(name)) for name in untrained]  # type: ignore[arg-type]
-        after_init = lambda model: fill_with_mean(model, ids)  # noqa: E731
+
+        def fill(model: torch.nn.Module) -> None:
+            fill_with_mean(model, ids)  # once the --init weights are in, before the optimizer is built
+
+        after_init = fill
     outcome = run_training(cfg, factory, reporter=reporter, after_init=after_init)
     data = {**made[0].train.counts, "untrained_special_tokens": untrained,
             "untrained_rows": cfg.checkpoint.untrained_rows if untrained else None, "packing": packing, "packing_note": note, "seq_len": cfg.data.seq_len, "overlong": cfg.data.overlong} if made else {}
