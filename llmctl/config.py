@@ -212,6 +212,10 @@ class CheckpointConfig:
     ~ is the home folder."""
     resume: str | None = None
     """`auto` to continue from checkpoints/latest of this run, or a checkpoint path (a leading ~ is home)."""
+    untrained_rows: Literal["warn", "mean"] = "warn"
+    """Chat-template tokens whose embedding (or untied head) row in the init weights looks never trained
+    (Qwen2.5 base's <|im_end|>): `warn` names them; `mean` also sets those rows to the mean of the trained
+    rows before step 0, the usual fix, so the fine-tune can learn to end its turn. SFT with --template model."""
     deadline_margin: float = 120.0
     """Seconds before a SLURM job's end time by which the final checkpoint must be written."""
 

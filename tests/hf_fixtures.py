@@ -118,3 +118,19 @@ def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Pa
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def ids_with_content_as_text(hf, conv: list[dict[str, str]], strip: bool, **kwargs) -> list[int]:  # noqa: ANN001
+    """transformers' ids of `conv` rendered by its chat template, each message's content encoded as text
+    (split_special_tokens) and the template's own text as usual: what llmctl's TemplateChat must produce,
+    built without llmctl. `strip`: the template trims content (Llama 3's does)."""
+    text = hf.apply_chat_template(conv, tokenize=False, **kwargs)
+    ids: list[int] = []
+    at = 0
+    for message in conv:
+        content = message["content"].strip() if strip else message["content"]
+        start = text.index(content, at)
+        ids += hf(text[at:start], add_special_tokens=False)["input_ids"]
+        ids += hf(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        at = start + len(content)
+    return ids + hf(text[at:], add_special_tokens=False)["input_ids"]

@@ -3,6 +3,7 @@
     llmctl budget --gpu L4 --hours 24 --tokens-per-param 100        forward: hours -> N, D, a shape, memory
     llmctl budget --model 124m --tokens 2.5B --gpu A100-80GB         inverse: model + tokens -> GPU-hours
     llmctl budget --params 170M --tokens-per-param 100 --gpu L4 --json
+    llmctl budget --model models/smollm2 --gpu L4 --seq-len 2048 --micro-batch 8    full fine-tuning of an import
     llmctl budget --list-gpus
 
 Pure arithmetic (llmctl/plan/): no torch is imported.
@@ -184,6 +185,15 @@ def _memory_rows(p: Any) -> list[list[str]]:
             f"{m.max_micro_batch_ckpt} with activation checkpointing",
         ],
     ]
+    if p.micro_batch is not None:
+        rows.append(
+            [
+                f"micro-batch {p.micro_batch}",
+                fmt_bytes(m.total_bytes(p.micro_batch)),
+                f"states + {p.micro_batch} x activations; "
+                f"{fmt_bytes(m.total_bytes(p.micro_batch, checkpointing=True))} with checkpointing",
+            ]
+        )
     return rows
 
 
@@ -246,7 +256,7 @@ def render(p: Any) -> None:
             _memory_rows(p),
             numeric=(1,),
             caption=(
-                f"verdict: {m.verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
+                f"verdict: {p.memory_verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
                 f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."
             ),
         )
@@ -281,7 +291,12 @@ def budget_command(
         "auto", "--dtype", help="auto (bf16, or fp16 without bf16), bf16, fp16, fp32, tf32, fp8."
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", metavar="PRESET|YAML", help="Inverse mode: preset name or config YAML."
+        None,
+        "--model",
+        "-m",
+        metavar="PRESET|YAML|DIR",
+        help="Inverse mode: preset name, config YAML, or a checkpoint / Hugging Face model directory "
+        "(an imported model: full fine-tuning of its shape).",
     ),
     params: str | None = typer.Option(
         None,
@@ -304,6 +319,12 @@ def budget_command(
         "adamw",
         "--optim",
         help="Optimizer whose state to count: adamw (8 B/param) or muon (4 B/param on hidden matrices).",
+    ),
+    micro_batch: int | None = typer.Option(
+        None,
+        "--micro-batch",
+        help="Sequences per forward pass to judge memory at (train.micro_batch_size); default: report the "
+        "largest that fits. " + range_help("micro-batch"),
     ),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
@@ -333,6 +354,7 @@ def budget_command(
         seq_len=seq_len,
         vocab_size=vocab_size,
         optim=optim,
+        micro_batch=micro_batch,
     )
     if as_json:
         print_json(plan.to_json())

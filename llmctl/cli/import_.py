@@ -38,7 +38,8 @@ def import_(
     if result.untrained_tokens:
         log(
             f"warning: untrained embedding rows for {', '.join(result.untrained_tokens)} (zero or identical to "
-            "other special tokens): the model will not produce them until fine-tuning trains them"
+            "other special tokens): the model will not produce them until fine-tuning trains them; "
+            "`llmctl sft --untrained-rows mean` starts them from the mean trained row"
         )
     if as_json:
         print_json(result)

@@ -49,6 +49,10 @@ def render_sft(outcome: Any, as_json: bool) -> None:
                      f" (data.overlong={data['overlong']})"])
         if data["dropped_untrained"]:
             rows.append(["no reply", f"{data['dropped_untrained']:,} dropped (nothing to train)"])
+        if data.get("untrained_special_tokens"):
+            names = ", ".join(data["untrained_special_tokens"])
+            rows.append(["untrained rows", f"{names}: set to the mean of the trained rows" if data.get("untrained_rows") == "mean"
+                         else f"{names}: left as they are (--untrained-rows mean trains them from the mean row)"])
     if s.get("final_loss") is not None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
@@ -80,6 +84,11 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
         force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
+        untrained_rows: str | None = typer.Option(
+            None, "--untrained-rows", metavar="warn|mean",
+            help="Template tokens whose init row looks never trained (Qwen2.5 base's <|im_end|>): warn, or set them "
+                 "to the mean of the trained rows before training (checkpoint.untrained_rows).",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
@@ -88,6 +97,8 @@ def register(app: typer.Typer) -> None:
         values = flag_values(data, steps, out, resume)
         if init is not None:
             values["checkpoint.init"] = init
+        if untrained_rows is not None:
+            values["checkpoint.untrained_rows"] = untrained_rows
         outcome = run_sft(build_config(config, list(ctx.args), values), force=force)
         if not outcome.run.is_rank0:
             return

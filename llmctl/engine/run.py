@@ -248,11 +248,13 @@ def run_training(
     reporter: Any = None,
     force: bool = False,
     inputs: RunInputs | None = None,
+    after_init: Callable[[torch.nn.Module], None] | None = None,
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline).
 
     `inputs` hands over what the caller already read (sft: meta.json, tokenizer, init checkpoint);
-    `force` lets a fresh start replace an earlier run's files in the same directory.
+    `force` lets a fresh start replace an earlier run's files in the same directory; `after_init` edits
+    the model once the --init weights are loaded (not on resume): SFT's untrained rows.
     """
     from llmctl.engine.lock import RunLock
     from llmctl.plan.flops import flops_per_token
@@ -300,6 +302,8 @@ def run_training(
             model = Transformer(cfg.model)
         if init is not None:
             model.load_state_dict(init.model_state())
+            if after_init is not None:
+                after_init(model)
         objective = make_objective(cfg, meta, tokenizer, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry

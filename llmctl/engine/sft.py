@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class SFTObjective:
         validation_prompts: int = 3,
         packing_note: str | None = None,
         untrained: list[str] | None = None,
+        untrained_rows: str = "warn",
     ) -> None:
         self.meta = meta or sft_meta(data_path)
         self.tokenizer = tokenizer
@@ -127,6 +129,7 @@ class SFTObjective:
         self.template = TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
         self.profile = get_profile(info.get("name", "chat")) if self.template is None else None
         self.untrained = untrained or []
+        self.untrained_rows = untrained_rows
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
         self.stream = SFTBatches(self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id)
@@ -201,7 +204,8 @@ class SFTObjective:
             "dropped_overlong": counts["dropped_overlong"],
             "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
-            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained else {}),
+            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained and self.untrained_rows == "warn"
+               else {"untrained_rows_set_to_mean": " ".join(self.untrained)} if self.untrained else {}),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_conversations": len(self.val) if self.val is not None else 0,
             "eval_batches": len(self._eval),
@@ -213,6 +217,7 @@ class SFTObjective:
         return {
             **self.train.counts,
             "untrained_special_tokens": self.untrained,
+            "untrained_rows": self.untrained_rows if self.untrained else None,
             "packing": self.packing,
             "packing_note": self.packing_note,
             "seq_len": self.seq_len,
@@ -310,6 +315,7 @@ def sft_objective(
         world=dist.world_size,
         packing_note=_NO_PACKING if cfg.data.packing and not packing else None,
         untrained=untrained,
+        untrained_rows=cfg.checkpoint.untrained_rows,
     )
 
 
@@ -327,12 +333,20 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
         meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
     )
     untrained = _untrained_tokens(init.path, meta, tokenizer, cfg.model)
+    after_init: Callable[[torch.nn.Module], None] | None = None
+    if untrained and cfg.checkpoint.untrained_rows == "mean":
+        from llmctl.model.untrained import fill_with_mean
+
+        # Once the --init weights are in, before the optimizer is built.
+        ids = [int(tokenizer.token_to_id(name)) for name in untrained]  # type: ignore[arg-type]
+        after_init = functools.partial(fill_with_mean, ids=ids)
     outcome = run_training(
         cfg,
         functools.partial(sft_objective, untrained=untrained),
         reporter=reporter,
         force=force,
         inputs=RunInputs(meta, tokenizer, init),
+        after_init=after_init,
     )
     data = dict(outcome.result.summary.get("sft_data") or {})
     return SFTOutcome(outcome, str(init.path), data)

@@ -46,3 +46,29 @@ def untrained_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, tokens: dic
                 found.append(name)
                 break
     return found
+
+
+def fill_with_mean(model: torch.nn.Module, ids: list[int]) -> dict[str, float]:
+    """Set the embedding rows of `ids` (and the head's, when untied) to the mean of the other rows.
+
+    A zero row gives the token no direction of its own and a near-zero logit, so a fine-tune learns to
+    emit it slowly if at all; the mean of the trained rows starts it where an average token sits, and the
+    row then trains like any other (nothing here freezes it). Returns the new rows' norms, per matrix.
+    """
+    import torch
+
+    emb = model.tok_embeddings.weight  # type: ignore[union-attr]
+    head = model.output.weight  # type: ignore[union-attr]
+    mats = {"tok_embeddings": emb} | ({} if head is emb else {"output": head})
+    norms: dict[str, float] = {}
+    with torch.no_grad():
+        for name, mat in mats.items():
+            # Trained rows: not the ones being replaced, and not the (near-)zero padding rows of a vocabulary
+            # rounded up past the tokenizer's, which would pull the mean towards zero.
+            row_norms = mat.detach().float().norm(dim=1)
+            keep = row_norms > 1e-3 * row_norms.median()
+            keep[torch.tensor(ids, dtype=torch.long, device=mat.device)] = False
+            mean = mat[keep].float().mean(dim=0)
+            mat[ids] = mean.to(mat.dtype)
+            norms[name] = float(mean.norm())
+    return norms

@@ -118,6 +118,14 @@ class BudgetPlan:
     peaks: tuple[PeakRow, ...]
     memory: MemoryEstimate
     loss: float
+    micro_batch: int | None = None
+    """--micro-batch: the memory verdict is for this many sequences per forward pass."""
+
+    @property
+    def memory_verdict(self) -> str:
+        """Whether training fits the GPU: at --micro-batch when given, else the largest micro-batch that does."""
+        m = self.memory
+        return m.verdict if self.micro_batch is None else m.micro_batch_verdict(self.micro_batch)
 
     @property
     def budget_tokens_for_shape(self) -> float | None:
@@ -156,7 +164,13 @@ class BudgetPlan:
                 "activation_bytes_per_seq_ckpt": m.activation_bytes_per_seq_ckpt,
                 "device_bytes": m.device_bytes, "usable_bytes": m.usable_bytes,
                 "max_micro_batch": m.max_micro_batch, "max_micro_batch_ckpt": m.max_micro_batch_ckpt,
-                "fits": m.fits, "verdict": m.verdict,
+                "fits": m.fits, "verdict": self.memory_verdict,
+                "micro_batch": None if self.micro_batch is None else {
+                    "size": self.micro_batch, "bytes": m.total_bytes(self.micro_batch),
+                    "bytes_ckpt": m.total_bytes(self.micro_batch, checkpointing=True),
+                    "fits": m.total_bytes(self.micro_batch) <= m.usable_bytes,
+                    "fits_ckpt": m.total_bytes(self.micro_batch, checkpointing=True) <= m.usable_bytes,
+                },
             },
             "chinchilla_loss": self.loss,
         }
@@ -187,8 +201,12 @@ def plan_budget(
     seq_len: int | None = None,
     vocab_size: int = 32768,
     optim: str = "adamw",
+    micro_batch: int | None = None,
 ) -> BudgetPlan:
-    """Forward mode with `hours`; inverse mode with `model` or `params` (and `tokens` or `tokens_per_param`)."""
+    """Forward mode with `hours`; inverse mode with `model` or `params` (and `tokens` or `tokens_per_param`).
+
+    `model` may be a checkpoint or Hugging Face model directory (an imported model): its shape is read from
+    checkpoint.json or config.json. `micro_batch` judges memory at that many sequences per pass."""
     spec = gpu_by_name(gpu)
     resolved = resolve_dtype(spec, dtype)
     peak = require_peak_flops(spec, resolved)
@@ -199,6 +217,7 @@ def plan_budget(
     check_range("vocab-size", vocab_size)
     if optim not in ("adamw", "muon"):
         raise LlmctlError(f"--optim must be adamw or muon, got {optim!r}", "e.g. --optim muon")
+    check_range("micro-batch", micro_batch)
     if not 0 < mfu <= 1:
         raise LlmctlError(f"--mfu must be in (0, 1], got {mfu:g}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
     token_count = parse_count(tokens, "--tokens") if tokens is not None else None
@@ -261,5 +280,5 @@ def plan_budget(
         optimal_tokens=optimal_d, model=cfg, model_label=label, seq_len=seq, params=param_counts(cfg), flops=fl,
         n=n, tokens=d, costs=_costs(n, d, fl, shape_note, peak, mfu, num_gpus), peaks=peaks,
         memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim),
-        loss=chinchilla_loss(param_counts(cfg).total, d),
+        loss=chinchilla_loss(param_counts(cfg).total, d), micro_batch=micro_batch,
     )

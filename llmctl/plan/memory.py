@@ -110,6 +110,29 @@ class MemoryEstimate:
         """True when at least one sequence fits, with checkpointing if need be."""
         return self.max_micro_batch_ckpt >= 1
 
+    def micro_batch_verdict(self, micro_batch: int) -> str:
+        """One sentence for a chosen micro-batch: fits as is, only with activation checkpointing, or not."""
+        from llmctl.units import fmt_bytes
+
+        plain, ckpt = self.total_bytes(micro_batch), self.total_bytes(micro_batch, checkpointing=True)
+        shape, usable = f"micro-batch {micro_batch} x {self.seq_len} tokens", fmt_bytes(self.usable_bytes)
+        if plain <= self.usable_bytes:
+            return f"fits: {shape} needs {fmt_bytes(plain)} of {usable} usable"
+        if ckpt <= self.usable_bytes:
+            return (
+                f"fits only with activation checkpointing (--train.activation_checkpointing=true): {shape} needs "
+                f"{fmt_bytes(ckpt)} with it, {fmt_bytes(plain)} without, of {usable} usable"
+            )
+        if self.max_micro_batch_ckpt >= 1:
+            best = self.max_micro_batch or self.max_micro_batch_ckpt
+            how = "" if self.max_micro_batch else " with activation checkpointing"
+            return (
+                f"does not fit: {shape} needs {fmt_bytes(ckpt)} even with activation checkpointing, of {usable} "
+                f"usable; use --train.micro_batch_size={best}{how} and reach the same batch by gradient "
+                "accumulation (--train.global_batch_size)"
+            )
+        return self.verdict
+
     @property
     def verdict(self) -> str:
         """One sentence: fits (with which micro-batch) or does not (and what would help)."""

@@ -39,6 +39,7 @@ RANGES: dict[str, Range] = {
     "tokens-per-param": Range(0.01, 1e6, "0.01 to 1,000,000", "--tokens-per-param 20 (Chinchilla)"),
     "seq-len": Range(1, 16_777_216, "1 to 16,777,216 (16M)", "--seq-len 1024"),
     "batch-size": Range(1, 1e9, "1 to 1,000,000,000 sequences", "--batch-size 512"),
+    "micro-batch": Range(1, 1_000_000, "1 to 1,000,000 sequences", "--micro-batch 8"),
     "vocab-size": Range(2, 16_777_216, "2 to 16,777,216", "--vocab-size 32768"),
     "dim": Range(1, 1_048_576, "1 to 1,048,576", "--dim 768"),
     "layers": Range(1, 100_000, "1 to 100,000", "--layers 12"),

@@ -69,7 +69,8 @@ class EncoderSpec:
     """What a worker process needs to build an encoder: picklable, built once in the parent."""
 
     backend: str
-    """'tiktoken' (fast path) or 'reference' (the tokenizer's own library)."""
+    """'tiktoken' (fast path), 'reference' (the tokenizer's own library) or 'chat-template' (`--template
+    model`: workers render and encode with the tokenizer's own library; the batch encoder is unused)."""
     path: str
     """Tokenizer file."""
     pattern: str = ""

@@ -10,12 +10,17 @@ llmctl's BOS-first tokenizers) means "encode through the tokenizer's post-proces
 `AutoTokenizer(prompt)` does; without it, the document prefix of the token shards it was trained on.
 Templates are rendered like transformers' `apply_chat_template`: a sandboxed Jinja environment with
 trim_blocks and lstrip_blocks, `raise_exception` and `strftime_now`, and the text is then encoded with
-special-token strings recognised and no post-processor (the template writes its own BOS).
+the template's own special-token strings recognised and no post-processor (the template writes its own BOS).
+Special-token strings inside message content stay text: a reply that mentions `<|im_end|>` does not end
+its turn (transformers' apply_chat_template would make them specials; llmctl's ids differ from its ids
+only there).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,10 @@ from llmctl.errors import LlmctlError
 
 # End-of-turn markers of common chat templates; a model's stop ids include those its template writes.
 END_OF_TURN = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>"]
+
+# Special-token strings in message content are swapped for characters of Unicode's plane-15 private use
+# area while the template renders, so the rendered text's remaining special strings are the template's own.
+_PLACEHOLDER = 0xF0000
 
 
 def document_prefix(meta: dict[str, Any]) -> list[int]:
@@ -156,8 +165,50 @@ class TemplateChat:
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
         return cls(template, tokenizer, _special(config, "bos_token"), _special(config, "eos_token"))
 
+    @functools.cached_property
+    def _specials(self) -> list[str]:
+        """The tokenizer's special-token strings, longest first (so `<|a|>b` is not read as `<|a|>` + `b`)."""
+        return sorted(self.tokenizer.special_ids(), key=len, reverse=True)
+
+    @functools.cached_property
+    def _special_re(self) -> re.Pattern[str]:
+        """Any special-token string, the longest where several match (Llama 3 declares 256 of them)."""
+        return re.compile("|".join(re.escape(s) for s in self._specials) or "(?!)")
+
+    def _escape(self, messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """`messages` with each special-token string in their content replaced by a placeholder character,
+        and the placeholder -> string table to undo it after rendering."""
+        specials = self._specials
+        index = {s: i for i, s in enumerate(specials)}
+        table: dict[str, str] = {}
+
+        def mark(match: re.Match[str]) -> str:
+            placeholder = chr(_PLACEHOLDER + index[match.group()])
+            table[placeholder] = match.group()
+            return placeholder
+
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str) and self._special_re.search(content):
+                if any(_PLACEHOLDER <= ord(c) < _PLACEHOLDER + len(specials) for c in content):
+                    raise LlmctlError(
+                        "a message holds both special-token strings and plane-15 private-use characters",
+                        "remove the private-use characters (U+F0000 and up) from the data",
+                    )
+                message = {**message, "content": self._special_re.sub(mark, content)}
+            out.append(message)
+        return out, table
+
     def render_text(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
         """The template's text for `messages`."""
+        escaped, table = self._escape(messages)
+        text = self._render(escaped, add_generation_prompt)
+        for mark, special in table.items():
+            text = text.replace(mark, special)
+        return text
+
+    def _render(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool) -> str:
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -205,15 +256,42 @@ class TemplateChat:
     def render_ids(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False
     ) -> list[int]:
-        """Ids of `messages` rendered by the template, as transformers' apply_chat_template(tokenize=True)."""
-        return self.encode_text(self.render_text(messages, add_generation_prompt))
+        """Ids of `messages` rendered by the template, as transformers' apply_chat_template(tokenize=True),
+        except that special-token strings inside message content are encoded as text."""
+        escaped, table = self._escape(messages)
+        text = self._render(escaped, add_generation_prompt)
+        if not table:
+            return self.encode_text(text)
+        # Split where the template wrote special tokens (the tokenizer splits there too), then encode each
+        # piece between them with every special-token string read as text, the placeholders undone.
+        ids: list[int] = []
+        for index, piece in enumerate(re.split(f"({self._special_re.pattern})", text)):
+            if index % 2:
+                ids.append(int(self.tokenizer.token_to_id(piece)))
+            elif piece:
+                for mark, special in table.items():
+                    piece = piece.replace(mark, special)
+                ids += self._encode_as_text(piece)
+        return ids
+
+    def _encode_as_text(self, text: str) -> list[int]:
+        backend = getattr(self.tokenizer, "backend", None)
+        if backend is None:
+            return self.encode_text(text)  # refuses with the message that names tokenizer.json
+        previous = backend.encode_special_tokens
+        backend.encode_special_tokens = True
+        try:
+            return backend.encode(text, add_special_tokens=False).ids
+        finally:
+            backend.encode_special_tokens = previous
 
     def render_masked(
         self, messages: Sequence[dict[str, str]], end_ids: Sequence[int]
     ) -> tuple[list[int], list[int]]:
         """(ids, loss mask) of a conversation: 1 exactly on each assistant reply's content and the end-of-turn
-        token that closes it (the last of `end_ids` in the reply's span), 0 elsewhere. As in transformers'
-        apply_chat_template, special-token strings inside messages become special tokens.
+        token that closes it (the last of `end_ids` in the reply's span), 0 elsewhere. Special-token strings
+        inside messages are text (see render_ids), so a reply that mentions `<|im_end|>` trains on those
+        characters and ends at the template's own end-of-turn token.
 
         Most templates have no `{% generation %}` markers, so the reply's span is found by rendering
         prefixes: the conversation up to the reply with the generation prompt, and up to the reply

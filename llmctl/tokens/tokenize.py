@@ -165,9 +165,13 @@ def _peak_rss() -> int:
 
 
 def _prepare(
-    tok_path: Path, fast: bool, on_note: Callable[[str], None] | None
+    tok_path: Path, fast: bool, on_note: Callable[[str], None] | None, template: bool = False
 ) -> tuple[Tokenizer, EncoderSpec, str | None]:
     tok = load_tokenizer(tok_path)
+    if template:
+        # `--template model`: each worker renders and encodes conversations with the tokenizer's own library
+        # (TemplateChat), never with the batch encoder, so no tiktoken form is built, noted or reported.
+        return tok, EncoderSpec("chat-template", str(tok.path)), None
     spec, note = choose_encoder(tok, allow_fast=fast)
     if note and on_note:
         on_note(f"encoding with the tokenizer's own library (slower than the tiktoken fast path): {note}")
@@ -199,7 +203,7 @@ def tokenize(
         )
     started = time.perf_counter()
     prestart_workers(opts.num_proc)
-    tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note)
+    tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note, opts.mode == "sft" and opts.profile == "model")
     out = opts.out
     if out.exists() and not out.is_dir():
         raise LlmctlIOError(
@@ -363,7 +367,7 @@ def count_raw(
     """Token and document counts of a raw dataset, tokenized in parallel but never written."""
     started = time.perf_counter()
     prestart_workers(num_proc)
-    tok, spec, note = _prepare(tokenizer, fast, on_note)
+    tok, spec, note = _prepare(tokenizer, fast, on_note, mode == "sft" and profile == "model")
     per_split: dict[str, dict[str, Any]] = {}
     lengths: dict[str, np.ndarray] = {}
     progress = Progress()

@@ -1,0 +1,102 @@
+"""`budget --model DIR --micro-batch N`: does full fine-tuning of an imported (or Hugging Face) shape fit a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli.app import app
+
+# Qwen2.5-0.5B's config.json (the fields that matter): 494,032,768 parameters, tied embeddings, QKV bias.
+QWEN25_05B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "use_sliding_window": False,
+    "sliding_window": 32768,
+    "torch_dtype": "bfloat16",
+}
+N = 494_032_768
+
+
+@pytest.fixture
+def hf_dir(tmp_path: Path) -> Path:
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps(QWEN25_05B))
+    return tmp_path / "qwen"
+
+
+def _plan(hf_dir: Path, gpu: str, micro_batch: int) -> dict:
+    args = [
+        "budget",
+        "--model",
+        str(hf_dir),
+        "--gpu",
+        gpu,
+        "--seq-len",
+        "2048",
+        "--micro-batch",
+        str(micro_batch),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["memory"]
+
+
+def test_states_are_bf16_weights_fp32_master_and_adamw(hf_dir: Path) -> None:
+    m = _plan(hf_dir, "L4", 1)
+    assert (m["weights_bytes"], m["master_bytes"], m["grads_bytes"], m["optimizer_bytes"]) == (
+        2 * N,
+        4 * N,
+        4 * N,
+        8 * N,
+    )
+    mb = m["micro_batch"]
+    assert mb["size"] == 1 and mb["bytes"] == 18 * N + m["activation_bytes_per_seq"]
+    assert mb["bytes_ckpt"] == 18 * N + m["activation_bytes_per_seq_ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("gpu", "micro_batch", "start"),
+    [
+        ("H100", 4, "fits: micro-batch 4 x 2048"),
+        ("L4", 3, "fits only with activation checkpointing"),
+        ("L4", 16, "does not fit: micro-batch 16 x 2048"),
+    ],
+)
+def test_the_verdict_is_for_the_chosen_micro_batch(
+    hf_dir: Path, gpu: str, micro_batch: int, start: str
+) -> None:
+    m = _plan(hf_dir, gpu, micro_batch)
+    mb = m["micro_batch"]
+    assert m["verdict"].startswith(start), m["verdict"]
+    assert mb["fits"] == (mb["bytes"] <= m["usable_bytes"]) and mb["fits_ckpt"] == (
+        mb["bytes_ckpt"] <= m["usable_bytes"]
+    )
+    if not mb["fits_ckpt"]:
+        assert f"--train.micro_batch_size={m['max_micro_batch'] or m['max_micro_batch_ckpt']}" in m["verdict"]
+
+
+def test_budget_of_a_model_directory_does_not_import_torch(hf_dir: Path) -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom llmctl.cli.app import app\n"
+        f"r = CliRunner().invoke(app, ['budget', '--model', {str(hf_dir)!r}, '--gpu', 'L4', '--micro-batch', '2'])\n"
+        "assert r.exit_code == 0, r.output\nassert 'micro-batch 2' in r.output\n"
+        "assert 'torch' not in sys.modules, 'budget imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
