@@ -61,7 +61,10 @@ def register(app: typer.Typer) -> None:
     def pretrain(
         ctx: typer.Context,
         config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (see examples/configs/)."),
-        data: str | None = typer.Option(None, "--data", help="Token shard directory (data.path)."),
+        data: list[str] = typer.Option(
+            [], "--data", metavar="PATH[:WEIGHT]",
+            help="Token shard directory (data.path); repeat to mix sources by weight: --data web:0.7 --data code:0.3.",
+        ),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),

@@ -230,6 +230,9 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
     from llmctl.model.llama import Transformer
 
     cfg, init, manifest = _model_from_init(cfg)
+    if cfg.data.sources:
+        raise LlmctlError("sft trains on one --data directory for now (data.sources is for pretrain)",
+                          "give sft one --data; mixing SFT sources with PATH:epochs=N is not built yet")
     meta, tokenizer = load_data(cfg)
     require_sft(meta, cfg.data.path or "")
     fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")

@@ -153,6 +153,7 @@ class Trainer:
             total_steps=self.cfg.train.steps,
             start_step=self.step,
             tokens_per_step=tokens_per_step,
+            data_sources=tuple(getattr(self.objective, "sources", None) or ()) or None,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ class Trainer:
         start = time.perf_counter()
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
+        mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
+        source_tokens = tuple(sum(col) for col in zip(*mixed, strict=True)) if mixed else None
         device = self.rt.device
         counts = torch.tensor([sum(b.trained_tokens for b in batches), sum(b.tokens for b in batches),
                                sum(b.samples for b in batches)], dtype=torch.float64)
@@ -290,6 +293,7 @@ class Trainer:
             step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
             loss=stats_list[0] / max(1, trained), correct=int(stats_list[1]), lr=lr,
             grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time,
+            source_tokens=source_tokens,
         )
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------
@@ -298,16 +302,26 @@ class Trainer:
     def evaluate(self) -> EvalResult | None:
         """Loss, perplexity and token accuracy over the fixed validation batches, summed over ranks."""
         self.raw.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
+        sources = getattr(self.objective, "sources", None) or []
+        # Row 0: all batches; row 1 + i: batches of mixture source i.
+        sums = torch.zeros(1 + len(sources), 3, dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
             loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
-            sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            row = torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            sums[0] += row
+            if batch.source >= 0:
+                sums[1 + batch.source] += row
         self.raw.train()
-        loss_sum, correct, trained = D.all_reduce_sum(self.dist, sums).tolist()
+        rows = D.all_reduce_sum(self.dist, sums).tolist()
+        loss_sum, correct, trained = rows[0]
         if trained == 0:
             return None
-        loss = loss_sum / trained
-        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained))
+        loss, accuracy, by_source = loss_sum / trained, correct / trained, None
+        if sources:
+            from llmctl.engine.mixture import weighted_eval
+
+            loss, accuracy, by_source = weighted_eval(sources, rows[1:])
+        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), accuracy, int(trained), by_source)
         self.last_eval = result
         self.reporter.eval(result)
         return result

@@ -42,6 +42,8 @@ class RunInfo:
     """Steps already done before this process started (resume), else 0."""
     tokens_per_step: int
     """Planned tokens per optimizer step (all ranks, all micro-steps)."""
+    data_sources: tuple[dict[str, Any], ...] | None = None
+    """Mixtures: {"path", "weight", "epoch_tokens"} per source, in the order of StepCounts.source_tokens."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class StepCounts:
     """Wall seconds of the step (data, forward, backward, optimizer), measured after a device sync."""
     data_time: float = 0.0
     """Of which seconds spent waiting for the batch."""
+    source_tokens: tuple[int, ...] | None = None
+    """Mixtures: tokens the step took from each source (RunInfo.data_sources order)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class EvalResult:
     perplexity: float
     accuracy: float
     tokens: int
+    by_source: dict[str, float] | None = None
+    """Mixtures: validation loss of each source; `loss` is then their weight-averaged loss."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from llmctl.config import Config
 from llmctl.telemetry.counters import Counters
 from llmctl.telemetry.efficiency import efficiency_metrics, energy_figures
 from llmctl.telemetry.events import EvalResult, RunInfo, RunSummary, SampleRecord, StepCounts
+from llmctl.telemetry.mix import MixTally
 from llmctl.telemetry.settings import apply_env_aliases, device_peak_flops
 from llmctl.telemetry.sinks import Sink
 from llmctl.telemetry.writer import SinkWriter
@@ -83,12 +84,14 @@ class Telemetry:
         self._writer: SinkWriter | None = None
         self._every_step: list[Sink] = []
         self._closed: RunSummary | None = None
+        self._mix = MixTally()
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def start(self, info: RunInfo) -> None:
         """Resolve the peak, start the sampler, open the sinks and the writer thread."""
         self.info = info
+        self._mix.start(info.data_sources)
         peak, self.peak_source = device_peak_flops(
             info.device, info.device_name, info.dtype, self.settings.peak_tflops
         )
@@ -178,6 +181,7 @@ class Telemetry:
         if counters is None:
             raise RuntimeError("Telemetry.step() called before start()")
         figures = counters.update(counts)
+        figures.update(self._mix.add(counts.source_tokens))
         self._losses.append(counts.loss)
         if not self.is_rank0:
             return
@@ -205,6 +209,8 @@ class Telemetry:
             "eval_tokens": result.tokens,
             "tokens_total": self.counters.tokens if self.counters else None,
         }
+        if result.by_source is not None:
+            record["loss_by_source"] = result.by_source
         self._last_eval = record
         if self.is_rank0:
             self._put("eval", record)
@@ -244,6 +250,7 @@ class Telemetry:
         state = self.counters.state_dict()
         energy = self._energy_now()
         state["energy_j"] = self._energy_before + (energy or 0.0)
+        state["mix_tokens"] = self._mix.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -257,6 +264,8 @@ class Telemetry:
         assert self.counters is not None
         self.counters.load_state_dict(state)
         self._energy_before = float(state.get("energy_j", 0.0) or 0.0)
+        self._mix.load_state_dict(state.get("mix_tokens"))
+        self._mix.start(self.info.data_sources if self.info else None)
         self._window_since = self._clock()
 
     def close(self, status: str) -> RunSummary:
@@ -427,4 +436,6 @@ class Telemetry:
                 "peak_source": self.peak_source,
             }
         )
+        if self._mix.sources:
+            summary["data_mix"] = self._mix.data_mix()
         return summary
