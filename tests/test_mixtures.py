@@ -235,7 +235,7 @@ def test_epochs_and_repeat_warnings() -> None:
 def test_budget_and_count_show_epochs_per_source(sources: tuple[Path, Path]) -> None:
     big, small = sources
     runner = CliRunner()
-    result = runner.invoke(app, ["budget", "--tokens", "200k", "--preset", "tiny", "--data", f"{big}:0.7",
+    result = runner.invoke(app, ["budget", "--tokens", "200k", "--data", f"{big}:0.7",
                                  "--data", f"{small}:0.3", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -243,6 +243,6 @@ def test_budget_and_count_show_epochs_per_source(sources: tuple[Path, Path]) -> 
     small_tokens = json.loads((small / "meta.json").read_text())["splits"]["train"]["tokens"]
     assert rows[1]["epochs"] == pytest.approx(200_000 * 0.3 / small_tokens)
     assert any("would be repeated" in w for w in doc["warnings"])
-    result = runner.invoke(app, ["count", str(big), "--mix", f"{big}:0.7", "--mix", f"{small}:0.3", "--tokens", "200k", "--json"])
+    result = runner.invoke(app, ["count", "--mix", f"{big}:0.7", "--mix", f"{small}:0.3", "--tokens", "200k", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_mix"][1]["epochs"] == pytest.approx(200_000 * 0.3 / small_tokens)
