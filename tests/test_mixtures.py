@@ -246,3 +246,44 @@ def test_budget_and_count_show_epochs_per_source(sources: tuple[Path, Path]) -> 
     result = runner.invoke(app, ["count", "--mix", f"{big}:0.7", "--mix", f"{small}:0.3", "--tokens", "200k", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_mix"][1]["epochs"] == pytest.approx(200_000 * 0.3 / small_tokens)
+
+
+# -- SFT ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sft_mixes_sources_by_epochs_and_resumes_exactly(tmp_path: Path) -> None:
+    from chat_fixtures import conversation_text, instruction_rows, make_sft_tokens, pretrain_tiny, torch_threads
+
+    a_rows, b_rows = instruction_rows(64, seed=1), instruction_rows(32, seed=3)
+    with torch_threads(1):
+        a, tok = make_sft_tokens(tmp_path / "a", a_rows, instruction_rows(8, seed=2))
+        b, _ = make_sft_tokens(tmp_path / "b", b_rows, instruction_rows(8, seed=4), tokenizer=tok)
+        init = pretrain_tiny(tmp_path, tok, [conversation_text(c) for c in a_rows], steps=3)
+        common = ["sft", "--init", str(init), "--data", f"{a}:epochs=1", "--data", f"{b}:epochs=2", "--steps", "8",
+                  "--data.seq_len=64", "--train.micro_batch_size=4", "--train.eval_every=8", "--train.sample_every=0",
+                  "--telemetry.tensorboard=false", "--telemetry.panel=off", "--json"]
+        runner = CliRunner()
+        straight = runner.invoke(app, [*common, "--out", str(tmp_path / "runs" / "straight"), "--checkpoint.every=4"])
+        assert straight.exit_code == 0, straight.output
+        resumed = runner.invoke(app, [*common, "--out", str(tmp_path / "runs" / "resumed"),
+                                      "--resume", str(tmp_path / "runs" / "straight" / "checkpoints" / "step-000004")])
+        assert resumed.exit_code == 0, resumed.output
+
+    def train_records(name: str) -> list[dict[str, Any]]:
+        lines = (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+    full, tail = train_records("straight"), train_records("resumed")
+    assert [r["loss"] for r in tail] == [r["loss"] for r in full if r["step"] > 4]
+    assert tail[-1]["tokens_by_source"] == full[-1]["tokens_by_source"]
+    summary = json.loads((tmp_path / "runs" / "straight" / "summary.json").read_text())
+    mix = summary["data_mix"]
+    assert [m["path"] for m in mix] == [str(a), str(b)] and sum(m["weight"] for m in mix) == pytest.approx(1)
+    assert all(m["tokens"] > 0 for m in mix)
+    # b is half a's size but asked for 2 epochs: about as many planned tokens as a.
+    assert 0.3 < mix[1]["weight"] < 0.7
+    with pytest.raises(LlmctlError, match="by epochs, not weights"):
+        from llmctl.engine.sft_mixture import sft_specs
+
+        sft_specs([SourceSpec("x", 0.5)])

@@ -42,6 +42,9 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
         rows += [["val loss", f"{ev.loss:.4f}"], ["val perplexity", f"{ev.perplexity:.2f}"], ["val accuracy", f"{ev.accuracy:.1%}"]]
+    for m in s.get("data_mix") or []:
+        share = m["tokens"] / max(1, sum(x["tokens"] for x in s["data_mix"]))
+        rows.append([f"data {m['path']}", f"{share:.1%} of tokens (weight {m['weight']:.1%}), {m['epochs']:.3g} epochs"])
     if s.get("tokens_per_sec") is not None:
         rows.append(["tokens/s", f"{s['tokens_per_sec']:,.0f}"])
     if s.get("wall_time_s") is not None:

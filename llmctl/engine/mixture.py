@@ -74,7 +74,6 @@ class MixedPretrainObjective:
 
     def train_batch(self) -> Batch:
         batch = _shift(self.stream.next_rows())
-        # Counted over all ranks (every rank runs the same schedule), so the loop does not sum them again.
         return replace(batch, source_tokens=tuple(c * self.seq_len for c in self.stream.last_counts))
 
     def eval_batches(self) -> list[Batch]:
@@ -88,8 +87,8 @@ class MixedPretrainObjective:
         return [eos] if eos is not None else []
 
     def describe(self) -> dict[str, Any]:
-        parts = ", ".join(f"{m.path}={m.weight:.3f}" for m in self.mix)
-        return {"sources": len(self.mix), "weights": parts,
+        parts = " + ".join(f"{m.weight:.3f} {m.path}" for m in self.mix)
+        return {"mix": parts,
                 "train_windows": sum(len(w) for w in self.stream.sources), "eval_batches": len(self._eval)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class Batch:
     source: int = -1
     """Mixtures: the source of a validation batch (index into the objective's `sources`)."""
     source_tokens: tuple[int, ...] | None = None
-    """Mixtures: tokens this micro-step took from each source, over all ranks."""
+    """Mixtures: tokens this micro-batch took from each source (this rank; the loop sums over ranks)."""
 
     def __post_init__(self) -> None:
         if self.trained_tokens < 0:

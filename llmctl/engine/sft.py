@@ -230,26 +230,33 @@ def run_sft(cfg: Config, reporter: Any = None) -> SFTOutcome:
     from llmctl.model.llama import Transformer
 
     cfg, init, manifest = _model_from_init(cfg)
-    if cfg.data.sources:
-        raise LlmctlError("sft trains on one --data directory for now (data.sources is for pretrain)",
-                          "give sft one --data; mixing SFT sources with PATH:epochs=N is not built yet")
     meta, tokenizer = load_data(cfg)
-    require_sft(meta, cfg.data.path or "")
+    data_path = cfg.data.path or cfg.data.sources[0]["path"]  # a mixture's sources share tokenizer and profile
+    require_sft(meta, data_path)
     fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
-    check_sft_compat(meta, tokenizer, fingerprint, cfg.data.path or "", init)
+    check_sft_compat(meta, tokenizer, fingerprint, data_path, init)
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     note = None
     if cfg.data.packing and not packing:
         note = "the model cannot restrict attention to one conversation, so batches are padded instead of packed"
-    made: list[SFTObjective] = []
+    made: list[Any] = []
 
-    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> SFTObjective:
-        objective = SFTObjective(
-            cfg.data.path or "", meta, tok, seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
+    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> Any:
+        options: dict[str, Any] = dict(
+            seq_len=cfg.data.seq_len, micro_batch=cfg.train.micro_batch_size,
             seed=cfg.train.seed, eval_batches=cfg.train.eval_batches, prompts=list(cfg.train.sample_prompts),
             packing=packing, overlong=cfg.data.overlong, train_split=cfg.data.train_split,
             val_split=cfg.data.val_split, rank=dist.rank, world=dist.world_size, packing_note=note,
         )
+        if cfg.data.sources:
+            from llmctl.engine.sft_mixture import MixedSFTObjective
+            from llmctl.tokens.mix import specs_from_config
+            from llmctl.tokens.shards import read_meta
+
+            specs = specs_from_config(None, cfg.data.sources)
+            objective: Any = MixedSFTObjective(specs, [meta, *(read_meta(s.path) for s in specs[1:])], tok, **options)
+        else:
+            objective = SFTObjective(cfg.data.path or "", meta, tok, **options)
         made.append(objective)
         return objective
 

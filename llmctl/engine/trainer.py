@@ -249,13 +249,13 @@ class Trainer:
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
         mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
-        source_tokens = tuple(sum(col) for col in zip(*mixed, strict=True)) if mixed else None
+        by_source = [sum(col) for col in zip(*mixed, strict=True)] if mixed else []  # mixtures: tokens per source
         device = self.rt.device
         counts = torch.tensor([sum(b.trained_tokens for b in batches), sum(b.tokens for b in batches),
-                               sum(b.samples for b in batches)], dtype=torch.float64)
+                               sum(b.samples for b in batches), *by_source], dtype=torch.float64)
         if self.dist.enabled:
             counts = D.all_reduce_sum(self.dist, counts.to(device)).cpu()
-        trained, tokens, samples = (int(x) for x in counts.tolist())
+        trained, tokens, samples, *by_source = (int(x) for x in counts.tolist())
         # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
         # the gradient of the mean loss over every trained token of the step.
         scale = self.dist.world_size / max(1, trained)
@@ -293,7 +293,7 @@ class Trainer:
             step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
             loss=stats_list[0] / max(1, trained), correct=int(stats_list[1]), lr=lr,
             grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time,
-            source_tokens=source_tokens,
+            source_tokens=tuple(by_source) or None,
         )
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------

@@ -132,7 +132,7 @@ class MixedStream:
         self.counts = [0] * len(sources)
         """Windows handed out from each source, over all ranks."""
         self.last_counts = [0] * len(sources)
-        """Windows each source gave to the last micro-step, over all ranks."""
+        """Windows each source gave to this rank's last micro-batch."""
         self._orders: dict[int, tuple[int, np.ndarray]] = {}
 
     @property
@@ -162,8 +162,9 @@ class MixedStream:
             epoch, at = divmod(self.counts[s], len(self.sources[s]))
             picks.append((s, int(self._order_of(s, epoch)[at])))
             self.counts[s] += 1
-            self.last_counts[s] += 1
         mine = picks[self.rank * self.micro_batch : (self.rank + 1) * self.micro_batch]
+        for s, _ in mine:
+            self.last_counts[s] += 1
         return np.stack([self.sources[s].window(i) for s, i in mine])
 
     @property

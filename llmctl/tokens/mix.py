@@ -140,6 +140,10 @@ def check_same_tokenizer(specs: list[SourceSpec], metas: list[dict[str, Any]]) -
                 f"(fingerprint {str(tok.get('fingerprint'))[:12]}, not {str(first.get('fingerprint'))[:12]})",
                 "re-run `llmctl tokenize` on every source with the same --tokenizer",
             )
+        if meta.get("chat_profile") != metas[0].get("chat_profile"):
+            raise LlmctlError(f"{spec.path} was tokenized with chat profile {meta.get('chat_profile')}, "
+                              f"{specs[0].path} with {metas[0].get('chat_profile')}",
+                              "tokenize every SFT source with the same --profile")
         if meta.get("mode") != metas[0].get("mode"):
             raise LlmctlError(f"{spec.path} is {meta.get('mode')} data, {specs[0].path} is {metas[0].get('mode')}",
                               "mix sources tokenized in the same mode")
