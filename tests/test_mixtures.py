@@ -20,23 +20,39 @@ from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokens.loader import MixedStream, PackedWindows
 from llmctl.tokens.mix import SourceSpec, epochs_for, parse_source, plan_mix, repeat_warnings
-from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, open_split, shard_name, write_json_atomic
+from llmctl.tokens.shards import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ShardWriter,
+    open_split,
+    shard_name,
+    write_json_atomic,
+)
 
 
 def make_source(out: Path, tok_path: Path, texts: list[str], val_every: int = 5) -> Path:
     """A pretraining token directory of `texts` with the tokenizer at tok_path (as make_token_dir does)."""
     tok = load_tokenizer(tok_path)
     splits: dict[str, Any] = {}
-    for split, docs in (("train", [t for i, t in enumerate(texts) if i % val_every]), ("validation", texts[::val_every])):
+    for split, docs in (
+        ("train", [t for i, t in enumerate(texts) if i % val_every]),
+        ("validation", texts[::val_every]),
+    ):
         ids = [tok.encode(d) + [tok.eos_id] for d in docs]
         writer = ShardWriter(out / split, shard_name(0), "uint16", with_mask=False)
         writer.append(np.concatenate(ids).astype(np.uint16), np.array([len(x) for x in ids]))
         record = writer.finish({})
         splits[split] = {"tokens": record["tokens"], "documents": record["documents"], "shards": [record]}
     meta = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mode": "pretrain", "dtype": "uint16",
-        "vocab_size": tok.vocab_size, "tokenizer": {**tok.describe(), "path": str(tok_path.resolve())},
-        "chat_profile": None, "separator": {"policy": "eos", "token_id": tok.eos_id}, "splits": splits,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": "pretrain",
+        "dtype": "uint16",
+        "vocab_size": tok.vocab_size,
+        "tokenizer": {**tok.describe(), "path": str(tok_path.resolve())},
+        "chat_profile": None,
+        "separator": {"policy": "eos", "token_id": tok.eos_id},
+        "splits": splits,
     }
     write_json_atomic(out / "meta.json", meta)
     return out
@@ -71,7 +87,8 @@ def test_weights_parse_only_when_they_read_as_numbers() -> None:
     # Text after the last colon that is not a number stays in the path.
     assert parse_source("runs/a:b") == SourceSpec("runs/a:b")
     assert parse_source("runs/a:b:0.25") == SourceSpec("runs/a:b", 0.25)
-    assert parse_source("runs/2024-01-01T10:30") == SourceSpec("runs/2024-01-01T10", 30.0)  # documented: a number is a weight
+    # Documented: a number after the last colon is a weight, whatever the path looks like.
+    assert parse_source("runs/2024-01-01T10:30") == SourceSpec("runs/2024-01-01T10", 30.0)
     assert parse_source("runs/x:1.5.2") == SourceSpec("runs/x:1.5.2")
     assert parse_source(":0.5") == SourceSpec(":0.5")
     assert parse_source("sft/a:epochs=3", allow_epochs=True) == SourceSpec("sft/a", epochs=3.0)
@@ -92,10 +109,15 @@ def test_epochs_are_for_sft_and_must_be_numbers() -> None:
 
 def test_config_sources_and_flags(tmp_path: Path) -> None:
     cfg = _config(tmp_path, ["a:0.7", "b:0.3"])
-    assert cfg.data.path is None and cfg.data.sources == [{"path": "a", "weight": 0.7}, {"path": "b", "weight": 0.3}]
+    assert cfg.data.path is None and cfg.data.sources == [
+        {"path": "a", "weight": 0.7},
+        {"path": "b", "weight": 0.3},
+    ]
     assert _config(tmp_path, ["c:d"]).data.path == "c:d"  # one plain path (with a colon) is data.path
     yaml = tmp_path / "mix.yaml"
-    yaml.write_text("data:\n  sources:\n    - {path: 'x:y', weight: 2}\n    - {path: z}\n  mix_by: documents\n")
+    yaml.write_text(
+        "data:\n  sources:\n    - {path: 'x:y', weight: 2}\n    - {path: z}\n  mix_by: documents\n"
+    )
     cfg = load_config(yaml)
     assert cfg.data.sources[0] == {"path": "x:y", "weight": 2} and cfg.data.mix_by == "documents"
     yaml.write_text("data:\n  sources:\n    - {path: x, weight: -2}\n")
@@ -106,7 +128,9 @@ def test_config_sources_and_flags(tmp_path: Path) -> None:
         load_config(yaml)
     # --data on the command line replaces a config file's data.path.
     yaml.write_text("data:\n  path: p\n")
-    assert load_config(yaml, {"data.path": None, "data.sources": [{"path": "a", "weight": 1}]}).data.path is None
+    assert (
+        load_config(yaml, {"data.path": None, "data.sources": [{"path": "a", "weight": 1}]}).data.path is None
+    )
     with pytest.raises(LlmctlError, match="given twice"):
         _config(tmp_path, ["a:0.5", "a:0.5"])
 
@@ -115,8 +139,11 @@ def test_config_sources_and_flags(tmp_path: Path) -> None:
 
 
 def _meta(tokens: int, documents: int, fingerprint: str = "f") -> dict[str, Any]:
-    return {"mode": "pretrain", "tokenizer": {"fingerprint": fingerprint},
-            "splits": {"train": {"tokens": tokens, "documents": documents}}}
+    return {
+        "mode": "pretrain",
+        "tokenizer": {"fingerprint": fingerprint},
+        "splits": {"train": {"tokens": tokens, "documents": documents}},
+    }
 
 
 def test_weights_normalise_and_unweighted_sources_count_by_size() -> None:
@@ -124,12 +151,16 @@ def test_weights_normalise_and_unweighted_sources_count_by_size() -> None:
     assert [m.weight for m in mix] == [0.75, 0.25]
     mix = plan_mix([SourceSpec("a"), SourceSpec("b")], [_meta(100, 10), _meta(300, 10)])
     assert [m.weight for m in mix] == [0.25, 0.75]
-    mix = plan_mix([SourceSpec("a", 0.5), SourceSpec("b"), SourceSpec("c")], [_meta(1, 1), _meta(100, 1), _meta(300, 1)])
+    mix = plan_mix(
+        [SourceSpec("a", 0.5), SourceSpec("b"), SourceSpec("c")], [_meta(1, 1), _meta(100, 1), _meta(300, 1)]
+    )
     assert [round(m.weight, 6) for m in mix] == [0.5, 0.125, 0.375]
     with pytest.raises(LlmctlError, match="leaving nothing"):
         plan_mix([SourceSpec("a", 1), SourceSpec("b")], [_meta(1, 1), _meta(1, 1)])
     # By documents: equal document weights, but b's documents are 4x longer, so b gets 4x the tokens.
-    mix = plan_mix([SourceSpec("a", 1), SourceSpec("b", 1)], [_meta(100, 10), _meta(400, 10)], mix_by="documents")
+    mix = plan_mix(
+        [SourceSpec("a", 1), SourceSpec("b", 1)], [_meta(100, 10), _meta(400, 10)], mix_by="documents"
+    )
     assert [m.weight for m in mix] == [0.2, 0.8]
 
 
@@ -143,7 +174,7 @@ def test_schedule_tracks_weights_and_resumes_exactly(sources: tuple[Path, Path])
     big, small = sources
     windows = [PackedWindows(open_split(p, "train"), 32) for p in (big, small)]
     stream = MixedStream(windows, [0.7, 0.3], seed=5, micro_batch=4)
-    for n in range(1, 60):
+    for _ in range(1, 60):
         stream.next_rows()
         # Within one window of the target after every micro-step.
         assert all(abs(c - w * stream.position) < 1 for c, w in zip(stream.counts, [0.7, 0.3], strict=True))
@@ -153,7 +184,9 @@ def test_schedule_tracks_weights_and_resumes_exactly(sources: tuple[Path, Path])
     after = [stream.next_rows() for _ in range(5)]
     again = MixedStream(windows, [0.7, 0.3], seed=5, micro_batch=4)
     again.load_state_dict(state)
-    assert all(np.array_equal(a, b) for a, b in zip(after, [again.next_rows() for _ in range(5)], strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(after, [again.next_rows() for _ in range(5)], strict=True)
+    )
     # Two ranks read disjoint halves of what one process with twice the micro-batch reads.
     one = MixedStream(windows, [0.7, 0.3], seed=5, micro_batch=8)
     ranks = [MixedStream(windows, [0.7, 0.3], seed=5, micro_batch=4, rank=r, world=2) for r in range(2)]
@@ -166,7 +199,9 @@ def test_schedule_tracks_weights_and_resumes_exactly(sources: tuple[Path, Path])
 # -- training -----------------------------------------------------------------------------------
 
 
-def test_realised_fractions_match_the_weights_in_metrics_and_summary(sources: tuple[Path, Path], tmp_path: Path) -> None:
+def test_realised_fractions_match_the_weights_in_metrics_and_summary(
+    sources: tuple[Path, Path], tmp_path: Path
+) -> None:
     big, small = sources
     cfg = _config(tmp_path, [f"{big}:0.7", f"{small}:0.3"], **{"train.steps": 12, "train.eval_every": 6})
     outcome = run_training(cfg)
@@ -205,18 +240,34 @@ def test_two_source_run_resumes_exactly(sources: tuple[Path, Path], tmp_path: Pa
     assert [s.source_tokens for s in head.steps + tail.steps] == [s.source_tokens for s in straight.steps]
     # Another mixture cannot continue this one's position.
     with pytest.raises(LlmctlError, match="another mixture"):
-        run_training(_config(tmp_path, [f"{big}:0.5", f"{small}:0.5"], **{"train.name": "split", "train.steps": 10,
-                                                                          "checkpoint.resume": "auto"}),
-                     reporter=RecordingReporter())
+        run_training(
+            _config(
+                tmp_path,
+                [f"{big}:0.5", f"{small}:0.5"],
+                **{"train.name": "split", "train.steps": 10, "checkpoint.resume": "auto"},
+            ),
+            reporter=RecordingReporter(),
+        )
 
 
-def test_mismatched_tokenizers_are_refused_before_training(sources: tuple[Path, Path], tmp_path: Path) -> None:
+def test_mismatched_tokenizers_are_refused_before_training(
+    sources: tuple[Path, Path], tmp_path: Path
+) -> None:
     big, _ = sources
     texts = stdlib_texts(limit=8, step=11)
     other_tok = train_tokenizer(tmp_path / "other.json", texts, vocab_size=300)
     other = make_source(tmp_path / "other", other_tok, texts)
-    result = CliRunner().invoke(app, ["pretrain", "--data", f"{big}:0.5", "--data", f"{other}:0.5",
-                                      *tiny_args(**{"train.out_dir": str(tmp_path / "runs")})])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            f"{big}:0.5",
+            "--data",
+            f"{other}:0.5",
+            *tiny_args(**{"train.out_dir": str(tmp_path / "runs")}),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "another tokenizer" in result.output and "same --tokenizer" in result.output
 
@@ -235,15 +286,18 @@ def test_epochs_and_repeat_warnings() -> None:
 def test_budget_and_count_show_epochs_per_source(sources: tuple[Path, Path]) -> None:
     big, small = sources
     runner = CliRunner()
-    result = runner.invoke(app, ["budget", "--tokens", "200k", "--data", f"{big}:0.7",
-                                 "--data", f"{small}:0.3", "--json"])
+    result = runner.invoke(
+        app, ["budget", "--tokens", "200k", "--data", f"{big}:0.7", "--data", f"{small}:0.3", "--json"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     rows = doc["data_mix"]
     small_tokens = json.loads((small / "meta.json").read_text())["splits"]["train"]["tokens"]
     assert rows[1]["epochs"] == pytest.approx(200_000 * 0.3 / small_tokens)
     assert any("would be repeated" in w for w in doc["warnings"])
-    result = runner.invoke(app, ["count", "--mix", f"{big}:0.7", "--mix", f"{small}:0.3", "--tokens", "200k", "--json"])
+    result = runner.invoke(
+        app, ["count", "--mix", f"{big}:0.7", "--mix", f"{small}:0.3", "--tokens", "200k", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_mix"][1]["epochs"] == pytest.approx(200_000 * 0.3 / small_tokens)
 
@@ -253,21 +307,52 @@ def test_budget_and_count_show_epochs_per_source(sources: tuple[Path, Path]) -> 
 
 @pytest.mark.slow
 def test_sft_mixes_sources_by_epochs_and_resumes_exactly(tmp_path: Path) -> None:
-    from chat_fixtures import conversation_text, instruction_rows, make_sft_tokens, pretrain_tiny, torch_threads
+    from chat_fixtures import (
+        conversation_text,
+        instruction_rows,
+        make_sft_tokens,
+        pretrain_tiny,
+        torch_threads,
+    )
 
     a_rows, b_rows = instruction_rows(64, seed=1), instruction_rows(32, seed=3)
     with torch_threads(1):
         a, tok = make_sft_tokens(tmp_path / "a", a_rows, instruction_rows(8, seed=2))
         b, _ = make_sft_tokens(tmp_path / "b", b_rows, instruction_rows(8, seed=4), tokenizer=tok)
         init = pretrain_tiny(tmp_path, tok, [conversation_text(c) for c in a_rows], steps=3)
-        common = ["sft", "--init", str(init), "--data", f"{a}:epochs=1", "--data", f"{b}:epochs=2", "--steps", "8",
-                  "--data.seq_len=64", "--train.micro_batch_size=4", "--train.eval_every=8", "--train.sample_every=0",
-                  "--telemetry.tensorboard=false", "--telemetry.panel=off", "--json"]
+        common = [
+            "sft",
+            "--init",
+            str(init),
+            "--data",
+            f"{a}:epochs=1",
+            "--data",
+            f"{b}:epochs=2",
+            "--steps",
+            "8",
+            "--data.seq_len=64",
+            "--train.micro_batch_size=4",
+            "--train.eval_every=8",
+            "--train.sample_every=0",
+            "--telemetry.tensorboard=false",
+            "--telemetry.panel=off",
+            "--json",
+        ]
         runner = CliRunner()
-        straight = runner.invoke(app, [*common, "--out", str(tmp_path / "runs" / "straight"), "--checkpoint.every=4"])
+        straight = runner.invoke(
+            app, [*common, "--out", str(tmp_path / "runs" / "straight"), "--checkpoint.every=4"]
+        )
         assert straight.exit_code == 0, straight.output
-        resumed = runner.invoke(app, [*common, "--out", str(tmp_path / "runs" / "resumed"),
-                                      "--resume", str(tmp_path / "runs" / "straight" / "checkpoints" / "step-000004")])
+        resumed = runner.invoke(
+            app,
+            [
+                *common,
+                "--out",
+                str(tmp_path / "runs" / "resumed"),
+                "--resume",
+                str(tmp_path / "runs" / "straight" / "checkpoints" / "step-000004"),
+            ],
+        )
         assert resumed.exit_code == 0, resumed.output
 
     def train_records(name: str) -> list[dict[str, Any]]:

@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 
-def flag_values(data: str | list[str] | None, steps: int | None, out: Path | None, resume: str | None,
-                *, epochs: bool = False) -> dict[str, Any]:
+def flag_values(
+    data: str | list[str] | None,
+    steps: int | None,
+    out: Path | None,
+    resume: str | None,
+    *,
+    epochs: bool = False,
+) -> dict[str, Any]:
     """The plain flags as dotted keys with their typed values (they win over the same keys given as
     overrides). Nothing is turned back into text: `--out 2024-01-01` stays a name, `--data yes` a folder.
 

@@ -13,14 +13,21 @@ from typing import Any
 from llmctl.units import fmt_count
 
 
-def mix_plan(texts: list[str], tokens: float | None, *, mix_by: str = "tokens", split: str = "train") -> dict[str, Any]:
+def mix_plan(
+    texts: list[str], tokens: float | None, *, mix_by: str = "tokens", split: str = "train"
+) -> dict[str, Any]:
     """Weights, sizes and (with `tokens`) the epochs of each `--data PATH[:WEIGHT]` source, with warnings for
     sources the plan repeats many times."""
     from llmctl.tokens.mix import load_mix, mix_table, parse_sources, repeat_warnings
 
     mix = load_mix(parse_sources(texts), mix_by=mix_by, split=split)
-    return {"tokens": tokens, "mix_by": mix_by, "split": split, "data_mix": mix_table(mix, tokens),
-            "warnings": repeat_warnings(mix, tokens) if tokens is not None else []}
+    return {
+        "tokens": tokens,
+        "mix_by": mix_by,
+        "split": split,
+        "data_mix": mix_table(mix, tokens),
+        "warnings": repeat_warnings(mix, tokens) if tokens is not None else [],
+    }
 
 
 def render_mix(doc: dict[str, Any]) -> None:
@@ -35,9 +42,22 @@ def render_mix(doc: dict[str, Any]) -> None:
         if planned:
             row += [fmt_count(r["planned_tokens"]), f"{r['epochs']:.2f}"]
         rows.append(row)
-    columns = ["source", "weight", f"{doc['split']} tokens", "documents", *(["planned tokens", "epochs"] if planned else [])]
+    columns = [
+        "source",
+        "weight",
+        f"{doc['split']} tokens",
+        "documents",
+        *(["planned tokens", "epochs"] if planned else []),
+    ]
     title = f"Mixture over {fmt_count(doc['tokens'])} tokens" if planned else "Mixture"
-    out().print(text_table(title, columns, rows, numeric=tuple(range(1, len(columns))),
-                           caption=f"weights normalised to sum 1, by {doc['mix_by']}"))
+    out().print(
+        text_table(
+            title,
+            columns,
+            rows,
+            numeric=tuple(range(1, len(columns))),
+            caption=f"weights normalised to sum 1, by {doc['mix_by']}",
+        )
+    )
     for line in doc["warnings"]:
         log(f"warning: {line}")

@@ -295,7 +295,9 @@ def budget_command(
     ),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
     data: list[str] = typer.Option(
-        [], "--data", metavar="PATH[:WEIGHT]",
+        [],
+        "--data",
+        metavar="PATH[:WEIGHT]",
         help="Token directories of a mixture (repeatable): show the epochs of each the plan's tokens take.",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
@@ -310,7 +312,10 @@ def budget_command(
         from llmctl.units import parse_count
 
         if tokens is None:
-            raise LlmctlError("--data without --gpu needs --tokens", "e.g. llmctl budget --tokens 2B --data A:0.7 --data B:0.3")
+            raise LlmctlError(
+                "--data without --gpu needs --tokens",
+                "e.g. llmctl budget --tokens 2B --data A:0.7 --data B:0.3",
+            )
         doc = mix_plan(data, parse_count(tokens, "--tokens"))
         print_json(doc) if as_json else render_mix(doc)
         return
@@ -341,7 +346,9 @@ def budget_command(
 
         doc = mix_plan(data, plan.tokens)
     if as_json:
-        print_json(plan.to_json() | ({"data_mix": doc["data_mix"], "warnings": doc["warnings"]} if doc else {}))
+        print_json(
+            plan.to_json() | ({"data_mix": doc["data_mix"], "warnings": doc["warnings"]} if doc else {})
+        )
         return
     render(plan)
     if doc:

@@ -49,8 +49,13 @@ class MixedPretrainObjective:
         self.meta = metas[0]
         self.tokenizer = tokenizer
         self.seq_len = seq_len
-        trains = [PackedWindows(open_split(m.path, train_split, meta), seq_len) for m, meta in zip(mix, metas, strict=True)]
-        self.stream = MixedStream(trains, [m.weight for m in mix], seed, micro_batch, rank, world, names=[m.path for m in mix])
+        trains = [
+            PackedWindows(open_split(m.path, train_split, meta), seq_len)
+            for m, meta in zip(mix, metas, strict=True)
+        ]
+        self.stream = MixedStream(
+            trains, [m.weight for m in mix], seed, micro_batch, rank, world, names=[m.path for m in mix]
+        )
         self._eval: list[tuple[int, np.ndarray]] = []
         first_val: PackedWindows | None = None
         for i, (m, meta) in enumerate(zip(mix, metas, strict=True)):
@@ -64,13 +69,17 @@ class MixedPretrainObjective:
             for i in np.linspace(0, len(first_val) - 1, validation_prompts + 2)[1:-1].astype(int):
                 window = first_val.window(int(i))
                 ids, ref = window[:prompt_tokens].tolist(), window[prompt_tokens : 2 * prompt_tokens].tolist()
-                self._prompts.append(SamplePrompt(tokenizer.decode(ids), ids, tokenizer.decode(ref), "validation"))
+                self._prompts.append(
+                    SamplePrompt(tokenizer.decode(ids), ids, tokenizer.decode(ref), "validation")
+                )
 
     @property
     def sources(self) -> list[dict[str, Any]]:
         """Path, normalised weight and tokens per epoch (windows x seq_len) of each source, in order."""
-        return [{"path": m.path, "weight": m.weight, "epoch_tokens": len(w) * self.seq_len}
-                for m, w in zip(self.mix, self.stream.sources, strict=True)]
+        return [
+            {"path": m.path, "weight": m.weight, "epoch_tokens": len(w) * self.seq_len}
+            for m, w in zip(self.mix, self.stream.sources, strict=True)
+        ]
 
     def train_batch(self) -> Batch:
         batch = _shift(self.stream.next_rows())
@@ -88,8 +97,11 @@ class MixedPretrainObjective:
 
     def describe(self) -> dict[str, Any]:
         parts = " + ".join(f"{m.weight:.3f} {m.path}" for m in self.mix)
-        return {"mix": parts,
-                "train_windows": sum(len(w) for w in self.stream.sources), "eval_batches": len(self._eval)}
+        return {
+            "mix": parts,
+            "train_windows": sum(len(w) for w in self.stream.sources),
+            "eval_batches": len(self._eval),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()
@@ -98,7 +110,9 @@ class MixedPretrainObjective:
         self.stream.load_state_dict(state)
 
 
-def weighted_eval(sources: list[dict[str, Any]], rows: list[list[float]]) -> tuple[float, float, dict[str, float]]:
+def weighted_eval(
+    sources: list[dict[str, Any]], rows: list[list[float]]
+) -> tuple[float, float, dict[str, float]]:
     """(weight-averaged loss, weight-averaged accuracy, loss per source) from per-source
     [loss sum, correct, trained tokens] rows; sources without validation data are left out of both."""
     by_source: dict[str, float] = {}

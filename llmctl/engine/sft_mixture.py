@@ -30,8 +30,10 @@ def sft_specs(specs: list[SourceSpec]) -> list[SourceSpec]:
     """SFT sources by epochs: a number weight is refused; no epochs means 1."""
     for s in specs:
         if s.weight is not None:
-            raise LlmctlError(f"sft mixes sources by epochs, not weights: --data {s.path}:{s.weight:g}",
-                              f"write --data {s.path}:epochs=N (N passes over that source; 1 when left out)")
+            raise LlmctlError(
+                f"sft mixes sources by epochs, not weights: --data {s.path}:{s.weight:g}",
+                f"write --data {s.path}:epochs=N (N passes over that source; 1 when left out)",
+            )
     return [replace(s, epochs=s.epochs or 1.0) for s in specs]
 
 
@@ -40,11 +42,20 @@ class MixedSFTObjective:
 
     name = "sft"
 
-    def __init__(self, specs: list[SourceSpec], metas: list[dict[str, Any]], tokenizer: Tokenizer, *, seed: int,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        specs: list[SourceSpec],
+        metas: list[dict[str, Any]],
+        tokenizer: Tokenizer,
+        *,
+        seed: int,
+        **kwargs: Any,
+    ) -> None:
         self.specs = sft_specs(specs)
-        self.parts = [SFTObjective(s.path, meta, tokenizer, seed=seed + i, **kwargs)
-                      for i, (s, meta) in enumerate(zip(self.specs, metas, strict=True))]
+        self.parts = [
+            SFTObjective(s.path, meta, tokenizer, seed=seed + i, **kwargs)
+            for i, (s, meta) in enumerate(zip(self.specs, metas, strict=True))
+        ]
         per_epoch = [p.stream.batches_per_epoch() for p in self.parts]
         planned = [s.epochs * n for s, n in zip(self.specs, per_epoch, strict=True)]  # type: ignore[operator]
         self.batch_weights = [p / sum(planned) for p in planned]
@@ -52,21 +63,27 @@ class MixedSFTObjective:
         planned_tokens = [s.epochs * t for s, t in zip(self.specs, self.epoch_tokens, strict=True)]  # type: ignore[operator]
         self.token_weights = [t / sum(planned_tokens) for t in planned_tokens]
         self.counts = [0] * len(self.parts)
-        self.train = _Counts({k: sum(p.train.counts.get(k, 0) for p in self.parts) for k in self.parts[0].train.counts})
+        self.train = _Counts(
+            {k: sum(p.train.counts.get(k, 0) for p in self.parts) for k in self.parts[0].train.counts}
+        )
         self.packing = self.parts[0].packing
 
     @property
     def sources(self) -> list[dict[str, Any]]:
         """Path, weight (share of the planned tokens), epochs asked for and tokens per epoch of each source."""
-        return [{"path": s.path, "weight": w, "epochs_planned": s.epochs, "epoch_tokens": t}
-                for s, w, t in zip(self.specs, self.token_weights, self.epoch_tokens, strict=True)]
+        return [
+            {"path": s.path, "weight": w, "epochs_planned": s.epochs, "epoch_tokens": t}
+            for s, w, t in zip(self.specs, self.token_weights, self.epoch_tokens, strict=True)
+        ]
 
     def train_batch(self) -> Batch:
         slots = sum(self.counts) + 1
         pick = max(range(len(self.parts)), key=lambda i: (self.batch_weights[i] * slots - self.counts[i], -i))
         self.counts[pick] += 1
         batch = self.parts[pick].train_batch()
-        return replace(batch, source_tokens=tuple(batch.tokens if i == pick else 0 for i in range(len(self.parts))))
+        return replace(
+            batch, source_tokens=tuple(batch.tokens if i == pick else 0 for i in range(len(self.parts)))
+        )
 
     def eval_batches(self) -> list[Batch]:
         return [replace(b, source=i) for i, p in enumerate(self.parts) for b in p.eval_batches()]
@@ -79,18 +96,30 @@ class MixedSFTObjective:
 
     def describe(self) -> dict[str, Any]:
         mix = " + ".join(f"{s.epochs:g} epoch(s) of {s.path}" for s in self.specs)
-        return {"mix": mix, "conversations": self.train.counts.get("conversations"), "used": self.train.counts.get("used"),
-                "eval_batches": sum(len(p.eval_batches()) for p in self.parts)}
+        return {
+            "mix": mix,
+            "conversations": self.train.counts.get("conversations"),
+            "used": self.train.counts.get("used"),
+            "eval_batches": sum(len(p.eval_batches()) for p in self.parts),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mixture": [{"path": s.path, "epochs": s.epochs, "batches": c, "position": p.state_dict()}
-                            for s, c, p in zip(self.specs, self.counts, self.parts, strict=True)]}
+        return {
+            "mixture": [
+                {"path": s.path, "epochs": s.epochs, "batches": c, "position": p.state_dict()}
+                for s, c, p in zip(self.specs, self.counts, self.parts, strict=True)
+            ]
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("mixture")
-        if not isinstance(saved, list) or [(m.get("path"), m.get("epochs")) for m in saved] != [(s.path, s.epochs) for s in self.specs]:
-            raise LlmctlError("the checkpoint's data position is for other SFT sources or epochs",
-                              "resume with the same --data sources and epochs the run started with")
+        if not isinstance(saved, list) or [(m.get("path"), m.get("epochs")) for m in saved] != [
+            (s.path, s.epochs) for s in self.specs
+        ]:
+            raise LlmctlError(
+                "the checkpoint's data position is for other SFT sources or epochs",
+                "resume with the same --data sources and epochs the run started with",
+            )
         for part, m in zip(self.parts, saved, strict=True):
             part.load_state_dict(m["position"])
         self.counts = [int(m["batches"]) for m in saved]

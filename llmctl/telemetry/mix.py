@@ -1,9 +1,9 @@
 """Realised data-mixture proportions: tokens taken from each source, run totals kept across resumes.
 
-    tally = MixTally()
-    tally.start(info.data_sources)           # None for a one-source run: everything below is then empty
-    figures = tally.add(counts.source_tokens)  # {"tokens_by_source": {...}, "mix_fractions": {...}}
-    tally.data_mix()                          # summary.json's data_mix
+tally = MixTally()
+tally.start(info.data_sources)           # None for a one-source run: everything below is then empty
+figures = tally.add(counts.source_tokens)  # {"tokens_by_source": {...}, "mix_fractions": {...}}
+tally.data_mix()                          # summary.json's data_mix
 """
 
 from __future__ import annotations
@@ -31,16 +31,24 @@ class MixTally:
         self.tokens = [a + int(b) for a, b in zip(self.tokens, source_tokens, strict=True)]
         total = sum(self.tokens) or 1
         names = [s["path"] for s in self.sources]
-        return {"tokens_by_source": dict(zip(names, self.tokens, strict=True)),
-                "mix_fractions": {n: t / total for n, t in zip(names, self.tokens, strict=True)}}
+        return {
+            "tokens_by_source": dict(zip(names, self.tokens, strict=True)),
+            "mix_fractions": {n: t / total for n, t in zip(names, self.tokens, strict=True)},
+        }
 
     def data_mix(self) -> list[dict[str, Any]] | None:
         """[{"path", "weight", "tokens", "epochs"}] for summary.json; None without a mixture."""
         if not self.sources:
             return None
-        return [{"path": s["path"], "weight": s["weight"], "tokens": t,
-                 "epochs": t / s["epoch_tokens"] if s.get("epoch_tokens") else None}
-                for s, t in zip(self.sources, self.tokens, strict=True)]
+        return [
+            {
+                "path": s["path"],
+                "weight": s["weight"],
+                "tokens": t,
+                "epochs": t / s["epoch_tokens"] if s.get("epoch_tokens") else None,
+            }
+            for s, t in zip(self.sources, self.tokens, strict=True)
+        ]
 
     def state_dict(self) -> list[int]:
         """The per-source totals."""

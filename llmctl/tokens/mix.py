@@ -63,8 +63,10 @@ class MixSource:
 
 def _positive(value: float, what: str, spec: str) -> float:
     if not math.isfinite(value) or value <= 0:
-        raise LlmctlError(f"the {what} in --data {spec} must be a positive number, got {value:g}",
-                          f"write PATH:0.3 (weights are normalised to sum 1){', or PATH:epochs=2' if what == 'epochs' else ''}")
+        raise LlmctlError(
+            f"the {what} in --data {spec} must be a positive number, got {value:g}",
+            f"write PATH:0.3 (weights are normalised to sum 1){', or PATH:epochs=2' if what == 'epochs' else ''}",
+        )
     return value
 
 
@@ -76,11 +78,15 @@ def parse_source(text: str, *, allow_epochs: bool = False) -> SourceSpec:
     tail = tail.strip()
     if tail.startswith("epochs="):
         if not allow_epochs:
-            raise LlmctlError(f"--data {text}: epochs=N is for `llmctl sft`",
-                              "pretraining mixes by weight: write PATH:0.3, or train.steps / train.max_tokens for the length")
-        number = tail[len("epochs="):]
+            raise LlmctlError(
+                f"--data {text}: epochs=N is for `llmctl sft`",
+                "pretraining mixes by weight: write PATH:0.3, or train.steps / train.max_tokens for the length",
+            )
+        number = tail[len("epochs=") :]
         if not _NUMBER.fullmatch(number):
-            raise LlmctlError(f"--data {text}: epochs must be a number, got {number!r}", "write PATH:epochs=2")
+            raise LlmctlError(
+                f"--data {text}: epochs must be a number, got {number!r}", "write PATH:epochs=2"
+            )
         return SourceSpec(head, epochs=_positive(float(number), "epochs", text))
     if _NUMBER.fullmatch(tail):
         return SourceSpec(head, weight=_positive(float(tail), "weight", text))
@@ -100,7 +106,9 @@ def check_unique(specs: list[SourceSpec]) -> None:
     for s in specs:
         key = str(Path(s.path).expanduser())
         if key in seen:
-            raise LlmctlError(f"--data {s.path} is given twice", "give each source once, with the sum of its weights")
+            raise LlmctlError(
+                f"--data {s.path} is given twice", "give each source once, with the sum of its weights"
+            )
         seen.add(key)
 
 
@@ -113,17 +121,24 @@ def specs_from_config(path: str | None, sources: list[dict[str, Any]]) -> list[S
         if isinstance(entry, str):
             entry = {"path": entry}
         if not isinstance(entry, dict) or not entry.get("path"):
-            raise LlmctlError(f"data.sources[{i}] must be a mapping with a path, got {entry!r}",
-                              "in YAML write sources: [{path: tokens/web, weight: 0.7}, {path: tokens/code, weight: 0.3}]")
+            raise LlmctlError(
+                f"data.sources[{i}] must be a mapping with a path, got {entry!r}",
+                "in YAML write sources: [{path: tokens/web, weight: 0.7}, {path: tokens/code, weight: 0.3}]",
+            )
         unknown = set(entry) - {"path", "weight", "epochs"}
         if unknown:
-            raise LlmctlError(f"data.sources[{i}] has unknown key(s): {', '.join(sorted(unknown))}", "keys: path, weight, epochs")
+            raise LlmctlError(
+                f"data.sources[{i}] has unknown key(s): {', '.join(sorted(unknown))}",
+                "keys: path, weight, epochs",
+            )
         weight, epochs = entry.get("weight"), entry.get("epochs")
         try:
             weight = None if weight is None else _positive(float(weight), "weight", str(entry["path"]))
             epochs = None if epochs is None else _positive(float(epochs), "epochs", str(entry["path"]))
         except (TypeError, ValueError) as exc:
-            raise LlmctlError(f"data.sources[{i}]: weight and epochs must be numbers, got {entry!r}", "e.g. weight: 0.3") from exc
+            raise LlmctlError(
+                f"data.sources[{i}]: weight and epochs must be numbers, got {entry!r}", "e.g. weight: 0.3"
+            ) from exc
         specs.append(SourceSpec(str(Path(str(entry["path"])).expanduser()), weight, epochs))
     check_unique(specs)
     return specs
@@ -141,32 +156,44 @@ def check_same_tokenizer(specs: list[SourceSpec], metas: list[dict[str, Any]]) -
                 "re-run `llmctl tokenize` on every source with the same --tokenizer",
             )
         if meta.get("chat_profile") != metas[0].get("chat_profile"):
-            raise LlmctlError(f"{spec.path} was tokenized with chat profile {meta.get('chat_profile')}, "
-                              f"{specs[0].path} with {metas[0].get('chat_profile')}",
-                              "tokenize every SFT source with the same --profile")
+            raise LlmctlError(
+                f"{spec.path} was tokenized with chat profile {meta.get('chat_profile')}, "
+                f"{specs[0].path} with {metas[0].get('chat_profile')}",
+                "tokenize every SFT source with the same --profile",
+            )
         if meta.get("mode") != metas[0].get("mode"):
-            raise LlmctlError(f"{spec.path} is {meta.get('mode')} data, {specs[0].path} is {metas[0].get('mode')}",
-                              "mix sources tokenized in the same mode")
+            raise LlmctlError(
+                f"{spec.path} is {meta.get('mode')} data, {specs[0].path} is {metas[0].get('mode')}",
+                "mix sources tokenized in the same mode",
+            )
 
 
 def split_size(meta: dict[str, Any], split: str, path: str) -> tuple[int, int]:
     """(tokens, documents) of one split from meta.json."""
     splits = meta.get("splits") or {}
     if split not in splits:
-        raise LlmctlError(f"split '{split}' not found in {path}", f"splits found: {', '.join(splits) or 'none'}")
+        raise LlmctlError(
+            f"split '{split}' not found in {path}", f"splits found: {', '.join(splits) or 'none'}"
+        )
     return int(splits[split].get("tokens", 0)), int(splits[split].get("documents", 0))
 
 
-def plan_mix(specs: list[SourceSpec], metas: list[dict[str, Any]], *, mix_by: str = "tokens",
-             split: str = "train") -> list[MixSource]:
+def plan_mix(
+    specs: list[SourceSpec], metas: list[dict[str, Any]], *, mix_by: str = "tokens", split: str = "train"
+) -> list[MixSource]:
     """Normalised token weights for the sources (see the module docstring for the rules)."""
     if not specs:
-        raise LlmctlError("no training data given", "pass --data DIR (a directory written by `llmctl tokenize`)")
+        raise LlmctlError(
+            "no training data given", "pass --data DIR (a directory written by `llmctl tokenize`)"
+        )
     check_same_tokenizer(specs, metas)
     sizes = [split_size(m, split, s.path) for s, m in zip(specs, metas, strict=True)]
     for spec, (tokens, _) in zip(specs, sizes, strict=True):
         if tokens <= 0:
-            raise LlmctlError(f"the {split} split of {spec.path} holds no tokens", "tokenize some data into it, or leave it out")
+            raise LlmctlError(
+                f"the {split} split of {spec.path} holds no tokens",
+                "tokenize some data into it, or leave it out",
+            )
     # A source's size in the unit weights count: tokens, or documents.
     unit = [float(d if mix_by == "documents" else t) for t, d in sizes]
     given = sum(s.weight for s in specs if s.weight is not None)
@@ -182,12 +209,16 @@ def plan_mix(specs: list[SourceSpec], metas: list[dict[str, Any]], *, mix_by: st
                 "with some sources unweighted, give the others fractions summing to less than 1, or weight every source",
             )
         rest = sum(unit[i] for i in free)
-        raw = [s.weight if s.weight is not None else (1 - given) * unit[i] / rest for i, s in enumerate(specs)]
+        raw = [
+            s.weight if s.weight is not None else (1 - given) * unit[i] / rest for i, s in enumerate(specs)
+        ]
     if mix_by == "documents":
         # Weights count documents; windows count tokens: scale by each source's mean document length.
         raw = [w * (t / max(1, d)) for w, (t, d) in zip(raw, sizes, strict=True)]
     total = sum(raw)
-    return [MixSource(s.path, w / total, t, d, s.epochs) for s, w, (t, d) in zip(specs, raw, sizes, strict=True)]
+    return [
+        MixSource(s.path, w / total, t, d, s.epochs) for s, w, (t, d) in zip(specs, raw, sizes, strict=True)
+    ]
 
 
 def epochs_for(mix: list[MixSource], tokens: float) -> list[float]:
@@ -200,8 +231,10 @@ def repeat_warnings(mix: list[MixSource], tokens: float, limit: float = REPEAT_W
     lines = []
     for m, epochs in zip(mix, epochs_for(mix, tokens), strict=True):
         if epochs > limit:
-            lines.append(f"{m.path} would be repeated {epochs:.1f} times ({m.weight:.0%} of the tokens from "
-                         f"{m.tokens:,} tokens); repeated data gains less each pass: lower its weight or add data")
+            lines.append(
+                f"{m.path} would be repeated {epochs:.1f} times ({m.weight:.0%} of the tokens from "
+                f"{m.tokens:,} tokens); repeated data gains less each pass: lower its weight or add data"
+            )
     return lines
 
 
@@ -209,7 +242,12 @@ def mix_table(mix: list[MixSource], tokens: float | None) -> list[dict[str, Any]
     """One row per source: path, weight, tokens in the source, planned tokens and epochs (with a plan)."""
     rows = []
     for i, m in enumerate(mix):
-        row: dict[str, Any] = {"path": m.path, "weight": m.weight, "source_tokens": m.tokens, "documents": m.documents}
+        row: dict[str, Any] = {
+            "path": m.path,
+            "weight": m.weight,
+            "source_tokens": m.tokens,
+            "documents": m.documents,
+        }
         if tokens is not None:
             row["planned_tokens"] = tokens * m.weight
             row["epochs"] = epochs_for(mix, tokens)[i]
