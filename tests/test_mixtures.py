@@ -369,6 +369,6 @@ def test_sft_mixes_sources_by_epochs_and_resumes_exactly(tmp_path: Path) -> None
     # b is half a's size but asked for 2 epochs: about as many planned tokens as a.
     assert 0.3 < mix[1]["weight"] < 0.7
     with pytest.raises(LlmctlError, match="by epochs, not weights"):
-        from llmctl.engine.sft_mixture import sft_specs
+        from llmctl.tokens.mix import sft_specs
 
         sft_specs([SourceSpec("x", 0.5)])

@@ -28,9 +28,11 @@ def flag_values(
     values: dict[str, Any] = {}
     texts = [data] if isinstance(data, str) else list(data or [])
     if texts:
-        from llmctl.tokens.mix import parse_sources
+        from llmctl.tokens.mix import parse_sources, sft_specs
 
         specs = parse_sources(texts, allow_epochs=epochs)
+        if epochs:
+            sft_specs(specs)  # refuses weights before any checkpoint or data is read
         if len(specs) == 1 and specs[0].weight is None and specs[0].epochs is None:
             values["data.path"], values["data.sources"] = specs[0].path, []
         else:

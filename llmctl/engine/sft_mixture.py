@@ -18,23 +18,12 @@ from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.engine.sft import SFTObjective
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokens.mix import SourceSpec
+from llmctl.tokens.mix import SourceSpec, sft_specs
 
 
 @dataclass
 class _Counts:
     counts: dict[str, int] = field(default_factory=dict)
-
-
-def sft_specs(specs: list[SourceSpec]) -> list[SourceSpec]:
-    """SFT sources by epochs: a number weight is refused; no epochs means 1."""
-    for s in specs:
-        if s.weight is not None:
-            raise LlmctlError(
-                f"sft mixes sources by epochs, not weights: --data {s.path}:{s.weight:g}",
-                f"write --data {s.path}:epochs=N (N passes over that source; 1 when left out)",
-            )
-    return [replace(s, epochs=s.epochs or 1.0) for s in specs]
 
 
 class MixedSFTObjective:

@@ -100,6 +100,17 @@ def parse_sources(texts: list[str], *, allow_epochs: bool = False) -> list[Sourc
     return specs
 
 
+def sft_specs(specs: list[SourceSpec]) -> list[SourceSpec]:
+    """SFT sources mix by epochs: a number weight is refused; no epochs means 1."""
+    for s in specs:
+        if s.weight is not None:
+            raise LlmctlError(
+                f"sft mixes sources by epochs, not weights: --data {s.path}:{s.weight:g}",
+                f"write --data {s.path}:epochs=N (N passes over that source; 1 when left out)",
+            )
+    return [SourceSpec(s.path, None, s.epochs or 1.0) for s in specs]
+
+
 def check_unique(specs: list[SourceSpec]) -> None:
     """Refuse a path given twice (its weight would be ambiguous)."""
     seen: set[str] = set()
