@@ -96,6 +96,10 @@ class DataConfig:
 
     path: str | None = None
     """Token shard directory written by `llmctl tokenize` (holds meta.json). A leading ~ is the home folder."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """A mixture instead of `path`: [{path, weight}] (SFT: {path, epochs}); see llmctl/tokens/mix.py."""
+    mix_by: Literal["tokens", "documents"] = "tokens"
+    """What mixture weights count: tokens, or documents (turned into tokens by mean document length)."""
     seq_len: int = 256
     """Tokens per training sequence (the model sees seq_len, predicts seq_len targets)."""
     train_split: str = "train"
@@ -489,6 +493,12 @@ def validate(cfg: Config) -> Config:
             f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={m.max_seq_len}",
             f"set --model.max_seq_len={cfg.data.seq_len} or a shorter --data.seq_len",
         )
+    if cfg.data.path is not None and cfg.data.sources:
+        raise LlmctlError("data.path and data.sources are both set", "give one source as data.path, or every source in data.sources")
+    if cfg.data.sources:
+        from llmctl.tokens.mix import specs_from_config
+
+        specs_from_config(None, cfg.data.sources)  # entries and weights checked before any data is read
     o = cfg.optim
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
         raise LlmctlError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}", "fix optim.lr / optim.min_lr")

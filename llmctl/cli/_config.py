@@ -12,12 +12,31 @@ from pathlib import Path
 from typing import Any
 
 
-def flag_values(data: str | None, steps: int | None, out: Path | None, resume: str | None) -> dict[str, Any]:
+def flag_values(
+    data: str | list[str] | None,
+    steps: int | None,
+    out: Path | None,
+    resume: str | None,
+    *,
+    epochs: bool = False,
+) -> dict[str, Any]:
     """The plain flags as dotted keys with their typed values (they win over the same keys given as
-    overrides). Nothing is turned back into text: `--out 2024-01-01` stays a name, `--data yes` a folder."""
+    overrides). Nothing is turned back into text: `--out 2024-01-01` stays a name, `--data yes` a folder.
+
+    `--data` may repeat, each `PATH[:WEIGHT]` (with `epochs`: also `PATH:epochs=N`): one plain path is
+    data.path, anything else data.sources; the other key is cleared so a config file's data gives way."""
     values: dict[str, Any] = {}
-    if data is not None:
-        values["data.path"] = data
+    texts = [data] if isinstance(data, str) else list(data or [])
+    if texts:
+        from llmctl.tokens.mix import parse_sources, sft_specs
+
+        specs = parse_sources(texts, allow_epochs=epochs)
+        if epochs:
+            sft_specs(specs)  # refuses weights before any checkpoint or data is read
+        if len(specs) == 1 and specs[0].weight is None and specs[0].epochs is None:
+            values["data.path"], values["data.sources"] = specs[0].path, []
+        else:
+            values["data.path"], values["data.sources"] = None, [s.as_dict() for s in specs]
     if steps is not None:
         values["train.steps"] = steps
     if out is not None:

@@ -327,11 +327,30 @@ def budget_command(
         "largest that fits. " + range_help("micro-batch"),
     ),
     gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU table and exit."),
+    data: list[str] = typer.Option(
+        [],
+        "--data",
+        metavar="PATH[:WEIGHT]",
+        help="Token directories of a mixture (repeatable): show the epochs of each the plan's tokens take.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Plan a training run: what a GPU budget buys (--hours), or what a model and token count cost (--model/--params)."""
     if gpus:
         list_gpus(as_json)
+        return
+    if data and gpu is None:
+        # Data only: how many passes over each source --tokens takes.
+        from llmctl.cli._mix import mix_plan, render_mix
+        from llmctl.units import parse_count
+
+        if tokens is None:
+            raise LlmctlError(
+                "--data without --gpu needs --tokens",
+                "e.g. llmctl budget --tokens 2B --data A:0.7 --data B:0.3",
+            )
+        doc = mix_plan(data, parse_count(tokens, "--tokens"))
+        print_json(doc) if as_json else render_mix(doc)
         return
     if gpu is None:
         from llmctl.plan.hardware import GPUS
@@ -356,10 +375,19 @@ def budget_command(
         optim=optim,
         micro_batch=micro_batch,
     )
+    doc = None
+    if data:
+        from llmctl.cli._mix import mix_plan, render_mix
+
+        doc = mix_plan(data, plan.tokens)
     if as_json:
-        print_json(plan.to_json())
+        print_json(
+            plan.to_json() | ({"data_mix": doc["data_mix"], "warnings": doc["warnings"]} if doc else {})
+        )
         return
     render(plan)
+    if doc:
+        render_mix(doc)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,9 +41,23 @@ def count_command(
     mode: str = typer.Option("pretrain", "--mode", help="--data: pretrain or sft."),
     profile: str = typer.Option("chat", "--profile", help="--data --mode sft: chat profile."),
     num_proc: int = typer.Option(0, "--num-proc", help="--data: worker processes; 0 = every usable core."),
+    mix: list[str] = typer.Option(
+        [], "--mix", metavar="PATH[:WEIGHT]",
+        help="Token directories of a mixture (repeatable): weights, sizes, and with --tokens the epochs of each.",
+    ),
+    tokens: str | None = typer.Option(None, "--tokens", metavar="N", help="--mix: planned training tokens (2B, 5e8)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Count tokens and documents of a token directory, or of a raw dataset with --data --tokenizer."""
+    if mix:
+        from llmctl.cli._mix import mix_plan, render_mix
+        from llmctl.units import parse_count
+
+        doc = mix_plan(mix, parse_count(tokens, "--tokens") if tokens is not None else None)
+        print_json(doc) if as_json else render_mix(doc)
+        return
+    if tokens is not None:
+        raise LlmctlError("--tokens goes with --mix", "e.g. llmctl count --mix tokens/web:0.7 --mix tokens/code:0.3 --tokens 2B")
     if data is not None:
         if tokenizer is None:
             raise LlmctlError("--data needs --tokenizer", "pass the tokenizer the corpus will be tokenized with")

@@ -42,6 +42,9 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
         rows += [["val loss", f"{ev.loss:.4f}"], ["val perplexity", f"{ev.perplexity:.2f}"], ["val accuracy", f"{ev.accuracy:.1%}"]]
+    for m in s.get("data_mix") or []:
+        share = m["tokens"] / max(1, sum(x["tokens"] for x in s["data_mix"]))
+        rows.append([f"data {m['path']}", f"{share:.1%} of tokens (weight {m['weight']:.1%}), {m['epochs']:.3g} epochs"])
     if s.get("tokens_per_sec") is not None:
         rows.append(["tokens/s", f"{s['tokens_per_sec']:,.0f}"])
     if s.get("wall_time_s") is not None:
@@ -61,7 +64,10 @@ def register(app: typer.Typer) -> None:
     def pretrain(
         ctx: typer.Context,
         config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (see examples/configs/)."),
-        data: str | None = typer.Option(None, "--data", help="Token shard directory (data.path)."),
+        data: list[str] = typer.Option(
+            [], "--data", metavar="PATH[:WEIGHT]",
+            help="Token shard directory (data.path); repeat to mix sources by weight: --data web:0.7 --data code:0.3.",
+        ),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),

@@ -79,7 +79,10 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (examples/configs/sft.yaml)."),
         init: str | None = typer.Option(None, "--init", help="Pretrained checkpoint to start from (checkpoint.init)."),
-        data: str | None = typer.Option(None, "--data", help="SFT token shard directory (data.path)."),
+        data: list[str] = typer.Option(
+            [], "--data", metavar="PATH[:epochs=N]",
+            help="SFT token shard directory (data.path); repeat to mix sets, each for N epochs: --data a:epochs=3 --data b.",
+        ),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
         resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
@@ -94,7 +97,7 @@ def register(app: typer.Typer) -> None:
         from llmctl.cli._config import build_config, flag_values
         from llmctl.engine.sft import run_sft
 
-        values = flag_values(data, steps, out, resume)
+        values = flag_values(data, steps, out, resume, epochs=True)
         if init is not None:
             values["checkpoint.init"] = init
         if untrained_rows is not None:

@@ -48,6 +48,10 @@ class Batch:
     """Sequences (pretrain) or conversations (SFT)."""
     trained_tokens: int = -1
     """Targets the loss counts; computed from targets on the host when left at -1."""
+    source: int = -1
+    """Mixtures: the source of a validation batch (index into the objective's `sources`)."""
+    source_tokens: tuple[int, ...] | None = None
+    """Mixtures: tokens this micro-batch took from each source (this rank; the loop sums over ranks)."""
 
     def __post_init__(self) -> None:
         if self.trained_tokens < 0:

@@ -73,10 +73,19 @@ class RunOutcome:
     is_rank0: bool
 
 
-def pretrain_objective(
-    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo
-) -> Objective:
-    """The PretrainObjective a config describes."""
+def pretrain_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo) -> Objective:
+    """The PretrainObjective a config describes (a MixedPretrainObjective for data.sources)."""
+    if cfg.data.sources:
+        from llmctl.engine.mixture import MixedPretrainObjective
+        from llmctl.tokens.mix import load_mix, specs_from_config
+
+        mix = load_mix(specs_from_config(None, cfg.data.sources), mix_by=cfg.data.mix_by, split=cfg.data.train_split)
+        return MixedPretrainObjective(
+            mix, [meta, *(read_meta(m.path) for m in mix[1:])], tokenizer, seq_len=cfg.data.seq_len,
+            micro_batch=cfg.train.micro_batch_size, seed=cfg.train.seed, eval_batches=cfg.train.eval_batches,
+            prompts=list(cfg.train.sample_prompts), train_split=cfg.data.train_split, val_split=cfg.data.val_split,
+            rank=dist.rank, world=dist.world_size,
+        )
     assert cfg.data.path is not None
     return PretrainObjective(
         cfg.data.path,
@@ -117,24 +126,28 @@ def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
 
 
 def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
-    """meta.json of data.path and the tokenizer it was made with (checked by fingerprint)."""
-    if cfg.data.path is None:
-        raise LlmctlError(
-            "no training data given",
-            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
-        )
-    meta = read_meta(cfg.data.path)
+    """meta.json of data.path (of a mixture: its first source, all sources checked to share the tokenizer)
+    and the tokenizer it was made with (checked by fingerprint)."""
+    from llmctl.tokens.mix import check_same_tokenizer, specs_from_config
+
+    specs = specs_from_config(cfg.data.path, cfg.data.sources)
+    if not specs:
+        raise LlmctlError("no training data given", "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path")
+    data_path = specs[0].path
+    meta = read_meta(data_path)
+    if len(specs) > 1:
+        check_same_tokenizer(specs, [meta, *(read_meta(s.path) for s in specs[1:])])
     recorded = meta.get("tokenizer") or {}
     path = recorded.get("path")
     if not path or not Path(path).exists():
         raise LlmctlError(
-            f"the tokenizer recorded in {cfg.data.path}/meta.json is not there: {path}",
+            f"the tokenizer recorded in {data_path}/meta.json is not there: {path}",
             "put the tokenizer back at that path, or re-run `llmctl tokenize` with the tokenizer's new path",
         )
     tokenizer = load_tokenizer(path)
     if recorded.get("fingerprint") and tokenizer.fingerprint != recorded["fingerprint"]:
         raise LlmctlError(
-            f"{path} changed since {cfg.data.path} was tokenized (fingerprint {tokenizer.fingerprint[:12]}, "
+            f"{path} changed since {data_path} was tokenized (fingerprint {tokenizer.fingerprint[:12]}, "
             f"meta.json records {recorded['fingerprint'][:12]})",
             "re-run `llmctl tokenize` with this tokenizer, or restore the tokenizer the shards were made with",
         )

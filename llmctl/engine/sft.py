@@ -298,10 +298,7 @@ def sft_objective(
     from llmctl.model.llama import Transformer
 
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
-    return SFTObjective(
-        cfg.data.path or "",
-        meta,
-        tokenizer,
+    options: dict[str, Any] = dict(
         seq_len=cfg.data.seq_len,
         micro_batch=cfg.train.micro_batch_size,
         seed=cfg.train.seed,
@@ -317,6 +314,16 @@ def sft_objective(
         untrained=untrained,
         untrained_rows=cfg.checkpoint.untrained_rows,
     )
+    if cfg.data.sources:
+        # Several SFT sets, each for its own epochs (`--data a:epochs=1 --data b:epochs=3`).
+        from llmctl.engine.sft_mixture import MixedSFTObjective
+        from llmctl.tokens.mix import specs_from_config
+        from llmctl.tokens.shards import read_meta
+
+        specs = specs_from_config(None, cfg.data.sources)
+        metas = [meta, *(read_meta(s.path) for s in specs[1:])]
+        return MixedSFTObjective(specs, metas, tokenizer, **options)  # type: ignore[return-value]
+    return SFTObjective(cfg.data.path or "", meta, tokenizer, **options)
 
 
 def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOutcome:
@@ -328,10 +335,9 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
 
     cfg, init = _model_from_init(cfg)
     meta, tokenizer = load_data(cfg)
-    require_sft(meta, cfg.data.path or "")
-    check_sft_compat(
-        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
-    )
+    data_path = cfg.data.path or cfg.data.sources[0]["path"]  # a mixture's sources share tokenizer and profile
+    require_sft(meta, data_path)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
     untrained = _untrained_tokens(init.path, meta, tokenizer, cfg.model)
     after_init: Callable[[torch.nn.Module], None] | None = None
     if untrained and cfg.checkpoint.untrained_rows == "mean":

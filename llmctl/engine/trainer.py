@@ -175,6 +175,7 @@ class Trainer:
             start_step=self.step,
             tokens_per_step=tokens_per_step,
             summary_extra=self._summary_extra(),
+            data_sources=tuple(getattr(self.objective, "sources", None) or ()) or None,
         )
 
     def _summary_extra(self) -> dict[str, Any]:
@@ -308,12 +309,15 @@ class Trainer:
         start = time.perf_counter()
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
+        mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
+        by_source = [sum(col) for col in zip(*mixed, strict=True)] if mixed else []  # mixtures: tokens per source
         device = self.rt.device
         counts = torch.tensor(
             [
                 sum(b.trained_tokens for b in batches),
                 sum(b.tokens for b in batches),
                 sum(b.samples for b in batches),
+                *by_source,
             ],
             dtype=torch.float64,
         )
@@ -354,12 +358,14 @@ class Trainer:
         figures = torch.cat(
             [counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]
         ).tolist()
+        n = 3 + len(by_source)  # the counts, then the loss and correct sums, then the norm
         if self.dist.enabled:
-            slots = figures[5 : 5 + _REQUESTS]
-            self._agreed_request = max(i for i, n in enumerate(slots) if n > 0 or i == 0)
-            figures = figures[:5] + figures[5 + _REQUESTS :]
+            slots = figures[n + 2 : n + 2 + _REQUESTS]
+            self._agreed_request = max(i for i, k in enumerate(slots) if k > 0 or i == 0)
+            figures = figures[: n + 2] + figures[n + 2 + _REQUESTS :]
         trained, tokens, samples = (int(x) for x in figures[:3])
-        loss_total, right_total, norm = figures[3], figures[4], figures[5]
+        by_source = [int(x) for x in figures[3:n]]
+        loss_total, right_total, norm = figures[n], figures[n + 1], figures[n + 2]
         lr = self.schedule(self.step)
         # With fp16's grad scaler an inf norm is expected now and then: the scaler skips that update itself.
         if not math.isfinite(loss_total) or (self.rt.scaler is None and not math.isfinite(norm)):
@@ -388,6 +394,7 @@ class Trainer:
             step_time=self._step_seconds,
             data_time=data_time,
             skipped_steps=self.skipped_steps,
+            source_tokens=tuple(by_source) or None,
         )
 
     def _non_finite(self, loss: float, norm: float) -> None:
@@ -418,22 +425,26 @@ class Trainer:
     def evaluate(self) -> EvalResult | None:
         """Loss, perplexity and token accuracy over the fixed validation batches, summed over ranks."""
         self.raw.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
+        sources = getattr(self.objective, "sources", None) or []
+        # Row 0: all batches; row 1 + i: batches of mixture source i.
+        sums = torch.zeros(1 + len(sources), 3, dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
             loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
-            sums += torch.stack(
-                [
-                    loss.double(),
-                    correct.double(),
-                    torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64),
-                ]
-            )
+            row = torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            sums[0] += row
+            if batch.source >= 0:
+                sums[1 + batch.source] += row
         self.raw.train()
-        loss_sum, correct, trained = D.all_reduce_sum(self.dist, sums).tolist()
+        rows = D.all_reduce_sum(self.dist, sums).tolist()
+        loss_sum, correct, trained = rows[0]
         if trained == 0:
             return None
-        loss = loss_sum / trained
-        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained))
+        loss, accuracy, by_source = loss_sum / trained, correct / trained, None
+        if sources:
+            from llmctl.engine.mixture import weighted_eval
+
+            loss, accuracy, by_source = weighted_eval(sources, rows[1:])
+        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), accuracy, int(trained), by_source)
         self.last_eval = result
         self.reporter.eval(result)
         return result

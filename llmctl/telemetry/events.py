@@ -44,6 +44,8 @@ class RunInfo:
     """Planned tokens per optimizer step (all ranks, all micro-steps)."""
     summary_extra: dict[str, Any] = field(default_factory=dict)
     """Figures the objective adds to summary.json as they are (SFT: `sft_data`, the conversation counts)."""
+    data_sources: tuple[dict[str, Any], ...] | None = None
+    """Mixtures: {"path", "weight", "epoch_tokens"} per source, in the order of StepCounts.source_tokens."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class StepCounts:
     """Of which seconds spent waiting for the batch."""
     skipped_steps: int = 0
     """Steps of the run so far whose update was skipped for a non-finite loss or gradient norm."""
+    source_tokens: tuple[int, ...] | None = None
+    """Mixtures: tokens the step took from each source (RunInfo.data_sources order)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class EvalResult:
     perplexity: float
     accuracy: float
     tokens: int
+    by_source: dict[str, float] | None = None
+    """Mixtures: validation loss of each source; `loss` is then their weight-averaged loss."""
 
 
 @dataclass(frozen=True)

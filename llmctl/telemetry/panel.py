@@ -15,6 +15,7 @@ import math
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from llmctl.telemetry.sinks import Sink
@@ -87,13 +88,23 @@ def plain_line(r: dict[str, Any]) -> str:
     ]
     if _ok(r.get("mfu")):
         parts.append(f"mfu {pct(r['mfu'])}")
+    if r.get("mix_fractions"):
+        parts.append(f"mix {mix_text(r['mix_fractions'])}")
     return " | ".join(parts)
+
+
+def mix_text(fractions: dict[str, float] | None) -> str:
+    """Realised mixture fractions, `web 70.1% · code 29.9%` (each source by its folder name)."""
+    return " · ".join(f"{Path(path).name or path} {pct(f)}" for path, f in (fractions or {}).items())
 
 
 def eval_line(r: dict[str, Any]) -> str:
     """`[Eval 200] loss 2.9876 | ppl 19.84 | acc 31.2%`."""
+    by_source = r.get("loss_by_source") or {}
+    sources = "".join(f" | {Path(path).name or path} {loss:.4f}" for path, loss in by_source.items())
     return (
-        f"[Eval {r['step']}] loss {r['loss']:.4f} | ppl {r['perplexity']:.2f} | acc {pct(r.get('accuracy'))}"
+        f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''} | ppl {r['perplexity']:.2f} | "
+        f"acc {pct(r.get('accuracy'))}{sources}"
     )
 
 
@@ -217,6 +228,8 @@ def render(s: dict[str, Any]) -> Any:
             body.append(f"{label:>11} ", style="dim")
             body.append(f"{value:<30}")
     rows: list[Any] = [head, body]
+    if s.get("mix_fractions"):
+        rows.append(Text(f"mix (realised)  {mix_text(s['mix_fractions'])}"))
     ev = s.get("eval")
     if ev:
         rows.append(

@@ -23,6 +23,7 @@ from llmctl.config import Config
 from llmctl.telemetry.counters import Counters
 from llmctl.telemetry.efficiency import efficiency_metrics, energy_figures
 from llmctl.telemetry.events import EvalResult, RunInfo, RunSummary, SampleRecord, StepCounts
+from llmctl.telemetry.mix import MixTally
 from llmctl.telemetry.settings import apply_env_aliases, device_peak_flops
 from llmctl.telemetry.sinks import Sink
 from llmctl.telemetry.writer import SinkWriter
@@ -90,6 +91,7 @@ class Telemetry:
         for tracker in ("wandb", "mlflow"):
             if getattr(self.settings, tracker, False):
                 require_installed(tracker)
+        self._mix = MixTally()
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class Telemetry:
         # here with an error, before the panel starts or any file is touched, and their set-up time
         # (imports, database migrations, network) stays out of the run's clock.
         notes = self._connect_trackers(info) if self.is_rank0 else []
+        self._mix.start(info.data_sources)
         peak, self.peak_source = device_peak_flops(
             info.device, info.device_name, info.dtype, self.settings.peak_tflops
         )
@@ -208,6 +211,7 @@ class Telemetry:
         if counters is None:
             raise RuntimeError("Telemetry.step() called before start()")
         figures = counters.update(counts)
+        figures.update(self._mix.add(counts.source_tokens))
         self._losses.append(counts.loss)
         if not self.is_rank0:
             return
@@ -235,6 +239,8 @@ class Telemetry:
             "eval_tokens": result.tokens,
             "tokens_total": self.counters.tokens if self.counters else None,
         }
+        if result.by_source is not None:
+            record["loss_by_source"] = result.by_source
         self._last_eval = record
         if self.is_rank0:
             self._put("eval", record)
@@ -279,6 +285,7 @@ class Telemetry:
             state["trackers"] = trackers
         elif (self._pending_state or {}).get("trackers"):
             state["trackers"] = self._pending_state["trackers"]  # kept when this session logs to none
+        state["mix_tokens"] = self._mix.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -291,6 +298,8 @@ class Telemetry:
         assert self.counters is not None
         self.counters.load_state_dict(state)
         self._energy_before = float(state.get("energy_j", 0.0) or 0.0)
+        self._mix.load_state_dict(state.get("mix_tokens"))
+        self._mix.start(self.info.data_sources if self.info else None)
         self._window_since = self._clock()
 
     def close(self, status: str) -> RunSummary:
@@ -463,4 +472,6 @@ class Telemetry:
                 **info.summary_extra,
             }
         )
+        if self._mix.sources:
+            summary["data_mix"] = self._mix.data_mix()
         return summary

@@ -106,6 +106,93 @@ class WindowStream:
         self.seed = int(state.get("seed", self.seed))
 
 
+class MixedStream:
+    """Several sources' windows interleaved by weight, for one rank; each source keeps its own seeded order,
+    epoch count and position.
+
+    The schedule is deterministic, not random draws: each global slot goes to the source furthest behind
+    its target (weight x slots so far, minus windows it has had; ties to the first listed), so after n
+    windows every source has had within one window of weight x n. Rank r takes the r-th block of
+    micro_batch windows of each W x micro_batch, as WindowStream does. The state is the per-source counts.
+    """
+
+    def __init__(self, sources: list[PackedWindows], weights: list[float], seed: int, micro_batch: int,
+                 rank: int = 0, world: int = 1, names: list[str] | None = None) -> None:
+        self.names = names or [str(i) for i in range(len(sources))]
+        for windows, name in zip(sources, self.names, strict=True):
+            if len(windows) == 0:
+                raise LlmctlError(f"the training split of {name} holds no window of {windows.seq_len + 1} tokens",
+                                  "tokenize more data into it, or lower --data.seq_len")
+        self.sources = sources
+        self.weights = [float(w) for w in weights]
+        self.seed = seed
+        self.micro_batch = micro_batch
+        self.rank = rank
+        self.world = world
+        self.counts = [0] * len(sources)
+        """Windows handed out from each source, over all ranks."""
+        self.last_counts = [0] * len(sources)
+        """Windows each source gave to this rank's last micro-batch."""
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}
+
+    @property
+    def position(self) -> int:
+        """Windows handed out over all sources and ranks."""
+        return sum(self.counts)
+
+    def _order_of(self, source: int, epoch: int) -> np.ndarray:
+        cached = self._orders.get(source)
+        if cached is None or cached[0] != epoch:
+            order = np.random.default_rng([self.seed, source, epoch]).permutation(len(self.sources[source]))
+            cached = (epoch, order.astype(np.uint32 if len(order) < 2**32 else np.int64))
+            self._orders[source] = cached
+        return cached[1]
+
+    def _pick(self) -> int:
+        slots = self.position + 1
+        deficits = [w * slots - c for w, c in zip(self.weights, self.counts, strict=True)]
+        return int(np.argmax(deficits))
+
+    def next_rows(self) -> np.ndarray:
+        """This rank's next micro-batch, int64 [micro_batch, seq_len + 1]; advances every source's position."""
+        picks: list[tuple[int, int]] = []
+        self.last_counts = [0] * len(self.sources)
+        for _ in range(self.micro_batch * self.world):
+            s = self._pick()
+            epoch, at = divmod(self.counts[s], len(self.sources[s]))
+            picks.append((s, int(self._order_of(s, epoch)[at])))
+            self.counts[s] += 1
+        mine = picks[self.rank * self.micro_batch : (self.rank + 1) * self.micro_batch]
+        for s, _ in mine:
+            self.last_counts[s] += 1
+        return np.stack([self.sources[s].window(i) for s, i in mine])
+
+    @property
+    def epochs(self) -> list[float]:
+        """Epochs of each source completed so far, fractional."""
+        return [c / len(w) for c, w in zip(self.counts, self.sources, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-source positions (windows handed out over all ranks) and what they are positions in."""
+        return {"position": self.position, "seed": self.seed, "seq_len": self.sources[0].seq_len,
+                "sources": [{"name": n, "windows": len(w), "position": c, "weight": wt}
+                            for n, w, c, wt in zip(self.names, self.sources, self.counts, self.weights, strict=True)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at saved per-source positions; other sources, sizes or weights are a clear error."""
+        saved = state.get("sources")
+        now = [(len(w), round(wt, 9)) for w, wt in zip(self.sources, self.weights, strict=True)]
+        then = [(s.get("windows"), round(float(s.get("weight", -1)), 9)) for s in saved] if isinstance(saved, list) else None
+        if then != now or state.get("seq_len") != self.sources[0].seq_len:
+            raise LlmctlError(
+                "the checkpoint's data position is for another mixture "
+                f"({len(saved) if isinstance(saved, list) else 1} source(s)), not these {len(self.sources)} with these weights",
+                "resume with the same --data sources, weights and --data.seq_len the run started with",
+            )
+        self.counts = [int(s["position"]) for s in saved]
+        self.seed = int(state.get("seed", self.seed))
+
+
 def eval_rows(windows: PackedWindows, batches: int, micro_batch: int, rank: int, world: int) -> list[np.ndarray]:
     """This rank's share of a fixed validation set of batches * micro_batch windows (fewer when the split
     is small): the same windows in every run of the same data, whatever the number of ranks, split
