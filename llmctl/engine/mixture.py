@@ -16,7 +16,7 @@ import numpy as np
 
 from llmctl.engine.objectives import Batch, SamplePrompt, _shift
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokenizer.prompt import document_prefix
+from llmctl.tokenizer.template import document_prefix
 from llmctl.tokens.loader import MixedStream, PackedWindows, eval_rows
 from llmctl.tokens.mix import MixSource
 from llmctl.tokens.shards import open_split
