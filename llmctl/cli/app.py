@@ -93,7 +93,7 @@ def _register() -> None:
 
 
 # One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "export", "plot", "flops", "budget"]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "dpo", "generate", "export", "plot", "flops", "budget"]
 
 _register()
 

@@ -41,7 +41,8 @@ def tokenize_command(
     data: Path | None = typer.Option(None, "--data", help="Raw dataset directory (from `llmctl data download`)."),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json or sentencepiece .model."),
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
-    mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."),
+    mode: str = typer.Option("pretrain", "--mode", help="pretrain (a text column), sft (a messages column) or dpo (preference pairs)."),
+    max_len: int = typer.Option(1024, "--max-len", help="--mode dpo: most tokens of prompt + one reply; longer replies are cut."),
     profile: str = typer.Option("chat", "--profile", help="Chat profile for --mode sft (llmctl/tokenizer/chat.py)."),
     separator: str | None = typer.Option(
         None, "--separator", help="Pretraining document separator: eos (default), bos or bos+eos."
@@ -79,6 +80,11 @@ def tokenize_command(
         return
     if data is None or tokenizer is None:
         raise LlmctlError("--data and --tokenizer are required", "pass both, or --merge --out DIR to finish a split-up run")
+    if mode == "dpo":
+        from llmctl.cli.dpo import tokenize_pairs_command
+
+        tokenize_pairs_command(data, tokenizer, out_dir, profile, max_len, tuple(split), as_json)
+        return
     from llmctl.cli._progress import TokenProgress
 
     opts = TokenizeOptions(

@@ -235,7 +235,12 @@ class Trainer:
         return self.wrapped.no_sync()
 
     def _loss_sum(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over trained targets, correct top-1 predictions among them)."""
+        """(summed cross-entropy over trained targets, correct top-1 predictions among them).
+
+        An objective with its own `loss_sum(model, batch, autocast)` (DPO) computes both instead."""
+        own = getattr(self.objective, "loss_sum", None)
+        if own is not None:
+            return own(model, batch, self.rt.autocast)
         with self.rt.autocast():
             logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
@@ -285,12 +290,23 @@ class Trainer:
         stats_list = [*stats.tolist(), float(grad_norm)]  # the step's one device sync
         self.step += 1
         self.tokens += tokens
+        metrics = self._objective_metrics("train")
         self._step_seconds = time.perf_counter() - start
         return StepCounts(
             step=self.step, tokens=tokens, trained_tokens=trained, samples=samples,
             loss=stats_list[0] / max(1, trained), correct=int(stats_list[1]), lr=lr,
-            grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time,
+            grad_norm=stats_list[2], step_time=self._step_seconds, data_time=data_time, metrics=metrics,
         )
+
+    def _objective_metrics(self, kind: str) -> dict[str, float]:
+        """Figures an objective gathers itself (DPO rewards), summed over ranks; its warnings are logged."""
+        take = getattr(self.objective, "take_metrics", None)
+        if take is None:
+            return {}
+        metrics, notes = take(kind, self.dist, self.rt.device)
+        for note in notes:
+            self.reporter.log(note)
+        return metrics
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------
 
@@ -307,7 +323,8 @@ class Trainer:
         if trained == 0:
             return None
         loss = loss_sum / trained
-        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained))
+        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), correct / trained, int(trained),
+                            metrics=self._objective_metrics("eval"))
         self.last_eval = result
         self.reporter.eval(result)
         return result

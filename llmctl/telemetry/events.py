@@ -68,6 +68,8 @@ class StepCounts:
     """Wall seconds of the step (data, forward, backward, optimizer), measured after a device sync."""
     data_time: float = 0.0
     """Of which seconds spent waiting for the batch."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Objective-specific figures under their own names (DPO: `rewards/margins`, `logps/chosen`, ...)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class EvalResult:
     perplexity: float
     accuracy: float
     tokens: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Objective-specific figures, the same names as in train records (DPO: `rewards/accuracies`, ...)."""
 
 
 @dataclass(frozen=True)

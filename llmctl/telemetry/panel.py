@@ -87,14 +87,21 @@ def plain_line(r: dict[str, Any]) -> str:
     ]
     if _ok(r.get("mfu")):
         parts.append(f"mfu {pct(r['mfu'])}")
-    return " | ".join(parts)
+    return " | ".join(parts) + dpo_text(r)
+
+
+def dpo_text(r: dict[str, Any]) -> str:
+    """The DPO view: ` | margin 0.412 | reward acc 71.9%` when the record holds DPO figures, else ''."""
+    if not _ok(r.get("rewards/margins")):
+        return ""
+    return f" | margin {r['rewards/margins']:.3f} | reward acc {pct(r.get('rewards/accuracies'))}"
 
 
 def eval_line(r: dict[str, Any]) -> str:
     """`[Eval 200] loss 2.9876 | ppl 19.84 | acc 31.2%`."""
     return (
         f"[Eval {r['step']}] loss {r['loss']:.4f} | ppl {r['perplexity']:.2f} | acc {pct(r.get('accuracy'))}"
-    )
+    ) + dpo_text(r)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -155,7 +162,14 @@ def _memory(s: dict[str, Any]) -> str:
 def _cells(s: dict[str, Any]) -> list[list[tuple[str, str]]]:
     """The panel's figures as rows of (label, value) pairs."""
     loss = f"{s['loss']:.4f}" if _ok(s.get("loss")) else NA
-    return [
+    dpo = [
+        [
+            ("margin", f"{s['rewards/margins']:.3f}"),
+            ("reward acc", pct(s.get("rewards/accuracies"))),
+            ("logp chosen", f"{s['logps/chosen']:.2f}" if _ok(s.get("logps/chosen")) else NA),
+        ]
+    ] if _ok(s.get("rewards/margins")) else []
+    return dpo + [
         [
             ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),
             ("acc", pct(s.get("accuracy"))),
@@ -222,6 +236,7 @@ def render(s: dict[str, Any]) -> Any:
         rows.append(
             Text(
                 f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"
+                + dpo_text(ev)
             )
         )
     sample = s.get("sample")

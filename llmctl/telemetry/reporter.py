@@ -178,6 +178,8 @@ class Telemetry:
         if counters is None:
             raise RuntimeError("Telemetry.step() called before start()")
         figures = counters.update(counts)
+        if counts.metrics:
+            figures = {**figures, **counts.metrics}
         self._losses.append(counts.loss)
         if not self.is_rank0:
             return
@@ -204,6 +206,7 @@ class Telemetry:
             "accuracy": result.accuracy,
             "eval_tokens": result.tokens,
             "tokens_total": self.counters.tokens if self.counters else None,
+            **getattr(result, "metrics", {}),
         }
         self._last_eval = record
         if self.is_rank0:
