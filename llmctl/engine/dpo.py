@@ -251,11 +251,9 @@ class DPOObjective:
                 ref_sums, _, _ = sequence_logps(self.ref_model, batch, autocast, 2 * n, with_logits=False)
             ref_c, ref_r = ref_sums[0::2], ref_sums[1::2]
         pc, pr = logps[0::2], logps[1::2]
-        if self.loss == "ipo":  # IPO works on log-probs averaged over each reply's tokens
-            nc, nr = counts[0::2].clamp(min=1), counts[1::2].clamp(min=1)
-            pc, pr, ref_c, ref_r = pc / nc, pr / nr, ref_c / nc, ref_r / nr
         losses, chosen_r, rejected_r = preference_losses(pc, pr, ref_c, ref_r, beta=self.beta, loss=self.loss,
-                                                         label_smoothing=self.smoothing)
+                                                         label_smoothing=self.smoothing, chosen_tokens=counts[0::2],
+                                                         rejected_tokens=counts[1::2])
         right = (chosen_r > rejected_r).sum()
         with torch.no_grad():
             row = torch.stack([

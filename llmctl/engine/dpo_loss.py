@@ -5,8 +5,8 @@
 
 Sigmoid (Rafailov et al. 2023, eq. 7): -log sigmoid(beta * ((pc - rc) - (pr - rr))), with label smoothing
 e (Mitchell 2023, "conservative DPO"): (1 - e) * that + e * the same for the flipped label.
-IPO (Azar et al. 2023, eq. 17): ((pc - rc) - (pr - rr) - 1 / (2 beta))^2 on log-probs averaged over each
-reply's tokens, as TRL does; the rewards are then beta times those averaged log-ratios.
+IPO (Azar et al. 2023, eq. 17): ((pc - rc) / nc - (pr - rr) / nr - 1 / (2 beta))^2, the log-ratios averaged
+over each reply's nc / nr trained tokens, as TRL does; rewards stay beta times the summed log-ratios.
 When policy = reference the log-ratios are 0: the sigmoid loss is ln 2 and the IPO loss 1 / (4 beta^2).
 """
 
@@ -24,15 +24,19 @@ LOSSES = ("sigmoid", "ipo")
 def preference_losses(
     policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
     *, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0,
+    chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(per-pair losses, chosen rewards, rejected rewards), each [pairs]; rewards are detached."""
+    """(per-pair losses, chosen rewards, rejected rewards), each [pairs]; rewards are detached.
+    IPO needs each reply's trained token count (chosen_tokens, rejected_tokens)."""
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
     margin = chosen_ratio - rejected_ratio
     if loss == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
     elif loss == "ipo":
-        losses = (margin - 1 / (2 * beta)) ** 2
+        assert chosen_tokens is not None and rejected_tokens is not None, "IPO averages over reply tokens"
+        averaged = chosen_ratio / chosen_tokens.clamp(min=1) - rejected_ratio / rejected_tokens.clamp(min=1)
+        losses = (averaged - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss {loss!r}")
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
