@@ -202,3 +202,91 @@ def test_falling_chosen_warning_rule() -> None:
     assert falling_chosen([(-1.0, 0.1), (-1.5, 0.2), (-2.0, 0.4), (-2.6, 0.7)])
     assert not falling_chosen([(-1.0, 0.1), (-0.9, 0.2), (-2.0, 0.4), (-2.6, 0.7)])
     assert not falling_chosen([(-1.0, 0.1), (-1.5, 0.2)])
+
+
+def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
+    """llmctl's per-pair log-probs, loss and reward metrics equal TRL's on the same token ids, for sigmoid and
+    IPO. TRL's DPOTrainer._compute_loss runs as is, on the exported transformers models with TRL's fused LM
+    head; only DPOTrainer.__init__ (datasets, accelerate, a Trainer) is skipped by setting its attributes."""
+    trl = pytest.importorskip("trl")
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from llmctl.engine.checkpoint import load_for_inference
+    from llmctl.engine.dpo import _batch
+    from llmctl.engine.dpo_loss import preference_losses, sequence_logps
+    from llmctl.tokens.pair_batches import collate_pairs, padded_layout
+    from llmctl.tokens.pairs import open_pairs
+
+    run_dpo_cli(setup, tmp_path / "policy", 3, "--optim.lr=3e-3", "--checkpoint.every=0")
+    policy_ckpt, ref_ckpt = tmp_path / "policy" / "checkpoints" / "latest", setup.init
+    hf = {}
+    for name, ckpt in (("policy", policy_ckpt), ("ref", ref_ckpt)):
+        result = runner.invoke(app, ["export", str(ckpt), "--format", "hf", "--out", str(tmp_path / f"hf-{name}"), "--dtype", "float32"])
+        assert result.exit_code == 0, result.output
+        hf[name] = AutoModelForCausalLM.from_pretrained(tmp_path / f"hf-{name}", dtype=torch.float32).eval()
+    add_fused_lm_head(hf["policy"], outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    add_fused_lm_head(hf["ref"])
+
+    pairs = open_pairs(setup.tokens, "train")
+    order = list(range(6))
+    batch = _batch(collate_pairs(pairs, padded_layout(order), 0, None), False, None)
+    # TRL's batch: [chosen rows; rejected rows] of whole sequences, right-padded, completion_mask on the reply.
+    width = batch.inputs.shape[1] + 1
+    input_ids = torch.zeros((2 * len(order), width), dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    completion = torch.zeros_like(input_ids)
+    for row, (p, side) in enumerate([(p, 0) for p in order] + [(p, 1) for p in order]):
+        (pi, pm), chosen, rejected = pairs.sides(p)
+        ids, mask = np.concatenate([pi, (chosen, rejected)[side][0]]), np.concatenate([pm, (chosen, rejected)[side][1]])
+        input_ids[row, : len(ids)] = torch.from_numpy(ids)
+        attention[row, : len(ids)] = 1
+        completion[row, : len(ids)] = torch.from_numpy(mask)
+    inputs = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+
+    with torch.no_grad():
+        labels = input_ids.masked_fill(completion == 0, -100)
+        trl_logps = hf["policy"](input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True).log_probs.sum(1)
+        policy, _, _ = load_for_inference(policy_ckpt)
+        ref, _, _ = load_for_inference(ref_ckpt)
+        ours, counts, logit_sums = sequence_logps(policy, batch, contextlib.nullcontext, 2 * len(order))
+        ref_ours, _, _ = sequence_logps(ref, batch, contextlib.nullcontext, 2 * len(order))
+    # Ours interleave (chosen, rejected) per pair; TRL stacks chosen rows then rejected rows.
+    torch.testing.assert_close(torch.cat([ours[0::2], ours[1::2]]), trl_logps.float(), atol=1e-4, rtol=0)
+
+    class Accelerator:
+        device = torch.device("cpu")
+
+        @staticmethod
+        def gather(x: Any) -> Any:
+            return x
+
+        gather_for_metrics = gather
+
+    for loss, beta in (("sigmoid", 0.1), ("ipo", 0.5)):
+        trainer = object.__new__(trl.DPOTrainer)
+        for key, value in {
+            "model": hf["policy"], "ref_model": hf["ref"], "accelerator": Accelerator(), "beta": beta,
+            "loss_types": [loss], "loss_weights": [1.0], "ld_alpha": None, "f_divergence_type": "reverse_kl",
+            "precompute_ref_logps": False, "aux_loss_enabled": False, "use_weighting": False, "label_smoothing": 0.0,
+            "_metrics": {"train": __import__("collections").defaultdict(list), "eval": __import__("collections").defaultdict(list)},
+            "_total_train_tokens": 0, "_tp_size": 1, "args": SimpleNamespace(gradient_checkpointing_kwargs=None),
+        }.items():
+            object.__setattr__(trainer, key, value)
+        with torch.no_grad():
+            trl_loss = trainer._compute_loss(hf["policy"], inputs, return_outputs=False)
+        metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+        losses, chosen_r, rejected_r = preference_losses(
+            ours[0::2], ours[1::2], ref_ours[0::2], ref_ours[1::2], beta=beta, loss=loss,
+            chosen_tokens=counts[0::2], rejected_tokens=counts[1::2])
+        mine = {
+            "rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
+            "rewards/margins": (chosen_r - rejected_r).mean(), "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
+            "logps/chosen": ours[0::2].mean(), "logps/rejected": ours[1::2].mean(),
+            "logits/chosen": logit_sums[0] / logit_sums[1], "logits/rejected": logit_sums[2] / logit_sums[3],
+        }
+        assert float(losses.mean()) == pytest.approx(float(trl_loss), abs=1e-4), loss
+        for key in METRICS:
+            assert float(mine[key]) == pytest.approx(metrics[key], abs=1e-4), (loss, key)
+        assert abs(float(mine["rewards/margins"])) > 1e-3  # the policy moved: the comparison is not of zeros
