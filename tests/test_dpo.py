@@ -12,14 +12,28 @@ from typing import Any
 
 import numpy as np
 import pytest
-from chat_fixtures import conversation_text, instruction_rows, pretrain_tiny, torch_threads, train_chat_tokenizer
+from chat_fixtures import (
+    conversation_text,
+    instruction_rows,
+    pretrain_tiny,
+    torch_threads,
+    train_chat_tokenizer,
+)
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
 
 runner = CliRunner()
-METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-           "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected")
+METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
 
 
 def corrupt(reply: str, rng: random.Random) -> str:
@@ -35,8 +49,13 @@ def preference_rows(count: int, seed: int) -> list[dict[str, Any]]:
     rows = []
     for conv in instruction_rows(count, seed=seed):
         reply = conv[1]["content"]
-        rows.append({"prompt": [conv[0]], "chosen": [conv[1]],
-                     "rejected": [{"role": "assistant", "content": corrupt(reply, rng)}]})
+        rows.append(
+            {
+                "prompt": [conv[0]],
+                "chosen": [conv[1]],
+                "rejected": [{"role": "assistant", "content": corrupt(reply, rng)}],
+            }
+        )
     return rows
 
 
@@ -57,8 +76,25 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
     texts = [conversation_text(r["prompt"] + r["chosen"] + r["rejected"]) for r in train + validation]
     tokenizer = train_chat_tokenizer(tmp / "tok" / "tokenizer.json", texts)
     raw = write_pairs_parquet(tmp / "raw", {"train": train, "validation": validation})
-    result = runner.invoke(app, ["tokenize", "--mode", "dpo", "--profile", "chat", "--data", str(raw), "--tokenizer",
-                                 str(tokenizer), "--out", str(tmp / "tokens"), "--max-len", "64", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--mode",
+            "dpo",
+            "--profile",
+            "chat",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tokenizer),
+            "--out",
+            str(tmp / "tokens"),
+            "--max-len",
+            "64",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with torch_threads(1):
         init = pretrain_tiny(tmp, tokenizer, texts, steps=10)
@@ -66,14 +102,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def dpo_args(setup: Any, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["dpo", "--init", str(setup.init), "--data", str(setup.tokens), "--out", str(out), "--steps", str(steps),
-            "--data.seq_len=64", "--train.micro_batch_size=4", "--optim.lr=1e-3", "--optim.warmup_steps=0",
-            "--train.eval_every=0", "--train.sample_every=0", "--train.eval_batches=2", "--checkpoint.every=0",
-            "--train.log_every=1", "--train.device=cpu", "--telemetry.tensorboard=false", "--telemetry.enabled=false",
-            "--telemetry.panel=off", "--json", *extra]
+    return [
+        "dpo",
+        "--init",
+        str(setup.init),
+        "--data",
+        str(setup.tokens),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--data.seq_len=64",
+        "--train.micro_batch_size=4",
+        "--optim.lr=1e-3",
+        "--optim.warmup_steps=0",
+        "--train.eval_every=0",
+        "--train.sample_every=0",
+        "--train.eval_batches=2",
+        "--checkpoint.every=0",
+        "--train.log_every=1",
+        "--train.device=cpu",
+        "--telemetry.tensorboard=false",
+        "--telemetry.enabled=false",
+        "--telemetry.panel=off",
+        "--json",
+        *extra,
+    ]
 
 
-def run_dpo_cli(setup: Any, out: Path, steps: int, *extra: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_dpo_cli(
+    setup: Any, out: Path, steps: int, *extra: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     with torch_threads(1):
         result = runner.invoke(app, dpo_args(setup, out, steps, *extra))
     assert result.exit_code == 0, result.output
@@ -111,7 +170,9 @@ def test_precomputed_and_live_reference_give_the_same_losses(setup: Any) -> None
     assert len(a) == 4 and a[-1] != pytest.approx(math.log(2), abs=1e-4)  # training moved the policy
     np.testing.assert_allclose(a, b, atol=1e-5)
     # The live reference's forward pass is counted: 4/3 of the policy's training FLOPs per token.
-    per_token = [train_records(r)[0]["flops_batch"] / train_records(r)[0]["tokens_batch"] for r in (pre, live)]
+    per_token = [
+        train_records(r)[0]["flops_batch"] / train_records(r)[0]["tokens_batch"] for r in (pre, live)
+    ]
     assert per_token[1] == pytest.approx(per_token[0] * 4 / 3, rel=1e-6)
 
 
@@ -146,7 +207,10 @@ def test_resume_continues_exactly(setup: Any) -> None:
     _, straight = run_dpo_cli(setup, setup.tmp / "runs" / "straight", 4, *flags)
     run_dpo_cli(setup, setup.tmp / "runs" / "halves", 2, *flags)
     _, resumed = run_dpo_cli(setup, setup.tmp / "runs" / "halves", 4, *flags, "--resume=auto")
-    assert "resumed" in (setup.tmp / "runs" / "halves" / "metrics.jsonl").read_text() or len(train_records(resumed)) >= 4
+    assert (
+        "resumed" in (setup.tmp / "runs" / "halves" / "metrics.jsonl").read_text()
+        or len(train_records(resumed)) >= 4
+    )
     a = [r["loss"] for r in train_records(straight)]
     b = {r["step"]: r["loss"] for r in train_records(resumed)}
     assert [b[s] for s in (1, 2, 3, 4)] == pytest.approx(a, abs=1e-6)
@@ -175,15 +239,40 @@ def test_count_and_inspect_read_the_mode(setup: Any) -> None:
 
 def test_tokenize_reports_dropped_and_unequal_pairs(setup: Any, tmp_path: Path) -> None:
     long_prompt = "alpha bravo charlie delta " * 20
-    rows = [{"prompt": [{"role": "user", "content": long_prompt}], "chosen": [{"role": "assistant", "content": "a"}],
-             "rejected": [{"role": "assistant", "content": "b"}]},
-            {"prompt": [{"role": "user", "content": "Say it."}], "chosen": [{"role": "assistant", "content": "ok"}],
-             "rejected": [{"role": "assistant", "content": "echo foxtrot golf hotel india " * 8}]},
-            {"prompt": [{"role": "user", "content": "Short."}], "chosen": [{"role": "assistant", "content": "yes"}],
-             "rejected": [{"role": "assistant", "content": "no"}]}]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": long_prompt}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        },
+        {
+            "prompt": [{"role": "user", "content": "Say it."}],
+            "chosen": [{"role": "assistant", "content": "ok"}],
+            "rejected": [{"role": "assistant", "content": "echo foxtrot golf hotel india " * 8}],
+        },
+        {
+            "prompt": [{"role": "user", "content": "Short."}],
+            "chosen": [{"role": "assistant", "content": "yes"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        },
+    ]
     raw = write_pairs_parquet(tmp_path / "raw", {"train": rows})
-    result = runner.invoke(app, ["tokenize", "--mode", "dpo", "--data", str(raw), "--tokenizer", str(setup.tokenizer),
-                                 "--out", str(tmp_path / "tok"), "--max-len", "24"])
+    result = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--mode",
+            "dpo",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(setup.tokenizer),
+            "--out",
+            str(tmp_path / "tok"),
+            "--max-len",
+            "24",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
     s = meta["splits"]["train"]
@@ -223,7 +312,19 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
     policy_ckpt, ref_ckpt = tmp_path / "policy" / "checkpoints" / "latest", setup.init
     hf = {}
     for name, ckpt in (("policy", policy_ckpt), ("ref", ref_ckpt)):
-        result = runner.invoke(app, ["export", str(ckpt), "--format", "hf", "--out", str(tmp_path / f"hf-{name}"), "--dtype", "float32"])
+        result = runner.invoke(
+            app,
+            [
+                "export",
+                str(ckpt),
+                "--format",
+                "hf",
+                "--out",
+                str(tmp_path / f"hf-{name}"),
+                "--dtype",
+                "float32",
+            ],
+        )
         assert result.exit_code == 0, result.output
         hf[name] = AutoModelForCausalLM.from_pretrained(tmp_path / f"hf-{name}", dtype=torch.float32).eval()
     add_fused_lm_head(hf["policy"], outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
@@ -239,7 +340,10 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
     completion = torch.zeros_like(input_ids)
     for row, (p, side) in enumerate([(p, 0) for p in order] + [(p, 1) for p in order]):
         (pi, pm), chosen, rejected = pairs.sides(p)
-        ids, mask = np.concatenate([pi, (chosen, rejected)[side][0]]), np.concatenate([pm, (chosen, rejected)[side][1]])
+        ids, mask = (
+            np.concatenate([pi, (chosen, rejected)[side][0]]),
+            np.concatenate([pm, (chosen, rejected)[side][1]]),
+        )
         input_ids[row, : len(ids)] = torch.from_numpy(ids)
         attention[row, : len(ids)] = 1
         completion[row, : len(ids)] = torch.from_numpy(mask)
@@ -247,7 +351,9 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
 
     with torch.no_grad():
         labels = input_ids.masked_fill(completion == 0, -100)
-        trl_logps = hf["policy"](input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True).log_probs.sum(1)
+        trl_logps = hf["policy"](
+            input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True
+        ).log_probs.sum(1)
         policy, _, _ = load_for_inference(policy_ckpt)
         ref, _, _ = load_for_inference(ref_ckpt)
         ours, counts, logit_sums = sequence_logps(policy, batch, contextlib.nullcontext, 2 * len(order))
@@ -267,24 +373,49 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
     for loss, beta in (("sigmoid", 0.1), ("ipo", 0.5)):
         trainer = object.__new__(trl.DPOTrainer)
         for key, value in {
-            "model": hf["policy"], "ref_model": hf["ref"], "accelerator": Accelerator(), "beta": beta,
-            "loss_types": [loss], "loss_weights": [1.0], "ld_alpha": None, "f_divergence_type": "reverse_kl",
-            "precompute_ref_logps": False, "aux_loss_enabled": False, "use_weighting": False, "label_smoothing": 0.0,
-            "_metrics": {"train": __import__("collections").defaultdict(list), "eval": __import__("collections").defaultdict(list)},
-            "_total_train_tokens": 0, "_tp_size": 1, "args": SimpleNamespace(gradient_checkpointing_kwargs=None),
+            "model": hf["policy"],
+            "ref_model": hf["ref"],
+            "accelerator": Accelerator(),
+            "beta": beta,
+            "loss_types": [loss],
+            "loss_weights": [1.0],
+            "ld_alpha": None,
+            "f_divergence_type": "reverse_kl",
+            "precompute_ref_logps": False,
+            "aux_loss_enabled": False,
+            "use_weighting": False,
+            "label_smoothing": 0.0,
+            "_metrics": {
+                "train": __import__("collections").defaultdict(list),
+                "eval": __import__("collections").defaultdict(list),
+            },
+            "_total_train_tokens": 0,
+            "_tp_size": 1,
+            "args": SimpleNamespace(gradient_checkpointing_kwargs=None),
         }.items():
             object.__setattr__(trainer, key, value)
         with torch.no_grad():
             trl_loss = trainer._compute_loss(hf["policy"], inputs, return_outputs=False)
         metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
         losses, chosen_r, rejected_r = preference_losses(
-            ours[0::2], ours[1::2], ref_ours[0::2], ref_ours[1::2], beta=beta, loss=loss,
-            chosen_tokens=counts[0::2], rejected_tokens=counts[1::2])
+            ours[0::2],
+            ours[1::2],
+            ref_ours[0::2],
+            ref_ours[1::2],
+            beta=beta,
+            loss=loss,
+            chosen_tokens=counts[0::2],
+            rejected_tokens=counts[1::2],
+        )
         mine = {
-            "rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
-            "rewards/margins": (chosen_r - rejected_r).mean(), "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
-            "logps/chosen": ours[0::2].mean(), "logps/rejected": ours[1::2].mean(),
-            "logits/chosen": logit_sums[0] / logit_sums[1], "logits/rejected": logit_sums[2] / logit_sums[3],
+            "rewards/chosen": chosen_r.mean(),
+            "rewards/rejected": rejected_r.mean(),
+            "rewards/margins": (chosen_r - rejected_r).mean(),
+            "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
+            "logps/chosen": ours[0::2].mean(),
+            "logps/rejected": ours[1::2].mean(),
+            "logits/chosen": logit_sums[0] / logit_sums[1],
+            "logits/rejected": logit_sums[2] / logit_sums[3],
         }
         assert float(losses.mean()) == pytest.approx(float(trl_loss), abs=1e-4), loss
         for key in METRICS:

@@ -47,17 +47,36 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def download(source: str, out: Path, *extra: str) -> dict:
-    result = runner.invoke(app, ["data", "download", source, "--out", str(out), "--cache-dir", str(out.parent / "cache"),
-                                 "--val-fraction", "0", "--test-fraction", "0", *extra])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            source,
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(out.parent / "cache"),
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return read_info(out)
 
 
 def test_local_jsonl_strings_normalise_and_drop_bad_rows(tmp_path: Path) -> None:
-    rows = [{"prompt": f"What is {i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(10)]
-    rows += [{"prompt": "Same?", "chosen": "yes", "rejected": "yes"},
-             {"prompt": "Empty?", "chosen": "", "rejected": "no"},
-             {"prompt": "  ", "chosen": "a", "rejected": "b"}]
+    rows = [
+        {"prompt": f"What is {i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(10)
+    ]
+    rows += [
+        {"prompt": "Same?", "chosen": "yes", "rejected": "yes"},
+        {"prompt": "Empty?", "chosen": "", "rejected": "no"},
+        {"prompt": "  ", "chosen": "a", "rejected": "b"},
+    ]
     src = tmp_path / "prefs.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     info = download(str(src), tmp_path / "raw")
@@ -67,12 +86,22 @@ def test_local_jsonl_strings_normalise_and_drop_bad_rows(tmp_path: Path) -> None
     assert info["dropped_rows"] == 3
     got = pairs_of(tmp_path / "raw", "train")
     assert len(got) == 10
-    assert got[3] == {"prompt": [user("What is 3+3?")], "chosen": [assistant("6")], "rejected": [assistant("7")]}
+    assert got[3] == {
+        "prompt": [user("What is 3+3?")],
+        "chosen": [assistant("6")],
+        "rejected": [assistant("7")],
+    }
 
 
 def test_local_json_message_lists_and_parquet(tmp_path: Path) -> None:
-    rows = [{"prompt": [{"role": "system", "content": "Be brief."}, user(f"Name {i}")],
-             "chosen": [assistant(f"N{i}")], "rejected": [{"from": "gpt", "value": f"Nope {i}"}]} for i in range(6)]
+    rows = [
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, user(f"Name {i}")],
+            "chosen": [assistant(f"N{i}")],
+            "rejected": [{"from": "gpt", "value": f"Nope {i}"}],
+        }
+        for i in range(6)
+    ]
     src = tmp_path / "prefs.json"
     src.write_text(json.dumps(rows))
     download(str(src), tmp_path / "a")
@@ -104,27 +133,45 @@ def parquet_bytes(rows: list[dict]) -> bytes:
 def test_named_ultrafeedback_test_prefs_becomes_validation(hub: FakeServers, tmp_path: Path) -> None:
     def row(i: int) -> dict:
         prompt = f"Question {i}?"
-        return {"prompt": prompt, "prompt_id": str(i), "score_chosen": 8.0, "score_rejected": 3.0,
-                "chosen": [user(prompt), assistant(f"Good answer {i}")],
-                "rejected": [user(prompt), assistant(f"Bad answer {i}")],
-                "messages": [user(prompt), assistant(f"Good answer {i}")]}
+        return {
+            "prompt": prompt,
+            "prompt_id": str(i),
+            "score_chosen": 8.0,
+            "score_rejected": 3.0,
+            "chosen": [user(prompt), assistant(f"Good answer {i}")],
+            "rejected": [user(prompt), assistant(f"Bad answer {i}")],
+            "messages": [user(prompt), assistant(f"Good answer {i}")],
+        }
 
-    hub.add_repo("HuggingFaceH4/ultrafeedback_binarized", {
-        "data/train_prefs-00000-of-00001.parquet": parquet_bytes([row(i) for i in range(8)]),
-        "data/test_prefs-00000-of-00001.parquet": parquet_bytes([row(i) for i in range(8, 11)]),
-        "data/train_sft-00000-of-00001.parquet": parquet_bytes([row(99)]),
-    })
+    hub.add_repo(
+        "HuggingFaceH4/ultrafeedback_binarized",
+        {
+            "data/train_prefs-00000-of-00001.parquet": parquet_bytes([row(i) for i in range(8)]),
+            "data/test_prefs-00000-of-00001.parquet": parquet_bytes([row(i) for i in range(8, 11)]),
+            "data/train_sft-00000-of-00001.parquet": parquet_bytes([row(99)]),
+        },
+    )
     info = download("ultrafeedback-binarized", tmp_path / "uf")
     assert info["splits"]["train"]["rows"] == 8 and info["splits"]["validation"]["rows"] == 3
     assert info["source"]["kind"] == "hub" and info["content"] == "preference"
     first = pairs_of(tmp_path / "uf", "validation")[0]
-    assert first == {"prompt": [user("Question 8?")], "chosen": [assistant("Good answer 8")],
-                     "rejected": [assistant("Bad answer 8")]}
+    assert first == {
+        "prompt": [user("Question 8?")],
+        "chosen": [assistant("Good answer 8")],
+        "rejected": [assistant("Bad answer 8")],
+    }
 
 
 def test_named_orca_and_hh_rlhf(hub: FakeServers, tmp_path: Path) -> None:
-    orca = [{"system": "You are an AI assistant." if i % 2 else "", "question": f"Q{i}", "chosen": f"good {i}",
-             "rejected": f"bad {i}"} for i in range(6)]
+    orca = [
+        {
+            "system": "You are an AI assistant." if i % 2 else "",
+            "question": f"Q{i}",
+            "chosen": f"good {i}",
+            "rejected": f"bad {i}",
+        }
+        for i in range(6)
+    ]
     hub.add_repo("Intel/orca_dpo_pairs", {"orca_rlhf.jsonl": "\n".join(json.dumps(r) for r in orca).encode()})
     download("orca-dpo-pairs", tmp_path / "orca")
     got = {p["chosen"][0]["content"]: p for p in pairs_of(tmp_path / "orca", "train")}
@@ -135,11 +182,14 @@ def test_named_orca_and_hh_rlhf(hub: FakeServers, tmp_path: Path) -> None:
         return f"\n\nHuman: Hello {i}\n\nAssistant: Hi.\n\nHuman: Help me {i}\n\nAssistant: {reply}"
 
     lines = [json.dumps({"chosen": hh(i, "Sure, here is how."), "rejected": hh(i, "No.")}) for i in range(5)]
-    hub.add_repo("Anthropic/hh-rlhf", {
-        "helpful-base/train.jsonl.gz": gzip.compress("\n".join(lines).encode()),
-        "helpful-base/test.jsonl.gz": gzip.compress("\n".join(lines[:2]).encode()),
-        "harmless-base/train.jsonl.gz": gzip.compress("\n".join(lines[:3]).encode()),
-    })
+    hub.add_repo(
+        "Anthropic/hh-rlhf",
+        {
+            "helpful-base/train.jsonl.gz": gzip.compress("\n".join(lines).encode()),
+            "helpful-base/test.jsonl.gz": gzip.compress("\n".join(lines[:2]).encode()),
+            "harmless-base/train.jsonl.gz": gzip.compress("\n".join(lines[:3]).encode()),
+        },
+    )
     info = download("hh-rlhf", tmp_path / "hh")
     assert info["splits"]["train"]["rows"] == 8 and info["splits"]["validation"]["rows"] == 2
     pair = pairs_of(tmp_path / "hh", "train")[0]

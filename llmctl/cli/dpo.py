@@ -21,32 +21,60 @@ import typer
 from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
 
 
-def tokenize_pairs_command(data: Path | None, tokenizer: Path | None, out_dir: Path, profile: str, max_len: int,
-                           splits: tuple[str, ...], as_json: bool) -> None:
+def tokenize_pairs_command(
+    data: Path | None,
+    tokenizer: Path | None,
+    out_dir: Path,
+    profile: str,
+    max_len: int,
+    splits: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """`llmctl tokenize --mode dpo`: write pair shards and report dropped and unequally cut pairs."""
     from llmctl.output import log, out, print_json, table
     from llmctl.tokens.pairs import tokenize_pairs
     from llmctl.units import fmt_count
 
     if data is None or tokenizer is None:
-        raise LlmctlError("--data and --tokenizer are required", "pass the preference dataset and the tokenizer")
+        raise LlmctlError(
+            "--data and --tokenizer are required", "pass the preference dataset and the tokenizer"
+        )
     meta = tokenize_pairs(data, tokenizer, out_dir, profile=profile, max_len=max_len, splits=splits)
     if as_json:
         print_json({"out": str(out_dir), "meta": meta})
         return
-    rows = [[name, f"{s['pairs']:,}", fmt_count(s["prompt_tokens"]), fmt_count(s["chosen_tokens"]),
-             fmt_count(s["rejected_tokens"]), f"{s['dropped_prompt_too_long']:,}", f"{s['truncated']:,}",
-             f"{s['truncated_unequally']:,}"] for name, s in meta["splits"].items()]
-    out().print(table(f"{out_dir}: preference pairs (max_len {max_len})",
-                      ["split", "pairs", "prompt", "chosen", "rejected", "dropped", "cut", "cut unequally"], rows))
+    rows = [
+        [
+            name,
+            f"{s['pairs']:,}",
+            fmt_count(s["prompt_tokens"]),
+            fmt_count(s["chosen_tokens"]),
+            fmt_count(s["rejected_tokens"]),
+            f"{s['dropped_prompt_too_long']:,}",
+            f"{s['truncated']:,}",
+            f"{s['truncated_unequally']:,}",
+        ]
+        for name, s in meta["splits"].items()
+    ]
+    out().print(
+        table(
+            f"{out_dir}: preference pairs (max_len {max_len})",
+            ["split", "pairs", "prompt", "chosen", "rejected", "dropped", "cut", "cut unequally"],
+            rows,
+        )
+    )
     for name, s in meta["splits"].items():
         if s["dropped_prompt_too_long"]:
-            log(f"{name}: {s['dropped_prompt_too_long']:,} pair(s) dropped, the prompt alone fills --max-len {max_len} "
-                f"(rows {', '.join(map(str, s['dropped_rows'][:10]))}{' ...' if s['dropped_prompt_too_long'] > 10 else ''})")
+            log(
+                f"{name}: {s['dropped_prompt_too_long']:,} pair(s) dropped, the prompt alone fills --max-len {max_len} "
+                f"(rows {', '.join(map(str, s['dropped_rows'][:10]))}{' ...' if s['dropped_prompt_too_long'] > 10 else ''})"
+            )
         if s["truncated_unequally"]:
-            log(f"{name}: {s['truncated_unequally']:,} pair(s) had chosen and rejected cut by different amounts "
+            log(
+                f"{name}: {s['truncated_unequally']:,} pair(s) had chosen and rejected cut by different amounts "
                 f"(rows {', '.join(map(str, s['unequal_rows'][:10]))}{' ...' if s['truncated_unequally'] > 10 else ''}); "
-                "raise --max-len to compare whole replies")
+                "raise --max-len to compare whole replies"
+            )
 
 
 def render_pair_counts(result: dict[str, Any], as_json: bool) -> None:
@@ -57,15 +85,36 @@ def render_pair_counts(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
-    rows = [[name, f"{s['pairs']:,}", fmt_count(s["prompt_tokens"]), fmt_count(s["chosen_tokens"]),
-             fmt_count(s["rejected_tokens"]), fmt_count(s["trained_tokens"]), f"{s['max_sequence_tokens']:,}"]
-            for name, s in [*result["splits"].items(), ("total", result["total"])]]
-    out().print(table(f"{result['path']} (dpo pairs, max_len {result['max_len']})",
-                      ["split", "pairs", "prompt", "chosen", "rejected", "trained", "longest seq"], rows))
+    rows = [
+        [
+            name,
+            f"{s['pairs']:,}",
+            fmt_count(s["prompt_tokens"]),
+            fmt_count(s["chosen_tokens"]),
+            fmt_count(s["rejected_tokens"]),
+            fmt_count(s["trained_tokens"]),
+            f"{s['max_sequence_tokens']:,}",
+        ]
+        for name, s in [*result["splits"].items(), ("total", result["total"])]
+    ]
+    out().print(
+        table(
+            f"{result['path']} (dpo pairs, max_len {result['max_len']})",
+            ["split", "pairs", "prompt", "chosen", "rejected", "trained", "longest seq"],
+            rows,
+        )
+    )
 
 
-def inspect_pairs(root: Path, split: str | None, index: int | None, sample: int | None, seed: int,
-                  max_tokens: int, as_json: bool) -> None:
+def inspect_pairs(
+    root: Path,
+    split: str | None,
+    index: int | None,
+    sample: int | None,
+    seed: int,
+    max_tokens: int,
+    as_json: bool,
+) -> None:
     """`llmctl inspect` of pair shards: prompt, chosen and rejected, trained tokens styled."""
     from types import SimpleNamespace
 
@@ -86,20 +135,42 @@ def inspect_pairs(root: Path, split: str | None, index: int | None, sample: int 
         sides = {}
         for name, (ids, mask) in zip(("prompt", "chosen", "rejected"), pairs.sides(i), strict=True):
             ids_list = ids.tolist()
-            sides[name] = {"ids": ids_list, "mask": mask.tolist(), "text": tok.decode(ids_list),
-                           "pieces": token_pieces(tok, ids_list), "trained_tokens": int(mask.sum())}
+            sides[name] = {
+                "ids": ids_list,
+                "mask": mask.tolist(),
+                "text": tok.decode(ids_list),
+                "pieces": token_pieces(tok, ids_list),
+                "trained_tokens": int(mask.sum()),
+            }
         shown.append({"index": i, **sides})
     if as_json:
-        print_json({"path": str(root), "split": split, "mode": "dpo", "pairs_total": len(pairs),
-                    "pairs": [{"index": p["index"], **{k: {kk: vv for kk, vv in p[k].items() if kk != "pieces"}
-                                                        for k in ("prompt", "chosen", "rejected")}} for p in shown]})
+        print_json(
+            {
+                "path": str(root),
+                "split": split,
+                "mode": "dpo",
+                "pairs_total": len(pairs),
+                "pairs": [
+                    {
+                        "index": p["index"],
+                        **{
+                            k: {kk: vv for kk, vv in p[k].items() if kk != "pieces"}
+                            for k in ("prompt", "chosen", "rejected")
+                        },
+                    }
+                    for p in shown
+                ],
+            }
+        )
         return
     console, plain = out(), stdout_is_plain()
     for p in shown:
         console.print(f"pair {p['index']:,} of {len(pairs):,} ({split})", style="bold")
         for name in ("prompt", "chosen", "rejected"):
             side = p[name]
-            console.print(f"{name}: {len(side['ids']):,} tokens, {side['trained_tokens']:,} trained", style="bold")
+            console.print(
+                f"{name}: {len(side['ids']):,} tokens, {side['trained_tokens']:,} trained", style="bold"
+            )
             view = SimpleNamespace(ids=side["ids"], pieces=side["pieces"], mask=side["mask"])
             console.print(render_tokens(view, max_tokens, plain))
         console.print()
@@ -114,27 +185,52 @@ def render_dpo(outcome: Any, as_json: bool) -> None:
     s, ev = r.summary, r.last_eval
     evm = dict(ev.metrics) if ev is not None else {}
     if as_json:
-        print_json({
-            "status": r.status, "signal": r.signal, "run_dir": str(run.run_dir), "init": outcome.init, "ref": outcome.ref,
-            "resumed_from": run.resumed_from, "step": r.step, "tokens": r.tokens, "checkpoint": r.checkpoint,
-            "eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None, "data": data, "summary": s,
-        })
+        print_json(
+            {
+                "status": r.status,
+                "signal": r.signal,
+                "run_dir": str(run.run_dir),
+                "init": outcome.init,
+                "ref": outcome.ref,
+                "resumed_from": run.resumed_from,
+                "step": r.step,
+                "tokens": r.tokens,
+                "checkpoint": r.checkpoint,
+                "eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None,
+                "data": data,
+                "summary": s,
+            }
+        )
         return
     rows: list[list[Any]] = [
-        ["status", r.status + (f" ({r.signal})" if r.signal else "")], ["run", run.run_dir], ["init", outcome.init],
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
+        ["run", run.run_dir],
+        ["init", outcome.init],
         ["reference", f"{outcome.ref} ({data.get('reference', data.get('ref_mode'))})"],
-        ["steps", f"{r.step:,}"], ["tokens", fmt_count(r.tokens)],
+        ["steps", f"{r.step:,}"],
+        ["tokens", fmt_count(r.tokens)],
     ]
     if data:
-        rows.append(["pairs", f"{data['used']:,} used of {data['pairs']:,} ({'packed' if data['packing'] else 'padded'},"
-                              f" seq_len {data['seq_len']}; {data['dropped_overlong']:,} too long)"])
+        rows.append(
+            [
+                "pairs",
+                f"{data['used']:,} used of {data['pairs']:,} ({'packed' if data['packing'] else 'padded'},"
+                f" seq_len {data['seq_len']}; {data['dropped_overlong']:,} too long)",
+            ]
+        )
         rows.append(["loss", f"{data['loss']} (beta {data['beta']:g})"])
     if s.get("final_loss") is not None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
-        rows += [["val loss", f"{ev.loss:.4f}"], ["val reward accuracy", f"{evm.get('rewards/accuracies', 0):.1%}"],
-                 ["val reward margin", f"{evm.get('rewards/margins', 0):.4f}"],
-                 ["val logps chosen / rejected", f"{evm.get('logps/chosen', 0):.3f} / {evm.get('logps/rejected', 0):.3f}"]]
+        rows += [
+            ["val loss", f"{ev.loss:.4f}"],
+            ["val reward accuracy", f"{evm.get('rewards/accuracies', 0):.1%}"],
+            ["val reward margin", f"{evm.get('rewards/margins', 0):.4f}"],
+            [
+                "val logps chosen / rejected",
+                f"{evm.get('logps/chosen', 0):.3f} / {evm.get('logps/rejected', 0):.3f}",
+            ],
+        ]
     if s.get("wall_time_s") is not None:
         rows.append(["wall time", fmt_duration(s["wall_time_s"])])
     rows.append(["checkpoint", r.checkpoint or "none"])
@@ -148,17 +244,21 @@ def register(app: typer.Typer) -> None:
         "dpo",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
         help="Preference-tune a checkpoint (DPO or IPO) on pair shards from `tokenize --mode dpo`. "
-             "Any config key can be overridden: --dpo.beta=0.1 --dpo.loss=ipo --dpo.ref_mode=live.",
+        "Any config key can be overridden: --dpo.beta=0.1 --dpo.loss=ipo --dpo.ref_mode=live.",
     )
     def dpo(
         ctx: typer.Context,
         config: Path | None = typer.Option(None, "-c", "--config", help="YAML config."),
-        init: str | None = typer.Option(None, "--init", help="Checkpoint to start from (checkpoint.init), usually SFT."),
+        init: str | None = typer.Option(
+            None, "--init", help="Checkpoint to start from (checkpoint.init), usually SFT."
+        ),
         data: str | None = typer.Option(None, "--data", help="Pair shard directory (data.path)."),
         ref: str | None = typer.Option(None, "--ref", help="Reference checkpoint (dpo.ref); default --init."),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
-        resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this run) or a checkpoint path."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'auto' (latest checkpoint of this run) or a checkpoint path."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli.pretrain import flag_overrides

@@ -32,11 +32,26 @@ from llmctl.errors import LlmctlError
 from llmctl.files import atomic_write_bytes, atomic_write_json
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokens.pair_batches import PairBatches, PairRows, collate_pairs, fixed_pair_rows, padded_layout, usable_pairs
+from llmctl.tokens.pair_batches import (
+    PairBatches,
+    PairRows,
+    collate_pairs,
+    fixed_pair_rows,
+    padded_layout,
+    usable_pairs,
+)
 from llmctl.tokens.pairs import PairShard, open_pairs
 
-METRIC_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected")
+METRIC_NAMES = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
 WARN_WINDOW = 10
 """Steps per window of the falling-chosen check."""
 
@@ -56,38 +71,68 @@ class PairBatch(Batch):
         moved = Batch.to(self, device)
         if device.type == "cpu":
             return self
-        extra = {k: None if getattr(self, k) is None else getattr(self, k).to(device) for k in ("seq_index", "pair_ids", "ref")}
-        return replace(self, inputs=moved.inputs, targets=moved.targets, doc_ids=moved.doc_ids,
-                       position_ids=moved.position_ids, **extra)
+        extra = {
+            k: None if getattr(self, k) is None else getattr(self, k).to(device)
+            for k in ("seq_index", "pair_ids", "ref")
+        }
+        return replace(
+            self,
+            inputs=moved.inputs,
+            targets=moved.targets,
+            doc_ids=moved.doc_ids,
+            position_ids=moved.position_ids,
+            **extra,
+        )
 
 
 def check_dpo_config(cfg: Config) -> None:
     """Refuse settings DPO cannot train with, naming the key."""
     d = cfg.dpo
     if not d.beta > 0 or not math.isfinite(d.beta):
-        raise LlmctlError(f"dpo.beta must be positive, got {d.beta}", "e.g. --dpo.beta=0.1 (larger keeps closer to the reference)")
+        raise LlmctlError(
+            f"dpo.beta must be positive, got {d.beta}",
+            "e.g. --dpo.beta=0.1 (larger keeps closer to the reference)",
+        )
     if d.loss not in LOSSES:
         raise LlmctlError(f"unknown dpo.loss '{d.loss}'", f"use one of {', '.join(LOSSES)}")
     if not 0 <= d.label_smoothing < 0.5:
-        raise LlmctlError(f"dpo.label_smoothing must be in [0, 0.5), got {d.label_smoothing}", "e.g. --dpo.label_smoothing=0.1")
+        raise LlmctlError(
+            f"dpo.label_smoothing must be in [0, 0.5), got {d.label_smoothing}",
+            "e.g. --dpo.label_smoothing=0.1",
+        )
     if d.label_smoothing and d.loss != "sigmoid":
-        raise LlmctlError("dpo.label_smoothing applies to the sigmoid loss only", "drop --dpo.label_smoothing or use --dpo.loss=sigmoid")
+        raise LlmctlError(
+            "dpo.label_smoothing applies to the sigmoid loss only",
+            "drop --dpo.label_smoothing or use --dpo.loss=sigmoid",
+        )
 
 
 def _batch(rows: PairRows, packed: bool, ref: np.ndarray | None) -> PairBatch:
     return PairBatch(
-        inputs=torch.from_numpy(rows.inputs), targets=torch.from_numpy(rows.targets),
+        inputs=torch.from_numpy(rows.inputs),
+        targets=torch.from_numpy(rows.targets),
         doc_ids=torch.from_numpy(rows.doc_ids) if packed else None,
         position_ids=torch.from_numpy(rows.position_ids) if packed else None,
-        tokens=rows.tokens, samples=len(rows.pair_ids), trained_tokens=len(rows.pair_ids),
-        seq_index=torch.from_numpy(rows.seq_index), pair_ids=torch.from_numpy(rows.pair_ids),
+        tokens=rows.tokens,
+        samples=len(rows.pair_ids),
+        trained_tokens=len(rows.pair_ids),
+        seq_index=torch.from_numpy(rows.seq_index),
+        pair_ids=torch.from_numpy(rows.pair_ids),
         ref=torch.from_numpy(ref[rows.pair_ids]) if ref is not None else None,
     )
 
 
 @torch.no_grad()
-def reference_logps(model: torch.nn.Module, pairs: PairShard, seq_len: int, micro_batch: int, device: torch.device,
-                    autocast: Any, rank: int = 0, world: int = 1) -> dict[int, tuple[float, float]]:
+def reference_logps(
+    model: torch.nn.Module,
+    pairs: PairShard,
+    seq_len: int,
+    micro_batch: int,
+    device: torch.device,
+    autocast: Any,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[int, tuple[float, float]]:
     """{pair: (chosen, rejected) log-prob sums} for this rank's share of the usable pairs (padded, forward only)."""
     model.eval()
     usable = usable_pairs(pairs, seq_len)
@@ -108,7 +153,9 @@ def _file_hash(path: Path, h: Any) -> None:
             h.update(block)
 
 
-def reference_key(ref_checkpoint: Path, data_path: str | Path, splits: list[str], cfg: Config, dtype: str) -> str:
+def reference_key(
+    ref_checkpoint: Path, data_path: str | Path, splits: list[str], cfg: Config, dtype: str
+) -> str:
     """Hash of the reference weights, the pair shards and what changes the numbers (seq_len, dtype)."""
     h = hashlib.sha256()
     _file_hash(ref_checkpoint / "model.safetensors", h)
@@ -120,7 +167,13 @@ def reference_key(ref_checkpoint: Path, data_path: str | Path, splits: list[str]
 
 
 def load_or_compute_reference(
-    run_dir: Path, key: str, splits: dict[str, PairShard], make_model: Any, cfg: Config, runtime: Any, dist: Any,
+    run_dir: Path,
+    key: str,
+    splits: dict[str, PairShard],
+    make_model: Any,
+    cfg: Config,
+    runtime: Any,
+    dist: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per split, [pairs, 2] reference log-prob sums (NaN for pairs too long to train on): read from
     RUN/reference/<key>/ when there, else computed (ranks share the work) and written by rank 0."""
@@ -137,8 +190,16 @@ def load_or_compute_reference(
     arrays: dict[str, np.ndarray] = {}
     tokens = 0
     for split, pairs in splits.items():
-        mine = reference_logps(model, pairs, cfg.data.seq_len, cfg.train.micro_batch_size, runtime.device,
-                               runtime.autocast, dist.rank, dist.world_size)
+        mine = reference_logps(
+            model,
+            pairs,
+            cfg.data.seq_len,
+            cfg.train.micro_batch_size,
+            runtime.device,
+            runtime.autocast,
+            dist.rank,
+            dist.world_size,
+        )
         table = np.full((len(pairs), 2), np.nan)
         for part in D.all_gather_object(dist, mine):
             for p, (c, r) in part.items():
@@ -147,8 +208,12 @@ def load_or_compute_reference(
         usable = usable_pairs(pairs, cfg.data.seq_len)
         tokens += int(pairs.sequence_lengths()[usable].sum())
     del model
-    info = {"key": key, "splits": {s: len(a) for s, a in arrays.items()}, "tokens": tokens,
-            "seconds": round(time.perf_counter() - started, 3)}
+    info = {
+        "key": key,
+        "splits": {s: len(a) for s, a in arrays.items()},
+        "tokens": tokens,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     if dist.is_rank0:
         for split, table in arrays.items():
             import io
@@ -167,9 +232,18 @@ class DPOObjective:
     name = "dpo"
 
     def __init__(
-        self, data_path: str | Path, meta: dict[str, Any], tokenizer: Tokenizer, cfg: Config, *,
-        ref_model: torch.nn.Module | None = None, reference: dict[str, np.ndarray] | None = None,
-        packing: bool = True, rank: int = 0, world: int = 1, validation_prompts: int = 2,
+        self,
+        data_path: str | Path,
+        meta: dict[str, Any],
+        tokenizer: Tokenizer,
+        cfg: Config,
+        *,
+        ref_model: torch.nn.Module | None = None,
+        reference: dict[str, np.ndarray] | None = None,
+        packing: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        validation_prompts: int = 2,
         reference_info: dict[str, Any] | None = None,
     ) -> None:
         self.reference_info = reference_info or {}
@@ -181,9 +255,15 @@ class DPOObjective:
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         d, t = cfg.data, cfg.train
         self.train = open_pairs(data_path, d.train_split, meta)
-        self.stream = PairBatches(self.train, t.micro_batch_size, d.seq_len, packing, t.seed, rank, world, self.pad_id)
+        self.stream = PairBatches(
+            self.train, t.micro_batch_size, d.seq_len, packing, t.seed, rank, world, self.pad_id
+        )
         self.val = open_pairs(data_path, d.val_split, meta) if d.val_split in meta["splits"] else None
-        self._eval = fixed_pair_rows(self.val, d.seq_len, t.micro_batch_size, t.eval_batches, self.pad_id, rank, world) if self.val else []
+        self._eval = (
+            fixed_pair_rows(self.val, d.seq_len, t.micro_batch_size, t.eval_batches, self.pad_id, rank, world)
+            if self.val
+            else []
+        )
         self._sums: dict[str, torch.Tensor | None] = {"train": None, "eval": None}
         self._history: list[tuple[float, float]] = []
         self._window: list[tuple[float, float]] = []
@@ -194,11 +274,20 @@ class DPOObjective:
                 (prompt, _), (chosen, mask), _ = self.val.sides(int(i))
                 ids = [*prompt.tolist(), int(chosen[0])]  # the prompt and the untrained assistant marker
                 reply = [int(x) for x, m in zip(chosen[1:], mask[1:], strict=True) if m][:-1]
-                self._prompts.append(SamplePrompt(tokenizer.decode(prompt.tolist()[-32:]), ids, tokenizer.decode(reply), "validation"))
+                self._prompts.append(
+                    SamplePrompt(
+                        tokenizer.decode(prompt.tolist()[-32:]), ids, tokenizer.decode(reply), "validation"
+                    )
+                )
 
     def _fixed_prompt(self, text: str) -> SamplePrompt:
-        rendered = render([{"role": "user", "content": text}], self.profile, self.tokenizer.encode,
-                          self.tokenizer.token_to_id, add_generation_prompt=True)
+        rendered = render(
+            [{"role": "user", "content": text}],
+            self.profile,
+            self.tokenizer.encode,
+            self.tokenizer.token_to_id,
+            add_generation_prompt=True,
+        )
         return SamplePrompt(text, rendered.ids)
 
     # -- the Objective interface ----------------------------------------------------------------
@@ -220,13 +309,22 @@ class DPOObjective:
     def describe(self) -> dict[str, Any]:
         usable = len(self.stream.usable)
         return {
-            "pairs": len(self.train), "used": usable, "dropped_overlong": len(self.train) - usable,
-            "packing": self.packing, "loss": self.loss, "beta": self.beta,
-            "reference": "live" if self.ref_model is not None else (
-                "precomputed (cached)" if self.reference_info.get("cached")
-                else f"precomputed in {self.reference_info.get('seconds', 0):.1f}s"),
+            "pairs": len(self.train),
+            "used": usable,
+            "dropped_overlong": len(self.train) - usable,
+            "packing": self.packing,
+            "loss": self.loss,
+            "beta": self.beta,
+            "reference": "live"
+            if self.ref_model is not None
+            else (
+                "precomputed (cached)"
+                if self.reference_info.get("cached")
+                else f"precomputed in {self.reference_info.get('seconds', 0):.1f}s"
+            ),
             "batches_per_epoch": self.stream.batches_per_epoch(),
-            "val_pairs": len(self.val) if self.val is not None else 0, "eval_batches": len(self._eval),
+            "val_pairs": len(self.val) if self.val is not None else 0,
+            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
         }
 
@@ -238,7 +336,9 @@ class DPOObjective:
 
     # -- what the Trainer asks of an objective with its own loss --------------------------------
 
-    def loss_sum(self, model: torch.nn.Module, batch: Any, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Any, autocast: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed per-pair loss, pairs whose chosen reward beats the rejected one); metrics accumulate."""
         n = int(batch.pair_ids.numel())
         logps, counts, logit_sums = sequence_logps(model, batch, autocast, 2 * n)
@@ -251,16 +351,30 @@ class DPOObjective:
                 ref_sums, _, _ = sequence_logps(self.ref_model, batch, autocast, 2 * n, with_logits=False)
             ref_c, ref_r = ref_sums[0::2], ref_sums[1::2]
         pc, pr = logps[0::2], logps[1::2]
-        losses, chosen_r, rejected_r = preference_losses(pc, pr, ref_c, ref_r, beta=self.beta, loss=self.loss,
-                                                         label_smoothing=self.smoothing, chosen_tokens=counts[0::2],
-                                                         rejected_tokens=counts[1::2])
+        losses, chosen_r, rejected_r = preference_losses(
+            pc,
+            pr,
+            ref_c,
+            ref_r,
+            beta=self.beta,
+            loss=self.loss,
+            label_smoothing=self.smoothing,
+            chosen_tokens=counts[0::2],
+            rejected_tokens=counts[1::2],
+        )
         right = (chosen_r > rejected_r).sum()
         with torch.no_grad():
-            row = torch.stack([
-                torch.tensor(float(n), device=logps.device, dtype=torch.float64), chosen_r.double().sum(),
-                rejected_r.double().sum(), (chosen_r - rejected_r).double().sum(), right.double(),
-                pc.detach().double().sum(), pr.detach().double().sum(),
-            ])
+            row = torch.stack(
+                [
+                    torch.tensor(float(n), device=logps.device, dtype=torch.float64),
+                    chosen_r.double().sum(),
+                    rejected_r.double().sum(),
+                    (chosen_r - rejected_r).double().sum(),
+                    right.double(),
+                    pc.detach().double().sum(),
+                    pr.detach().double().sum(),
+                ]
+            )
             row = torch.cat([row, logit_sums.to(row.device)])
         kind = "train" if model.training else "eval"
         current = self._sums[kind]
@@ -278,10 +392,14 @@ class DPOObjective:
         values = D.all_reduce_sum(dist, sums.to(device)).tolist()
         pairs = max(1.0, values[0])
         metrics = {
-            "rewards/chosen": values[1] / pairs, "rewards/rejected": values[2] / pairs,
-            "rewards/margins": values[3] / pairs, "rewards/accuracies": values[4] / pairs,
-            "logps/chosen": values[5] / pairs, "logps/rejected": values[6] / pairs,
-            "logits/chosen": values[7] / max(1.0, values[8]), "logits/rejected": values[9] / max(1.0, values[10]),
+            "rewards/chosen": values[1] / pairs,
+            "rewards/rejected": values[2] / pairs,
+            "rewards/margins": values[3] / pairs,
+            "rewards/accuracies": values[4] / pairs,
+            "logps/chosen": values[5] / pairs,
+            "logps/rejected": values[6] / pairs,
+            "logits/chosen": values[7] / max(1.0, values[8]),
+            "logits/rejected": values[9] / max(1.0, values[10]),
         }
         notes: list[str] = []
         if kind == "train":
@@ -317,11 +435,15 @@ def _prepare(cfg: Config) -> tuple[Config, Path, Path]:
 
     check_dpo_config(cfg)
     if not cfg.checkpoint.init:
-        raise LlmctlError("dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)")
+        raise LlmctlError(
+            "dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)"
+        )
     cfg, init, _ = _model_from_init(cfg)
     ref = resolve_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
     if not cfg.train.name:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}"))
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
     return cfg, init, ref
 
 
@@ -338,7 +460,9 @@ def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
     meta, tokenizer = load_data(cfg)
     require_pairs(meta, cfg.data.path or "")
     init_manifest = read_manifest(init) or {}
-    check_sft_compat(meta, tokenizer, (init_manifest.get("tokenizer") or {}).get("fingerprint"), cfg.data.path or "", init)
+    check_sft_compat(
+        meta, tokenizer, (init_manifest.get("tokenizer") or {}).get("fingerprint"), cfg.data.path or "", init
+    )
     ref_manifest = read_manifest(ref)
     assert ref_manifest is not None
     check_compatible(ref, ref_manifest, cfg.model, tokenizer.fingerprint)
@@ -364,11 +488,22 @@ def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
             splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
             shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
             key = reference_key(ref, cfg.data.path or "", splits, cfg, runtime.dtype)
-            reference, info = load_or_compute_reference(run_dir, key, shards, lambda: make_ref(runtime.device),
-                                                        cfg, runtime, dist)
+            reference, info = load_or_compute_reference(
+                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist
+            )
             ref_info.update(info)
-        objective = DPOObjective(cfg.data.path or "", meta, tok, cfg, ref_model=ref_model, reference=reference,
-                                 packing=packing, rank=dist.rank, world=dist.world_size, reference_info=ref_info)
+        objective = DPOObjective(
+            cfg.data.path or "",
+            meta,
+            tok,
+            cfg,
+            ref_model=ref_model,
+            reference=reference,
+            packing=packing,
+            rank=dist.rank,
+            world=dist.world_size,
+            reference_info=ref_info,
+        )
         made.append(objective)
         return objective
 
@@ -376,8 +511,12 @@ def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
     data: dict[str, Any] = {}
     if made:
         o = made[0]
-        data = {**{k: v for k, v in o.describe().items() if k != "epoch"}, "seq_len": cfg.data.seq_len,
-                "ref_mode": cfg.dpo.ref_mode, "reference_precompute": ref_info or None}
+        data = {
+            **{k: v for k, v in o.describe().items() if k != "epoch"},
+            "seq_len": cfg.data.seq_len,
+            "ref_mode": cfg.dpo.ref_mode,
+            "reference_precompute": ref_info or None,
+        }
         if ref_info:
             from llmctl.plan.flops import flops_per_token
 

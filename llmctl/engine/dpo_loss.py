@@ -22,9 +22,16 @@ LOSSES = ("sigmoid", "ipo")
 
 
 def preference_losses(
-    policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-    *, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0,
-    chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float,
+    loss: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_tokens: torch.Tensor | None = None,
+    rejected_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-pair losses, chosen rewards, rejected rewards), each [pairs]; rewards are detached.
     IPO needs each reply's trained token count (chosen_tokens, rejected_tokens)."""
@@ -32,7 +39,9 @@ def preference_losses(
     rejected_ratio = policy_rejected - ref_rejected
     margin = chosen_ratio - rejected_ratio
     if loss == "sigmoid":
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(
+            -beta * margin
+        )
     elif loss == "ipo":
         assert chosen_tokens is not None and rejected_tokens is not None, "IPO averages over reply tokens"
         averaged = chosen_ratio / chosen_tokens.clamp(min=1) - rejected_ratio / rejected_tokens.clamp(min=1)
@@ -43,7 +52,11 @@ def preference_losses(
 
 
 def sequence_logps(
-    model: torch.nn.Module, batch: Any, autocast: Callable[[], Any], n_sequences: int, with_logits: bool = True,
+    model: torch.nn.Module,
+    batch: Any,
+    autocast: Callable[[], Any],
+    n_sequences: int,
+    with_logits: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(summed log-probs [n], trained tokens [n], logit sums [4]) of the batch's sequences.
 
@@ -54,7 +67,9 @@ def sequence_logps(
     with autocast():
         logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
     logits = logits.float()
-    token_logp = -F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none")
+    token_logp = -F.cross_entropy(
+        logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none"
+    )
     index = batch.seq_index.flatten()
     trained = index >= 0
     sums = torch.zeros(n_sequences, dtype=torch.float32, device=logits.device)
@@ -66,10 +81,14 @@ def sequence_logps(
             per_position = logits.flatten(0, 1)[trained].sum(-1).double()
             chosen = index[trained] % 2 == 0
             vocab = logits.shape[-1]
-            logit_sums = torch.stack([
-                per_position[chosen].sum(), chosen.sum().double() * vocab,
-                per_position[~chosen].sum(), (~chosen).sum().double() * vocab,
-            ])
+            logit_sums = torch.stack(
+                [
+                    per_position[chosen].sum(),
+                    chosen.sum().double() * vocab,
+                    per_position[~chosen].sum(),
+                    (~chosen).sum().double() * vocab,
+                ]
+            )
     return sums, counts, logit_sums
 
 

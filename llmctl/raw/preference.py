@@ -28,8 +28,15 @@ PREFERENCE_TRANSFORMS = ("preference", "hh-rlhf")
 Message = dict[str, str]
 Pair = dict[str, list[Message]]
 
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
-          "model": "assistant", "system": "system"}
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
@@ -74,8 +81,10 @@ def hh_transcript(text: str) -> list[Message] | None:
     pieces = _HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text)
     if len(pieces) < 3 or pieces[0].strip():
         return None
-    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
-            for who, said in zip(pieces[1::2], pieces[2::2], strict=True)]
+    return [
+        {"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+        for who, said in zip(pieces[1::2], pieces[2::2], strict=True)
+    ]
 
 
 def _as_messages(value: Any, role: str, transcripts: bool) -> list[Message] | None:
@@ -91,7 +100,12 @@ def _blank(messages: list[Message]) -> bool:
 
 
 def normalise_pair(
-    prompt: Any, chosen: Any, rejected: Any, system: Any = None, *, transcripts: bool = True,
+    prompt: Any,
+    chosen: Any,
+    rejected: Any,
+    system: Any = None,
+    *,
+    transcripts: bool = True,
     counts: PreferenceCounts | None = None,
 ) -> Pair | None:
     """One preference row as {prompt, chosen, rejected} message lists, or None (counted) to drop it."""
@@ -150,7 +164,9 @@ class PreferenceConverter:
         ]
 
 
-def preference_reads(columns: list[str], file_name: str, transform: str | None) -> tuple[tuple[str, ...], PreferenceConverter, str]:
+def preference_reads(
+    columns: list[str], file_name: str, transform: str | None
+) -> tuple[tuple[str, ...], PreferenceConverter, str]:
     """(columns to read, converter, description) for a preference file."""
     if not is_preference(columns):
         raise LlmctlError(
@@ -161,8 +177,14 @@ def preference_reads(columns: list[str], file_name: str, transform: str | None) 
     system = "system" if "system" in columns else None
     reads = tuple(c for c in (prompt, system, "chosen", "rejected") if c)
     converter = PreferenceConverter(prompt, system, transcripts=True)
-    how = "preference: " + (f"'{prompt}' -> prompt, " if prompt else "shared turns -> prompt, ") + \
-        ("'system' -> system turn, " if system else "") + "chosen/rejected -> assistant replies"
+    how = (
+        "preference: "
+        + (f"'{prompt}' -> prompt, " if prompt else "shared turns -> prompt, ")
+        + ("'system' -> system turn, " if system else "")
+        + "chosen/rejected -> assistant replies"
+    )
     if transform == "hh-rlhf":
-        how = "preference: Human/Assistant transcripts, shared turns -> prompt, last replies -> chosen/rejected"
+        how = (
+            "preference: Human/Assistant transcripts, shared turns -> prompt, last replies -> chosen/rejected"
+        )
     return reads, converter, how

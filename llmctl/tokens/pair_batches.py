@@ -13,7 +13,6 @@ names the sequence (2k: chosen of the batch's k-th pair, 2k+1: rejected) of ever
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,8 +93,9 @@ def collate_pairs(pairs: PairShard, layout: Layout, pad_id: int, width: int | No
     return PairRows(inputs, targets, doc_ids, positions, seq_index, np.asarray(order, dtype=np.int64), tokens)
 
 
-def plan_packed_pairs(lengths: np.ndarray, usable: np.ndarray, rows_per_batch: int, seq_len: int,
-                      rng: np.random.Generator) -> list[Layout]:
+def plan_packed_pairs(
+    lengths: np.ndarray, usable: np.ndarray, rows_per_batch: int, seq_len: int, rng: np.random.Generator
+) -> list[Layout]:
     """Micro-batches of `rows_per_batch` rows of seq_len positions; a sequence fills its length - 1.
 
     Pairs are taken in a shuffled order, longest first within windows of a few micro-batches, and each
@@ -152,8 +152,17 @@ def plan_padded_pairs(usable: np.ndarray, batch: int, rng: np.random.Generator) 
 class PairBatches:
     """Endless, resumable stream of this rank's DPO micro-batches (epochs re-shuffled by seed)."""
 
-    def __init__(self, pairs: PairShard, micro_batch: int, seq_len: int, packing: bool, seed: int,
-                 rank: int = 0, world: int = 1, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        pairs: PairShard,
+        micro_batch: int,
+        seq_len: int,
+        packing: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        pad_id: int = 0,
+    ) -> None:
         self.pairs, self.micro_batch, self.seq_len, self.packing = pairs, micro_batch, seq_len, packing
         self.seed, self.rank, self.world, self.pad_id = seed, rank, world, pad_id
         self.lengths = pairs.sequence_lengths()
@@ -202,8 +211,9 @@ class PairBatches:
         self._plan = None
 
 
-def fixed_pair_rows(pairs: PairShard, seq_len: int, micro_batch: int, count: int, pad_id: int,
-                    rank: int = 0, world: int = 1) -> list[PairRows]:
+def fixed_pair_rows(
+    pairs: PairShard, seq_len: int, micro_batch: int, count: int, pad_id: int, rank: int = 0, world: int = 1
+) -> list[PairRows]:
     """Evaluation micro-batches: the split's usable pairs in order, padded, this rank's share of `count`."""
     usable = usable_pairs(pairs, seq_len)
     batches = [usable[i : i + micro_batch].tolist() for i in range(0, len(usable), micro_batch)][:count]

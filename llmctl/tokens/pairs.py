@@ -80,7 +80,9 @@ def _raw_pairs(data: Path, split: str) -> Any:
             yield from batch.to_pylist()
 
 
-def encode_pair(pair: dict[str, Any], tok: Tokenizer, profile: Any) -> tuple[list[int], list[list[int]], list[list[int]]]:
+def encode_pair(
+    pair: dict[str, Any], tok: Tokenizer, profile: Any
+) -> tuple[list[int], list[list[int]], list[list[int]]]:
     """(prompt ids, [chosen ids, chosen mask], [rejected ids, rejected mask]) rendered by the chat profile."""
     prompt = render(pair["prompt"], profile, tok.encode, tok.token_to_id)
     n = len(prompt.ids)
@@ -92,8 +94,14 @@ def encode_pair(pair: dict[str, Any], tok: Tokenizer, profile: Any) -> tuple[lis
 
 
 def tokenize_pairs(
-    data: Path, tokenizer: Path, out: Path, *, profile: str = "chat", max_len: int = 1024,
-    splits: tuple[str, ...] = (), on_progress: Any = None,
+    data: Path,
+    tokenizer: Path,
+    out: Path,
+    *,
+    profile: str = "chat",
+    max_len: int = 1024,
+    splits: tuple[str, ...] = (),
+    on_progress: Any = None,
 ) -> dict[str, Any]:
     """Render and write every split's pairs; returns meta.json's contents (also written)."""
     from llmctl.raw.dataset import list_splits
@@ -111,7 +119,10 @@ def tokenize_pairs(
         )
     found = list_splits(data)
     if not found:
-        raise LlmctlError(f"{data} holds no split with parquet parts", "download one with `llmctl data download SOURCE --out DIR`")
+        raise LlmctlError(
+            f"{data} holds no split with parquet parts",
+            "download one with `llmctl data download SOURCE --out DIR`",
+        )
     dtype = np.dtype(dtype_for_vocab(tok.vocab_size)).newbyteorder("<")
     meta_splits: dict[str, Any] = {}
     done = 0
@@ -121,7 +132,10 @@ def tokenize_pairs(
         directory.mkdir(parents=True, exist_ok=True)
         index: list[tuple[int, int, int, int]] = []
         at = 0
-        with atomic_open(directory / f"{SHARD}.bin") as bin_fh, atomic_open(directory / f"{SHARD}.mask") as mask_fh:
+        with (
+            atomic_open(directory / f"{SHARD}.bin") as bin_fh,
+            atomic_open(directory / f"{SHARD}.mask") as mask_fh,
+        ):
             for row, pair in enumerate(_raw_pairs(data, split)):
                 prompt, (c_ids, c_mask), (r_ids, r_mask) = encode_pair(pair, tok, chat)
                 room = max_len - len(prompt)
@@ -169,8 +183,10 @@ def tokenize_pairs(
         "max_len": max_len,
         "source": {"data": str(Path(data).resolve())},
         "splits": meta_splits,
-        "totals": {k: sum(s[k] for s in meta_splits.values())
-                   for k in ("pairs", "tokens", "trained_tokens", "dropped_prompt_too_long", "truncated_unequally")},
+        "totals": {
+            k: sum(s[k] for s in meta_splits.values())
+            for k in ("pairs", "tokens", "trained_tokens", "dropped_prompt_too_long", "truncated_unequally")
+        },
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic_write_json(out / META_JSON, meta)
@@ -199,17 +215,29 @@ class PairShard:
         idx = np.fromfile(directory / f"{SHARD}.idx", dtype="<i8").reshape(-1, 4)
         self.index = idx
         size = int(idx[-1, 0] + idx[-1, 1:].sum()) if len(idx) else 0
-        self.tokens = np.memmap(directory / f"{SHARD}.bin", dtype=dtype, mode="r", shape=(size,)) if size else np.zeros(0, dtype)
-        self.mask = np.memmap(directory / f"{SHARD}.mask", dtype=np.uint8, mode="r", shape=(size,)) if size else np.zeros(0, np.uint8)
+        self.tokens = (
+            np.memmap(directory / f"{SHARD}.bin", dtype=dtype, mode="r", shape=(size,))
+            if size
+            else np.zeros(0, dtype)
+        )
+        self.mask = (
+            np.memmap(directory / f"{SHARD}.mask", dtype=np.uint8, mode="r", shape=(size,))
+            if size
+            else np.zeros(0, np.uint8)
+        )
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def sides(self, i: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def sides(
+        self, i: int
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """((prompt ids, mask), (chosen ids, mask), (rejected ids, mask)) of pair i."""
         start, p, c, r = (int(x) for x in self.index[i])
         cuts = [(start, start + p), (start + p, start + p + c), (start + p + c, start + p + c + r)]
-        return tuple((np.asarray(self.tokens[a:b], np.int64), np.asarray(self.mask[a:b], np.int64)) for a, b in cuts)  # type: ignore[return-value]
+        return tuple(
+            (np.asarray(self.tokens[a:b], np.int64), np.asarray(self.mask[a:b], np.int64)) for a, b in cuts
+        )  # type: ignore[return-value]
 
     def sequence_lengths(self) -> np.ndarray:
         """[pairs, 2]: tokens of prompt + chosen and of prompt + rejected."""
@@ -224,14 +252,30 @@ def open_pairs(root: str | Path, split: str, meta: dict[str, Any] | None = None)
 def count_pairs(root: str | Path, splits: list[str] | None = None) -> dict[str, Any]:
     """What `llmctl count` reports for pair shards: pairs and prompt/chosen/rejected tokens per split."""
     meta = require_pairs(read_meta(root), root)
-    keys = ("pairs", "prompt_tokens", "chosen_tokens", "rejected_tokens", "trained_tokens", "tokens",
-            "dropped_prompt_too_long", "truncated", "truncated_unequally")
+    keys = (
+        "pairs",
+        "prompt_tokens",
+        "chosen_tokens",
+        "rejected_tokens",
+        "trained_tokens",
+        "tokens",
+        "dropped_prompt_too_long",
+        "truncated",
+        "truncated_unequally",
+    )
     per_split = {s: {k: int(meta["splits"][s][k]) for k in keys} for s in splits or list(meta["splits"])}
     for name, row in per_split.items():
         lengths = open_pairs(root, name, meta).sequence_lengths()
         row["max_sequence_tokens"] = int(lengths.max()) if len(lengths) else 0
     total = {k: sum(r[k] for r in per_split.values()) for k in keys}
     total["max_sequence_tokens"] = max((r["max_sequence_tokens"] for r in per_split.values()), default=0)
-    return {"path": str(root), "mode": MODE, "dtype": meta["dtype"], "max_len": meta["max_len"],
-            "tokenizer": meta["tokenizer"]["path"], "fingerprint": meta["tokenizer"]["fingerprint"],
-            "splits": per_split, "total": total}
+    return {
+        "path": str(root),
+        "mode": MODE,
+        "dtype": meta["dtype"],
+        "max_len": meta["max_len"],
+        "tokenizer": meta["tokenizer"]["path"],
+        "fingerprint": meta["tokenizer"]["fingerprint"],
+        "splits": per_split,
+        "total": total,
+    }
