@@ -421,3 +421,31 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
         for key in METRICS:
             assert float(mine[key]) == pytest.approx(metrics[key], abs=1e-4), (loss, key)
         assert abs(float(mine["rewards/margins"])) > 1e-3  # the policy moved: the comparison is not of zeros
+
+
+def test_dpo_figures_reach_tensorboard_tags_and_the_panel() -> None:
+    from llmctl.telemetry.panel import eval_line, plain_line
+    from llmctl.telemetry.sinks import _objective_tags
+
+    record = {
+        "step": 5,
+        "loss": 0.6,
+        "perplexity": 1.8,
+        "accuracy": 0.75,
+        "rewards/margins": 0.25,
+        "rewards/accuracies": 0.75,
+        "logps/chosen": -3.0,
+        "tokens_batch": 10,
+        "tokens_total": 50,
+        "flops_batch": 1e9,
+        "flops_total": 5e9,
+        "lr": 1e-4,
+    }
+    assert _objective_tags("eval", record) == {
+        "rewards/margins": "eval/rewards/margins",
+        "rewards/accuracies": "eval/rewards/accuracies",
+        "logps/chosen": "eval/logps/chosen",
+    }
+    assert plain_line(record).endswith("| margin 0.250 | reward acc 75.0%")
+    assert "reward acc 75.0%" in eval_line(record)
+    assert "margin" not in eval_line({k: v for k, v in record.items() if "/" not in k})
