@@ -63,7 +63,8 @@ def main() -> None:
     import torch
 
     from llmctl.config import load_config
-    from llmctl.engine.dpo import DPOObjective, reference_logps
+    from llmctl.engine.dpo import DPOObjective
+    from llmctl.engine.dpo_reference import reference_logps
     from llmctl.model.llama import Transformer
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokens.pairs import open_pairs

@@ -180,8 +180,8 @@ def test_packed_log_probs_equal_unpacked(setup: Any) -> None:
     import torch
 
     from llmctl.engine.checkpoint import load_for_inference
-    from llmctl.engine.dpo import _batch
     from llmctl.engine.dpo_loss import sequence_logps
+    from llmctl.engine.dpo_reference import pair_batch
     from llmctl.tokens.pair_batches import collate_pairs, padded_layout, plan_packed_pairs
     from llmctl.tokens.pairs import open_pairs
 
@@ -190,8 +190,8 @@ def test_packed_log_probs_equal_unpacked(setup: Any) -> None:
     plan = plan_packed_pairs(pairs.sequence_lengths(), np.arange(12), 3, 64, np.random.default_rng(0))
     layout = next(b for b in plan if len({p for row in b for p, _ in row}) >= 3 and sum(map(len, b)) > 3)
     order = list(dict.fromkeys(p for row in layout for p, _ in row))
-    packed = _batch(collate_pairs(pairs, layout, 0, 64), True, None)
-    padded = _batch(collate_pairs(pairs, padded_layout(order), 0, None), False, None)
+    packed = pair_batch(collate_pairs(pairs, layout, 0, 64), True, None)
+    padded = pair_batch(collate_pairs(pairs, padded_layout(order), 0, None), False, None)
     assert packed.inputs.shape[0] == 3 and padded.inputs.shape[0] == 2 * len(order)
     assert packed.pair_ids.tolist() == padded.pair_ids.tolist()
     with torch.no_grad():
@@ -303,8 +303,8 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
     from trl.trainer.utils import add_fused_lm_head
 
     from llmctl.engine.checkpoint import load_for_inference
-    from llmctl.engine.dpo import _batch
     from llmctl.engine.dpo_loss import preference_losses, sequence_logps
+    from llmctl.engine.dpo_reference import pair_batch
     from llmctl.tokens.pair_batches import collate_pairs, padded_layout
     from llmctl.tokens.pairs import open_pairs
 
@@ -332,7 +332,7 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
 
     pairs = open_pairs(setup.tokens, "train")
     order = list(range(6))
-    batch = _batch(collate_pairs(pairs, padded_layout(order), 0, None), False, None)
+    batch = pair_batch(collate_pairs(pairs, padded_layout(order), 0, None), False, None)
     # TRL's batch: [chosen rows; rejected rows] of whole sequences, right-padded, completion_mask on the reply.
     width = batch.inputs.shape[1] + 1
     input_ids = torch.zeros((2 * len(order), width), dtype=torch.long)
