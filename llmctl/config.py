@@ -276,6 +276,23 @@ class DistConfig:
 
 
 @dataclass(frozen=True)
+class DPOConfig:
+    """Preference tuning (`llmctl dpo`, llmctl/engine/dpo.py); unused by pretrain and sft."""
+
+    beta: float = 0.1
+    """Strength of the pull towards the reference model (the KL coefficient); must be > 0."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """sigmoid: DPO (Rafailov et al. 2023); ipo: squared loss on length-averaged log-ratios (Azar et al. 2023)."""
+    label_smoothing: float = 0.0
+    """sigmoid only: assumed share of flipped preference labels (conservative DPO), in [0, 0.5)."""
+    ref_mode: Literal["precompute", "live"] = "precompute"
+    """precompute: reference log-probs computed once before training and stored beside the run; live: the
+    reference model stays in memory and runs a forward pass on every batch."""
+    ref: str | None = None
+    """Reference checkpoint; default the --init checkpoint."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -286,6 +303,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -296,6 +314,7 @@ SECTIONS: dict[str, type] = {
     "checkpoint": CheckpointConfig,
     "telemetry": TelemetryConfig,
     "dist": DistConfig,
+    "dpo": DPOConfig,
 }
 
 # Fields that accept human counts such as 10M or 2B.

@@ -157,7 +157,7 @@ def _register() -> None:
 
 
 # One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "generate", "eval", "import", "export", "checkpoint", "plot", "flops", "budget"]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "dpo", "generate", "eval", "import", "export", "checkpoint", "plot", "flops", "budget"]
 
 _register()
 

@@ -74,7 +74,15 @@ def count_command(
                                on_note=lambda note: log(f"note: {note}"))
         title = f"{data} with {Path(result['tokenizer']).name} (tokenized, not written)"
     elif directory is not None:
+        from llmctl.tokens.shards import read_meta
         from llmctl.tokens.stats import count_shards
+
+        if read_meta(directory).get("mode") == "dpo":  # pair shards: pairs and prompt/chosen/rejected tokens
+            from llmctl.cli.dpo import render_pair_counts
+            from llmctl.tokens.pairs import count_pairs
+
+            render_pair_counts(count_pairs(directory, list(split) or None), as_json)
+            return
 
         result = count_shards(directory, list(split) or None)
         title = str(directory)

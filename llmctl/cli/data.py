@@ -142,6 +142,10 @@ def _render(out_dir: Path, info: dict[str, Any], skipped: bool) -> None:
         f"{fmt_count(info.get('dropped_rows', 0))} empty rows dropped",
         markup=False,
     )
+    pairs = info.get("preference_dropped")
+    if pairs:  # preference data: why pairs were dropped (llmctl/raw/preference.py)
+        out().print(f"preference pairs dropped: {pairs['identical']:,} identical chosen and rejected, "
+                    f"{pairs['empty']:,} with an empty side, {pairs['unreadable']:,} unreadable", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -133,7 +133,13 @@ def inspect_command(
     from dataclasses import asdict
 
     from llmctl.tokens.inspection import check_all, load_document, open_directory, select
+    from llmctl.tokens.shards import read_meta
 
+    if read_meta(directory_path).get("mode") == "dpo":  # pair shards: prompt, chosen and rejected
+        from llmctl.cli.dpo import inspect_pairs
+
+        inspect_pairs(directory_path, split, index, sample, seed, max_tokens, as_json)
+        return
     directory = open_directory(directory_path, split, tokenizer)
     mismatches: list[int] = []
     checked = 0

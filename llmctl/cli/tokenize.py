@@ -95,10 +95,13 @@ def tokenize_command(
     ),
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
     mode: str = typer.Option(
-        "pretrain", "--mode", help="pretrain (a text column) or sft (a messages column)."
+        "pretrain", "--mode", help="pretrain (a text column), sft (a messages column) or dpo (preference pairs)."
+    ),
+    max_len: int = typer.Option(
+        1024, "--max-len", help="--mode dpo: most tokens of prompt + one reply; longer replies are cut."
     ),
     profile: str = typer.Option(
-        "chat", "--profile", help="Chat profile for --mode sft (llmctl/tokenizer/chat.py)."
+        "chat", "--profile", help="Chat profile for --mode sft or dpo (llmctl/tokenizer/chat.py)."
     ),
     template: str | None = typer.Option(
         None,
@@ -163,6 +166,11 @@ def tokenize_command(
         if template != "model":
             raise LlmctlError(f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)")
         profile = "model"
+    if mode == "dpo":
+        from llmctl.cli.dpo import tokenize_pairs_command
+
+        tokenize_pairs_command(data, tokenizer, out_dir, profile, max_len, tuple(split), as_json)
+        return
     from llmctl.cli._progress import TokenProgress
 
     opts = TokenizeOptions(

@@ -322,6 +322,9 @@ def run_training(
             from llmctl.telemetry import Telemetry
 
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
+        # An objective that runs more than the policy per trained token (DPO's live reference) says so.
+        flops = flops_per_token(cfg.model, cfg.data.seq_len)
+        extra = getattr(objective, "extra_forward_passes", 0.0)
         trainer = Trainer(
             cfg,
             objective,
@@ -332,7 +335,7 @@ def run_training(
             run_dir=run_dir,
             tokenizer=tokenizer,
             data_meta=meta,
-            flops_per_token=flops_per_token(cfg.model, cfg.data.seq_len).train,
+            flops_per_token=flops.train + extra * flops.train / 3,
         )
         trainer.notes += lock.notes if lock is not None else []
         # An imported model's prompt and chat conventions travel into every checkpoint trained from it.

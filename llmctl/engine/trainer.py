@@ -295,7 +295,12 @@ class Trainer:
         return self.wrapped.no_sync()
 
     def _loss_sum(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over trained targets, correct top-1 predictions among them)."""
+        """(summed cross-entropy over trained targets, correct top-1 predictions among them).
+
+        An objective with its own `loss_sum(model, batch, autocast)` (DPO) computes both instead."""
+        own = getattr(self.objective, "loss_sum", None)
+        if own is not None:
+            return own(model, batch, self.rt.autocast)
         with self.rt.autocast():
             logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
         loss = F.cross_entropy(
@@ -381,6 +386,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += tokens
+        metrics = self._objective_metrics("train")
         self._step_seconds = time.perf_counter() - start
         return StepCounts(
             step=self.step,
@@ -395,6 +401,7 @@ class Trainer:
             data_time=data_time,
             skipped_steps=self.skipped_steps,
             source_tokens=tuple(by_source) or None,
+            metrics=metrics,
         )
 
     def _non_finite(self, loss: float, norm: float) -> None:
@@ -418,6 +425,16 @@ class Trainer:
             )
             + "--train.skip_nonfinite=N skips up to N such steps instead of stopping",
         )
+
+    def _objective_metrics(self, kind: str) -> dict[str, float]:
+        """Figures an objective gathers itself (DPO rewards), summed over ranks; its warnings are logged."""
+        take = getattr(self.objective, "take_metrics", None)
+        if take is None:
+            return {}
+        metrics, notes = take(kind, self.dist, self.rt.device)
+        for note in notes:
+            self.reporter.log(note)
+        return metrics
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------
 
@@ -444,7 +461,10 @@ class Trainer:
             from llmctl.engine.mixture import weighted_eval
 
             loss, accuracy, by_source = weighted_eval(sources, rows[1:])
-        result = EvalResult(self.step, loss, math.exp(min(loss, 50.0)), accuracy, int(trained), by_source)
+        result = EvalResult(
+            self.step, loss, math.exp(min(loss, 50.0)), accuracy, int(trained), by_source,
+            metrics=self._objective_metrics("eval"),
+        )
         self.last_eval = result
         self.reporter.eval(result)
         return result

@@ -286,6 +286,7 @@ def download_dataset(
     started = time.time()
     files: list[dict[str, Any]] = []
     chosen: list[RowMapping] = []
+    mappings: list[RowMapping] = []
     dropped = 0
     writers: dict[str, SplitWriter] = {}
 
@@ -297,6 +298,7 @@ def download_dataset(
             )
         if not chosen:
             chosen.append(mapping)
+        mappings.append(mapping)
         for w in writers.values():
             w.column = mapping.column
 
@@ -342,6 +344,11 @@ def download_dataset(
             test_fraction,
             options,
         )
+        # What the rows are, under its own key: source.kind already says where they came from.
+        info["content"] = {"text": "text", "messages": "chat", "preference": "preference"}.get(column, column)
+        pair_drops = [m.drop_counts for m in mappings if m.drop_counts is not None]
+        if pair_drops:
+            info["preference_dropped"] = {k: sum(d[k] for d in pair_drops) for k in pair_drops[0]}
         if not sum(w.rows for w in writers.values()):
             raise LlmctlError(
                 f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped)",

@@ -29,14 +29,15 @@ _ROLE_ALIASES = {
 }
 
 Message = dict[str, str]
-Value = str | list[Message] | None
+Value = str | list[Message] | dict[str, list[Message]] | None
+"""Text, a conversation, or a preference pair {prompt, chosen, rejected} (llmctl/raw/preference.py)."""
 
 
 @dataclass(frozen=True)
 class RowMapping:
     """How one batch of source columns becomes output values."""
 
-    column: Literal["text", "messages"]
+    column: Literal["text", "messages", "preference"]
     reads: tuple[str, ...]
     """Source columns read (parquet reads only these)."""
     how: str
@@ -46,6 +47,12 @@ class RowMapping:
     def convert(self, batch: dict[str, list[Any]]) -> list[Value]:
         """Output values of a columnar batch, None for rows to drop."""
         return self._convert(batch)
+
+    @property
+    def drop_counts(self) -> dict[str, int] | None:
+        """Preference data: rows dropped so far, by reason (llmctl/raw/preference.py); else None."""
+        counts = getattr(self._convert, "counts", None)
+        return counts.as_dict() if counts is not None else None
 
 
 def _text_values(column: str, keep_blank: bool = False) -> Callable[[dict[str, list[Any]]], list[Value]]:
@@ -100,6 +107,11 @@ def choose_mapping(
 ) -> RowMapping:
     """Pick how rows become text or messages, from the columns found and the user's --text-column."""
     lines = transform == "wikitext-articles"
+    from llmctl.raw.preference import PREFERENCE_TRANSFORMS, is_preference, preference_reads
+
+    if transform in PREFERENCE_TRANSFORMS or (text_column is None and transform is None and is_preference(columns)):
+        reads, converter, how = preference_reads(columns, file_name, transform)
+        return RowMapping("preference", reads, how, converter)  # type: ignore[arg-type]
     if transform == "alpaca" or (
         text_column is None and {"instruction", "output"} <= set(columns) and transform is None
     ):
@@ -168,4 +180,6 @@ def value_bytes(value: Value) -> int:
     """UTF-8 bytes of a text, or of a conversation's contents."""
     if isinstance(value, str):
         return len(value.encode("utf-8"))
+    if isinstance(value, dict):  # a preference pair
+        return sum(value_bytes(side) for side in value.values())
     return sum(len(m["content"].encode("utf-8")) for m in value or [])

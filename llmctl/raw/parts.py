@@ -77,9 +77,11 @@ class SplitWriter:
     def _schema(self) -> Any:
         import pyarrow as pa
 
-        if self.column == "messages":
-            message = pa.struct([("role", pa.string()), ("content", pa.string())])
-            return pa.schema([("messages", pa.list_(message))])
+        if self.column in ("messages", "preference"):
+            message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+            if self.column == "preference":
+                return pa.schema([("prompt", message), ("chosen", message), ("rejected", message)])
+            return pa.schema([("messages", message)])
         return pa.schema([("text", pa.string())])
 
     def _part_path(self, index: int) -> Path:
@@ -114,7 +116,10 @@ class SplitWriter:
             self._stack = contextlib.ExitStack()
             self._tmp = self._stack.enter_context(atomic_path(self._part_path(len(self.parts))))
             self._writer = pq.ParquetWriter(self._tmp, self._schema(), compression="zstd")
-        table = pa.Table.from_pydict({self.column: self._buffer}, schema=self._schema())
+        if self.column == "preference":  # one dict per row, three columns
+            table = pa.Table.from_pylist(self._buffer, schema=self._schema())
+        else:
+            table = pa.Table.from_pydict({self.column: self._buffer}, schema=self._schema())
         self._writer.write_table(table, row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
         self._part_bytes += self._buffer_bytes

@@ -33,7 +33,7 @@ class NamedSource:
 
     name: str
     description: str
-    column: Literal["text", "messages"]
+    column: Literal["text", "messages", "preference"]
     """What the normalized parts hold."""
     licence: str
     size: str
@@ -140,6 +140,39 @@ NAMED_SOURCES: dict[str, NamedSource] = {
             files={"train": ("sample/10BT/*.parquet",)},
             text_column="text",
         ),
+        # Preference pairs for `llmctl dpo` (llmctl/raw/preference.py normalises the three layouts).
+        NamedSource(
+            name="ultrafeedback-binarized",
+            description="64K prompts with a preferred and a rejected GPT-4-rated reply (UltraFeedback, binarized)",
+            column="preference",
+            licence="MIT",
+            size="~230 MB",
+            repo="HuggingFaceH4/ultrafeedback_binarized",
+            files={"train": ("data/train_prefs-*.parquet",), "validation": ("data/test_prefs-*.parquet",)},
+            transform="preference",
+        ),
+        NamedSource(
+            name="orca-dpo-pairs",
+            description="12.9K Orca-style questions (+ system prompt), GPT-4 reply chosen over a Llama-2 one",
+            column="preference",
+            licence="Apache-2.0",
+            size="~36 MB",
+            repo="Intel/orca_dpo_pairs",
+            files={"train": ("orca_rlhf.jsonl",)},
+            transform="preference",
+            val_fraction=0.02,
+            test_fraction=0.0,
+        ),
+        NamedSource(
+            name="hh-rlhf",
+            description="Anthropic helpful and harmless human preference transcripts (Human/Assistant)",
+            column="preference",
+            licence="MIT",
+            size="~45 MB",
+            repo="Anthropic/hh-rlhf",
+            files={"train": ("*/train.jsonl.gz",), "validation": ("*/test.jsonl.gz",)},
+            transform="hh-rlhf",
+        ),
     ]
 }
 
@@ -217,7 +250,7 @@ def source_rows() -> list[dict[str, object]]:
         rows.append(
             {
                 "name": s.name,
-                "kind": "chat" if s.column == "messages" else "text",
+                "kind": {"messages": "chat", "preference": "preference"}.get(s.column, "text"),
                 "column": s.column,
                 "size": s.size,
                 "splits": [*own, *carved],

@@ -76,6 +76,8 @@ class StepCounts:
     """Steps of the run so far whose update was skipped for a non-finite loss or gradient norm."""
     source_tokens: tuple[int, ...] | None = None
     """Mixtures: tokens the step took from each source (RunInfo.data_sources order)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Objective-specific figures under their own names (DPO: `rewards/margins`, `logps/chosen`, ...)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class EvalResult:
     tokens: int
     by_source: dict[str, float] | None = None
     """Mixtures: validation loss of each source; `loss` is then their weight-averaged loss."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Objective-specific figures, the same names as in train records (DPO: `rewards/accuracies`, ...)."""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,14 @@ def plain_line(r: dict[str, Any]) -> str:
         parts.append(f"mfu {pct(r['mfu'])}")
     if r.get("mix_fractions"):
         parts.append(f"mix {mix_text(r['mix_fractions'])}")
-    return " | ".join(parts)
+    return " | ".join(parts) + dpo_text(r)
+
+
+def dpo_text(r: dict[str, Any]) -> str:
+    """The DPO view: ` | margin 0.412 | reward acc 71.9%` when the record holds DPO figures, else ''."""
+    if not _ok(r.get("rewards/margins")):
+        return ""
+    return f" | margin {r['rewards/margins']:.3f} | reward acc {pct(r.get('rewards/accuracies'))}"
 
 
 def mix_text(fractions: dict[str, float] | None) -> str:
@@ -105,7 +112,7 @@ def eval_line(r: dict[str, Any]) -> str:
     return (
         f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''} | ppl {r['perplexity']:.2f} | "
         f"acc {pct(r.get('accuracy'))}{sources}"
-    )
+    ) + dpo_text(r)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -166,7 +173,14 @@ def _memory(s: dict[str, Any]) -> str:
 def _cells(s: dict[str, Any]) -> list[list[tuple[str, str]]]:
     """The panel's figures as rows of (label, value) pairs."""
     loss = f"{s['loss']:.4f}" if _ok(s.get("loss")) else NA
-    return [
+    dpo = [
+        [
+            ("margin", f"{s['rewards/margins']:.3f}"),
+            ("reward acc", pct(s.get("rewards/accuracies"))),
+            ("logp chosen", f"{s['logps/chosen']:.2f}" if _ok(s.get("logps/chosen")) else NA),
+        ]
+    ] if _ok(s.get("rewards/margins")) else []
+    return dpo + [
         [
             ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),
             ("acc", pct(s.get("accuracy"))),
@@ -235,6 +249,7 @@ def render(s: dict[str, Any]) -> Any:
         rows.append(
             Text(
                 f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"
+                + dpo_text(ev)
             )
         )
     sample = s.get("sample")

@@ -212,6 +212,8 @@ class Telemetry:
             raise RuntimeError("Telemetry.step() called before start()")
         figures = counters.update(counts)
         figures.update(self._mix.add(counts.source_tokens))
+        if counts.metrics:
+            figures = {**figures, **counts.metrics}
         self._losses.append(counts.loss)
         if not self.is_rank0:
             return
@@ -238,6 +240,7 @@ class Telemetry:
             "accuracy": result.accuracy,
             "eval_tokens": result.tokens,
             "tokens_total": self.counters.tokens if self.counters else None,
+            **getattr(result, "metrics", {}),
         }
         if result.by_source is not None:
             record["loss_by_source"] = result.by_source

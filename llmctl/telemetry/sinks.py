@@ -54,6 +54,13 @@ TB_EVAL_TAGS: dict[str, str] = {
     "accuracy": "eval/accuracy",
 }
 
+OBJECTIVE_PREFIXES = ("rewards/", "logps/", "logits/")
+"""Objective figures (DPO, TRL's names) logged as train/<name> and eval/<name>."""
+
+
+def _objective_tags(kind: str, record: dict[str, Any]) -> dict[str, str]:
+    return {k: f"{kind}/{k}" for k in record if k.startswith(OBJECTIVE_PREFIXES)}
+
 
 def scalars(tags: dict[str, str], record: dict[str, Any]) -> dict[str, float]:
     """{tag: value} for the finite numbers of `record` that `tags` names: what TensorBoard and the trackers log."""
@@ -271,10 +278,10 @@ class TensorBoardSink(Sink):
             self.writer.add_scalar(tag, value, record["step"])
 
     def step(self, record: dict[str, Any]) -> None:
-        self._scalars(TB_TAGS, record)
+        self._scalars({**TB_TAGS, **_objective_tags("train", record)}, record)
 
     def eval(self, record: dict[str, Any]) -> None:
-        self._scalars(TB_EVAL_TAGS, record)
+        self._scalars({**TB_EVAL_TAGS, **_objective_tags("eval", record)}, record)
 
     def samples(self, records: list[dict[str, Any]]) -> None:
         for i, r in enumerate(records):

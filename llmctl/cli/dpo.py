@@ -1,0 +1,278 @@
+"""`llmctl dpo`: preference tuning (DPO or IPO) of an SFT checkpoint on pair shards.
+
+    llmctl data download prefs.jsonl --out data/prefs
+    llmctl tokenize --mode dpo --profile chat --data data/prefs --tokenizer tok.json --out tokens/prefs --max-len 512
+    llmctl dpo --init runs/sft/checkpoints/latest --data tokens/prefs --out runs/dpo --steps 200 \
+        --dpo.beta=0.1 --dpo.loss=sigmoid --data.seq_len=512 --data.packing=true
+
+Reference log-probs come from --ref (default --init), computed once before training and stored under
+RUN/reference/ (`--dpo.ref_mode=live` keeps the reference model in memory instead). Metrics use TRL's
+names (rewards/chosen, rewards/margins, logps/chosen, ...) in metrics.jsonl, TensorBoard and the panel.
+This module also renders `tokenize --mode dpo`, and `count`/`inspect` of pair shards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
+
+
+def tokenize_pairs_command(
+    data: Path | None,
+    tokenizer: Path | None,
+    out_dir: Path,
+    profile: str,
+    max_len: int,
+    splits: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """`llmctl tokenize --mode dpo`: write pair shards and report dropped and unequally cut pairs."""
+    from llmctl.output import log, out, print_json, table
+    from llmctl.tokens.pairs import tokenize_pairs
+    from llmctl.units import fmt_count
+
+    if data is None or tokenizer is None:
+        raise LlmctlError(
+            "--data and --tokenizer are required", "pass the preference dataset and the tokenizer"
+        )
+    meta = tokenize_pairs(data, tokenizer, out_dir, profile=profile, max_len=max_len, splits=splits)
+    if as_json:
+        print_json({"out": str(out_dir), "meta": meta})
+        return
+    rows = [
+        [
+            name,
+            f"{s['pairs']:,}",
+            fmt_count(s["prompt_tokens"]),
+            fmt_count(s["chosen_tokens"]),
+            fmt_count(s["rejected_tokens"]),
+            f"{s['dropped_prompt_too_long']:,}",
+            f"{s['truncated']:,}",
+            f"{s['truncated_unequally']:,}",
+        ]
+        for name, s in meta["splits"].items()
+    ]
+    out().print(
+        table(
+            f"{out_dir}: preference pairs (max_len {max_len})",
+            ["split", "pairs", "prompt", "chosen", "rejected", "dropped", "cut", "cut unequally"],
+            rows,
+        )
+    )
+    for name, s in meta["splits"].items():
+        if s["dropped_prompt_too_long"]:
+            log(
+                f"{name}: {s['dropped_prompt_too_long']:,} pair(s) dropped, the prompt alone fills --max-len {max_len} "
+                f"(rows {', '.join(map(str, s['dropped_rows'][:10]))}{' ...' if s['dropped_prompt_too_long'] > 10 else ''})"
+            )
+        if s["truncated_unequally"]:
+            log(
+                f"{name}: {s['truncated_unequally']:,} pair(s) had chosen and rejected cut by different amounts "
+                f"(rows {', '.join(map(str, s['unequal_rows'][:10]))}{' ...' if s['truncated_unequally'] > 10 else ''}); "
+                "raise --max-len to compare whole replies"
+            )
+
+
+def render_pair_counts(result: dict[str, Any], as_json: bool) -> None:
+    """`llmctl count` of pair shards."""
+    from llmctl.output import out, print_json, table
+    from llmctl.units import fmt_count
+
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        [
+            name,
+            f"{s['pairs']:,}",
+            fmt_count(s["prompt_tokens"]),
+            fmt_count(s["chosen_tokens"]),
+            fmt_count(s["rejected_tokens"]),
+            fmt_count(s["trained_tokens"]),
+            f"{s['max_sequence_tokens']:,}",
+        ]
+        for name, s in [*result["splits"].items(), ("total", result["total"])]
+    ]
+    out().print(
+        table(
+            f"{result['path']} (dpo pairs, max_len {result['max_len']})",
+            ["split", "pairs", "prompt", "chosen", "rejected", "trained", "longest seq"],
+            rows,
+        )
+    )
+
+
+def inspect_pairs(
+    root: Path,
+    split: str | None,
+    index: int | None,
+    sample: int | None,
+    seed: int,
+    max_tokens: int,
+    as_json: bool,
+) -> None:
+    """`llmctl inspect` of pair shards: prompt, chosen and rejected, trained tokens styled."""
+    from types import SimpleNamespace
+
+    from llmctl.cli.inspect import render_tokens
+    from llmctl.output import out, print_json, stdout_is_plain
+    from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.inspection import select, token_pieces
+    from llmctl.tokens.pairs import open_pairs
+    from llmctl.tokens.shards import read_meta
+
+    meta = read_meta(root)
+    split = split or next(iter(meta["splits"]))
+    pairs = open_pairs(root, split, meta)
+    tok = load_tokenizer(meta["tokenizer"]["path"])
+    chosen_rows = select(len(pairs), index, sample, seed)
+    shown: list[dict[str, Any]] = []
+    for i in chosen_rows:
+        sides = {}
+        for name, (ids, mask) in zip(("prompt", "chosen", "rejected"), pairs.sides(i), strict=True):
+            ids_list = ids.tolist()
+            sides[name] = {
+                "ids": ids_list,
+                "mask": mask.tolist(),
+                "text": tok.decode(ids_list),
+                "pieces": token_pieces(tok, ids_list),
+                "trained_tokens": int(mask.sum()),
+            }
+        shown.append({"index": i, **sides})
+    if as_json:
+        print_json(
+            {
+                "path": str(root),
+                "split": split,
+                "mode": "dpo",
+                "pairs_total": len(pairs),
+                "pairs": [
+                    {
+                        "index": p["index"],
+                        **{
+                            k: {kk: vv for kk, vv in p[k].items() if kk != "pieces"}
+                            for k in ("prompt", "chosen", "rejected")
+                        },
+                    }
+                    for p in shown
+                ],
+            }
+        )
+        return
+    console, plain = out(), stdout_is_plain()
+    for p in shown:
+        console.print(f"pair {p['index']:,} of {len(pairs):,} ({split})", style="bold")
+        for name in ("prompt", "chosen", "rejected"):
+            side = p[name]
+            console.print(
+                f"{name}: {len(side['ids']):,} tokens, {side['trained_tokens']:,} trained", style="bold"
+            )
+            view = SimpleNamespace(ids=side["ids"], pieces=side["pieces"], mask=side["mask"])
+            console.print(render_tokens(view, max_tokens, plain))
+        console.print()
+
+
+def render_dpo(outcome: Any, as_json: bool) -> None:
+    """The run's final figures and what happened to the pairs: a table or one JSON document."""
+    from llmctl.output import out, print_json, table
+    from llmctl.units import fmt_count, fmt_duration
+
+    run, r, data = outcome.run, outcome.run.result, outcome.data
+    s, ev = r.summary, r.last_eval
+    evm = dict(ev.metrics) if ev is not None else {}
+    if as_json:
+        print_json(
+            {
+                "status": r.status,
+                "signal": r.signal,
+                "run_dir": str(run.run_dir),
+                "init": outcome.init,
+                "ref": outcome.ref,
+                "resumed_from": run.resumed_from,
+                "step": r.step,
+                "tokens": r.tokens,
+                "checkpoint": r.checkpoint,
+                "eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None,
+                "data": data,
+                "summary": s,
+            }
+        )
+        return
+    rows: list[list[Any]] = [
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
+        ["run", run.run_dir],
+        ["init", outcome.init],
+        ["reference", f"{outcome.ref} ({data.get('reference', data.get('ref_mode'))})"],
+        ["steps", f"{r.step:,}"],
+        ["tokens", fmt_count(r.tokens)],
+    ]
+    if data:
+        rows.append(
+            [
+                "pairs",
+                f"{data['used']:,} used of {data['pairs']:,} ({'packed' if data['packing'] else 'padded'},"
+                f" seq_len {data['seq_len']}; {data['dropped_overlong']:,} too long)",
+            ]
+        )
+        rows.append(["loss", f"{data['loss']} (beta {data['beta']:g})"])
+    if s.get("final_loss") is not None:
+        rows.append(["train loss", f"{s['final_loss']:.4f}"])
+    if ev is not None:
+        rows += [
+            ["val loss", f"{ev.loss:.4f}"],
+            ["val reward accuracy", f"{evm.get('rewards/accuracies', 0):.1%}"],
+            ["val reward margin", f"{evm.get('rewards/margins', 0):.4f}"],
+            [
+                "val logps chosen / rejected",
+                f"{evm.get('logps/chosen', 0):.3f} / {evm.get('logps/rejected', 0):.3f}",
+            ],
+        ]
+    if s.get("wall_time_s") is not None:
+        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
+    rows.append(["checkpoint", r.checkpoint or "none"])
+    out().print(table(f"dpo: {r.status}", ["", "value"], rows))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `llmctl dpo`."""
+
+    @app.command(
+        "dpo",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="Preference-tune a checkpoint (DPO or IPO) on pair shards from `tokenize --mode dpo`. "
+        "Any config key can be overridden: --dpo.beta=0.1 --dpo.loss=ipo --dpo.ref_mode=live.",
+    )
+    def dpo(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(None, "-c", "--config", help="YAML config."),
+        init: str | None = typer.Option(
+            None, "--init", help="Checkpoint to start from (checkpoint.init), usually SFT."
+        ),
+        data: str | None = typer.Option(None, "--data", help="Pair shard directory (data.path)."),
+        ref: str | None = typer.Option(None, "--ref", help="Reference checkpoint (dpo.ref); default --init."),
+        steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'auto' (latest checkpoint of this run) or a checkpoint path."
+        ),
+        json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
+    ) -> None:
+        from llmctl.cli.pretrain import flag_overrides
+        from llmctl.config import load_config
+        from llmctl.engine.dpo import run_dpo
+
+        extra = flag_overrides(data, steps, out, resume)
+        if init is not None:
+            extra.append(f"--checkpoint.init={init}")
+        if ref is not None:
+            extra.append(f"--dpo.ref={ref}")
+        outcome = run_dpo(load_config(config, list(ctx.args) + extra))
+        if not outcome.run.is_rank0:
+            return
+        render_dpo(outcome, json_out)
+        if outcome.run.result.signal == "SIGINT":
+            raise typer.Exit(EXIT_INTERRUPTED)

@@ -1,0 +1,380 @@
+"""Preference tuning: the DPO objective the shared Trainer drives, reference log-probs, and `run_dpo`.
+
+    outcome = run_dpo(load_config(None, {"checkpoint.init": "runs/sft/checkpoints/latest",
+                                         "data.path": "tokens/prefs", "dpo.beta": 0.1}))
+
+The Trainer is the one of pretrain and sft; `DPOObjective.loss_sum` replaces its cross-entropy with
+the DPO (or IPO) loss summed over the micro-batch's pairs, and the Trainer divides by the step's pairs.
+Reference log-probs come from the --ref checkpoint (default --init): computed once before training
+(`dpo.ref_mode=precompute`, stored under RUN/reference/<key>/ where the key hashes the reference
+weights, the data and the settings that change the numbers) or by a second model kept in memory
+(`live`). Metrics carry TRL's names (`rewards/chosen`, `logps/chosen`, ...) in train and eval records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmctl.config import Config
+from llmctl.engine.dpo_loss import LOSSES, falling_chosen, preference_losses, sequence_logps
+from llmctl.engine.dpo_reference import load_or_compute_reference, pair_batch, reference_key
+from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.errors import LlmctlError
+from llmctl.files import atomic_write_json
+from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
+from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokens.pair_batches import (
+    PairBatches,
+    fixed_pair_rows,
+)
+from llmctl.tokens.pairs import open_pairs
+
+METRIC_NAMES = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
+WARN_WINDOW = 10
+"""Steps per window of the falling-chosen check."""
+
+
+def check_dpo_config(cfg: Config) -> None:
+    """Refuse settings DPO cannot train with, naming the key."""
+    d = cfg.dpo
+    if not d.beta > 0 or not math.isfinite(d.beta):
+        raise LlmctlError(
+            f"dpo.beta must be positive, got {d.beta}",
+            "e.g. --dpo.beta=0.1 (larger keeps closer to the reference)",
+        )
+    if d.loss not in LOSSES:
+        raise LlmctlError(f"unknown dpo.loss '{d.loss}'", f"use one of {', '.join(LOSSES)}")
+    if not 0 <= d.label_smoothing < 0.5:
+        raise LlmctlError(
+            f"dpo.label_smoothing must be in [0, 0.5), got {d.label_smoothing}",
+            "e.g. --dpo.label_smoothing=0.1",
+        )
+    if d.label_smoothing and d.loss != "sigmoid":
+        raise LlmctlError(
+            "dpo.label_smoothing applies to the sigmoid loss only",
+            "drop --dpo.label_smoothing or use --dpo.loss=sigmoid",
+        )
+
+
+class DPOObjective:
+    """DPO/IPO over pair shards: the Objective interface, plus `loss_sum` and `take_metrics` for the Trainer."""
+
+    name = "dpo"
+
+    def __init__(
+        self,
+        data_path: str | Path,
+        meta: dict[str, Any],
+        tokenizer: Tokenizer,
+        cfg: Config,
+        *,
+        ref_model: torch.nn.Module | None = None,
+        reference: dict[str, np.ndarray] | None = None,
+        packing: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        validation_prompts: int = 2,
+        reference_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.reference_info = reference_info or {}
+        self.meta, self.tokenizer, self.cfg = meta, tokenizer, cfg
+        self.beta, self.loss, self.smoothing = cfg.dpo.beta, cfg.dpo.loss, cfg.dpo.label_smoothing
+        self.ref_model, self.reference, self.packing = ref_model, reference, packing
+        self.extra_forward_passes = 1.0 if ref_model is not None else 0.0
+        self.profile = get_profile((meta.get("chat_profile") or {}).get("name", "chat"))
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
+        d, t = cfg.data, cfg.train
+        self.train = open_pairs(data_path, d.train_split, meta)
+        self.stream = PairBatches(
+            self.train, t.micro_batch_size, d.seq_len, packing, t.seed, rank, world, self.pad_id
+        )
+        self.val = open_pairs(data_path, d.val_split, meta) if d.val_split in meta["splits"] else None
+        self._eval = (
+            fixed_pair_rows(self.val, d.seq_len, t.micro_batch_size, t.eval_batches, self.pad_id, rank, world)
+            if self.val
+            else []
+        )
+        self._sums: dict[str, torch.Tensor | None] = {"train": None, "eval": None}
+        self._history: list[tuple[float, float]] = []
+        self._window: list[tuple[float, float]] = []
+        self._warned = False
+        self._prompts = [self._fixed_prompt(p) for p in t.sample_prompts]
+        if self.val is not None and len(self.val):
+            for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
+                (prompt, _), (chosen, mask), _ = self.val.sides(int(i))
+                ids = [*prompt.tolist(), int(chosen[0])]  # the prompt and the untrained assistant marker
+                reply = [int(x) for x, m in zip(chosen[1:], mask[1:], strict=True) if m][:-1]
+                self._prompts.append(
+                    SamplePrompt(
+                        tokenizer.decode(prompt.tolist()[-32:]), ids, tokenizer.decode(reply), "validation"
+                    )
+                )
+
+    def _fixed_prompt(self, text: str) -> SamplePrompt:
+        rendered = render(
+            [{"role": "user", "content": text}],
+            self.profile,
+            self.tokenizer.encode,
+            self.tokenizer.token_to_id,
+            add_generation_prompt=True,
+        )
+        return SamplePrompt(text, rendered.ids)
+
+    # -- the Objective interface ----------------------------------------------------------------
+
+    def train_batch(self) -> Batch:
+        ref = self.reference.get(self.cfg.data.train_split) if self.reference else None
+        return pair_batch(self.stream.next_rows(), self.packing, ref)
+
+    def eval_batches(self) -> list[Batch]:
+        ref = self.reference.get(self.cfg.data.val_split) if self.reference else None
+        return [pair_batch(rows, False, ref) for rows in self._eval]
+
+    def sample_prompts(self) -> list[SamplePrompt]:
+        return list(self._prompts)
+
+    def stop_ids(self) -> list[int]:
+        return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
+
+    def describe(self) -> dict[str, Any]:
+        usable = len(self.stream.usable)
+        return {
+            "pairs": len(self.train),
+            "used": usable,
+            "dropped_overlong": len(self.train) - usable,
+            "packing": self.packing,
+            "loss": self.loss,
+            "beta": self.beta,
+            "reference": "live"
+            if self.ref_model is not None
+            else (
+                "precomputed (cached)"
+                if self.reference_info.get("cached")
+                else f"precomputed in {self.reference_info.get('seconds', 0):.1f}s"
+            ),
+            "batches_per_epoch": self.stream.batches_per_epoch(),
+            "val_pairs": len(self.val) if self.val is not None else 0,
+            "eval_batches": len(self._eval),
+            "epoch": self.stream.epoch,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+    # -- what the Trainer asks of an objective with its own loss --------------------------------
+
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Any, autocast: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed per-pair loss, pairs whose chosen reward beats the rejected one); metrics accumulate."""
+        n = int(batch.pair_ids.numel())
+        logps, counts, logit_sums = sequence_logps(model, batch, autocast, 2 * n)
+        if batch.ref is not None:
+            ref = batch.ref.to(logps.dtype)
+            ref_c, ref_r = ref[:, 0], ref[:, 1]
+        else:
+            assert self.ref_model is not None, "no reference: precomputed log-probs or a live model is needed"
+            with torch.no_grad():
+                ref_sums, _, _ = sequence_logps(self.ref_model, batch, autocast, 2 * n, with_logits=False)
+            ref_c, ref_r = ref_sums[0::2], ref_sums[1::2]
+        pc, pr = logps[0::2], logps[1::2]
+        losses, chosen_r, rejected_r = preference_losses(
+            pc,
+            pr,
+            ref_c,
+            ref_r,
+            beta=self.beta,
+            loss=self.loss,
+            label_smoothing=self.smoothing,
+            chosen_tokens=counts[0::2],
+            rejected_tokens=counts[1::2],
+        )
+        right = (chosen_r > rejected_r).sum()
+        with torch.no_grad():
+            row = torch.stack(
+                [
+                    torch.tensor(float(n), device=logps.device, dtype=torch.float64),
+                    chosen_r.double().sum(),
+                    rejected_r.double().sum(),
+                    (chosen_r - rejected_r).double().sum(),
+                    right.double(),
+                    pc.detach().double().sum(),
+                    pr.detach().double().sum(),
+                ]
+            )
+            row = torch.cat([row, logit_sums.to(row.device)])
+        kind = "train" if model.training else "eval"
+        current = self._sums[kind]
+        self._sums[kind] = row if current is None else current + row
+        return losses.sum(), right
+
+    def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
+        """TRL-named means over the pairs since the last call (all ranks), and any warning to log."""
+        from llmctl.engine import distributed as D
+
+        sums = self._sums[kind]
+        self._sums[kind] = None
+        if sums is None:
+            sums = torch.zeros(11, dtype=torch.float64, device=device)
+        values = D.all_reduce_sum(dist, sums.to(device)).tolist()
+        pairs = max(1.0, values[0])
+        metrics = {
+            "rewards/chosen": values[1] / pairs,
+            "rewards/rejected": values[2] / pairs,
+            "rewards/margins": values[3] / pairs,
+            "rewards/accuracies": values[4] / pairs,
+            "logps/chosen": values[5] / pairs,
+            "logps/rejected": values[6] / pairs,
+            "logits/chosen": values[7] / max(1.0, values[8]),
+            "logits/rejected": values[9] / max(1.0, values[10]),
+        }
+        notes: list[str] = []
+        if kind == "train":
+            self._window.append((metrics["logps/chosen"], metrics["rewards/margins"]))
+            if len(self._window) >= WARN_WINDOW:
+                self._history.append(tuple(float(np.mean([w[i] for w in self._window])) for i in (0, 1)))  # type: ignore[arg-type]
+                self._window = []
+                if not self._warned and falling_chosen(self._history):
+                    self._warned = True
+                    notes.append(
+                        "warning: the chosen replies' log-probs have fallen for "
+                        f"{3 * WARN_WINDOW} steps while the margin grew: the model is pushing both replies down, "
+                        "the rejected faster (a known DPO failure); consider a larger --dpo.beta, a lower "
+                        "--optim.lr, or --dpo.loss=ipo"
+                    )
+        return metrics, notes
+
+
+@dataclass
+class DPOOutcome:
+    """A finished DPO run: the training outcome plus what happened to the pairs and the reference."""
+
+    run: Any
+    init: str
+    ref: str
+    data: dict[str, Any]
+
+
+def _prepare(cfg: Config) -> tuple[Config, Path, Path]:
+    """The config with the init checkpoint's model shape and a run name; (cfg, init, ref)."""
+    from llmctl.engine.checkpoint import resolve_checkpoint
+    from llmctl.engine.sft import _model_from_init
+
+    check_dpo_config(cfg)
+    if not cfg.checkpoint.init:
+        raise LlmctlError(
+            "dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)"
+        )
+    cfg, init, _ = _model_from_init(cfg)
+    ref = resolve_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
+    if not cfg.train.name:
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
+    return cfg, init, ref
+
+
+def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
+    """Preference-tune the --init checkpoint on pair shards with the shared Trainer."""
+    from llmctl.engine.checkpoint import check_compatible, load_model_state, read_manifest
+    from llmctl.engine.run import load_data, resolve_run_dir, run_training
+    from llmctl.engine.runtime import choose_runtime
+    from llmctl.engine.sft import accepts_doc_ids, check_sft_compat
+    from llmctl.model.llama import Transformer
+    from llmctl.tokens.pairs import require_pairs
+
+    cfg, init, ref = _prepare(cfg)
+    meta, tokenizer = load_data(cfg)
+    require_pairs(meta, cfg.data.path or "")
+    init_manifest = read_manifest(init) or {}
+    check_sft_compat(
+        meta, tokenizer, (init_manifest.get("tokenizer") or {}).get("fingerprint"), cfg.data.path or "", init
+    )
+    ref_manifest = read_manifest(ref)
+    assert ref_manifest is not None
+    check_compatible(ref, ref_manifest, cfg.model, tokenizer.fingerprint)
+    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    run_dir = resolve_run_dir(cfg)[0]
+    made: list[DPOObjective] = []
+    ref_info: dict[str, Any] = {}
+
+    def make_ref(device: torch.device) -> torch.nn.Module:
+        with torch.device(device):
+            model = Transformer(cfg.model)
+        model.load_state_dict(load_model_state(ref, cfg.model))
+        model.eval()
+        model.requires_grad_(False)
+        return model
+
+    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> DPOObjective:
+        runtime = choose_runtime(cfg.train, dist.local_rank)
+        ref_model, reference = None, None
+        if cfg.dpo.ref_mode == "live":
+            ref_model = make_ref(runtime.device)
+        else:
+            splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
+            shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
+            key = reference_key(ref, cfg.data.path or "", splits, cfg, runtime.dtype)
+            reference, info = load_or_compute_reference(
+                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist
+            )
+            ref_info.update(info)
+        objective = DPOObjective(
+            cfg.data.path or "",
+            meta,
+            tok,
+            cfg,
+            ref_model=ref_model,
+            reference=reference,
+            packing=packing,
+            rank=dist.rank,
+            world=dist.world_size,
+            reference_info=ref_info,
+        )
+        made.append(objective)
+        return objective
+
+    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
+    data: dict[str, Any] = {}
+    if made:
+        o = made[0]
+        data = {
+            **{k: v for k, v in o.describe().items() if k != "epoch"},
+            "seq_len": cfg.data.seq_len,
+            "ref_mode": cfg.dpo.ref_mode,
+            "reference_precompute": ref_info or None,
+        }
+        if ref_info:
+            from llmctl.plan.flops import flops_per_token
+
+            # Forward-only FLOPs spent once, up front, on the reference log-probs (0 when read from the cache).
+            fwd = flops_per_token(cfg.model, cfg.data.seq_len).train / 3
+            data["reference_flops"] = 0.0 if ref_info.get("cached") else ref_info["tokens"] * fwd
+    if outcome.is_rank0 and data:
+        summary_path = outcome.run_dir / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            atomic_write_json(summary_path, {**summary, "dpo_data": data})
+        outcome.result.summary["dpo_data"] = data
+    return DPOOutcome(outcome, str(init), str(ref), data)
