@@ -259,18 +259,18 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(
             None, "--resume", help="'auto' (latest checkpoint of this run) or a checkpoint path."
         ),
+        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
-        from llmctl.cli.pretrain import flag_overrides
-        from llmctl.config import load_config
+        from llmctl.cli._config import build_config, flag_values
         from llmctl.engine.dpo import run_dpo
 
-        extra = flag_overrides(data, steps, out, resume)
+        values = flag_values([data] if data is not None else [], steps, out, resume)
         if init is not None:
-            extra.append(f"--checkpoint.init={init}")
+            values["checkpoint.init"] = init
         if ref is not None:
-            extra.append(f"--dpo.ref={ref}")
-        outcome = run_dpo(load_config(config, list(ctx.args) + extra))
+            values["dpo.ref"] = ref
+        outcome = run_dpo(build_config(config, list(ctx.args), values), force=force)
         if not outcome.run.is_rank0:
             return
         render_dpo(outcome, json_out)

@@ -14,7 +14,6 @@ weights, the data and the settings that change the numbers) or by a second model
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from llmctl.engine.dpo_loss import LOSSES, falling_chosen, preference_losses, se
 from llmctl.engine.dpo_reference import load_or_compute_reference, pair_batch, reference_key
 from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.errors import LlmctlError
-from llmctl.files import atomic_write_json
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
 from llmctl.tokens.pair_batches import (
@@ -154,6 +152,10 @@ class DPOObjective:
     def stop_ids(self) -> list[int]:
         return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
+    def summary_extra(self) -> dict[str, Any]:
+        """Added to summary.json by the reporter (llmctl/engine/dpo.py: dpo_summary)."""
+        return {"dpo_data": dpo_summary(self)}
+
     def describe(self) -> dict[str, Any]:
         usable = len(self.stream.usable)
         return {
@@ -276,18 +278,18 @@ class DPOOutcome:
     data: dict[str, Any]
 
 
-def _prepare(cfg: Config) -> tuple[Config, Path, Path]:
-    """The config with the init checkpoint's model shape and a run name; (cfg, init, ref)."""
-    from llmctl.engine.checkpoint import resolve_checkpoint
+def _prepare(cfg: Config) -> tuple[Config, Any, Any]:
+    """The config with the init checkpoint's model shape and a run name; (cfg, init, ref) as opened checkpoints."""
     from llmctl.engine.sft import _model_from_init
+    from llmctl.infer.checkpoint import open_checkpoint
 
     check_dpo_config(cfg)
     if not cfg.checkpoint.init:
         raise LlmctlError(
             "dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)"
         )
-    cfg, init, _ = _model_from_init(cfg)
-    ref = resolve_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
+    cfg, init = _model_from_init(cfg)
+    ref = open_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
     if not cfg.train.name:
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -295,10 +297,30 @@ def _prepare(cfg: Config) -> tuple[Config, Path, Path]:
     return cfg, init, ref
 
 
-def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
-    """Preference-tune the --init checkpoint on pair shards with the shared Trainer."""
-    from llmctl.engine.checkpoint import check_compatible, load_model_state, read_manifest
-    from llmctl.engine.run import load_data, resolve_run_dir, run_training
+def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
+    """What summary.json records of a DPO run's data and reference (`dpo_data`)."""
+    from llmctl.plan.flops import flops_per_token
+
+    cfg, ref_info = objective.cfg, objective.reference_info
+    data: dict[str, Any] = {
+        **{k: v for k, v in objective.describe().items() if k != "epoch"},
+        "seq_len": cfg.data.seq_len,
+        "ref_mode": cfg.dpo.ref_mode,
+        "reference_precompute": ref_info or None,
+    }
+    if ref_info:
+        # Forward-only FLOPs spent once, up front, on the reference log-probs (0 when read from the cache).
+        fwd = flops_per_token(cfg.model, cfg.data.seq_len).train / 3
+        data["reference_flops"] = 0.0 if ref_info.get("cached") else ref_info["tokens"] * fwd
+    return data
+
+
+def run_dpo(cfg: Config, reporter: Any = None, *, force: bool = False) -> DPOOutcome:
+    """Preference-tune the --init checkpoint on pair shards with the shared Trainer.
+
+    The init and reference checkpoints are opened (and verified) once, here."""
+    from llmctl.engine.checkpoint import check_compatible
+    from llmctl.engine.run import RunInputs, load_data, resolve_run_dir, run_training
     from llmctl.engine.runtime import choose_runtime
     from llmctl.engine.sft import accepts_doc_ids, check_sft_compat
     from llmctl.model.llama import Transformer
@@ -307,40 +329,32 @@ def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
     cfg, init, ref = _prepare(cfg)
     meta, tokenizer = load_data(cfg)
     require_pairs(meta, cfg.data.path or "")
-    init_manifest = read_manifest(init) or {}
-    check_sft_compat(
-        meta, tokenizer, (init_manifest.get("tokenizer") or {}).get("fingerprint"), cfg.data.path or "", init
-    )
-    ref_manifest = read_manifest(ref)
-    assert ref_manifest is not None
-    check_compatible(ref, ref_manifest, cfg.model, tokenizer.fingerprint)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path)
+    check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     run_dir = resolve_run_dir(cfg)[0]
-    made: list[DPOObjective] = []
-    ref_info: dict[str, Any] = {}
 
     def make_ref(device: torch.device) -> torch.nn.Module:
         with torch.device(device):
             model = Transformer(cfg.model)
-        model.load_state_dict(load_model_state(ref, cfg.model))
+        model.load_state_dict(ref.model_state())
         model.eval()
         model.requires_grad_(False)
         return model
 
     def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> DPOObjective:
         runtime = choose_runtime(cfg.train, dist.local_rank)
-        ref_model, reference = None, None
+        ref_model, reference, ref_info = None, None, {}
         if cfg.dpo.ref_mode == "live":
             ref_model = make_ref(runtime.device)
         else:
             splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
             shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
-            key = reference_key(ref, cfg.data.path or "", splits, cfg, runtime.dtype)
-            reference, info = load_or_compute_reference(
+            key = reference_key(ref.path, cfg.data.path or "", splits, cfg, runtime.dtype)
+            reference, ref_info = load_or_compute_reference(
                 run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist
             )
-            ref_info.update(info)
-        objective = DPOObjective(
+        return DPOObjective(
             cfg.data.path or "",
             meta,
             tok,
@@ -352,29 +366,9 @@ def run_dpo(cfg: Config, reporter: Any = None) -> DPOOutcome:
             world=dist.world_size,
             reference_info=ref_info,
         )
-        made.append(objective)
-        return objective
 
-    outcome = run_training(cfg, factory, vocab_from_data=False, reporter=reporter)
-    data: dict[str, Any] = {}
-    if made:
-        o = made[0]
-        data = {
-            **{k: v for k, v in o.describe().items() if k != "epoch"},
-            "seq_len": cfg.data.seq_len,
-            "ref_mode": cfg.dpo.ref_mode,
-            "reference_precompute": ref_info or None,
-        }
-        if ref_info:
-            from llmctl.plan.flops import flops_per_token
-
-            # Forward-only FLOPs spent once, up front, on the reference log-probs (0 when read from the cache).
-            fwd = flops_per_token(cfg.model, cfg.data.seq_len).train / 3
-            data["reference_flops"] = 0.0 if ref_info.get("cached") else ref_info["tokens"] * fwd
-    if outcome.is_rank0 and data:
-        summary_path = outcome.run_dir / "summary.json"
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            atomic_write_json(summary_path, {**summary, "dpo_data": data})
-        outcome.result.summary["dpo_data"] = data
-    return DPOOutcome(outcome, str(init), str(ref), data)
+    outcome = run_training(
+        cfg, factory, reporter=reporter, force=force, inputs=RunInputs(meta, tokenizer, init)
+    )
+    data = dict(outcome.result.summary.get("dpo_data") or {})
+    return DPOOutcome(outcome, str(init.path), str(ref.path), data)
