@@ -169,7 +169,7 @@ def test_inspect_sft_marks_trained_tokens(setup: dict[str, Path]) -> None:
 
 
 def test_inspect_colours_alternate_on_a_terminal(setup: dict[str, Path]) -> None:
-    from llmctl.cli.inspect import STYLES, render_tokens
+    from llmctl.cli._tables import STYLES, render_tokens
     from llmctl.tokens.inspection import load_document, open_directory
 
     view = load_document(open_directory(setup["sft"]), 0)

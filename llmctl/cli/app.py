@@ -121,7 +121,7 @@ class LlmctlGroup(TyperGroup):
 app = typer.Typer(
     cls=LlmctlGroup,
     name="llmctl",
-    help="From raw text to a trained small language model: data, tokenizer, shards, pretraining, SFT and cost planning.",
+    help="From raw text to a trained, instruction- and preference-tuned language model: data, tokenizer, shards, pretraining, SFT, DPO, evaluation, Hugging Face import and export, and cost planning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain click help: Rich help panels cost ~0.15 s of imports and rendering per `--help` (0.34 s vs
@@ -146,20 +146,33 @@ def _root(
     """From raw text to a trained small language model."""
 
 
-def _register() -> None:
-    # Command modules register themselves on `app`; each is imported here so --help lists it.
-    # Order here is the order users meet the commands in (docs/ARCHITECTURE.md).
-    import importlib
+# The commands in the order users meet them (docs/ARCHITECTURE.md): --help lists them so. Each module
+# imports only light libraries at its top; `register` adds its command (or group) to the app.
+from llmctl.cli import (  # noqa: E402 - the app above must exist before the commands attach to it
+    budget,
+    checkpoint,
+    count,
+    data,
+    dpo,
+    eval,
+    export,
+    flops,
+    generate,
+    import_,
+    inspect,
+    plot,
+    pretrain,
+    sft,
+    tokenize,
+    tokenizer,
+)
 
-    for name in _COMMANDS:
-        module = importlib.import_module(f"llmctl.cli.{name}_" if name == "import" else f"llmctl.cli.{name}")
-        module.register(app)
-
-
-# One entry per working command module; a module is listed only once its command works.
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "dpo", "generate", "eval", "import", "export", "checkpoint", "plot", "flops", "budget"]
-
-_register()
+_MODULES = [data, tokenizer, tokenize, count, inspect, pretrain, sft, dpo, generate, eval, import_, export,
+            checkpoint, plot, flops, budget]
+_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "dpo", "generate",
+                        "eval", "import", "export", "checkpoint", "plot", "flops", "budget"]
+for _module in _MODULES:
+    _module.register(app)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from llmctl.cli.flops import flops_text, sci, shape_line, text_table
+from llmctl.cli._tables import flops_text, sci, shape_line, text_table
 from llmctl.errors import LlmctlError
 from llmctl.output import out, print_json
 from llmctl.plan.ranges import range_help

@@ -78,7 +78,7 @@ def count_command(
         from llmctl.tokens.stats import count_shards
 
         if read_meta(directory).get("mode") == "dpo":  # pair shards: pairs and prompt/chosen/rejected tokens
-            from llmctl.cli.dpo import render_pair_counts
+            from llmctl.cli._pairs import render_pair_counts
             from llmctl.tokens.pairs import count_pairs
 
             render_pair_counts(count_pairs(directory, list(split) or None), as_json)

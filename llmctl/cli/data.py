@@ -89,7 +89,7 @@ def download_command(
     from llmctl.eval.sources import EVAL_SOURCES
 
     if source in EVAL_SOURCES:  # an evaluation task (hellaswag, arc-easy...): items.jsonl, not parquet parts
-        from llmctl.cli.eval import download_task_command
+        from llmctl.cli._tasks import download_task_command
 
         download_task_command(source, out_dir, cache_dir=cache_dir, force=force, as_json=as_json)
         return

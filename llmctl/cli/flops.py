@@ -13,49 +13,10 @@ from typing import Any
 
 import typer
 
+from llmctl.cli._tables import flops_text, shape_line, text_table
 from llmctl.output import out, print_json
 from llmctl.plan.ranges import range_help
 from llmctl.units import fmt_count, fmt_duration, fmt_flops
-
-
-def text_table(
-    title: str | None,
-    columns: list[str],
-    rows: list[list[str]],
-    caption: str | None = None,
-    numeric: tuple[int, ...] = (),
-) -> Any:
-    """A Rich table whose `numeric` columns are right-aligned and the rest, words, left-aligned."""
-    from rich.table import Table
-
-    t = Table(
-        title=title, caption=caption, title_justify="left", caption_justify="left", show_header=any(columns)
-    )
-    for i, name in enumerate(columns):
-        t.add_column(name, justify="right" if i in numeric else "left", overflow="fold")
-    for row in rows:
-        t.add_row(*row)
-    return t
-
-
-def sci(x: float) -> str:
-    """2.09e19: the notation back-of-envelope notes use, next to the prefixed form."""
-    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.2e}".replace("e+", "e")
-
-
-def flops_text(x: float) -> str:
-    """`20.9 EFLOPs (2.09e19)`."""
-    return f"{fmt_flops(x)} ({sci(x)})"
-
-
-def shape_line(cfg: Any) -> str:
-    """One line describing a ModelConfig's shape."""
-    kv = f"{cfg.kv_heads} KV heads" if cfg.kv_heads != cfg.n_heads else "MHA"
-    return (
-        f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.head_dim} ({kv}), "
-        f"SwiGLU {cfg.hidden_dim}, vocab {cfg.vocab_size:,}, {'tied' if cfg.tied_embeddings else 'untied'} head"
-        + (", qkv bias" if cfg.qkv_bias else "")
-    )
 
 
 def _param_rows(r: Any) -> list[list[str]]:

@@ -16,45 +16,8 @@ from typing import Any
 
 import typer
 
+from llmctl.cli._tables import render_tokens
 from llmctl.output import out, print_json, stdout_is_plain
-
-PLAIN_SEP = "\u00a6"
-STYLES = {
-    "plain": ("on grey23", "on dodger_blue3"),
-    "trained": ("black on green3", "black on dark_sea_green2"),
-    "masked": ("grey70 on grey19", "grey70 on grey30"),
-}
-
-
-def _shown(piece: str) -> str:
-    return piece.replace("\n", "\u21b5\n").replace("\t", "\u2192\t")
-
-
-def render_tokens(view: Any, max_tokens: int, plain: bool) -> Any:
-    """A Rich Text of the document with token boundaries (and the SFT mask) made visible."""
-    from rich.text import Text
-
-    text = Text()
-    n = len(view.ids) if max_tokens <= 0 else min(max_tokens, len(view.ids))
-    masked_run = False
-    for k in range(n):
-        trained = view.mask is None or view.mask[k] == 1
-        piece = _shown(view.pieces[k])
-        if plain:
-            if view.mask is not None and not trained and not masked_run:
-                text.append("\u27e6")
-            if view.mask is not None and trained and masked_run:
-                text.append("\u27e7")
-            masked_run = view.mask is not None and not trained
-            text.append(piece + (PLAIN_SEP if k < n - 1 else ""))
-        else:
-            kind = "plain" if view.mask is None else ("trained" if trained else "masked")
-            text.append(piece, style=STYLES[kind][k % 2])
-    if plain and masked_run:
-        text.append("\u27e7")
-    if n < len(view.ids):
-        text.append(f"\n\u2026 {len(view.ids) - n:,} more tokens (--max-tokens 0 shows all)", style="italic")
-    return text
 
 
 def _header(view: Any, total: int) -> Any:
@@ -136,7 +99,7 @@ def inspect_command(
     from llmctl.tokens.shards import read_meta
 
     if read_meta(directory_path).get("mode") == "dpo":  # pair shards: prompt, chosen and rejected
-        from llmctl.cli.dpo import inspect_pairs
+        from llmctl.cli._pairs import inspect_pairs
 
         inspect_pairs(directory_path, split, index, sample, seed, max_tokens, as_json)
         return

@@ -167,7 +167,7 @@ def tokenize_command(
             raise LlmctlError(f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)")
         profile = "model"
     if mode == "dpo":
-        from llmctl.cli.dpo import tokenize_pairs_command
+        from llmctl.cli._pairs import tokenize_pairs_command
 
         tokenize_pairs_command(data, tokenizer, out_dir, profile, max_len, tuple(split), as_json)
         return
