@@ -97,7 +97,7 @@ class DataConfig:
     path: str | None = None
     """Token shard directory written by `llmctl tokenize` (holds meta.json). A leading ~ is the home folder."""
     sources: list[dict[str, Any]] = field(default_factory=list)
-    """A mixture instead of `path`: [{path, weight}] (SFT: {path, epochs}); see llmctl/tokens/mix.py."""
+    """A mixture instead of `path`: [{path, weight}] (SFT: {path, epochs}); see llmctl/data_sources.py."""
     mix_by: Literal["tokens", "documents"] = "tokens"
     """What mixture weights count: tokens, or documents (turned into tokens by mean document length)."""
     seq_len: int = 256
@@ -515,7 +515,7 @@ def validate(cfg: Config) -> Config:
     if cfg.data.path is not None and cfg.data.sources:
         raise LlmctlError("data.path and data.sources are both set", "give one source as data.path, or every source in data.sources")
     if cfg.data.sources:
-        from llmctl.tokens.mix import specs_from_config
+        from llmctl.data_sources import specs_from_config
 
         specs_from_config(None, cfg.data.sources)  # entries and weights checked before any data is read
     o = cfg.optim

@@ -22,6 +22,7 @@ PARTS = {
     "files": "Ground",
     "config": "Config",
     "presets": "Config",
+    "data_sources": "Config",
     "plan": "Plan",
     "raw": "Raw",
     "tokenizer": "Tok",
