@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["__main__", "llmctl.tokens.fork_server", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
+PRELOAD = ["llmctl.tokens.fork_server", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
+"""No "__main__": workers never need the parent's script (a no-op on 3.11, the whole CLI where it works)."""
 MAIN_PATH_ENV = "LLMCTL_FORK_SERVER_MAIN"
 """The parent's main script, handed to the fork server (see `llmctl.tokens.fork_server`)."""
 IN_PROCESS_BYTES = 2 << 20
