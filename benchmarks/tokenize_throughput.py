@@ -2,7 +2,8 @@
 
     python benchmarks/tokenize_throughput.py                      # pystdlib corpus, 2 processes
     python benchmarks/tokenize_throughput.py --num-proc 8 --data data/ts --tokenizer tok/ts.json
-    python benchmarks/tokenize_throughput.py --scale 4            # 4x the corpus: peak RSS should not move
+    python benchmarks/tokenize_throughput.py --scale 4            # 4x the corpus (50 MB): peak RSS should not move
+    python benchmarks/tokenize_throughput.py --baseline /path/to/old/checkout   # A/B, rounds alternated
 
 Without --data, the corpus is the Python standard library's .py files (test folders excluded), written
 as a raw dataset the way `llmctl data download pystdlib` lays it out; without --tokenizer, a byte-level
@@ -10,6 +11,11 @@ BPE (vocab 8192, llmctl's special tokens) is trained on it. The baseline is `enc
 already in memory, with as many threads as llmctl gets processes; llmctl is timed as the whole command
 (`python -m llmctl tokenize ...`: interpreter start, parquet reading, shard writing included). The ids
 written are checked against encode_batch's, document by document.
+
+Start-up: the same whole command on a tiny input (50 short documents), so nearly all of it is the
+fixed cost (interpreter, imports, tokenizer load, fork server and workers when there are any, exit).
+With --baseline, another llmctl checkout runs the same commands in the same rounds, alternated, and
+the ratios old/new are per round (medians printed), so a change in the machine's load hits both.
 """
 
 from __future__ import annotations
@@ -113,14 +119,32 @@ def tree_usage(pid: int, cpu: dict[int, float]) -> int:
     return total
 
 
-def run_llmctl(data: Path, tok: Path, out: Path, num_proc: int) -> tuple[float, int, float, dict]:
-    """Wall seconds of the whole command, peak memory and CPU seconds of its process tree, its --json report."""
+def tiny_corpus(out: Path) -> Path:
+    """DIR/train/part-00000.parquet: 50 short documents, for the start-up figure."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    texts = [f"def f{k}(x):\n    return x + {k}\n" for k in range(50)]
+    pq.write_table(pa.table({"text": texts}), out / "train" / "part-00000.parquet")
+    (out / "dataset.json").write_text(json.dumps({"source": "tiny"}))
+    return out
+
+
+def run_llmctl(
+    data: Path, tok: Path, out: Path, num_proc: int, root: Path = ROOT
+) -> tuple[float, int, float, dict]:
+    """Wall seconds of the whole command, peak memory and CPU seconds of its process tree, its --json report.
+
+    `root` is the checkout whose llmctl runs (put first on PYTHONPATH).
+    """
     cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(data), "--tokenizer", str(tok),
            "--out", str(out), "--num-proc", str(num_proc), "--split", "train", "--json"]
     peak = [0]
     cpu: dict[int, float] = {}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def sample() -> None:
         while proc.poll() is None:
@@ -156,9 +180,16 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=2, help="llmctl processes = encode_batch threads")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (one run of each); medians are reported")
     parser.add_argument("--scale", type=int, default=1, help="copies of the stdlib corpus")
+    parser.add_argument("--baseline", type=Path, help="another llmctl checkout to alternate with (A/B)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    import compileall
+
+    # Byte-compiled as `pip install` does: under PYTHONDONTWRITEBYTECODE=1 an editable checkout would
+    # recompile llmctl in every process (parent and fork server), a cost no installed copy pays.
+    for root in filter(None, [ROOT, args.baseline]):
+        compileall.compile_dir(Path(root) / "llmctl", quiet=1)
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -168,18 +199,30 @@ def main() -> None:
         text_bytes = sum(len(t.encode("utf-8")) for t in texts)
         (tmp / "texts.json").write_text(json.dumps(texts))
         # Interleaved, so a change in the machine's load hits both sides alike; ratios are per round.
-        refs, ref_cpu, walls, peaks, cpus, inner = [], [], [], [], [], []
+        tiny = tiny_corpus(tmp / "tiny")
+        sides = {"new": ROOT, **({"old": args.baseline.resolve()} if args.baseline else {})}
+        refs, ref_cpu = [], []
+        runs: dict[str, dict[str, list]] = {
+            side: {key: [] for key in ("wall", "peak", "cpu", "inner", "start", "start_cpu")} for side in sides
+        }
         for k in range(args.repeat):
             ref = reference(tmp / "texts.json", tok, args.num_proc, tmp / "ref.json")
             refs.append(ref["seconds"])
             ref_cpu.append(ref["cpu_seconds"])
-            wall, peak, cpu, report = run_llmctl(data, tok, tmp / f"out{k}", args.num_proc)
-            walls.append(wall)
-            peaks.append(peak)
-            cpus.append(cpu)
-            inner.append(report["seconds"])
+            # Alternate which side goes first, so neither always follows the reference run.
+            for side in sorted(sides, reverse=bool(k % 2)):
+                r = runs[side]
+                wall, peak, cpu, report = run_llmctl(data, tok, tmp / f"out-{side}{k}", args.num_proc, sides[side])
+                r["wall"].append(wall)
+                r["peak"].append(peak)
+                r["cpu"].append(cpu)
+                r["inner"].append(report["seconds"])
+                start, _, start_cpu, _ = run_llmctl(tiny, tok, tmp / f"tiny-{side}{k}", args.num_proc, sides[side])
+                r["start"].append(start)
+                r["start_cpu"].append(start_cpu)
+        walls, peaks, cpus, inner = (runs["new"][key] for key in ("wall", "peak", "cpu", "inner"))
         tokens = sum(len(ids) for ids in ref["ids"])
-        mismatched = check_ids(tmp / "out0", ref["ids"])
+        mismatched = check_ids(tmp / "out-new0", ref["ids"])
         written = report["tokens"]
 
     rows = [
@@ -187,6 +230,22 @@ def main() -> None:
         ("llmctl tokenize (whole command)", walls, written, max(peaks), cpus),
         ("llmctl tokenize (in-process)", inner, written, None, None),
     ]
+    if "old" in runs:
+        old = runs["old"]
+        rows += [("baseline (whole command)", old["wall"], written, max(old["peak"]), old["cpu"]),
+                 ("baseline (in-process)", old["inner"], written, None, None)]
+    med = statistics.median
+    startup = {
+        side: {"seconds": med(r["start"]), "cpu_seconds": med(r["start_cpu"]), "seconds_all": r["start"],
+               "gap_seconds": med(w - i for w, i in zip(r["wall"], r["inner"], strict=True))}
+        for side, r in runs.items()
+    }
+    if "old" in runs:
+        startup["old_over_new"] = {
+            "startup": med(o / n for o, n in zip(runs["old"]["start"], runs["new"]["start"], strict=True)),
+            "startup_cpu": med(o / n for o, n in zip(runs["old"]["start_cpu"], runs["new"]["start_cpu"], strict=True)),
+            "whole_command": med(o / n for o, n in zip(runs["old"]["wall"], runs["new"]["wall"], strict=True)),
+        }
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}, load average {load_at_start:.1f} at start",
@@ -197,6 +256,7 @@ def main() -> None:
         "num_proc": args.num_proc,
         "repeat": args.repeat,
         "mismatched_documents": mismatched,
+        "startup": startup,
         "rows": [
             {"what": what, "seconds": statistics.median(times), "tokens_per_second": n / statistics.median(times),
              "mb_per_second": text_bytes / statistics.median(times) / 1e6,
@@ -220,6 +280,15 @@ def main() -> None:
               f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{cpu:>8}{rss:>11}")
     print("CPU s: all threads/processes (llmctl: the whole process tree, interpreter start included); "
           "peak mem: summed PSS of the command's processes, sampled every 20 ms")
+    for side, label in (("new", "llmctl"), ("old", "baseline")):
+        if side in startup:
+            st = startup[side]
+            print(f"start-up, {label}: {st['seconds']:.2f} s whole command on 50 tiny documents "
+                  f"({st['cpu_seconds']:.2f} CPU s); whole command minus in-process on the corpus: {st['gap_seconds']:.2f} s")
+    if "old_over_new" in startup:
+        r = startup["old_over_new"]
+        print(f"baseline / llmctl, per-round medians: start-up {r['startup']:.2f}x (CPU {r['startup_cpu']:.2f}x), "
+              f"whole command on the corpus {r['whole_command']:.2f}x")
     print(f"ids identical to encode_batch: {'yes, every document' if mismatched == 0 else f'NO, {mismatched} documents differ'}")
 
 

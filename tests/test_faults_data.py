@@ -308,7 +308,7 @@ def test_download_onto_a_real_full_tmpfs_leaves_nothing(tmp_path: Path) -> None:
             ],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
             cwd=tmp_path,
         )
         assert result.returncode == 4, result.stderr
@@ -438,6 +438,10 @@ def big_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+WORKERS_ALWAYS = {"LLMCTL_TOKENIZE_IN_PROCESS_BYTES": "0"}
+"""Start worker processes whatever the input's size (a small one is otherwise encoded in the parent)."""
+
+
 def temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if ".tmp-" in p.name or p.name.startswith(".llmctl-tmp-")]
 
@@ -542,7 +546,7 @@ def run_llmctl(args: list[str], cwd: Path, **kw: object) -> subprocess.Completed
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
         **kw,
     )
 
@@ -595,7 +599,7 @@ def test_a_folder_named_llmctl_in_the_cwd_does_not_break_workers(
     launcher.write_text(
         "import sys\nfrom llmctl.cli.app import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS}  # even for this small input
     for args in (
         ["count", "--data", str(raw), "--tokenizer", str(tok), "--num-proc", "2", "--json"],
         [
@@ -659,7 +663,7 @@ def start_tokenize(raw: Path, tok: Path, out: Path, cwd: Path) -> subprocess.Pop
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
@@ -732,7 +736,7 @@ def test_kill_9_of_count_data_leaves_no_process_behind(big_raw: Path, tmp_path: 
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
         start_new_session=True,
     )
     try:

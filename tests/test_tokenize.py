@@ -97,11 +97,31 @@ def test_counts_empty_and_invalid_utf8(single: Path) -> None:
     assert total == meta["splits"]["train"]["tokens"] == meta["totals"]["tokens"] - meta["splits"]["validation"]["tokens"]
 
 
-def test_two_processes_write_the_same_bytes(single: Path, raw: Path, tok_path: Path, tmp_path: Path) -> None:
+def test_two_processes_write_the_same_bytes(
+    single: Path, raw: Path, tok_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_TOKENIZE_IN_PROCESS_BYTES", "0")  # workers, however small the input
     out = tmp_path / "tokens"
     result = tokenize(_opts(raw, tok_path, out, num_proc=2))
-    assert result.encoder == "tiktoken"
+    assert result.encoder == "tiktoken" and result.processes == 2
     assert _files(out) == _files(single)
+
+
+def test_a_small_input_is_encoded_in_process_to_the_same_bytes(
+    single: Path, raw: Path, tok_path: Path, tmp_path: Path
+) -> None:
+    import multiprocessing.forkserver as forkserver
+
+    from llmctl.tokens import worker_start
+
+    assert worker_start.IN_PROCESS_BYTES > 1_000_000 > sum(p.stat().st_size for p in raw.rglob("*.parquet"))
+    assert not worker_start.might_need_workers(raw) and worker_start.might_need_workers(tmp_path / "none")
+    forkserver._forkserver._stop()  # left running by an earlier test of this process
+    out = tmp_path / "tokens"
+    result = tokenize(_opts(raw, tok_path, out, num_proc=2))
+    assert result.processes == 1
+    assert _files(out) == _files(single)
+    assert forkserver._forkserver._forkserver_pid is None  # no fork server was started for it
 
 
 def test_reference_encoder_writes_the_same_bytes(single: Path, raw: Path, tok_path: Path, tmp_path: Path) -> None:
@@ -263,7 +283,8 @@ def test_sft_needs_the_chat_markers(texts: list[str], tmp_path: Path) -> None:
 
 def test_unknown_role_is_reported_from_a_worker(tok_path: Path, tmp_path: Path) -> None:
     raw = write_dataset(tmp_path / "raw", {"train": [[[{"role": "robot", "content": "beep"}]]]}, column="messages")
-    with pytest.raises(LlmctlError, match="role 'robot'") as info:
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(LlmctlError, match="role 'robot'") as info:
+        mp.setenv("LLMCTL_TOKENIZE_IN_PROCESS_BYTES", "0")  # a worker, however small the input
         tokenize(_opts(raw, tok_path, tmp_path / "out", mode="sft", num_proc=2))
     assert "use one of" in (info.value.hint or "")
     assert not list((tmp_path / "out").rglob("shard-*"))
@@ -284,6 +305,40 @@ def test_cli_tokenize_json_and_merge(raw: Path, tok_path: Path, tmp_path: Path) 
     merged = runner.invoke(app, ["tokenize", "--merge", "--out", str(out), "--json"])
     assert merged.exit_code == 0
     assert json.loads(merged.stdout)["meta"]["splits"] == report["meta"]["splits"]
+
+
+def test_console_script_workers_do_not_import_the_command_line(raw: Path, tok_path: Path, tmp_path: Path) -> None:
+    # Started like the `llmctl` console script (a script file as __main__), with workers forced: a
+    # worker that ran the script again (as __mp_main__) would leave its pid in the marker folder.
+    root = Path(__file__).resolve().parents[1]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    launcher = tmp_path / "bin" / "llmctl_cli.py"
+    launcher.parent.mkdir()
+    launcher.write_text(
+        "import os, sys\n"
+        "if __name__ != '__main__':\n"
+        f"    open(os.path.join({str(marks)!r}, str(os.getpid())), 'w').close()\n"
+        "from llmctl.cli.app import main\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root), "LLMCTL_TOKENIZE_IN_PROCESS_BYTES": "0"}
+    done = subprocess.run(
+        [sys.executable, str(launcher), "tokenize", "--data", str(raw), "--tokenizer", str(tok_path),
+         "--out", str(tmp_path / "t"), "--num-proc", "2", "--shard-size", "150K", "--json"],
+        env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["processes"] == 2
+    assert not list(marks.iterdir())
+
+
+def test_cli_small_input_reports_one_process(raw: Path, tok_path: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok_path), "--out",
+                                      str(tmp_path / "t"), "--num-proc", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["num_proc"] == 2 and report["processes"] == 1
 
 
 def test_cli_requires_data_and_tokenizer(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def count_command(
         from llmctl.tokens.worker_start import prestart_workers
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        prestart_workers(num_proc or cores)
+        prestart_workers(num_proc or cores, data, tuple(split))
         from llmctl.cli._progress import TokenProgress
         from llmctl.tokens.tokenize import count_raw
 

@@ -141,7 +141,7 @@ def tokenize_command(
 
     num_proc = num_proc or _cores()
     if not merge:
-        prestart_workers(num_proc)
+        prestart_workers(num_proc, data, tuple(split))
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
     from llmctl.tokens.tokenize import merge as merge_shards
 
@@ -210,6 +210,7 @@ def tokenize_command(
         "encoder": result.encoder,
         "encoder_note": result.encoder_note,
         "num_proc": opts.num_proc,
+        "processes": result.processes,
         "shards": result.shards_total,
         "shards_written": result.shards_written,
         "shards_skipped": result.shards_skipped,
@@ -240,7 +241,8 @@ def tokenize_command(
         )
         log(
             f"{fmt_count(rate)} tokens/s, {fmt_bytes(summary['bytes_per_second'])}/s of text, "
-            f"encoder {result.encoder}, {opts.num_proc} process(es)"
+            f"encoder {result.encoder}, {result.processes} process(es)"
+            + (" (the input is small: encoded here, no workers)" if result.processes < opts.num_proc else "")
         )
     if result.meta is None:
         log(

@@ -30,7 +30,7 @@ from llmctl.tokens.plan import ShardPlan, plan_split, resolve_column
 from llmctl.tokens.pool import pipeline
 from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
 from llmctl.tokens.stats import summarize
-from llmctl.tokens.worker_start import prestart_workers
+from llmctl.tokens.worker_start import prestart_workers, worker_processes
 from llmctl.tokens.workers import SEPARATORS, ChunkResult, EncodePolicy
 
 __all__ = ["TokenizeOptions", "TokenizeResult", "Progress", "tokenize", "merge", "count_raw"]
@@ -89,6 +89,8 @@ class TokenizeResult:
     invalid_utf8_replaced: int
     text_bytes: int
     seconds: float
+    processes: int
+    """Processes that encoded: the requested number, or 1 when the input is small."""
     peak_rss_main: int
     """Peak resident memory of this (the reading and writing) process; workers are separate processes."""
     meta: dict[str, Any] | None = field(default=None, repr=False)
@@ -202,7 +204,7 @@ def tokenize(
             f"--shard-index {opts.shard_index} is not in 0..{opts.num_shards - 1}", "pass 0 <= I < K"
         )
     started = time.perf_counter()
-    prestart_workers(opts.num_proc)
+    prestart_workers(opts.num_proc, opts.data, opts.splits)
     tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note, opts.mode == "sft" and opts.profile == "model")
     out = opts.out
     if out.exists() and not out.is_dir():
@@ -236,10 +238,11 @@ def tokenize(
     if on_progress:
         on_progress(progress)
     assembler = _ShardAssembler(out, policy, {"fingerprint": tok.fingerprint, "settings_id": stamp_id})
+    processes = worker_processes(opts.num_proc, sum(p.est_bytes for p in todo))
     try:
         for plan in todo:
             remove_shard(out / plan.split, shard_name(plan.index))
-        with closing(pipeline(todo, policy.column, spec, policy, opts.num_proc)) as stream:
+        with closing(pipeline(todo, policy.column, spec, policy, processes)) as stream:
             for plan, position, result in stream:
                 if result is None:
                     assembler.finish(plan)
@@ -284,6 +287,7 @@ def tokenize(
         invalid_utf8_replaced=totals["invalid_utf8_replaced"],
         text_bytes=totals["text_bytes"],
         seconds=time.perf_counter() - started,
+        processes=processes,
         peak_rss_main=_peak_rss(),
         meta=meta,
     )
@@ -366,16 +370,19 @@ def count_raw(
 ) -> dict[str, Any]:
     """Token and document counts of a raw dataset, tokenized in parallel but never written."""
     started = time.perf_counter()
-    prestart_workers(num_proc)
+    prestart_workers(num_proc, data, splits)
     tok, spec, note = _prepare(tokenizer, fast, on_note, mode == "sft" and profile == "model")
     per_split: dict[str, dict[str, Any]] = {}
     lengths: dict[str, np.ndarray] = {}
     progress = Progress()
+    processes = 1
     for split in _selected_splits(data, splits):
         col = resolve_column(data, split, mode, column)
         policy = _policy(tok, mode, profile, separator, col, count_only=True)
         plans = plan_split(data, split, col, 1 << 62)
         progress.rows_total += sum(p.rows for p in plans)
+        split_procs = worker_processes(num_proc, sum(p.est_bytes for p in plans))
+        processes = max(processes, split_procs)
         parts: list[np.ndarray] = []
         row = {
             "tokens": 0,
@@ -385,7 +392,7 @@ def count_raw(
             "invalid_utf8_replaced": 0,
             "text_bytes": 0,
         }
-        with closing(pipeline(plans, col, spec, policy, num_proc)) as stream:
+        with closing(pipeline(plans, col, spec, policy, split_procs)) as stream:
             for _plan, _position, result in stream:
                 if result is None:
                     continue
@@ -417,6 +424,7 @@ def count_raw(
         "mode": mode,
         "encoder": spec.backend,
         "encoder_note": note,
+        "processes": processes,
         "seconds": time.perf_counter() - started,
         **result,
     }

@@ -12,6 +12,12 @@ Two faults this module guards against:
   folder holding *this* llmctl put first.
 - A killed parent (kill -9, OOM) must not leave workers behind. Each worker watches the parent and
   ends with it (`exit_with_parent`); the fork server and the resource tracker end once the workers do.
+
+Start-up is most of a small run, so a small input is encoded in the parent alone (IN_PROCESS_BYTES):
+no fork server, no resource tracker, no workers. And workers never re-import the command line: Python
+3.11's fork server ignores the `__main__` preload, so every worker of the `llmctl` console script
+would run that script (typer, rich, every command) before its first chunk; the server marks the
+script as already imported instead (`llmctl.tokens.fork_server`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["__main__", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
+PRELOAD = ["llmctl.tokens.fork_server", "llmctl.tokens.workers", "tiktoken", "pyarrow"]
+"""No "__main__": workers never need the parent's script (a no-op on 3.11, the whole CLI where it works)."""
+MAIN_PATH_ENV = "LLMCTL_FORK_SERVER_MAIN"
+"""The parent's main script, handed to the fork server (see `llmctl.tokens.fork_server`)."""
+IN_PROCESS_BYTES = 2 << 20
+"""Below this much raw text, workers cost more to start than they save: the parent encodes it all.
+The output is the same bytes either way; only the number of processes differs. The environment
+variable LLMCTL_TOKENIZE_IN_PROCESS_BYTES overrides it (0: always start workers)."""
+_PARQUET_RATIO = 5
+"""Raw text bytes per parquet byte on disk, about the most seen (snappy ~3x, zstd ~4x on text); when
+the guess is short, the fork server is only started later, when the footers tell the real size."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -44,8 +60,11 @@ def worker_context() -> Any:
 @contextlib.contextmanager
 def _server_environment() -> Iterator[None]:
     """Environment for starting the fork server: no current directory on sys.path, this llmctl first."""
-    saved = {key: os.environ.get(key) for key in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    saved = {key: os.environ.get(key) for key in ("PYTHONSAFEPATH", "PYTHONPATH", MAIN_PATH_ENV)}
     os.environ["PYTHONSAFEPATH"] = "1"
+    main_path = _main_path()
+    if main_path is not None:
+        os.environ[MAIN_PATH_ENV] = main_path
     root = _package_root()
     if root is not None:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [saved["PYTHONPATH"]])])
@@ -57,6 +76,14 @@ def _server_environment() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _main_path() -> str | None:
+    """The script path every worker would be asked to import as its `__main__` (None for `python -m`)."""
+    from multiprocessing import spawn
+
+    path = spawn.get_preparation_data("llmctl").get("init_main_from_path")
+    return str(path) if path else None
 
 
 def _package_root() -> str | None:
@@ -77,9 +104,40 @@ def _package_root() -> str | None:
     return root
 
 
-def prestart_workers(num_proc: int) -> None:
-    """Start the fork server now (a no-op for one process or without forkserver)."""
-    if num_proc > 1:
+def worker_processes(num_proc: int, text_bytes: int) -> int:
+    """Processes to encode `text_bytes` of raw text with: `num_proc`, or 1 for a small input."""
+    return 1 if text_bytes < _in_process_bytes() else max(num_proc, 1)
+
+
+def _in_process_bytes() -> int:
+    try:
+        return int(os.environ.get("LLMCTL_TOKENIZE_IN_PROCESS_BYTES", IN_PROCESS_BYTES))
+    except ValueError:
+        return IN_PROCESS_BYTES
+
+
+def might_need_workers(data: Path | None, splits: tuple[str, ...] = ()) -> bool:
+    """False only when the raw parts on disk are too small to ever reach IN_PROCESS_BYTES of text.
+
+    Reads file sizes only (no pyarrow), so it can run before the heavy imports; the exact size comes
+    later from the parquet footers (`worker_processes`). Unsure (unreadable, no such folder): True.
+    """
+    if data is None:  # nothing to encode (a usage error follows)
+        return False
+    try:
+        folders = [data / s for s in splits] if splits else [p for p in data.iterdir() if p.is_dir()]
+        on_disk = sum(part.stat().st_size for folder in folders for part in folder.glob("part-*.parquet"))
+    except OSError:  # the later check decides
+        return True
+    return on_disk * _PARQUET_RATIO >= _in_process_bytes()
+
+
+def prestart_workers(num_proc: int, data: Path | None = None, splits: tuple[str, ...] = ()) -> None:
+    """Start the fork server now, so its imports overlap the parent's own work.
+
+    A no-op for one process, without forkserver, or when `data` is too small to be worth workers.
+    """
+    if num_proc > 1 and might_need_workers(data, splits):
         worker_context()
 
 
