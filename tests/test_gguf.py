@@ -59,7 +59,7 @@ def test_llama3_import_to_gguf(imported: SimpleNamespace, tmp_path: Path, dtype:
     import torch
 
     from llmctl.config import from_dict
-    from llmctl.engine.checkpoint import load_model_state
+    from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.model.llama import llama3_frequencies
 
     ck = imported.ck["llama"]
@@ -86,7 +86,7 @@ def test_llama3_import_to_gguf(imported: SimpleNamespace, tmp_path: Path, dtype:
     assert np.allclose(factors, (base / llama3_frequencies(base, cfg)).numpy())
     assert factors[0] == 1.0 and factors[-1] == pytest.approx(8.0)
     # llama.cpp's llama arch rotates interleaved pairs, as llmctl does: q rows are stored unchanged.
-    state = load_model_state(ck, cfg)
+    state = open_checkpoint(ck).model_state()
     want = state["layers.1.attention.wq.weight"].numpy()
     tol = {"float32": 0.0, "float16": 1e-3, "q8_0": np.abs(want).max() / 100}[dtype]
     assert np.abs(tensors["blk.1.attn_q.weight"] - want).max() <= tol

@@ -73,12 +73,12 @@ def test_import_matches_transformers_logits_and_records_provenance(
 
 def test_llama3_rope_scaling_is_what_makes_the_logits_match(models: SimpleNamespace) -> None:
     from llmctl.config import from_dict
-    from llmctl.engine.checkpoint import load_model_state
+    from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.export.hf_import import load_hf_weights, parity
 
     ck = models.ck["llama"]
     cfg = from_dict(_manifest(ck)["config"]).model
-    state = load_model_state(ck, cfg)
+    state = open_checkpoint(ck).model_state()
     state.pop("output.weight")
     ids = list(range(1, 200))
     assert parity(models.hf["llama"], state, cfg, ids) < 1e-4
