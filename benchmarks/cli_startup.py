@@ -36,11 +36,17 @@ def wall_time(argv: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="Processes per command (median reported).")
-    parser.add_argument("--command", action="append", default=None,
-                        help="llmctl arguments to time besides --help (repeatable).")
+    parser.add_argument(
+        "--command",
+        action="append",
+        default=None,
+        help="llmctl arguments to time besides --help (repeatable).",
+    )
     args = parser.parse_args()
-    commands = [["--help"]] + [shlex.split(c) for c in (args.command or ["flops estimate --model 124m",
-                                                                           "budget --gpu L4 --hours 24"])]
+    commands = [["--help"]] + [
+        shlex.split(c)
+        for c in (args.command or ["flops estimate --model 124m", "budget --gpu L4 --hours 24"])
+    ]
     cases = {" ".join(["llmctl", *c]): [sys.executable, "-m", "llmctl", *c] for c in commands}
     cases['python -c "import torch"'] = [sys.executable, "-c", "import torch"]
     cases["python -c pass"] = [sys.executable, "-c", "pass"]

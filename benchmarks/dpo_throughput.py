@@ -42,17 +42,30 @@ def build_pairs(tmp: Path, vocab: int, max_len: int) -> Path:
     from llmctl.tokens.pairs import tokenize_pairs
 
     prefs = tmp / "prefs.jsonl"
-    subprocess.run([sys.executable, str(ROOT / "examples" / "make_preferences.py"),
-                    str(ROOT / "examples" / "data" / "instructions.jsonl"), str(prefs)], check=True)
-    rows = [normalise_pair(r["prompt"], r["chosen"], r["rejected"]) for r in map(json.loads, prefs.read_text().splitlines())]
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "make_preferences.py"),
+            str(ROOT / "examples" / "data" / "instructions.jsonl"),
+            str(prefs),
+        ],
+        check=True,
+    )
+    rows = [
+        normalise_pair(r["prompt"], r["chosen"], r["rejected"])
+        for r in map(json.loads, prefs.read_text().splitlines())
+    ]
     rows = [r for r in rows if r is not None]
     (tmp / "raw" / "train").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), tmp / "raw" / "train" / "part-00000.parquet")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[*BASE_SPECIALS, *get_profile("chat").special_tokens],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[*BASE_SPECIALS, *get_profile("chat").special_tokens],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([m["content"] for r in rows for side in r.values() for m in side], trainer)
     tok.save(str(tmp / "tokenizer.json"))
     tokenize_pairs(tmp / "raw", tmp / "tokenizer.json", tmp / "tokens", max_len=max_len)
@@ -86,13 +99,23 @@ def main() -> None:
         meta = read_meta(tokens)
         tok = load_tokenizer(meta["tokenizer"]["path"])
         overrides = {
-            "model.dim": args.dim, "model.n_layers": args.layers, "model.n_heads": max(1, args.dim // 64),
-            "model.vocab_size": tok.vocab_size, "model.max_seq_len": args.seq_len, "data.path": str(tokens),
-            "data.seq_len": args.seq_len, "train.micro_batch_size": args.batch, "train.eval_batches": 0,
+            "model.dim": args.dim,
+            "model.n_layers": args.layers,
+            "model.n_heads": max(1, args.dim // 64),
+            "model.vocab_size": tok.vocab_size,
+            "model.max_seq_len": args.seq_len,
+            "data.path": str(tokens),
+            "data.seq_len": args.seq_len,
+            "train.micro_batch_size": args.batch,
+            "train.eval_batches": 0,
             "train.sample_prompts": [],
         }
         cfg = load_config(None, overrides)
-        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+        autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+            if device.type == "cuda"
+            else contextlib.nullcontext
+        )
         with torch.device(device):
             policy, ref = Transformer(cfg.model), Transformer(cfg.model)
         ref.load_state_dict(policy.state_dict())
@@ -110,11 +133,20 @@ def main() -> None:
         runs = {}
         for ref_mode in ("precompute", "live"):
             for packing in (True, False):
-                objective = DPOObjective(tokens, meta, tok, cfg, ref_model=ref if ref_mode == "live" else None,
-                                         reference={"train": table} if ref_mode == "precompute" else None, packing=packing)
+                objective = DPOObjective(
+                    tokens,
+                    meta,
+                    tok,
+                    cfg,
+                    ref_model=ref if ref_mode == "live" else None,
+                    reference={"train": table} if ref_mode == "precompute" else None,
+                    packing=packing,
+                )
                 runs[(ref_mode, packing)] = objective
         optim = torch.optim.AdamW(policy.parameters(), lr=1e-5, fused=device.type == "cuda")
-        results: dict[tuple[str, bool], dict[str, list[float]]] = {k: {"pairs_s": [], "tokens_s": [], "fill": [], "peak": []} for k in runs}
+        results: dict[tuple[str, bool], dict[str, list[float]]] = {
+            k: {"pairs_s": [], "tokens_s": [], "fill": [], "peak": []} for k in runs
+        }
         for _ in range(args.repeats):
             for key, objective in runs.items():
                 if device.type == "cuda":
@@ -145,17 +177,25 @@ def main() -> None:
                 r["peak"].append(torch.cuda.max_memory_allocated() if device.type == "cuda" else float("nan"))
                 objective.take_metrics("train", _NoDist(), device)
     base = statistics.median(results[("live", False)]["pairs_s"])
-    print(f"device {device}, model dim {args.dim} x {args.layers} layers ({param_bytes / 2**20:.1f} MiB of weights), "
-          f"{len(pairs)} pairs, seq_len {args.seq_len}, {args.steps} steps x {args.repeats} repeats")
+    print(
+        f"device {device}, model dim {args.dim} x {args.layers} layers ({param_bytes / 2**20:.1f} MiB of weights), "
+        f"{len(pairs)} pairs, seq_len {args.seq_len}, {args.steps} steps x {args.repeats} repeats"
+    )
     print(f"precompute pass: {precompute_s:.2f}s once for {len(pairs)} pairs (forward only)")
-    print(f"{'reference':<11} {'batches':<8} {'pairs/s':>9} {'tokens/s':>10} {'fill':>6} {'models hold':>12} {'peak':>10} {'vs live+padded':>15}")
+    print(
+        f"{'reference':<11} {'batches':<8} {'pairs/s':>9} {'tokens/s':>10} {'fill':>6} {'models hold':>12} {'peak':>10} {'vs live+padded':>15}"
+    )
     for (ref_mode, packing), r in results.items():
-        held = param_bytes * 4 + (param_bytes if ref_mode == "live" else 0)  # weights, grads, AdamW m and v (+ ref)
+        held = param_bytes * 4 + (
+            param_bytes if ref_mode == "live" else 0
+        )  # weights, grads, AdamW m and v (+ ref)
         pairs_s = statistics.median(r["pairs_s"])
         peak = statistics.median(r["peak"])
         peak_text = f"{peak / 2**20:.0f} MiB" if peak == peak else "n/a"
-        print(f"{ref_mode:<11} {'packed' if packing else 'padded':<8} {pairs_s:>9.1f} {statistics.median(r['tokens_s']):>10.0f} "
-              f"{statistics.median(r['fill']):>6.0%} {held / 2**20:>8.1f} MiB {peak_text:>10} {pairs_s / base:>14.2f}x")
+        print(
+            f"{ref_mode:<11} {'packed' if packing else 'padded':<8} {pairs_s:>9.1f} {statistics.median(r['tokens_s']):>10.0f} "
+            f"{statistics.median(r['fill']):>6.0%} {held / 2**20:>8.1f} MiB {peak_text:>10} {pairs_s / base:>14.2f}x"
+        )
 
 
 class _NoDist:

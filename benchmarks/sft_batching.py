@@ -53,11 +53,16 @@ def build_shards(jsonl: Path, tmp: Path, vocab: int) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[*BASE_SPECIALS, *get_profile("chat").special_tokens],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[*BASE_SPECIALS, *get_profile("chat").special_tokens],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([m["content"] for conv in rows for m in conv], trainer)
     tok.save(str(tmp / "tokenizer.json"))
-    tokenize(TokenizeOptions(data=tmp / "raw", tokenizer=tmp / "tokenizer.json", out=tmp / "tokens", mode="sft"))
+    tokenize(
+        TokenizeOptions(data=tmp / "raw", tokenizer=tmp / "tokenizer.json", out=tmp / "tokens", mode="sft")
+    )
     return tmp / "tokens"
 
 
@@ -84,9 +89,15 @@ def train_rate(batches: list, vocab: int, steps: int, dim: int, layers: int) -> 
 
     def step(rows) -> None:  # type: ignore[no-untyped-def]
         packed = rows.doc_ids.max() > 1
-        kwargs = {"doc_ids": torch.from_numpy(rows.doc_ids), "position_ids": torch.from_numpy(rows.position_ids)} if packed else {}
+        kwargs = (
+            {"doc_ids": torch.from_numpy(rows.doc_ids), "position_ids": torch.from_numpy(rows.position_ids)}
+            if packed
+            else {}
+        )
         logits = model(torch.from_numpy(rows.inputs), **kwargs)
-        loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(rows.targets).flatten(), ignore_index=-100)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), torch.from_numpy(rows.targets).flatten(), ignore_index=-100
+        )
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -117,8 +128,10 @@ def main() -> None:
         tokens = build_shards(args.data, Path(tmp), args.vocab)
         convs = load_conversations(tokens, "train", args.seq_len, "truncate")
         lengths = convs.lengths
-        print(f"{len(convs)} conversations, tokens per conversation: mean {lengths.mean():.1f}, "
-              f"median {np.median(lengths):.0f}, max {lengths.max()}; seq_len {args.seq_len}, micro-batch {args.batch}")
+        print(
+            f"{len(convs)} conversations, tokens per conversation: mean {lengths.mean():.1f}, "
+            f"median {np.median(lengths):.0f}, max {lengths.max()}; seq_len {args.seq_len}, micro-batch {args.batch}"
+        )
         modes = ["pad to seq_len", "random batches", "length buckets", "packed"]
         epochs = {m: epoch_batches(convs, m, args.batch, args.seq_len, seed=0) for m in modes}
         # The loader itself, for its cost per micro-batch (planning + collation).

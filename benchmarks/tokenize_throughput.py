@@ -44,12 +44,16 @@ def stdlib_corpus(out: Path, scale: int) -> Path:
     import pyarrow.parquet as pq
 
     lib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in lib.rglob("*.py") if not {"test", "tests", "site-packages"} & set(p.relative_to(lib).parts))
+    files = sorted(
+        p for p in lib.rglob("*.py") if not {"test", "tests", "site-packages"} & set(p.relative_to(lib).parts)
+    )
     texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
     (out / "train").mkdir(parents=True, exist_ok=True)
     for k in range(scale):
         pq.write_table(pa.table({"text": texts}), out / "train" / f"part-{k:05d}.parquet", row_group_size=256)
-    (out / "dataset.json").write_text(json.dumps({"source": "pystdlib", "files": len(files), "copies": scale}))
+    (out / "dataset.json").write_text(
+        json.dumps({"source": "pystdlib", "files": len(files), "copies": scale})
+    )
     return out
 
 
@@ -59,8 +63,12 @@ def train_tokenizer(data: Path, out: Path, vocab_size: int) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(read_texts(data), trainer)
     tok.save(str(out))
     return out
@@ -94,7 +102,9 @@ json.dump({"seconds": seconds, "cpu_seconds": cpu, "ids": ids}, open(sys.argv[3]
 def reference(texts_file: Path, tok: Path, threads: int, out: Path) -> dict:
     """One timed encode_batch over the texts (already in memory), in a fresh process with `threads` threads."""
     env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-    subprocess.run([sys.executable, "-c", REFERENCE, str(texts_file), str(tok), str(out)], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(texts_file), str(tok), str(out)], env=env, check=True
+    )
     return json.loads(out.read_text())
 
 
@@ -138,11 +148,29 @@ def run_llmctl(
 
     `root` is the checkout whose llmctl runs (put first on PYTHONPATH).
     """
-    cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(data), "--tokenizer", str(tok),
-           "--out", str(out), "--num-proc", str(num_proc), "--split", "train", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmctl",
+        "tokenize",
+        "--data",
+        str(data),
+        "--tokenizer",
+        str(tok),
+        "--out",
+        str(out),
+        "--num-proc",
+        str(num_proc),
+        "--split",
+        "train",
+        "--json",
+    ]
     peak = [0]
     cpu: dict[int, float] = {}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -178,7 +206,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: train a byte-level BPE)")
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--num-proc", type=int, default=2, help="llmctl processes = encode_batch threads")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (one run of each); medians are reported")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds (one run of each); medians are reported"
+    )
     parser.add_argument("--scale", type=int, default=1, help="copies of the stdlib corpus")
     parser.add_argument("--baseline", type=Path, help="another llmctl checkout to alternate with (A/B)")
     parser.add_argument("--json", action="store_true")
@@ -203,7 +233,8 @@ def main() -> None:
         sides = {"new": ROOT, **({"old": args.baseline.resolve()} if args.baseline else {})}
         refs, ref_cpu = [], []
         runs: dict[str, dict[str, list]] = {
-            side: {key: [] for key in ("wall", "peak", "cpu", "inner", "start", "start_cpu")} for side in sides
+            side: {key: [] for key in ("wall", "peak", "cpu", "inner", "start", "start_cpu")}
+            for side in sides
         }
         for k in range(args.repeat):
             ref = reference(tmp / "texts.json", tok, args.num_proc, tmp / "ref.json")
@@ -212,12 +243,16 @@ def main() -> None:
             # Alternate which side goes first, so neither always follows the reference run.
             for side in sorted(sides, reverse=bool(k % 2)):
                 r = runs[side]
-                wall, peak, cpu, report = run_llmctl(data, tok, tmp / f"out-{side}{k}", args.num_proc, sides[side])
+                wall, peak, cpu, report = run_llmctl(
+                    data, tok, tmp / f"out-{side}{k}", args.num_proc, sides[side]
+                )
                 r["wall"].append(wall)
                 r["peak"].append(peak)
                 r["cpu"].append(cpu)
                 r["inner"].append(report["seconds"])
-                start, _, start_cpu, _ = run_llmctl(tiny, tok, tmp / f"tiny-{side}{k}", args.num_proc, sides[side])
+                start, _, start_cpu, _ = run_llmctl(
+                    tiny, tok, tmp / f"tiny-{side}{k}", args.num_proc, sides[side]
+                )
                 r["start"].append(start)
                 r["start_cpu"].append(start_cpu)
         walls, peaks, cpus, inner = (runs["new"][key] for key in ("wall", "peak", "cpu", "inner"))
@@ -232,23 +267,33 @@ def main() -> None:
     ]
     if "old" in runs:
         old = runs["old"]
-        rows += [("baseline (whole command)", old["wall"], written, max(old["peak"]), old["cpu"]),
-                 ("baseline (in-process)", old["inner"], written, None, None)]
+        rows += [
+            ("baseline (whole command)", old["wall"], written, max(old["peak"]), old["cpu"]),
+            ("baseline (in-process)", old["inner"], written, None, None),
+        ]
     med = statistics.median
     startup = {
-        side: {"seconds": med(r["start"]), "cpu_seconds": med(r["start_cpu"]), "seconds_all": r["start"],
-               "gap_seconds": med(w - i for w, i in zip(r["wall"], r["inner"], strict=True))}
+        side: {
+            "seconds": med(r["start"]),
+            "cpu_seconds": med(r["start_cpu"]),
+            "seconds_all": r["start"],
+            "gap_seconds": med(w - i for w, i in zip(r["wall"], r["inner"], strict=True)),
+        }
         for side, r in runs.items()
     }
     if "old" in runs:
         startup["old_over_new"] = {
             "startup": med(o / n for o, n in zip(runs["old"]["start"], runs["new"]["start"], strict=True)),
-            "startup_cpu": med(o / n for o, n in zip(runs["old"]["start_cpu"], runs["new"]["start_cpu"], strict=True)),
-            "whole_command": med(o / n for o, n in zip(runs["old"]["wall"], runs["new"]["wall"], strict=True)),
+            "startup_cpu": med(
+                o / n for o, n in zip(runs["old"]["start_cpu"], runs["new"]["start_cpu"], strict=True)
+            ),
+            "whole_command": med(
+                o / n for o, n in zip(runs["old"]["wall"], runs["new"]["wall"], strict=True)
+            ),
         }
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}, load average {load_at_start:.1f} at start",
+        f"Python {platform.python_version()}, load average {load_at_start:.1f} at start",
         "corpus": str(args.data or f"pystdlib x{args.scale}"),
         "documents": len(texts),
         "text_bytes": text_bytes,
@@ -258,38 +303,55 @@ def main() -> None:
         "mismatched_documents": mismatched,
         "startup": startup,
         "rows": [
-            {"what": what, "seconds": statistics.median(times), "tokens_per_second": n / statistics.median(times),
-             "mb_per_second": text_bytes / statistics.median(times) / 1e6,
-             "vs_encode_batch": statistics.median(r / t for r, t in zip(refs, times, strict=True)),
-             "seconds_all": times, "peak_memory_bytes": rss,
-             "cpu_seconds": statistics.median(cpu) if cpu else None}
+            {
+                "what": what,
+                "seconds": statistics.median(times),
+                "tokens_per_second": n / statistics.median(times),
+                "mb_per_second": text_bytes / statistics.median(times) / 1e6,
+                "vs_encode_batch": statistics.median(r / t for r, t in zip(refs, times, strict=True)),
+                "seconds_all": times,
+                "peak_memory_bytes": rss,
+                "cpu_seconds": statistics.median(cpu) if cpu else None,
+            }
             for what, times, n, rss, cpu in rows
         ],
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"corpus: {result['corpus']}: {len(texts):,} documents, {text_bytes / 1e6:.1f} MB, {tokens:,} tokens "
-          f"(+{len(texts):,} separators written); {args.num_proc} processes/threads; medians of {args.repeat} interleaved rounds")
+    print(
+        f"corpus: {result['corpus']}: {len(texts):,} documents, {text_bytes / 1e6:.1f} MB, {tokens:,} tokens "
+        f"(+{len(texts):,} separators written); {args.num_proc} processes/threads; medians of {args.repeat} interleaved rounds"
+    )
     print(f"machine: {result['machine']}")
     print(f"{'':34}{'seconds':>9}{'Mtok/s':>9}{'MB/s':>8}{'x encode_batch':>16}{'CPU s':>8}{'peak mem':>11}")
     for row in result["rows"]:
         rss = f"{row['peak_memory_bytes'] / 2**20:.0f} MiB" if row["peak_memory_bytes"] else ""
         cpu = f"{row['cpu_seconds']:.2f}" if row["cpu_seconds"] is not None else ""
-        print(f"{row['what']:34}{row['seconds']:9.2f}{row['tokens_per_second'] / 1e6:9.2f}"
-              f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{cpu:>8}{rss:>11}")
-    print("CPU s: all threads/processes (llmctl: the whole process tree, interpreter start included); "
-          "peak mem: summed PSS of the command's processes, sampled every 20 ms")
+        print(
+            f"{row['what']:34}{row['seconds']:9.2f}{row['tokens_per_second'] / 1e6:9.2f}"
+            f"{row['mb_per_second']:8.1f}{row['vs_encode_batch']:16.2f}{cpu:>8}{rss:>11}"
+        )
+    print(
+        "CPU s: all threads/processes (llmctl: the whole process tree, interpreter start included); "
+        "peak mem: summed PSS of the command's processes, sampled every 20 ms"
+    )
     for side, label in (("new", "llmctl"), ("old", "baseline")):
         if side in startup:
             st = startup[side]
-            print(f"start-up, {label}: {st['seconds']:.2f} s whole command on 50 tiny documents "
-                  f"({st['cpu_seconds']:.2f} CPU s); whole command minus in-process on the corpus: {st['gap_seconds']:.2f} s")
+            print(
+                f"start-up, {label}: {st['seconds']:.2f} s whole command on 50 tiny documents "
+                f"({st['cpu_seconds']:.2f} CPU s); whole command minus in-process on the corpus: {st['gap_seconds']:.2f} s"
+            )
     if "old_over_new" in startup:
         r = startup["old_over_new"]
-        print(f"baseline / llmctl, per-round medians: start-up {r['startup']:.2f}x (CPU {r['startup_cpu']:.2f}x), "
-              f"whole command on the corpus {r['whole_command']:.2f}x")
-    print(f"ids identical to encode_batch: {'yes, every document' if mismatched == 0 else f'NO, {mismatched} documents differ'}")
+        print(
+            f"baseline / llmctl, per-round medians: start-up {r['startup']:.2f}x (CPU {r['startup_cpu']:.2f}x), "
+            f"whole command on the corpus {r['whole_command']:.2f}x"
+        )
+    print(
+        f"ids identical to encode_batch: {'yes, every document' if mismatched == 0 else f'NO, {mismatched} documents differ'}"
+    )
 
 
 if __name__ == "__main__":

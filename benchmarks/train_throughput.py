@@ -37,7 +37,9 @@ from torch import nn  # noqa: E402
 
 from llmctl.config import ModelConfig, load_config, model_from_preset  # noqa: E402
 
-BASELINE_SHAPE = dict(vocab_size=8192, dim=256, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=704, max_seq_len=256)
+BASELINE_SHAPE = dict(
+    vocab_size=8192, dim=256, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=704, max_seq_len=256
+)
 
 
 # -- the reference: a plain PyTorch model and step, written independently of llmctl.model ----------
@@ -91,15 +93,20 @@ class RefModel(nn.Module):
         return self.head(self.norm(x))
 
 
-def reference_step_times(cfg: ModelConfig, seq: int, batch: int, steps: int, warmup: int, device: str,
-                         compile_: bool) -> list[float]:
+def reference_step_times(
+    cfg: ModelConfig, seq: int, batch: int, steps: int, warmup: int, device: str, compile_: bool
+) -> list[float]:
     """Seconds per optimizer step of the plain loop (after warm-up)."""
     torch.manual_seed(0)
     model = RefModel(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.startswith("cuda"))
     fwd = torch.compile(model) if compile_ else model
     data = torch.randint(0, cfg.vocab_size, (steps + warmup, batch, seq + 1), device=device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
+    )
     times = []
     for i in range(steps + warmup):
         t0 = time.perf_counter()
@@ -127,7 +134,11 @@ def write_random_shards(root: Path, vocab: int, tokens: int) -> Path:
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, ShardWriter, shard_name, write_json_atomic
 
-    vocab_map = {f"t{i}": i for i in range(vocab - 3)} | {"<|bos|>": vocab - 3, "<|eos|>": vocab - 2, "<|pad|>": vocab - 1}
+    vocab_map = {f"t{i}": i for i in range(vocab - 3)} | {
+        "<|bos|>": vocab - 3,
+        "<|eos|>": vocab - 2,
+        "<|pad|>": vocab - 1,
+    }
     tok = Tokenizer(models.WordLevel(vocab_map, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(root / "tok.json"))
@@ -135,14 +146,22 @@ def write_random_shards(root: Path, vocab: int, tokens: int) -> Path:
     rng = np.random.default_rng(0)
     splits: dict[str, Any] = {}
     for split, n in (("train", tokens), ("validation", 4096)):
-        w = ShardWriter(root / "tokens" / split, shard_name(0), "uint16" if vocab <= 65536 else "uint32", with_mask=False)
+        w = ShardWriter(
+            root / "tokens" / split, shard_name(0), "uint16" if vocab <= 65536 else "uint32", with_mask=False
+        )
         w.append(rng.integers(0, vocab, n), np.array([n]))
         rec = w.finish({})
         splits[split] = {"tokens": n, "documents": 1, "shards": [rec]}
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mode": "pretrain",
-            "dtype": "uint16" if vocab <= 65536 else "uint32", "vocab_size": vocab,
-            "tokenizer": {**loaded.describe(), "path": str((root / "tok.json").resolve())},
-            "separator": {"policy": "eos"}, "splits": splits}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": "pretrain",
+        "dtype": "uint16" if vocab <= 65536 else "uint32",
+        "vocab_size": vocab,
+        "tokenizer": {**loaded.describe(), "path": str((root / "tok.json").resolve())},
+        "separator": {"policy": "eos"},
+        "splits": splits,
+    }
     write_json_atomic(root / "tokens" / "meta.json", meta)
     return root / "tokens"
 
@@ -170,18 +189,42 @@ class StepTimes:
         return RunSummary({})
 
 
-def llmctl_step_times(cfg: ModelConfig, data: Path, out: Path, seq: int, batch: int, steps: int, warmup: int,
-                      device: str, compile_: bool) -> list[float]:
+def llmctl_step_times(
+    cfg: ModelConfig,
+    data: Path,
+    out: Path,
+    seq: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    compile_: bool,
+) -> list[float]:
     """Seconds per optimizer step of llmctl's Trainer (after warm-up)."""
     from llmctl.engine.run import run_training
 
     model = {f"model.{f.name}": getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "preset"}
-    conf = load_config(None, {**model, "model.max_seq_len": max(seq, cfg.max_seq_len), "data.path": str(data),
-                              "data.seq_len": seq, "train.micro_batch_size": batch, "train.steps": steps + warmup,
-                              "train.eval_every": 0, "train.sample_every": 0, "checkpoint.every": 0,
-                              "checkpoint.keep": 1, "train.device": device, "train.compile": compile_,
-                              "train.out_dir": str(out), "train.name": f"bench-{time.time_ns()}",
-                              "telemetry.enabled": False, "telemetry.tensorboard": False})
+    conf = load_config(
+        None,
+        {
+            **model,
+            "model.max_seq_len": max(seq, cfg.max_seq_len),
+            "data.path": str(data),
+            "data.seq_len": seq,
+            "train.micro_batch_size": batch,
+            "train.steps": steps + warmup,
+            "train.eval_every": 0,
+            "train.sample_every": 0,
+            "checkpoint.every": 0,
+            "checkpoint.keep": 1,
+            "train.device": device,
+            "train.compile": compile_,
+            "train.out_dir": str(out),
+            "train.name": f"bench-{time.time_ns()}",
+            "telemetry.enabled": False,
+            "telemetry.tensorboard": False,
+        },
+    )
     reporter = StepTimes()
     run_training(conf, reporter=reporter)
     return reporter.times[warmup:]
@@ -189,7 +232,9 @@ def llmctl_step_times(cfg: ModelConfig, data: Path, out: Path, seq: int, batch: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", action="append", help="model preset (repeatable); default: BASELINES.md's shape")
+    p.add_argument(
+        "--preset", action="append", help="model preset (repeatable); default: BASELINES.md's shape"
+    )
     p.add_argument("--seq-len", type=int, action="append", help="sequence length (repeatable); default 256")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
@@ -201,7 +246,11 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(torch.get_num_threads())
-    shapes = [(name, model_from_preset(name)) for name in args.preset] if args.preset else [("baseline", ModelConfig(**BASELINE_SHAPE))]
+    shapes = (
+        [(name, model_from_preset(name)) for name in args.preset]
+        if args.preset
+        else [("baseline", ModelConfig(**BASELINE_SHAPE))]
+    )
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,21 +262,41 @@ def main() -> None:
                 for comp in modes:
                     ref, ours = [], []
                     for _ in range(args.rounds):
-                        ref += reference_step_times(cfg, seq, args.batch, args.steps, args.warmup, args.device, comp)
-                        ours += llmctl_step_times(cfg, data, Path(tmp) / "runs", seq, args.batch, args.steps,
-                                                  args.warmup, args.device, comp)
+                        ref += reference_step_times(
+                            cfg, seq, args.batch, args.steps, args.warmup, args.device, comp
+                        )
+                        ours += llmctl_step_times(
+                            cfg,
+                            data,
+                            Path(tmp) / "runs",
+                            seq,
+                            args.batch,
+                            args.steps,
+                            args.warmup,
+                            args.device,
+                            comp,
+                        )
                     tokens = args.batch * seq
-                    row = {"model": name, "seq_len": seq, "batch": args.batch, "compile": comp, "device": args.device,
-                           "reference_tokens_per_sec": tokens / statistics.median(ref),
-                           "llmctl_tokens_per_sec": tokens / statistics.median(ours)}
+                    row = {
+                        "model": name,
+                        "seq_len": seq,
+                        "batch": args.batch,
+                        "compile": comp,
+                        "device": args.device,
+                        "reference_tokens_per_sec": tokens / statistics.median(ref),
+                        "llmctl_tokens_per_sec": tokens / statistics.median(ours),
+                    }
                     row["ratio"] = row["llmctl_tokens_per_sec"] / row["reference_tokens_per_sec"]
                     row["mfu"] = _mfu(cfg, seq, row["llmctl_tokens_per_sec"], args.device)
                     results.append(row)
                     if not args.json:
                         mfu = f"  MFU {row['mfu']:.1%}" if row["mfu"] else ""
-                        print(f"{name:10s} seq {seq:5d} batch {args.batch:3d} compile={str(comp):5s}  reference "
-                              f"{row['reference_tokens_per_sec']:9,.0f} tok/s  llmctl {row['llmctl_tokens_per_sec']:9,.0f} "
-                              f"tok/s  ratio {row['ratio']:.3f}{mfu}", flush=True)
+                        print(
+                            f"{name:10s} seq {seq:5d} batch {args.batch:3d} compile={str(comp):5s}  reference "
+                            f"{row['reference_tokens_per_sec']:9,.0f} tok/s  llmctl {row['llmctl_tokens_per_sec']:9,.0f} "
+                            f"tok/s  ratio {row['ratio']:.3f}{mfu}",
+                            flush=True,
+                        )
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -22,8 +22,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 # Modules whose public functions' docstrings supply the words and the summaries.
-MODULES = ["json", "os.path", "shutil", "textwrap", "string", "math", "random", "statistics", "itertools",
-           "functools", "base64", "glob", "fnmatch", "heapq", "bisect", "zlib", "difflib", "calendar"]
+MODULES = [
+    "json",
+    "os.path",
+    "shutil",
+    "textwrap",
+    "string",
+    "math",
+    "random",
+    "statistics",
+    "itertools",
+    "functools",
+    "base64",
+    "glob",
+    "fnmatch",
+    "heapq",
+    "bisect",
+    "zlib",
+    "difflib",
+    "calendar",
+]
 
 SYSTEM = "You are a concise assistant. Answer with the result only."
 
@@ -39,7 +57,13 @@ def stdlib_summaries() -> list[tuple[str, str]]:
             doc = inspect.getdoc(obj) or ""
             first = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
             # Skip private names, signature-only first lines and long or dangling sentences.
-            if name.startswith("_") or not first or len(first) > 120 or first.endswith(":") or "(" in first[:len(name) + 1]:
+            if (
+                name.startswith("_")
+                or not first
+                or len(first) > 120
+                or first.endswith(":")
+                or "(" in first[: len(name) + 1]
+            ):
                 continue
             found.append((f"{module_name}.{name}", first))
     return sorted(set(found))
@@ -53,7 +77,9 @@ def stdlib_words(summaries: list[tuple[str, str]]) -> list[str]:
 
 def _reverse(rng: random.Random, words: list[str]) -> tuple[str, str]:
     word = rng.choice(words)
-    return rng.choice(["Reverse the word: {w}", "Spell {w} backwards.", "Write {w} in reverse."]).format(w=word), word[::-1]
+    return rng.choice(["Reverse the word: {w}", "Spell {w} backwards.", "Write {w} in reverse."]).format(
+        w=word
+    ), word[::-1]
 
 
 def _upper(rng: random.Random, words: list[str]) -> tuple[str, str]:
@@ -73,7 +99,9 @@ def _count(rng: random.Random, words: list[str]) -> tuple[str, str]:
 
 def _add(rng: random.Random, words: list[str]) -> tuple[str, str]:
     a, b = rng.randint(0, 99), rng.randint(0, 99)
-    return rng.choice(["Add {a} and {b}.", "What is {a} + {b}?", "Compute {a} plus {b}."]).format(a=a, b=b), str(a + b)
+    return rng.choice(["Add {a} and {b}.", "What is {a} + {b}?", "Compute {a} plus {b}."]).format(
+        a=a, b=b
+    ), str(a + b)
 
 
 def _subtract(rng: random.Random, words: list[str]) -> tuple[str, str]:
@@ -88,7 +116,13 @@ def _sort(rng: random.Random, words: list[str]) -> tuple[str, str]:
 
 
 TASKS: list[Callable[[random.Random, list[str]], tuple[str, str]]] = [
-    _reverse, _upper, _spell, _count, _add, _subtract, _sort,
+    _reverse,
+    _upper,
+    _spell,
+    _count,
+    _add,
+    _subtract,
+    _sort,
 ]
 
 

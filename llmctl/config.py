@@ -397,7 +397,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise LlmctlError(f"{key} must be a list, got {value!r}", f"in YAML write {key.split('.')[-1]}: [a, b]")
+            raise LlmctlError(
+                f"{key} must be a list, got {value!r}", f"in YAML write {key.split('.')[-1]}: [a, b]"
+            )
         return [_coerce(v, args[0], key) for v in value]
     if annotation is bool:
         if isinstance(value, bool):
@@ -485,10 +487,16 @@ def validate(cfg: Config) -> Config:
     """Reject impossible combinations, naming the key to change."""
     m = cfg.model
     positive = {
-        "model.vocab_size": m.vocab_size if m.vocab_size is not None else 1, "model.dim": m.dim, "model.n_layers": m.n_layers,
-        "model.n_heads": m.n_heads, "model.kv_heads": m.kv_heads, "model.max_seq_len": m.max_seq_len,
-        "data.seq_len": cfg.data.seq_len, "train.micro_batch_size": cfg.train.micro_batch_size,
-        "train.steps": cfg.train.steps, "model.multiple_of": m.multiple_of,
+        "model.vocab_size": m.vocab_size if m.vocab_size is not None else 1,
+        "model.dim": m.dim,
+        "model.n_layers": m.n_layers,
+        "model.n_heads": m.n_heads,
+        "model.kv_heads": m.kv_heads,
+        "model.max_seq_len": m.max_seq_len,
+        "data.seq_len": cfg.data.seq_len,
+        "train.micro_batch_size": cfg.train.micro_batch_size,
+        "train.steps": cfg.train.steps,
+        "model.multiple_of": m.multiple_of,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -504,42 +512,73 @@ def validate(cfg: Config) -> Config:
             f"choose n_kv_heads among {[h for h in range(1, m.n_heads + 1) if m.n_heads % h == 0]}",
         )
     if m.head_dim % 2:
-        raise LlmctlError(f"head_dim = dim / n_heads = {m.head_dim} must be even for RoPE", "change dim or n_heads")
+        raise LlmctlError(
+            f"head_dim = dim / n_heads = {m.head_dim} must be even for RoPE", "change dim or n_heads"
+        )
     if m.ffn_dim is not None and m.ffn_dim <= 0:
-        raise LlmctlError(f"model.ffn_dim must be positive, got {m.ffn_dim}", "remove it to use the Llama rule")
+        raise LlmctlError(
+            f"model.ffn_dim must be positive, got {m.ffn_dim}", "remove it to use the Llama rule"
+        )
     if cfg.data.seq_len > m.max_seq_len:
         raise LlmctlError(
             f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={m.max_seq_len}",
             f"set --model.max_seq_len={cfg.data.seq_len} or a shorter --data.seq_len",
         )
     if cfg.data.path is not None and cfg.data.sources:
-        raise LlmctlError("data.path and data.sources are both set", "give one source as data.path, or every source in data.sources")
+        raise LlmctlError(
+            "data.path and data.sources are both set",
+            "give one source as data.path, or every source in data.sources",
+        )
     if cfg.data.sources:
         from llmctl.data_sources import specs_from_config
 
         specs_from_config(None, cfg.data.sources)  # entries and weights checked before any data is read
     o = cfg.optim
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
-        raise LlmctlError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}", "fix optim.lr / optim.min_lr")
+        raise LlmctlError(
+            f"need 0 <= optim.min_lr <= optim.lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}",
+            "fix optim.lr / optim.min_lr",
+        )
     if o.muon_lr <= 0 or not 0 <= o.muon_momentum < 1:
-        raise LlmctlError(f"need optim.muon_lr > 0 and 0 <= optim.muon_momentum < 1, got {o.muon_lr}, {o.muon_momentum}",
-                          "e.g. --optim.muon_lr=0.02 --optim.muon_momentum=0.95")
+        raise LlmctlError(
+            f"need optim.muon_lr > 0 and 0 <= optim.muon_momentum < 1, got {o.muon_lr}, {o.muon_momentum}",
+            "e.g. --optim.muon_lr=0.02 --optim.muon_momentum=0.95",
+        )
     if o.name == "muon" and cfg.dist.strategy == "fsdp":
-        raise LlmctlError("optim.name=muon does not support dist.strategy=fsdp: Muon orthogonalizes whole matrices, "
-                          "and FSDP2 shards them", "use --dist.strategy=ddp, or --optim.name=adamw with FSDP")
+        raise LlmctlError(
+            "optim.name=muon does not support dist.strategy=fsdp: Muon orthogonalizes whole matrices, "
+            "and FSDP2 shards them",
+            "use --dist.strategy=ddp, or --optim.name=adamw with FSDP",
+        )
     if not 0 <= o.decay_fraction <= 1:
-        raise LlmctlError(f"optim.decay_fraction must be in [0, 1], got {o.decay_fraction}", "e.g. --optim.decay_fraction=0.2")
+        raise LlmctlError(
+            f"optim.decay_fraction must be in [0, 1], got {o.decay_fraction}",
+            "e.g. --optim.decay_fraction=0.2",
+        )
     if o.warmup_steps < 0 or o.weight_decay < 0 or o.grad_clip < 0:
-        raise LlmctlError("optim.warmup_steps, weight_decay and grad_clip must not be negative", "fix the negative value")
+        raise LlmctlError(
+            "optim.warmup_steps, weight_decay and grad_clip must not be negative", "fix the negative value"
+        )
     t = cfg.train
     if t.global_batch_tokens is not None and t.global_batch_size is not None:
-        raise LlmctlError("set either train.global_batch_tokens or train.global_batch_size, not both", "drop one of them")
-    for key, value in {"train.max_tokens": t.max_tokens, "train.time_limit": t.time_limit,
-                       "train.global_batch_tokens": t.global_batch_tokens, "train.global_batch_size": t.global_batch_size}.items():
+        raise LlmctlError(
+            "set either train.global_batch_tokens or train.global_batch_size, not both", "drop one of them"
+        )
+    for key, value in {
+        "train.max_tokens": t.max_tokens,
+        "train.time_limit": t.time_limit,
+        "train.global_batch_tokens": t.global_batch_tokens,
+        "train.global_batch_size": t.global_batch_size,
+    }.items():
         if value is not None and value <= 0:
-            raise LlmctlError(f"{key} must be positive, got {value}", f"remove --{key} or give a positive value")
+            raise LlmctlError(
+                f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
+            )
     if cfg.telemetry.interval <= 0:
-        raise LlmctlError(f"telemetry.interval must be positive, got {cfg.telemetry.interval}", "e.g. --telemetry.interval=1")
+        raise LlmctlError(
+            f"telemetry.interval must be positive, got {cfg.telemetry.interval}",
+            "e.g. --telemetry.interval=1",
+        )
     return cfg
 
 
@@ -557,7 +596,10 @@ def parse_overrides(args: list[str], *, keep_text: bool = False) -> dict[str, An
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--"):
-            raise LlmctlError(f"unexpected argument '{arg}'", "overrides look like --section.key=value, e.g. --optim.lr=3e-4")
+            raise LlmctlError(
+                f"unexpected argument '{arg}'",
+                "overrides look like --section.key=value, e.g. --optim.lr=3e-4",
+            )
         key, has_value, value = arg[2:].partition("=")
         if not has_value:
             if i + 1 < len(args) and not args[i + 1].startswith("--"):
@@ -584,9 +626,13 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise LlmctlError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from exc
+        raise LlmctlError(
+            f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax"
+        ) from exc
     if not isinstance(data, dict):
-        raise LlmctlError(f"{p} must hold a mapping of sections (model:, optim:, ...)", "see examples/configs/")
+        raise LlmctlError(
+            f"{p} must hold a mapping of sections (model:, optim:, ...)", "see examples/configs/"
+        )
     return data
 
 
@@ -603,7 +649,10 @@ def build_config(layers: list[dict[str, Any]]) -> Config:
             if values is None:
                 continue
             if not isinstance(values, dict):
-                raise LlmctlError(f"config section '{section}' must be a mapping, got {values!r}", f"write {section}: {{key: value}}")
+                raise LlmctlError(
+                    f"config section '{section}' must be a mapping, got {values!r}",
+                    f"write {section}: {{key: value}}",
+                )
             if section == "model" and "preset" in values:
                 # A new preset replaces everything set before it in lower layers.
                 merged["model"] = {}
@@ -630,12 +679,16 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
                 raise LlmctlError(f"'--{section}' needs a key", f"write --{section}.<key>=<value>")
             raise LlmctlError(f"unknown option '--{key}'", _closest(key, list(SECTIONS)))
         if section not in SECTIONS:
-            raise LlmctlError(f"unknown config section '{section}' in --{key}", _closest(section, list(SECTIONS)))
+            raise LlmctlError(
+                f"unknown config section '{section}' in --{key}", _closest(section, list(SECTIONS))
+            )
         nested.setdefault(section, {})[name] = value
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> Config:
     """Defaults < YAML file < overrides; returns a validated, frozen Config.
 
     `overrides` is either command-line text (`["--optim.lr=3e-4"]`, read as YAML scalars except for string

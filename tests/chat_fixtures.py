@@ -12,8 +12,28 @@ from llmctl.tokenizer.chat import BASE_SPECIALS, get_profile
 
 Conversation = list[dict[str, str]]
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-         "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+]
 
 
 def instruction_rows(count: int, seed: int = 0) -> list[Conversation]:
@@ -43,8 +63,9 @@ def train_chat_tokenizer(path: Path, texts: list[str], vocab_size: int = 512) ->
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = [*BASE_SPECIALS, *get_profile("chat").special_tokens]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(texts, trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
@@ -62,8 +83,9 @@ def write_chat_parquet(root: Path, splits: dict[str, list[Conversation]]) -> Pat
     return root
 
 
-def make_sft_tokens(tmp: Path, train: list[Conversation], validation: list[Conversation],
-                    tokenizer: Path | None = None) -> tuple[Path, Path]:
+def make_sft_tokens(
+    tmp: Path, train: list[Conversation], validation: list[Conversation], tokenizer: Path | None = None
+) -> tuple[Path, Path]:
     """(token dir, tokenizer path): SFT shards of the conversations, by `llmctl.tokens.tokenize.tokenize`."""
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
@@ -98,10 +120,21 @@ def pretrain_tiny(tmp: Path, tokenizer: Path, texts: list[str], steps: int = 30,
     tokenize(TokenizeOptions(data=raw, tokenizer=tokenizer, out=tmp / "pt_tokens"))
     overrides = {
         **{f"model.{k}": v for k, v in {**TINY_MODEL, **model}.items()},
-        "data.path": str(tmp / "pt_tokens"), "data.seq_len": 64, "train.steps": steps, "train.micro_batch_size": 8,
-        "train.out_dir": str(tmp / "runs"), "train.name": "base", "train.eval_every": 0, "train.sample_every": 0,
-        "train.log_every": 10, "optim.lr": 3e-3, "optim.warmup_steps": 5, "checkpoint.every": 0,
-        "telemetry.tensorboard": False, "telemetry.panel": "off", "telemetry.enabled": False,
+        "data.path": str(tmp / "pt_tokens"),
+        "data.seq_len": 64,
+        "train.steps": steps,
+        "train.micro_batch_size": 8,
+        "train.out_dir": str(tmp / "runs"),
+        "train.name": "base",
+        "train.eval_every": 0,
+        "train.sample_every": 0,
+        "train.log_every": 10,
+        "optim.lr": 3e-3,
+        "optim.warmup_steps": 5,
+        "checkpoint.every": 0,
+        "telemetry.tensorboard": False,
+        "telemetry.panel": "off",
+        "telemetry.enabled": False,
     }
     run_training(load_config(None, overrides))
     return tmp / "runs" / "base" / "checkpoints" / "latest"

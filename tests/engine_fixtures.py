@@ -22,28 +22,50 @@ def make_token_dir(root: Path, vocab_size: int = 384, files: int = 24, val_every
     tok = load_tokenizer(tok_path)
     out = root / "tokens"
     splits: dict[str, Any] = {}
-    for split, docs in (("train", [t for i, t in enumerate(texts) if i % val_every]),
-                        ("validation", texts[::val_every])):
+    for split, docs in (
+        ("train", [t for i, t in enumerate(texts) if i % val_every]),
+        ("validation", texts[::val_every]),
+    ):
         ids = [tok.encode(d) + [tok.eos_id] for d in docs]
         writer = ShardWriter(out / split, shard_name(0), "uint16", with_mask=False)
         writer.append(np.concatenate(ids).astype(np.uint16), np.array([len(x) for x in ids]))
         record = writer.finish({})
         splits[split] = {"tokens": record["tokens"], "documents": record["documents"], "shards": [record]}
     meta = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mode": "pretrain", "dtype": "uint16",
-        "vocab_size": tok.vocab_size, "tokenizer": {**tok.describe(), "path": str(tok_path.resolve())},
-        "chat_profile": None, "separator": {"policy": "eos", "token_id": tok.eos_id}, "splits": splits,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mode": "pretrain",
+        "dtype": "uint16",
+        "vocab_size": tok.vocab_size,
+        "tokenizer": {**tok.describe(), "path": str(tok_path.resolve())},
+        "chat_profile": None,
+        "separator": {"policy": "eos", "token_id": tok.eos_id},
+        "splits": splits,
     }
     write_json_atomic(out / "meta.json", meta)
     return out
 
 
 TINY: dict[str, Any] = {
-    "model.dim": 64, "model.n_layers": 2, "model.n_heads": 4, "model.n_kv_heads": 2, "model.multiple_of": 32,
-    "model.max_seq_len": 64, "data.seq_len": 32, "train.micro_batch_size": 4, "train.steps": 8,
-    "train.eval_every": 0, "train.sample_every": 0, "train.device": "cpu", "train.log_every": 1,
-    "checkpoint.every": 0, "optim.warmup_steps": 2, "optim.lr": 3e-3,
-    "telemetry.enabled": False, "telemetry.tensorboard": False, "telemetry.panel": "off",
+    "model.dim": 64,
+    "model.n_layers": 2,
+    "model.n_heads": 4,
+    "model.n_kv_heads": 2,
+    "model.multiple_of": 32,
+    "model.max_seq_len": 64,
+    "data.seq_len": 32,
+    "train.micro_batch_size": 4,
+    "train.steps": 8,
+    "train.eval_every": 0,
+    "train.sample_every": 0,
+    "train.device": "cpu",
+    "train.log_every": 1,
+    "checkpoint.every": 0,
+    "optim.warmup_steps": 2,
+    "optim.lr": 3e-3,
+    "telemetry.enabled": False,
+    "telemetry.tensorboard": False,
+    "telemetry.panel": "off",
 }
 """A 2-layer, dim-64 model on seq 32 windows, fp32 on CPU, no telemetry extras."""
 

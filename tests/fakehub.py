@@ -50,7 +50,9 @@ class FakeServers:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._servers: list[ThreadingHTTPServer] = []
 
-    def add_repo(self, repo: str, files: dict[str, bytes], lfs: set[str] | None = None, commit: str | None = None) -> str:
+    def add_repo(
+        self, repo: str, files: dict[str, bytes], lfs: set[str] | None = None, commit: str | None = None
+    ) -> str:
         commit = commit or hashlib.sha1((repo + "".join(sorted(files))).encode()).hexdigest()
         self.repos[repo] = Repo(commit, dict(files), set(lfs or ()), {"main": commit})
         return commit
@@ -162,7 +164,9 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
                     return
                 data = state.files[name]
                 stamp = email.utils.formatdate(1_700_000_000, usegmt=True)
-                self._serve_bytes(data, {"ETag": f'"{hashlib.sha256(data).hexdigest()[:16]}"', "Last-Modified": stamp})
+                self._serve_bytes(
+                    data, {"ETag": f'"{hashlib.sha256(data).hexdigest()[:16]}"', "Last-Modified": stamp}
+                )
                 return
             if path.startswith("/api/datasets/"):
                 self._api(path[len("/api/datasets/") :])
@@ -203,9 +207,15 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
             for fname, data in sorted(r.files.items()):
                 entry: dict[str, Any] = {"rfilename": fname, "size": len(data), "blobId": git_blob_id(data)}
                 if fname in r.lfs:
-                    entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+                    entry["lfs"] = {
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "pointerSize": 134,
+                    }
                 siblings.append(entry)
-            body = json.dumps({"id": f"{owner}/{name}", "sha": commit, "siblings": siblings, "private": False})
+            body = json.dumps(
+                {"id": f"{owner}/{name}", "sha": commit, "siblings": siblings, "private": False}
+            )
             self._send(200, {"Content-Type": "application/json"}, body.encode())
 
         def _tree(self, repo: str, rev: str) -> None:
@@ -215,9 +225,18 @@ def _handler(state: FakeServers, role: str) -> type[BaseHTTPRequestHandler]:
                 return
             entries = []
             for fname, data in sorted(r.files.items()):
-                entry: dict[str, Any] = {"type": "file", "path": fname, "size": len(data), "oid": git_blob_id(data)}
+                entry: dict[str, Any] = {
+                    "type": "file",
+                    "path": fname,
+                    "size": len(data),
+                    "oid": git_blob_id(data),
+                }
                 if fname in r.lfs:
-                    entry["lfs"] = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+                    entry["lfs"] = {
+                        "size": len(data),
+                        "oid": hashlib.sha256(data).hexdigest(),
+                        "pointerSize": 134,
+                    }
                 entries.append(entry)
             self._send(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 

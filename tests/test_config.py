@@ -42,25 +42,38 @@ def test_model_preset_then_field_overrides(tmp_path: Path) -> None:
 
 def test_overrides_parse_yaml_scalars_and_counts() -> None:
     assert parse_overrides(["--optim.lr=3.0e-4", "--train.steps", "200", "--train.compile"]) == {
-        "optim.lr": 3e-4, "train.steps": 200, "train.compile": True}
+        "optim.lr": 3e-4,
+        "train.steps": 200,
+        "train.compile": True,
+    }
     # YAML 1.1 reads `3e-4` (no dot) as text; the float field converts it.
     assert load_config(None, ["--optim.lr=3e-4"]).optim.lr == 3e-4
     assert load_config(None, ["--train.max_tokens=10M"]).train.max_tokens == 10_000_000
 
 
-@pytest.mark.parametrize(("overrides", "message", "hint"), [
-    (["--optim.warmup_step=1"], "unknown config key 'optim.warmup_step'", "did you mean 'warmup_steps'"),
-    (["--optimm.lr=1"], "unknown config section 'optimm'", "did you mean 'optim'"),
-    (["--train.steps=many"], "train.steps must be", None),
-    (["--optim.lr=fast"], "optim.lr must be a number", None),
-    (["--train.compile=maybe"], "train.compile must be true or false", None),
-    (["--optim.schedule=zigzag"], "optim.schedule must be one of", None),
-    (["--model.dim=64", "--model.n_heads=5"], "model.n_heads=5 does not divide model.dim=64", "choose n_heads"),
-    (["--model.n_heads=4", "--model.n_kv_heads=3"], "model.n_kv_heads=3 does not divide model.n_heads=4",
-     "choose n_kv_heads among [1, 2, 4]"),
-    (["--model=125m"], "unknown model preset '125m'", "did you mean '124m'"),
-    (["--data.seq_len=4096"], "data.seq_len=4096 exceeds model.max_seq_len=1024", None),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message", "hint"),
+    [
+        (["--optim.warmup_step=1"], "unknown config key 'optim.warmup_step'", "did you mean 'warmup_steps'"),
+        (["--optimm.lr=1"], "unknown config section 'optimm'", "did you mean 'optim'"),
+        (["--train.steps=many"], "train.steps must be", None),
+        (["--optim.lr=fast"], "optim.lr must be a number", None),
+        (["--train.compile=maybe"], "train.compile must be true or false", None),
+        (["--optim.schedule=zigzag"], "optim.schedule must be one of", None),
+        (
+            ["--model.dim=64", "--model.n_heads=5"],
+            "model.n_heads=5 does not divide model.dim=64",
+            "choose n_heads",
+        ),
+        (
+            ["--model.n_heads=4", "--model.n_kv_heads=3"],
+            "model.n_kv_heads=3 does not divide model.n_heads=4",
+            "choose n_kv_heads among [1, 2, 4]",
+        ),
+        (["--model=125m"], "unknown model preset '125m'", "did you mean '124m'"),
+        (["--data.seq_len=4096"], "data.seq_len=4096 exceeds model.max_seq_len=1024", None),
+    ],
+)
 def test_bad_values_name_the_key(overrides: list[str], message: str, hint: str | None) -> None:
     with pytest.raises(LlmctlError) as info:
         load_config(None, overrides)
@@ -102,8 +115,15 @@ def test_string_overrides_keep_their_text(text: str) -> None:
 
 
 def test_typed_values_are_not_read_as_yaml() -> None:
-    cfg = load_config(None, {"data.path": "yes", "train.name": "2024-01-01", "train.out_dir": "a #b", "train.steps": 5})
-    assert (cfg.data.path, cfg.train.name, cfg.train.out_dir, cfg.train.steps) == ("yes", "2024-01-01", "a #b", 5)
+    cfg = load_config(
+        None, {"data.path": "yes", "train.name": "2024-01-01", "train.out_dir": "a #b", "train.steps": 5}
+    )
+    assert (cfg.data.path, cfg.train.name, cfg.train.out_dir, cfg.train.steps) == (
+        "yes",
+        "2024-01-01",
+        "a #b",
+        5,
+    )
 
 
 def test_yaml_file_date_is_text_for_a_string_field(tmp_path: Path) -> None:
@@ -111,15 +131,27 @@ def test_yaml_file_date_is_text_for_a_string_field(tmp_path: Path) -> None:
 
 
 def test_null_override_clears_an_optional_field_and_others_still_read_yaml() -> None:
-    cfg = load_config(None, ["--checkpoint.resume=null", "--train.compile=yes", "--train.sample_top_k=null",
-                             "--train.sample_prompts=[a, b]", "--telemetry.panel=off", "--model=tiny"])
+    cfg = load_config(
+        None,
+        [
+            "--checkpoint.resume=null",
+            "--train.compile=yes",
+            "--train.sample_top_k=null",
+            "--train.sample_prompts=[a, b]",
+            "--telemetry.panel=off",
+            "--model=tiny",
+        ],
+    )
     assert cfg.checkpoint.resume is None and cfg.train.compile is True and cfg.train.sample_top_k is None
-    assert cfg.train.sample_prompts == ["a", "b"] and cfg.telemetry.panel == "off" and cfg.model.preset == "tiny"
+    assert (
+        cfg.train.sample_prompts == ["a", "b"] and cfg.telemetry.panel == "off" and cfg.model.preset == "tiny"
+    )
 
 
 @pytest.mark.parametrize("source", ["typed", "override", "yaml"])
-def test_a_leading_tilde_in_a_path_is_the_home_folder(source: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_leading_tilde_in_a_path_is_the_home_folder(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     if source == "typed":
         cfg = load_config(None, {"data.path": "~/x", "checkpoint.init": "~"})
@@ -136,6 +168,8 @@ def test_vocab_size_is_none_unless_set(tmp_path: Path) -> None:
     assert load_config(None, ["--model=124m"]).model.vocab_size is None
     assert load_config(None, {}).model.vocab_size is None
     assert load_config(None, ["--model=124m", "--model.vocab_size=512"]).model.vocab_size == 512
-    assert load_config(_write(tmp_path, "model:\n  preset: tiny\n  vocab_size: 300\n")).model.vocab_size == 300
+    assert (
+        load_config(_write(tmp_path, "model:\n  preset: tiny\n  vocab_size: 300\n")).model.vocab_size == 300
+    )
     with pytest.raises(LlmctlError, match="model.vocab_size must be positive"):
         load_config(None, ["--model.vocab_size=0"])

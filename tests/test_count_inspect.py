@@ -28,12 +28,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("ci")
     texts = stdlib_texts(step=25)
     tok = train_tokenizer(base / "tok.json", texts + UNICODE_DOCS, vocab_size=800)
-    raw = write_dataset(base / "raw", {"train": [texts[:20] + UNICODE_DOCS + [""]], "validation": [texts[20:26]]})
+    raw = write_dataset(
+        base / "raw", {"train": [texts[:20] + UNICODE_DOCS + [""]], "validation": [texts[20:26]]}
+    )
     out = base / "tokens"
     tokenize(TokenizeOptions(data=raw, tokenizer=tok, out=out, shard_bytes=100_000))
     chat = [
         [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+        ],
     ]
     sft_raw = write_dataset(base / "sft_raw", {"train": [chat]}, column="messages")
     sft = base / "sft"
@@ -69,7 +75,9 @@ def test_count_table(setup: dict[str, Path]) -> None:
 
 
 def test_count_raw_corpus_matches_shards(setup: dict[str, Path]) -> None:
-    raw = _json(["count", "--data", str(setup["raw"]), "--tokenizer", str(setup["tok"]), "--num-proc", "1", "--json"])
+    raw = _json(
+        ["count", "--data", str(setup["raw"]), "--tokenizer", str(setup["tok"]), "--num-proc", "1", "--json"]
+    )
     shards = _json(["count", str(setup["out"]), "--json"])
     for split in ("train", "validation"):
         for key in ("tokens", "documents", "empty_skipped", "max_doc_tokens", "median_doc_tokens"):
@@ -84,8 +92,20 @@ def test_count_sft_reports_trained_tokens(setup: dict[str, Path]) -> None:
 
 
 def test_count_raw_conversations(setup: dict[str, Path]) -> None:
-    raw = _json(["count", "--data", str(setup["sft_raw"]), "--tokenizer", str(setup["tok"]), "--mode", "sft",
-                 "--num-proc", "1", "--json"])
+    raw = _json(
+        [
+            "count",
+            "--data",
+            str(setup["sft_raw"]),
+            "--tokenizer",
+            str(setup["tok"]),
+            "--mode",
+            "sft",
+            "--num-proc",
+            "1",
+            "--json",
+        ]
+    )
     shards = _json(["count", str(setup["sft"]), "--json"])
     for key in ("tokens", "trained_tokens", "documents"):
         assert raw["total"][key] == shards["total"][key], key
@@ -102,7 +122,9 @@ def test_count_and_inspect_stay_light(setup: dict[str, Path]) -> None:
     )
 
     def loaded(*args: str) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     assert loaded("count", str(setup["out"]), "--json") == []
@@ -181,8 +203,9 @@ def test_inspect_colours_alternate_on_a_terminal(setup: dict[str, Path]) -> None
 
 
 def test_inspect_pages_interactively(setup: dict[str, Path]) -> None:
-    result = runner.invoke(app, ["inspect", str(setup["out"]), "--interactive", "--max-tokens", "3"],
-                           input="n\nn\np\nj 5\nq\n")
+    result = runner.invoke(
+        app, ["inspect", str(setup["out"]), "--interactive", "--max-tokens", "3"], input="n\nn\np\nj 5\nq\n"
+    )
     assert result.exit_code == 0, result.output
     shown = re.findall(r"document\s+(\d+) of", result.stdout)
     assert shown == ["0", "1", "2", "1", "5"]

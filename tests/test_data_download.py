@@ -64,10 +64,21 @@ def test_sources_lists_named_sources_with_their_origin() -> None:
     result = runner.invoke(app, ["data", "sources", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)["sources"]}
-    for name in ("pystdlib", "tinystories", "wikitext-2", "wikitext-103", "alpaca-cleaned", "slimpajama-6b", "fineweb-edu-10bt"):
+    for name in (
+        "pystdlib",
+        "tinystories",
+        "wikitext-2",
+        "wikitext-103",
+        "alpaca-cleaned",
+        "slimpajama-6b",
+        "fineweb-edu-10bt",
+    ):
         assert name in rows
     assert rows["tinystories"]["repo"] == "roneneldan/TinyStories" and rows["tinystories"]["files"]["train"]
-    assert rows["alpaca-cleaned"]["kind"] == "chat" and rows["alpaca-cleaned"]["carved"] == ["validation", "test"]
+    assert rows["alpaca-cleaned"]["kind"] == "chat" and rows["alpaca-cleaned"]["carved"] == [
+        "validation",
+        "test",
+    ]
     table = runner.invoke(app, ["data", "sources"])
     assert "fineweb-edu-10bt" in table.stdout and "licence" in table.stdout
 
@@ -80,7 +91,11 @@ def test_pystdlib_offline_deterministic_and_skipped_on_rerun(tmp_path: Path) -> 
     assert list_splits(tmp_path / "a") == ["train", "validation", "test"]
     splits = {s: set(texts(tmp_path / "a", s)) for s in ("train", "validation", "test")}
     assert all(splits.values())
-    assert not (splits["train"] & splits["validation"] or splits["train"] & splits["test"] or splits["validation"] & splits["test"])
+    assert not (
+        splits["train"] & splits["validation"]
+        or splits["train"] & splits["test"]
+        or splits["validation"] & splits["test"]
+    )
     assert [info["splits"][s]["rows"] for s in splits] == [len(texts(tmp_path / "a", s)) for s in splits]
     assert any("class " in t for t in splits["train"])
     assert all(len(f["sha256"]) == 64 and f["size"] >= 0 for f in info["files"]) and len(info["files"]) > 500
@@ -109,7 +124,9 @@ def add_tiny_repo(hub: FakeServers) -> str:
         "owner/tiny",
         {
             "data/train-00000-of-00001.parquet": parquet_bytes({"text": DOCS, "id": list(range(len(DOCS)))}),
-            "data/validation-00000-of-00001.parquet": parquet_bytes({"text": ["held out one", "held out two"]}),
+            "data/validation-00000-of-00001.parquet": parquet_bytes(
+                {"text": ["held out one", "held out two"]}
+            ),
             "README.md": b"# tiny\n",
             "TinyStories-train.txt": b"the same rows again, as text",
         },
@@ -120,13 +137,25 @@ def add_tiny_repo(hub: FakeServers) -> str:
 def test_hub_dataset_download_records_commit_and_checksums(hub: FakeServers, tmp_path: Path) -> None:
     commit = add_tiny_repo(hub)
     out = tmp_path / "out"
-    args = ["data", "download", "hf:owner/tiny", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--json"]
+    args = [
+        "data",
+        "download",
+        "hf:owner/tiny",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["source"]["resolved_revision"] == commit and info["source"]["repo"] == "owner/tiny"
     names = [f["name"] for f in info["files"]]
-    assert names == ["data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet"]  # parquet only
+    assert names == [
+        "data/train-00000-of-00001.parquet",
+        "data/validation-00000-of-00001.parquet",
+    ]  # parquet only
     repo = hub.repos["owner/tiny"]
     assert info["files"][0]["sha256"] == hashlib.sha256(repo.files[names[0]]).hexdigest()
     assert texts(out, "validation") == ["held out one", "held out two"]
@@ -147,35 +176,72 @@ def test_named_source_alpaca_becomes_messages(hub: FakeServers, tmp_path: Path) 
     ] * 20
     hub.add_repo("yahma/alpaca-cleaned", {"alpaca_data_cleaned.json": json.dumps(rows).encode()})
     out = tmp_path / "alpaca"
-    result = runner.invoke(app, ["data", "download", "alpaca-cleaned", "--out", str(out), "--cache-dir", str(tmp_path / "c"),
-                                 "--val-fraction", "0.3", "--test-fraction", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            "alpaca-cleaned",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--val-fraction",
+            "0.3",
+            "--test-fraction",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     info = read_info(out)
     assert info["column"] == "messages" and info["dropped_rows"] == 20
     assert list_splits(out) == ["train", "validation"]
     messages = [m for s in ("train", "validation") for b in iter_batches(out, s, "messages") for m in b]
     assert len(messages) == 40
-    assert [{"role": "user", "content": "Add the numbers.\n\n2 and 3"}, {"role": "assistant", "content": "5"}] in messages
+    assert [
+        {"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+        {"role": "assistant", "content": "5"},
+    ] in messages
     assert [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}] in messages
 
 
 def test_named_wikitext_joins_lines_into_articles(hub: FakeServers, tmp_path: Path) -> None:
-    lines = [" \n", " = First = \n", " \n", " Body one . \n", " = = Section = = \n", " More . \n", " = Second = \n", " Two . \n"]
+    lines = [
+        " \n",
+        " = First = \n",
+        " \n",
+        " Body one . \n",
+        " = = Section = = \n",
+        " More . \n",
+        " = Second = \n",
+        " Two . \n",
+    ]
     split_file = lambda rows: parquet_bytes({"text": rows})  # noqa: E731
-    commit = hub.add_repo("Salesforce/wikitext", {
-        "wikitext-2-raw-v1/train-00000-of-00001.parquet": split_file(lines),
-        "wikitext-2-raw-v1/validation-00000-of-00001.parquet": split_file([" = Val = \n", " v . \n"]),
-        "wikitext-2-raw-v1/test-00000-of-00001.parquet": split_file([" = Test = \n", " t . \n"]),
-        "wikitext-103-raw-v1/train-00000-of-00002.parquet": split_file([" = Big = \n"]),
-    })
+    commit = hub.add_repo(
+        "Salesforce/wikitext",
+        {
+            "wikitext-2-raw-v1/train-00000-of-00001.parquet": split_file(lines),
+            "wikitext-2-raw-v1/validation-00000-of-00001.parquet": split_file([" = Val = \n", " v . \n"]),
+            "wikitext-2-raw-v1/test-00000-of-00001.parquet": split_file([" = Test = \n", " t . \n"]),
+            "wikitext-103-raw-v1/train-00000-of-00002.parquet": split_file([" = Big = \n"]),
+        },
+    )
     result = download_dataset("wikitext-2", tmp_path / "wt", DownloadOptions(cache_dir=str(tmp_path / "c")))
-    assert result.info["source"]["resolved_revision"] == commit and result.info["source"]["licence"] == "CC-BY-SA-3.0"
-    assert texts(tmp_path / "wt", "train") == [" = First = \n \n Body one . \n = = Section = = \n More . ", " = Second = \n Two . "]
+    assert (
+        result.info["source"]["resolved_revision"] == commit
+        and result.info["source"]["licence"] == "CC-BY-SA-3.0"
+    )
+    assert texts(tmp_path / "wt", "train") == [
+        " = First = \n \n Body one . \n = = Section = = \n More . ",
+        " = Second = \n Two . ",
+    ]
     assert texts(tmp_path / "wt", "test") == [" = Test = \n t . "]
     assert all(s["origin"] == "source" for s in result.info["splits"].values())
 
 
-def test_hub_transfer_cut_midway_resumes_with_a_range_request(hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_transfer_cut_midway_resumes_with_a_range_request(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)  # hub retries resume from whole chunks
@@ -183,7 +249,9 @@ def test_hub_transfer_cut_midway_resumes_with_a_range_request(hub: FakeServers, 
     data = hub.repos["owner/tiny"].files["data/train-00000-of-00001.parquet"]
     blob = f"/blobs/{hashlib.sha256(data).hexdigest()}"
     hub.drop(blob, after_bytes=3000)
-    result = download_dataset("hf:owner/tiny", tmp_path / "out", DownloadOptions(cache_dir=str(tmp_path / "c")))
+    result = download_dataset(
+        "hf:owner/tiny", tmp_path / "out", DownloadOptions(cache_dir=str(tmp_path / "c"))
+    )
     assert any(r.startswith("bytes=") and r != "bytes=0-" for r in hub.ranges(blob))
     assert result.info["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -193,33 +261,58 @@ def test_hub_checksum_failure_names_the_file_and_clears_the_cache(hub: FakeServe
     data = hub.repos["owner/tiny"].files["data/train-00000-of-00001.parquet"]
     sha = hashlib.sha256(data).hexdigest()
     hub.cdn_override[sha] = bytes(len(data))  # right size, wrong bytes
-    args = ["data", "download", "hf:owner/tiny", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "data",
+        "download",
+        "hf:owner/tiny",
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "checksum mismatch for data/train-00000-of-00001.parquet" in result.stderr
-    assert not (tmp_path / "o" / "dataset.json").exists() and not list((tmp_path / "o").rglob("part-*.parquet"))
+    assert not (tmp_path / "o" / "dataset.json").exists() and not list(
+        (tmp_path / "o").rglob("part-*.parquet")
+    )
     del hub.cdn_override[sha]
     assert runner.invoke(app, args).exit_code == 0  # the corrupt copy was not kept
 
 
-def test_offline_uses_the_hub_cache(hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_uses_the_hub_cache(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_tiny_repo(hub)
     cache = str(tmp_path / "c")
     download_dataset("hf:owner/tiny", tmp_path / "a", DownloadOptions(cache_dir=cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     result = download_dataset("hf:owner/tiny", tmp_path / "b", DownloadOptions(cache_dir=cache))
-    assert result.info["source"]["offline"] and texts(tmp_path / "b", "validation") == texts(tmp_path / "a", "validation")
+    assert result.info["source"]["offline"] and texts(tmp_path / "b", "validation") == texts(
+        tmp_path / "a", "validation"
+    )
 
 
-def test_hub_errors_unreachable_unknown_repo_unknown_source(hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = runner.invoke(app, ["data", "download", "hf:owner/missing", "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path)])
+def test_hub_errors_unreachable_unknown_repo_unknown_source(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = runner.invoke(
+        app,
+        ["data", "download", "hf:owner/missing", "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path)],
+    )
     assert missing.exit_code == 2 and "dataset owner/missing not found" in missing.stderr
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    down = runner.invoke(app, ["data", "download", "hf:owner/tiny", "--out", str(tmp_path / "d"), "--cache-dir", str(tmp_path)])
+    down = runner.invoke(
+        app, ["data", "download", "hf:owner/tiny", "--out", str(tmp_path / "d"), "--cache-dir", str(tmp_path)]
+    )
     assert down.exit_code == 1
-    assert "cannot reach the Hugging Face Hub" in down.stderr and "HF_ENDPOINT" in down.stderr and "pystdlib" in down.stderr
+    assert (
+        "cannot reach the Hugging Face Hub" in down.stderr
+        and "HF_ENDPOINT" in down.stderr
+        and "pystdlib" in down.stderr
+    )
 
     unknown = runner.invoke(app, ["data", "download", "tinystorie", "--out", str(tmp_path / "u")])
     assert unknown.exit_code == 2
@@ -228,11 +321,16 @@ def test_hub_errors_unreachable_unknown_repo_unknown_source(hub: FakeServers, tm
 
 
 def test_hub_subsets_must_be_chosen(hub: FakeServers, tmp_path: Path) -> None:
-    hub.add_repo("org/wiki", {
-        "small/train-0.parquet": parquet_bytes({"text": [" = A = \n", " line a \n", " = B = \n", " line b \n"]}),
-        "small/test-0.parquet": parquet_bytes({"text": ["t"]}),
-        "large/train-0.parquet": parquet_bytes({"text": ["big"]}),
-    })
+    hub.add_repo(
+        "org/wiki",
+        {
+            "small/train-0.parquet": parquet_bytes(
+                {"text": [" = A = \n", " line a \n", " = B = \n", " line b \n"]}
+            ),
+            "small/test-0.parquet": parquet_bytes({"text": ["t"]}),
+            "large/train-0.parquet": parquet_bytes({"text": ["big"]}),
+        },
+    )
     opts = DownloadOptions(cache_dir=str(tmp_path / "c"))
     with pytest.raises(LlmctlError, match="several subsets: large, small"):
         download_dataset("hf:org/wiki", tmp_path / "x", opts)
@@ -243,12 +341,22 @@ def test_hub_subsets_must_be_chosen(hub: FakeServers, tmp_path: Path) -> None:
 # --- plain URLs --------------------------------------------------------------------------------------
 
 
-def test_url_download_resumes_after_an_interrupted_run(hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_url_download_resumes_after_an_interrupted_run(
+    hub: FakeServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in DOCS).encode())
     hub.files["corpus.jsonl.gz"] = body
     monkeypatch.setattr(http_download, "RETRIES", 0)
     hub.drop("/files/corpus.jsonl.gz", after_bytes=len(body) // 2)
-    args = ["data", "download", hub.url("corpus.jsonl.gz"), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "data",
+        "download",
+        hub.url("corpus.jsonl.gz"),
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 1 and "interrupted after" in first.stderr and "again" in first.stderr
     assert not list((tmp_path / "o").rglob("*.parquet")) and not (tmp_path / "o" / "dataset.json").exists()
@@ -259,20 +367,61 @@ def test_url_download_resumes_after_an_interrupted_run(hub: FakeServers, tmp_pat
     assert hub.ranges("corpus.jsonl.gz")[-1] == f"bytes={len(body) // 2}-"
     info = json.loads(second.stdout)
     assert info["files"][0]["sha256"] == hashlib.sha256(body).hexdigest()
-    assert sorted(texts(tmp_path / "o", "train") + texts(tmp_path / "o", "validation") + texts(tmp_path / "o", "test")) == sorted(DOCS)
+    assert sorted(
+        texts(tmp_path / "o", "train") + texts(tmp_path / "o", "validation") + texts(tmp_path / "o", "test")
+    ) == sorted(DOCS)
 
 
 def test_url_checksum_mismatch_and_http_errors(hub: FakeServers, tmp_path: Path) -> None:
     hub.files["a.txt"] = b"hello world\n"
-    wrong = runner.invoke(app, ["data", "download", hub.url("a.txt"), "--out", str(tmp_path / "o"),
-                                "--cache-dir", str(tmp_path / "c"), "--sha256", "0" * 64])
+    wrong = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            hub.url("a.txt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--sha256",
+            "0" * 64,
+        ],
+    )
     assert wrong.exit_code == 1 and "checksum mismatch for a.txt" in wrong.stderr
     assert not list((tmp_path / "c" / "downloads").iterdir())
     right = hashlib.sha256(b"hello world\n").hexdigest()
-    ok = runner.invoke(app, ["data", "download", hub.url("a.txt"), "--out", str(tmp_path / "o"),
-                             "--cache-dir", str(tmp_path / "c"), "--sha256", right, "--val-fraction", "0", "--test-fraction", "0"])
+    ok = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            hub.url("a.txt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--sha256",
+            right,
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        ],
+    )
     assert ok.exit_code == 0, ok.output and texts(tmp_path / "o", "train") == ["hello world\n"]
-    gone = runner.invoke(app, ["data", "download", hub.url("nope.txt"), "--out", str(tmp_path / "n"), "--cache-dir", str(tmp_path / "c")])
+    gone = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            hub.url("nope.txt"),
+            "--out",
+            str(tmp_path / "n"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+    )
     assert gone.exit_code == 2 and "HTTP 404" in gone.stderr
 
 
@@ -304,12 +453,25 @@ def write_format(root: Path, kind: str) -> tuple[str, list[str]]:
     return kind, docs
 
 
-@pytest.mark.parametrize("kind", ["parquet", "jsonl", "jsonl.gz", "jsonl.zst", "json", "json-lines", "json-wrapped", "txt", "txt.zst"])
+@pytest.mark.parametrize(
+    "kind",
+    ["parquet", "jsonl", "jsonl.gz", "jsonl.zst", "json", "json-lines", "json-wrapped", "txt", "txt.zst"],
+)
 def test_each_input_format(tmp_path: Path, kind: str) -> None:
     src = tmp_path / "src"
     src.mkdir()
     _, docs = write_format(src, kind)
-    args = ["data", "download", str(src), "--out", str(tmp_path / "o"), "--val-fraction", "0", "--test-fraction", "0"]
+    args = [
+        "data",
+        "download",
+        str(src),
+        "--out",
+        str(tmp_path / "o"),
+        "--val-fraction",
+        "0",
+        "--test-fraction",
+        "0",
+    ]
     if kind == "txt.zst":
         args += ["--txt-delimiter", "\\n\\n"]
     result = runner.invoke(app, args)
@@ -323,7 +485,10 @@ def test_local_glob_infers_splits_from_file_names(tmp_path: Path) -> None:
         (tmp_path / "test_area" / f"{split}.jsonl").write_text(json.dumps({"text": f"{split} text"}) + "\n")
     result = download_dataset(str(tmp_path / "test_area" / "*.jsonl"), tmp_path / "o")
     assert {s: texts(tmp_path / "o", s) for s in list_splits(tmp_path / "o")} == {
-        "train": ["train text"], "validation": ["valid text"], "test": ["test text"]}
+        "train": ["train text"],
+        "validation": ["valid text"],
+        "test": ["test text"],
+    }
     assert all(v["origin"] == "source" for v in result.info["splits"].values())
 
 
@@ -342,12 +507,30 @@ def test_corrupt_and_truncated_files_are_named(tmp_path: Path) -> None:
 
 
 def test_missing_text_column_lists_columns_and_text_column_picks_one(tmp_path: Path) -> None:
-    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"body_md": d, "url": "u"}) + "\n" for d in DOCS[:5]))
+    (tmp_path / "d.jsonl").write_text(
+        "".join(json.dumps({"body_md": d, "url": "u"}) + "\n" for d in DOCS[:5])
+    )
     result = runner.invoke(app, ["data", "download", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert "no text column (columns found: body_md, url)" in result.stderr and "--text-column" in result.stderr
-    ok = runner.invoke(app, ["data", "download", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"), "--text-column", "body_md",
-                             "--test-fraction", "0", "--val-fraction", "0"])
+    assert (
+        "no text column (columns found: body_md, url)" in result.stderr and "--text-column" in result.stderr
+    )
+    ok = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            str(tmp_path / "d.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+            "--text-column",
+            "body_md",
+            "--test-fraction",
+            "0",
+            "--val-fraction",
+            "0",
+        ],
+    )
     assert ok.exit_code == 0 and texts(tmp_path / "o", "train") == DOCS[:5]
 
 
@@ -372,21 +555,32 @@ def test_split_carving_is_seeded_disjoint_and_limited(tmp_path: Path) -> None:
     assert 40 < len(a["validation"]) < 120 and 15 < len(a["test"]) < 70
     assert all(carve(d, 0, 0.2, 0.1) == "validation" for d in a["validation"])
 
-    only = download_dataset(str(src), tmp_path / "v", DownloadOptions(val_fraction=0.2, test_fraction=0.1, splits=("validation",)))
-    assert list_splits(tmp_path / "v") == ["validation"] and texts(tmp_path / "v", "validation") == a["validation"]
+    only = download_dataset(
+        str(src), tmp_path / "v", DownloadOptions(val_fraction=0.2, test_fraction=0.1, splits=("validation",))
+    )
+    assert (
+        list_splits(tmp_path / "v") == ["validation"]
+        and texts(tmp_path / "v", "validation") == a["validation"]
+    )
     assert list(only.info["splits"]) == ["validation"]
 
     download_dataset(str(src), tmp_path / "r", DownloadOptions(max_rows=100, val_fraction=0, test_fraction=0))
     assert texts(tmp_path / "r", "train") == DOCS[:100]
-    download_dataset(str(src), tmp_path / "m", DownloadOptions(max_bytes=2000, val_fraction=0, test_fraction=0))
+    download_dataset(
+        str(src), tmp_path / "m", DownloadOptions(max_bytes=2000, val_fraction=0, test_fraction=0)
+    )
     kept = texts(tmp_path / "m", "train")
-    assert kept == DOCS[: len(kept)] and sum(len(t) for t in kept) <= 2000 < sum(len(t) for t in DOCS[: len(kept) + 1])
+    assert kept == DOCS[: len(kept)] and sum(len(t) for t in kept) <= 2000 < sum(
+        len(t) for t in DOCS[: len(kept) + 1]
+    )
 
     with pytest.raises(LlmctlError, match="split dev is not available"):
         download_dataset(str(src), tmp_path / "x", DownloadOptions(splits=("dev",)))
 
 
-def test_interrupted_normalization_leaves_no_complete_looking_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_normalization_leaves_no_complete_looking_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from llmctl.raw import parts
 
     monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 10)
@@ -407,17 +601,25 @@ def test_interrupted_normalization_leaves_no_complete_looking_part(tmp_path: Pat
 
     monkeypatch.setattr(parts.SplitWriter, "add", failing_add)
     with pytest.raises(KeyboardInterrupt):
-        download_dataset(str(src), tmp_path / "o", DownloadOptions(val_fraction=0, test_fraction=0, force=True))
+        download_dataset(
+            str(src), tmp_path / "o", DownloadOptions(val_fraction=0, test_fraction=0, force=True)
+        )
     assert not (tmp_path / "o" / ".llmctl-incomplete").exists()
     # The earlier complete dataset is untouched: the interrupted run never published anything.
-    assert download_dataset(str(src), tmp_path / "o", DownloadOptions(val_fraction=0, test_fraction=0, max_rows=60)).skipped
+    assert download_dataset(
+        str(src), tmp_path / "o", DownloadOptions(val_fraction=0, test_fraction=0, max_rows=60)
+    ).skipped
 
 
 def test_row_conversions() -> None:
     assert alpaca_messages("Translate.", "bonjour", "hello") == [
-        {"role": "user", "content": "Translate.\n\nbonjour"}, {"role": "assistant", "content": "hello"}]
+        {"role": "user", "content": "Translate.\n\nbonjour"},
+        {"role": "assistant", "content": "hello"},
+    ]
     assert alpaca_messages("Hi", None, "") is None
     joiner = WikitextArticles()
-    out = joiner.feed([" \n", " = Alpha = \n", " \n", " a text \n", " = = Part = = \n", " more \n", " = Beta = \n", " b \n"])
+    out = joiner.feed(
+        [" \n", " = Alpha = \n", " \n", " a text \n", " = = Part = = \n", " more \n", " = Beta = \n", " b \n"]
+    )
     out += joiner.flush()
     assert out == [" = Alpha = \n \n a text \n = = Part = = \n more ", " = Beta = \n b "]

@@ -25,8 +25,16 @@ def _losses(run: Path) -> dict[str, list[float]]:
 
 
 def _pretrain(launcher: list[str], data: Path, run: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = ["pretrain", "--data", str(data), "--out", str(run), "--json",
-            *tiny_args(**{"train.steps": 6, "train.global_batch_size": 8, "train.eval_every": 3}), *extra]
+    args = [
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--json",
+        *tiny_args(**{"train.steps": 6, "train.global_batch_size": 8, "train.eval_every": 3}),
+        *extra,
+    ]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,5 +54,7 @@ def test_two_gloo_ranks_match_one_process(data: Path, tmp_path: Path, strategy: 
     assert a["train"] == pytest.approx(b["train"], rel=1e-5)
     assert a["eval"] == pytest.approx(b["eval"], rel=1e-5)
     # The sharded run's checkpoint resumes in a single process: files hold full tensors keyed by name.
-    resumed = _pretrain([sys.executable, "-m", "llmctl"], data, tmp_path / "two", "--resume", "auto", "--steps", "7")
+    resumed = _pretrain(
+        [sys.executable, "-m", "llmctl"], data, tmp_path / "two", "--resume", "auto", "--steps", "7"
+    )
     assert json.loads(resumed.stdout)["step"] == 7

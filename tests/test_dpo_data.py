@@ -79,8 +79,20 @@ def test_local_jsonl_strings_normalise_and_drop_bad_rows(tmp_path: Path) -> None
     ]
     src = tmp_path / "prefs.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    result = runner.invoke(app, ["data", "download", str(src), "--out", str(tmp_path / "raw"), "--val-fraction", "0",
-                                 "--test-fraction", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            str(src),
+            "--out",
+            str(tmp_path / "raw"),
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        ],
+    )
     assert "1 identical chosen and rejected, 2 with an empty side" in result.output
     info = read_info(tmp_path / "raw")
     assert info["column"] == "preference" and info["content"] == "preference"

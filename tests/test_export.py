@@ -60,8 +60,15 @@ def test_export_loads_in_transformers_with_our_logits_and_chat_ids(checkpoint: t
     result = runner.invoke(app, ["export", str(ckpt), "--format", "hf", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert sorted(report["files"]) == ["config.json", "generation_config.json", "llmctl-export.json", "model.safetensors",
-                                       "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(report["files"]) == [
+        "config.json",
+        "generation_config.json",
+        "llmctl-export.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     model, tok, _ = load_for_inference(ckpt)
     assert report["n_params"] == model.num_params() and report["chat_template"] is True
 
@@ -87,7 +94,9 @@ def test_export_loads_in_transformers_with_our_logits_and_chat_ids(checkpoint: t
     assert hf_tok.decode(expected[:3]) == tok.decode(expected[:3])
 
 
-def test_export_refuses_to_overwrite_and_checks_the_tokenizer(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+def test_export_refuses_to_overwrite_and_checks_the_tokenizer(
+    checkpoint: tuple[Path, Path], tmp_path: Path
+) -> None:
     ckpt, _ = checkpoint
     out = tmp_path / "hf"
     out.mkdir()
@@ -100,20 +109,34 @@ def test_export_refuses_to_overwrite_and_checks_the_tokenizer(checkpoint: tuple[
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
     other = train_chat_tokenizer(tmp_path / "other.json", ["other words entirely"] * 5, 300)
-    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--tokenizer", str(other)])
+    result = runner.invoke(
+        app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--tokenizer", str(other)]
+    )
     assert result.exit_code == 2 and "is not the one checkpoint" in result.output
     result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "x"), "--format", "onnx"])
     assert result.exit_code == 2 and "--format hf" in result.output
 
 
-@pytest.mark.parametrize("shape", [{"qkv_bias": True, "tied_embeddings": True}, {"n_kv_heads": 1, "dim": 96, "n_heads": 6}])
+@pytest.mark.parametrize(
+    "shape", [{"qkv_bias": True, "tied_embeddings": True}, {"n_kv_heads": 1, "dim": 96, "n_heads": 6}]
+)
 def test_rope_permutation_holds_for_biases_tied_heads_and_gqa(shape: dict[str, Any], tmp_path: Path) -> None:
     from llmctl.config import ModelConfig
     from llmctl.export.hf import write_hf
     from llmctl.model.llama import Transformer
 
     tok = load_tokenizer(train_chat_tokenizer(tmp_path / "tok.json", ["a few words to learn from"] * 5, 300))
-    cfg = ModelConfig(**{"vocab_size": 320, "dim": 64, "n_layers": 2, "n_heads": 4, "ffn_dim": 96, "max_seq_len": 64, **shape})
+    cfg = ModelConfig(
+        **{
+            "vocab_size": 320,
+            "dim": 64,
+            "n_layers": 2,
+            "n_heads": 4,
+            "ffn_dim": 96,
+            "max_seq_len": 64,
+            **shape,
+        }
+    )
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
     with torch.no_grad():

@@ -82,7 +82,9 @@ def _edges() -> dict[tuple[str, str], list[str]]:
         for name, line in _imports(path):
             dst = _module_part(name)
             if dst and dst != src:
-                edges.setdefault((src, dst), []).append(f"{path.relative_to(PKG.parent)}:{line} imports {name}")
+                edges.setdefault((src, dst), []).append(
+                    f"{path.relative_to(PKG.parent)}:{line} imports {name}"
+                )
     return edges
 
 

@@ -20,33 +20,46 @@ from llmctl.plan.memory import GIB, activation_bytes_per_token, fused_weight_par
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(("device_name", "expected"), [
-    ("NVIDIA H100 80GB HBM3", "H100-SXM"),
-    ("NVIDIA H100 PCIe", "H100-PCIe"),
-    ("NVIDIA H100 NVL", "H100-NVL"),
-    ("NVIDIA H200", "H200"),
-    ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
-    ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
-    ("NVIDIA A100 80GB PCIe", "A100-PCIe-80GB"),
-    ("NVIDIA A100-PCIE-40GB", "A100-PCIe-40GB"),
-    ("NVIDIA L40S", "L40S"),
-    ("NVIDIA L4", "L4"),
-    ("NVIDIA A10G", "A10G"),
-    ("NVIDIA GeForce RTX 4090", "RTX-4090"),
-    ("NVIDIA GeForce RTX 3090", "RTX-3090"),
-    ("Tesla V100-SXM2-16GB", "V100-SXM2-16GB"),
-    ("Tesla V100-PCIE-32GB", "V100-PCIe-32GB"),
-    ("Tesla T4", "T4"),
-])
+@pytest.mark.parametrize(
+    ("device_name", "expected"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100-SXM"),
+        ("NVIDIA H100 PCIe", "H100-PCIe"),
+        ("NVIDIA H100 NVL", "H100-NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+        ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
+        ("NVIDIA A100 80GB PCIe", "A100-PCIe-80GB"),
+        ("NVIDIA A100-PCIE-40GB", "A100-PCIe-40GB"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L4", "L4"),
+        ("NVIDIA A10G", "A10G"),
+        ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+        ("NVIDIA GeForce RTX 3090", "RTX-3090"),
+        ("Tesla V100-SXM2-16GB", "V100-SXM2-16GB"),
+        ("Tesla V100-PCIE-32GB", "V100-PCIe-32GB"),
+        ("Tesla T4", "T4"),
+    ],
+)
 def test_detect_gpu_from_torch_device_names(device_name: str, expected: str) -> None:
     spec = detect_gpu(device_name)
     assert spec is not None and spec.name == expected
 
 
-@pytest.mark.parametrize("device_name", [
-    "NVIDIA GeForce RTX 3090 Ti", "NVIDIA GeForce RTX 4090 Laptop GPU", "NVIDIA L40", "NVIDIA GH200 480GB",
-    "Tesla V100S-PCIE-32GB", "NVIDIA A100", "NVIDIA B200", "cpu", "",
-])
+@pytest.mark.parametrize(
+    "device_name",
+    [
+        "NVIDIA GeForce RTX 3090 Ti",
+        "NVIDIA GeForce RTX 4090 Laptop GPU",
+        "NVIDIA L40",
+        "NVIDIA GH200 480GB",
+        "Tesla V100S-PCIE-32GB",
+        "NVIDIA A100",
+        "NVIDIA B200",
+        "cpu",
+        "",
+    ],
+)
 def test_unknown_devices_are_none_never_a_guess(device_name: str) -> None:
     assert detect_gpu(device_name) is None
 
@@ -69,8 +82,20 @@ def test_peaks_are_dense_and_in_flop_per_second() -> None:
 
 def test_table_covers_the_required_gpus() -> None:
     names = {g.name for g in GPUS}
-    for required in ("H200", "H100-SXM", "H100-PCIe", "A100-40GB", "A100-80GB", "L40S", "L4", "A10G", "RTX-4090",
-                     "RTX-3090", "V100-SXM2-32GB", "T4"):
+    for required in (
+        "H200",
+        "H100-SXM",
+        "H100-PCIe",
+        "A100-40GB",
+        "A100-80GB",
+        "L40S",
+        "L4",
+        "A10G",
+        "RTX-4090",
+        "RTX-3090",
+        "V100-SXM2-32GB",
+        "T4",
+    ):
         assert required in names
     for g in GPUS:
         assert g.memory_gib > 0 and g.tdp_w > 0 and g.fp32 > 0 and g.source
@@ -143,17 +168,22 @@ def test_inverse_mode_from_a_parameter_count_matches_the_notes() -> None:
     assert abs(param_counts(plan.model).matmul / 170e6 - 1) < 0.02
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"gpu": "L4", "hours": -1}, "--hours must be positive"),
-    ({"gpu": "L4", "hours": 1, "mfu": 1.5}, "--mfu must be in (0, 1]"),
-    ({"gpu": "L4"}, "nothing to plan"),
-    ({"gpu": "L4", "hours": 1, "model": "124m"}, "give one of them"),
-    ({"gpu": "T4", "hours": 1, "dtype": "bf16"}, "T4 has no bf16 tensor cores"),
-    ({"gpu": "L4", "model": "124m", "tokens": "lots"}, "--tokens must be a number"),
-    ({"gpu": "L4", "model": "125m"}, "unknown model preset '125m'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpu": "L4", "hours": -1}, "--hours must be positive"),
+        ({"gpu": "L4", "hours": 1, "mfu": 1.5}, "--mfu must be in (0, 1]"),
+        ({"gpu": "L4"}, "nothing to plan"),
+        ({"gpu": "L4", "hours": 1, "model": "124m"}, "give one of them"),
+        ({"gpu": "T4", "hours": 1, "dtype": "bf16"}, "T4 has no bf16 tensor cores"),
+        ({"gpu": "L4", "model": "124m", "tokens": "lots"}, "--tokens must be a number"),
+        ({"gpu": "L4", "model": "125m"}, "unknown model preset '125m'"),
+    ],
+)
 def test_budget_rejects_bad_input(kwargs: dict, message: str) -> None:
-    with pytest.raises(LlmctlError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(
+        LlmctlError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
         plan_budget(**kwargs)
 
 
@@ -169,7 +199,12 @@ def test_memory_states_per_parameter() -> None:
     n = param_counts(cfg).total
     mixed = training_memory(cfg, 1024, "bf16", 24)
     # bf16 copies 2 + fp32 master 4 + fp32 gradients 4 + AdamW moments 8 bytes per parameter.
-    assert (mixed.weights_bytes, mixed.master_bytes, mixed.grads_bytes, mixed.optimizer_bytes) == (2 * n, 4 * n, 4 * n, 8 * n)
+    assert (mixed.weights_bytes, mixed.master_bytes, mixed.grads_bytes, mixed.optimizer_bytes) == (
+        2 * n,
+        4 * n,
+        4 * n,
+        8 * n,
+    )
     assert mixed.bytes_per_param == 18
     fp32 = training_memory(cfg, 1024, "fp32", 24)
     assert fp32.master_bytes == 0 and fp32.weights_bytes == 4 * n + 4 * fused_weight_params(cfg)
@@ -183,7 +218,11 @@ def test_memory_states_per_parameter() -> None:
 
 def test_memory_verdicts_when_it_does_not_fit() -> None:
     states_too_big = training_memory(model_from_preset("llama3-8b"), 8192, "bf16", 24)
-    assert not states_too_big.fits and "alone need" in states_too_big.verdict and "fsdp" in states_too_big.verdict
+    assert (
+        not states_too_big.fits
+        and "alone need" in states_too_big.verdict
+        and "fsdp" in states_too_big.verdict
+    )
     cfg = model_from_preset("124m")
     # A size where checkpointing is the difference, then one where nothing helps.
     est = training_memory(cfg, 4096, "bf16", 8)
@@ -201,10 +240,15 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
 
     from llmctl.model.llama import Transformer
 
-    cfg = ModelConfig(vocab_size=500, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=320, max_seq_len=64)
+    cfg = ModelConfig(
+        vocab_size=500, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=320, max_seq_len=64
+    )
     batch, seq = 3, 48  # 144 tokens: no parameter has a dimension of that size
     model = Transformer(cfg)
-    fused = [(cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim, cfg.dim), (2 * cfg.hidden_dim, cfg.dim)]
+    fused = [
+        (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim, cfg.dim),
+        (2 * cfg.hidden_dim, cfg.dim),
+    ]
     shapes = [tuple(p.shape) for p in model.parameters()] + fused  # q|k|v and w1|w3 run as one matmul each
     param_shapes = {s for shape in shapes for s in (shape, shape[::-1])}
     fused_shapes = {s for shape in fused for s in (shape, shape[::-1])}
@@ -213,7 +257,9 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         # autocast's (transposed) casts, and the concatenated q|k|v and w1|w3 weights (weights, not activations)
-        is_weight_copy = (t.dtype == torch.bfloat16 and tuple(t.shape) in param_shapes) or tuple(t.shape) in fused_shapes
+        is_weight_copy = (t.dtype == torch.bfloat16 and tuple(t.shape) in param_shapes) or tuple(
+            t.shape
+        ) in fused_shapes
         if t.untyped_storage().data_ptr() not in owned and not is_weight_copy and t.dim() > 0:
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
@@ -224,7 +270,9 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
             logits = model(tokens)
         F.cross_entropy(logits.view(-1, cfg.vocab_size), tokens.view(-1))
     measured = sum(saved.values()) - 8 * batch * seq  # less the int64 token ids (the targets here too)
-    measured -= 8 * seq * cfg.head_dim // 2  # and RoPE's complex64 rotation table, one per batch (not per token)
+    measured -= (
+        8 * seq * cfg.head_dim // 2
+    )  # and RoPE's complex64 rotation table, one per batch (not per token)
     act = activation_bytes_per_token(cfg, dtype)
     # The model's logits term adds 8 B per vocabulary entry for the gradients at the start of backward.
     predicted = (cfg.n_layers * act.per_layer + act.final + act.logits - 8 * cfg.vocab_size) * batch * seq
@@ -244,13 +292,23 @@ def test_checkpointing_keeps_block_inputs_and_one_block() -> None:
 
 
 def test_budget_json_and_list_gpus() -> None:
-    result = runner.invoke(app, ["budget", "--gpu", "L4", "--hours", "24", "--tokens-per-param", "100", "--json"])
+    result = runner.invoke(
+        app, ["budget", "--gpu", "L4", "--hours", "24", "--tokens-per-param", "100", "--json"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["mode"] == "forward"
     assert doc["compute_flops"] == pytest.approx(121e12 * 86_400 * 0.4)
     assert doc["gpu"]["peak_flops_per_gpu"] == 121e12
-    for key in ("optimal_params", "optimal_tokens", "params_total", "tokens", "costs", "memory", "chinchilla_loss"):
+    for key in (
+        "optimal_params",
+        "optimal_tokens",
+        "params_total",
+        "tokens",
+        "costs",
+        "memory",
+        "chinchilla_loss",
+    ):
         assert key in doc
     assert doc["memory"]["fits"] is True and isinstance(doc["memory"]["max_micro_batch"], int)
     listed = runner.invoke(app, ["budget", "--list-gpus", "--json"])
@@ -263,6 +321,15 @@ def test_budget_tables_show_the_notes_comparison_and_verdict() -> None:
     result = runner.invoke(app, ["budget", "--gpu", "L4", "--hours", "24", "--tokens-per-param", "100"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
-    for phrase in ("2.09e19", "186.7M", "18.67B", "4.18e18", "83.48M", "datasheet headline (2:4 sparsity)",
-                   "verdict: fits", "fp32 master weights", "Chinchilla fit"):
+    for phrase in (
+        "2.09e19",
+        "186.7M",
+        "18.67B",
+        "4.18e18",
+        "83.48M",
+        "datasheet headline (2:4 sparsity)",
+        "verdict: fits",
+        "fp32 master weights",
+        "Chinchilla fit",
+    ):
         assert phrase in text

@@ -109,8 +109,15 @@ def test_counts_match_flop_counter_mode() -> None:
     assert counter.get_total_flops() == 3 * fl.forward_linear * 3 * 16
 
 
-@pytest.mark.parametrize("cfg", [SMALL, replace(SMALL, tied_embeddings=True, qkv_bias=True),
-                                 model_from_preset("tiny"), model_from_preset("10m")])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SMALL,
+        replace(SMALL, tied_embeddings=True, qkv_bias=True),
+        model_from_preset("tiny"),
+        model_from_preset("10m"),
+    ],
+)
 def test_counts_match_the_module(cfg: ModelConfig) -> None:
     torch = pytest.importorskip("torch")
     from llmctl.model.llama import Transformer
@@ -123,8 +130,26 @@ def test_counts_match_the_module(cfg: ModelConfig) -> None:
 
 
 def test_flops_estimate_json_keys_and_numbers() -> None:
-    result = runner.invoke(app, ["flops", "estimate", "--model", "124m", "--seq-len", "1024", "--batch-size", "512",
-                                 "--tokens", "2.5B", "--gpu", "H100", "--mfu", "0.4", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "flops",
+            "estimate",
+            "--model",
+            "124m",
+            "--seq-len",
+            "1024",
+            "--batch-size",
+            "512",
+            "--tokens",
+            "2.5B",
+            "--gpu",
+            "H100",
+            "--mfu",
+            "0.4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     cfg = model_from_preset("124m")
@@ -136,7 +161,13 @@ def test_flops_estimate_json_keys_and_numbers() -> None:
     assert doc["flops_per_token_6n"] == 6 * param_counts(cfg).matmul
     assert doc["causal_masking_counted"] is False
     assert set(doc["flops_per_token_forward_components"]) == {
-        "qkv_projections", "attention_scores", "attention_values", "output_projection", "swiglu_mlp", "lm_head"}
+        "qkv_projections",
+        "attention_scores",
+        "attention_values",
+        "output_projection",
+        "swiglu_mlp",
+        "lm_head",
+    }
     assert doc["batch"]["tokens"] == 512 * 1024
     assert doc["batch"]["flops_train"] == fl.train_palm * 512 * 1024
     # H100 SXM dense bf16 peak: 1,979 TFLOP/s with sparsity, halved.
@@ -148,11 +179,33 @@ def test_flops_estimate_json_keys_and_numbers() -> None:
 
 def test_flops_estimate_explicit_shape_and_yaml_agree(tmp_path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("model:\n  dim: 64\n  n_layers: 2\n  n_heads: 4\n  n_kv_heads: 2\n  ffn_dim: 128\n"
-                    "  vocab_size: 100\n  max_seq_len: 16\ndata:\n  seq_len: 16\n")
+    path.write_text(
+        "model:\n  dim: 64\n  n_layers: 2\n  n_heads: 4\n  n_kv_heads: 2\n  ffn_dim: 128\n"
+        "  vocab_size: 100\n  max_seq_len: 16\ndata:\n  seq_len: 16\n"
+    )
     from_file = runner.invoke(app, ["flops", "estimate", "--model", str(path), "--json"])
-    explicit = runner.invoke(app, ["flops", "estimate", "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads",
-                                   "2", "--ffn-dim", "128", "--vocab-size", "100", "--seq-len", "16", "--json"])
+    explicit = runner.invoke(
+        app,
+        [
+            "flops",
+            "estimate",
+            "--dim",
+            "64",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--ffn-dim",
+            "128",
+            "--vocab-size",
+            "100",
+            "--seq-len",
+            "16",
+            "--json",
+        ],
+    )
     assert from_file.exit_code == 0 and explicit.exit_code == 0, from_file.output + explicit.output
     a, b = json.loads(from_file.stdout), json.loads(explicit.stdout)
     assert a["seq_len"] == b["seq_len"] == 16
@@ -161,10 +214,34 @@ def test_flops_estimate_explicit_shape_and_yaml_agree(tmp_path) -> None:
 
 
 def test_flops_estimate_table_says_which_convention() -> None:
-    result = runner.invoke(app, ["flops", "estimate", "--model", "124m", "--seq-len", "1024", "--batch-size", "512",
-                                 "--gpu", "H100", "--mfu", "0.4"])
+    result = runner.invoke(
+        app,
+        [
+            "flops",
+            "estimate",
+            "--model",
+            "124m",
+            "--seq-len",
+            "1024",
+            "--batch-size",
+            "512",
+            "--gpu",
+            "H100",
+            "--mfu",
+            "0.4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
-    for phrase in ("causal masking not subtracted", "PaLM 6N + 12LHQT", "used for MFU", "6N", "exact (3 x forward)",
-                   "RoPE", "LM head", "SwiGLU MLP", "162,220,800"):
+    for phrase in (
+        "causal masking not subtracted",
+        "PaLM 6N + 12LHQT",
+        "used for MFU",
+        "6N",
+        "exact (3 x forward)",
+        "RoPE",
+        "LM head",
+        "SwiGLU MLP",
+        "162,220,800",
+    ):
         assert phrase in text

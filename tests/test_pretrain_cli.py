@@ -30,25 +30,53 @@ def _invoke(*args: str) -> object:
 
 def test_pretrain_test_run_then_generate(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "smoke"
-    result = _invoke("pretrain", "--data", str(data), "--out", str(run), "--test", "--json",
-                     *tiny_args(**{"train.steps": 6, "train.sample_tokens": 8, "telemetry.tensorboard": True}))
+    result = _invoke(
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--test",
+        "--json",
+        *tiny_args(**{"train.steps": 6, "train.sample_tokens": 8, "telemetry.tensorboard": True}),
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["status"] == "completed" and doc["step"] == 6 and doc["run_dir"] == str(run)
     assert doc["eval"]["loss"] > 0 and doc["checkpoint"].endswith("step-000006")
-    for name in ("config.yaml", "metrics.jsonl", "samples.jsonl", "loss.csv", "summary.json", "tokenizer.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "loss.csv",
+        "summary.json",
+        "tokenizer.json",
+    ):
         assert (run / name).is_file(), name
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {3, 6} and all("output" in s and "prompt" in s for s in samples)
 
-    gen = _invoke("generate", str(run / "checkpoints" / "latest"), "--prompt", "def main(", "--max-new-tokens", "12",
-                  "--temperature", "0", "--json")
+    gen = _invoke(
+        "generate",
+        str(run / "checkpoints" / "latest"),
+        "--prompt",
+        "def main(",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--json",
+    )
     assert gen.exit_code == 0, gen.output
     out = json.loads(gen.stdout)
     assert out["prompt"] == "def main(" and out["step"] == 6 and 0 < out["new_tokens"] <= 12
     assert out["tokens_per_sec"] > 0 and isinstance(out["text"], str)
-    again = json.loads(_invoke("generate", str(run), "-p", "def main(", "-n", "12", "-t", "0", "--json").stdout)
-    assert again["text"] == out["text"]  # greedy decoding is deterministic; a run directory resolves to latest
+    again = json.loads(
+        _invoke("generate", str(run), "-p", "def main(", "-n", "12", "-t", "0", "--json").stdout
+    )
+    assert (
+        again["text"] == out["text"]
+    )  # greedy decoding is deterministic; a run directory resolves to latest
 
     streamed = _invoke("generate", str(run), "-p", "import os", "-n", "5", "--seed", "3")
     assert streamed.exit_code == 0 and streamed.stdout.startswith("import os")
@@ -80,10 +108,22 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_continues(
     data: Path, tmp_path: Path, sig: int, code: int
 ) -> None:
     run = tmp_path / "runs" / "sig"
-    args = ["--data", str(data), "--out", str(run), *tiny_args(**{"train.steps": 100000, "optim.warmup_steps": 2})]
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *tiny_args(**{"train.steps": 100000, "optim.warmup_steps": 2}),
+    ]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "pretrain", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while _metrics_steps(run) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -28,10 +28,26 @@ pytestmark = pytest.mark.slow
 
 def _sft_args(init: Path, tokens: Path, out: Path, steps: int) -> list[str]:
     return [
-        "sft", "-c", str(ROOT / "examples" / "configs" / "sft.yaml"), "--init", str(init), "--data", str(tokens),
-        "--out", str(out), "--steps", str(steps), "--data.seq_len=64", "--optim.lr=3e-3", "--optim.min_lr=3e-4",
-        "--optim.warmup_steps=10", "--train.eval_every=50", f"--train.sample_every={steps}", "--checkpoint.every=0",
-        "--telemetry.tensorboard=false", "--json",
+        "sft",
+        "-c",
+        str(ROOT / "examples" / "configs" / "sft.yaml"),
+        "--init",
+        str(init),
+        "--data",
+        str(tokens),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--data.seq_len=64",
+        "--optim.lr=3e-3",
+        "--optim.min_lr=3e-4",
+        "--optim.warmup_steps=10",
+        "--train.eval_every=50",
+        f"--train.sample_every={steps}",
+        "--checkpoint.every=0",
+        "--telemetry.tensorboard=false",
+        "--json",
     ]
 
 
@@ -54,12 +70,18 @@ def _response_loss(checkpoint: Path, tokens: Path) -> float:
     from llmctl.engine.sft import SFTObjective
 
     model, tok, _ = load_for_inference(checkpoint)
-    objective = SFTObjective(tokens, None, tok, seq_len=64, micro_batch=8, seed=0, eval_batches=10, prompts=[])
+    objective = SFTObjective(
+        tokens, None, tok, seq_len=64, micro_batch=8, seed=0, eval_batches=10, prompts=[]
+    )
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in objective.eval_batches():
             logits = model(batch.inputs)
-            total += float(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="sum"))
+            total += float(
+                F.cross_entropy(
+                    logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="sum"
+                )
+            )
             count += batch.trained_tokens
     return total / count
 
@@ -77,9 +99,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Any:
         start_loss = _response_loss(init, tokens)
         result = runner.invoke(app, _sft_args(init, tokens, tmp / "runs" / "sft", steps=150))
     assert result.exit_code == 0, result.output
-    return SimpleNamespace(tmp=tmp, tokens=tokens, tokenizer=tokenizer, init=init, report=json.loads(result.stdout),
-                           run=tmp / "runs" / "sft", prompts=prompts, references=references, before=before,
-                           start_loss=start_loss)
+    return SimpleNamespace(
+        tmp=tmp,
+        tokens=tokens,
+        tokenizer=tokenizer,
+        init=init,
+        report=json.loads(result.stdout),
+        run=tmp / "runs" / "sft",
+        prompts=prompts,
+        references=references,
+        before=before,
+        start_loss=start_loss,
+    )
 
 
 def test_response_loss_falls_and_replies_move_toward_the_references(trained: Any) -> None:
@@ -97,7 +128,9 @@ def test_response_loss_falls_and_replies_move_toward_the_references(trained: Any
         after = _greedy_replies(trained.run / "checkpoints" / "latest", trained.prompts)
     right_before = sum(a == r for a, r in zip(trained.before, trained.references, strict=True))
     right_after = sum(a == r for a, r in zip(after, trained.references, strict=True))
-    assert right_before <= 1 and right_after >= 7, list(zip(trained.prompts, after, trained.references, strict=True))
+    assert right_before <= 1 and right_after >= 7, list(
+        zip(trained.prompts, after, trained.references, strict=True)
+    )
     # samples.jsonl holds the model's replies to held-out prompts beside the reference replies.
     samples = [json.loads(line) for line in (trained.run / "samples.jsonl").read_text().splitlines()]
     held_out = [s for s in samples if s.get("source") == "validation"]
@@ -106,12 +139,15 @@ def test_response_loss_falls_and_replies_move_toward_the_references(trained: Any
     assert manifest["objective"] == "sft" and manifest["config"]["checkpoint"]["init"] == str(trained.init)
 
 
-def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(trained: Any, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(
+    trained: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt = str(trained.run / "checkpoints" / "latest")
     prompt = trained.prompts[0]
     with torch_threads(1):
-        result = runner.invoke(app, ["generate", ckpt, "--chat", "--prompt", prompt, "--temperature", "0", "--json"])
+        result = runner.invoke(
+            app, ["generate", ckpt, "--chat", "--prompt", prompt, "--temperature", "0", "--json"]
+        )
         assert result.exit_code == 0, result.output
         reply = json.loads(result.stdout)
         assert reply["stop_reason"] == "stop" and "<|end|>" not in reply["text"]
@@ -123,8 +159,18 @@ def test_generate_chat_answers_a_prompt_a_pipe_and_a_terminal(trained: Any, monk
         lines = iter([prompt, "/reset", "", "/exit"])
         monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
         monkeypatch.setattr(sys, "stdin", SimpleNamespace(isatty=lambda: True))
-        run_chat(ckpt, None, system=None, json_out=False, device="cpu", max_new_tokens=24, temperature=0.0,
-                 top_k=None, top_p=None, seed=0)
+        run_chat(
+            ckpt,
+            None,
+            system=None,
+            json_out=False,
+            device="cpu",
+            max_new_tokens=24,
+            temperature=0.0,
+            top_k=None,
+            top_p=None,
+            seed=0,
+        )
     out = capsys.readouterr()
     assert f"model> {reply['text']}\n" in out.out and "history cleared" in out.err
     assert reply["text"]
@@ -142,15 +188,20 @@ def test_hf_export_of_the_chat_model_replies_as_llmctl_does(trained: Any) -> Non
     with torch_threads(1):
         ours = _greedy_replies(trained.run / "checkpoints" / "latest", trained.prompts[:4])
         for prompt, reply in zip(trained.prompts[:4], ours, strict=True):
-            ids = hf_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             return_dict=False)
+            ids = hf_tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False
+            )
             with torch.no_grad():
                 generated = hf_model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)
-            assert hf_tok.decode(generated[0, len(ids):], skip_special_tokens=True) == reply
+            assert hf_tok.decode(generated[0, len(ids) :], skip_special_tokens=True) == reply
 
 
-def test_sft_refuses_mismatched_tokenizer_pretraining_shards_and_missing_init(trained: Any, tmp_path: Path) -> None:
-    other_tok = train_chat_tokenizer(tmp_path / "other" / "tokenizer.json", ["completely different text"] * 10, 300)
+def test_sft_refuses_mismatched_tokenizer_pretraining_shards_and_missing_init(
+    trained: Any, tmp_path: Path
+) -> None:
+    other_tok = train_chat_tokenizer(
+        tmp_path / "other" / "tokenizer.json", ["completely different text"] * 10, 300
+    )
     rows = instruction_rows(40, seed=3)
     other_tokens, _ = make_sft_tokens(tmp_path / "other", rows, rows[:8], tokenizer=other_tok)
     result = runner.invoke(app, _sft_args(trained.init, other_tokens, tmp_path / "runs" / "x", steps=2))
@@ -158,7 +209,9 @@ def test_sft_refuses_mismatched_tokenizer_pretraining_shards_and_missing_init(tr
     assert "was trained with tokenizer" in result.output and str(other_tok) in result.output
     assert not (tmp_path / "runs" / "x").exists()
 
-    result = runner.invoke(app, _sft_args(trained.init, trained.tmp / "pt_tokens", tmp_path / "runs" / "y", steps=2))
+    result = runner.invoke(
+        app, _sft_args(trained.init, trained.tmp / "pt_tokens", tmp_path / "runs" / "y", steps=2)
+    )
     assert result.exit_code == 2 and "not SFT shards" in result.output and "--mode sft" in result.output
 
     args = _sft_args(trained.init, trained.tokens, tmp_path / "runs" / "z", steps=2)
@@ -177,7 +230,9 @@ def test_a_tokenizer_without_chat_tokens_is_named(tmp_path: Path) -> None:
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(["plain text only"], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|bos|>", "<|eos|>"]))
+    tok.train_from_iterator(
+        ["plain text only"], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|bos|>", "<|eos|>"])
+    )
     tok.save(str(tmp_path / "plain.json"))
     plain = load_tokenizer(tmp_path / "plain.json")
     meta = {"tokenizer": {"fingerprint": plain.fingerprint}, "chat_profile": {"name": "chat", "version": 1}}

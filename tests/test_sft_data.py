@@ -19,7 +19,10 @@ def sft_tokens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # A few long conversations (a long user turn, then a reply) for the overlong policies.
     rows = instruction_rows(120, seed=1)
     for i in range(0, 120, 15):
-        rows[i] = [{"role": "user", "content": " ".join(["papa quebec"] * 40)}, {"role": "assistant", "content": "ok"}]
+        rows[i] = [
+            {"role": "user", "content": " ".join(["papa quebec"] * 40)},
+            {"role": "assistant", "content": "ok"},
+        ]
     return make_sft_tokens(tmp, rows, instruction_rows(20, seed=2))
 
 
@@ -80,7 +83,9 @@ def test_padded_batches_group_similar_lengths(sft_tokens: tuple[Path, Path]) -> 
         lengths = [int(convs.lengths[c]) for (c,) in plan_rows]
         spread += max(lengths) - min(lengths)
     # Length buckets: conversations of a batch differ in length far less than random groups of 4.
-    shuffled = np.random.default_rng(0).permutation(convs.lengths)[: 4 * batches.batches_per_epoch()].reshape(-1, 4)
+    shuffled = (
+        np.random.default_rng(0).permutation(convs.lengths)[: 4 * batches.batches_per_epoch()].reshape(-1, 4)
+    )
     assert spread < 0.5 * (shuffled.max(axis=1) - shuffled.min(axis=1)).sum()
     assert real / padded > 0.5
 
@@ -153,10 +158,21 @@ def test_a_conversation_inside_a_pack_gets_the_logits_it_gets_alone(sft_tokens: 
     tokens, tok_path = sft_tokens
     tok = load_tokenizer(tok_path)
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                                    ffn_dim=128, max_seq_len=64)).eval()
+    model = Transformer(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            dim=64,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            ffn_dim=128,
+            max_seq_len=64,
+        )
+    ).eval()
     assert accepts_doc_ids(model)
-    objective = SFTObjective(tokens, None, tok, seq_len=64, micro_batch=2, seed=0, eval_batches=2, prompts=[], packing=True)
+    objective = SFTObjective(
+        tokens, None, tok, seq_len=64, micro_batch=2, seed=0, eval_batches=2, prompts=[], packing=True
+    )
     plan = objective.stream._plan or objective.stream._epoch_plan(0)
     batch = objective.train_batch()
     assert batch.doc_ids is not None and batch.position_ids is not None

@@ -32,7 +32,9 @@ def texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tok_path(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
-    return train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json", texts + UNICODE_DOCS, vocab_size=1024)
+    return train_tokenizer(
+        tmp_path_factory.mktemp("tok") / "tokenizer.json", texts + UNICODE_DOCS, vocab_size=1024
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,11 @@ def test_counts_empty_and_invalid_utf8(single: Path) -> None:
     assert meta["splits"]["train"]["invalid_utf8_replaced"] == 1
     assert meta["splits"]["validation"]["empty_skipped"] == 1
     total = sum(s["tokens"] for s in meta["splits"]["train"]["shards"])
-    assert total == meta["splits"]["train"]["tokens"] == meta["totals"]["tokens"] - meta["splits"]["validation"]["tokens"]
+    assert (
+        total
+        == meta["splits"]["train"]["tokens"]
+        == meta["totals"]["tokens"] - meta["splits"]["validation"]["tokens"]
+    )
 
 
 def test_two_processes_write_the_same_bytes(
@@ -124,7 +130,9 @@ def test_a_small_input_is_encoded_in_process_to_the_same_bytes(
     assert forkserver._forkserver._forkserver_pid is None  # no fork server was started for it
 
 
-def test_reference_encoder_writes_the_same_bytes(single: Path, raw: Path, tok_path: Path, tmp_path: Path) -> None:
+def test_reference_encoder_writes_the_same_bytes(
+    single: Path, raw: Path, tok_path: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "tokens"
     result = tokenize(_opts(raw, tok_path, out, num_proc=1, fast=False))
     assert result.encoder == "reference"
@@ -138,7 +146,9 @@ def test_rerun_skips_complete_shards(single: Path, raw: Path, tok_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in single.rglob("shard-*")} == before
 
 
-def test_interrupted_run_resumes_to_the_same_output(single: Path, raw: Path, tok_path: Path, tmp_path: Path) -> None:
+def test_interrupted_run_resumes_to_the_same_output(
+    single: Path, raw: Path, tok_path: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "tokens"
     calls = []
 
@@ -163,13 +173,35 @@ def test_interrupted_run_resumes_to_the_same_output(single: Path, raw: Path, tok
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_equals_uninterrupted(single: Path, raw: Path, tok_path: Path, tmp_path: Path) -> None:
+def test_sigkill_then_rerun_equals_uninterrupted(
+    single: Path, raw: Path, tok_path: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "tokens"
-    cmd = [sys.executable, "-m", "llmctl", "tokenize", "--data", str(raw), "--tokenizer", str(tok_path),
-           "--out", str(out), "--num-proc", "2", "--shard-size", "150K"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmctl",
+        "tokenize",
+        "--data",
+        str(raw),
+        "--tokenizer",
+        str(tok_path),
+        "--out",
+        str(out),
+        "--num-proc",
+        "2",
+        "--shard-size",
+        "150K",
+    ]
     # The slower reference encoder keeps the first run going long enough to be killed mid-way;
     # the rerun uses the fast path, which must continue it to the very same bytes.
-    proc = subprocess.Popen([*cmd, "--no-fast"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "--no-fast"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("train/shard-*.json")):
         time.sleep(0.01)
@@ -212,7 +244,9 @@ def test_missing_column_is_a_clear_error(tok_path: Path, tmp_path: Path) -> None
 
 
 def test_pretrain_on_conversations_points_to_sft(tok_path: Path, tmp_path: Path) -> None:
-    raw = write_dataset(tmp_path / "raw", {"train": [[[{"role": "user", "content": "hi"}]]]}, column="messages")
+    raw = write_dataset(
+        tmp_path / "raw", {"train": [[[{"role": "user", "content": "hi"}]]]}, column="messages"
+    )
     with pytest.raises(LlmctlError) as info:
         tokenize(_opts(raw, tok_path, tmp_path / "out"))
     assert "--mode sft" in (info.value.hint or "")
@@ -274,7 +308,9 @@ def test_sft_mask_is_exact_on_a_hand_built_conversation(tok_path: Path, tmp_path
 
 
 def test_sft_needs_the_chat_markers(texts: list[str], tmp_path: Path) -> None:
-    plain = train_tokenizer(tmp_path / "plain.json", texts[:10], vocab_size=400, specials=["<|bos|>", "<|eos|>"])
+    plain = train_tokenizer(
+        tmp_path / "plain.json", texts[:10], vocab_size=400, specials=["<|bos|>", "<|eos|>"]
+    )
     raw = write_dataset(tmp_path / "raw", {"train": [[CONVERSATION]]}, column="messages")
     with pytest.raises(LlmctlError, match=r"no special token <\|system\|>") as info:
         tokenize(_opts(raw, plain, tmp_path / "out", mode="sft"))
@@ -282,7 +318,9 @@ def test_sft_needs_the_chat_markers(texts: list[str], tmp_path: Path) -> None:
 
 
 def test_unknown_role_is_reported_from_a_worker(tok_path: Path, tmp_path: Path) -> None:
-    raw = write_dataset(tmp_path / "raw", {"train": [[[{"role": "robot", "content": "beep"}]]]}, column="messages")
+    raw = write_dataset(
+        tmp_path / "raw", {"train": [[[{"role": "robot", "content": "beep"}]]]}, column="messages"
+    )
     with pytest.MonkeyPatch.context() as mp, pytest.raises(LlmctlError, match="role 'robot'") as info:
         mp.setenv("LLMCTL_TOKENIZE_IN_PROCESS_BYTES", "0")  # a worker, however small the input
         tokenize(_opts(raw, tok_path, tmp_path / "out", mode="sft", num_proc=2))
@@ -296,8 +334,23 @@ def test_unknown_role_is_reported_from_a_worker(tok_path: Path, tmp_path: Path) 
 def test_cli_tokenize_json_and_merge(raw: Path, tok_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "tokens"
     runner = CliRunner()
-    result = runner.invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok_path), "--out", str(out),
-                                 "--num-proc", "1", "--shard-size", "150K", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tok_path),
+            "--out",
+            str(out),
+            "--num-proc",
+            "1",
+            "--shard-size",
+            "150K",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["meta_written"] and report["tokens"] == report["meta"]["totals"]["tokens"] > 0
@@ -307,7 +360,9 @@ def test_cli_tokenize_json_and_merge(raw: Path, tok_path: Path, tmp_path: Path) 
     assert json.loads(merged.stdout)["meta"]["splits"] == report["meta"]["splits"]
 
 
-def test_console_script_workers_do_not_import_the_command_line(raw: Path, tok_path: Path, tmp_path: Path) -> None:
+def test_console_script_workers_do_not_import_the_command_line(
+    raw: Path, tok_path: Path, tmp_path: Path
+) -> None:
     # Started like the `llmctl` console script (a script file as __main__), with workers forced: a
     # worker that ran the script again (as __mp_main__) would leave its pid in the marker folder.
     root = Path(__file__).resolve().parents[1]
@@ -324,9 +379,25 @@ def test_console_script_workers_do_not_import_the_command_line(raw: Path, tok_pa
     )
     env = {**os.environ, "PYTHONPATH": str(root), "LLMCTL_TOKENIZE_IN_PROCESS_BYTES": "0"}
     done = subprocess.run(
-        [sys.executable, str(launcher), "tokenize", "--data", str(raw), "--tokenizer", str(tok_path),
-         "--out", str(tmp_path / "t"), "--num-proc", "2", "--shard-size", "150K", "--json"],
-        env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(launcher),
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tok_path),
+            "--out",
+            str(tmp_path / "t"),
+            "--num-proc",
+            "2",
+            "--shard-size",
+            "150K",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["processes"] == 2
@@ -334,8 +405,21 @@ def test_console_script_workers_do_not_import_the_command_line(raw: Path, tok_pa
 
 
 def test_cli_small_input_reports_one_process(raw: Path, tok_path: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["tokenize", "--data", str(raw), "--tokenizer", str(tok_path), "--out",
-                                      str(tmp_path / "t"), "--num-proc", "2", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "tokenize",
+            "--data",
+            str(raw),
+            "--tokenizer",
+            str(tok_path),
+            "--out",
+            str(tmp_path / "t"),
+            "--num-proc",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["num_proc"] == 2 and report["processes"] == 1

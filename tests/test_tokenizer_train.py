@@ -20,14 +20,32 @@ CHAT = ["<|bos|>", "<|eos|>", "<|pad|>", *get_profile("chat").special_tokens]
 TRICKY = "Caf\u00e9 \u5317\u4eac \U0001f600  tabs\t\tand\r\nlines\n\n <|user|> 12345 it's\u00a0x"
 
 
-def test_cli_trains_byte_level_bpe_with_chat_specials(trained_tokenizer: Path, raw_dataset: Path, tmp_path: Path) -> None:
+def test_cli_trains_byte_level_bpe_with_chat_specials(
+    trained_tokenizer: Path, raw_dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "tok" / "bpe.json"
-    result = runner.invoke(app, ["tokenizer", "train", "--data", str(raw_dataset), "--vocab-size", "600",
-                                 "--profile", "chat", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            str(raw_dataset),
+            "--vocab-size",
+            "600",
+            "--profile",
+            "chat",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["vocab_size"] == 600 and report["backend"] == "hf" and report["model"] == "bpe"
-    assert list(report["special_tokens"]) == CHAT and list(report["special_tokens"].values()) == list(range(len(CHAT)))
+    assert list(report["special_tokens"]) == CHAT and list(report["special_tokens"].values()) == list(
+        range(len(CHAT))
+    )
     ev = report["eval"]
     assert ev["split"] == "validation" and ev["roundtrip_exact"] and ev["roundtrip_failures"] == 0
     assert 2.0 < ev["bytes_per_token"] < 6.0 and ev["tokens_per_word"] > 1.0
@@ -37,17 +55,36 @@ def test_cli_trains_byte_level_bpe_with_chat_specials(trained_tokenizer: Path, r
 
     raw = Tokenizer.from_file(str(out))
     # BOS first (Llama 3's convention) for transformers users; llmctl's own encode adds nothing.
-    assert raw.encode("x").ids[0] == tok_bos(raw) and raw.encode("x", add_special_tokens=False).ids[0] != tok_bos(raw)
+    assert raw.encode("x").ids[0] == tok_bos(raw) and raw.encode("x", add_special_tokens=False).ids[
+        0
+    ] != tok_bos(raw)
     added = {t.content: t.special for t in raw.get_added_tokens_decoder().values()}
     assert added == dict.fromkeys(CHAT, True)
     fast = PreTrainedTokenizerFast(tokenizer_file=str(out))
     tok = load_tokenizer(out)
-    assert fast("def f(x):\n    return x")["input_ids"] == [tok.bos_id, *tok.encode("def f(x):\n    return x")]
+    assert fast("def f(x):\n    return x")["input_ids"] == [
+        tok.bos_id,
+        *tok.encode("def f(x):\n    return x"),
+    ]
     assert tok.decode(tok.encode(TRICKY)) == TRICKY
     assert tok.token_to_id("<|user|>") not in tok.encode("<|user|>")  # typed specials stay text
 
-    human = runner.invoke(app, ["tokenizer", "train", "--data", str(raw_dataset), "--vocab-size", "400", "--out", str(tmp_path / "h.json")])
-    assert human.exit_code == 0 and "yes, every document" in human.stdout and "bytes per token" in human.stdout
+    human = runner.invoke(
+        app,
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            str(raw_dataset),
+            "--vocab-size",
+            "400",
+            "--out",
+            str(tmp_path / "h.json"),
+        ],
+    )
+    assert (
+        human.exit_code == 0 and "yes, every document" in human.stdout and "bytes per token" in human.stdout
+    )
 
 
 def tok_bos(raw: object) -> int:
@@ -64,14 +101,18 @@ def test_fixture_tokenizer_takes_the_tiktoken_fast_path(trained_tokenizer: Path)
 
 
 def test_hf_unigram_round_trips(raw_dataset: Path, tmp_path: Path) -> None:
-    report = train_tokenizer(raw_dataset, tmp_path / "uni.json", vocab_size=500, model="unigram", max_bytes=400_000)
+    report = train_tokenizer(
+        raw_dataset, tmp_path / "uni.json", vocab_size=500, model="unigram", max_bytes=400_000
+    )
     assert report["eval"]["roundtrip_exact"] and report["model"] == "unigram"
     tok = load_tokenizer(tmp_path / "uni.json")
     assert tok.decode(tok.encode(TRICKY)) == TRICKY
 
 
 @pytest.mark.parametrize("model", ["bpe", "unigram"])
-def test_sentencepiece_model_with_byte_fallback_and_control_symbols(raw_dataset: Path, tmp_path: Path, model: str) -> None:
+def test_sentencepiece_model_with_byte_fallback_and_control_symbols(
+    raw_dataset: Path, tmp_path: Path, model: str
+) -> None:
     out = tmp_path / f"sp-{model}.model"
     report = train_tokenizer(raw_dataset, out, vocab_size=700, model=model, profile="chat", max_bytes=300_000)
     assert report["backend"] == "sentencepiece" and report["eval"]["roundtrip_exact"]
@@ -91,9 +132,14 @@ def test_max_bytes_sample_is_deterministic(raw_dataset: Path, tmp_path: Path) ->
 
 
 def test_chat_dataset_trains_on_message_contents(tmp_path: Path) -> None:
-    rows = [{"instruction": f"Question {i} about cats?", "input": "", "output": f"Answer {i}: cats purr."} for i in range(200)]
+    rows = [
+        {"instruction": f"Question {i} about cats?", "input": "", "output": f"Answer {i}: cats purr."}
+        for i in range(200)
+    ]
     (tmp_path / "alpaca.json").write_text(json.dumps(rows))
-    download_dataset(str(tmp_path / "alpaca.json"), tmp_path / "chat", DownloadOptions(val_fraction=0.1, test_fraction=0))
+    download_dataset(
+        str(tmp_path / "alpaca.json"), tmp_path / "chat", DownloadOptions(val_fraction=0.1, test_fraction=0)
+    )
     report = train_tokenizer(tmp_path / "chat", tmp_path / "chat.json", vocab_size=300, profile="chat")
     assert report["train_documents"] > 300 and report["eval"]["roundtrip_exact"]
 
@@ -103,6 +149,18 @@ def test_errors_name_the_fix(raw_dataset: Path, tmp_path: Path) -> None:
         train_tokenizer(raw_dataset, tmp_path / "x.json", vocab_size=200, profile="chat")
     with pytest.raises(LlmctlError, match="sentencepiece writes a .model"):
         train_tokenizer(raw_dataset, tmp_path / "x.json", vocab_size=400, backend="sentencepiece")
-    missing = runner.invoke(app, ["tokenizer", "train", "--data", str(tmp_path), "--vocab-size", "400", "--out", str(tmp_path / "y.json")])
+    missing = runner.invoke(
+        app,
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            str(tmp_path),
+            "--vocab-size",
+            "400",
+            "--out",
+            str(tmp_path / "y.json"),
+        ],
+    )
     assert missing.exit_code == 2 and "not a llmctl dataset" in missing.stderr
     assert not list(tmp_path.glob("*.json"))

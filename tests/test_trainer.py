@@ -81,8 +81,17 @@ def test_mismatched_checkpoint_is_a_clear_error(data: Path, tmp_path: Path) -> N
 
 
 def test_eval_samples_and_time_limit(data: Path, tmp_path: Path) -> None:
-    outcome, rep = _run(data, tmp_path, **{"train.steps": 4, "train.eval_every": 2, "train.sample_every": 4,
-                                           "train.sample_tokens": 8, "train.sample_prompts": ["def f("]})
+    outcome, rep = _run(
+        data,
+        tmp_path,
+        **{
+            "train.steps": 4,
+            "train.eval_every": 2,
+            "train.sample_every": 4,
+            "train.sample_tokens": 8,
+            "train.sample_prompts": ["def f("],
+        },
+    )
     assert [e.step for e in rep.evals] == [2, 4]
     ev = rep.evals[-1]
     assert math.isclose(ev.perplexity, math.exp(ev.loss)) and 0 <= ev.accuracy <= 1 and ev.tokens > 0
@@ -90,14 +99,18 @@ def test_eval_samples_and_time_limit(data: Path, tmp_path: Path) -> None:
     assert round_[0].prompt == "def f(" and round_[0].source == "fixed" and round_[0].step == 4
     assert any(r.source == "validation" for r in round_)
     assert all(0 < r.new_tokens <= 8 for r in round_)
-    limited, rep2 = _run(data, tmp_path, **{"train.name": "timed", "train.steps": 100000, "train.time_limit": 3})
+    limited, rep2 = _run(
+        data, tmp_path, **{"train.name": "timed", "train.steps": 100000, "train.time_limit": 3}
+    )
     assert limited.result.status == "time_limit" and 0 < limited.result.step < 100000
     assert Path(limited.result.checkpoint).name == f"step-{limited.result.step:06d}"
 
 
 def test_gradient_accumulation_matches_a_bigger_micro_batch(data: Path, tmp_path: Path) -> None:
     _, big = _run(data, tmp_path, **{"train.name": "big", "train.micro_batch_size": 8, "train.steps": 3})
-    _, accum = _run(data, tmp_path, **{"train.name": "acc", "train.global_batch_tokens": 8 * 32, "train.steps": 3})
+    _, accum = _run(
+        data, tmp_path, **{"train.name": "acc", "train.global_batch_tokens": 8 * 32, "train.steps": 3}
+    )
     assert [s.tokens for s in accum.steps] == [256, 256, 256]
     assert np.allclose([s.loss for s in big.steps], [s.loss for s in accum.steps], rtol=1e-5)
 
@@ -123,7 +136,9 @@ def test_windows_order_is_seeded_disjoint_across_ranks_and_resumable(data: Path)
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant", "wsd"])
 def test_schedules_warm_up_then_reach_min_lr(kind: str) -> None:
-    cfg = load_config(None, {"optim.schedule": kind, "optim.lr": 1.0, "optim.min_lr": 0.1, "optim.warmup_steps": 10})
+    cfg = load_config(
+        None, {"optim.schedule": kind, "optim.lr": 1.0, "optim.min_lr": 0.1, "optim.warmup_steps": 10}
+    )
     s = LRSchedule.from_config(cfg.optim, total_steps=100)
     assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
     assert s(99) == pytest.approx(1.0 if kind == "constant" else 0.1)
@@ -135,9 +150,14 @@ def test_schedules_warm_up_then_reach_min_lr(kind: str) -> None:
 
 def test_vocab_comes_from_the_data_unless_fixed(data: Path, tmp_path: Path) -> None:
     _, rep = _run(data, tmp_path, **{"train.steps": 1})
-    assert rep.info.config["model"]["vocab_size"] == json.loads((data / "meta.json").read_text())["vocab_size"]
+    assert (
+        rep.info.config["model"]["vocab_size"] == json.loads((data / "meta.json").read_text())["vocab_size"]
+    )
     with pytest.raises(LlmctlError, match="smaller than the data's tokenizer vocabulary"):
-        resolve_vocab(tiny_config(data, tmp_path, **{"model.vocab_size": 100}), json.loads((data / "meta.json").read_text()))
+        resolve_vocab(
+            tiny_config(data, tmp_path, **{"model.vocab_size": 100}),
+            json.loads((data / "meta.json").read_text()),
+        )
 
 
 def test_quickstart_config_loads_and_is_a_small_model() -> None:

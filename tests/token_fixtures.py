@@ -23,13 +23,21 @@ UNICODE_DOCS = [
 def stdlib_texts(limit: int | None = None, step: int = 1) -> list[str]:
     """Python standard library .py files (test folders excluded), decoded as UTF-8."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py") if not {"test", "tests", "site-packages"} & set(p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*.py")
+        if not {"test", "tests", "site-packages"} & set(p.relative_to(root).parts)
+    )
     texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files[::step]]
     return texts[:limit] if limit else texts
 
 
 def train_tokenizer(
-    path: Path, texts: list[str], vocab_size: int = 1024, pre_tokenizer: object = None, specials: list[str] = SPECIALS
+    path: Path,
+    texts: list[str],
+    vocab_size: int = 1024,
+    pre_tokenizer: object = None,
+    specials: list[str] = SPECIALS,
 ) -> Path:
     """A byte-level BPE tokenizer.json with llmctl's special tokens, as `tokenizer train` writes it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -38,7 +46,9 @@ def train_tokenizer(
     tok.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
@@ -46,7 +56,9 @@ def train_tokenizer(
     return path
 
 
-def write_parquet(path: Path, column: str, values: list, row_group_size: int | None = None, binary: bool = False) -> None:
+def write_parquet(
+    path: Path, column: str, values: list, row_group_size: int | None = None, binary: bool = False
+) -> None:
     """One raw part; binary=True stores the strings' bytes unchecked (for invalid UTF-8)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -59,11 +71,15 @@ def write_parquet(path: Path, column: str, values: list, row_group_size: int | N
     pq.write_table(pa.table({column: array}), path, row_group_size=row_group_size)
 
 
-def write_dataset(root: Path, splits: dict[str, list[list]], column: str = "text", row_group_size: int = 16) -> Path:
+def write_dataset(
+    root: Path, splits: dict[str, list[list]], column: str = "text", row_group_size: int = 16
+) -> Path:
     """DIR/<split>/part-0000k.parquet (one part per list) + dataset.json, as `data download` lays it out."""
     for split, parts in splits.items():
         for k, values in enumerate(parts):
             binary = column == "text" and any(isinstance(v, bytes) for v in values)
-            write_parquet(root / split / f"part-{k:05d}.parquet", column, values, row_group_size, binary=binary)
+            write_parquet(
+                root / split / f"part-{k:05d}.parquet", column, values, row_group_size, binary=binary
+            )
     (root / "dataset.json").write_text(json.dumps({"source": "test", "splits": list(splits)}))
     return root

@@ -18,11 +18,16 @@ from llmctl.errors import LlmctlError
 
 def _speed_line(result: dict[str, Any]) -> str:
     speed = result["tokens_per_sec"]
-    return (f"{result['new_tokens']} tokens in {result['seconds']:.2f}s" + (f" ({speed:,.1f} tokens/s)" if speed else "")
-            + f", {result['device']}, stop: {result['stop_reason']}")
+    return (
+        f"{result['new_tokens']} tokens in {result['seconds']:.2f}s"
+        + (f" ({speed:,.1f} tokens/s)" if speed else "")
+        + f", {result['device']}, stop: {result['stop_reason']}"
+    )
 
 
-def run_chat(checkpoint: str, prompt: str | None, *, system: str | None, json_out: bool, **options: Any) -> None:
+def run_chat(
+    checkpoint: str, prompt: str | None, *, system: str | None, json_out: bool, **options: Any
+) -> None:
     """Answer --prompt (or piped stdin) once, or hold a conversation when stdin is a terminal."""
     from llmctl.infer.chat import ChatSession
     from llmctl.output import log, print_json
@@ -35,7 +40,10 @@ def run_chat(checkpoint: str, prompt: str | None, *, system: str | None, json_ou
     if prompt is None and not interactive:
         prompt = sys.stdin.read().strip()
         if not prompt:
-            raise LlmctlError("--chat got no message", "pass --prompt TEXT, pipe the message on stdin, or run it on a terminal")
+            raise LlmctlError(
+                "--chat got no message",
+                "pass --prompt TEXT, pipe the message on stdin, or run it on a terminal",
+            )
     session = ChatSession(checkpoint, system=system, **options)
     if not interactive:
         assert prompt is not None
@@ -46,7 +54,9 @@ def run_chat(checkpoint: str, prompt: str | None, *, system: str | None, json_ou
         stream("\n")
         log(_speed_line(result))
         return
-    log(f"chatting with {checkpoint} (step {session.manifest.get('step')}); /reset clears the history, /exit or Ctrl-D ends")
+    log(
+        f"chatting with {checkpoint} (step {session.manifest.get('step')}); /reset clears the history, /exit or Ctrl-D ends"
+    )
     while True:
         try:
             text = input("you> ").strip()

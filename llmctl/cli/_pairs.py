@@ -1,7 +1,7 @@
 """Preference-pair shards in the shared commands: `tokenize --mode dpo`, `count` and `inspect` of pair shards.
 
-    llmctl tokenize --mode dpo --profile chat --data data/prefs --tokenizer tok.json --out tokens/prefs
-    llmctl count tokens/prefs          llmctl inspect tokens/prefs
+llmctl tokenize --mode dpo --profile chat --data data/prefs --tokenizer tok.json --out tokens/prefs
+llmctl count tokens/prefs          llmctl inspect tokens/prefs
 """
 
 from __future__ import annotations
@@ -165,5 +165,3 @@ def inspect_pairs(
             view = SimpleNamespace(ids=side["ids"], pieces=side["pieces"], mask=side["mask"])
             console.print(render_tokens(view, max_tokens, plain))
         console.print()
-
-

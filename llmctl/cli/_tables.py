@@ -91,5 +91,3 @@ def render_tokens(view: Any, max_tokens: int, plain: bool) -> Any:
     if n < len(view.ids):
         text.append(f"\n\u2026 {len(view.ids) - n:,} more tokens (--max-tokens 0 shows all)", style="italic")
     return text
-
-

@@ -29,5 +29,3 @@ def download_task_command(
         f"evaluate with: llmctl eval CHECKPOINT --task {out_dir}",
         markup=False,
     )
-
-

@@ -34,9 +34,20 @@ def _report(error: LlmctlError) -> None:
 # Metavars in --help: what to type, not Python type names (`<list[str]>`, `{source}`).
 _TYPE_METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT"}
 # Text options that take a count or a size (they accept 32K, 256M): say so.
-_NAME_METAVARS = {"vocab_size": "N", "max_rows": "N", "tokens": "N", "params": "N", "max_bytes": "BYTES",
-                  "eval_max_bytes": "BYTES", "shard_size": "BYTES", "data": "DIR", "init": "CHECKPOINT",
-                  "resume": "auto|CHECKPOINT", "gpu": "NAME", "device": "DEVICE"}
+_NAME_METAVARS = {
+    "vocab_size": "N",
+    "max_rows": "N",
+    "tokens": "N",
+    "params": "N",
+    "max_bytes": "BYTES",
+    "eval_max_bytes": "BYTES",
+    "shard_size": "BYTES",
+    "data": "DIR",
+    "init": "CHECKPOINT",
+    "resume": "auto|CHECKPOINT",
+    "gpu": "NAME",
+    "device": "DEVICE",
+}
 
 
 def _metavar(param: Any) -> str | None:
@@ -69,7 +80,9 @@ def _plain_help(command: Any) -> None:
         if param.param_type_name == "argument" and param.metavar is not None:
             # Typer writes arguments as `{name}` in the usage line and adds `<type>` after the name: show the
             # click convention instead, NAME when required and [NAME] when not.
-            usage = (param.metavar if param.required else f"[{param.metavar}]") + ("..." if param.nargs != 1 else "")
+            usage = (param.metavar if param.required else f"[{param.metavar}]") + (
+                "..." if param.nargs != 1 else ""
+            )
             param._usage_display_name = lambda usage=usage: usage
             param.display_type_rich = lambda ctx: None
     if getattr(command, "help", None):
@@ -167,10 +180,42 @@ from llmctl.cli import (  # noqa: E402 - the app above must exist before the com
     tokenizer,
 )
 
-_MODULES = [data, tokenizer, tokenize, count, inspect, pretrain, sft, dpo, generate, eval, import_, export,
-            checkpoint, plot, flops, budget]
-_COMMANDS: list[str] = ["data", "tokenizer", "tokenize", "count", "inspect", "pretrain", "sft", "dpo", "generate",
-                        "eval", "import", "export", "checkpoint", "plot", "flops", "budget"]
+_MODULES = [
+    data,
+    tokenizer,
+    tokenize,
+    count,
+    inspect,
+    pretrain,
+    sft,
+    dpo,
+    generate,
+    eval,
+    import_,
+    export,
+    checkpoint,
+    plot,
+    flops,
+    budget,
+]
+_COMMANDS: list[str] = [
+    "data",
+    "tokenizer",
+    "tokenize",
+    "count",
+    "inspect",
+    "pretrain",
+    "sft",
+    "dpo",
+    "generate",
+    "eval",
+    "import",
+    "export",
+    "checkpoint",
+    "plot",
+    "flops",
+    "budget",
+]
 for _module in _MODULES:
     _module.register(app)
 

@@ -36,16 +36,22 @@ def _rows(result: dict[str, Any], sft: bool) -> list[list[Any]]:
 def count_command(
     directory: Path | None = typer.Argument(None, help="Token directory written by `llmctl tokenize`."),
     split: list[str] = typer.Option([], "--split", help="Only these splits (repeatable)."),
-    data: Path | None = typer.Option(None, "--data", help="Count a raw dataset instead (tokenizes it, writes nothing)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Count a raw dataset instead (tokenizes it, writes nothing)."
+    ),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer for --data."),
     mode: str = typer.Option("pretrain", "--mode", help="--data: pretrain or sft."),
     profile: str = typer.Option("chat", "--profile", help="--data --mode sft: chat profile."),
     num_proc: int = typer.Option(0, "--num-proc", help="--data: worker processes; 0 = every usable core."),
     mix: list[str] = typer.Option(
-        [], "--mix", metavar="PATH[:WEIGHT]",
+        [],
+        "--mix",
+        metavar="PATH[:WEIGHT]",
         help="Token directories of a mixture (repeatable): weights, sizes, and with --tokens the epochs of each.",
     ),
-    tokens: str | None = typer.Option(None, "--tokens", metavar="N", help="--mix: planned training tokens (2B, 5e8)."),
+    tokens: str | None = typer.Option(
+        None, "--tokens", metavar="N", help="--mix: planned training tokens (2B, 5e8)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Count tokens and documents of a token directory, or of a raw dataset with --data --tokenizer."""
@@ -57,10 +63,15 @@ def count_command(
         print_json(doc) if as_json else render_mix(doc)
         return
     if tokens is not None:
-        raise LlmctlError("--tokens goes with --mix", "e.g. llmctl count --mix tokens/web:0.7 --mix tokens/code:0.3 --tokens 2B")
+        raise LlmctlError(
+            "--tokens goes with --mix",
+            "e.g. llmctl count --mix tokens/web:0.7 --mix tokens/code:0.3 --tokens 2B",
+        )
     if data is not None:
         if tokenizer is None:
-            raise LlmctlError("--data needs --tokenizer", "pass the tokenizer the corpus will be tokenized with")
+            raise LlmctlError(
+                "--data needs --tokenizer", "pass the tokenizer the corpus will be tokenized with"
+            )
         from llmctl.tokens.worker_start import prestart_workers
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -69,9 +80,16 @@ def count_command(
         from llmctl.tokens.tokenize import count_raw
 
         with TokenProgress("count") as progress:
-            result = count_raw(data, tokenizer, tuple(split), mode=mode, profile=profile,
-                               num_proc=num_proc or cores, on_progress=progress.update,
-                               on_note=lambda note: log(f"note: {note}"))
+            result = count_raw(
+                data,
+                tokenizer,
+                tuple(split),
+                mode=mode,
+                profile=profile,
+                num_proc=num_proc or cores,
+                on_progress=progress.update,
+                on_note=lambda note: log(f"note: {note}"),
+            )
         title = f"{data} with {Path(result['tokenizer']).name} (tokenized, not written)"
     elif directory is not None:
         from llmctl.tokens.shards import read_meta
@@ -92,7 +110,15 @@ def count_command(
         print_json(result)
         return
     sft = result["mode"] == "sft"
-    columns = ["split", "tokens", "documents", *(["trained"] if sft else []), "mean len", "median len", "max len"]
+    columns = [
+        "split",
+        "tokens",
+        "documents",
+        *(["trained"] if sft else []),
+        "mean len",
+        "median len",
+        "max len",
+    ]
     if result["total"].get("text_bytes"):
         columns.append("text")
     out().print(table(title, columns, _rows(result, sft)))

@@ -1,10 +1,10 @@
 """`llmctl data`: fetch corpora into the raw dataset layout, and list the named sources.
 
-    llmctl data sources
-    llmctl data download pystdlib --out data/py
-    llmctl data download tinystories --out data/ts --max-rows 100K
-    llmctl data download hf:Salesforce/wikitext@main:wikitext-2-raw-v1 --out data/wt2
-    llmctl data download 'corpus/*.jsonl.zst' --out data/mine --text-column body --val-fraction 0.01
+llmctl data sources
+llmctl data download pystdlib --out data/py
+llmctl data download tinystories --out data/ts --max-rows 100K
+llmctl data download hf:Salesforce/wikitext@main:wikitext-2-raw-v1 --out data/wt2
+llmctl data download 'corpus/*.jsonl.zst' --out data/mine --text-column body --val-fraction 0.01
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ data_app = typer.Typer(
 
 
 @data_app.command("sources")
-def sources_command(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
+def sources_command(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
     """List the named sources `data download` knows."""
     from llmctl.raw.sources import source_rows
 
@@ -45,7 +47,9 @@ def sources_command(as_json: bool = typer.Option(False, "--json", help="One JSON
         ]
         for r in rows
     ]
-    out().print(table("Named sources", ["name", "kind", "size", "splits", "licence", "from (Hub dataset)"], body))
+    out().print(
+        table("Named sources", ["name", "kind", "size", "splits", "licence", "from (Hub dataset)"], body)
+    )
     out().print(
         "* carved from train by --val-fraction/--test-fraction. Also: hf:owner/name[@revision][:subset], "
         "http(s) URLs, local files or globs (parquet, jsonl, json, txt; .gz/.zst). Files per source: --json.",
@@ -68,19 +72,40 @@ def _splits(values: list[str]) -> tuple[str, ...]:
 
 @data_app.command("download")
 def download_command(
-    source: str = typer.Argument(..., help="Named source (see `data sources`), hf:owner/name\\[@rev]\\[:subset], URL, or local file/glob."),
+    source: str = typer.Argument(
+        ...,
+        help="Named source (see `data sources`), hf:owner/name\\[@rev]\\[:subset], URL, or local file/glob.",
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write."),
     split: list[str] = typer.Option([], "--split", help="Only these splits (repeatable or comma-separated)."),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of train carved into validation when the source has none."),
-    test_fraction: float | None = typer.Option(None, "--test-fraction", help="Share of train carved into test when the source has none."),
+    val_fraction: float | None = typer.Option(
+        None, "--val-fraction", help="Share of train carved into validation when the source has none."
+    ),
+    test_fraction: float | None = typer.Option(
+        None, "--test-fraction", help="Share of train carved into test when the source has none."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the deterministic carving."),
-    max_rows: str | None = typer.Option(None, "--max-rows", help="At most this many documents per source split (e.g. 100K)."),
-    max_bytes: str | None = typer.Option(None, "--max-bytes", help="At most this many bytes of text per source split (e.g. 500M)."),
-    text_column: str | None = typer.Option(None, "--text-column", help="Column holding the text (or the messages)."),
-    fmt: str | None = typer.Option(None, "--format", help="parquet, jsonl, json or txt, when the file name does not say."),
-    txt_delimiter: str | None = typer.Option(None, "--txt-delimiter", help="Plain text: split documents on this string (default: one per file)."),
-    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of a single URL or local file."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Download cache (default: the Hugging Face cache and ~/.cache/llmctl)."),
+    max_rows: str | None = typer.Option(
+        None, "--max-rows", help="At most this many documents per source split (e.g. 100K)."
+    ),
+    max_bytes: str | None = typer.Option(
+        None, "--max-bytes", help="At most this many bytes of text per source split (e.g. 500M)."
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Column holding the text (or the messages)."
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="parquet, jsonl, json or txt, when the file name does not say."
+    ),
+    txt_delimiter: str | None = typer.Option(
+        None, "--txt-delimiter", help="Plain text: split documents on this string (default: one per file)."
+    ),
+    sha256: str | None = typer.Option(
+        None, "--sha256", help="Expected SHA-256 of a single URL or local file."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Download cache (default: the Hugging Face cache and ~/.cache/llmctl)."
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the output is complete."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
@@ -104,7 +129,9 @@ def download_command(
         max_bytes=_limit(max_bytes, "--max-bytes"),
         text_column=text_column,
         format=fmt,
-        txt_delimiter=txt_delimiter.encode("latin-1", "backslashreplace").decode("unicode_escape") if txt_delimiter else None,
+        txt_delimiter=txt_delimiter.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        if txt_delimiter
+        else None,
         sha256=sha256,
         cache_dir=str(cache_dir) if cache_dir else None,
         force=force,
@@ -130,8 +157,18 @@ def _render(out_dir: Path, info: dict[str, Any], skipped: bool) -> None:
     ]
     total_rows = sum(s["rows"] for s in info["splits"].values())
     total_bytes = sum(s["bytes"] for s in info["splits"].values())
-    rows.append(["total", f"{total_rows:,}", fmt_bytes(total_bytes), sum(len(s["parts"]) for s in info["splits"].values()), ""])
-    status = "up to date, nothing to do" if skipped else f"written in {fmt_duration(info.get('seconds', 0.0))}"
+    rows.append(
+        [
+            "total",
+            f"{total_rows:,}",
+            fmt_bytes(total_bytes),
+            sum(len(s["parts"]) for s in info["splits"].values()),
+            "",
+        ]
+    )
+    status = (
+        "up to date, nothing to do" if skipped else f"written in {fmt_duration(info.get('seconds', 0.0))}"
+    )
     out().print(f"{out_dir}: {status}", markup=False)
     out().print(table(None, ["split", "rows", "text", "parts", "origin"], rows))
     read = fmt_bytes(sum(f["size"] for f in info["files"]))
@@ -144,8 +181,11 @@ def _render(out_dir: Path, info: dict[str, Any], skipped: bool) -> None:
     )
     pairs = info.get("preference_dropped")
     if pairs:  # preference data: why pairs were dropped (llmctl/raw/preference.py)
-        out().print(f"preference pairs dropped: {pairs['identical']:,} identical chosen and rejected, "
-                    f"{pairs['empty']:,} with an empty side, {pairs['unreadable']:,} unreadable", markup=False)
+        out().print(
+            f"preference pairs dropped: {pairs['identical']:,} identical chosen and rejected, "
+            f"{pairs['empty']:,} with an empty side, {pairs['unreadable']:,} unreadable",
+            markup=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(
             None, "--resume", help="'auto' (latest checkpoint of this run) or a checkpoint path."
         ),
-        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
+        force: bool = typer.Option(
+            False, "--force", help="Start fresh over an earlier run in --out, replacing its files."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values

@@ -166,8 +166,6 @@ def eval_command(
     _render(report)
 
 
-
-
 def register(app: typer.Typer) -> None:
     """Add `llmctl eval`."""
     app.command("eval", help="Evaluate a checkpoint: bits per byte on token shards, accuracy on tasks.")(

@@ -21,13 +21,35 @@ from llmctl.units import fmt_bytes, fmt_count
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (e.g. RUN/checkpoints/latest).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create (hf), or FILE.gguf (gguf).")],
-    fmt: Annotated[str, typer.Option("--format", help="hf (transformers directory) or gguf (one llama.cpp/Ollama file).")] = "hf",
-    dtype: Annotated[str, typer.Option(help="hf: auto (the checkpoint's), float32, bfloat16, float16; gguf: float16 "
-                                       "(default), float32, q8_0.")] = "auto",
-    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer file; default: the copy stored in the checkpoint.")] = None,
-    chat_profile: Annotated[str | None, typer.Option(help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is a previous llmctl export, never any other folder (gguf: only a GGUF file).")] = False,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory to create (hf), or FILE.gguf (gguf).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="hf (transformers directory) or gguf (one llama.cpp/Ollama file).")
+    ] = "hf",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="hf: auto (the checkpoint's), float32, bfloat16, float16; gguf: float16 "
+            "(default), float32, q8_0."
+        ),
+    ] = "auto",
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer file; default: the copy stored in the checkpoint.")
+    ] = None,
+    chat_profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Chat profile for the chat template; default: `chat` when the tokenizer has its tokens."
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace --out if it is a previous llmctl export, never any other folder (gguf: only a GGUF file).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""
@@ -39,7 +61,9 @@ def export(
         return
     if fmt != "hf":
         raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf or --format gguf")
-    result = export_hf(checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force)
+    result = export_hf(
+        checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force
+    )
     if as_json:
         print_json(result)
         return
@@ -48,8 +72,10 @@ def export(
     out().print(
         f"from {result.checkpoint}: {fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size:,}, "
         f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
+
 
 def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_json: bool) -> None:
     from llmctl.export.gguf import export_gguf
@@ -63,7 +89,8 @@ def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_j
         f"pre-tokenizer {result.pre_tokenizer}, bos {result.bos_id}, eos {result.eos_id}, eot {result.eot_id}, "
         f"add BOS {'yes' if result.add_bos else 'no'}, chat template {'yes' if result.chat_template else 'no'}; "
         f"read back and checked ({len(result.keys)} keys, max |error| {result.max_abs_error:.2g})",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
 
 

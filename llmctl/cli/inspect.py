@@ -29,9 +29,14 @@ def _header(view: Any, total: int) -> Any:
     grid.add_row("document", f"{view.index:,} of {total:,} ({view.split}, {view.shard})")
     grid.add_row("tokens", f"{len(view.ids):,}")
     if view.mask is not None:
-        grid.add_row("trained tokens", f"{view.trained_tokens:,} (masked {len(view.ids) - view.trained_tokens:,})")
+        grid.add_row(
+            "trained tokens", f"{view.trained_tokens:,} (masked {len(view.ids) - view.trained_tokens:,})"
+        )
     if view.raw_matches is not None:
-        grid.add_row("raw text", "decodes exactly" if view.raw_matches else f"DIFFERS at character {view.first_difference:,}")
+        grid.add_row(
+            "raw text",
+            "decodes exactly" if view.raw_matches else f"DIFFERS at character {view.first_difference:,}",
+        )
     return grid
 
 
@@ -74,7 +79,9 @@ def _page(directory: Any, start: int, raw: Path | None, max_tokens: int) -> None
             index = max(index - 1, 0)
         elif answer.startswith("j"):
             try:
-                index = min(max(int(answer.split()[-1] if " " in answer else answer[1:]), 0), directory.num_docs - 1)
+                index = min(
+                    max(int(answer.split()[-1] if " " in answer else answer[1:]), 0), directory.num_docs - 1
+                )
             except ValueError:
                 out().print("jump needs a number: j 42")
 
@@ -85,10 +92,16 @@ def inspect_command(
     index: int | None = typer.Option(None, "--index", help="Document to show (0-based, across shards)."),
     sample: int | None = typer.Option(None, "--sample", help="Show N documents picked at random."),
     seed: int = typer.Option(0, "--seed", help="Seed for --sample."),
-    raw: Path | None = typer.Option(None, "--raw", help="Raw dataset: line raw text up with the tokens, check every document."),
-    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer to decode with; default the recorded one."),
+    raw: Path | None = typer.Option(
+        None, "--raw", help="Raw dataset: line raw text up with the tokens, check every document."
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="Tokenizer to decode with; default the recorded one."
+    ),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Tokens shown per document; 0 = all."),
-    interactive: bool | None = typer.Option(None, "--interactive/--no-interactive", help="Page through documents; default on a terminal."),
+    interactive: bool | None = typer.Option(
+        None, "--interactive/--no-interactive", help="Page through documents; default on a terminal."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Show tokenized documents with token boundaries, ids and (SFT) the loss mask."""
@@ -119,9 +132,15 @@ def inspect_command(
         return
     views = [load_document(directory, i, raw) for i in select(directory.num_docs, index, sample, seed)]
     if as_json:
-        payload: dict[str, Any] = {"path": str(directory_path), "split": directory.split, "mode": directory.meta["mode"],
-                                   "documents_total": directory.num_docs,
-                                   "documents": [{**asdict(v), "tokens": len(v.ids), "trained_tokens": v.trained_tokens} for v in views]}
+        payload: dict[str, Any] = {
+            "path": str(directory_path),
+            "split": directory.split,
+            "mode": directory.meta["mode"],
+            "documents_total": directory.num_docs,
+            "documents": [
+                {**asdict(v), "tokens": len(v.ids), "trained_tokens": v.trained_tokens} for v in views
+            ],
+        }
         if raw is not None:
             payload["raw_check"] = {"checked": checked, "mismatches": mismatches}
         print_json(payload)
@@ -136,7 +155,10 @@ def _report_raw(raw: Path | None, checked: int, mismatches: list[int]) -> None:
         return
     if mismatches:
         shown = ", ".join(map(str, mismatches[:20])) + (" \u2026" if len(mismatches) > 20 else "")
-        out().print(f"{len(mismatches):,} of {checked:,} documents differ from the raw text in {raw}: {shown}", markup=False)
+        out().print(
+            f"{len(mismatches):,} of {checked:,} documents differ from the raw text in {raw}: {shown}",
+            markup=False,
+        )
     else:
         out().print(f"all {checked:,} documents decode to exactly their raw text in {raw}", markup=False)
 

@@ -29,22 +29,49 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
     s = r.summary
     ev = r.last_eval
     if as_json:
-        print_json({
-            "status": r.status, "signal": r.signal, "run_dir": str(outcome.run_dir), "resumed_from": outcome.resumed_from,
-            "step": r.step, "tokens": r.tokens, "checkpoint": r.checkpoint,
-            "eval": {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy} if ev else None,
-            "summary": s,
-        })
+        print_json(
+            {
+                "status": r.status,
+                "signal": r.signal,
+                "run_dir": str(outcome.run_dir),
+                "resumed_from": outcome.resumed_from,
+                "step": r.step,
+                "tokens": r.tokens,
+                "checkpoint": r.checkpoint,
+                "eval": {
+                    "step": ev.step,
+                    "loss": ev.loss,
+                    "perplexity": ev.perplexity,
+                    "accuracy": ev.accuracy,
+                }
+                if ev
+                else None,
+                "summary": s,
+            }
+        )
         return
-    rows: list[list[Any]] = [["status", r.status + (f" ({r.signal})" if r.signal else "")], ["run", outcome.run_dir],
-                             ["steps", f"{r.step:,}"], ["tokens", fmt_count(r.tokens)]]
+    rows: list[list[Any]] = [
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
+        ["run", outcome.run_dir],
+        ["steps", f"{r.step:,}"],
+        ["tokens", fmt_count(r.tokens)],
+    ]
     if s.get("final_loss") is not None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
-        rows += [["val loss", f"{ev.loss:.4f}"], ["val perplexity", f"{ev.perplexity:.2f}"], ["val accuracy", f"{ev.accuracy:.1%}"]]
+        rows += [
+            ["val loss", f"{ev.loss:.4f}"],
+            ["val perplexity", f"{ev.perplexity:.2f}"],
+            ["val accuracy", f"{ev.accuracy:.1%}"],
+        ]
     for m in s.get("data_mix") or []:
         share = m["tokens"] / max(1, sum(x["tokens"] for x in s["data_mix"]))
-        rows.append([f"data {m['path']}", f"{share:.1%} of tokens (weight {m['weight']:.1%}), {m['epochs']:.3g} epochs"])
+        rows.append(
+            [
+                f"data {m['path']}",
+                f"{share:.1%} of tokens (weight {m['weight']:.1%}), {m['epochs']:.3g} epochs",
+            ]
+        )
     if s.get("tokens_per_sec") is not None:
         rows.append(["tokens/s", f"{s['tokens_per_sec']:,.0f}"])
     if s.get("wall_time_s") is not None:
@@ -63,18 +90,32 @@ def register(app: typer.Typer) -> None:
     )
     def pretrain(
         ctx: typer.Context,
-        config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (see examples/configs/)."),
+        config: Path | None = typer.Option(
+            None, "-c", "--config", help="YAML config (see examples/configs/)."
+        ),
         data: list[str] = typer.Option(
-            [], "--data", metavar="PATH[:WEIGHT]",
+            [],
+            "--data",
+            metavar="PATH[:WEIGHT]",
             help="Token shard directory (data.path); repeat to mix sources by weight: --data web:0.7 --data code:0.3.",
         ),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
-        resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."),
-        init: str | None = typer.Option(None, "--init", help="Start from these weights (fresh optimizer, step 0; the "
-                                        "model shape is the checkpoint's): continued pretraining (checkpoint.init)."),
-        test: bool = typer.Option(False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."),
-        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'auto' (latest checkpoint of the run) or a checkpoint path."
+        ),
+        init: str | None = typer.Option(
+            None,
+            "--init",
+            help="Start from these weights (fresh optimizer, step 0; the "
+            "model shape is the checkpoint's): continued pretraining (checkpoint.init).",
+        ),
+        test: bool = typer.Option(
+            False, "--test", help="Smoke run: at most 50 steps, evaluation, samples and a checkpoint."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Start fresh over an earlier run in --out, replacing its files."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values

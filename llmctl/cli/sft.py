@@ -29,30 +29,65 @@ def render_sft(outcome: Any, as_json: bool) -> None:
     run, r, data = outcome.run, outcome.run.result, outcome.data
     s, ev = r.summary, r.last_eval
     if as_json:
-        print_json({
-            "status": r.status, "signal": r.signal, "run_dir": str(run.run_dir), "init": outcome.init,
-            "resumed_from": run.resumed_from, "step": r.step, "tokens": r.tokens, "checkpoint": r.checkpoint,
-            "eval": {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy} if ev else None,
-            "data": data, "summary": s,
-        })
+        print_json(
+            {
+                "status": r.status,
+                "signal": r.signal,
+                "run_dir": str(run.run_dir),
+                "init": outcome.init,
+                "resumed_from": run.resumed_from,
+                "step": r.step,
+                "tokens": r.tokens,
+                "checkpoint": r.checkpoint,
+                "eval": {
+                    "step": ev.step,
+                    "loss": ev.loss,
+                    "perplexity": ev.perplexity,
+                    "accuracy": ev.accuracy,
+                }
+                if ev
+                else None,
+                "data": data,
+                "summary": s,
+            }
+        )
         return
     rows: list[list[Any]] = [
-        ["status", r.status + (f" ({r.signal})" if r.signal else "")], ["run", run.run_dir], ["init", outcome.init],
-        ["steps", f"{r.step:,}"], ["tokens", fmt_count(r.tokens)],
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
+        ["run", run.run_dir],
+        ["init", outcome.init],
+        ["steps", f"{r.step:,}"],
+        ["tokens", fmt_count(r.tokens)],
     ]
     if s.get("trained_tokens") is not None:
         rows.append(["trained tokens", fmt_count(s["trained_tokens"])])
     if data:
-        rows.append(["conversations", f"{data['used']:,} used of {data['conversations']:,}"
-                     f" ({'packed' if data['packing'] else 'padded'}, seq_len {data['seq_len']})"])
-        rows.append(["overlong", f"{data['truncated']:,} truncated, {data['dropped_overlong']:,} dropped"
-                     f" (data.overlong={data['overlong']})"])
+        rows.append(
+            [
+                "conversations",
+                f"{data['used']:,} used of {data['conversations']:,}"
+                f" ({'packed' if data['packing'] else 'padded'}, seq_len {data['seq_len']})",
+            ]
+        )
+        rows.append(
+            [
+                "overlong",
+                f"{data['truncated']:,} truncated, {data['dropped_overlong']:,} dropped"
+                f" (data.overlong={data['overlong']})",
+            ]
+        )
         if data["dropped_untrained"]:
             rows.append(["no reply", f"{data['dropped_untrained']:,} dropped (nothing to train)"])
         if data.get("untrained_special_tokens"):
             names = ", ".join(data["untrained_special_tokens"])
-            rows.append(["untrained rows", f"{names}: set to the mean of the trained rows" if data.get("untrained_rows") == "mean"
-                         else f"{names}: left as they are (--untrained-rows mean trains them from the mean row)"])
+            rows.append(
+                [
+                    "untrained rows",
+                    f"{names}: set to the mean of the trained rows"
+                    if data.get("untrained_rows") == "mean"
+                    else f"{names}: left as they are (--untrained-rows mean trains them from the mean row)",
+                ]
+            )
     if s.get("final_loss") is not None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
@@ -73,24 +108,36 @@ def register(app: typer.Typer) -> None:
         "sft",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
         help="Fine-tune a pretrained checkpoint on SFT token shards (loss on assistant replies only). "
-             "Any config key can be overridden: --optim.lr=1e-4 --data.packing=true.",
+        "Any config key can be overridden: --optim.lr=1e-4 --data.packing=true.",
     )
     def sft(
         ctx: typer.Context,
-        config: Path | None = typer.Option(None, "-c", "--config", help="YAML config (examples/configs/sft.yaml)."),
-        init: str | None = typer.Option(None, "--init", help="Pretrained checkpoint to start from (checkpoint.init)."),
+        config: Path | None = typer.Option(
+            None, "-c", "--config", help="YAML config (examples/configs/sft.yaml)."
+        ),
+        init: str | None = typer.Option(
+            None, "--init", help="Pretrained checkpoint to start from (checkpoint.init)."
+        ),
         data: list[str] = typer.Option(
-            [], "--data", metavar="PATH[:epochs=N]",
+            [],
+            "--data",
+            metavar="PATH[:epochs=N]",
             help="SFT token shard directory (data.path); repeat to mix sets, each for N epochs: --data a:epochs=3 --data b.",
         ),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (train.steps)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (train.out_dir / train.name)."),
-        resume: str | None = typer.Option(None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."),
-        force: bool = typer.Option(False, "--force", help="Start fresh over an earlier run in --out, replacing its files."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'auto' (latest checkpoint of this SFT run) or a checkpoint path."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Start fresh over an earlier run in --out, replacing its files."
+        ),
         untrained_rows: str | None = typer.Option(
-            None, "--untrained-rows", metavar="warn|mean",
+            None,
+            "--untrained-rows",
+            metavar="warn|mean",
             help="Template tokens whose init row looks never trained (Qwen2.5 base's <|im_end|>): warn, or set them "
-                 "to the mean of the trained rows before training (checkpoint.untrained_rows).",
+            "to the mean of the trained rows before training (checkpoint.untrained_rows).",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:

@@ -95,7 +95,9 @@ def tokenize_command(
     ),
     out_dir: Path = typer.Option(..., "--out", help="Token directory to write (or add to)."),
     mode: str = typer.Option(
-        "pretrain", "--mode", help="pretrain (a text column), sft (a messages column) or dpo (preference pairs)."
+        "pretrain",
+        "--mode",
+        help="pretrain (a text column), sft (a messages column) or dpo (preference pairs).",
     ),
     max_len: int = typer.Option(
         1024, "--max-len", help="--mode dpo: most tokens of prompt + one reply; longer replies are cut."
@@ -110,8 +112,10 @@ def tokenize_command(
         "(imported models) instead of --profile.",
     ),
     separator: str | None = typer.Option(
-        None, "--separator", help="Pretraining document separator: eos, bos or bos+eos. Default: bos+eos when the "
-        "tokenizer's post-processor puts BOS first (llmctl's own tokenizers, Llama 3), else eos."
+        None,
+        "--separator",
+        help="Pretraining document separator: eos, bos or bos+eos. Default: bos+eos when the "
+        "tokenizer's post-processor puts BOS first (llmctl's own tokenizers, Llama 3), else eos.",
     ),
     split: list[str] = typer.Option([], "--split", help="Split to tokenize (repeatable); default all."),
     column: str | None = typer.Option(
@@ -164,7 +168,9 @@ def tokenize_command(
         )
     if template is not None:
         if template != "model":
-            raise LlmctlError(f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)")
+            raise LlmctlError(
+                f"unknown --template '{template}'", "use --template model (the tokenizer's own chat template)"
+            )
         profile = "model"
     if mode == "dpo":
         from llmctl.cli._pairs import tokenize_pairs_command

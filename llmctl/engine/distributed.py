@@ -46,7 +46,9 @@ def _slurm_master_addr() -> str | None:
     if not nodes:
         return None
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, timeout=10
+        )
         first = out.stdout.split()
         if first:
             return first[0]

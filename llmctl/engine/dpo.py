@@ -329,7 +329,9 @@ def run_dpo(cfg: Config, reporter: Any = None, *, force: bool = False) -> DPOOut
     cfg, init, ref = _prepare(cfg)
     meta, tokenizer = load_data(cfg)
     require_pairs(meta, cfg.data.path or "")
-    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path)
+    check_sft_compat(
+        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
+    )
     check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     run_dir = resolve_run_dir(cfg)[0]

@@ -68,8 +68,13 @@ class Batch:
                 return None
             return (t.pin_memory() if cuda else t).to(device, non_blocking=cuda)
 
-        return replace(self, inputs=move(self.inputs), targets=move(self.targets),
-                       doc_ids=move(self.doc_ids), position_ids=move(self.position_ids))
+        return replace(
+            self,
+            inputs=move(self.inputs),
+            targets=move(self.targets),
+            doc_ids=move(self.doc_ids),
+            position_ids=move(self.position_ids),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,13 @@ class Objective(Protocol):
 def _shift(rows: np.ndarray) -> Batch:
     t = torch.from_numpy(rows)
     inputs, targets = t[:, :-1].contiguous(), t[:, 1:].contiguous()
-    return Batch(inputs=inputs, targets=targets, tokens=inputs.numel(), samples=inputs.shape[0],
-                 trained_tokens=targets.numel())
+    return Batch(
+        inputs=inputs,
+        targets=targets,
+        tokens=inputs.numel(),
+        samples=inputs.shape[0],
+        trained_tokens=targets.numel(),
+    )
 
 
 class PretrainObjective:
@@ -159,7 +169,9 @@ class PretrainObjective:
                 window = self.val.window(int(i))
                 ids = window[:prompt_tokens].tolist()
                 ref = window[prompt_tokens : 2 * prompt_tokens].tolist()
-                self._prompts.append(SamplePrompt(tokenizer.decode(ids), ids, tokenizer.decode(ref), "validation"))
+                self._prompts.append(
+                    SamplePrompt(tokenizer.decode(ids), ids, tokenizer.decode(ref), "validation")
+                )
 
     def train_batch(self) -> Batch:
         return _shift(self.stream.next_rows())
@@ -176,8 +188,13 @@ class PretrainObjective:
 
     def describe(self) -> dict[str, Any]:
         w = self.stream.windows
-        return {"train_tokens": w.tokens, "train_windows": len(w), "val_windows": len(self.val) if self.val else 0,
-                "eval_batches": len(self._eval_rows), "epoch": self.stream.epoch}
+        return {
+            "train_tokens": w.tokens,
+            "train_windows": len(w),
+            "val_windows": len(self.val) if self.val else 0,
+            "eval_batches": len(self._eval_rows),
+            "epoch": self.stream.epoch,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()

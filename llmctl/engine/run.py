@@ -73,18 +73,30 @@ class RunOutcome:
     is_rank0: bool
 
 
-def pretrain_objective(cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo) -> Objective:
+def pretrain_objective(
+    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo
+) -> Objective:
     """The PretrainObjective a config describes (a MixedPretrainObjective for data.sources)."""
     if cfg.data.sources:
         from llmctl.engine.mixture import MixedPretrainObjective
         from llmctl.tokens.mix import load_mix, specs_from_config
 
-        mix = load_mix(specs_from_config(None, cfg.data.sources), mix_by=cfg.data.mix_by, split=cfg.data.train_split)
+        mix = load_mix(
+            specs_from_config(None, cfg.data.sources), mix_by=cfg.data.mix_by, split=cfg.data.train_split
+        )
         return MixedPretrainObjective(
-            mix, [meta, *(read_meta(m.path) for m in mix[1:])], tokenizer, seq_len=cfg.data.seq_len,
-            micro_batch=cfg.train.micro_batch_size, seed=cfg.train.seed, eval_batches=cfg.train.eval_batches,
-            prompts=list(cfg.train.sample_prompts), train_split=cfg.data.train_split, val_split=cfg.data.val_split,
-            rank=dist.rank, world=dist.world_size,
+            mix,
+            [meta, *(read_meta(m.path) for m in mix[1:])],
+            tokenizer,
+            seq_len=cfg.data.seq_len,
+            micro_batch=cfg.train.micro_batch_size,
+            seed=cfg.train.seed,
+            eval_batches=cfg.train.eval_batches,
+            prompts=list(cfg.train.sample_prompts),
+            train_split=cfg.data.train_split,
+            val_split=cfg.data.val_split,
+            rank=dist.rank,
+            world=dist.world_size,
         )
     assert cfg.data.path is not None
     return PretrainObjective(
@@ -132,7 +144,10 @@ def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
 
     specs = specs_from_config(cfg.data.path, cfg.data.sources)
     if not specs:
-        raise LlmctlError("no training data given", "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path")
+        raise LlmctlError(
+            "no training data given",
+            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
+        )
     data_path = specs[0].path
     meta = read_meta(data_path)
     if len(specs) > 1:
@@ -341,7 +356,9 @@ def run_training(
         # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
         start = resume or init
         trainer.conventions = {
-            k: start.manifest.get(k) for k in ("prompt", "chat") if start is not None and start.manifest.get(k)
+            k: start.manifest.get(k)
+            for k in ("prompt", "chat")
+            if start is not None and start.manifest.get(k)
         }
         result = trainer.fit(resume=resume)
         return RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)

@@ -126,7 +126,9 @@ class SFTObjective:
         self.seq_len, self.overlong = seq_len, overlong
         info = self.meta.get("chat_profile") or {}
         # `--template model` data: the model's own chat template renders prompts and names the stop ids.
-        self.template = TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
+        self.template = (
+            TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
+        )
         self.profile = get_profile(info.get("name", "chat")) if self.template is None else None
         self.untrained = untrained or []
         self.untrained_rows = untrained_rows
@@ -192,7 +194,9 @@ class SFTObjective:
     def stop_ids(self) -> list[int]:
         if self.profile is None:
             stops = [int(i) for i in (self.meta.get("chat_profile") or {}).get("stop_ids") or []]
-            return list(dict.fromkeys(stops + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else [])))
+            return list(
+                dict.fromkeys(stops + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []))
+            )
         return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
     def describe(self) -> dict[str, Any]:
@@ -204,8 +208,13 @@ class SFTObjective:
             "dropped_overlong": counts["dropped_overlong"],
             "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
-            **({"WARNING_untrained_rows": " ".join(self.untrained)} if self.untrained and self.untrained_rows == "warn"
-               else {"untrained_rows_set_to_mean": " ".join(self.untrained)} if self.untrained else {}),
+            **(
+                {"WARNING_untrained_rows": " ".join(self.untrained)}
+                if self.untrained and self.untrained_rows == "warn"
+                else {"untrained_rows_set_to_mean": " ".join(self.untrained)}
+                if self.untrained
+                else {}
+            ),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_conversations": len(self.val) if self.val is not None else 0,
             "eval_batches": len(self._eval),
@@ -274,7 +283,9 @@ _NO_PACKING = (
 )
 
 
-def _untrained_tokens(init: Path, meta: dict[str, Any], tokenizer: Tokenizer, model: ModelConfig) -> list[str]:
+def _untrained_tokens(
+    init: Path, meta: dict[str, Any], tokenizer: Tokenizer, model: ModelConfig
+) -> list[str]:
     """Chat-template tokens whose embedding or head row in the --init weights looks never trained."""
     from safetensors import safe_open
 
@@ -335,7 +346,9 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
 
     cfg, init = _model_from_init(cfg)
     meta, tokenizer = load_data(cfg)
-    data_path = cfg.data.path or cfg.data.sources[0]["path"]  # a mixture's sources share tokenizer and profile
+    data_path = (
+        cfg.data.path or cfg.data.sources[0]["path"]
+    )  # a mixture's sources share tokenizer and profile
     require_sft(meta, data_path)
     check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
     untrained = _untrained_tokens(init.path, meta, tokenizer, cfg.model)

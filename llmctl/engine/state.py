@@ -39,7 +39,9 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bo
     return _to_cpu(state)
 
 
-def restore_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], fsdp: bool) -> None:
+def restore_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], fsdp: bool
+) -> None:
     """Load a saved optimizer state into this run's optimizer (sharding it under FSDP)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 

@@ -81,7 +81,9 @@ def slurm_end_time(environ: dict[str, str] | None = None) -> float | None:
     if not job:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=10
+        )
         stamp = out.stdout.strip()
         if stamp and stamp not in ("N/A", "NONE", "Unknown"):
             return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
@@ -94,7 +96,9 @@ class Deadline:
     """When to stop so the final checkpoint still fits: before `start + time_limit`, and `margin` seconds
     before the SLURM job's end, leaving room for one more step and one save."""
 
-    def __init__(self, start: float, time_limit: float | None, slurm_end: float | None, margin: float) -> None:
+    def __init__(
+        self, start: float, time_limit: float | None, slurm_end: float | None, margin: float
+    ) -> None:
         self.ends: list[float] = []
         if time_limit is not None:
             self.ends.append(start + time_limit)

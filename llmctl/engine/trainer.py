@@ -152,8 +152,9 @@ class Trainer:
         if cfg.train.eval_tasks and self.dist.is_rank0 and not self.fsdp:
             from llmctl.eval.loop import TaskEvalHook
 
-            self.task_hook = TaskEvalHook(cfg.train.eval_tasks, self.tokenizer, self.data_meta,
-                                          limit=cfg.train.eval_tasks_limit)
+            self.task_hook = TaskEvalHook(
+                cfg.train.eval_tasks, self.tokenizer, self.data_meta, limit=cfg.train.eval_tasks_limit
+            )
 
     def _run_info(self) -> RunInfo:
         tokens_per_step = (
@@ -315,7 +316,9 @@ class Trainer:
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
         mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
-        by_source = [sum(col) for col in zip(*mixed, strict=True)] if mixed else []  # mixtures: tokens per source
+        by_source = (
+            [sum(col) for col in zip(*mixed, strict=True)] if mixed else []
+        )  # mixtures: tokens per source
         device = self.rt.device
         counts = torch.tensor(
             [
@@ -447,7 +450,13 @@ class Trainer:
         sums = torch.zeros(1 + len(sources), 3, dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
             loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
-            row = torch.stack([loss.double(), correct.double(), torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64)])
+            row = torch.stack(
+                [
+                    loss.double(),
+                    correct.double(),
+                    torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64),
+                ]
+            )
             sums[0] += row
             if batch.source >= 0:
                 sums[1 + batch.source] += row
@@ -462,7 +471,12 @@ class Trainer:
 
             loss, accuracy, by_source = weighted_eval(sources, rows[1:])
         result = EvalResult(
-            self.step, loss, math.exp(min(loss, 50.0)), accuracy, int(trained), by_source,
+            self.step,
+            loss,
+            math.exp(min(loss, 50.0)),
+            accuracy,
+            int(trained),
+            by_source,
             metrics=self._objective_metrics("eval"),
         )
         self.last_eval = result
@@ -474,9 +488,14 @@ class Trainer:
         if self.task_hook is None:
             return None
         result = self.task_hook.run(self.raw, self.rt.device)
-        parts = [f"{name} acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f}" for name, r in result["tasks"].items()]
-        self.reporter.log(f"[Tasks {self.step}] " + " | ".join(parts)
-                          + f" | centered {result['centered_acc']:.4f} | {result['seconds']:.1f}s")
+        parts = [
+            f"{name} acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f}" for name, r in result["tasks"].items()
+        ]
+        self.reporter.log(
+            f"[Tasks {self.step}] "
+            + " | ".join(parts)
+            + f" | centered {result['centered_acc']:.4f} | {result['seconds']:.1f}s"
+        )
         return result
 
     def sample(self) -> list[SampleRecord]:

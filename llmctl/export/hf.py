@@ -39,8 +39,14 @@ if TYPE_CHECKING:
     from llmctl.config import ModelConfig
     from llmctl.tokenizer.core import Tokenizer
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 @dataclass
@@ -66,7 +72,9 @@ def permute_for_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) -
     return weight.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bias: bool = True) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bias: bool = True
+) -> dict[str, torch.Tensor]:
     """Our Transformer's state dict (module names of llmctl.model.llama) -> LlamaForCausalLM's (Qwen2's
     without o_proj_bias: its attention has biases on q, k and v only)."""
     import torch
@@ -87,13 +95,21 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bi
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"model.layers.{i}."
         hf[dst + "input_layernorm.weight"] = take(src + "attention_norm.weight")
-        hf[dst + "self_attn.q_proj.weight"] = permute_for_rotate_half(take(src + "attention.wq.weight"), cfg.n_heads, hd)
-        hf[dst + "self_attn.k_proj.weight"] = permute_for_rotate_half(take(src + "attention.wk.weight"), cfg.kv_heads, hd)
+        hf[dst + "self_attn.q_proj.weight"] = permute_for_rotate_half(
+            take(src + "attention.wq.weight"), cfg.n_heads, hd
+        )
+        hf[dst + "self_attn.k_proj.weight"] = permute_for_rotate_half(
+            take(src + "attention.wk.weight"), cfg.kv_heads, hd
+        )
         hf[dst + "self_attn.v_proj.weight"] = take(src + "attention.wv.weight")
         hf[dst + "self_attn.o_proj.weight"] = wo = take(src + "attention.wo.weight")
         if cfg.qkv_bias:
-            hf[dst + "self_attn.q_proj.bias"] = permute_for_rotate_half(take(src + "attention.wq.bias"), cfg.n_heads, hd)
-            hf[dst + "self_attn.k_proj.bias"] = permute_for_rotate_half(take(src + "attention.wk.bias"), cfg.kv_heads, hd)
+            hf[dst + "self_attn.q_proj.bias"] = permute_for_rotate_half(
+                take(src + "attention.wq.bias"), cfg.n_heads, hd
+            )
+            hf[dst + "self_attn.k_proj.bias"] = permute_for_rotate_half(
+                take(src + "attention.wk.bias"), cfg.kv_heads, hd
+            )
             hf[dst + "self_attn.v_proj.bias"] = take(src + "attention.wv.bias")
             if o_proj_bias:
                 # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
@@ -106,7 +122,9 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig, o_proj_bi
     head = state.pop("output.weight", None)
     if not cfg.tied_embeddings:
         if head is None:
-            raise LlmctlError("checkpoint has no tensor 'output.weight'", "the model config says the head is untied")
+            raise LlmctlError(
+                "checkpoint has no tensor 'output.weight'", "the model config says the head is untied"
+            )
         hf["lm_head.weight"] = head
     leftover = [k for k in state if "weight" in k or "bias" in k]
     if leftover:
@@ -123,9 +141,13 @@ MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Mistra
 def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
     """HF's RoPE description: default, or llama3 scaling with its four numbers."""
     if cfg.rope_scaling == "llama3":
-        return {"rope_type": "llama3", "factor": cfg.rope_factor, "low_freq_factor": cfg.rope_low_freq_factor,
-                "high_freq_factor": cfg.rope_high_freq_factor,
-                "original_max_position_embeddings": cfg.rope_original_max_seq_len}
+        return {
+            "rope_type": "llama3",
+            "factor": cfg.rope_factor,
+            "low_freq_factor": cfg.rope_low_freq_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_max_seq_len,
+        }
     return {"rope_type": "default"}
 
 
@@ -189,6 +211,7 @@ def _chat_profile_for(tok: Tokenizer, name: str | None) -> ChatProfile | None:
 
 def tokenizer_config(tok: Tokenizer, profile: ChatProfile | None, max_len: int) -> dict[str, Any]:
     """tokenizer_config.json for PreTrainedTokenizerFast: special tokens and the chat template."""
+
     def name(tid: int | None) -> str | None:
         return None if tid is None else tok.id_to_token(tid)
 
@@ -250,8 +273,11 @@ def write_hf(
     check_out(out, force)
     profile = _chat_profile_for(tok, chat_profile) if model_dir is None else None
     eos_ids = stop_ids if stop_ids else reply_stop_ids(profile, tok.token_to_id, tok.eos_id)
-    own = [n for n in ("tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
-           if model_dir is not None and (model_dir / n).is_file()]
+    own = [
+        n
+        for n in ("tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+        if model_dir is not None and (model_dir / n).is_file()
+    ]
 
     torch_dtype = getattr(torch, dtype)
     layout = to_hf_state_dict(state, cfg, o_proj_bias=architecture == "LlamaForCausalLM")
@@ -282,29 +308,49 @@ def write_hf(
         if "tokenizer_config.json" not in own and model_dir is not None:
             # The model's own post-processor decides BOS: no add_bos_token override here.
             chat = chat or {}
-            _write_json(tmp / "tokenizer_config.json", {
-                "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": chat.get("bos_token"),
-                "eos_token": chat.get("eos_token"), "model_max_length": cfg.max_seq_len,
-                "clean_up_tokenization_spaces": False,
-            })
+            _write_json(
+                tmp / "tokenizer_config.json",
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "bos_token": chat.get("bos_token"),
+                    "eos_token": chat.get("eos_token"),
+                    "model_max_length": cfg.max_seq_len,
+                    "clean_up_tokenization_spaces": False,
+                },
+            )
             if chat.get("template_text") and "chat_template.jinja" not in own:
                 (tmp / "chat_template.jinja").write_text(chat["template_text"], encoding="utf-8")
                 own.append("chat_template.jinja")
         elif "tokenizer_config.json" not in own:
             _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok, profile, cfg.max_seq_len))
         if "special_tokens_map.json" not in own and model_dir is None:
-            special_map = {k: v for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
-                           if tok.token_to_id(v) is not None}
+            special_map = {
+                k: v
+                for k, v in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
+                if tok.token_to_id(v) is not None
+            }
             _write_json(tmp / "special_tokens_map.json", special_map)
         written = sorted(p.name for p in tmp.iterdir())
-        _write_json(tmp / EXPORT_MARKER, {"format": MARKER_FORMAT, "format_version": 1, "checkpoint": checkpoint,
-                                          "files": written})
+        _write_json(
+            tmp / EXPORT_MARKER,
+            {"format": MARKER_FORMAT, "format_version": 1, "checkpoint": checkpoint, "files": written},
+        )
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportResult(
-        out=str(out), checkpoint=checkpoint, dtype=dtype, n_params=n_params, vocab_size=cfg.vocab_size,
-        tokenizer_fingerprint=tok.fingerprint, chat_template=profile is not None or "chat_template.jinja" in own
-        or bool(model_dir is not None and "chat_template" in json.loads((out / "tokenizer_config.json").read_text())),
-        eos_token_ids=eos_ids, files=files,
+        out=str(out),
+        checkpoint=checkpoint,
+        dtype=dtype,
+        n_params=n_params,
+        vocab_size=cfg.vocab_size,
+        tokenizer_fingerprint=tok.fingerprint,
+        chat_template=profile is not None
+        or "chat_template.jinja" in own
+        or bool(
+            model_dir is not None
+            and "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+        ),
+        eos_token_ids=eos_ids,
+        files=files,
     )
 
 
@@ -319,7 +365,9 @@ def _set_prompt_prefix(path: Path, tok: Tokenizer, prefix: list[int]) -> None:
     if names:
         head = " ".join(names)
         hf.post_processor = processors.TemplateProcessing(
-            single=f"{head} $A", pair=f"{head} $A {head} $B", special_tokens=list(dict(zip(names, prefix, strict=True)).items())
+            single=f"{head} $A",
+            pair=f"{head} $A {head} $B",
+            special_tokens=list(dict(zip(names, prefix, strict=True)).items()),
         )
     else:
         hf.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
@@ -354,7 +402,11 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
         marker = json.loads((path / EXPORT_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT or not isinstance(marker.get("files"), list):
+    if (
+        not isinstance(marker, dict)
+        or marker.get("format") != MARKER_FORMAT
+        or not isinstance(marker.get("files"), list)
+    ):
         return None
     return marker
 
@@ -367,7 +419,9 @@ def check_out(out: Path, force: bool) -> None:
     if out.is_symlink() or not out.is_dir():
         raise LlmctlError(f"{out} exists and is not a folder", "export writes a folder: choose another --out")
     if not force:
-        raise LlmctlError(f"{out} already exists", "choose another --out, or pass --force to replace a previous export")
+        raise LlmctlError(
+            f"{out} already exists", "choose another --out, or pass --force to replace a previous export"
+        )
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
@@ -408,7 +462,9 @@ def export_hf(
     if tokenizer is None:
         local = [ckpt / n for n in ("tokenizer.json", "tokenizer.model") if (ckpt / n).is_file()]
         if not local and recorded.get("path") is None:
-            raise LlmctlError(f"checkpoint {ckpt} holds no tokenizer", "pass the run's tokenizer with --tokenizer")
+            raise LlmctlError(
+                f"checkpoint {ckpt} holds no tokenizer", "pass the run's tokenizer with --tokenizer"
+            )
         tok = opened.tokenizer()
     else:
         tok = load_tokenizer(tokenizer)
@@ -430,11 +486,30 @@ def export_hf(
         # A model with its own conventions (imported, or fine-tuned from an import): keep them.
         from llmctl.tokenizer.template import stop_ids
 
-        return write_hf(state, cfg, tok, out, dtype=dtype, force=force, checkpoint=str(ckpt),
-                        architecture=source.get("architecture") or "LlamaForCausalLM", model_dir=ckpt,
-                        stop_ids=stop_ids(tok, manifest), chat=manifest.get("chat"))
+        return write_hf(
+            state,
+            cfg,
+            tok,
+            out,
+            dtype=dtype,
+            force=force,
+            checkpoint=str(ckpt),
+            architecture=source.get("architecture") or "LlamaForCausalLM",
+            model_dir=ckpt,
+            stop_ids=stop_ids(tok, manifest),
+            chat=manifest.get("chat"),
+        )
     from llmctl.tokenizer.template import document_prefix
 
     prefix = document_prefix(manifest.get("data_meta") or {})
-    return write_hf(state, cfg, tok, out, dtype=dtype, chat_profile=chat_profile, force=force, checkpoint=str(ckpt),
-                    prompt_prefix=prefix)
+    return write_hf(
+        state,
+        cfg,
+        tok,
+        out,
+        dtype=dtype,
+        chat_profile=chat_profile,
+        force=force,
+        checkpoint=str(ckpt),
+        prompt_prefix=prefix,
+    )

@@ -21,6 +21,7 @@ from llmctl.presets import SUPPORTED, SUPPORTED_TEXT, model_config_from_hf, refu
 if TYPE_CHECKING:
     import torch
 
+
 def permute_from_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
     """Inverse of export's permute_for_rotate_half: HF's halves (i, i + d/2) back to pairs (2i, 2i+1)."""
     rest = weight.shape[1:]

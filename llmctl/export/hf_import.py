@@ -203,7 +203,10 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
                 "max_logit_diff": diff,
             },
             # Size and SHA-256 of each file, so loading verifies the import like any checkpoint.
-            "files": {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_hex((tmp / name).read_bytes())} for name in names},
+            "files": {
+                name: {"size": (tmp / name).stat().st_size, "sha256": sha256_hex((tmp / name).read_bytes())}
+                for name in names
+            },
         }
         atomic_write_json(tmp / MANIFEST, manifest)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}

@@ -59,7 +59,12 @@ class ChatSession:
         self.checkpoint = checkpoint
         self.system = system
         self.messages: list[dict[str, str]] = []
-        self.options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+        self.options = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+        }
         self.seed = seed
         if self.profile is not None:
             self.stop_ids = reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
@@ -71,13 +76,20 @@ class ChatSession:
         if self.template is not None:
             return self.template.render_ids(head + messages, add_generation_prompt=True)
         assert self.profile is not None
-        return render(head + messages, self.profile, self.tokenizer.encode, self.tokenizer.token_to_id,
-                      add_generation_prompt=True).ids
+        return render(
+            head + messages,
+            self.profile,
+            self.tokenizer.encode,
+            self.tokenizer.token_to_id,
+            add_generation_prompt=True,
+        ).ids
 
     def prompt_ids(self, user_text: str) -> list[int]:
         """Ids of the history plus a new user turn, oldest exchanges left out until a reply fits."""
         messages = [*self.messages, {"role": "user", "content": user_text}]
-        room = self.model.cfg.max_seq_len - min(self.options["max_new_tokens"], self.model.cfg.max_seq_len // 2)
+        room = self.model.cfg.max_seq_len - min(
+            self.options["max_new_tokens"], self.model.cfg.max_seq_len // 2
+        )
         ids = self._render(messages)
         while len(ids) > room and len(messages) > 1:
             messages = messages[2:]
@@ -103,8 +115,15 @@ class ChatSession:
 
         autocast = inference_autocast(self.device)
         turn = len(self.messages) // 2
-        gen = generate(self.model, ids, seed=None if self.seed is None else self.seed + turn,
-                       stop_ids=self.stop_ids, autocast=autocast, on_token=emit, **self.options)
+        gen = generate(
+            self.model,
+            ids,
+            seed=None if self.seed is None else self.seed + turn,
+            stop_ids=self.stop_ids,
+            autocast=autocast,
+            on_token=emit,
+            **self.options,
+        )
         if on_text is not None:
             rest = stream.flush()
             if rest:

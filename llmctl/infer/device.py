@@ -26,7 +26,9 @@ def choose_device(setting: str, local_rank: int = 0, flag: str = "--device") -> 
     try:
         device = torch.device(setting)
     except RuntimeError as exc:
-        raise LlmctlError(f"{flag} {setting} is not a device", f"use {flag} auto, cpu, cuda or cuda:N") from exc
+        raise LlmctlError(
+            f"{flag} {setting} is not a device", f"use {flag} auto, cpu, cuda or cuda:N"
+        ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise LlmctlError(f"{flag} {setting} but CUDA is not available", f"use {flag} cpu or {flag} auto")

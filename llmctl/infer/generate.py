@@ -210,7 +210,9 @@ def generate_from_checkpoint(
         keep = 1 if ids and ids[0] in firsts else 0
     else:
         ids, keep = render(tokenizer, manifest, prompt), 0
-    prefix, body, dropped = fit_prompt(ids[:keep], ids[keep:], model.cfg.max_seq_len, max_new_tokens, truncate_left)
+    prefix, body, dropped = fit_prompt(
+        ids[:keep], ids[keep:], model.cfg.max_seq_len, max_new_tokens, truncate_left
+    )
     ids = prefix + body
     autocast = inference_autocast(dev)
     stream = IncrementalDecoder(tokenizer.decode)
@@ -224,8 +226,18 @@ def generate_from_checkpoint(
             if piece:
                 on_text(piece)
 
-    gen = generate(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                   seed=seed, stop_ids=list(stops), autocast=autocast, on_token=emit)
+    gen = generate(
+        model,
+        ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop_ids=list(stops),
+        autocast=autocast,
+        on_token=emit,
+    )
     if on_text is not None:
         rest = stream.flush()
         if rest:

@@ -41,7 +41,9 @@ def llama3_frequencies(freqs: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     is interpolated smoothly (Meta's llama-models `apply_scaling`)."""
     original = cfg.rope_original_max_seq_len
     wavelen = 2 * math.pi / freqs
-    smooth = (original / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+    smooth = (original / wavelen - cfg.rope_low_freq_factor) / (
+        cfg.rope_high_freq_factor - cfg.rope_low_freq_factor
+    )
     mixed = (1 - smooth) * freqs / cfg.rope_factor + smooth * freqs
     scaled = torch.where(wavelen > original / cfg.rope_low_freq_factor, freqs / cfg.rope_factor, mixed)
     return torch.where(wavelen < original / cfg.rope_high_freq_factor, freqs, scaled)
@@ -209,10 +211,14 @@ class Transformer(nn.Module):
                 self.rope_cos.copy_(cos)
                 self.rope_sin.copy_(sin)
 
-    def _rope(self, T: int, start: int, position_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(
+        self, T: int, start: int, position_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if position_ids is not None:
             return self.rope_cos[position_ids].unsqueeze(2), self.rope_sin[position_ids].unsqueeze(2)
-        return self.rope_cos[start : start + T].view(1, T, 1, -1), self.rope_sin[start : start + T].view(1, T, 1, -1)
+        return self.rope_cos[start : start + T].view(1, T, 1, -1), self.rope_sin[start : start + T].view(
+            1, T, 1, -1
+        )
 
     def forward(
         self,

@@ -43,7 +43,9 @@ def compute_optimal(flops: float, tokens_per_param: float) -> tuple[float, float
     return n, tokens_per_param * n
 
 
-def shape_within_budget(compute: float, tokens_per_param: float, vocab_size: int, seq_len: int) -> ModelConfig:
+def shape_within_budget(
+    compute: float, tokens_per_param: float, vocab_size: int, seq_len: int
+) -> ModelConfig:
     """A shape whose training on r N tokens costs `compute` FLOPs by the PaLM count.
 
     C = 6ND leaves attention out; at short widths and long sequences attention adds 10-30%, so a
@@ -137,8 +139,13 @@ class BudgetPlan:
         m = self.memory
         return {
             "mode": self.mode,
-            "gpu": {"name": self.gpu.name, "count": self.num_gpus, "dtype": self.dtype,
-                    "peak_flops_per_gpu": self.peak_flops, "memory_gib": self.gpu.memory_gib},
+            "gpu": {
+                "name": self.gpu.name,
+                "count": self.num_gpus,
+                "dtype": self.dtype,
+                "peak_flops_per_gpu": self.peak_flops,
+                "memory_gib": self.gpu.memory_gib,
+            },
             "mfu": self.mfu,
             "hours": self.hours,
             "compute_flops": self.compute_flops,
@@ -146,8 +153,12 @@ class BudgetPlan:
             "optimal_params": self.optimal_params,
             "optimal_tokens": self.optimal_tokens,
             "model": self.model_label,
-            "shape": asdict(self.model) | {"head_dim": self.model.head_dim, "hidden_dim": self.model.hidden_dim,
-                                          "kv_heads": self.model.kv_heads},
+            "shape": asdict(self.model)
+            | {
+                "head_dim": self.model.head_dim,
+                "hidden_dim": self.model.hidden_dim,
+                "kv_heads": self.model.kv_heads,
+            },
             "seq_len": self.seq_len,
             "params_total": self.params.total,
             "params_6n": self.params.matmul,
@@ -158,15 +169,26 @@ class BudgetPlan:
             "costs": [asdict(c) for c in self.costs],
             "peak_conventions": [asdict(p) for p in self.peaks],
             "memory": {
-                "dtype": m.dtype, "weights_bytes": m.weights_bytes, "master_bytes": m.master_bytes,
-                "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes, "optim": m.optim, "states_bytes": m.states_bytes,
+                "dtype": m.dtype,
+                "weights_bytes": m.weights_bytes,
+                "master_bytes": m.master_bytes,
+                "grads_bytes": m.grads_bytes,
+                "optimizer_bytes": m.optimizer_bytes,
+                "optim": m.optim,
+                "states_bytes": m.states_bytes,
                 "activation_bytes_per_seq": m.activation_bytes_per_seq,
                 "activation_bytes_per_seq_ckpt": m.activation_bytes_per_seq_ckpt,
-                "device_bytes": m.device_bytes, "usable_bytes": m.usable_bytes,
-                "max_micro_batch": m.max_micro_batch, "max_micro_batch_ckpt": m.max_micro_batch_ckpt,
-                "fits": m.fits, "verdict": self.memory_verdict,
-                "micro_batch": None if self.micro_batch is None else {
-                    "size": self.micro_batch, "bytes": m.total_bytes(self.micro_batch),
+                "device_bytes": m.device_bytes,
+                "usable_bytes": m.usable_bytes,
+                "max_micro_batch": m.max_micro_batch,
+                "max_micro_batch_ckpt": m.max_micro_batch_ckpt,
+                "fits": m.fits,
+                "verdict": self.memory_verdict,
+                "micro_batch": None
+                if self.micro_batch is None
+                else {
+                    "size": self.micro_batch,
+                    "bytes": m.total_bytes(self.micro_batch),
                     "bytes_ckpt": m.total_bytes(self.micro_batch, checkpointing=True),
                     "fits": m.total_bytes(self.micro_batch) <= m.usable_bytes,
                     "fits_ckpt": m.total_bytes(self.micro_batch, checkpointing=True) <= m.usable_bytes,
@@ -176,8 +198,9 @@ class BudgetPlan:
         }
 
 
-def _costs(plan_n: float, tokens: float, fl: FlopsBreakdown, shape_note: str, peak: float, mfu: float,
-           num_gpus: int) -> tuple[CostRow, ...]:
+def _costs(
+    plan_n: float, tokens: float, fl: FlopsBreakdown, shape_note: str, peak: float, mfu: float, num_gpus: int
+) -> tuple[CostRow, ...]:
     def row(label: str, flops: float) -> CostRow:
         at_peak = flops / peak / 3600
         return CostRow(label, flops, at_peak, at_peak / mfu, at_peak / mfu / num_gpus)
@@ -219,24 +242,32 @@ def plan_budget(
         raise LlmctlError(f"--optim must be adamw or muon, got {optim!r}", "e.g. --optim muon")
     check_range("micro-batch", micro_batch)
     if not 0 < mfu <= 1:
-        raise LlmctlError(f"--mfu must be in (0, 1], got {mfu:g}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation")
+        raise LlmctlError(
+            f"--mfu must be in (0, 1], got {mfu:g}", "e.g. --mfu 0.4 for 40% model FLOPs utilisation"
+        )
     token_count = parse_count(tokens, "--tokens") if tokens is not None else None
     param_count = parse_count(params, "--params") if params is not None else None
     check_range("tokens", token_count)
     check_range("params", param_count)
     inverse = model is not None or param_count is not None
     if inverse and hours is not None:
-        raise LlmctlError("--hours plans forward and --model/--params plan inverse; give one of them",
-                          "--gpu L4 --hours 24, or --gpu L4 --model 124m --tokens 2.5B")
+        raise LlmctlError(
+            "--hours plans forward and --model/--params plan inverse; give one of them",
+            "--gpu L4 --hours 24, or --gpu L4 --model 124m --tokens 2.5B",
+        )
     if not inverse and hours is None:
-        raise LlmctlError("nothing to plan: give --hours, or --model/--params with --tokens",
-                          "--gpu L4 --hours 24 (what a budget buys), --gpu L4 --model 124m --tokens 2.5B (what a run costs)")
+        raise LlmctlError(
+            "nothing to plan: give --hours, or --model/--params with --tokens",
+            "--gpu L4 --hours 24 (what a budget buys), --gpu L4 --model 124m --tokens 2.5B (what a run costs)",
+        )
     if model is not None and param_count is not None:
         raise LlmctlError("give --model or --params, not both", "drop one of them")
     if token_count is not None and tokens_per_param is not None:
         raise LlmctlError("give --tokens or --tokens-per-param, not both", "drop one of them")
     if not inverse and token_count is not None:
-        raise LlmctlError("--tokens is for inverse mode (--model/--params)", "use --tokens-per-param with --hours")
+        raise LlmctlError(
+            "--tokens is for inverse mode (--model/--params)", "use --tokens-per-param with --hours"
+        )
 
     r = tokens_per_param if tokens_per_param is not None else CHINCHILLA_RATIO
     per_gpu_second = peak * num_gpus
@@ -259,7 +290,10 @@ def plan_budget(
         optimal_n, optimal_d = compute_optimal(compute, r)
         seq_for_shape = seq_len if seq_len is not None else 1024
         cfg = shape_within_budget(compute, r, vocab_size, seq_for_shape)
-        default_seq, label = 1024, "sized so r N tokens at its PaLM FLOPs (attention included) fill the budget"
+        default_seq, label = (
+            1024,
+            "sized so r N tokens at its PaLM FLOPs (attention included) fill the budget",
+        )
         n = float(param_counts(cfg).matmul)
         d = r * n
         rows = []
@@ -275,10 +309,27 @@ def plan_budget(
     fl = flops_per_token(cfg, seq)
     shape_note = "" if model is not None else " (this shape)"
     return BudgetPlan(
-        mode="inverse" if inverse else "forward", gpu=spec, num_gpus=num_gpus, dtype=resolved, peak_flops=peak,
-        mfu=mfu, tokens_per_param=r, hours=hours, compute_flops=compute, optimal_params=optimal_n,
-        optimal_tokens=optimal_d, model=cfg, model_label=label, seq_len=seq, params=param_counts(cfg), flops=fl,
-        n=n, tokens=d, costs=_costs(n, d, fl, shape_note, peak, mfu, num_gpus), peaks=peaks,
+        mode="inverse" if inverse else "forward",
+        gpu=spec,
+        num_gpus=num_gpus,
+        dtype=resolved,
+        peak_flops=peak,
+        mfu=mfu,
+        tokens_per_param=r,
+        hours=hours,
+        compute_flops=compute,
+        optimal_params=optimal_n,
+        optimal_tokens=optimal_d,
+        model=cfg,
+        model_label=label,
+        seq_len=seq,
+        params=param_counts(cfg),
+        flops=fl,
+        n=n,
+        tokens=d,
+        costs=_costs(n, d, fl, shape_note, peak, mfu, num_gpus),
+        peaks=peaks,
         memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim),
-        loss=chinchilla_loss(param_counts(cfg).total, d), micro_batch=micro_batch,
+        loss=chinchilla_loss(param_counts(cfg).total, d),
+        micro_batch=micro_batch,
     )

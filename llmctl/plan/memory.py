@@ -178,12 +178,17 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
             norm
             + 2 * h  # bf16 cast of the normed input for the one q|k|v matmul
             + 2 * (qw + 2 * kvw)  # rotated q, k and v in bf16 for SDPA
-            + 2 * qw + 4 * a  # SDPA output (wo's input) and log-sum-exp
+            + 2 * qw
+            + 4 * a  # SDPA output (wo's input) and log-sum-exp
         )
-        mlp = norm + 2 * h + 4 * 2 * f  # cast for the w1|w3 matmul; then w1 x, silu(w1 x), w3 x, their product
+        mlp = (
+            norm + 2 * h + 4 * 2 * f
+        )  # cast for the w1|w3 matmul; then w1 x, silu(w1 x), w3 x, their product
         final = norm + 2 * h
     else:
-        attention = norm + 4 * h + 4 * (qw + 2 * kvw) + 4 * qw + 4 * a  # one normed tensor shared by wq, wk, wv
+        attention = (
+            norm + 4 * h + 4 * (qw + 2 * kvw) + 4 * qw + 4 * a
+        )  # one normed tensor shared by wq, wk, wv
         mlp = norm + 4 * h + 4 * 4 * f
         final = norm + 4 * h
     # log_softmax keeps its fp32 output (4 B); backward then holds the gradients of it and of the logits (8 B).
@@ -194,7 +199,11 @@ def fused_weight_params(cfg: ModelConfig) -> int:
     """Entries of the q|k|v and w1|w3 weights that llama.py concatenates for one matmul each. Under
     autocast that concatenation is the bf16 copy the matmul reads anyway; in fp32 it is an extra copy
     the matmul keeps for backward."""
-    return cfg.n_layers * cfg.dim * (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim + 2 * cfg.hidden_dim)
+    return (
+        cfg.n_layers
+        * cfg.dim
+        * (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim + 2 * cfg.hidden_dim)
+    )
 
 
 def muon_param_count(cfg: ModelConfig) -> int:
@@ -213,7 +222,9 @@ def optimizer_state_bytes(cfg: ModelConfig, optim: str) -> int:
     return 8 * n
 
 
-def training_memory(cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw") -> MemoryEstimate:
+def training_memory(
+    cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw"
+) -> MemoryEstimate:
     """Model states and activations of AdamW (or Muon) training on one GPU of `device_gib`, with the largest
     micro-batch."""
     n = param_counts(cfg).total

@@ -28,8 +28,13 @@ defaults to at most this, the length they were pretrained at."""
 
 # Flag names of `flops estimate` -> ModelConfig fields, for messages that name what the user typed.
 FLAG_FIELDS = {
-    "dim": "dim", "layers": "n_layers", "heads": "n_heads", "kv_heads": "n_kv_heads",
-    "ffn_dim": "ffn_dim", "vocab_size": "vocab_size", "tied": "tied_embeddings",
+    "dim": "dim",
+    "layers": "n_layers",
+    "heads": "n_heads",
+    "kv_heads": "n_kv_heads",
+    "ffn_dim": "ffn_dim",
+    "vocab_size": "vocab_size",
+    "tied": "tied_embeddings",
 }
 
 
@@ -51,8 +56,10 @@ def _model_of_directory(path: Path) -> dict[str, Any]:
 
         cfg, _ = model_config_from_hf(json.loads((path / "config.json").read_text(encoding="utf-8")))
         return dataclasses.asdict(cfg)
-    raise LlmctlError(f"{path} is neither a checkpoint nor a Hugging Face model directory",
-                      "pass a preset, a config YAML, a checkpoint directory or a model imported by `llmctl import`")
+    raise LlmctlError(
+        f"{path} is neither a checkpoint nor a Hugging Face model directory",
+        "pass a preset, a config YAML, a checkpoint directory or a model imported by `llmctl import`",
+    )
 
 
 def resolve_model(model: str | None, fields: dict[str, Any]) -> tuple[ModelConfig, int]:
@@ -63,8 +70,11 @@ def resolve_model(model: str | None, fields: dict[str, Any]) -> tuple[ModelConfi
     """
     overrides = {f"model.{k}": v for k, v in fields.items() if v is not None}
     if model is None:
-        missing = [flag for flag, key in FLAG_FIELDS.items()
-                   if key in ("dim", "n_layers", "n_heads", "vocab_size") and fields.get(key) is None]
+        missing = [
+            flag
+            for flag, key in FLAG_FIELDS.items()
+            if key in ("dim", "n_layers", "n_heads", "vocab_size") and fields.get(key) is None
+        ]
         if missing:
             raise LlmctlError(
                 f"no model given: need --model, or all of --dim --layers --heads --vocab-size (missing "
@@ -98,8 +108,14 @@ def shape_for(dim: int, n_layers: int, vocab_size: int, max_seq_len: int = 2048)
     head_dim = 64 if dim <= 1024 else 128
     heads = dim // head_dim
     kv_heads = heads if dim < 2048 else max(1, heads // 4)
-    return ModelConfig(vocab_size=vocab_size, dim=dim, n_layers=n_layers, n_heads=heads, n_kv_heads=kv_heads,
-                       max_seq_len=max_seq_len)
+    return ModelConfig(
+        vocab_size=vocab_size,
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=heads,
+        n_kv_heads=kv_heads,
+        max_seq_len=max_seq_len,
+    )
 
 
 def suggest_shape(target_params: float, vocab_size: int, max_seq_len: int = 2048) -> ModelConfig:
@@ -111,7 +127,9 @@ def suggest_shape(target_params: float, vocab_size: int, max_seq_len: int = 2048
     close, the nearest count wins. Kaplan et al. (2020) found loss nearly flat over ratios 20 to 200.
     """
     if not math.isfinite(target_params) or target_params <= 0:
-        raise LlmctlError(f"target parameter count must be positive, got {target_params}", "e.g. --params 170M")
+        raise LlmctlError(
+            f"target parameter count must be positive, got {target_params}", "e.g. --params 170M"
+        )
     ideal_ratio = 64 if target_params < 1e9 else 128
     best: tuple[float, float, int, int] | None = None
     near: list[tuple[float, float, int, int]] = []

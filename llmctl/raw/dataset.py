@@ -33,7 +33,11 @@ def read_info(root: str | Path) -> dict[str, Any]:
 def list_splits(root: str | Path) -> list[str]:
     """Split names that have at least one parquet part, train first."""
     root = Path(root)
-    splits = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(PART_GLOB))) if root.is_dir() else []
+    splits = (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(PART_GLOB)))
+        if root.is_dir()
+        else []
+    )
     order = {"train": 0, "validation": 1, "test": 2}
     return sorted(splits, key=lambda s: (order.get(s, 3), s))
 

@@ -77,7 +77,10 @@ def alpaca_messages(instruction: Any, input_: Any, output: Any) -> list[Message]
 
 def _alpaca(batch: dict[str, list[Any]]) -> list[Value]:
     inputs = batch.get("input") or [None] * len(batch["instruction"])
-    return [alpaca_messages(i, x, o) for i, x, o in zip(batch["instruction"], inputs, batch["output"], strict=True)]
+    return [
+        alpaca_messages(i, x, o)
+        for i, x, o in zip(batch["instruction"], inputs, batch["output"], strict=True)
+    ]
 
 
 def _message_list(value: Any) -> list[Message] | None:
@@ -109,7 +112,9 @@ def choose_mapping(
     lines = transform == "wikitext-articles"
     from llmctl.raw.preference import PREFERENCE_TRANSFORMS, is_preference, preference_reads
 
-    if transform in PREFERENCE_TRANSFORMS or (text_column is None and transform is None and is_preference(columns)):
+    if transform in PREFERENCE_TRANSFORMS or (
+        text_column is None and transform is None and is_preference(columns)
+    ):
         reads, converter, how = preference_reads(columns, file_name, transform)
         return RowMapping("preference", reads, how, converter)  # type: ignore[arg-type]
     if transform == "alpaca" or (
@@ -123,7 +128,9 @@ def choose_mapping(
                 "pass --text-column NAME to read plain text instead",
             )
         reads = ("instruction", "input", "output") if "input" in columns else ("instruction", "output")
-        return RowMapping("messages", reads, "alpaca: instruction+input -> user, output -> assistant", _alpaca)
+        return RowMapping(
+            "messages", reads, "alpaca: instruction+input -> user, output -> assistant", _alpaca
+        )
     if text_column:
         if text_column not in columns:
             raise LlmctlError(
@@ -131,8 +138,12 @@ def choose_mapping(
                 "pass --text-column with one of the columns found",
             )
         if text_column in MESSAGE_CANDIDATES:
-            return RowMapping("messages", (text_column,), f"messages from '{text_column}'", _messages_values(text_column))
-        return RowMapping("text", (text_column,), f"text from '{text_column}'", _text_values(text_column, lines))
+            return RowMapping(
+                "messages", (text_column,), f"messages from '{text_column}'", _messages_values(text_column)
+            )
+        return RowMapping(
+            "text", (text_column,), f"text from '{text_column}'", _text_values(text_column, lines)
+        )
     for name in TEXT_CANDIDATES:
         if name in columns:
             return RowMapping("text", (name,), f"text from '{name}'", _text_values(name, lines))

@@ -173,13 +173,17 @@ def _memory(s: dict[str, Any]) -> str:
 def _cells(s: dict[str, Any]) -> list[list[tuple[str, str]]]:
     """The panel's figures as rows of (label, value) pairs."""
     loss = f"{s['loss']:.4f}" if _ok(s.get("loss")) else NA
-    dpo = [
+    dpo = (
         [
-            ("margin", f"{s['rewards/margins']:.3f}"),
-            ("reward acc", pct(s.get("rewards/accuracies"))),
-            ("logp chosen", f"{s['logps/chosen']:.2f}" if _ok(s.get("logps/chosen")) else NA),
+            [
+                ("margin", f"{s['rewards/margins']:.3f}"),
+                ("reward acc", pct(s.get("rewards/accuracies"))),
+                ("logp chosen", f"{s['logps/chosen']:.2f}" if _ok(s.get("logps/chosen")) else NA),
+            ]
         ]
-    ] if _ok(s.get("rewards/margins")) else []
+        if _ok(s.get("rewards/margins"))
+        else []
+    )
     return dpo + [
         [
             ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),

@@ -251,7 +251,11 @@ def _wait_for_a_later_second(log_dir: Path) -> None:
     """
     import time
 
-    stamps = [int(f.name.split(".")[3]) for f in log_dir.glob("events.out.tfevents.*") if f.name.split(".")[3].isdigit()]
+    stamps = [
+        int(f.name.split(".")[3])
+        for f in log_dir.glob("events.out.tfevents.*")
+        if f.name.split(".")[3].isdigit()
+    ]
     if stamps and time.time() < max(stamps) + 1:
         time.sleep(max(stamps) + 1 - time.time())
 

@@ -72,7 +72,9 @@ def missing_tokens(profile: ChatProfile, token_to_id: Callable[[str], int | None
     return [t for t in [BOS, *profile.special_tokens] if token_to_id(t) is None]
 
 
-def reply_stop_ids(profile: ChatProfile | None, token_to_id: Callable[[str], int | None], eos_id: int | None) -> list[int]:
+def reply_stop_ids(
+    profile: ChatProfile | None, token_to_id: Callable[[str], int | None], eos_id: int | None
+) -> list[int]:
     """Ids that end a reply: the profile's end marker, then end-of-document; absent ones skipped, no repeats."""
     ids = [token_to_id(profile.end) if profile is not None else None, eos_id]
     return [i for i in dict.fromkeys(ids) if i is not None]

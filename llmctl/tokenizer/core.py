@@ -118,12 +118,13 @@ class HFTokenizer(Tokenizer):
         try:
             self._tok = _HF.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-            raise LlmctlError(f"cannot load tokenizer {path}: {exc}", "pass a tokenizer.json written by `llmctl tokenizer train` or transformers") from exc
+            raise LlmctlError(
+                f"cannot load tokenizer {path}: {exc}",
+                "pass a tokenizer.json written by `llmctl tokenizer train` or transformers",
+            ) from exc
         # Special-token strings in raw text are encoded as ordinary text, never as specials.
         self._tok.encode_special_tokens = True
-        self._specials = {
-            t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special
-        }
+        self._specials = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
 
     @property
     def backend(self) -> Any:
@@ -166,7 +167,9 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             self._sp = spm.SentencePieceProcessor(model_file=str(path))
         except Exception as exc:
-            raise LlmctlError(f"cannot load sentencepiece model {path}: {exc}", "pass a .model written by sentencepiece") from exc
+            raise LlmctlError(
+                f"cannot load sentencepiece model {path}: {exc}", "pass a .model written by sentencepiece"
+            ) from exc
         self._pieces = {self._sp.id_to_piece(i): i for i in range(self._sp.get_piece_size())}
 
     def encode(self, text: str) -> list[int]:
@@ -202,8 +205,11 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.id_to_piece(int(token_id))
 
     def special_ids(self) -> dict[str, int]:
-        return {self._sp.id_to_piece(i): i for i in range(self._sp.get_piece_size())
-                if self._sp.is_control(i) or self._sp.is_unknown(i)}
+        return {
+            self._sp.id_to_piece(i): i
+            for i in range(self._sp.get_piece_size())
+            if self._sp.is_control(i) or self._sp.is_unknown(i)
+        }
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -215,7 +221,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
                 p = p / name
                 break
     if not p.is_file():
-        raise LlmctlError(f"tokenizer not found: {path}", "train one with `llmctl tokenizer train` or pass a tokenizer.json / .model path")
+        raise LlmctlError(
+            f"tokenizer not found: {path}",
+            "train one with `llmctl tokenizer train` or pass a tokenizer.json / .model path",
+        )
     with open(p, "rb") as fh:
         head = fh.read(64).lstrip()
     if head.startswith(b"{"):

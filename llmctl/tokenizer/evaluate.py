@@ -1,7 +1,7 @@
 """How well a tokenizer compresses held-out text, and whether it gives the text back exactly.
 
-    report = evaluate(load_tokenizer("tok/py.json"), texts)
-    report.bytes_per_token, report.tokens_per_word, report.roundtrip_exact
+report = evaluate(load_tokenizer("tok/py.json"), texts)
+report.bytes_per_token, report.tokens_per_word, report.roundtrip_exact
 """
 
 from __future__ import annotations

@@ -102,7 +102,10 @@ class TiktokenEncoder(BatchEncoder):
 
         assert spec.ranks is not None
         self._enc = tiktoken.Encoding(
-            name=f"llmctl:{Path(spec.path).name}", pat_str=spec.pattern, mergeable_ranks=spec.ranks, special_tokens={}
+            name=f"llmctl:{Path(spec.path).name}",
+            pat_str=spec.pattern,
+            mergeable_ranks=spec.ranks,
+            special_tokens={},
         )
         self._remap = None
         if spec.rank_to_id is not None:

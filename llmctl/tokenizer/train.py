@@ -142,7 +142,9 @@ def bos_post_processor(bos: str, bos_id: int) -> Any:
     pretraining documents (`bos+eos` separator) start the same way; llmctl's own encode adds nothing."""
     from tokenizers import processors
 
-    return processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
+    return processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+    )
 
 
 def sentencepiece_options(model: str, vocab_size: int, specials: list[str]) -> dict[str, Any]:

@@ -72,7 +72,9 @@ class TokenDirectory:
         return self.shards[k], index - self.starts[k]
 
 
-def open_directory(root: str | Path, split: str | None = None, tokenizer: str | Path | None = None) -> TokenDirectory:
+def open_directory(
+    root: str | Path, split: str | None = None, tokenizer: str | Path | None = None
+) -> TokenDirectory:
     """Open a split (default: the first) and the tokenizer that wrote it (its fingerprint is checked)."""
     meta = read_meta(root)
     split = split or next(iter(meta["splits"]), "train")
@@ -80,7 +82,9 @@ def open_directory(root: str | Path, split: str | None = None, tokenizer: str | 
     recorded = meta["tokenizer"]
     path = Path(tokenizer) if tokenizer else Path(recorded["path"])
     if not path.exists():
-        raise LlmctlError(f"tokenizer {path} recorded in {root}/meta.json is not there", "pass it with --tokenizer PATH")
+        raise LlmctlError(
+            f"tokenizer {path} recorded in {root}/meta.json is not there", "pass it with --tokenizer PATH"
+        )
     tok = load_tokenizer(path)
     if tok.fingerprint != recorded["fingerprint"]:
         raise LlmctlError(
@@ -169,8 +173,13 @@ def load_document(directory: TokenDirectory, index: int, raw_root: str | Path | 
     mask = shard.document_mask(local)
     tok = directory.tokenizer
     view = DocumentView(
-        split=directory.split, index=index, shard=shard.name, ids=ids, pieces=token_pieces(tok, ids),
-        mask=None if mask is None else mask.astype(np.int64).tolist(), text=tok.decode(ids),
+        split=directory.split,
+        index=index,
+        shard=shard.name,
+        ids=ids,
+        pieces=token_pieces(tok, ids),
+        mask=None if mask is None else mask.astype(np.int64).tolist(),
+        text=tok.decode(ids),
     )
     if raw_root is not None:
         raw = _raw_row(Path(raw_root), directory, shard, local)
@@ -226,7 +235,10 @@ def _raw_row(root: Path, directory: TokenDirectory, shard: Shard, local: int) ->
             values, _ = column_values(array.slice(target - first, 1).combine_chunks())
             return values[0]
         first += rows
-    raise LlmctlError(f"row {target} not found in {part}", "the raw dataset changed since tokenizing: pass the original --raw")
+    raise LlmctlError(
+        f"row {target} not found in {part}",
+        "the raw dataset changed since tokenizing: pass the original --raw",
+    )
 
 
 def check_all(directory: TokenDirectory, raw_root: str | Path) -> Iterator[tuple[int, int | None]]:

@@ -51,7 +51,9 @@ class PackedWindows:
 class WindowStream:
     """The training sequence of windows for one rank: epoch after epoch of seeded permutations."""
 
-    def __init__(self, windows: PackedWindows, seed: int, micro_batch: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, windows: PackedWindows, seed: int, micro_batch: int, rank: int = 0, world: int = 1
+    ) -> None:
         if len(windows) < micro_batch * world:
             raise LlmctlError(
                 f"the training split holds {len(windows)} windows of {windows.seq_len + 1} tokens, "
@@ -92,7 +94,12 @@ class WindowStream:
 
     def state_dict(self) -> dict[str, Any]:
         """The data position (windows handed out over all ranks) and what it is a position in."""
-        return {"position": self.position, "seed": self.seed, "windows": len(self.windows), "seq_len": self.windows.seq_len}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "windows": len(self.windows),
+            "seq_len": self.windows.seq_len,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at a saved position; a different data set or window length is a clear error."""
@@ -116,13 +123,23 @@ class MixedStream:
     micro_batch windows of each W x micro_batch, as WindowStream does. The state is the per-source counts.
     """
 
-    def __init__(self, sources: list[PackedWindows], weights: list[float], seed: int, micro_batch: int,
-                 rank: int = 0, world: int = 1, names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        sources: list[PackedWindows],
+        weights: list[float],
+        seed: int,
+        micro_batch: int,
+        rank: int = 0,
+        world: int = 1,
+        names: list[str] | None = None,
+    ) -> None:
         self.names = names or [str(i) for i in range(len(sources))]
         for windows, name in zip(sources, self.names, strict=True):
             if len(windows) == 0:
-                raise LlmctlError(f"the training split of {name} holds no window of {windows.seq_len + 1} tokens",
-                                  "tokenize more data into it, or lower --data.seq_len")
+                raise LlmctlError(
+                    f"the training split of {name} holds no window of {windows.seq_len + 1} tokens",
+                    "tokenize more data into it, or lower --data.seq_len",
+                )
         self.sources = sources
         self.weights = [float(w) for w in weights]
         self.seed = seed
@@ -174,15 +191,25 @@ class MixedStream:
 
     def state_dict(self) -> dict[str, Any]:
         """Per-source positions (windows handed out over all ranks) and what they are positions in."""
-        return {"position": self.position, "seed": self.seed, "seq_len": self.sources[0].seq_len,
-                "sources": [{"name": n, "windows": len(w), "position": c, "weight": wt}
-                            for n, w, c, wt in zip(self.names, self.sources, self.counts, self.weights, strict=True)]}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "seq_len": self.sources[0].seq_len,
+            "sources": [
+                {"name": n, "windows": len(w), "position": c, "weight": wt}
+                for n, w, c, wt in zip(self.names, self.sources, self.counts, self.weights, strict=True)
+            ],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at saved per-source positions; other sources, sizes or weights are a clear error."""
         saved = state.get("sources")
         now = [(len(w), round(wt, 9)) for w, wt in zip(self.sources, self.weights, strict=True)]
-        then = [(s.get("windows"), round(float(s.get("weight", -1)), 9)) for s in saved] if isinstance(saved, list) else None
+        then = (
+            [(s.get("windows"), round(float(s.get("weight", -1)), 9)) for s in saved]
+            if isinstance(saved, list)
+            else None
+        )
         if then != now or state.get("seq_len") != self.sources[0].seq_len:
             raise LlmctlError(
                 "the checkpoint's data position is for another mixture "
@@ -193,7 +220,9 @@ class MixedStream:
         self.seed = int(state.get("seed", self.seed))
 
 
-def eval_rows(windows: PackedWindows, batches: int, micro_batch: int, rank: int, world: int) -> list[np.ndarray]:
+def eval_rows(
+    windows: PackedWindows, batches: int, micro_batch: int, rank: int, world: int
+) -> list[np.ndarray]:
     """This rank's share of a fixed validation set of batches * micro_batch windows (fewer when the split
     is small): the same windows in every run of the same data, whatever the number of ranks, split
     evenly so every rank runs the same number of forward passes."""

@@ -47,7 +47,11 @@ def settings_of(tok: Tokenizer, policy: EncodePolicy, shard_bytes: int) -> dict[
         "dtype": policy.dtype,
         "column": policy.column,
         "chat_profile": {"name": chat.name, "version": chat.version} if chat else _template_record(policy),
-        "separator": {"policy": policy.separator, "description": SEPARATORS[policy.separator], "token_id": sep_id},
+        "separator": {
+            "policy": policy.separator,
+            "description": SEPARATORS[policy.separator],
+            "token_id": sep_id,
+        },
         "shard_bytes": shard_bytes,
     }
 
@@ -104,7 +108,10 @@ def merge(out: Path) -> dict[str, Any]:
     """Check every planned shard of every split is complete and write meta.json; returns it."""
     plan_paths = sorted(Path(out).glob(f"*/{PLAN_JSON}"))
     if not plan_paths:
-        raise LlmctlError(f"{out} holds no tokenized split (no */{PLAN_JSON})", "run `llmctl tokenize --data RAW --tokenizer TOK --out DIR` first")
+        raise LlmctlError(
+            f"{out} holds no tokenized split (no */{PLAN_JSON})",
+            "run `llmctl tokenize --data RAW --tokenizer TOK --out DIR` first",
+        )
     plans = [json.loads(p.read_text()) for p in plan_paths]
     order = {"train": 0, "validation": 1, "test": 2}
     plans.sort(key=lambda p: (order.get(p["split"], 3), p["split"]))
@@ -126,7 +133,14 @@ def merge(out: Path) -> dict[str, Any]:
                 missing.append(f"{plan['split']}/{shard['name']}")
                 continue
             records.append({k: v for k, v in record.items() if k not in ("skipped_rows", "settings_id")})
-        keys = ("tokens", "documents", "trained_tokens", "empty_skipped", "invalid_utf8_replaced", "text_bytes")
+        keys = (
+            "tokens",
+            "documents",
+            "trained_tokens",
+            "empty_skipped",
+            "invalid_utf8_replaced",
+            "text_bytes",
+        )
         splits[plan["split"]] = {**{k: sum(r[k] for r in records) for k in keys}, "shards": records}
     if missing:
         raise LlmctlError(

@@ -33,8 +33,6 @@ REPEAT_WARNING_EPOCHS = 4.0
 """A source planned for more epochs than this gets a warning (repeated data gains less each time)."""
 
 
-
-
 @dataclass(frozen=True)
 class MixSource:
     """A source of a planned mixture: its normalised token weight and the size of its split."""
@@ -47,18 +45,6 @@ class MixSource:
     documents: int
     epochs: float | None = None
     """SFT: passes over the source asked for (then `weight` is its share of the planned tokens)."""
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def check_same_tokenizer(specs: list[SourceSpec], metas: list[dict[str, Any]]) -> None:

@@ -57,7 +57,10 @@ def resolve_column(data: Path, split: str, mode: str, column: str | None) -> str
         return wanted
     found = ", ".join(names) or "none"
     if column:
-        raise LlmctlError(f"{data}/{split} has no '{column}' column (found: {found})", "pass one of the columns found to --column")
+        raise LlmctlError(
+            f"{data}/{split} has no '{column}' column (found: {found})",
+            "pass one of the columns found to --column",
+        )
     if mode == "sft":
         hint = "SFT needs conversations: download a chat dataset, or pass --column NAME" + (
             "; this one has `text`: drop --mode sft" if "text" in names else ""
@@ -134,7 +137,12 @@ def _byte_lengths(array: Any) -> np.ndarray:
     import pyarrow as pa
 
     t = array.type
-    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_large_binary(t)
+    ):
         wide = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
         return np.diff(offsets[array.offset : array.offset + len(array) + 1])

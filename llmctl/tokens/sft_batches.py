@@ -79,7 +79,9 @@ def sft_meta(root: str | Path) -> dict[str, Any]:
     return require_sft(read_meta(root), root)
 
 
-def load_conversations(root: str | Path, split: str, seq_len: int, overlong: str, meta: dict[str, Any] | None = None) -> Conversations:
+def load_conversations(
+    root: str | Path, split: str, seq_len: int, overlong: str, meta: dict[str, Any] | None = None
+) -> Conversations:
     """Index a split's conversations; longer than seq_len + 1 tokens: truncated or dropped per `overlong`.
 
     A conversation left with no trained token (no assistant reply, or one cut off by truncation) is
@@ -92,11 +94,17 @@ def load_conversations(root: str | Path, split: str, seq_len: int, overlong: str
     truncated = dropped_long = dropped_untrained = total = 0
     for s, shard in enumerate(shards):
         if shard.mask is None:
-            raise LlmctlError(f"shard {split}/{shard.name} of {root} has no loss mask", "re-tokenize with --mode sft")
+            raise LlmctlError(
+                f"shard {split}/{shard.name} of {root} has no loss mask", "re-tokenize with --mode sft"
+            )
         n = np.diff(shard.offsets)
         total += len(n)
         # Trained tokens a conversation keeps after truncation; position 0 is never a target.
-        cum = np.concatenate([[0], np.cumsum(shard.mask, dtype=np.int64)]) if len(shard.mask) else np.zeros(1, np.int64)
+        cum = (
+            np.concatenate([[0], np.cumsum(shard.mask, dtype=np.int64)])
+            if len(shard.mask)
+            else np.zeros(1, np.int64)
+        )
         start = shard.offsets[:-1]
         kept = np.minimum(n, limit)
         trained = cum[start + kept] - cum[np.minimum(start + 1, start + kept)]
@@ -118,8 +126,12 @@ def load_conversations(root: str | Path, split: str, seq_len: int, overlong: str
         shard_of=np.concatenate(shard_of) if shard_of else np.zeros(0, np.int32),
         local=np.concatenate(local) if local else np.zeros(0, np.int64),
         lengths=np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
-        counts={"conversations": total, "truncated": truncated, "dropped_overlong": dropped_long,
-                "dropped_untrained": dropped_untrained},
+        counts={
+            "conversations": total,
+            "truncated": truncated,
+            "dropped_overlong": dropped_long,
+            "dropped_untrained": dropped_untrained,
+        },
     )
     conv.counts["used"] = len(conv)
     return conv
@@ -129,24 +141,34 @@ def _windows(order: np.ndarray, size: int) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def plan_padded(lengths: np.ndarray, batch: int, rng: np.random.Generator, bucket: int = BUCKET_BATCHES) -> list[list[list[int]]]:
+def plan_padded(
+    lengths: np.ndarray, batch: int, rng: np.random.Generator, bucket: int = BUCKET_BATCHES
+) -> list[list[list[int]]]:
     """Micro-batches of `batch` single-conversation rows, length-sorted within windows of `bucket`
     micro-batches (1: plain random batches), order shuffled."""
     order = rng.permutation(len(lengths))
     batches: list[list[list[int]]] = []
     for window in _windows(order, batch * bucket):
         window = window[np.argsort(lengths[window], kind="stable")]
-        batches += [[[int(c)] for c in window[i : i + batch]] for i in range(0, len(window) - batch + 1, batch)]
+        batches += [
+            [[int(c)] for c in window[i : i + batch]] for i in range(0, len(window) - batch + 1, batch)
+        ]
     rng.shuffle(batches)
     return batches
 
 
-def plan_packed(lengths: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> list[list[list[int]]]:
+def plan_packed(
+    lengths: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator
+) -> list[list[list[int]]]:
     """Micro-batches of `batch` packed rows; each row's conversations fill at most seq_len positions."""
     order = rng.permutation(len(lengths))
     rows: list[list[int]] = []
     # Enough conversations per window to fill about BUCKET_BATCHES micro-batches.
-    per_window = max(1, int(batch * BUCKET_BATCHES * seq_len / max(1.0, float(lengths.mean() - 1)))) if len(lengths) else 1
+    per_window = (
+        max(1, int(batch * BUCKET_BATCHES * seq_len / max(1.0, float(lengths.mean() - 1))))
+        if len(lengths)
+        else 1
+    )
     for window in _windows(order, per_window):
         window = window[np.argsort(-lengths[window], kind="stable")]
         # Best fit, decreasing: each conversation goes to the pack with the least room that still holds it.
@@ -213,8 +235,17 @@ def collate(convs: Conversations, rows: list[list[int]], pad_id: int, width: int
 class SFTBatches:
     """Endless, resumable stream of this rank's SFT micro-batches (epochs re-shuffled by seed)."""
 
-    def __init__(self, convs: Conversations, micro_batch: int, seq_len: int, packing: bool, seed: int,
-                 rank: int = 0, world: int = 1, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        convs: Conversations,
+        micro_batch: int,
+        seq_len: int,
+        packing: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        pad_id: int = 0,
+    ) -> None:
         self.convs, self.micro_batch, self.seq_len, self.packing = convs, micro_batch, seq_len, packing
         self.seed, self.rank, self.world, self.pad_id = seed, rank, world, pad_id
         self.epoch, self.index = 0, 0
@@ -262,7 +293,9 @@ class SFTBatches:
         self._plan = None
 
 
-def fixed_rows(convs: Conversations, micro_batch: int, count: int, pad_id: int, rank: int = 0, world: int = 1) -> list[Rows]:
+def fixed_rows(
+    convs: Conversations, micro_batch: int, count: int, pad_id: int, rank: int = 0, world: int = 1
+) -> list[Rows]:
     """Evaluation micro-batches: the split's conversations in order, padded, this rank's share of `count`."""
     order = np.arange(len(convs))
     batches = [order[i : i + micro_batch] for i in range(0, len(order), micro_batch)][:count]

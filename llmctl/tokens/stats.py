@@ -32,7 +32,14 @@ def summarize(per_split: dict[str, dict[str, Any]], lengths: dict[str, np.ndarra
         row.update(length_stats(lengths[split]))
     total: dict[str, Any] = {
         key: sum(row[key] for row in per_split.values())
-        for key in ("tokens", "documents", "trained_tokens", "empty_skipped", "invalid_utf8_replaced", "text_bytes")
+        for key in (
+            "tokens",
+            "documents",
+            "trained_tokens",
+            "empty_skipped",
+            "invalid_utf8_replaced",
+            "text_bytes",
+        )
         if all(key in row for row in per_split.values())
     }
     total.update(length_stats(np.concatenate(list(lengths.values())) if lengths else np.zeros(0, np.int64)))

@@ -137,9 +137,16 @@ def _policy(
     if mode == "sft" and template is None:
         specials.update({t: tok.token_to_id(t) for t in [BOS, *chat.special_tokens]})
     return EncodePolicy(
-        mode=mode, column=column, dtype=dtype_for_vocab(tok.vocab_size), separator=separator,
-        bos_id=tok.bos_id, eos_id=tok.eos_id, profile=profile if mode == "sft" else None,
-        special_ids=specials, count_only=count_only, chat_template=template,
+        mode=mode,
+        column=column,
+        dtype=dtype_for_vocab(tok.vocab_size),
+        separator=separator,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+        profile=profile if mode == "sft" else None,
+        special_ids=specials,
+        count_only=count_only,
+        chat_template=template,
         tokenizer_path=str(Path(tok.path).resolve()) if template is not None else None,
     )
 
@@ -205,7 +212,9 @@ def tokenize(
         )
     started = time.perf_counter()
     prestart_workers(opts.num_proc, opts.data, opts.splits)
-    tok, spec, note = _prepare(opts.tokenizer, opts.fast, on_note, opts.mode == "sft" and opts.profile == "model")
+    tok, spec, note = _prepare(
+        opts.tokenizer, opts.fast, on_note, opts.mode == "sft" and opts.profile == "model"
+    )
     out = opts.out
     if out.exists() and not out.is_dir():
         raise LlmctlIOError(

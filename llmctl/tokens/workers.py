@@ -167,12 +167,18 @@ def _template_chat(policy: EncodePolicy) -> Any:
         from llmctl.tokenizer.core import load_tokenizer
         from llmctl.tokenizer.template import TemplateChat
 
-        _WORKER[key] = TemplateChat(spec["template_text"], load_tokenizer(policy.tokenizer_path or ""),
-                                    spec.get("bos_token"), spec.get("eos_token"))
+        _WORKER[key] = TemplateChat(
+            spec["template_text"],
+            load_tokenizer(policy.tokenizer_path or ""),
+            spec.get("bos_token"),
+            spec.get("eos_token"),
+        )
     return _WORKER[key]
 
 
-def _encode_conversations(values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy) -> ChunkResult:
+def _encode_conversations(
+    values: list[Any], replaced: int, encoder: BatchEncoder, policy: EncodePolicy
+) -> ChunkResult:
     if policy.profile == "model":
         return _encode_with_template(values, replaced, policy)
     profile = get_profile(policy.profile or "chat")
@@ -218,7 +224,9 @@ def _encode_with_template(values: list[Any], replaced: int, policy: EncodePolicy
     nbytes = sum(_utf8_size(m.get("content") or "") for v in values if v for m in v)
     tokens = None if policy.count_only else np.array(ids, dtype=policy.dtype)
     mask_arr = None if policy.count_only else np.array(mask, dtype=np.uint8)
-    return ChunkResult(tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained)
+    return ChunkResult(
+        tokens, np.array(lengths, dtype=np.int64), mask_arr, empty, replaced, nbytes, len(values), trained
+    )
 
 
 _WORKER: dict[str, Any] = {}
