@@ -155,8 +155,43 @@ def shard_sidecar(root: str | Path, split: str, name: str) -> dict[str, Any]:
     return json.loads((Path(root) / split / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def read_meta(root: str | Path) -> dict[str, Any]:
-    """meta.json of a token directory, or a clear error when there is none."""
+class TokenMeta(dict):  # type: ignore[type-arg]
+    """meta.json of a token directory, typed where it is read: the version-checked record itself (a dict, so
+    it serialises and passes on as it is) with typed accessors for the fields every reader needs."""
+
+    @property
+    def mode(self) -> str:
+        """pretrain, sft or dpo."""
+        return str(self.get("mode") or "pretrain")
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary: the model needs at least this many embedding rows."""
+        return int(self.get("vocab_size") or self.tokenizer["vocab_size"])
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        """path, fingerprint, vocab_size and special ids of the tokenizer the shards were made with."""
+        return dict(self.get("tokenizer") or {})
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the tokenizer file: shards, models and other sources must agree on it."""
+        return self.tokenizer.get("fingerprint")
+
+    @property
+    def separator_policy(self) -> str | None:
+        """How documents are joined in the stream (bos, eos, bos+eos), which decides a prompt's prefix."""
+        return (self.get("separator") or {}).get("policy")
+
+    @property
+    def split_names(self) -> list[str]:
+        """Splits recorded, in order."""
+        return list(self.get("splits", {}))
+
+
+def read_meta(root: str | Path) -> TokenMeta:
+    """meta.json of a token directory (format version checked), or a clear error when there is none."""
     path = Path(root) / META_JSON
     if not path.is_file():
         hint = "create it with `llmctl tokenize --data RAW --tokenizer TOK --out DIR`"
@@ -169,7 +204,7 @@ def read_meta(root: str | Path) -> dict[str, Any]:
             f"{path} is format {meta.get('format')} v{meta.get('format_version')}, not {FORMAT_NAME} v{FORMAT_VERSION}",
             "re-create it with this version of `llmctl tokenize`",
         )
-    return meta
+    return TokenMeta(meta)
 
 
 def split_names(meta: dict[str, Any]) -> list[str]:
