@@ -14,10 +14,12 @@ names the sequence (2k: chosen of the batch's k-th pair, 2k+1: rejected) of ever
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from llmctl.errors import LlmctlError
+from llmctl.tokens.epoch_plan import EpochPlan
 from llmctl.tokens.pairs import PairShard
 
 IGNORE = -100
@@ -149,7 +151,7 @@ def plan_padded_pairs(usable: np.ndarray, batch: int, rng: np.random.Generator) 
     return [padded_layout(order[i : i + batch].tolist()) for i in range(0, len(order) - batch + 1, batch)]
 
 
-class PairBatches:
+class PairBatches(EpochPlan):
     """Endless, resumable stream of this rank's DPO micro-batches (epochs re-shuffled by seed)."""
 
     def __init__(
@@ -184,31 +186,8 @@ class PairBatches:
         per_rank = len(plan) // self.world
         return plan[self.rank : per_rank * self.world : self.world]
 
-    def batches_per_epoch(self) -> int:
-        """This rank's micro-batches in one epoch."""
-        if self._plan is None:
-            self._plan = self._epoch_plan(self.epoch)
-        return len(self._plan)
-
-    def next_rows(self) -> PairRows:
-        """The next micro-batch; moves to a freshly shuffled epoch at the end of one."""
-        if self._plan is None:
-            self._plan = self._epoch_plan(self.epoch)
-        if self.index >= len(self._plan):
-            self.epoch, self.index = self.epoch + 1, 0
-            self._plan = self._epoch_plan(self.epoch)
-        rows = self._plan[self.index]
-        self.index += 1
-        return collate_pairs(self.pairs, rows, self.pad_id, self.seq_len if self.packing else None)
-
-    def state_dict(self) -> dict[str, int]:
-        """The data position: epoch and micro-batch within it."""
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at a saved position."""
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._plan = None
+    def _collate(self, layout: Any) -> PairRows:
+        return collate_pairs(self.pairs, layout, self.pad_id, self.seq_len if self.packing else None)
 
 
 def fixed_pair_rows(

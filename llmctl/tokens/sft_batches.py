@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError
+from llmctl.tokens.epoch_plan import EpochPlan
 from llmctl.tokens.shards import Shard, open_split, read_meta
 
 IGNORE = -100
@@ -232,7 +233,7 @@ def collate(convs: Conversations, rows: list[list[int]], pad_id: int, width: int
     return Rows(inputs, targets, doc_ids, positions, tokens, samples)
 
 
-class SFTBatches:
+class SFTBatches(EpochPlan):
     """Endless, resumable stream of this rank's SFT micro-batches (epochs re-shuffled by seed)."""
 
     def __init__(
@@ -266,31 +267,8 @@ class SFTBatches:
         per_rank = len(plan) // self.world
         return plan[self.rank : per_rank * self.world : self.world]
 
-    def batches_per_epoch(self) -> int:
-        """This rank's micro-batches in one epoch (the same on every rank)."""
-        if self._plan is None:
-            self._plan = self._epoch_plan(self.epoch)
-        return len(self._plan)
-
-    def next_rows(self) -> Rows:
-        """The next micro-batch; moves to a freshly shuffled epoch at the end of one."""
-        if self._plan is None:
-            self._plan = self._epoch_plan(self.epoch)
-        if self.index >= len(self._plan):
-            self.epoch, self.index = self.epoch + 1, 0
-            self._plan = self._epoch_plan(self.epoch)
-        rows = self._plan[self.index]
-        self.index += 1
-        return collate(self.convs, rows, self.pad_id, self.seq_len if self.packing else None)
-
-    def state_dict(self) -> dict[str, int]:
-        """The data position: epoch and micro-batch within it."""
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at a saved position (the same seed, data and world size re-plan the same epoch)."""
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._plan = None
+    def _collate(self, layout: Any) -> Rows:
+        return collate(self.convs, layout, self.pad_id, self.seq_len if self.packing else None)
 
 
 def fixed_rows(
