@@ -248,6 +248,7 @@ class Telemetry:
             "accuracy": result.accuracy,
             "eval_tokens": result.tokens,
             "bpb": getattr(result, "bpb", None),
+            "eval_bytes": getattr(result, "bytes", None),
             "tokens_total": self.counters.tokens if self.counters else None,
             **getattr(result, "metrics", {}),
         }
