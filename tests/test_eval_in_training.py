@@ -52,10 +52,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         }
     )
     with torch_threads(1):
-        result = runner.invoke(app, ["pretrain", "--data", str(data), "--out", str(out), *args])
+        result = runner.invoke(app, ["pretrain", "--data", str(data), "--out", str(out), *args, "--json"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"data": data, "out": out, "records": records, "stderr": result.stderr}
+    return {
+        "data": data,
+        "out": out,
+        "records": records,
+        "stderr": result.stderr,
+        "report": json.loads(result.stdout),
+    }
 
 
 def test_task_evals_are_metrics_records_and_plain_lines(run: dict[str, Any]) -> None:
@@ -96,6 +102,7 @@ def test_bpb_in_training_equals_llmctl_eval_on_the_same_windows(run: dict[str, A
     assert [r["step"] for r in evals] == [2, 4]
     last = evals[-1]
     assert last["bpb"] > 0 and last["eval_bytes"] > 0
+    assert run["report"]["eval"]["bpb"] == last["bpb"]
     # Training evaluates whole windows of seq_len + 1 tokens; `llmctl eval` also scores the shard's
     # partial tail window. --max-tokens stops it after the whole windows, so both see the same targets.
     shards = open_split(run["data"], "validation", read_meta(run["data"]))

@@ -155,6 +155,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     if ev:
         lines.append(
             f"final eval (step {ev['step']}): loss {ev['loss']:.4f} | ppl {ev['perplexity']:.2f} | acc {pct(ev.get('accuracy'))}"
+            + (f" | bpb {ev['bpb']:.4f}" if ev.get("bpb") is not None else "")
         )
     e = s.get("efficientllm") or {}
 
