@@ -89,6 +89,7 @@ class RecordingReporter:
         self.info: Any = None
         self.steps: list[Any] = []
         self.evals: list[Any] = []
+        self.task_evals: list[Any] = []
         self.sample_rounds: list[list[Any]] = []
         self.logs: list[str] = []
         self.status: str | None = None
@@ -102,6 +103,9 @@ class RecordingReporter:
 
     def eval(self, result: Any) -> None:
         self.evals.append(result)
+
+    def task_eval(self, result: Any) -> None:
+        self.task_evals.append(result)
 
     def samples(self, records: list[Any]) -> None:
         self.sample_rounds.append(records)

@@ -151,6 +151,7 @@ def test_first_step_loss_is_ln2_and_metrics_have_trl_names(setup: Any) -> None:
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
     evals = [r for r in records if r.get("kind") == "eval"]
     assert evals, records
+    assert evals[-1]["bpb"] is None  # bits per byte apply to pretraining text only
     for record in (first, evals[-1]):
         for key in METRICS:
             assert isinstance(record[key], float) and math.isfinite(record[key]), key

@@ -43,6 +43,7 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
                     "loss": ev.loss,
                     "perplexity": ev.perplexity,
                     "accuracy": ev.accuracy,
+                    "bpb": ev.bpb,
                 }
                 if ev
                 else None,
@@ -64,6 +65,8 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
             ["val perplexity", f"{ev.perplexity:.2f}"],
             ["val accuracy", f"{ev.accuracy:.1%}"],
         ]
+        if ev.bpb is not None:
+            rows.append(["val bits/byte", f"{ev.bpb:.4f}"])
     for m in s.get("data_mix") or []:
         share = m["tokens"] / max(1, sum(x["tokens"] for x in s["data_mix"]))
         rows.append(

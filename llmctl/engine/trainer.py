@@ -44,7 +44,7 @@ from llmctl.engine.stopping import SIGNAL_CODES, Deadline, StopRequests, signal_
 from llmctl.errors import DivergedError
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
-from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts
+from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts, TaskEvalResult
 
 _REQUESTS = 2 * (max(SIGNAL_CODES.values()) + 1)
 """Distinct stop requests (signal code * 2 + deadline flag)."""
@@ -149,6 +149,7 @@ class Trainer:
             self.last_checkpoint = str(resume.path)
         self.eval_set = self.objective.eval_batches()
         self.task_hook = None
+        self._bytes_per_id: tuple[torch.Tensor, torch.Tensor] | None = None
         if cfg.train.eval_tasks and self.dist.is_rank0 and not self.fsdp:
             from llmctl.eval.loop import TaskEvalHook
 
@@ -441,20 +442,70 @@ class Trainer:
 
     # -- evaluation, samples, checkpoints -------------------------------------------------------
 
+    def _byte_table(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(UTF-8 bytes per token id, special-token mask), both [vocab] on the device, built once; None
+        where bits per byte do not apply (SFT and DPO score replies, not a text stream)."""
+        if self.objective.name != "pretrain" or getattr(self.objective, "loss_sum", None) is not None:
+            return None
+        if self._bytes_per_id is None:
+            import numpy as np
+
+            from llmctl.eval.token_bytes import special_id_mask, token_byte_lengths
+
+            vocab = self.raw.cfg.vocab_size
+            # Embedding rows past the tokenizer's vocabulary (padding for speed) stand for no text.
+            lengths = np.zeros(vocab, dtype=np.int64)
+            known = token_byte_lengths(self.tokenizer)[:vocab]
+            lengths[: len(known)] = known
+            special = special_id_mask(self.tokenizer, vocab)
+            self._bytes_per_id = (
+                torch.from_numpy(lengths).to(self.rt.device),
+                torch.from_numpy(special).to(self.rt.device),
+            )
+        return self._bytes_per_id
+
+    def _text_sums(
+        self, batch: Batch, table: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss sum, correct, nats of non-special targets, their UTF-8 bytes) for one pretraining batch:
+        one forward, the loss as `_loss_sum` computes it plus what bits per byte need."""
+        byte_len, special = table
+        with self.rt.autocast():
+            logits = self.raw(batch.inputs, batch.doc_ids, batch.position_ids)
+        targets = batch.targets
+        trained = targets != IGNORE_INDEX
+        nats = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(targets)
+        correct = ((logits.argmax(-1) == targets) & trained).sum()
+        ids = targets.clamp(min=0)
+        text = trained & ~special[ids]
+        return nats.sum(), correct, nats[text].double().sum(), byte_len[ids][text].sum()
+
     @torch.no_grad()
     def evaluate(self) -> EvalResult | None:
-        """Loss, perplexity and token accuracy over the fixed validation batches, summed over ranks."""
+        """Loss, perplexity, token accuracy and (pretraining) bits per byte over the fixed validation
+        batches, summed over ranks."""
         self.raw.eval()
         sources = getattr(self.objective, "sources", None) or []
-        # Row 0: all batches; row 1 + i: batches of mixture source i.
-        sums = torch.zeros(1 + len(sources), 3, dtype=torch.float64, device=self.rt.device)
+        table = self._byte_table()
+        # Row 0: all batches; row 1 + i: batches of mixture source i. Columns: loss sum, correct,
+        # trained targets, nats of non-special targets, their bytes (the last two: bits per byte).
+        sums = torch.zeros(1 + len(sources), 5, dtype=torch.float64, device=self.rt.device)
+        zero = torch.zeros((), dtype=torch.float64, device=self.rt.device)
         for batch in self.eval_set:
-            loss, correct = self._loss_sum(batch.to(self.rt.device), self.raw)
+            batch = batch.to(self.rt.device)
+            if table is not None:
+                loss, correct, text_nats, text_bytes = self._text_sums(batch, table)
+            else:
+                (loss, correct), text_nats, text_bytes = self._loss_sum(batch, self.raw), zero, zero
             row = torch.stack(
                 [
                     loss.double(),
                     correct.double(),
                     torch.tensor(float(batch.trained_tokens), device=self.rt.device, dtype=torch.float64),
+                    text_nats.double(),
+                    text_bytes.double(),
                 ]
             )
             sums[0] += row
@@ -462,14 +513,15 @@ class Trainer:
                 sums[1 + batch.source] += row
         self.raw.train()
         rows = D.all_reduce_sum(self.dist, sums).tolist()
-        loss_sum, correct, trained = rows[0]
+        loss_sum, correct, trained, text_nats, text_bytes = rows[0]
         if trained == 0:
             return None
         loss, accuracy, by_source = loss_sum / trained, correct / trained, None
         if sources:
             from llmctl.engine.mixture import weighted_eval
 
-            loss, accuracy, by_source = weighted_eval(sources, rows[1:])
+            loss, accuracy, by_source = weighted_eval(sources, [r[:3] for r in rows[1:]])
+        bpb = text_nats / math.log(2) / text_bytes if table is not None and text_bytes > 0 else None
         result = EvalResult(
             self.step,
             loss,
@@ -478,24 +530,31 @@ class Trainer:
             int(trained),
             by_source,
             metrics=self._objective_metrics("eval"),
+            bpb=bpb,
+            bytes=int(text_bytes) if bpb is not None else None,
         )
         self.last_eval = result
         self.reporter.eval(result)
         return result
 
-    def evaluate_tasks(self) -> dict[str, Any] | None:
-        """Score train.eval_tasks on this rank's model (rank 0 only; llmctl/eval/loop.py); a log line per round."""
+    def evaluate_tasks(self) -> TaskEvalResult | None:
+        """Score train.eval_tasks on this rank's model (rank 0 only; llmctl/eval/loop.py) and hand the
+        result to the reporter."""
         if self.task_hook is None:
             return None
-        result = self.task_hook.run(self.raw, self.rt.device)
-        parts = [
-            f"{name} acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f}" for name, r in result["tasks"].items()
-        ]
-        self.reporter.log(
-            f"[Tasks {self.step}] "
-            + " | ".join(parts)
-            + f" | centered {result['centered_acc']:.4f} | {result['seconds']:.1f}s"
+        scored = self.task_hook.run(self.raw, self.rt.device)
+        result = TaskEvalResult(
+            step=self.step,
+            tasks={
+                name: {
+                    k: r[k] for k in ("n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "centered_acc")
+                }
+                for name, r in scored["tasks"].items()
+            },
+            centered_acc=scored["centered_acc"],
+            seconds=scored["seconds"],
         )
+        self.reporter.task_eval(result)
         return result
 
     def sample(self) -> list[SampleRecord]:

@@ -93,6 +93,24 @@ class EvalResult:
     """Mixtures: validation loss of each source; `loss` is then their weight-averaged loss."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Objective-specific figures, the same names as in train records (DPO: `rewards/accuracies`, ...)."""
+    bpb: float | None = None
+    """Bits per UTF-8 byte of the scored targets, special tokens left out (as `llmctl eval --data`);
+    None where it does not apply (SFT, DPO)."""
+    bytes: int | None = None
+    """UTF-8 bytes of the non-special targets behind `bpb`."""
+
+
+@dataclass(frozen=True)
+class TaskEvalResult:
+    """One round of multiple-choice tasks scored on the live model (train.eval_tasks)."""
+
+    step: int
+    tasks: dict[str, dict[str, Any]]
+    """{task name: {"n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "centered_acc"}}."""
+    centered_acc: float | None
+    """Mean over tasks of (acc - chance) / (1 - chance)."""
+    seconds: float
+    """Wall seconds the round took (every task)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,9 @@ class Reporter(Protocol):
 
     def eval(self, result: EvalResult) -> None:
         """Called after each evaluation."""
+
+    def task_eval(self, result: TaskEvalResult) -> None:
+        """Called after each round of train.eval_tasks."""
 
     def samples(self, records: list[SampleRecord]) -> None:
         """Called after each sampling round."""

@@ -22,7 +22,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llmctl.errors import LlmctlError
-from llmctl.telemetry.trackers import TrackerSink, eval_scalars, start_params, summary_scalars, train_scalars
+from llmctl.telemetry.trackers import (
+    TrackerSink,
+    eval_scalars,
+    start_params,
+    summary_scalars,
+    task_scalars,
+    train_scalars,
+)
 
 LOSS_KEY = "loss"
 PARAM_LIMIT = 6000  # characters MLflow 3 keeps in a param value
@@ -171,6 +178,9 @@ class MlflowSink(TrackerSink):
 
     def eval(self, record: dict[str, Any]) -> None:
         self._log(eval_scalars(record), int(record["step"]))
+
+    def task_eval(self, record: dict[str, Any]) -> None:
+        self._log(task_scalars(record), int(record["step"]))
 
     def close(self, summary: dict[str, Any]) -> None:
         if self.client is None or self.run_id is None:

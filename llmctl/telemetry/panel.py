@@ -110,9 +110,24 @@ def eval_line(r: dict[str, Any]) -> str:
     by_source = r.get("loss_by_source") or {}
     sources = "".join(f" | {Path(path).name or path} {loss:.4f}" for path, loss in by_source.items())
     return (
-        f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''} | ppl {r['perplexity']:.2f} | "
-        f"acc {pct(r.get('accuracy'))}{sources}"
-    ) + dpo_text(r)
+        (
+            f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''} | ppl {r['perplexity']:.2f} | "
+            f"acc {pct(r.get('accuracy'))}{sources}"
+        )
+        + (f" | bpb {r['bpb']:.4f}" if r.get("bpb") is not None else "")
+        + dpo_text(r)
+    )
+
+
+def task_eval_line(r: dict[str, Any]) -> str:
+    """`[Tasks 200] hellaswag acc 0.3120 acc_norm 0.3340 | centered 0.0827 | 4.1s`."""
+    parts = [
+        f"{name} acc {t['acc']:.4f} acc_norm {t['acc_norm']:.4f}"
+        for name, t in (r.get("tasks") or {}).items()
+    ]
+    centered = r.get("centered_acc")
+    tail = f" | centered {centered:.4f}" if centered is not None else ""
+    return f"[Tasks {r['step']}] " + " | ".join(parts) + tail + f" | {r.get('seconds') or 0.0:.1f}s"
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -140,6 +155,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     if ev:
         lines.append(
             f"final eval (step {ev['step']}): loss {ev['loss']:.4f} | ppl {ev['perplexity']:.2f} | acc {pct(ev.get('accuracy'))}"
+            + (f" | bpb {ev['bpb']:.4f}" if ev.get("bpb") is not None else "")
         )
     e = s.get("efficientllm") or {}
 
@@ -253,7 +269,18 @@ def render(s: dict[str, Any]) -> Any:
         rows.append(
             Text(
                 f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"
+                + (f"  bpb {ev['bpb']:.4f}" if ev.get("bpb") is not None else "")
                 + dpo_text(ev)
+            )
+        )
+    tasks = s.get("task_eval")
+    if tasks:
+        figures = "  ".join(f"{name} {pct(t.get('acc'))}" for name, t in (tasks.get("tasks") or {}).items())
+        centered = tasks.get("centered_acc")
+        rows.append(
+            Text(
+                f"tasks @{tasks['step']}  {_one_line(figures, 100)}"
+                + (f"  centered {centered:.3f}" if centered is not None else "")
             )
         )
     sample = s.get("sample")
@@ -326,6 +353,9 @@ class PanelSink(Sink):
     def eval(self, record: dict[str, Any]) -> None:
         self._print(eval_line(record))
 
+    def task_eval(self, record: dict[str, Any]) -> None:
+        self._print(task_eval_line(record))
+
     def samples(self, records: list[dict[str, Any]]) -> None:
         for r in records:
             self._print(sample_line(r))
@@ -362,6 +392,9 @@ class PlainSink(Sink):
 
     def eval(self, record: dict[str, Any]) -> None:
         self.write(eval_line(record))
+
+    def task_eval(self, record: dict[str, Any]) -> None:
+        self.write(task_eval_line(record))
 
     def samples(self, records: list[dict[str, Any]]) -> None:
         for r in records:

@@ -22,7 +22,14 @@ from typing import Any
 from llmctl.config import Config
 from llmctl.telemetry.counters import Counters
 from llmctl.telemetry.efficiency import efficiency_metrics, energy_figures
-from llmctl.telemetry.events import EvalResult, RunInfo, RunSummary, SampleRecord, StepCounts
+from llmctl.telemetry.events import (
+    EvalResult,
+    RunInfo,
+    RunSummary,
+    SampleRecord,
+    StepCounts,
+    TaskEvalResult,
+)
 from llmctl.telemetry.mix import MixTally
 from llmctl.telemetry.settings import apply_env_aliases, device_peak_flops
 from llmctl.telemetry.sinks import Sink
@@ -75,6 +82,7 @@ class Telemetry:
         self._losses: deque[float] = deque(maxlen=60)
         self._last_eval: dict[str, Any] | None = None
         self._last_sample: dict[str, Any] | None = None
+        self._last_task_eval: dict[str, Any] | None = None
         self._last_train: dict[str, Any] | None = None
         self._last_figures: dict[str, Any] = {}
         self._window_since = clock()
@@ -239,6 +247,8 @@ class Telemetry:
             "perplexity": result.perplexity,
             "accuracy": result.accuracy,
             "eval_tokens": result.tokens,
+            "bpb": getattr(result, "bpb", None),
+            "eval_bytes": getattr(result, "bytes", None),
             "tokens_total": self.counters.tokens if self.counters else None,
             **getattr(result, "metrics", {}),
         }
@@ -247,6 +257,21 @@ class Telemetry:
         self._last_eval = record
         if self.is_rank0:
             self._put("eval", record)
+
+    def task_eval(self, result: TaskEvalResult) -> None:
+        """Queue a `task_eval` record (metrics.jsonl, TensorBoard eval/<task>/acc, panel, trackers)."""
+        record = {
+            "kind": "task_eval",
+            "step": result.step,
+            "time": time.time(),
+            "tasks": {name: dict(figures) for name, figures in result.tasks.items()},
+            "centered_acc": result.centered_acc,
+            "seconds": result.seconds,
+            "tokens_total": self.counters.tokens if self.counters else None,
+        }
+        self._last_task_eval = record
+        if self.is_rank0:
+            self._put("task_eval", record)
 
     def samples(self, records: list[SampleRecord]) -> None:
         """Queue a sampling round for samples.jsonl, metrics.jsonl and the panel; count IT."""
@@ -405,6 +430,7 @@ class Telemetry:
         snap["losses"] = tuple(self._losses)
         snap["eval"] = self._last_eval
         snap["sample"] = self._last_sample
+        snap["task_eval"] = self._last_task_eval
         if info is not None:
             snap["objective"] = info.objective
             snap["run"] = Path(info.run_dir).name if info.run_dir else None

@@ -52,7 +52,10 @@ TB_EVAL_TAGS: dict[str, str] = {
     "loss": "eval/loss",
     "perplexity": "eval/perplexity",
     "accuracy": "eval/accuracy",
+    "bpb": "eval/bpb",
 }
+TASK_FIGURES = ("acc", "acc_norm")
+"""Per-task figures of a task_eval record logged as eval/<task>/<figure>; eval/centered_acc is the mean."""
 
 OBJECTIVE_PREFIXES = ("rewards/", "logps/", "logits/")
 """Objective figures (DPO, TRL's names) logged as train/<name> and eval/<name>."""
@@ -60,6 +63,17 @@ OBJECTIVE_PREFIXES = ("rewards/", "logps/", "logits/")
 
 def _objective_tags(kind: str, record: dict[str, Any]) -> dict[str, str]:
     return {k: f"{kind}/{k}" for k in record if k.startswith(OBJECTIVE_PREFIXES)}
+
+
+def task_eval_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A task_eval record as {tag: value}: eval/<task>/acc, eval/<task>/acc_norm and eval/centered_acc."""
+    flat = {"centered_acc": record.get("centered_acc")}
+    tags = {"centered_acc": "eval/centered_acc"}
+    for name, figures in (record.get("tasks") or {}).items():
+        for key in TASK_FIGURES:
+            flat[f"{name}/{key}"] = figures.get(key)
+            tags[f"{name}/{key}"] = f"eval/{name}/{key}"
+    return scalars(tags, flat)
 
 
 def scalars(tags: dict[str, str], record: dict[str, Any]) -> dict[str, float]:
@@ -93,6 +107,9 @@ class Sink:
 
     def eval(self, record: dict[str, Any]) -> None:
         """One evaluation record."""
+
+    def task_eval(self, record: dict[str, Any]) -> None:
+        """One round of multiple-choice tasks (kind "task_eval")."""
 
     def samples(self, records: list[dict[str, Any]]) -> None:
         """One sampling round."""
@@ -195,6 +212,9 @@ class JsonlSink(Sink):
     def eval(self, record: dict[str, Any]) -> None:
         self._write(self.metrics, record)
 
+    def task_eval(self, record: dict[str, Any]) -> None:
+        self._write(self.metrics, record)
+
     def samples(self, records: list[dict[str, Any]]) -> None:
         for r in records:
             self._write(self.sample_file, {k: v for k, v in r.items() if k != "kind"})
@@ -286,6 +306,10 @@ class TensorBoardSink(Sink):
 
     def eval(self, record: dict[str, Any]) -> None:
         self._scalars({**TB_EVAL_TAGS, **_objective_tags("eval", record)}, record)
+
+    def task_eval(self, record: dict[str, Any]) -> None:
+        for tag, value in task_eval_scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
 
     def samples(self, records: list[dict[str, Any]]) -> None:
         for i, r in enumerate(records):

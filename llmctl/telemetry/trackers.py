@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError
-from llmctl.telemetry.sinks import TB_EVAL_TAGS, TB_TAGS, Sink, scalars
+from llmctl.telemetry.sinks import TB_EVAL_TAGS, TB_TAGS, Sink, scalars, task_eval_scalars
 
 TRACKERS_JSON = "trackers.json"
 
@@ -92,6 +92,11 @@ def train_scalars(record: dict[str, Any]) -> dict[str, float]:
 def eval_scalars(record: dict[str, Any]) -> dict[str, float]:
     """An eval record's figures under the TensorBoard tag names (eval/loss, ...)."""
     return scalars(TB_EVAL_TAGS, record)
+
+
+def task_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A task_eval record's figures under the TensorBoard tag names (eval/<task>/acc, eval/centered_acc)."""
+    return task_eval_scalars(record)
 
 
 def summary_scalars(summary: dict[str, Any]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from llmctl.telemetry.trackers import (
     flat_config,
     start_params,
     stopped_cleanly_at,
+    task_scalars,
     train_scalars,
 )
 
@@ -150,6 +151,10 @@ class WandbSink(TrackerSink):
 
     def eval(self, record: dict[str, Any]) -> None:
         self.run.log(eval_scalars(record), step=int(record["step"]))
+        self._mark(int(record["step"]))
+
+    def task_eval(self, record: dict[str, Any]) -> None:
+        self.run.log(task_scalars(record), step=int(record["step"]))
         self._mark(int(record["step"]))
 
     def close(self, summary: dict[str, Any]) -> None:

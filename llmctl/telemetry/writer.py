@@ -24,7 +24,7 @@ from llmctl.telemetry.sinks import Sink
 
 
 class SinkWriter:
-    """Dispatches ("step" | "eval" | "samples" | "log" | "plot", payload) items to every sink, in order."""
+    """Dispatches ("step" | "eval" | "task_eval" | "samples" | "log" | "plot", payload) items to every sink, in order."""
 
     def __init__(self, sinks: list[Sink], plot_dir: Path | None = None) -> None:
         self.sinks = list(sinks)
@@ -86,6 +86,8 @@ class SinkWriter:
                 sink.step(payload)
             elif kind == "eval":
                 sink.eval(payload)
+            elif kind == "task_eval":
+                sink.task_eval(payload)
             elif kind == "samples":
                 sink.samples(payload)
             elif kind == "log":
