@@ -5,7 +5,7 @@
 # builds them if absent.
 #   bash examples/dpo.sh [WORKDIR]
 #
-# Shrunk to run end to end in about 20 minutes on a loaded 2-core CPU (the figures in README come from
+# Shrunk to run end to end in about 13 minutes on a loaded 2-core CPU (the figures in README come from
 # exactly these settings): when it has to build the base itself it pretrains the quickstart model for
 # PRETRAIN_STEPS=80 steps at seq_len 128 instead of quickstart.sh's 360 at 256, then SFT runs
 # SFT_STEPS=60 steps and DPO DPO_STEPS=60 steps, both at seq_len 128 (every pair fits: --max-len 128
