@@ -108,7 +108,7 @@ def tokenize_command(
     template: str | None = typer.Option(
         None,
         "--template",
-        help="--mode sft: `model` renders conversations with the tokenizer's own chat template "
+        help="--mode sft or dpo: `model` renders conversations with the tokenizer's own chat template "
         "(imported models) instead of --profile.",
     ),
     separator: str | None = typer.Option(

@@ -30,6 +30,7 @@ from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
+from llmctl.tokenizer.template import TemplateChat
 from llmctl.tokens.pair_batches import (
     PairBatches,
     fixed_pair_rows,
@@ -97,7 +98,13 @@ class DPOObjective:
         self.beta, self.loss, self.smoothing = cfg.dpo.beta, cfg.dpo.loss, cfg.dpo.label_smoothing
         self.ref_model, self.reference, self.packing = ref_model, reference, packing
         self.extra_forward_passes = 1.0 if ref_model is not None else 0.0
-        self.profile = get_profile((meta.get("chat_profile") or {}).get("name", "chat"))
+        info = meta.get("chat_profile") or {}
+        # `tokenize --mode dpo --template model` data: the model's own chat template renders the sample
+        # prompts and names the stop ids, as in SFT.
+        self.template = (
+            TemplateChat.from_manifest({"chat": info}, tokenizer) if info.get("name") == "model" else None
+        )
+        self.profile = get_profile(info.get("name", "chat")) if self.template is None else None
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         d, t = cfg.data, cfg.train
         self.train = open_pairs(data_path, d.train_split, meta)
@@ -118,8 +125,11 @@ class DPOObjective:
         if self.val is not None and len(self.val):
             for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
                 (prompt, _), (chosen, mask), _ = self.val.sides(int(i))
-                ids = [*prompt.tolist(), int(chosen[0])]  # the prompt and the untrained assistant marker
-                reply = [int(x) for x, m in zip(chosen[1:], mask[1:], strict=True) if m][:-1]
+                # The prompt and what precedes the reply's first trained token: the chat profile's assistant
+                # marker (a template's generation prompt already ends the prompt).
+                first = next((j for j, m in enumerate(mask.tolist()) if m), 0)
+                ids = [*prompt.tolist(), *chosen[:first].tolist()]
+                reply = [int(x) for x, m in zip(chosen[first:], mask[first:], strict=True) if m][:-1]
                 self._prompts.append(
                     SamplePrompt(
                         tokenizer.decode(prompt.tolist()[-32:]), ids, tokenizer.decode(reply), "validation"
@@ -127,6 +137,9 @@ class DPOObjective:
                 )
 
     def _fixed_prompt(self, text: str) -> SamplePrompt:
+        if self.template is not None:
+            ids = self.template.render_ids([{"role": "user", "content": text}], add_generation_prompt=True)
+            return SamplePrompt(text, ids)
         rendered = render(
             [{"role": "user", "content": text}],
             self.profile,
@@ -150,6 +163,10 @@ class DPOObjective:
         return list(self._prompts)
 
     def stop_ids(self) -> list[int]:
+        if self.profile is None:
+            stops = [int(i) for i in (self.meta.get("chat_profile") or {}).get("stop_ids") or []]
+            eos = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+            return list(dict.fromkeys(stops + eos))
         return reply_stop_ids(self.profile, self.tokenizer.token_to_id, self.tokenizer.eos_id)
 
     def summary_extra(self) -> dict[str, Any]:

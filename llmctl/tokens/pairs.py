@@ -11,9 +11,12 @@
 
 The chosen and rejected ids continue the prompt: prompt + chosen is exactly the chat profile's
 rendering of the prompt turns followed by the chosen reply (`<|assistant|> ... <|end|>`), the
-assistant marker untrained. --max-len bounds prompt + side; the prompt is kept whole and the reply
-cut. A pair whose prompt leaves no room for one trained token is dropped, and a pair where only one
-side (or the two by different amounts) was cut is counted: both are listed in meta.json's report.
+assistant marker untrained. With `profile="model"` (`--template model`) the model's own Jinja chat
+template renders them instead: the prompt with the generation prompt, prompt + chosen as the whole
+conversation (transformers' apply_chat_template ids), the reply's content and its end-of-turn token
+trained. --max-len bounds prompt + side; the prompt is kept whole and the reply cut. A pair whose
+prompt leaves no room for one trained token is dropped, and a pair where only one side (or the two by
+different amounts) was cut is counted: both are listed in meta.json's report.
 """
 
 from __future__ import annotations
@@ -93,6 +96,30 @@ def encode_pair(
     return prompt.ids, sides[0], sides[1]
 
 
+def encode_pair_with_template(
+    pair: dict[str, Any], chat: Any, end_ids: list[int]
+) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """encode_pair's result rendered by a model's chat template (llmctl.tokenizer.template.TemplateChat):
+    the prompt ends with the template's generation prompt, each side is what the reply's turn adds."""
+    prompt = chat.render_ids(pair["prompt"], add_generation_prompt=True)
+    n = len(prompt)
+    sides = []
+    for key in ("chosen", "rejected"):
+        ids, mask = chat.render_masked([*pair["prompt"], *pair[key]], end_ids)
+        if ids[:n] != prompt:
+            raise LlmctlError(
+                "the chat template does not render the prompt with its generation prompt as the start of "
+                "prompt + reply, so the reply tokens cannot be located",
+                "use a template that renders turns independently, or a llmctl tokenizer with --profile chat",
+            )
+        sides.append([ids[n:], mask[n:]])
+    return prompt, sides[0], sides[1]
+
+
+def _first_trained(mask: list[int]) -> int:
+    return next((i for i, m in enumerate(mask) if m), 0)
+
+
 def tokenize_pairs(
     data: Path,
     tokenizer: Path,
@@ -110,13 +137,31 @@ def tokenize_pairs(
         raise LlmctlError(f"--max-len must be at least 4, got {max_len}", "e.g. --max-len 1024")
     started = time.perf_counter()
     tok = load_tokenizer(tokenizer)
-    chat = get_profile(profile)
-    missing = missing_tokens(chat, tok.token_to_id)
-    if missing:
-        raise LlmctlError(
-            f"the tokenizer {tok.path} has no special token {missing[0]} (chat profile '{chat.name}')",
-            "train one with `llmctl tokenizer train`, which adds the chat markers",
-        )
+    if profile == "model":
+        from llmctl.tokenizer.template import TemplateChat
+        from llmctl.tokens.tokenize import model_template
+
+        record = model_template(tok)
+        template = TemplateChat.from_manifest({"chat": record}, tok)
+        ends = [int(i) for i in record.get("stop_ids") or []]
+        chat_info: dict[str, Any] = {"name": "model", "version": 1, **record}
+
+        def encode(pair: dict[str, Any]) -> tuple[list[int], list[list[int]], list[list[int]]]:
+            return encode_pair_with_template(pair, template, ends)
+
+    else:
+        chat = get_profile(profile)
+        missing = missing_tokens(chat, tok.token_to_id)
+        if missing:
+            raise LlmctlError(
+                f"the tokenizer {tok.path} has no special token {missing[0]} (chat profile '{chat.name}')",
+                "train one with `llmctl tokenizer train`, which adds the chat markers",
+            )
+        chat_info = {"name": chat.name, "version": chat.version}
+
+        def encode(pair: dict[str, Any]) -> tuple[list[int], list[list[int]], list[list[int]]]:
+            return encode_pair(pair, tok, chat)
+
     found = list_splits(data)
     if not found:
         raise LlmctlError(
@@ -137,10 +182,11 @@ def tokenize_pairs(
             atomic_open(directory / f"{SHARD}.mask") as mask_fh,
         ):
             for row, pair in enumerate(_raw_pairs(data, split)):
-                prompt, (c_ids, c_mask), (r_ids, r_mask) = encode_pair(pair, tok, chat)
+                prompt, (c_ids, c_mask), (r_ids, r_mask) = encode(pair)
                 room = max_len - len(prompt)
-                # The first reply token is the untrained assistant marker: one more is needed to train anything.
-                if room < 2:
+                # Room for one trained token of each reply: after the chat profile's untrained assistant marker,
+                # at the reply's first token for a template (its generation prompt is the prompt's end).
+                if room < max(_first_trained(c_mask), _first_trained(r_mask)) + 1:
                     report.dropped_prompt_too_long += 1
                     if len(report.dropped_rows) < REPORT_LIMIT:
                         report.dropped_rows.append(row)
@@ -178,7 +224,7 @@ def tokenize_pairs(
         "dtype": dtype_for_vocab(tok.vocab_size),
         "vocab_size": tok.vocab_size,
         "tokenizer": {**tok.describe(), "path": str(Path(tok.path).resolve())},
-        "chat_profile": {"name": chat.name, "version": chat.version},
+        "chat_profile": chat_info,
         "separator": None,
         "max_len": max_len,
         "source": {"data": str(Path(data).resolve())},

@@ -118,7 +118,7 @@ def _policy(
         raise LlmctlError(f"separator '{separator}' does not apply to --mode {mode}", f"use {allowed}")
     template = None
     if mode == "sft" and profile == "model":
-        template = _model_template(tok)
+        template = model_template(tok)
     elif mode == "sft":
         chat = get_profile(profile)
         missing = missing_tokens(chat, tok.token_to_id)
@@ -151,8 +151,9 @@ def _policy(
     )
 
 
-def _model_template(tok: Tokenizer) -> dict[str, Any]:
-    """`--template model`: the chat template beside the tokenizer (an imported checkpoint, a HF model dir)."""
+def model_template(tok: Tokenizer) -> dict[str, Any]:
+    """`--template model`: the chat template beside the tokenizer (an imported checkpoint, a HF model dir),
+    as recorded in meta.json's `chat_profile` (template_text, bos/eos tokens, stop_ids)."""
     from llmctl.tokenizer.template import TemplateChat, stop_ids_for
 
     folder = Path(tok.path).parent
