@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole llmctl pipeline, offline, on the Python standard library's source (the `pystdlib` corpus).
-# About 8 minutes on a 2-core CPU, to a validation loss of 3.74 nats.
+# A few minutes on a quiet 2-core CPU, to a validation loss of 3.64 nats (README section 5 has the timings).
 #   bash examples/quickstart.sh [WORKDIR]
 set -euo pipefail
 W=${1:-quickstart}
