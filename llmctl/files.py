@@ -91,6 +91,17 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def file_sha256(path: Path | str, digest: Any = None) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks; continues `digest` (a hashlib object) when given."""
+    import hashlib
+
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fsync_file(path: Path) -> None:
     """Flush a written file's data to disk."""
     with open(path, "rb") as fh:

@@ -27,7 +27,7 @@ import torch
 from llmctl.config import Config
 from llmctl.engine.dpo_loss import sequence_logps
 from llmctl.engine.objectives import Batch
-from llmctl.files import atomic_write_bytes, atomic_write_json
+from llmctl.files import atomic_write_bytes, atomic_write_json, file_sha256
 from llmctl.tokens.pair_batches import PairRows, collate_pairs, padded_layout, usable_pairs
 from llmctl.tokens.pairs import PairShard
 
@@ -101,21 +101,15 @@ def reference_logps(
     return found
 
 
-def _file_hash(path: Path, h: Any) -> None:
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-
-
 def reference_key(
     ref_checkpoint: Path, data_path: str | Path, splits: list[str], cfg: Config, dtype: str
 ) -> str:
     """Hash of the reference weights, the pair shards and what changes the numbers (seq_len, dtype)."""
     h = hashlib.sha256()
-    _file_hash(ref_checkpoint / "model.safetensors", h)
+    file_sha256(ref_checkpoint / "model.safetensors", h)
     for split in splits:
         for suffix in (".idx", ".bin", ".mask"):
-            _file_hash(Path(data_path) / split / f"pairs-00000{suffix}", h)
+            file_sha256(Path(data_path) / split / f"pairs-00000{suffix}", h)
     h.update(json.dumps({"seq_len": cfg.data.seq_len, "dtype": dtype, "splits": splits}).encode())
     return h.hexdigest()[:16]
 

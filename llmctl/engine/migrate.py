@@ -12,7 +12,6 @@ yourself: the conversion vouches for the files from then on.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -30,7 +29,7 @@ from llmctl.engine.checkpoint import (
     rng_to_plain,
 )
 from llmctl.errors import LlmctlError
-from llmctl.files import atomic_write_bytes, atomic_write_json, io_error
+from llmctl.files import atomic_write_bytes, atomic_write_json, file_sha256, io_error
 
 
 @dataclass
@@ -97,14 +96,11 @@ def migrate_checkpoint(path: str | Path) -> MigrateResult:
     atomic_write_bytes(ckpt / RNG_JSON, (json.dumps(rng_plain) + "\n").encode())
     files: dict[str, Any] = {}
     for name in [n for n in raw["files"] if n != LEGACY_RNG_FILE] + [RNG_TENSORS, RNG_JSON]:
-        digest = hashlib.sha256()
         try:
-            with open(ckpt / name, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 24), b""):
-                    digest.update(block)
+            sha = file_sha256(ckpt / name)
         except OSError as exc:
             raise io_error(exc, ckpt / name, action="read") from exc
-        files[name] = {"size": (ckpt / name).stat().st_size, "sha256": digest.hexdigest()}
+        files[name] = {"size": (ckpt / name).stat().st_size, "sha256": sha}
     # The manifest is replaced last and atomically: until then the checkpoint is still a format-1 one.
     atomic_write_json(ckpt / MANIFEST, {**raw, "format_version": FORMAT_VERSION, "files": files})
     try:

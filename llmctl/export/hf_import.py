@@ -118,8 +118,8 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     from llmctl.config import Config, DataConfig, to_dict
     from llmctl.export.hf_arch import from_hf_state_dict, model_config_from_hf
     from llmctl.export.hf_source import fetch_model_source
-    from llmctl.files import atomic_path, atomic_write_json
-    from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE, sha256_hex
+    from llmctl.files import atomic_path, atomic_write_json, file_sha256
+    from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE
     from llmctl.model.untrained import template_token_ids, untrained_rows
     from llmctl.tokenizer.core import load_tokenizer
     from llmctl.tokenizer.template import TemplateChat, adds_bos, read_chat_template, stop_ids_for
@@ -204,7 +204,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
             },
             # Size and SHA-256 of each file, so loading verifies the import like any checkpoint.
             "files": {
-                name: {"size": (tmp / name).stat().st_size, "sha256": sha256_hex((tmp / name).read_bytes())}
+                name: {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
                 for name in names
             },
         }

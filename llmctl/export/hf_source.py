@@ -10,12 +10,12 @@ Only what a checkpoint needs is downloaded: config files, safetensors weights an
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import LlmctlError
+from llmctl.files import file_sha256
 
 # The files an import reads; everything else in a model repo (pickles, ONNX, GGUF, images) is skipped.
 ALLOW_PATTERNS = [
@@ -46,15 +46,6 @@ class ModelSource:
     """The commit the revision resolved to."""
     files: dict[str, str] = field(default_factory=dict)
     """Source file name -> SHA-256, for every file the import read."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_hf_source(source: str) -> tuple[str, str | None]:
@@ -137,5 +128,5 @@ def fetch_model_source(source: str) -> ModelSource:
         )
     for name in sorted(os.listdir(path)):
         if (path / name).is_file() and any(Path(name).match(p) for p in ALLOW_PATTERNS):
-            result.files[name] = sha256_file(path / name)
+            result.files[name] = file_sha256(path / name)
     return result

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
 
 from llmctl import __version__
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
-from llmctl.files import atomic_write_json, ensure_inside, io_error, safe_name
+from llmctl.files import atomic_write_json, ensure_inside, file_sha256, io_error, safe_name
 from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 
 CHUNK = 1 << 20
@@ -32,15 +32,6 @@ RETRIES = 5
 """Attempts after a dropped connection before giving up (the .partial file stays for a rerun)."""
 RETRY_WAIT_S = 1.0
 TIMEOUT_S = 60.0
-
-
-def file_sha256(path: Path, digest: hashlib._Hash | None = None) -> str:
-    """SHA-256 of a file (continuing `digest` when given)."""
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Query parameters that carry credentials: presigned S3/GCS/Azure URLs, API tokens, session keys.

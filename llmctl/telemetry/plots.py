@@ -11,12 +11,12 @@ an empty axis.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError
+from llmctl.files import atomic_path
 
 # (title, record kind, key, scale, y label)
 CHARTS: list[tuple[str, str, str, float, str]] = [
@@ -110,10 +110,8 @@ def plot_runs(run_dirs: list[Path], out: Path) -> dict[str, Any]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(" vs ".join(labels) if len(labels) > 1 else labels[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     return {
         "out": str(out),
         "runs": [str(d) for d, _ in runs],

@@ -15,9 +15,10 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from llmctl.files import atomic_write_text
 
 # TensorBoard tags: the user's notes (tokens/*, flops/*, efficientllm/*) plus loss, LR, throughput.
 TB_TAGS: dict[str, str] = {
@@ -132,14 +133,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _record_step(line: str) -> int | None:
     """The step of a metrics/samples JSONL line or a loss.csv row; None if unreadable."""
     line = line.strip()
@@ -162,7 +155,7 @@ def prepare_append(path: Path, resume_step: int, header: str | None = None) -> N
     The kept part is rewritten atomically; a torn last line from a killed process is dropped.
     """
     if resume_step <= 0 or not path.exists():
-        write_atomic(path, header or "")
+        atomic_write_text(path, header or "")
         return
     kept = []
     lines = path.read_text().splitlines()
@@ -172,7 +165,7 @@ def prepare_append(path: Path, resume_step: int, header: str | None = None) -> N
         step = _record_step(line)
         if step is not None and step <= resume_step:
             kept.append(line + "\n")
-    write_atomic(path, (header or "") + "".join(kept))
+    atomic_write_text(path, (header or "") + "".join(kept))
 
 
 class _AppendFile:
@@ -329,4 +322,4 @@ class SummarySink(Sink):
         self.path = run_dir / "summary.json"
 
     def close(self, summary: dict[str, Any]) -> None:
-        write_atomic(self.path, json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write_text(self.path, json.dumps(jsonable(summary), indent=2) + "\n")

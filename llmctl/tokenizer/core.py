@@ -8,12 +8,12 @@ ids are inserted by id (see llmctl/tokenizer/chat.py).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError
+from llmctl.files import file_sha256
 from llmctl.tokenizer.chat import BOS, EOS, PAD
 
 # Names pretrained tokenizers use for the same roles, tried in order after ours.
@@ -26,11 +26,7 @@ _ALIASES = {
 
 def file_fingerprint(path: str | Path) -> str:
     """SHA-256 of the tokenizer file: the identity recorded in shards, checkpoints and exports."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 class Tokenizer:
