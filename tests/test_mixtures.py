@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 
 from llmctl.cli.app import app
 from llmctl.config import load_config
+from llmctl.data_sources import SourceSpec, parse_source
 from llmctl.engine.run import run_training
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokens.loader import MixedStream, PackedWindows
-from llmctl.tokens.mix import SourceSpec, epochs_for, parse_source, plan_mix, repeat_warnings
+from llmctl.tokens.mix import epochs_for, plan_mix, repeat_warnings
 from llmctl.tokens.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -369,6 +370,6 @@ def test_sft_mixes_sources_by_epochs_and_resumes_exactly(tmp_path: Path) -> None
     # b is half a's size but asked for 2 epochs: about as many planned tokens as a.
     assert 0.3 < mix[1]["weight"] < 0.7
     with pytest.raises(LlmctlError, match="by epochs, not weights"):
-        from llmctl.tokens.mix import sft_specs
+        from llmctl.data_sources import sft_specs
 
         sft_specs([SourceSpec("x", 0.5)])

@@ -28,7 +28,7 @@ def flag_values(
     values: dict[str, Any] = {}
     texts = [data] if isinstance(data, str) else list(data or [])
     if texts:
-        from llmctl.tokens.mix import parse_sources, sft_specs
+        from llmctl.data_sources import parse_sources, sft_specs
 
         specs = parse_sources(texts, allow_epochs=epochs)
         if epochs:

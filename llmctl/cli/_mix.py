@@ -18,7 +18,8 @@ def mix_plan(
 ) -> dict[str, Any]:
     """Weights, sizes and (with `tokens`) the epochs of each `--data PATH[:WEIGHT]` source, with warnings for
     sources the plan repeats many times."""
-    from llmctl.tokens.mix import load_mix, mix_table, parse_sources, repeat_warnings
+    from llmctl.data_sources import parse_sources
+    from llmctl.tokens.mix import load_mix, mix_table, repeat_warnings
 
     mix = load_mix(parse_sources(texts), mix_by=mix_by, split=split)
     return {

@@ -78,8 +78,9 @@ def pretrain_objective(
 ) -> Objective:
     """The PretrainObjective a config describes (a MixedPretrainObjective for data.sources)."""
     if cfg.data.sources:
+        from llmctl.data_sources import specs_from_config
         from llmctl.engine.mixture import MixedPretrainObjective
-        from llmctl.tokens.mix import load_mix, specs_from_config
+        from llmctl.tokens.mix import load_mix
 
         mix = load_mix(
             specs_from_config(None, cfg.data.sources), mix_by=cfg.data.mix_by, split=cfg.data.train_split
@@ -140,7 +141,8 @@ def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
 def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
     """meta.json of data.path (of a mixture: its first source, all sources checked to share the tokenizer)
     and the tokenizer it was made with (checked by fingerprint)."""
-    from llmctl.tokens.mix import check_same_tokenizer, specs_from_config
+    from llmctl.data_sources import specs_from_config
+    from llmctl.tokens.mix import check_same_tokenizer
 
     specs = specs_from_config(cfg.data.path, cfg.data.sources)
     if not specs:

@@ -327,8 +327,8 @@ def sft_objective(
     )
     if cfg.data.sources:
         # Several SFT sets, each for its own epochs (`--data a:epochs=1 --data b:epochs=3`).
+        from llmctl.data_sources import specs_from_config
         from llmctl.engine.sft_mixture import MixedSFTObjective
-        from llmctl.tokens.mix import specs_from_config
         from llmctl.tokens.shards import read_meta
 
         specs = specs_from_config(None, cfg.data.sources)

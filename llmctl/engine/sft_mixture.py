@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llmctl.data_sources import SourceSpec, sft_specs
 from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.engine.sft import SFTObjective
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokens.mix import SourceSpec, sft_specs
 
 
 @dataclass

@@ -19,14 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.data_sources import (  # noqa: F401 - the specs a mixture is planned from
-    SourceSpec,
-    check_unique,
-    parse_source,
-    parse_sources,
-    sft_specs,
-    specs_from_config,
-)
+from llmctl.data_sources import SourceSpec
 from llmctl.errors import LlmctlError
 
 REPEAT_WARNING_EPOCHS = 4.0
