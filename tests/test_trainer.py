@@ -182,3 +182,59 @@ def test_launchers_and_deadlines_are_read_from_the_environment() -> None:
     assert not deadline.reached(now=1010.0, step_seconds=2.0, save_seconds=5.0)
     assert deadline.reached(now=1024.0, step_seconds=2.0, save_seconds=5.0)  # 1024 + 3 + 5 >= 1050 - 20
     assert not Deadline(start=0.0, time_limit=None, slurm_end=None, margin=0.0).active
+
+
+_ALLOCATOR_PROBE = """
+import ctypes, sys, torch
+from llmctl.config import TrainConfig
+from llmctl.engine.runtime import choose_runtime
+
+libc = ctypes.CDLL("libc.so.6")
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+libc.mallinfo2.restype = MallInfo2
+
+
+def mmapped_by(size: int) -> int:
+    before = libc.mallinfo2().hblkhd
+    x = torch.empty(size, dtype=torch.uint8)
+    grew = libc.mallinfo2().hblkhd - before
+    del x
+    return grew
+
+
+before = mmapped_by(64 << 20)
+choose_runtime(TrainConfig(device="cpu"))
+print(before, mmapped_by(64 << 20))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="glibc on Linux only")
+def test_cpu_runs_keep_freed_memory_instead_of_a_fresh_mmap_per_tensor(tmp_path: Path) -> None:
+    # A 64 MiB tensor (a step's logits at vocab 8192) is its own mmap under glibc's defaults, page-faulted
+    # and zeroed again every step; a CPU run's runtime switches that off (see cpu_allocator_reuse).
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    default_grew, tuned_grew = map(int, out.stdout.split())
+    assert default_grew >= 64 << 20 and tuned_grew == 0
+    env["LLMCTL_CPU_ALLOCATOR"] = "default"
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert list(map(int, out.stdout.split()))[1] >= 64 << 20
