@@ -126,8 +126,23 @@ def test_a_small_input_is_encoded_in_process_to_the_same_bytes(
     out = tmp_path / "tokens"
     result = tokenize(_opts(raw, tok_path, out, num_proc=2))
     assert result.processes == 1
+    assert result.encoder == "tiktoken"  # ~1 MB of text: worth building the tiktoken form
     assert _files(out) == _files(single)
     assert forkserver._forkserver._forkserver_pid is None  # no fork server was started for it
+
+
+def test_a_tiny_input_skips_building_the_tiktoken_form(tok_path: Path, tmp_path: Path) -> None:
+    from llmctl.tokens import worker_start
+
+    docs = [f"def f{k}(x):\n    return x + {k}\n" for k in range(50)]
+    tiny = write_dataset(tmp_path / "tiny", {"train": [docs]})
+    assert worker_start.small_input(tiny) and not worker_start.small_input(tmp_path / "none")
+    result = tokenize(_opts(tiny, tok_path, tmp_path / "ref"))
+    assert result.encoder == "reference" and "under 256 KiB" in (result.encoder_note or "")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMCTL_TOKENIZE_IN_PROCESS_BYTES", "0")  # workers, and the tiktoken form, however small
+        forced = tokenize(_opts(tiny, tok_path, tmp_path / "tiktoken", num_proc=2))
+    assert forced.encoder == "tiktoken" and _files(tmp_path / "tiktoken") == _files(tmp_path / "ref")
 
 
 def test_reference_encoder_writes_the_same_bytes(

@@ -30,7 +30,7 @@ from llmctl.tokens.plan import ShardPlan, plan_split, resolve_column
 from llmctl.tokens.pool import pipeline
 from llmctl.tokens.shards import ShardWriter, dtype_for_vocab, read_shard_record, remove_shard, shard_name
 from llmctl.tokens.stats import summarize
-from llmctl.tokens.worker_start import prestart_workers, worker_processes
+from llmctl.tokens.worker_start import FAST_PATH_MIN_BYTES, prestart_workers, small_input, worker_processes
 from llmctl.tokens.workers import SEPARATORS, ChunkResult, EncodePolicy
 
 __all__ = ["TokenizeOptions", "TokenizeResult", "Progress", "tokenize", "merge", "count_raw"]
@@ -175,13 +175,21 @@ def _peak_rss() -> int:
 
 
 def _prepare(
-    tok_path: Path, fast: bool, on_note: Callable[[str], None] | None, template: bool = False
+    tok_path: Path,
+    fast: bool,
+    on_note: Callable[[str], None] | None,
+    template: bool = False,
+    small: bool = False,
 ) -> tuple[Tokenizer, EncoderSpec, str | None]:
     tok = load_tokenizer(tok_path)
     if template:
         # `--template model`: each worker renders and encodes conversations with the tokenizer's own library
         # (TemplateChat), never with the batch encoder, so no tiktoken form is built, noted or reported.
         return tok, EncoderSpec("chat-template", str(tok.path)), None
+    if small and fast:
+        # Same ids either way; not worth a note on stderr, only the --json report says why.
+        kib = FAST_PATH_MIN_BYTES >> 10
+        return tok, EncoderSpec("reference", str(tok.path)), f"input under {kib} KiB: no tiktoken form built"
     spec, note = choose_encoder(tok, allow_fast=fast)
     if note and on_note:
         on_note(f"encoding with the tokenizer's own library (slower than the tiktoken fast path): {note}")
@@ -214,7 +222,11 @@ def tokenize(
     started = time.perf_counter()
     prestart_workers(opts.num_proc, opts.data, opts.splits)
     tok, spec, note = _prepare(
-        opts.tokenizer, opts.fast, on_note, opts.mode == "sft" and opts.profile == "model"
+        opts.tokenizer,
+        opts.fast,
+        on_note,
+        opts.mode == "sft" and opts.profile == "model",
+        small_input(opts.data, opts.splits),
     )
     out = opts.out
     if out.exists() and not out.is_dir():
@@ -381,7 +393,9 @@ def count_raw(
     """Token and document counts of a raw dataset, tokenized in parallel but never written."""
     started = time.perf_counter()
     prestart_workers(num_proc, data, splits)
-    tok, spec, note = _prepare(tokenizer, fast, on_note, mode == "sft" and profile == "model")
+    tok, spec, note = _prepare(
+        tokenizer, fast, on_note, mode == "sft" and profile == "model", small_input(data, splits)
+    )
     per_split: dict[str, dict[str, Any]] = {}
     lengths: dict[str, np.ndarray] = {}
     progress = Progress()

@@ -40,6 +40,9 @@ IN_PROCESS_BYTES = 2 << 20
 The output is the same bytes either way; only the number of processes differs. The environment
 variable LLMCTL_TOKENIZE_IN_PROCESS_BYTES overrides it (0: always start workers)."""
 _PARQUET_RATIO = 5
+# Below this much text the tokenizer's own library encodes everything before the tiktoken form
+# (a conversion and a check of every token, ~0.1 s) would be ready.
+FAST_PATH_MIN_BYTES = 256 << 10
 """Raw text bytes per parquet byte on disk, about the most seen (snappy ~3x, zstd ~4x on text); when
 the guess is short, the fork server is only started later, when the footers tell the real size."""
 _PR_SET_PDEATHSIG = 1
@@ -116,20 +119,34 @@ def _in_process_bytes() -> int:
         return IN_PROCESS_BYTES
 
 
-def might_need_workers(data: Path | None, splits: tuple[str, ...] = ()) -> bool:
-    """False only when the raw parts on disk are too small to ever reach IN_PROCESS_BYTES of text.
-
-    Reads file sizes only (no pyarrow), so it can run before the heavy imports; the exact size comes
-    later from the parquet footers (`worker_processes`). Unsure (unreadable, no such folder): True.
-    """
+def estimated_text_bytes(data: Path | None, splits: tuple[str, ...] = ()) -> int | None:
+    """About how much raw text the parquet parts on disk hold (an upper bound: parquet compresses text
+    by at most _PARQUET_RATIO), from file sizes only (no pyarrow), so it can run before the heavy
+    imports. None when unsure (unreadable, no such folder)."""
     if data is None:  # nothing to encode (a usage error follows)
-        return False
+        return 0
     try:
         folders = [data / s for s in splits] if splits else [p for p in data.iterdir() if p.is_dir()]
         on_disk = sum(part.stat().st_size for folder in folders for part in folder.glob("part-*.parquet"))
     except OSError:  # the later check decides
-        return True
-    return on_disk * _PARQUET_RATIO >= _in_process_bytes()
+        return None
+    return int(on_disk * _PARQUET_RATIO)
+
+
+def small_input(data: Path | None, splits: tuple[str, ...] = ()) -> bool:
+    """True when the parts on disk hold under FAST_PATH_MIN_BYTES of text (and under the in-process
+    threshold): building the tiktoken form of the tokenizer (~0.1 s) then costs more than it saves."""
+    text = estimated_text_bytes(data, splits)
+    return text is not None and text < min(FAST_PATH_MIN_BYTES, _in_process_bytes())
+
+
+def might_need_workers(data: Path | None, splits: tuple[str, ...] = ()) -> bool:
+    """False only when the raw parts on disk are too small to ever reach IN_PROCESS_BYTES of text.
+
+    The exact size comes later from the parquet footers (`worker_processes`). Unsure: True.
+    """
+    text = estimated_text_bytes(data, splits)
+    return text is None or text >= _in_process_bytes()
 
 
 def prestart_workers(num_proc: int, data: Path | None = None, splits: tuple[str, ...] = ()) -> None:
