@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import platform
 from dataclasses import dataclass
@@ -77,12 +76,8 @@ def cpu_allocator_reuse() -> bool:
     applied (glibc on Linux only; LLMCTL_CPU_ALLOCATOR=default leaves malloc as it is)."""
     if os.environ.get("LLMCTL_CPU_ALLOCATOR", "reuse") == "default" or platform.system() != "Linux":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's, when it is glibc
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     settings = (
