@@ -439,6 +439,12 @@ def big_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 WORKERS_ALWAYS = {"LLMCTL_TOKENIZE_IN_PROCESS_BYTES": "0"}
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 """Start worker processes whatever the input's size (a small one is otherwise encoded in the parent)."""
 
 
@@ -665,6 +671,9 @@ def start_tokenize(raw: Path, tok: Path, out: Path, cwd: Path) -> subprocess.Pop
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
         start_new_session=True,
+        # As from a terminal: a child inherits an ignored SIGINT (an earlier test or a `cmd &` shell may
+        # leave it so), and Python then never raises KeyboardInterrupt for it.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("train/shard-*.json")):
