@@ -16,9 +16,10 @@ import pytest
 from llmctl import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "tokenizers", "pyarrow", "matplotlib")
+HEAVY = ("torch", "tokenizers", "pyarrow", "matplotlib", "pydantic")
 
-# Commands that must start without torch, tokenizers, pyarrow or matplotlib (docs/ARCHITECTURE.md).
+# Commands that must start without torch, tokenizers, pyarrow or matplotlib (docs/ARCHITECTURE.md), nor
+# pydantic (Typer converts through it; llmctl.cli._coerce avoids it for plain values).
 # Helpers adding such a command append it here.
 NO_TORCH_COMMANDS: list[list[str]] = [
     ["--help"],

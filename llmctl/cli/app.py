@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from llmctl import __version__
+from llmctl.cli._coerce import plain_coercion_everywhere
 from llmctl.errors import EXIT_INTERRUPTED, LlmctlError
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ class LlmctlGroup(TyperGroup):
         # --help lists commands in pipeline order (_COMMANDS), groups included, not in registration order.
         order = {name: i for i, name in enumerate(_COMMANDS)}
         return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Before any value is converted: plain values without pydantic (llmctl.cli._coerce).
+        plain_coercion_everywhere(self, ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
