@@ -91,6 +91,14 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def cache_root() -> Path:
+    """llmctl's cache folder: $LLMCTL_CACHE, else $XDG_CACHE_HOME/llmctl, else ~/.cache/llmctl."""
+    base = os.environ.get("LLMCTL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llmctl"
+    )
+    return Path(base)
+
+
 def file_sha256(path: Path | str, digest: Any = None) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks; continues `digest` (a hashlib object) when given."""
     import hashlib

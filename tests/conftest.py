@@ -9,10 +9,18 @@ tokenizer.json (byte-level BPE, vocab 512, chat profile specials) trained on it 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """llmctl's cache (downloads, tiktoken forms) in a folder of this test session, never ~/.cache; set in
+    the environment so that commands run as subprocesses use it too."""
+    os.environ["LLMCTL_CACHE"] = str(tmp_path_factory.mktemp("llmctl-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from token_fixtures import SPECIALS, UNICODE_DOCS, stdlib_texts, train_tokenizer
 
+from llmctl.tokenizer import fast, fast_cache
 from llmctl.tokenizer.core import load_tokenizer
-from llmctl.tokenizer.fast import bytes_to_unicode, choose_encoder
+from llmctl.tokenizer.fast import EncoderSpec, bytes_to_unicode, choose_encoder
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +168,80 @@ def test_consistent_hand_built_merges_convert(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fast_path_matches_on_the_whole_stdlib(tok_path: Path) -> None:
     _same_ids(tok_path, stdlib_texts())
+
+
+def _no_conversion(*args: object, **kwargs: object) -> EncoderSpec:
+    raise AssertionError("converted again instead of using the kept form")
+
+
+def test_the_checked_tiktoken_form_is_kept_and_reused(
+    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    tok = load_tokenizer(tok_path)
+    first, note = choose_encoder(tok)
+    assert first.backend == "tiktoken", note
+    entry = fast_cache.entry_path(tok.fingerprint)
+    assert entry.parent == tmp_path / "cache" / "tiktoken" and entry.is_file()
+    monkeypatch.setattr(fast, "convert", _no_conversion)
+    again, note = choose_encoder(tok)
+    assert note is None and again == first
+
+
+def test_a_broken_or_foreign_entry_is_converted_again(
+    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    tok = load_tokenizer(tok_path)
+    good, _ = choose_encoder(tok)
+    entry = fast_cache.entry_path(tok.fingerprint)
+    kept = json.loads(entry.read_text())
+    for broken in (
+        "{not json",
+        json.dumps({**kept, "fingerprint": "0" * 64}),
+        json.dumps({**kept, "ranks": 3}),
+    ):
+        entry.write_text(broken)
+        spec, note = choose_encoder(tok)
+        assert note is None and spec == good
+        assert json.loads(entry.read_text()) == kept  # written again, whole
+
+
+def test_a_kept_form_that_disagrees_with_the_tokenizer_is_replaced(
+    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    tok = load_tokenizer(tok_path)
+    good, _ = choose_encoder(tok)
+    ranks = good.ranks or {}
+    # Every id off by one: the kept form of some other tokenizer under this one's name.
+    order = sorted(ranks.values())
+    wrong = EncoderSpec(
+        "tiktoken", good.path, pattern=good.pattern, ranks=ranks, rank_to_id=tuple(order[1:] + order[:1])
+    )
+    fast_cache.store(tok.fingerprint, wrong)
+    assert fast_cache.load(tok.fingerprint, good.path) == wrong
+    spec, note = choose_encoder(tok)
+    assert note is None and spec == good
+    assert fast_cache.load(tok.fingerprint, good.path) == good
+
+
+def test_ids_out_of_merge_order_survive_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    spec = EncoderSpec(
+        "tiktoken", "t.json", pattern="x+", ranks={b"a": 0, b"b": 1, b"ab": 2}, rank_to_id=(1, 0, 2)
+    )
+    fast_cache.store("f" * 64, spec)
+    assert fast_cache.load("f" * 64, "t.json") == spec
+    assert fast_cache.load("e" * 64, "t.json") is None
+
+
+def test_an_unwritable_cache_only_costs_time(
+    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LLMCTL_CACHE", str(blocker))
+    spec, note = choose_encoder(load_tokenizer(tok_path))
+    assert spec.backend == "tiktoken" and note is None
+    assert blocker.read_text() == "not a folder"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import LlmctlError
+from llmctl.files import cache_root
 from llmctl.raw.readers import FORMATS, detect_format, is_data_file
 from llmctl.raw.sources import SPLITS, SourceSpec
 from llmctl.raw.transfer import TransferProgress
@@ -152,10 +152,7 @@ def _url(
 
 def default_download_cache() -> Path:
     """Where URL downloads are kept: $LLMCTL_CACHE/downloads, else ~/.cache/llmctl/downloads."""
-    base = os.environ.get("LLMCTL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llmctl"
-    )
-    return Path(base) / "downloads"
+    return cache_root() / "downloads"
 
 
 def _local_fetch(path: Path, expected: str | None) -> Callable[[], tuple[Path, str]]:

@@ -286,22 +286,37 @@ def _check_whole_tokens(
 def choose_encoder(tokenizer: Tokenizer, allow_fast: bool = True) -> tuple[EncoderSpec, str | None]:
     """The fastest exact encoder for `tokenizer`, and why the fast path was not taken (None when it was).
 
-    The fast path is also checked against the tokenizer on PROBE_TEXT; any difference falls back.
+    The tiktoken form is kept between runs (`fast_cache`). Kept or new, it is checked against the
+    tokenizer on PROBE_TEXT; a kept form that fails is converted again, a new one falls back.
     """
+    from llmctl.tokenizer import fast_cache  # it builds this module's EncoderSpec
+
     reference = EncoderSpec("reference", str(tokenizer.path))
     if not allow_fast:
         return reference, "the fast path was turned off"
     if tokenizer.kind != "hf":
         return reference, f"{tokenizer.kind} tokenizers have no tiktoken fast path"
+    kept = fast_cache.load(tokenizer.fingerprint, tokenizer.path)
+    if kept is not None and _probe_disagreement(kept, tokenizer) is None:
+        return kept, None
     try:
         spec = convert(tokenizer.path, getattr(tokenizer, "backend", None))
     except NotConvertible as exc:
         return reference, f"the tokenizer has no exact tiktoken form: {exc}"
+    note = _probe_disagreement(spec, tokenizer)
+    if note is not None:
+        return reference, note
+    fast_cache.store(tokenizer.fingerprint, spec)
+    return spec, None
+
+
+def _probe_disagreement(spec: EncoderSpec, tokenizer: Tokenizer) -> str | None:
+    """Why `spec` does not encode PROBE_TEXT as `tokenizer` does; None when it does."""
     probe = [PROBE_TEXT, PROBE_TEXT.upper(), " " + PROBE_TEXT[::-1]]
     try:
         fast = spec.build().encode_batch(probe)
     except Exception as exc:  # tiktoken rejects a regex the pre-tokenizer's engine accepts
-        return reference, f"tiktoken cannot use the pre-tokenizer's regex: {exc}"
+        return f"tiktoken cannot use the pre-tokenizer's regex: {exc}"
     if fast != tokenizer.encode_batch(probe):
-        return reference, "tiktoken and tokenizers disagree on the probe text"
-    return spec, None
+        return "tiktoken and tokenizers disagree on the probe text"
+    return None
