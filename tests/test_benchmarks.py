@@ -37,3 +37,19 @@ def test_nanogpt_flops_count_matches_its_parameter_formula() -> None:
     n = (fpt - 12 * 12 * 12 * 64 * 1024) / 6
     assert abs(n - 123_587_328) < 1e3  # 50304*768 + 12*(12*768^2 + 2*768) + 768
     assert 30e6 < llmctl_flops_per_token(256, 8192) < 40e6
+
+
+def test_gpu_check_tells_a_correct_resume_from_a_wrong_one() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import LOSS_TOLERANCE, compare_resume
+
+    straight = [9.1, 8.7, 8.2, 7.9]
+    same = compare_resume(list(straight), straight)
+    assert same["resume_matches"] and same["resume_bitwise"] and same["max_loss_diff"] == 0
+    last_bits = compare_resume([9.1, 8.7, 8.2 + LOSS_TOLERANCE / 10, 7.9], straight)
+    assert last_bits["resume_matches"] and not last_bits["resume_bitwise"]
+    reset = compare_resume([9.1, 8.7, 9.0, 8.6], straight)  # the optimizer or data restarted
+    assert not reset["resume_matches"]
+    lost_step = compare_resume([9.1, 8.7, 8.2], straight)
+    assert not lost_step["resume_matches"]
+    assert not compare_resume([], straight)["resume_matches"]
