@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from token_fixtures import SPECIALS, UNICODE_DOCS, stdlib_texts, train_tokenizer
@@ -174,13 +175,20 @@ def _no_conversion(*args: object, **kwargs: object) -> EncoderSpec:
     raise AssertionError("converted again instead of using the kept form")
 
 
-def test_the_checked_tiktoken_form_is_kept_and_reused(
-    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def kept(tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, EncoderSpec]:
+    """A private cache, and the tokenizer whose tiktoken form a first run converted and kept there."""
     monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
     tok = load_tokenizer(tok_path)
-    first, note = choose_encoder(tok)
-    assert first.backend == "tiktoken", note
+    spec, note = choose_encoder(tok)
+    assert spec.backend == "tiktoken", note
+    return tok, spec
+
+
+def test_the_checked_tiktoken_form_is_kept_and_reused(
+    kept: tuple[Any, EncoderSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok, first = kept
     entry = fast_cache.entry_path(tok.fingerprint)
     assert entry.parent == tmp_path / "cache" / "tiktoken" and entry.is_file()
     monkeypatch.setattr(fast, "convert", _no_conversion)
@@ -188,31 +196,23 @@ def test_the_checked_tiktoken_form_is_kept_and_reused(
     assert note is None and again == first
 
 
-def test_a_broken_or_foreign_entry_is_converted_again(
-    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
-    tok = load_tokenizer(tok_path)
-    good, _ = choose_encoder(tok)
+def test_a_broken_or_foreign_entry_is_converted_again(kept: tuple[Any, EncoderSpec]) -> None:
+    tok, good = kept
     entry = fast_cache.entry_path(tok.fingerprint)
-    kept = json.loads(entry.read_text())
+    stored = json.loads(entry.read_text())
     for broken in (
         "{not json",
-        json.dumps({**kept, "fingerprint": "0" * 64}),
-        json.dumps({**kept, "ranks": 3}),
+        json.dumps({**stored, "fingerprint": "0" * 64}),
+        json.dumps({**stored, "ranks": 3}),
     ):
         entry.write_text(broken)
         spec, note = choose_encoder(tok)
         assert note is None and spec == good
-        assert json.loads(entry.read_text()) == kept  # written again, whole
+        assert json.loads(entry.read_text()) == stored  # written again, whole
 
 
-def test_a_kept_form_that_disagrees_with_the_tokenizer_is_replaced(
-    tmp_path: Path, tok_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
-    tok = load_tokenizer(tok_path)
-    good, _ = choose_encoder(tok)
+def test_a_kept_form_that_disagrees_with_the_tokenizer_is_replaced(kept: tuple[Any, EncoderSpec]) -> None:
+    tok, good = kept
     ranks = good.ranks or {}
     # Every id off by one: the kept form of some other tokenizer under this one's name.
     order = sorted(ranks.values())
