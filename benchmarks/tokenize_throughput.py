@@ -12,6 +12,10 @@ already in memory, with as many threads as llmctl gets processes; llmctl is time
 (`python -m llmctl tokenize ...`: interpreter start, parquet reading, shard writing included). The ids
 written are checked against encode_batch's, document by document.
 
+The run has a cache of its own (LLMCTL_CACHE): round 1 converts the tokenizer to its tiktoken form and
+keeps it, later rounds reuse it, as a user's second run would. The medians are over all rounds; round 1
+is also printed on its own.
+
 Start-up: the same whole command on a tiny input (50 short documents), so nearly all of it is the
 fixed cost (interpreter, imports, tokenizer load, fork server and workers when there are any, exit).
 With --baseline, another llmctl checkout runs the same commands in the same rounds, alternated, and
@@ -223,6 +227,9 @@ def main() -> None:
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        # A cache of this run's own: round 1 converts the tokenizer to its tiktoken form and keeps it, later
+        # rounds reuse it, as a user's second run would; both figures are printed.
+        os.environ["LLMCTL_CACHE"] = str(tmp / "cache")
         data = args.data or stdlib_corpus(tmp / "raw", args.scale)
         tok = args.tokenizer or train_tokenizer(data, tmp / "tokenizer.json", args.vocab_size)
         texts = read_texts(data)
@@ -291,7 +298,13 @@ def main() -> None:
                 o / n for o, n in zip(runs["old"]["wall"], runs["new"]["wall"], strict=True)
             ),
         }
+    first_round = {
+        "whole_command_seconds": runs["new"]["wall"][0],
+        "in_process_seconds": runs["new"]["inner"][0],
+        "vs_encode_batch": refs[0] / runs["new"]["wall"][0],
+    }
     result = {
+        "first_round_converts_the_tokenizer": first_round,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, load average {load_at_start:.1f} at start",
         "corpus": str(args.data or f"pystdlib x{args.scale}"),
@@ -343,6 +356,10 @@ def main() -> None:
                 f"start-up, {label}: {st['seconds']:.2f} s whole command on 50 tiny documents "
                 f"({st['cpu_seconds']:.2f} CPU s); whole command minus in-process on the corpus: {st['gap_seconds']:.2f} s"
             )
+    print(
+        f"round 1 (tokenizer converted to its tiktoken form, then kept; later rounds reuse it): whole command "
+        f"{first_round['whole_command_seconds']:.2f} s, {first_round['vs_encode_batch']:.2f}x encode_batch"
+    )
     if "old_over_new" in startup:
         r = startup["old_over_new"]
         print(
