@@ -142,3 +142,14 @@ def test_a_bad_number_gets_typers_usage_error() -> None:
     assert result.returncode == 2
     assert "Invalid value for '--seq-len'" in result.stderr
     assert "valid integer" in result.stderr
+
+
+def test_an_unreadable_path_goes_to_typer_even_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root reads every file, so the check above cannot fail for it; here os.access says no.
+    existing = tmp_path / "data"
+    existing.mkdir()
+    monkeypatch.setattr(_coerce.os, "access", lambda path, mode: False)
+    assert _coerce._plain(Path, str(existing)) is _coerce._DELEGATE
+    assert _coerce._plain(Path, str(tmp_path / "not-yet")) == tmp_path / "not-yet"  # an output to be made
