@@ -102,9 +102,13 @@ def plain_coercion(param: Any) -> None:
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is None or not _convertible(descriptor):
         return
-    param._runtime_param = _PlainRuntimeParam(
-        parameter_info=descriptor.parameter_info, annotation=descriptor.annotation, descriptor=descriptor
-    )
+    try:
+        plain = _PlainRuntimeParam(
+            parameter_info=descriptor.parameter_info, annotation=descriptor.annotation, descriptor=descriptor
+        )
+    except TypeError:  # a Typer whose converter base class asks for more: leave conversion to it
+        return
+    param._runtime_param = plain
 
 
 def plain_coercion_everywhere(command: Any, ctx: Any) -> None:
