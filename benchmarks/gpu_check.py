@@ -136,28 +136,35 @@ def full_check(work: Path, out: Path) -> dict[str, Any]:
     return {"shape": shape, "rows": rows}
 
 
-def smoke_check(work: Path) -> dict[str, Any]:
-    """Tiny preset, bf16, compiled: straight 20 steps, and 10 + resume + 10; losses must match."""
+def smoke_check(
+    work: Path, shape: dict[str, Any] = SMOKE, settings: tuple[str, ...] = ("--train.compile=true",)
+) -> dict[str, Any]:
+    """Tiny preset, bf16, compiled: straight 20 steps, and 10 + resume + 10; losses must match.
+
+    `settings` are extra overrides for every run (tests pass fp32, eager and CPU to check this on CPU).
+    """
     from train_throughput import write_random_shards
 
-    shape = SMOKE
     data = write_random_shards(
         work, 8192, 2 * (shape["steps"] + 2) * shape["batch"] * (shape["seq"] + 1) + 8192
     )
-    common = ["--train.compile=true"]
-    straight = pretrain(data, work / "runs", "straight", shape, common)
+    straight = pretrain(data, work / "runs", "straight", shape, list(settings))
     half = shape["batch"] * shape["seq"] * shape["steps"] // 2
-    head = pretrain(data, work / "runs", "split", shape, [*common, f"--train.max_tokens={half}"])
-    tail = pretrain(data, work / "runs", "split", shape, [*common, "--checkpoint.resume=auto"])
+    head = pretrain(data, work / "runs", "split", shape, [*settings, f"--train.max_tokens={half}"])
+    # The resumed run appends to the same metrics.jsonl: its records are the first run's steps, kept as
+    # they were written, then its own.
+    whole = pretrain(data, work / "runs", "split", shape, [*settings, "--checkpoint.resume=auto"])
 
-    def losses(rs: list[dict[str, Any]]) -> list[float]:
-        return [r["loss"] for r in rs if r.get("kind") == "train"]
+    def train(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("kind") == "train"]
 
-    return {
-        "shape": shape,
-        "straight": summarise(straight, 5),
-        **compare_resume(losses(head) + losses(tail), losses(straight)),
-    }
+    first, both = train(head), train(whole)
+    result = compare_resume([r["loss"] for r in both], [r["loss"] for r in train(straight)])
+    # A run that started over instead of resuming would write the first steps again, with new timings.
+    kept = 0 < len(first) < len(both) and both[: len(first)] == first
+    result["resumed_from_step"] = first[-1]["step"] if first else None
+    result["resume_matches"] = result["resume_matches"] and kept
+    return {"shape": shape, "straight": summarise(straight, 5), **result}
 
 
 def compare_resume(resumed: list[float], reference: list[float]) -> dict[str, Any]:

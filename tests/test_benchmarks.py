@@ -53,3 +53,16 @@ def test_gpu_check_tells_a_correct_resume_from_a_wrong_one() -> None:
     lost_step = compare_resume([9.1, 8.7, 8.2], straight)
     assert not lost_step["resume_matches"]
     assert not compare_resume([], straight)["resume_matches"]
+
+
+def test_gpu_check_smoke_sees_an_exact_resume_on_cpu(tmp_path: Path) -> None:
+    # The --smoke flow itself (straight run; stop at half the tokens; resume), in fp32 eager on CPU, where
+    # a resume is bitwise: the same records the GPU run will read.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import smoke_check
+
+    shape = {"preset": "tiny", "seq": 64, "batch": 4, "steps": 12}
+    cpu = ("--train.dtype=fp32", "--train.compile=false", "--train.device=cpu")
+    result = smoke_check(tmp_path, shape, cpu)
+    assert result["resumed_from_step"] == 6 and result["resume_steps"] == 12
+    assert result["resume_matches"] and result["resume_bitwise"], result
