@@ -141,6 +141,7 @@ def write_random_shards(root: Path, vocab: int, tokens: int) -> Path:
     }
     tok = Tokenizer(models.WordLevel(vocab_map, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    root.mkdir(parents=True, exist_ok=True)
     tok.save(str(root / "tok.json"))
     loaded = load_tokenizer(root / "tok.json")
     rng = np.random.default_rng(0)
