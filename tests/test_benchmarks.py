@@ -66,3 +66,36 @@ def test_gpu_check_smoke_sees_an_exact_resume_on_cpu(tmp_path: Path) -> None:
     result = smoke_check(tmp_path / "smoke", shape, cpu)  # a folder still to be made, as main() passes
     assert result["resumed_from_step"] == 6 and result["resume_steps"] == 12
     assert result["resume_matches"] and result["resume_bitwise"], result
+
+
+def test_gpu_check_main_runs_through_on_a_pretend_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything main() does on a GPU (smoke, the three cases, budget's estimate, the table, the JSON, the
+    # exit code), with torch told CUDA is there and every run made a small fp32 CPU run: a slip in the glue
+    # costs minutes of scarce GPU time.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "pretend GPU")
+    for key, value in {"preset": "tiny", "seq": 64, "batch": 4, "steps": 6, "warmup": 2}.items():
+        monkeypatch.setitem(gpu_check.FULL, key, value)
+    for key, value in {"preset": "tiny", "seq": 64, "batch": 4, "steps": 8}.items():
+        monkeypatch.setitem(gpu_check.SMOKE, key, value)
+    real = gpu_check.pretrain
+
+    def on_cpu(data: Path, runs: Path, name: str, shape: dict, extra: list[str]) -> list[dict]:
+        cpu = ["--train.dtype=fp32", "--train.compile=false", "--train.device=cpu"]
+        return real(data, runs, name, shape, [e for e in extra if "compile" not in e] + cpu)
+
+    monkeypatch.setattr(gpu_check, "pretrain", on_cpu)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "out")])
+    assert gpu_check.main() == 0
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert result["device"] == "pretend GPU" and result["smoke"]["resume_matches"]
+    assert set(result["rows"]) == {"compiled", "eager", "no-fused"}
+    assert all(r["tokens_per_sec"] and r["budget_estimate_bytes"] > 0 for r in result["rows"].values())
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "compile speed-up" in log and "match" in log
