@@ -439,13 +439,11 @@ def big_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 WORKERS_ALWAYS = {"LLMCTL_TOKENIZE_IN_PROCESS_BYTES": "0"}
+"""Start worker processes whatever the input's size (a small one is otherwise encoded in the parent)."""
 
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-"""Start worker processes whatever the input's size (a small one is otherwise encoded in the parent)."""
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -671,8 +669,8 @@ def start_tokenize(raw: Path, tok: Path, out: Path, cwd: Path) -> subprocess.Pop
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **WORKERS_ALWAYS},
         start_new_session=True,
-        # As from a terminal: a child inherits an ignored SIGINT (an earlier test or a `cmd &` shell may
-        # leave it so), and Python then never raises KeyboardInterrupt for it.
+        # As from a terminal: tests started as a background job (`cmd &` in a script) run with SIGINT
+        # ignored, a child inherits that, and Python then never raises KeyboardInterrupt for it.
         preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120

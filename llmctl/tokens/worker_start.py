@@ -39,11 +39,12 @@ IN_PROCESS_BYTES = 2 << 20
 The output is the same bytes either way; only the number of processes differs. The environment
 variable LLMCTL_TOKENIZE_IN_PROCESS_BYTES overrides it (0: always start workers)."""
 _PARQUET_RATIO = 5
-# Below this much text the tokenizer's own library encodes everything before the tiktoken form
-# (a conversion and a check of every token, ~0.1 s) would be ready.
-FAST_PATH_MIN_BYTES = 256 << 10
 """Raw text bytes per parquet byte on disk, about the most seen (snappy ~3x, zstd ~4x on text); when
 the guess is short, the fork server is only started later, when the footers tell the real size."""
+FAST_PATH_MIN_BYTES = 256 << 10
+"""Below this much text the tokenizer's own library encodes everything before the tiktoken form would
+be ready: converting and checking it takes ~0.15 s, and even a form kept from an earlier run
+(`llmctl.tokenizer.fast_cache`) costs importing tiktoken, reading the form and a probe check."""
 _PR_SET_PDEATHSIG = 1
 
 
