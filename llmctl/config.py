@@ -626,9 +626,9 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise LlmctlError(
-            f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax"
-        ) from exc
+        problem, line = _yaml_problem(exc)
+        where = f" at line {line}" if line else ""
+        raise LlmctlError(f"{p} is not valid YAML: {problem}", f"fix the YAML syntax{where}") from exc
     if not isinstance(data, dict):
         raise LlmctlError(
             f"{p} must hold a mapping of sections (model:, optim:, ...)", "see examples/configs/"
@@ -719,3 +719,16 @@ def to_yaml(cfg: Config) -> str:
 def from_dict(data: dict[str, Any]) -> Config:
     """Inverse of to_dict (used when loading a checkpoint's config)."""
     return build_config([data])
+
+
+def _yaml_problem(exc: Exception) -> tuple[str, int | None]:
+    """A YAML error on one line with where it is (`line 3, column 1: expected ',' or ']' ...`), and its line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return str(exc).splitlines()[0], None
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        text += f" ({context} started at line {context_mark.line + 1})"
+    return text, mark.line + 1

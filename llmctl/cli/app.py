@@ -170,6 +170,7 @@ def _root(
 from llmctl.cli import (  # noqa: E402 - the app above must exist before the commands attach to it
     budget,
     checkpoint,
+    config,
     count,
     data,
     dpo,
@@ -192,6 +193,7 @@ _MODULES = [
     tokenize,
     count,
     inspect,
+    config,
     pretrain,
     sft,
     dpo,
@@ -210,6 +212,7 @@ _COMMANDS: list[str] = [
     "tokenize",
     "count",
     "inspect",
+    "config",
     "pretrain",
     "sft",
     "dpo",

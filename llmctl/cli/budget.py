@@ -392,4 +392,6 @@ def budget_command(
 
 def register(app: typer.Typer) -> None:
     """Add `budget` to the root app."""
-    app.command("budget")(budget_command)
+    app.command("budget", short_help="Plan a run: what a GPU budget buys, or what a model costs.")(
+        budget_command
+    )

@@ -43,4 +43,4 @@ def migrate(
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl checkpoint`."""
-    app.add_typer(checkpoint_app, name="checkpoint")
+    app.add_typer(checkpoint_app, name="checkpoint", short_help="Maintain checkpoints (convert old ones).")

@@ -126,4 +126,4 @@ def count_command(
 
 def register(app: typer.Typer) -> None:
     """Add `count` to the root app."""
-    app.command("count")(count_command)
+    app.command("count", short_help="Count tokens and documents of token shards or raw data.")(count_command)

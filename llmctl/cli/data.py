@@ -190,4 +190,4 @@ def _render(out_dir: Path, info: dict[str, Any], skipped: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the `data` group (download, sources) to the root app."""
-    app.add_typer(data_app, name="data")
+    app.add_typer(data_app, name="data", short_help="Download corpora as normalized parquet.")

@@ -88,6 +88,8 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "dpo",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        short_help="Preference-tune a checkpoint (DPO or IPO) on pair shards.",
+        epilog="Every config key, its default and doc: llmctl config show",
         help="Preference-tune a checkpoint (DPO or IPO) on pair shards from `tokenize --mode dpo`. "
         "Any config key can be overridden: --dpo.beta=0.1 --dpo.loss=ipo --dpo.ref_mode=live.",
     )

@@ -168,6 +168,8 @@ def eval_command(
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl eval`."""
-    app.command("eval", help="Evaluate a checkpoint: bits per byte on token shards, accuracy on tasks.")(
-        eval_command
-    )
+    app.command(
+        "eval",
+        short_help="Evaluate a checkpoint: bits per byte, task accuracy.",
+        help="Evaluate a checkpoint: bits per byte on token shards, accuracy on tasks.",
+    )(eval_command)

@@ -96,4 +96,4 @@ def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_j
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl export`."""
-    app.command("export")(export)
+    app.command("export", short_help="Export a checkpoint to Hugging Face format or GGUF.")(export)

@@ -270,4 +270,4 @@ def register(app: typer.Typer) -> None:
         help="FLOPs and parameter counts of a model shape.", no_args_is_help=True, rich_markup_mode=None
     )
     group.command("estimate")(estimate_command)
-    app.add_typer(group, name="flops")
+    app.add_typer(group, name="flops", short_help="FLOPs and parameter counts of a model shape.")

@@ -19,7 +19,11 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add `llmctl generate`."""
 
-    @app.command("generate", help="Sample a continuation of --prompt from a checkpoint (KV cache, streamed).")
+    @app.command(
+        "generate",
+        short_help="Continue a prompt, or chat, with a checkpoint.",
+        help="Sample a continuation of --prompt from a checkpoint (KV cache, streamed).",
+    )
     def generate(
         checkpoint: str = typer.Argument(
             ..., help="A checkpoint directory, RUN/checkpoints/latest, or a run directory."

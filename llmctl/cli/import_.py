@@ -64,4 +64,4 @@ def import_(
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl import`."""
-    app.command("import")(import_)
+    app.command("import", short_help="Import a Hugging Face model (Llama, Qwen2, Mistral).")(import_)

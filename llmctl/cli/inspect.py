@@ -165,4 +165,6 @@ def _report_raw(raw: Path | None, checked: int, mismatches: list[int]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `inspect` to the root app."""
-    app.command("inspect")(inspect_command)
+    app.command("inspect", short_help="Show tokenized documents: token boundaries, ids, loss mask.")(
+        inspect_command
+    )

@@ -55,4 +55,4 @@ def plot_command(
 
 def register(app: typer.Typer) -> None:
     """Add `plot` to the root app."""
-    app.command("plot")(plot_command)
+    app.command("plot", short_help="Draw a run's loss, throughput, MFU and power charts.")(plot_command)

@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "pretrain",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        short_help="Train a model on token shards.",
+        epilog="Every config key, its default and doc: llmctl config show",
         help="Train a model on token shards. Any config key can be overridden: --optim.lr=3e-4 --train.steps=200.",
     )
     def pretrain(

@@ -107,6 +107,8 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "sft",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        short_help="Fine-tune a checkpoint on chat data (loss on replies only).",
+        epilog="Every config key, its default and doc: llmctl config show",
         help="Fine-tune a pretrained checkpoint on SFT token shards (loss on assistant replies only). "
         "Any config key can be overridden: --optim.lr=1e-4 --data.packing=true.",
     )

@@ -269,4 +269,6 @@ def tokenize_command(
 
 def register(app: typer.Typer) -> None:
     """Add `tokenize` to the root app."""
-    app.command("tokenize")(tokenize_command)
+    app.command("tokenize", short_help="Tokenize a raw dataset into token shards, in parallel.")(
+        tokenize_command
+    )

@@ -121,4 +121,8 @@ def _render(report: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the `tokenizer` group (train) to the root app."""
-    app.add_typer(tokenizer_app, name="tokenizer")
+    app.add_typer(
+        tokenizer_app,
+        name="tokenizer",
+        short_help="Train tokenizers (Hugging Face tokenizers or sentencepiece).",
+    )
