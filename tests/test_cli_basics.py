@@ -44,6 +44,8 @@ NO_TORCH_COMMANDS: list[list[str]] = [
     ["tokenize", "--help"],
     ["count", "--help"],
     ["inspect", "--help"],
+    ["config", "show", "-c", "examples/configs/124m.yaml", "--section", "optim", "--optim.lr=3e-4"],
+    ["config", "show", "--model=tiny", "--json"],
 ]
 
 

@@ -21,6 +21,7 @@ PARTS = {
     "units": "Ground",
     "files": "Ground",
     "config": "Config",
+    "config_keys": "Config",
     "presets": "Config",
     "data_sources": "Config",
     "plan": "Plan",

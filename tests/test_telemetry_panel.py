@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from llmctl.telemetry.panel import render, sparkline
+from llmctl.telemetry.panel import render, sparkline, summary_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "telemetry_fakes.py"
@@ -103,6 +103,33 @@ def test_sparkline_follows_the_trend() -> None:
     assert sparkline([4, 3, 2, 1]) == "█▆▃▁"
     assert sparkline([2.0, 2.0]) == "▄▄"
     assert sparkline([]) == ""
+
+
+def test_end_of_run_report_spells_out_each_efficientllm_acronym() -> None:
+    summary = {
+        "status": "completed",
+        "steps": 20,
+        "tokens": 40960,
+        "flops": 1.2e12,
+        "wall_time_s": 3.0,
+        "efficientllm": {"amu_gb": 0.5, "pcu_ratio": 0.9, "al_seconds": 0.1, "it_tokens_per_sec": 80.0},
+    }
+    lines = summary_lines(summary)
+    figures = lines[-2]
+    assert figures.startswith(
+        "[EfficientLLM] AMU 0.50 GB | PCU 0.900 | AL 0.1000 s | TT n/a | ST n/a | IT 80 tok/s"
+    )
+    legend = lines[-1]
+    for acronym, words in {
+        "AMU": "average memory utilization",
+        "PCU": "compute utilization",
+        "AL": "average latency",
+        "TT": "token throughput",
+        "ST": "sample throughput",
+        "IT": "inference throughput",
+        "AEC": "average energy consumption",
+    }.items():
+        assert f" {acronym} {words}" in legend and f" {acronym} " in figures, acronym
 
 
 def _run_on_pty(command: list[str], env_extra: dict[str, str]) -> str:
@@ -233,3 +260,6 @@ def test_pipe_gets_one_plain_line_per_logged_step(tmp_path: Path) -> None:
     assert all(" | loss " in line and " tok/s | lr " in line and "| eta " in line for line in iters)
     assert "[Eval 10] loss 4.0000 | ppl 54.60 | acc 25.0%" in lines
     assert "\x1b[" not in proc.stderr
+    figures = [i for i, line in enumerate(lines) if line.startswith("[EfficientLLM] AMU ")]
+    legends = [i for i, line in enumerate(lines) if line.startswith("[EfficientLLM legend] ")]
+    assert len(figures) == 1 and legends == [figures[0] + 1]  # spelled out once per run, under the figures

@@ -19,6 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 GB = float(2**30)
+# The end-of-run [EfficientLLM] line's acronyms spelled out, once per run (the names of the EfficientLLM
+# paper, seed 002; what each figure is here is in this module's docstring).
+LEGEND = (
+    "[EfficientLLM legend] AMU average memory utilization, GB (GPU, or process RSS on CPU) | "
+    "PCU compute utilization, 0-1 (GPU, or process CPU) | AL average latency, s per optimizer step | "
+    "TT token throughput, tokens/parameter/s | ST sample throughput, samples/parameter/s | "
+    "IT inference throughput, generated tokens/s | AEC average energy consumption, mean power in W"
+)
 JOULES_PER_WH = 3600.0
 
 

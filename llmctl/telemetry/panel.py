@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmctl.telemetry.efficiency import LEGEND
 from llmctl.telemetry.sinks import Sink
 from llmctl.units import fmt_bytes, fmt_count, fmt_flops
 
@@ -141,7 +142,7 @@ def sample_line(r: dict[str, Any], limit: int = 160) -> str:
 
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
-    """The end-of-run report: totals, rates, final eval, then the EfficientLLM figures."""
+    """The end-of-run report: totals, rates, final eval, then the EfficientLLM figures and their legend."""
     if "steps" not in s:
         return [f"run {s.get('status', 'ended')}"]
     head = f"run {s['status']} at step {s['steps']}: {fmt_count(s['tokens'])} tokens, {fmt_flops(s['flops'])} in {eta_text(s['wall_time_s'])}"
@@ -172,6 +173,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         f"TT {num('tt_tokens_per_param_per_sec', '.3g')} | ST {num('st_samples_per_param_per_sec', '.3g')} | "
         f"IT {num('it_tokens_per_sec', '.4g')} tok/s | AEC {num('aec_watts', '.1f')} W | energy {energy}"
     )
+    lines.append(LEGEND)
     return lines
 
 
