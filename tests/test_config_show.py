@@ -76,6 +76,15 @@ def test_table_lists_the_section_with_values_docs_and_what_changed() -> None:
     assert stdout.rstrip().endswith("5 keys; 1 differ from the default: dpo.beta")
 
 
+def test_table_shows_brackets_as_text() -> None:
+    code, stdout, stderr = _run("config", "show", "--section", "telemetry", "--section", "train")
+    assert code == 0, stderr
+    flat = " ".join(stdout.replace("│", " ").split())
+    assert "--telemetry.wandb_tags=[baseline,124m]" in flat and 'pip install "llmctl[wandb]"' in flat
+    assert "train.sample_prompts list[str]" in flat
+    assert '["Once upon a time",' in flat
+
+
 @pytest.mark.parametrize(
     ("args", "error", "hint"),
     [

@@ -54,15 +54,21 @@ def _check_options(args: list[str]) -> None:
 
 
 def _render(keys: list[Any], docs: dict[str, str]) -> None:
+    from rich.markup import escape
+
     from llmctl.cli._tables import text_table
     from llmctl.output import out
 
     changed = [k.key for k in keys if k.changed]
     for section, doc in docs.items():
+        # Escaped: `list[str]`, `[a, b]` and `llmctl[wandb]` are text, not Rich markup.
         rows = [
-            [k.key, k.type, _text(k.default), _text(k.value), k.doc] for k in keys if k.section == section
+            [escape(cell) for cell in (k.key, k.type, _text(k.default), _text(k.value), k.doc)]
+            for k in keys
+            if k.section == section
         ]
-        out().print(text_table(f"{section}: {doc}", ["key", "type", "default", "value", "doc"], rows))
+        title = escape(f"{section}: {doc}")
+        out().print(text_table(title, ["key", "type", "default", "value", "doc"], rows))
     summary = f"{len(keys)} keys; {len(changed)} differ from the default"
     out().print(summary + (f": {', '.join(changed)}" if changed else ""), markup=False, soft_wrap=True)
 
@@ -71,6 +77,7 @@ def _render(keys: list[Any], docs: dict[str, str]) -> None:
     "show",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     short_help="Every config key: type, default, value and doc.",
+    options_metavar="[OPTIONS] [--SECTION.KEY=VALUE]...",
     help="Every config key with its type, default, the value a run would use and a one-line doc. The config "
     "resolves as in pretrain, sft and dpo: defaults < -c FILE < overrides such as --optim.lr=3e-4.",
 )
