@@ -147,7 +147,8 @@ def test_a_failing_scontrol_is_a_warning_and_the_run_still_exits_0(
     assert json.loads(result.stdout)["requeued"] is None and _calls(slurm) == [f"requeue {JOB}"]
     assert (
         f"warning: could not requeue SLURM job {JOB}: `scontrol requeue {JOB}` exited 1: slurm_requeue error: "
-        "Requested operation is presently disabled" in result.stderr
+        "Requested operation is presently disabled; submit the job again to continue from "
+        f"{tmp_path / 'run' / 'checkpoints' / 'step-000002'} (--resume auto)" in result.stderr
     )
 
 

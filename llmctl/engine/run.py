@@ -300,7 +300,9 @@ def requeue_after_stop(
             "--checkpoint.deadline_margin, then resubmit it"
         ]
     warning = requeue_job(job)
-    return (None, [warning]) if warning else (job, [])
+    if warning:
+        return None, [f"{warning}; submit the job again to continue from {result.checkpoint} (--resume auto)"]
+    return job, []
 
 
 def run_training(
