@@ -293,6 +293,17 @@ class DPOConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """What a run does under SLURM; acts only when SLURM_JOB_ID is set."""
+
+    requeue: bool = True
+    """When the job's time limit stops the run with steps left (SIGUSR1 from `sbatch --signal=USR1@120`, or the
+    job's end time minus checkpoint.deadline_margin), rank 0 runs `scontrol requeue $SLURM_JOB_ID` once the
+    final checkpoint is complete, so the job starts again and continues with `--resume auto`; every time, until
+    train.steps. A failing scontrol is a warning. SIGTERM (scancel) never requeues."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -304,6 +315,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -315,6 +327,7 @@ SECTIONS: dict[str, type] = {
     "telemetry": TelemetryConfig,
     "dist": DistConfig,
     "dpo": DPOConfig,
+    "slurm": SlurmConfig,
 }
 
 # Fields that accept human counts such as 10M or 2B.

@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
+        from llmctl.cli.pretrain import report_requeue
         from llmctl.engine.dpo import run_dpo
 
         values = flag_values([data] if data is not None else [], steps, out, resume)
@@ -122,6 +123,7 @@ def register(app: typer.Typer) -> None:
         outcome = run_dpo(build_config(config, list(ctx.args), values), force=force)
         if not outcome.run.is_rank0:
             return
+        report_requeue(outcome.run)
         render_dpo(outcome, json_out)
         if outcome.run.result.signal == "SIGINT":
             raise typer.Exit(EXIT_INTERRUPTED)

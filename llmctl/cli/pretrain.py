@@ -7,7 +7,8 @@
 
 Writes the run directory (config.yaml, metrics.jsonl, samples.jsonl, loss.csv, tb/, summary.json,
 checkpoints/). SIGTERM or SIGUSR1 save a checkpoint after the current step and exit 0 (requeue with
-`--resume auto`); Ctrl-C does the same and exits 130.
+`--resume auto`); Ctrl-C does the same and exits 130. Under SLURM, SIGUSR1 or the job's end time also
+requeue the job (`scontrol requeue`, slurm.requeue) when steps are left.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from typing import Any
 import typer
 
 from llmctl.errors import EXIT_INTERRUPTED
+
+
+def report_requeue(outcome: Any) -> None:
+    """On stderr: the SLURM job this run requeued, and `warning:` for a requeue that failed or was skipped."""
+    from llmctl.output import log
+
+    for line in outcome.warnings:
+        log(f"warning: {line}")
+    if outcome.requeued:
+        log(
+            f"requeued SLURM job {outcome.requeued}: it starts again and continues from "
+            f"{outcome.result.checkpoint} with --resume auto"
+        )
 
 
 def render_outcome(outcome: Any, as_json: bool) -> None:
@@ -38,6 +52,7 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
                 "step": r.step,
                 "tokens": r.tokens,
                 "checkpoint": r.checkpoint,
+                "requeued": outcome.requeued,
                 "eval": {
                     "step": ev.step,
                     "loss": ev.loss,
@@ -135,6 +150,7 @@ def register(app: typer.Typer) -> None:
         outcome = run_training(cfg, force=force)
         if not outcome.is_rank0:
             return
+        report_requeue(outcome)
         render_outcome(outcome, json_out)
         if outcome.result.signal == "SIGINT":
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
+        from llmctl.cli.pretrain import report_requeue
         from llmctl.engine.sft import run_sft
 
         values = flag_values(data, steps, out, resume, epochs=True)
@@ -154,6 +155,7 @@ def register(app: typer.Typer) -> None:
         outcome = run_sft(build_config(config, list(ctx.args), values), force=force)
         if not outcome.run.is_rank0:
             return
+        report_requeue(outcome.run)
         render_sft(outcome, json_out)
         if outcome.run.result.signal == "SIGINT":
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -12,11 +12,15 @@ requeue. Checkpoints that exist but are all broken are an error, never a silent 
 Everything is checked before anything is written: a resume whose checkpoint does not fit, or a fresh
 start into a directory that already holds a run (without `force`), leaves the directory as it was.
 Rank 0 holds an exclusive lock on the run directory (llmctl/engine/lock.py) while it trains.
+
+Under SLURM, a run stopped by the job's time limit with steps left asks SLURM to requeue the job once
+everything is written (slurm.requeue): the same command line, with `--resume auto`, then continues it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import shutil
 import time
@@ -40,6 +44,7 @@ from llmctl.engine.checkpoint import (
 )
 from llmctl.engine.objectives import Objective, PretrainObjective
 from llmctl.engine.runtime import choose_runtime
+from llmctl.engine.stopping import requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_copy, atomic_write_text, io_error
@@ -71,6 +76,10 @@ class RunOutcome:
     result: TrainResult
     resumed_from: str | None
     is_rank0: bool
+    requeued: str | None = None
+    """The SLURM job id, when this run asked SLURM to requeue its job."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Lines for `warning:` on stderr (a requeue that failed or was skipped)."""
 
 
 def pretrain_objective(
@@ -271,6 +280,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def requeue_after_stop(
+    cfg: Config, result: TrainResult, environ: dict[str, str] | None = None
+) -> tuple[str | None, list[str]]:
+    """After the SLURM job's time limit stopped a run with steps left, `scontrol requeue` the job (slurm.requeue);
+    called once the checkpoint, logs and lock are done with. Returns (the job id if requeued, warnings)."""
+    env = os.environ if environ is None else environ
+    job = env.get("SLURM_JOB_ID")
+    if not (cfg.slurm.requeue and job and result.job_time_limit):
+        return None, []
+    t = cfg.train
+    if result.step >= t.steps or (t.max_tokens is not None and result.tokens >= t.max_tokens):
+        return None, []
+    if result.step <= result.start_step:
+        # Requeued again and again, a job too short for one step would never end.
+        return None, [
+            f"SLURM job {job} not requeued: it stopped at step {result.step}, where it started, so another "
+            "run would make no progress either; give the job a longer --time or a smaller "
+            "--checkpoint.deadline_margin, then resubmit it"
+        ]
+    warning = requeue_job(job)
+    if warning:
+        return None, [f"{warning}; submit the job again to continue from {result.checkpoint} (--resume auto)"]
+    return job, []
+
+
 def run_training(
     cfg: Config,
     make_objective: ObjectiveFactory = pretrain_objective,
@@ -363,8 +397,12 @@ def run_training(
             if start is not None and start.manifest.get(k)
         }
         result = trainer.fit(resume=resume)
-        return RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
+        outcome = RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
     finally:
         if lock is not None:
             lock.release()
         D.shutdown(dist)
+    if outcome.is_rank0:
+        # Last: SLURM ends the job's processes as soon as it accepts the requeue.
+        outcome.requeued, outcome.warnings = requeue_after_stop(cfg, outcome.result)
+    return outcome

@@ -6,10 +6,12 @@
         stops.signal                         # 'SIGTERM' once one arrived
     deadline = Deadline(time_limit=3600, slurm_end=slurm_end_time(), margin=60)
     deadline.reached(now, step_seconds, save_seconds)
+    warning = requeue_job("4242")            # None once `scontrol requeue 4242` accepted it
 
 Schedulers send SIGTERM (or SIGUSR1 with `sbatch --signal=USR1@120`) before killing a job; the
-trainer then saves a checkpoint after the current step and exits 0 so the job can be requeued.
-A second Ctrl-C interrupts at once.
+trainer then saves a checkpoint after the current step and exits 0. SIGUSR1 or the job's end time
+under SLURM are the time limit: run.py then asks SLURM to requeue the job (slurm.requeue), since
+`sbatch --requeue` alone only acts on node failure or preemption. A second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from collections.abc import Iterator
 from typing import Any
 
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+TIME_LIMIT_SIGNAL = "SIGUSR1"
+"""What `sbatch --signal=USR1@120` sends before the time limit; SIGTERM also means scancel, so never requeues."""
+REQUEUE_TIMEOUT = 30.0
+"""Seconds `scontrol requeue` may take before it counts as failed."""
 SIGNAL_CODES = {name: i + 1 for i, name in enumerate(_SIGNALS)}
 """Small integers for agreeing on a stop across ranks (the largest wins)."""
 
@@ -100,10 +106,16 @@ class Deadline:
         self, start: float, time_limit: float | None, slurm_end: float | None, margin: float
     ) -> None:
         self.ends: list[float] = []
+        self.slurm_end = None if slurm_end is None else slurm_end - margin
         if time_limit is not None:
             self.ends.append(start + time_limit)
-        if slurm_end is not None:
-            self.ends.append(slurm_end - margin)
+        if self.slurm_end is not None:
+            self.ends.append(self.slurm_end)
+
+    @property
+    def is_slurm(self) -> bool:
+        """True when the earliest deadline is the SLURM job's end (not train.time_limit)."""
+        return self.slurm_end is not None and self.slurm_end <= min(self.ends)
 
     @property
     def active(self) -> bool:
@@ -113,3 +125,23 @@ class Deadline:
     def reached(self, now: float, step_seconds: float, save_seconds: float) -> bool:
         """True when another step and a save would not finish before the earliest deadline."""
         return bool(self.ends) and now + 1.5 * step_seconds + save_seconds >= min(self.ends)
+
+
+def requeue_job(job: str, timeout: float = REQUEUE_TIMEOUT) -> str | None:
+    """Ask SLURM to requeue `job` (`scontrol requeue JOB`): None when it accepted, else a warning saying why not
+    (scontrol missing, a non-zero exit with its message, or no answer within `timeout` seconds)."""
+    why = f"could not requeue SLURM job {job}"
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        return f"{why}: scontrol is not on PATH"
+    except subprocess.TimeoutExpired:
+        return f"{why}: `scontrol requeue {job}` gave no answer within {timeout:g} s"
+    except OSError as exc:
+        return f"{why}: {exc.strerror or exc}"
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return (
+            f"{why}: `scontrol requeue {job}` exited {done.returncode}: {said[-1] if said else 'no message'}"
+        )
+    return None

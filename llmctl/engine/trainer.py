@@ -40,7 +40,14 @@ from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
 from llmctl.engine.state import capture_rng, model_state, optimizer_state, restore_optimizer, restore_rng
-from llmctl.engine.stopping import SIGNAL_CODES, Deadline, StopRequests, signal_of, slurm_end_time
+from llmctl.engine.stopping import (
+    SIGNAL_CODES,
+    TIME_LIMIT_SIGNAL,
+    Deadline,
+    StopRequests,
+    signal_of,
+    slurm_end_time,
+)
 from llmctl.errors import DivergedError
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
@@ -65,6 +72,11 @@ class TrainResult:
     summary: dict[str, Any]
     """The reporter's closing figures."""
     last_eval: EvalResult | None = None
+    start_step: int = 0
+    """The step this run started (or resumed) at: a stop at it trained nothing."""
+    job_time_limit: bool = False
+    """The job's time limit stopped the run: SIGUSR1, or the SLURM end time's deadline (not train.time_limit,
+    SIGTERM or Ctrl-C). run.py then asks SLURM to requeue the job."""
 
 
 def grad_accumulation(cfg: Config, world: int) -> int:
@@ -191,6 +203,7 @@ class Trainer:
         """Train until train.steps, train.max_tokens, a deadline or a stop signal; checkpoint at the end."""
         cfg, t = self.cfg, self.cfg.train
         self._build(resume)
+        start_step = self.step
         if self.run_dir is not None and self.dist.is_rank0:
             remove_partial(self.run_dir / "checkpoints")
         deadline = Deadline(time.time(), t.time_limit, slurm_end_time(), cfg.checkpoint.deadline_margin)
@@ -238,8 +251,19 @@ class Trainer:
             raise
         summary = self.reporter.close(status)
         values = {"skipped_steps": self.skipped_steps, **self._summary_extra(), **summary.values}
+        by_limit = (status == "interrupted" and self.stops.signal == TIME_LIMIT_SIGNAL) or (
+            status == "time_limit" and deadline.is_slurm
+        )
         return TrainResult(
-            status, self.step, self.tokens, self.last_checkpoint, self.stops.signal, values, self.last_eval
+            status,
+            self.step,
+            self.tokens,
+            self.last_checkpoint,
+            self.stops.signal,
+            values,
+            self.last_eval,
+            start_step,
+            by_limit,
         )
 
     def _periodic(self, done: dict[str, int]) -> None:
