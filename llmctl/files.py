@@ -136,13 +136,16 @@ def is_tmp_name(path: Path) -> bool:
     return path.name.startswith(_TMP_PREFIX)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists on this host (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # EPERM: alive, someone else's
-        return True
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    except OSError:
+        return False
     return True
 
 
@@ -158,7 +161,7 @@ def clear_stale_temporaries(target: Path) -> list[Path]:
         for entry in target.parent.iterdir():
             for stem in (f"{_TMP_PREFIX}{target.name}-", f"{_TMP_PREFIX}old-{target.name}-"):
                 pid = entry.name[len(stem) :] if entry.name.startswith(stem) else ""
-                if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                     _remove(entry)
                     removed.append(entry)
     return removed
