@@ -74,9 +74,8 @@ def test_import_matches_transformers_logits_and_records_provenance(
 def test_llama3_rope_scaling_is_what_makes_the_logits_match(models: SimpleNamespace) -> None:
     from llmctl.config import from_dict
     from llmctl.export.hf_import import load_hf_weights, parity
-    from llmctl.infer.checkpoint import open_checkpoint
-
     from llmctl.export.hf_source import fetch_model_source
+    from llmctl.infer.checkpoint import open_checkpoint
 
     ck = models.ck["llama"]
     cfg = from_dict(_manifest(ck)["config"]).model
