@@ -175,6 +175,28 @@ def _check_parity(source: str, diff: float) -> None:
         )
 
 
+def _verify(
+    verify: bool,
+    source: str,
+    config: dict[str, Any],
+    hf_tensors: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tok: Any,
+) -> tuple[float | None, str | None]:
+    """(max logit difference, note when it was not measured); an error when it is too large or not finite."""
+    if not verify:
+        return None, "--no-verify: parity not checked"
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return None, "transformers is not installed: parity not checked"
+    ids = tok.backend.encode(PARITY_PROMPT, add_special_tokens=True).ids
+    diff = parity(config, hf_tensors, state, cfg, ids)
+    _check_parity(source, diff)
+    return diff, None
+
+
 def _read_model(src: ModelSource) -> tuple[dict[str, Any], ModelConfig, str, Any, dict[str, torch.Tensor]]:
     """(config.json, ModelConfig, architecture, tokenizer, HF tensors): every check before anything is written."""
     from llmctl.export.hf_arch import check_hf_config, check_tensors
@@ -231,18 +253,7 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     bos = adds_bos(tok)
     untrained = untrained_rows(state, cfg, template_token_ids(tok, template, stops))
 
-    diff, note = None, None
-    if verify:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            note = "transformers is not installed: parity not checked"
-        else:
-            ids = tok.backend.encode(PARITY_PROMPT, add_special_tokens=True).ids
-            diff = parity(config, hf_tensors, state, cfg, ids)
-            _check_parity(source, diff)
-    else:
-        note = "--no-verify: parity not checked"
+    diff, note = _verify(verify, source, config, hf_tensors, state, cfg, tok)
     del hf_tensors
 
     n_params = sum(v.numel() for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight"))
