@@ -290,7 +290,7 @@ def write_hf(
     # is refused before writing, with the size needed.
     needed = sum(v.numel() * v.element_size() for v in hf_state.values()) + Path(tok.path).stat().st_size
     with atomic_path(out, directory=True, needed=needed) as tmp:
-        _save_safetensors(hf_state, tmp / "model.safetensors")
+        save_safetensors(hf_state, tmp / "model.safetensors")
         _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids, architecture))
         generation = {"bos_token_id": tok.bos_id, "eos_token_id": eos_ids, "pad_token_id": tok.pad_id}
         if model_dir is not None and (model_dir / "generation_config.json").is_file():
@@ -375,7 +375,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     """save_file, with its I/O failures (a Rust error carrying `os error N`) raised as OSError."""
     from safetensors.torch import save_file
 

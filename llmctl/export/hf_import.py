@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from llmctl.config import ModelConfig
     from llmctl.export.hf_source import ModelSource
+    from llmctl.tokenizer.core import HFTokenizer
 
 SOURCE_KIND = "hf-import"
 PARITY_LIMIT = 1e-3
@@ -182,7 +183,7 @@ def _verify(
     hf_tensors: dict[str, torch.Tensor],
     state: dict[str, torch.Tensor],
     cfg: ModelConfig,
-    tok: Any,
+    tok: HFTokenizer,
 ) -> tuple[float | None, str | None]:
     """(max logit difference, note when it was not measured); an error when it is too large or not finite."""
     if not verify:
@@ -197,14 +198,15 @@ def _verify(
     return diff, None
 
 
-def _read_model(src: ModelSource) -> tuple[dict[str, Any], ModelConfig, str, Any, dict[str, torch.Tensor]]:
+def _read_model(
+    src: ModelSource,
+) -> tuple[dict[str, Any], ModelConfig, str, HFTokenizer, dict[str, torch.Tensor]]:
     """(config.json, ModelConfig, architecture, tokenizer, HF tensors): every check before anything is written."""
     from llmctl.export.hf_arch import check_hf_config, check_tensors
     from llmctl.tokenizer.core import HFTokenizer
 
-    config = src.json_object("config.json")
+    config = src.json_object("config.json") or {}  # present: fetch_model_source refuses a folder without it
     cfg, arch = check_hf_config(config)
-    assert config is not None  # fetch_model_source refuses a folder without it
     for name in (
         "tokenizer_config.json",
         "generation_config.json",
@@ -300,13 +302,13 @@ def _write_checkpoint(
     src: ModelSource,
     state: dict[str, torch.Tensor],
     cfg: ModelConfig,
-    tok: Any,
+    tok: HFTokenizer,
     template: str | None,
     extra: dict[str, Any],
 ) -> None:
     """Write the checkpoint folder atomically; every copied file is byte for byte the one hashed in provenance."""
     from llmctl.config import Config, DataConfig, to_dict
-    from llmctl.export.hf import _save_safetensors
+    from llmctl.export.hf import save_safetensors
     from llmctl.files import atomic_path, atomic_write_json, file_sha256
     from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE
 
@@ -316,7 +318,7 @@ def _write_checkpoint(
     needed += sum((src.path / n).stat().st_size for n in copied) + len(template or "") + (64 << 10)
     config = Config(model=cfg, data=DataConfig(seq_len=min(DataConfig.seq_len, cfg.max_seq_len)))
     with atomic_path(out, directory=True, needed=needed) as tmp:
-        _save_safetensors(weights, tmp / MODEL_FILE)
+        save_safetensors(weights, tmp / MODEL_FILE)
         for name in copied:
             shutil.copyfile(src.path / name, tmp / name)
             if file_sha256(tmp / name) != src.files[name]:
