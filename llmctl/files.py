@@ -218,8 +218,13 @@ def atomic_path(
             os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError as exc:
+        error = exc
+        if exc.errno is None and needed and (free_bytes(target.parent) or 0) < needed:
+            # A short write reported without an errno (numpy's tofile, under GGUF's writer) on a disk
+            # that now lacks the room: that is a full disk.
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         _remove(tmp)
-        raise io_error(exc, target, needed=needed) from exc
+        raise io_error(error, target, needed=needed) from exc
     except BaseException:
         _remove(tmp)
         raise

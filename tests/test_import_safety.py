@@ -386,6 +386,37 @@ def test_gguf_export_onto_a_full_disk_says_needed_and_free(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gguf_disk_filling_during_the_write_says_needed_and_free(
+    base: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The space check passes (the disk fills after it): numpy's short write, without an errno, is exit 4 too."""
+    import llmctl.files
+
+    real, calls = llmctl.files.free_bytes, []
+
+    def roomy_once(path: Path) -> int | None:
+        calls.append(path)
+        return 1 << 40 if len(calls) == 1 else real(path)
+
+    with tmpfs(tmp_path / "small", "128k") as small:
+        monkeypatch.setattr(llmctl.files, "free_bytes", roomy_once)
+        result = CliRunner().invoke(
+            app,
+            [
+                "export",
+                str(base.ck),
+                "--format",
+                "gguf",
+                "--out",
+                str(small / "m.gguf"),
+                "--dtype",
+                "float32",
+            ],
+        )
+        _assert_full_disk(result)
+        assert list(small.iterdir()) == []
+
+
 # --- 8. temporaries left by kill -9 -------------------------------------------------------------------
 
 
