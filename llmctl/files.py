@@ -136,6 +136,37 @@ def is_tmp_name(path: Path) -> bool:
     return path.name.startswith(_TMP_PREFIX)
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists on this host (also when it belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def clear_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporaries of `target` (and the aside-moved old copy) left by writers killed with -9.
+
+    Only names this module makes for `target` itself count (`.llmctl-tmp-NAME-PID`, `.llmctl-tmp-old-NAME-PID`),
+    and only when process PID is gone: a writer that still runs, or another output's temporary, is never
+    touched. Returns what was removed.
+    """
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            for stem in (f"{_TMP_PREFIX}{target.name}-", f"{_TMP_PREFIX}old-{target.name}-"):
+                pid = entry.name[len(stem) :] if entry.name.startswith(stem) else ""
+                if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                    _remove(entry)
+                    removed.append(entry)
+    return removed
+
+
 def _ensure_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,17 +175,25 @@ def _ensure_parent(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path | str, *, directory: bool = False, replace: bool = True) -> Iterator[Path]:
+def atomic_path(
+    target: Path | str, *, directory: bool = False, replace: bool = True, needed: int | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
 
     `directory=True` creates the temporary as an empty folder for the caller to fill (a checkpoint,
     an export). On any exception the temporary is removed; OSError becomes `LlmctlIOError`.
-    `replace=False` refuses (exit 2) when `target` appeared meanwhile.
+    `replace=False` refuses (exit 2) when `target` appeared meanwhile. `needed` (bytes the write
+    will take) refuses a disk with less free space before writing, and goes into a full disk's error.
+    Temporaries of `target` left by a killed writer are removed first.
     """
     target = Path(target)
     _ensure_parent(target)
+    clear_stale_temporaries(target)
     tmp = tmp_name(target)
     _remove(tmp)
+    free = free_bytes(target.parent) if needed else None
+    if needed and free is not None and free < needed:
+        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), target, needed=needed)
     try:
         if directory:
             tmp.mkdir()
@@ -179,8 +218,13 @@ def atomic_path(target: Path | str, *, directory: bool = False, replace: bool = 
             os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError as exc:
+        error = exc
+        if exc.errno is None and needed and (free_bytes(target.parent) or 0) < needed:
+            # A short write reported without an errno (numpy's tofile, under GGUF's writer) on a disk
+            # that now lacks the room: that is a full disk.
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         _remove(tmp)
-        raise io_error(exc, target) from exc
+        raise io_error(error, target, needed=needed) from exc
     except BaseException:
         _remove(tmp)
         raise

@@ -28,7 +28,12 @@ def import_(
         bool,
         typer.Option("--verify/--no-verify", help="Compare logits with transformers (needs it installed)."),
     ] = True,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace --out if it is a previous llmctl import, never any other folder."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Import a Hugging Face model (Llama, Qwen2, Mistral) as a llmctl checkpoint directory."""

@@ -25,23 +25,11 @@ from types import TracebackType
 from typing import Any
 
 from llmctl.errors import LlmctlError
-from llmctl.files import atomic_write_json, io_error
+from llmctl.files import atomic_write_json, io_error, pid_alive
 
 LOCK_NAME = ".llmctl.lock"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 120.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    except OSError:
-        return False
-    return True
 
 
 def _slurm_job() -> str | None:
@@ -68,7 +56,7 @@ def stale_reason(
         return "its lock file is unreadable"
     if job and owner.get("slurm_job_id") == job and not (owner_host == host and owner_pid == pid):
         return f"it was left by an earlier run of SLURM job {job}"
-    if owner_host == host and not _pid_alive(owner_pid):
+    if owner_host == host and not pid_alive(owner_pid):
         return f"its owner (pid {owner_pid}) is no longer running"
     if now - beat > STALE_SECONDS:
         return f"its heartbeat is {now - beat:.0f} s old"

@@ -111,6 +111,13 @@ def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
     return data.astype(np.float16), None
 
 
+def _gguf_bytes(tensors: dict[str, np.ndarray], dtype: str, ckpt: Path) -> int:
+    """About how many bytes the file takes: its tensors as `_encode` stores them, plus the vocabulary."""
+    per_value = {"float32": 4.0, "float16": 2.0, "q8_0": 34 / 32}[dtype]  # q8_0: 32 int8 + an fp16 scale
+    size = sum(int(t.size * (4 if t.ndim < 2 else per_value)) for t in tensors.values())
+    return size + (ckpt / "tokenizer.json").stat().st_size
+
+
 def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[int], bool, str | None]:
     """(stop ids, add BOS, chat template) of a checkpoint: its own (imported) or llmctl's chat profile."""
     from llmctl.export.hf import _chat_profile_for
@@ -263,7 +270,7 @@ def export_gguf(
     if template:
         kv["tokenizer.chat_template"] = template
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, needed=_gguf_bytes(tensors, dtype, ckpt)) as tmp:
         writer = GGUFWriter(tmp, arch)
         writer.add_name(Path(str(ckpt)).name)
         writer.add_block_count(cfg.n_layers)

@@ -15,17 +15,17 @@ dot product q.k is unchanged because q and k get the same reordering. Values and
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
-from llmctl.files import atomic_path, free_bytes, io_error
+from llmctl.files import atomic_path
 from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
 
 EXPORT_MARKER = "llmctl-export.json"
@@ -289,11 +289,8 @@ def write_hf(
     # removes the temporary and leaves any previous export as it was. A disk that cannot hold the weights
     # is refused before writing, with the size needed.
     needed = sum(v.numel() * v.element_size() for v in hf_state.values()) + Path(tok.path).stat().st_size
-    free = free_bytes(out.parent)
-    if free is not None and free < needed:
-        raise io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), out, needed=needed)
-    with atomic_path(out, directory=True) as tmp:
-        _save_safetensors(hf_state, tmp / "model.safetensors")
+    with atomic_path(out, directory=True, needed=needed) as tmp:
+        save_safetensors(hf_state, tmp / "model.safetensors")
         _write_json(tmp / "config.json", hf_config(cfg, tok, dtype, eos_ids, architecture))
         generation = {"bos_token_id": tok.bos_id, "eos_token_id": eos_ids, "pad_token_id": tok.pad_id}
         if model_dir is not None and (model_dir / "generation_config.json").is_file():
@@ -378,7 +375,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     """save_file, with its I/O failures (a Rust error carrying `os error N`) raised as OSError."""
     from safetensors.torch import save_file
 
@@ -411,30 +408,48 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
     return marker
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse an --out that exists, unless `force` and it is an empty folder or a previous llmctl export
-    holding only what that export wrote: --force never deletes a folder of the user's."""
+def _export_files(path: Path) -> set[str] | None:
+    """The names a previous llmctl export in `path` wrote (its marker included), or None if it is not one."""
+    marker = _read_marker(path)
+    return None if marker is None else {*marker["files"], EXPORT_MARKER}
+
+
+def check_out(
+    out: Path,
+    force: bool,
+    owned: Callable[[Path], set[str] | None] = _export_files,
+    what: str = f"export (its {EXPORT_MARKER})",
+) -> None:
+    """Refuse an --out that exists, unless `force` and it is an empty folder or a previous llmctl output
+    holding only what that output wrote: --force never deletes a folder of the user's.
+
+    `owned(folder)` names the files a previous output of this command wrote there, or None when the folder
+    is not one; `what` says what --force replaces, for the error (`import` passes its own).
+    """
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
-        raise LlmctlError(f"{out} exists and is not a folder", "export writes a folder: choose another --out")
+        raise LlmctlError(
+            f"{out} exists and is not a folder", "this command writes a folder: choose another --out"
+        )
     if not force:
         raise LlmctlError(
-            f"{out} already exists", "choose another --out, or pass --force to replace a previous export"
+            f"{out} already exists",
+            "choose another --out, or pass --force to replace a previous llmctl output",
         )
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
-    marker = _read_marker(out)
-    if marker is None:
+    files = owned(out)
+    if files is None:
         raise LlmctlError(
-            f"--force replaces only a previous llmctl export, and {out} is not one (it has no {EXPORT_MARKER})",
+            f"--force replaces only a previous llmctl {what}, and {out} is not one",
             "choose another --out, or delete that folder yourself if you are sure",
         )
-    extra = [name for name in entries if name not in {*marker["files"], EXPORT_MARKER}]
+    extra = [name for name in entries if name not in files]
     if extra:
         raise LlmctlError(
-            f"{out} is a previous export but now also holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}",
+            f"{out} is a previous llmctl output but now also holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}",
             "move those files out (--force would delete them), or choose another --out",
         )
 

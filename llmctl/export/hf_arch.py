@@ -5,14 +5,16 @@
 
 Supported: LlamaForCausalLM (Llama 2/3.x, `llama3` RoPE scaling, tied embeddings; SmolLM2),
 Qwen2ForCausalLM (QKV bias, tied or untied) and MistralForCausalLM without an active sliding window.
-Everything else is refused with an error listing these, never converted approximately.
+Everything else is refused with an error listing these, never converted approximately: whether a folder is
+supported is decided from config.json alone (`check_hf_config`), before transformers sees any of it, and a
+config with `auto_map` (a model's own Python code) is always refused.
 The RoPE row order is the inverse of the export's (llmctl/export/hf.py): HF's rotate_half halves are
 turned back into interleaved pairs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
@@ -20,6 +22,106 @@ from llmctl.presets import SUPPORTED, SUPPORTED_TEXT, model_config_from_hf, refu
 
 if TYPE_CHECKING:
     import torch
+
+_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _invalid_config(what: str) -> LlmctlError:
+    return LlmctlError(
+        f"config.json is not a valid Hugging Face model config: {what}",
+        "the model folder is damaged or not a transformers model; download it again",
+    )
+
+
+def check_hf_config(config: Any) -> tuple[ModelConfig, str]:
+    """(ModelConfig, architecture) for a parsed config.json, or an error: the only door into an import.
+
+    Refuses anything llmctl would hand to transformers' remote-code path (`auto_map`, a `model_type` that is
+    not the architecture's own), more than one architecture, and shapes that cannot make a model.
+    """
+    if not isinstance(config, dict):
+        raise _invalid_config(f"a JSON {type(config).__name__}, not an object")
+    if "auto_map" in config:
+        raise LlmctlError(
+            "cannot import this model: its config.json has auto_map (the model's own Python code), and llmctl "
+            "never runs a model's own code",
+            f"llmctl imports only standard transformers architectures: {SUPPORTED_TEXT}",
+        )
+    archs = config.get("architectures")
+    if not isinstance(archs, list) or len(archs) != 1 or not isinstance(archs[0], str):
+        raise refuse_model(f"architectures {archs!r} (exactly one architecture name expected)")
+    try:
+        cfg, arch = model_config_from_hf(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _invalid_config(f"{type(exc).__name__}: {exc}") from exc
+    if config.get("model_type") != SUPPORTED[arch]:
+        raise refuse_model(
+            f"model_type {config.get('model_type')!r} with architecture {arch} (expected {SUPPORTED[arch]!r})"
+        )
+    for key in (*_SHAPE_KEYS, "num_key_value_heads"):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _invalid_config(f"{key} is {value!r}, not a positive integer")
+    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.kv_heads or cfg.head_dim % 2:
+        raise _invalid_config(
+            f"hidden_size {cfg.dim}, {cfg.n_heads} heads and {cfg.kv_heads} key/value heads do not divide evenly"
+        )
+    return cfg, arch
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> shape for a model of `cfg` (lm_head only when untied, biases only with qkv_bias)."""
+    q, kv, dim, ffn = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.dim, cfg.hidden_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (cfg.vocab_size, dim),
+        "model.norm.weight": (dim,),
+    }
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        shapes |= {
+            p + "input_layernorm.weight": (dim,),
+            p + "post_attention_layernorm.weight": (dim,),
+            p + "self_attn.q_proj.weight": (q, dim),
+            p + "self_attn.k_proj.weight": (kv, dim),
+            p + "self_attn.v_proj.weight": (kv, dim),
+            p + "self_attn.o_proj.weight": (dim, q),
+            p + "self_attn.o_proj.bias": (dim,),
+            p + "mlp.gate_proj.weight": (ffn, dim),
+            p + "mlp.up_proj.weight": (ffn, dim),
+            p + "mlp.down_proj.weight": (dim, ffn),
+        }
+        if cfg.qkv_bias:
+            shapes |= {
+                p + "self_attn.q_proj.bias": (q,),
+                p + "self_attn.k_proj.bias": (kv,),
+                p + "self_attn.v_proj.bias": (kv,),
+            }
+    shapes["lm_head.weight"] = (cfg.vocab_size, dim)
+    return shapes
+
+
+def check_tensors(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+    """Every tensor llmctl knows must have config.json's shape, a float dtype and only finite values."""
+    import torch
+
+    shapes = expected_shapes(cfg)
+    for name, tensor in hf.items():
+        want = shapes.get(name)
+        if want is not None and tuple(tensor.shape) != want:
+            raise LlmctlError(
+                f"the model's tensor {name} has shape {list(tensor.shape)}, but config.json makes it {list(want)}",
+                "the safetensors files do not match config.json; download the model again",
+            )
+        if want is not None and not tensor.is_floating_point():
+            raise LlmctlError(
+                f"the model's tensor {name} holds {str(tensor.dtype).removeprefix('torch.')}, not floating point",
+                "the safetensors files are not this model's weights",
+            )
+        if want is not None and not bool(torch.isfinite(tensor).all()):
+            raise LlmctlError(
+                f"the model's tensor {name} holds NaN or infinite values",
+                "the weights are damaged (or were saved from a diverged run); download the model again",
+            )
 
 
 def permute_from_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:

@@ -12,27 +12,37 @@
         checkpoint.json        step 0, the model config, tokenizer fingerprint, prompt and chat conventions,
                                and provenance: repo, revision, resolved commit, SHA-256 of every source file
 
+Nothing in the model folder runs: config.json alone decides whether llmctl supports it (`auto_map` is refused),
+only verified safetensors files inside the folder are read, and the parity check builds transformers' own class
+from the parsed config with those tensors (no Auto class, no remote code, no pickle).
+
 It has no optimizer state: `pretrain --init` and `sft --init` start from it; `--resume` cannot.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 if TYPE_CHECKING:
     import torch
 
     from llmctl.config import ModelConfig
+    from llmctl.export.hf_source import ModelSource
+    from llmctl.tokenizer.core import HFTokenizer
 
 SOURCE_KIND = "hf-import"
 PARITY_LIMIT = 1e-3
+INDEX = "model.safetensors.index.json"
+COPIED = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
+"""Source files copied unchanged into the checkpoint (each must be one the source verified)."""
 PARITY_PROMPT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3; def f(x): return x * 2\n"
 
 
@@ -61,43 +71,85 @@ class ImportResult:
     files: dict[str, int] = field(default_factory=dict)
 
 
-def load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of model.safetensors or of the shards model.safetensors.index.json lists."""
-    from safetensors.torch import load_file
-
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+def load_hf_weights(src: ModelSource) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors files model.safetensors.index.json lists (else of every *.safetensors),
+    read only from the files `fetch_model_source` verified: no other name, path or format is ever opened."""
+    index = src.json_object(INDEX)
+    if index is not None:
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise LlmctlError(
+                f"{INDEX} in {src.source} has no weight_map object (tensor name -> file name)",
+                "the model folder is damaged; download the model again",
+            )
+        shards = sorted(set(weight_map.values()))
+        for name in shards:
+            if Path(name).name != name or name in ("", ".", "..") or not name.endswith(".safetensors"):
+                raise LlmctlError(
+                    f"{INDEX} in {src.source} names {name!r}, which is not a safetensors file in the model folder",
+                    "import reads only *.safetensors files inside the model folder (no paths, no ../)",
+                )
+            if src.file(name) is None:
+                raise LlmctlError(f"shard {name} listed in {INDEX} is missing", "download the model again")
     else:
-        shards = sorted(p.name for p in path.glob("*.safetensors"))
+        shards = sorted(n for n in src.files if n.endswith(".safetensors"))
     if not shards:
         raise LlmctlError(
-            f"{path} holds no safetensors weights",
+            f"{src.source} holds no safetensors weights",
             "import reads only *.safetensors (pickled pytorch_model.bin files are never loaded); convert it first",
         )
     state: dict[str, torch.Tensor] = {}
     for name in shards:
-        if not (path / name).is_file():
-            raise LlmctlError(f"shard {name} listed in {index.name} is missing", "download the model again")
-        state.update(load_file(str(path / name)))
+        state.update(_read_safetensors(src.path / name, src.source))
     return state
 
 
-def parity(path: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, ids: list[int]) -> float:
-    """Max |logit difference| between transformers' model from `path` and llmctl's with `state`, float32."""
+def _read_safetensors(path: Path, source: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from llmctl.files import io_error
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise LlmctlRuntimeError(
+            f"{path.name} in {source} is corrupt or truncated ({exc})", "download the model again"
+        ) from exc
+    except OSError as exc:
+        raise io_error(exc, path, action="read") from exc
+
+
+def parity(
+    config: dict[str, Any],
+    hf_tensors: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    ids: list[int],
+) -> float:
+    """Max |logit difference| between transformers' model and llmctl's, float32, on `ids`.
+
+    transformers' model is its own class for config.json's architecture (never an Auto class, never remote
+    code), built from the parsed config and given the tensors llmctl read itself: nothing in the model
+    folder is opened by transformers, so no pickle or Python file there can run.
+    """
     import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    import transformers
 
     from llmctl.model.llama import Transformer
 
-    hf_logging.disable_progress_bar()
-
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    except TypeError:  # transformers < 4.56 spells it torch_dtype
-        hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
-    hf.eval()
+    cls = getattr(transformers, config["architectures"][0])  # one of SUPPORTED, checked by check_hf_config
+    hf_config = cls.config_class.from_dict({k: v for k, v in config.items() if k != "auto_map"})
+    hf = cls(hf_config).float().eval()
+    missing, unexpected = hf.load_state_dict({k: v.float() for k, v in hf_tensors.items()}, strict=False)
+    missing = [k for k in missing if not (cfg.tied_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise LlmctlError(
+            f"transformers' {cls.__name__} does not take these weights (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            "this architecture variant is not supported faithfully; please report it (--no-verify skips the check)",
+        )
+    if cfg.tied_embeddings:
+        hf.tie_weights()
     model = Transformer(cfg)
     full = dict(state)
     if cfg.tied_embeddings:
@@ -111,35 +163,91 @@ def parity(path: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, ids: li
     return float((ours - theirs).abs().max())
 
 
-def import_model(source: str, out: str | Path, *, verify: bool = True, force: bool = False) -> ImportResult:
-    """Import a HF model (`hf:owner/name[@rev]` or a local directory) into the checkpoint directory `out`."""
-    from safetensors.torch import save_file
-
-    from llmctl.config import Config, DataConfig, to_dict
-    from llmctl.export.hf_arch import from_hf_state_dict, model_config_from_hf
-    from llmctl.export.hf_source import fetch_model_source
-    from llmctl.files import atomic_path, atomic_write_json, file_sha256
-    from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE
-    from llmctl.model.untrained import template_token_ids, untrained_rows
-    from llmctl.tokenizer.core import load_tokenizer
-    from llmctl.tokenizer.template import TemplateChat, adds_bos, read_chat_template, stop_ids_for
-
-    out = Path(out)
-    if out.exists() and not force:
-        raise LlmctlError(f"{out} already exists", "choose another --out or pass --force to replace it")
-    src = fetch_model_source(source)
-    cfg, arch = model_config_from_hf(json.loads((src.path / "config.json").read_text(encoding="utf-8")))
-    if not (src.path / "tokenizer.json").is_file():
+def _check_parity(source: str, diff: float) -> None:
+    if not math.isfinite(diff):
         raise LlmctlError(
-            f"{source} has no tokenizer.json", "import needs a Hugging Face fast tokenizer (tokenizer.json)"
+            f"the logits of {source} are not finite (max logit difference {diff})",
+            "the weights overflow in float32 on a plain prompt: the model is damaged; download it again",
         )
-    tok = load_tokenizer(src.path / "tokenizer.json")
+    if diff > PARITY_LIMIT:
+        raise LlmctlError(
+            f"llmctl's model disagrees with transformers on {source}: max logit difference {diff:.2e} > {PARITY_LIMIT:g}",
+            "this architecture variant is not supported faithfully; please report it (--no-verify skips the check)",
+        )
+
+
+def _verify(
+    verify: bool,
+    source: str,
+    config: dict[str, Any],
+    hf_tensors: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tok: HFTokenizer,
+) -> tuple[float | None, str | None]:
+    """(max logit difference, note when it was not measured); an error when it is too large or not finite."""
+    if not verify:
+        return None, "--no-verify: parity not checked"
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return None, "transformers is not installed: parity not checked"
+    ids = tok.backend.encode(PARITY_PROMPT, add_special_tokens=True).ids
+    diff = parity(config, hf_tensors, state, cfg, ids)
+    _check_parity(source, diff)
+    return diff, None
+
+
+def _read_model(
+    src: ModelSource,
+) -> tuple[dict[str, Any], ModelConfig, str, HFTokenizer, dict[str, torch.Tensor]]:
+    """(config.json, ModelConfig, architecture, tokenizer, HF tensors): every check before anything is written."""
+    from llmctl.export.hf_arch import check_hf_config, check_tensors
+    from llmctl.tokenizer.core import HFTokenizer
+
+    config = src.json_object("config.json") or {}  # present: fetch_model_source refuses a folder without it
+    cfg, arch = check_hf_config(config)
+    for name in (
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+        "chat_template.json",
+    ):
+        src.json_object(name)  # the template and stop-id readers expect objects
+    if src.json_object("tokenizer.json") is None:
+        raise LlmctlError(
+            f"{src.source} has no tokenizer.json",
+            "import needs a Hugging Face fast tokenizer (tokenizer.json)",
+        )
+    tok = HFTokenizer(src.path / "tokenizer.json")
     if tok.vocab_size > cfg.vocab_size:
         raise LlmctlError(
             f"the tokenizer has {tok.vocab_size} ids but the model {cfg.vocab_size} rows",
             "the model's files disagree",
         )
-    state = {k: v.contiguous() for k, v in from_hf_state_dict(load_hf_weights(src.path), cfg).items()}
+    hf_tensors = load_hf_weights(src)
+    check_tensors(hf_tensors, cfg)
+    return config, cfg, arch, tok, hf_tensors
+
+
+def import_model(source: str, out: str | Path, *, verify: bool = True, force: bool = False) -> ImportResult:
+    """Import a HF model (`hf:owner/name[@rev]` or a local directory) into the checkpoint directory `out`.
+
+    `force` replaces only a previous import holding nothing else (export's guard), never another folder.
+    """
+    from llmctl.export.hf import check_out
+    from llmctl.export.hf_arch import from_hf_state_dict
+    from llmctl.export.hf_source import fetch_model_source
+    from llmctl.model.untrained import template_token_ids, untrained_rows
+    from llmctl.tokenizer.template import TemplateChat, adds_bos, read_chat_template, stop_ids_for
+
+    out = Path(out)
+    check_out(
+        out, force, owned=_import_files, what="import (its checkpoint.json with a source of kind hf-import)"
+    )
+    src = fetch_model_source(source)
+    config, cfg, arch, tok, hf_tensors = _read_model(src)
+    state = {k: v.contiguous() for k, v in from_hf_state_dict(hf_tensors, cfg).items()}
     dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     template = read_chat_template(src.path)
     chat = TemplateChat.from_dir(src.path, tok)
@@ -147,68 +255,26 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
     bos = adds_bos(tok)
     untrained = untrained_rows(state, cfg, template_token_ids(tok, template, stops))
 
-    diff, note = None, None
-    if verify:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            note = "transformers is not installed: parity not checked"
-        else:
-            ids = tok.backend.encode(PARITY_PROMPT, add_special_tokens=True).ids  # type: ignore[attr-defined]
-            diff = parity(src.path, state, cfg, ids)
-            if diff > PARITY_LIMIT:
-                raise LlmctlError(
-                    f"llmctl's model disagrees with transformers on {source}: max logit difference {diff:.2e} > {PARITY_LIMIT:g}",
-                    "this architecture variant is not supported faithfully; please report it (--no-verify skips the check)",
-                )
-    else:
-        note = "--no-verify: parity not checked"
+    diff, note = _verify(verify, source, config, hf_tensors, state, cfg, tok)
+    del hf_tensors
 
     n_params = sum(v.numel() for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight"))
-    config = Config(model=cfg, data=DataConfig(seq_len=min(DataConfig.seq_len, cfg.max_seq_len)))
-    with atomic_path(out, directory=True) as tmp:
-        save_file(
-            {k: v for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight")},
-            str(tmp / MODEL_FILE),
-            metadata={"format": "pt"},
-        )
-        names = [MODEL_FILE, "tokenizer.json"]
-        shutil.copyfile(src.path / "tokenizer.json", tmp / "tokenizer.json")
-        for name in ("tokenizer_config.json", "generation_config.json", "special_tokens_map.json"):
-            if (src.path / name).is_file():
-                shutil.copyfile(src.path / name, tmp / name)
-                names.append(name)
-        if template is not None:
-            (tmp / "chat_template.jinja").write_text(template, encoding="utf-8")
-            names.append("chat_template.jinja")
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "step": 0,
-            "tokens": 0,
-            "saved_at": time.time(),
-            "config": to_dict(config),
-            "tokenizer": {"fingerprint": tok.fingerprint, "path": "tokenizer.json", "kind": tok.kind},
-            "prompt": {"add_bos": bos, "bos_id": tok.bos_id if bos else None},
-            "chat": chat.describe(stops) if chat is not None else {"template_text": None, "stop_ids": stops},
-            "source": {
-                "kind": SOURCE_KIND,
-                "source": source,
-                "repo": src.repo,
-                "revision": src.revision,
-                "commit": src.commit,
-                "architecture": arch,
-                "dtype": dtype,
-                "files": src.files,
-                "max_logit_diff": diff,
-            },
-            # Size and SHA-256 of each file, so loading verifies the import like any checkpoint.
-            "files": {
-                name: {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
-                for name in names
-            },
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)
+    manifest = {
+        "prompt": {"add_bos": bos, "bos_id": tok.bos_id if bos else None},
+        "chat": chat.describe(stops) if chat is not None else {"template_text": None, "stop_ids": stops},
+        "source": {
+            "kind": SOURCE_KIND,
+            "source": source,
+            "repo": src.repo,
+            "revision": src.revision,
+            "commit": src.commit,
+            "architecture": arch,
+            "dtype": dtype,
+            "files": src.files,
+            "max_logit_diff": diff,
+        },
+    }
+    _write_checkpoint(out, src, state, cfg, tok, template, manifest)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ImportResult(
         out=str(out),
@@ -229,6 +295,72 @@ def import_model(source: str, out: str | Path, *, verify: bool = True, force: bo
         untrained_tokens=untrained,
         files=files,
     )
+
+
+def _write_checkpoint(
+    out: Path,
+    src: ModelSource,
+    state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tok: HFTokenizer,
+    template: str | None,
+    extra: dict[str, Any],
+) -> None:
+    """Write the checkpoint folder atomically; every copied file is byte for byte the one hashed in provenance."""
+    from llmctl.config import Config, DataConfig, to_dict
+    from llmctl.export.hf import save_safetensors
+    from llmctl.files import atomic_path, atomic_write_json, file_sha256
+    from llmctl.infer.checkpoint import FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE
+
+    weights = {k: v for k, v in state.items() if not (cfg.tied_embeddings and k == "output.weight")}
+    copied = [n for n in COPIED if src.file(n) is not None]
+    needed = sum(v.numel() * v.element_size() for v in weights.values())
+    needed += sum((src.path / n).stat().st_size for n in copied) + len(template or "") + (64 << 10)
+    config = Config(model=cfg, data=DataConfig(seq_len=min(DataConfig.seq_len, cfg.max_seq_len)))
+    with atomic_path(out, directory=True, needed=needed) as tmp:
+        save_safetensors(weights, tmp / MODEL_FILE)
+        for name in copied:
+            shutil.copyfile(src.path / name, tmp / name)
+            if file_sha256(tmp / name) != src.files[name]:
+                raise LlmctlRuntimeError(
+                    f"{name} in {src.source} changed while the import ran", "run the same command again"
+                )
+        if template is not None:
+            (tmp / "chat_template.jinja").write_text(template, encoding="utf-8")
+        names = [MODEL_FILE, *copied] + (["chat_template.jinja"] if template is not None else [])
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "step": 0,
+            "tokens": 0,
+            "saved_at": time.time(),
+            "config": to_dict(config),
+            "tokenizer": {"fingerprint": tok.fingerprint, "path": "tokenizer.json", "kind": tok.kind},
+            **extra,
+            # Size and SHA-256 of each file, so loading verifies the import like any checkpoint.
+            "files": {
+                name: {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+                for name in names
+            },
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+
+
+def _import_files(path: Path) -> set[str] | None:
+    """The names a previous `llmctl import` wrote into `path` (checkpoint.json included), or None."""
+    from llmctl.infer.checkpoint import MANIFEST
+
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(manifest, dict)
+        or not is_imported(manifest)
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        return None
+    return {*manifest["files"], MANIFEST}
 
 
 def is_imported(manifest: dict[str, Any]) -> bool:

@@ -6,13 +6,19 @@
 Only what a checkpoint needs is downloaded: config files, safetensors weights and tokenizer files
 (never pickled `.bin` weights). huggingface_hub honours HF_TOKEN (gated and private repos), HF_ENDPOINT
 (mirrors) and HF_HUB_OFFLINE (cached snapshots only).
+
+A file that resolves outside the model folder (a symlink to a private file, a `../` or absolute name in
+model.safetensors.index.json) is refused; for a Hub snapshot the folder is the repo's cache folder, whose
+blobs/ the snapshot's links point into. The files hashed here are the only ones an import reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmctl.errors import LlmctlError
 from llmctl.files import file_sha256
@@ -46,6 +52,31 @@ class ModelSource:
     """The commit the revision resolved to."""
     files: dict[str, str] = field(default_factory=dict)
     """Source file name -> SHA-256, for every file the import read."""
+    root: Path | None = None
+    """The folder every file must resolve inside (resolved); None: `path` itself."""
+
+    def file(self, name: str) -> Path | None:
+        """The verified file `name` (one of `files`), or None when the folder has none."""
+        return self.path / name if name in self.files else None
+
+    def json_object(self, name: str) -> dict[str, Any] | None:
+        """A verified JSON file that must hold an object (config, tokenizer config, index); None when absent."""
+        path = self.file(name)
+        if path is None:
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LlmctlError(
+                f"{name} in {self.source} is not valid JSON ({exc})",
+                "the model folder is damaged; download the model again",
+            ) from exc
+        if not isinstance(data, dict):
+            raise LlmctlError(
+                f"{name} in {self.source} is a JSON {type(data).__name__}, not an object",
+                "the model folder is damaged or not a Hugging Face model; download the model again",
+            )
+        return data
 
 
 def parse_hf_source(source: str) -> tuple[str, str | None]:
@@ -126,7 +157,20 @@ def fetch_model_source(source: str) -> ModelSource:
         raise LlmctlError(
             f"{source} has no config.json", "import takes a Hugging Face transformers model directory"
         )
+    # A Hub snapshot's files are links into the repo cache folder's blobs/.
+    result.root = (path.parent.parent if result.repo else path).resolve()
     for name in sorted(os.listdir(path)):
-        if (path / name).is_file() and any(Path(name).match(p) for p in ALLOW_PATTERNS):
-            result.files[name] = file_sha256(path / name)
+        if any(Path(name).match(p) for p in ALLOW_PATTERNS):
+            _check_inside(result.root, path / name, source)
+            if (path / name).is_file():
+                result.files[name] = file_sha256(path / name)
     return result
+
+
+def _check_inside(root: Path, path: Path, source: str) -> None:
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise LlmctlError(
+            f"{path.name} in {source} resolves outside the model folder (to {resolved})",
+            "import reads only files inside the model folder; copy the real file in, or remove the link",
+        )
