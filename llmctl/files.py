@@ -157,14 +157,31 @@ def clear_stale_temporaries(target: Path) -> list[Path]:
     touched. Returns what was removed.
     """
     removed: list[Path] = []
-    with contextlib.suppress(OSError):
-        for entry in target.parent.iterdir():
-            for stem in (f"{_TMP_PREFIX}{target.name}-", f"{_TMP_PREFIX}old-{target.name}-"):
-                pid = entry.name[len(stem) :] if entry.name.startswith(stem) else ""
-                if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-                    _remove(entry)
-                    removed.append(entry)
+    candidates = _temporaries_in(target.parent)
+    for name in list(candidates):
+        for stem in (f"{_TMP_PREFIX}{target.name}-", f"{_TMP_PREFIX}old-{target.name}-"):
+            pid = name[len(stem) :] if name.startswith(stem) else ""
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                _remove(target.parent / name)
+                removed.append(target.parent / name)
+                candidates.discard(name)
     return removed
+
+
+# A folder's temporaries, listed once per process: a tokenize run writes thousands of shard files into one
+# folder, and listing it again for each of them would make the run quadratic in its shard count. Temporaries
+# that appear later belong to writers that were alive after this run started, so they are not ours to clear.
+_TEMPORARIES: dict[Path, set[str]] = {}
+
+
+def _temporaries_in(folder: Path) -> set[str]:
+    key = folder.absolute()
+    if key not in _TEMPORARIES:
+        names: set[str] = set()
+        with contextlib.suppress(OSError):
+            names = {e.name for e in folder.iterdir() if e.name.startswith(_TMP_PREFIX)}
+        _TEMPORARIES[key] = names
+    return _TEMPORARIES[key]
 
 
 def _ensure_parent(target: Path) -> None:
