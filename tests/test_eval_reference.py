@@ -1,9 +1,11 @@
 """`llmctl eval` against lm-evaluation-harness: the same items, the same exported model, the same numbers.
 
-The tiny model is exported with `llmctl export`, and lm-eval's HF backend scores a local JSONL task
-(`target_delimiter: ""`). llmctl puts its prompt prefix before every context; the exported tokenizer
-gets a post-processor that adds the same token, so lm-eval's `tok_encode` adds it as llmctl does.
-Skipped when lm_eval (dev extra) is not installed.
+The tiny model is exported with `llmctl export`, and lm-eval's HF backend scores two local JSONL tasks:
+one with `target_delimiter: ""`, and one with lm-eval's usual `" "` (the named downloads' hellaswag, arc and
+piqa), whose items carry it as `target_delimiter` so that acc_norm divides by the choice's own length.
+llmctl puts its prompt prefix before every context; the exported tokenizer gets a post-processor that adds
+the same token, so lm-eval's `tok_encode` adds it as llmctl does. Skipped when lm_eval (dev extra) is not
+installed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,35 @@ def _items(texts: list[str]) -> list[dict[str, Any]]:
     return items
 
 
+def _delimited_items(texts: list[str]) -> list[dict[str, Any]]:
+    """Choices of one to a dozen characters after a " " delimiter: where one more character in the length
+    moves acc_norm most."""
+    items = []
+    for i, text in enumerate(texts[12:24]):
+        words = text.split()
+        choices = [w[: 1 + (3 * k + i) % 12] for k, w in enumerate(words[1:5])]
+        label = i % len(choices)
+        items.append(
+            {"context": words[0], "target_delimiter": " ", "choices": choices, "label": label, "id": i}
+        )
+    return items
+
+
+def _lm_eval_task(folder: Path, name: str, data: Path, delimiter: str) -> None:
+    (folder / f"{name}.yaml").write_text(
+        f"task: llmctl_{name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\n"
+        f"target_delimiter: {json.dumps(delimiter)}\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+
+
 def _prefix_post_processor(hf_dir: Path, token: str, token_id: int) -> None:
     path = hf_dir / "tokenizer.json"
     data = json.loads(path.read_text())
@@ -71,9 +102,9 @@ def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
     tok = train_chat_tokenizer(tmp_path / "tok" / "tokenizer.json", [m["content"] for c in rows for m in c])
     with torch_threads(1):
         ckpt = pretrain_tiny(tmp_path, tok, texts, steps=20)
-    items = _items(texts)
-    task_file = tmp_path / "ref.jsonl"
-    task_file.write_text("".join(json.dumps(i) + "\n" for i in items))
+    tasks = {"ref": (_items(texts), ""), "ref_delim": (_delimited_items(texts), " ")}
+    for name, (items, _) in tasks.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
 
     ours_items = tmp_path / "ours.jsonl"
     with torch_threads(1):
@@ -82,8 +113,7 @@ def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
             [
                 "eval",
                 str(ckpt),
-                "--task",
-                str(task_file),
+                *[a for name in tasks for a in ("--task", str(tmp_path / f"{name}.jsonl"))],
                 "--device",
                 "cpu",
                 "--json",
@@ -92,8 +122,8 @@ def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
             ],
         )
     assert result.exit_code == 0, result.output
-    ours = json.loads(result.stdout)["tasks"]["ref"]
-    ours_ll = {r["id"]: r["loglikelihoods"] for r in map(json.loads, ours_items.read_text().splitlines())}
+    ours = json.loads(result.stdout)["tasks"]
+    records = {(r["task"], r["id"]): r for r in map(json.loads, ours_items.read_text().splitlines())}
 
     hf_dir = tmp_path / "hf"
     exported = runner.invoke(
@@ -106,31 +136,25 @@ def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
 
     tasks_dir = tmp_path / "lm_eval_tasks"
     tasks_dir.mkdir()
-    (tasks_dir / "ref.yaml").write_text(
-        "task: llmctl_ref\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {task_file}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        "doc_to_text: '{{context}}'\n"
-        "doc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\n"
-        'target_delimiter: ""\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
-    )
+    for name, (_, delimiter) in tasks.items():
+        _lm_eval_task(tasks_dir, name, tmp_path / f"{name}.jsonl", delimiter)
     with torch_threads(1):
         lm = HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32")
         out = simple_evaluate(
             model=lm,
-            tasks=["llmctl_ref"],
+            tasks=[f"llmctl_{name}" for name in tasks],
             task_manager=TaskManager(include_path=str(tasks_dir)),
             log_samples=True,
         )
-    theirs = out["results"]["llmctl_ref"]
-    samples = out["samples"]["llmctl_ref"]
-    assert len(samples) == len(items) == ours["n"]
-    for sample in samples:
-        lls = [float(resp[0][0]) for resp in sample["resps"]]
-        assert lls == pytest.approx(ours_ll[sample["doc"]["id"]], abs=1e-4)
-    assert ours["acc"] == theirs["acc,none"]
-    assert ours["acc_norm"] == theirs["acc_norm,none"]
+    for name, (items, _) in tasks.items():
+        theirs = out["results"][f"llmctl_{name}"]
+        samples = out["samples"][f"llmctl_{name}"]
+        assert len(samples) == len(items) == ours[name]["n"]
+        for sample in samples:
+            mine = records[(name, sample["doc"]["id"])]
+            lls = [float(resp[0][0]) for resp in sample["resps"]]
+            assert lls == pytest.approx(mine["loglikelihoods"], abs=1e-4)
+            # Item for item: the choice acc_norm picks is right exactly when lm-eval's is.
+            assert float(mine["pred_norm"] == mine["label"]) == sample["acc_norm"]
+        assert ours[name]["acc"] == theirs["acc,none"]
+        assert ours[name]["acc_norm"] == theirs["acc_norm,none"]

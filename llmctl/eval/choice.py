@@ -3,11 +3,12 @@
     result = score_choices(loaded, task.items, batch_tokens=8192)
     result.acc, result.acc_norm, result.items[0]["loglikelihoods"]
 
-For each (context, choice): encode the context, encode context + choice (no delimiter added), and
-score the tokens of the second past the length of the first (lm-eval's rule, including its move of
-the context's trailing whitespace onto the choice). The model's prompt prefix (llmctl/eval/model_io.py)
-goes before the context. `acc` picks the choice with the highest summed log-probability, `acc_norm`
-the highest log-probability per character of the choice; ties go to the first choice (numpy argmax).
+For each (context, choice): encode the context, encode context + delimiter + choice (the item's
+target delimiter, "" by default), and score the tokens of the second past the length of the first
+(lm-eval's rule, including its move of the context's trailing whitespace onto the choice). The model's
+prompt prefix (llmctl/eval/model_io.py) goes before the context. `acc` picks the choice with the highest
+summed log-probability, `acc_norm` the highest log-probability per character of the choice without the
+delimiter (lm-eval's completion length); ties go to the first choice (numpy argmax).
 
 Every (item, choice) sequence is sorted by length and packed into forward passes of at most
 `batch_tokens` padded tokens: all choices of many items per forward. Right padding leaves the scored

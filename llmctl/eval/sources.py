@@ -5,8 +5,9 @@
     # evals/hellaswag/eval.json     source repo, resolved commit, file SHA-256, split, item count
 
 `llmctl eval --task evals/hellaswag` then reads the folder with no network. Each converter writes the
-prompt lm-evaluation-harness uses for the task, with its target delimiter (" ") folded into the
-choices, since llmctl's format appends choices with no delimiter. Winogrande is scored the way
+prompt lm-evaluation-harness uses for the task, with its target delimiter (" ") in each item's
+`target_delimiter`, so that acc_norm divides by the choice's own length as lm-eval does (format 1
+folded it into the choices; llmctl/eval/tasks.py still reads those folders right). Winogrande is scored the way
 lm-eval scores it: one context per option (the sentence up to the blank, with the option filled in)
 and the same continuation (the rest of the sentence) for each.
 
@@ -37,11 +38,12 @@ def _hellaswag_text(text: str) -> str:
 
 
 def hellaswag_item(row: Row) -> Row:
-    """Rowan/hellaswag row -> {"context", "choices", "label", "id"}."""
+    """Rowan/hellaswag row -> {"context", "target_delimiter", "choices", "label", "id"}."""
     ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
     return {
         "context": _hellaswag_text(row["activity_label"] + ": " + ctx),
-        "choices": [" " + _hellaswag_text(e) for e in row["endings"]],
+        "target_delimiter": " ",
+        "choices": [_hellaswag_text(e) for e in row["endings"]],
         "label": int(row["label"]),
         "id": row.get("ind"),
     }
@@ -52,7 +54,8 @@ def arc_item(row: Row) -> Row:
     choices = row["choices"]
     return {
         "context": f"Question: {row['question']}\nAnswer:",
-        "choices": [" " + t for t in choices["text"]],
+        "target_delimiter": " ",
+        "choices": list(choices["text"]),
         "label": list(choices["label"]).index(row["answerKey"]),
         "id": row.get("id"),
     }
@@ -62,7 +65,8 @@ def piqa_item(row: Row) -> Row:
     """baber/piqa row -> item."""
     return {
         "context": f"Question: {row['goal']}\nAnswer:",
-        "choices": [" " + row["sol1"], " " + row["sol2"]],
+        "target_delimiter": " ",
+        "choices": [row["sol1"], row["sol2"]],
         "label": int(row["label"]),
         "id": row.get("id"),
     }
@@ -226,7 +230,7 @@ def download_task(
         ) from exc
     info = {
         "format": "llmctl-eval-task",
-        "format_version": 1,
+        "format_version": 2,
         "kind": "choice",
         "items": len(items),
         "source": {

@@ -4,8 +4,10 @@
     task = load_task("my_task.jsonl")            # name: my_task
     task.kind                                    # "choice" or "generate"
 
-Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any}; or, for tasks
-scored lm-eval's "partial" way (Winogrande), "contexts": [str, ...] with one context per choice.
+Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any,
+"target_delimiter"?: str}; or, for tasks scored lm-eval's "partial" way (Winogrande), "contexts": [str, ...]
+with one context per choice. The delimiter (lm-eval's target_delimiter, "" when absent) goes between
+context and choice but is not part of the choice's length for acc_norm.
 Generative items: {"prompt": str | "messages": [{"role", "content"}, ...], "answer": str, "id"?: any}.
 The kind is taken from the items; a file mixing both is an error naming the first odd line.
 """
@@ -13,7 +15,7 @@ The kind is taken from the items; a file mixing both is an error naming the firs
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,12 +36,13 @@ class ChoiceItem:
     id: Any = None
     contexts: list[str] | None = None
     """One context per choice (Winogrande's partial scoring), replacing `context`."""
+    delimiter: str = ""
+    """Written between context and choice (lm-eval's target_delimiter); not counted in acc_norm's length."""
 
     def pairs(self) -> list[tuple[str, str]]:
-        """(context, continuation) scored for each choice."""
-        if self.contexts is not None:
-            return list(zip(self.contexts, self.choices, strict=True))
-        return [(self.context, c) for c in self.choices]
+        """(context, continuation) scored for each choice; the continuation starts with the delimiter."""
+        contexts = self.contexts if self.contexts is not None else [self.context] * len(self.choices)
+        return [(ctx, self.delimiter + c) for ctx, c in zip(contexts, self.choices, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,16 @@ def _choice(row: dict[str, Any], path: Path, line: int) -> ChoiceItem:
         raise _bad(path, line, "'context' must be a string")
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
         raise _bad(path, line, f"'label' must be an integer from 0 to {len(choices) - 1}")
+    delimiter = row.get("target_delimiter", "")
+    if not isinstance(delimiter, str):
+        raise _bad(path, line, "'target_delimiter' must be a string")
     return ChoiceItem(
-        context, list(choices), label, row.get("id"), list(contexts) if contexts is not None else None
+        context,
+        list(choices),
+        label,
+        row.get("id"),
+        list(contexts) if contexts is not None else None,
+        delimiter,
     )
 
 
@@ -145,6 +156,28 @@ def read_items(path: Path) -> tuple[TaskKind, list[Any]]:
     return kind, items
 
 
+# Named downloads whose first format put lm-eval's " " target delimiter at the start of every choice.
+_FOLDED_SOURCES = ("hellaswag", "arc-easy", "arc-challenge", "piqa")
+
+
+def _folded_delimiter(info: dict[str, Any]) -> bool:
+    """True for a folder `data download` wrote in format 1 for a task with lm-eval's " " delimiter."""
+    source = info.get("source") if isinstance(info.get("source"), dict) else {}
+    return (
+        info.get("format") == "llmctl-eval-task"
+        and info.get("format_version") == 1
+        and source.get("name") in _FOLDED_SOURCES
+    )
+
+
+def _unfold(item: ChoiceItem) -> ChoiceItem:
+    """A format-1 item with its folded " " taken off the choices as the delimiter, so acc_norm counts only
+    the choice's own characters (as lm-eval does); the scored text is unchanged."""
+    if item.delimiter or not all(c.startswith(" ") for c in item.choices):
+        return item
+    return replace(item, choices=[c[1:] for c in item.choices], delimiter=" ")
+
+
 def load_task(spec: str) -> Task:
     """A task from a JSONL file (named after the file) or a folder a download wrote (named after the folder)."""
     from llmctl.eval.olmo import PREFIX, load_olmo_task
@@ -159,17 +192,19 @@ def load_task(spec: str) -> Task:
                 f"{path} holds no {ITEMS_JSONL}",
                 "pass a JSONL file, or a folder written by `llmctl data download hellaswag --out DIR`",
             )
+        info: dict[str, Any] = {}
         options: dict[str, Any] = {}
         if (path / TASK_JSON).is_file():
             try:
-                options = dict(
-                    json.loads((path / TASK_JSON).read_text(encoding="utf-8")).get("options") or {}
-                )
-            except (ValueError, AttributeError) as exc:
+                info = dict(json.loads((path / TASK_JSON).read_text(encoding="utf-8")))
+                options = dict(info.get("options") or {})
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise LlmctlError(
                     f"{path / TASK_JSON} is not valid JSON", "download the task again with --force"
                 ) from exc
         kind, items = read_items(items_path)
+        if _folded_delimiter(info):
+            items = [_unfold(item) for item in items]
         return Task(path.resolve().name, kind, items, path, options)
     if path.is_file():
         kind, items = read_items(path)

@@ -6,6 +6,8 @@ Architecture `llama` (llmctl's models, Llama and Mistral imports) or `qwen2` (Qw
 `llama` rotates interleaved RoPE pairs, as llmctl's model does, so its q/k rows are written unchanged;
 its `qwen2` rotates halves (NEOX), so those rows get the Hugging Face order (llmctl/export/hf.py).
 Llama 3 RoPE scaling is the `rope_freqs` tensor: one divisor per frequency, as llama.cpp expects.
+The prompt convention is the one llmctl's own generate uses (prompt_convention): BOS first for a model
+pretrained on BOS-first shards or an import whose tokenizer adds it.
 Norms, biases and rope_freqs stay float32; matrices take --dtype (float16 by default, or float32, q8_0).
 After writing, the file is read back with gguf.GGUFReader and every key, shape and value is checked
 against the checkpoint (values within the dtype's rounding) before it replaces --out.
@@ -44,6 +46,8 @@ class GGUFResult:
     eos_id: int | None
     eot_id: int | None
     add_bos: bool
+    """llama.cpp puts `bos_id` before each prompt (the model's training convention, prompt_convention)."""
+    add_eos: bool
     chat_template: bool
     max_abs_error: float
     """Largest |file value - checkpoint value| over all tensors (0 for float32)."""
@@ -118,24 +122,51 @@ def _gguf_bytes(tensors: dict[str, np.ndarray], dtype: str, ckpt: Path) -> int:
     return size + (ckpt / "tokenizer.json").stat().st_size
 
 
-def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[int], bool, str | None]:
-    """(stop ids, add BOS, chat template) of a checkpoint: its own (imported) or llmctl's chat profile."""
+def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[int], str | None]:
+    """(stop ids, chat template) of a checkpoint: its own (imported) or llmctl's chat profile."""
     from llmctl.export.hf import _chat_profile_for
     from llmctl.tokenizer.template import TemplateChat, stop_ids
 
     template = TemplateChat.from_manifest(manifest, tok)
     if template is not None or "chat" in manifest:
-        add_bos = bool((manifest.get("prompt") or {}).get("add_bos"))
-        return stop_ids(tok, manifest), add_bos, template.template if template else None
+        return stop_ids(tok, manifest), template.template if template else None
     from llmctl.tokenizer.chat import reply_stop_ids
 
     profile = _chat_profile_for(tok, None)
-    add_bos = bool((manifest.get("prompt") or {}).get("add_bos"))
     return (
         reply_stop_ids(profile, tok.token_to_id, tok.eos_id),
-        add_bos,
         profile.chat_template() if profile else None,
     )
+
+
+@dataclass(frozen=True)
+class PromptConvention:
+    """What llama.cpp adds around a prompt: `tokenizer.ggml.add_bos_token` with `bos_token_id`, and
+    `add_eos_token`."""
+
+    bos_id: int | None
+    add_bos: bool
+    add_eos: bool
+
+
+def prompt_convention(tok: Any, manifest: dict[str, Any]) -> PromptConvention:
+    """The GGUF keys under which llama.cpp encodes a prompt as llmctl does (prompt_ids): BOS first for an
+    import whose post-processor adds it or a model pretrained on BOS-first shards; the document prefix of
+    old `eos`-policy shards is written as the BOS id (what the model saw before each document)."""
+    from llmctl.tokenizer.template import prompt_ids
+
+    probe = "Hello world"
+    plain = tok.encode(probe)
+    ids = prompt_ids(tok, manifest, probe)
+    at = next((i for i in range(len(ids) - len(plain) + 1) if ids[i : i + len(plain)] == plain), None)
+    head, tail = (ids[:at], ids[at + len(plain) :]) if at is not None else (ids, [])
+    if at is None or len(head) > 1 or len(tail) > 1 or (tail and tail[0] != tok.eos_id):
+        raise LlmctlError(
+            f"llama.cpp cannot add this model's prompt tokens (before the text {head}, after it {tail}): it adds "
+            "at most one BOS before and one EOS after",
+            "export --format hf, whose tokenizer.json post-processor carries them",
+        )
+    return PromptConvention(head[0] if head else tok.bos_id, bool(head), bool(tail))
 
 
 def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str) -> float:
@@ -233,7 +264,9 @@ def export_gguf(
             "llama.cpp's llama architecture has no q/k/v biases",
             "GGUF export of qkv_bias models needs a Qwen2 import",
         )
-    stops, add_bos, template = _conventions(manifest, tok, ckpt)
+    stops, template = _conventions(manifest, tok, ckpt)
+    prompt = prompt_convention(tok, manifest)
+    add_bos = prompt.add_bos
     eot = next((i for i in stops if i != tok.eos_id), None)
     eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
     tensors = gguf_tensors(opened.model_state(), cfg, arch)
@@ -259,9 +292,10 @@ def export_gguf(
         "tokenizer.ggml.token_type": vocab.types,
         "tokenizer.ggml.merges": vocab.merges,
         "tokenizer.ggml.add_bos_token": add_bos,
+        "tokenizer.ggml.add_eos_token": prompt.add_eos,
     }
     ids = {
-        "tokenizer.ggml.bos_token_id": tok.bos_id,
+        "tokenizer.ggml.bos_token_id": prompt.bos_id,
         "tokenizer.ggml.eos_token_id": eos,
         "tokenizer.ggml.eot_token_id": eot,
         "tokenizer.ggml.padding_token_id": tok.pad_id,
@@ -290,6 +324,7 @@ def export_gguf(
         writer.add_token_types(vocab.types)
         writer.add_token_merges(vocab.merges)
         writer.add_add_bos_token(add_bos)
+        writer.add_add_eos_token(prompt.add_eos)
         for key, value in ids.items():
             if value is not None:
                 writer.add_uint32(key, int(value))
@@ -314,10 +349,11 @@ def export_gguf(
         n_tensors=len(tensors),
         bytes=out.stat().st_size,
         pre_tokenizer=vocab.pre,
-        bos_id=tok.bos_id,
+        bos_id=prompt.bos_id,
         eos_id=eos,
         eot_id=eot,
         add_bos=add_bos,
+        add_eos=prompt.add_eos,
         chat_template=template is not None,
         max_abs_error=worst,
         keys=sorted(kv),
