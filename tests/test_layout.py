@@ -20,6 +20,7 @@ PARTS = {
     "output": "Ground",
     "units": "Ground",
     "files": "Ground",
+    "redact": "Ground",
     "config": "Config",
     "presets": "Config",
     "data_sources": "Config",
