@@ -366,7 +366,7 @@ class OpenCheckpoint:
         expected = weight_shapes(model)
         if model.tied_embeddings and "output.weight" not in found:
             expected.pop("output.weight")
-        for name in sorted(set(expected) | set(found)):
+        for name in [*expected, *(n for n in found if n not in expected)]:  # in the model's order
             if expected.get(name) != found.get(name):
                 want = list(expected[name]) if name in expected else "no such tensor"
                 have = list(found[name]) if name in found else "missing"
