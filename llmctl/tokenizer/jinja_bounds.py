@@ -48,8 +48,8 @@ class BoundExceeded(LlmctlError):
     def __init__(self, what: str) -> None:
         super().__init__(
             f"the chat template {what}; rendering stopped",
-            "use a template from a source you trust, or edit its chat_template (chat_template.jinja / "
-            "tokenizer_config.json) before importing the model",
+            "use a model whose chat template you trust (chat_template.jinja, tokenizer_config.json, or "
+            "checkpoint.json's chat.template_text)",
         )
 
 
