@@ -20,6 +20,7 @@ it is compiled; the text a template renders is unchanged (tests hold real HF tem
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import time
@@ -68,6 +69,15 @@ class _Budget:
             raise BoundExceeded(f"took longer than {MAX_SECONDS:g} s")
 
 
+# The budget of the render running in this thread (or task): compiled templates are shared and cached,
+# each render brings its own budget.
+_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar("llmctl_template_budget")
+
+
+def _step() -> None:
+    _BUDGET.get().step()
+
+
 def _size(value: Any) -> int:
     return len(value) if isinstance(value, (str, list, tuple, dict, bytes)) else 0
 
@@ -93,6 +103,7 @@ def _check_format(text: Any) -> None:
                 raise BoundExceeded(f"used a format width of {int(number):,} (at most {MAX_RANGE:,})")
 
 
+@functools.cache
 def _bounded_env_class() -> type:
     """The sandbox subclass, made on first use so that importing this module does not import jinja2."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -102,12 +113,8 @@ def _bounded_env_class() -> type:
 
         intercepted_binops = frozenset({"*", "**", "+", "%"})
 
-        def __init__(self, budget: _Budget, **options: Any) -> None:
-            super().__init__(**options)
-            self.budget = budget
-
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-            __self.budget.step()
+            _step()
             _check_args([*args, *kwargs.values()], getattr(__obj, "__name__", "a call"))
             if getattr(__obj, "__name__", None) in ("format", "format_map"):
                 # The sandbox wraps str.format; the string it was taken from is its __wrapped__'s __self__.
@@ -115,7 +122,7 @@ def _bounded_env_class() -> type:
             return _check_size(super().call(__context, __obj, *args, **kwargs), "a call's result")
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            self.budget.step()
+            _step()
             if operator == "**" and isinstance(right, int) and abs(right) > 64 and left not in (0, 1, -1):
                 raise BoundExceeded(f"raised a number to the power {right:,}")
             if operator == "*":
@@ -131,14 +138,14 @@ def _bounded_env_class() -> type:
     return BoundedEnvironment
 
 
-def _bounded_filter(budget: _Budget, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` charged to the budget, its integer arguments and its result checked (the value filtered
     comes first, after the context, eval context or environment a pass_* filter is given)."""
     value_at = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
 
     @functools.wraps(func)  # keeps jinja_pass_arg, so jinja passes the same arguments as before
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        budget.step()
+        _step()
         _check_args([*args[value_at + 1 :], *kwargs.values()], f"the {name} filter")
         if name == "format" and len(args) > value_at:
             _check_format(args[value_at])
@@ -170,6 +177,41 @@ def _concat_call(node: Any) -> Any:
     return nodes.Call(nodes.Name(_CONCAT, "load"), node.nodes, [], None, None, lineno=node.lineno)
 
 
+def _counted(sequence: Any) -> Iterator[Any]:
+    for item in sequence:
+        _step()
+        yield item
+
+
+def _bounded_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise BoundExceeded(f"asked for a range of {len(numbers):,} numbers (at most {MAX_RANGE:,})")
+    return numbers
+
+
+def _concat(*parts: Any) -> str:
+    texts = [str(part) for part in parts]
+    if sum(map(len, texts)) > MAX_CHARS:
+        raise BoundExceeded(f"joined a string longer than {MAX_CHARS:,} characters")
+    return "".join(texts)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(
+    source: str, globals_: tuple[Any, ...], filters: tuple[Any, ...], options: tuple[Any, ...]
+) -> Any:
+    """The bounded template for `source`, compiled once per source and settings (a tokenize run renders
+    one template for every conversation); the arguments are hashable forms of render_bounded's."""
+    env = _bounded_env_class()(**{k: list(v) if isinstance(v, tuple) else v for k, v in options})
+    env.filters.update(dict(filters))
+    for name, func in list(env.filters.items()):
+        env.filters[name] = _bounded_filter(name, func)
+    env.globals.update(dict(globals_))
+    env.globals.update({"range": _bounded_range, _LOOP: _counted, _CONCAT: _concat})
+    return env.from_string(_counted_loops(env.parse(source)))
+
+
 def render_bounded(
     source: str,
     context: dict[str, Any],
@@ -179,34 +221,17 @@ def render_bounded(
     options: dict[str, Any] | None = None,
 ) -> str:
     """`source` rendered with `context`, within MAX_STEPS, MAX_SECONDS and MAX_CHARS (BoundExceeded past
-    them); extra `globals_` and `filters`, and the environment `options` as jinja2.Environment takes
-    them. jinja2 errors propagate for the caller to word."""
+    them); extra `globals_` and `filters` (module-level functions, so the compiled template is reused),
+    and the environment `options` as jinja2.Environment takes them. jinja2 errors propagate for the
+    caller to word."""
+
+    def frozen(mapping: dict[str, Any] | None) -> tuple[Any, ...]:
+        items = (mapping or {}).items()
+        return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items))
+
+    template = _compiled(source, frozen(globals_), frozen(filters), frozen(options))
     budget = _Budget()
-    env = _bounded_env_class()(budget, **(options or {}))
-    env.filters.update(filters or {})
-
-    def counted(sequence: Any) -> Iterator[Any]:
-        for item in sequence:
-            budget.step()
-            yield item
-
-    def bounded_range(*args: int) -> range:
-        numbers = range(*args)
-        if len(numbers) > MAX_RANGE:
-            raise BoundExceeded(f"asked for a range of {len(numbers):,} numbers (at most {MAX_RANGE:,})")
-        return numbers
-
-    def concat(*parts: Any) -> str:
-        texts = [str(part) for part in parts]
-        if sum(map(len, texts)) > MAX_CHARS:
-            raise BoundExceeded(f"joined a string longer than {MAX_CHARS:,} characters")
-        return "".join(texts)
-
-    env.globals.update(globals_ or {})
-    env.globals.update({"range": bounded_range, _LOOP: counted, _CONCAT: concat})
-    for name, func in list(env.filters.items()):
-        env.filters[name] = _bounded_filter(budget, name, func)
-    template = env.from_string(_counted_loops(env.parse(source)))
+    token = _BUDGET.set(budget)
     chunks: list[str] = []
     total = 0
     try:
@@ -220,4 +245,6 @@ def render_bounded(
         raise BoundExceeded("recursed too deeply") from None
     except MemoryError:
         raise BoundExceeded("ran out of memory") from None
+    finally:
+        _BUDGET.reset(token)
     return "".join(chunks)

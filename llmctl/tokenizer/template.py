@@ -125,6 +125,26 @@ def read_chat_template(path: Path) -> str | None:
     return None
 
 
+# transformers' apply_chat_template environment: its options, helpers and tojson.
+_JINJA_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True, "extensions": ["jinja2.ext.loopcontrols"]}
+
+
+def _raise_exception(message: str) -> None:
+    raise LlmctlError(
+        f"the chat template refused the conversation: {message}", "check the roles and their order"
+    )
+
+
+def _strftime_now(fmt: str) -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _tojson(x: Any, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(x, ensure_ascii=False, indent=indent)
+
+
 def _special(config: dict[str, Any], key: str) -> str | None:
     value = config.get(key)
     return value.get("content") if isinstance(value, dict) else value
@@ -214,19 +234,6 @@ class TemplateChat:
 
         from llmctl.tokenizer.jinja_bounds import render_bounded
 
-        def raise_exception(message: str) -> None:
-            raise LlmctlError(
-                f"the chat template refused the conversation: {message}", "check the roles and their order"
-            )
-
-        def strftime_now(fmt: str) -> str:
-            import datetime
-
-            return datetime.datetime.now().strftime(fmt)
-
-        def tojson(x: Any, indent: int | None = None, **_: Any) -> str:
-            return json.dumps(x, ensure_ascii=False, indent=indent)
-
         try:
             # Bounded in steps, time and size (llmctl/tokenizer/jinja_bounds.py): the template is the
             # model publisher's code, and a server may render it in any thread.
@@ -238,13 +245,9 @@ class TemplateChat:
                     "bos_token": self.bos_token or "",
                     "eos_token": self.eos_token or "",
                 },
-                globals_={"raise_exception": raise_exception, "strftime_now": strftime_now},
-                filters={"tojson": tojson},
-                options={
-                    "trim_blocks": True,
-                    "lstrip_blocks": True,
-                    "extensions": ["jinja2.ext.loopcontrols"],
-                },
+                globals_={"raise_exception": _raise_exception, "strftime_now": _strftime_now},
+                filters={"tojson": _tojson},
+                options=_JINJA_OPTIONS,
             )
         except jinja2.TemplateError as exc:
             raise LlmctlError(
