@@ -123,6 +123,7 @@ def no_model_built(monkeypatch: pytest.MonkeyPatch) -> None:
         ("dim", 4096, "tok_embeddings.weight"),
         ("n_layers", 1_000_000, "model.n_layers=1000000"),
         ("n_kv_heads", 4, "wk"),
+        ("max_seq_len", 1_000_000_000, "model.max_seq_len=1,000,000,000"),
     ],
 )
 def test_config_that_disagrees_with_the_weights_is_refused_before_building(
@@ -132,7 +133,7 @@ def test_config_that_disagrees_with_the_weights_is_refused_before_building(
     _edit(ckpt, lambda m: m["config"]["model"].update({field: value}))
     result = _generate(str(ckpt), "-p", "alpha")
     assert result.exit_code == 2, result.output
-    assert "error:" in result.output and named in result.output and "model.safetensors" in result.output
+    assert "error:" in result.output and named in result.output and "checkpoint.json" in result.output
 
 
 @pytest.mark.parametrize(

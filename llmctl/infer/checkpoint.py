@@ -36,6 +36,8 @@ LEGACY_RNG_FILE = "rng.pt"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+MAX_POSITIONS = 1 << 21
+"""Longest context a checkpoint may declare (2M positions: RoPE tables of about 1 GiB at head_dim 128)."""
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 _EDITED_HINT = (
     "checkpoint.json was edited or belongs to other weights; use an unmodified copy of the checkpoint"
@@ -363,6 +365,12 @@ class OpenCheckpoint:
             )
         if model.vocab_size is None:
             raise LlmctlError(f"{self.path / MANIFEST} has no model.vocab_size", _EDITED_HINT)
+        if model.max_seq_len > MAX_POSITIONS:  # the RoPE tables are the one size the weights do not fix
+            raise LlmctlError(
+                f"{self.path / MANIFEST} says model.max_seq_len={model.max_seq_len:,}; llmctl builds RoPE tables "
+                f"for at most {MAX_POSITIONS:,} positions",
+                _EDITED_HINT,
+            )
         expected = weight_shapes(model)
         if model.tied_embeddings and "output.weight" not in found:
             expected.pop("output.weight")
