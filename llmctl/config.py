@@ -718,8 +718,17 @@ def load_config(
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict of the resolved config, for config.yaml and checkpoints."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of the resolved config, for config.yaml, checkpoints and tracker params.
+
+    Credentials in `telemetry.mlflow_uri` (`http://user:pw@host`) are redacted: what is recorded gets
+    shared; the sink connects with the value in `cfg`.
+    """
+    from llmctl.redact import redact_uri
+
+    data = dataclasses.asdict(cfg)
+    if data["telemetry"].get("mlflow_uri"):
+        data["telemetry"]["mlflow_uri"] = redact_uri(data["telemetry"]["mlflow_uri"])
+    return data
 
 
 def to_yaml(cfg: Config) -> str:

@@ -20,6 +20,7 @@ PARTS = {
     "output": "Ground",
     "units": "Ground",
     "files": "Ground",
+    "redact": "Ground",
     "config": "Config",
     "config_keys": "Config",
     "presets": "Config",

@@ -45,6 +45,8 @@ def run_chat(
                 "pass --prompt TEXT, pipe the message on stdin, or run it on a terminal",
             )
     session = ChatSession(checkpoint, system=system, **options)
+    for warning in session.warnings:
+        log(f"warning: {warning}")
     if not interactive:
         assert prompt is not None
         result = session.reply(prompt, on_text=None if json_out else stream)

@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
             on_text=None if json_out else stream,
             echo_prompt=True,
             truncate_left=truncate_left,
+            on_warning=lambda message: log(f"warning: {message}"),
         )
         if not json_out:
             stream("\n")

@@ -232,7 +232,6 @@ def export_gguf(
     from llmctl.export.gguf_vocab import gguf_vocab
     from llmctl.files import atomic_path
     from llmctl.infer.checkpoint import open_checkpoint
-    from llmctl.tokenizer.core import load_tokenizer
 
     if dtype not in GGUF_DTYPES:
         raise LlmctlError(f"unknown GGUF dtype '{dtype}'", f"use one of {', '.join(GGUF_DTYPES)}")
@@ -250,13 +249,13 @@ def export_gguf(
     opened = open_checkpoint(checkpoint)
     ckpt, manifest = opened.path, opened.manifest
     cfg = from_dict(manifest.config).model
-    if not (ckpt / "tokenizer.json").is_file():
+    if "tokenizer.json" not in manifest.files:
         raise LlmctlError(
-            f"checkpoint {ckpt} has no tokenizer.json",
+            f"checkpoint {ckpt} has no tokenizer.json listed in its checkpoint.json",
             "GGUF export needs a Hugging Face tokenizers BPE tokenizer",
         )
-    tok = load_tokenizer(ckpt / "tokenizer.json")
-    vocab = gguf_vocab(json.loads((ckpt / "tokenizer.json").read_text(encoding="utf-8")), cfg.vocab_size)
+    tok = opened.tokenizer()  # verified against checkpoint.json first
+    vocab = gguf_vocab(json.loads(opened.read_verified("tokenizer.json").decode("utf-8")), cfg.vocab_size)
     source_arch = (manifest.get("source") or {}).get("architecture")
     arch = "qwen2" if source_arch == "Qwen2ForCausalLM" else "llama"
     if cfg.qkv_bias and arch == "llama":

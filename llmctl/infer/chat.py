@@ -47,12 +47,19 @@ class ChatSession:
         top_p: float | None = None,
         seed: int | None = 0,
     ) -> None:
-        from llmctl.infer.checkpoint import load_for_inference
+        from llmctl.infer.checkpoint import open_checkpoint
         from llmctl.infer.device import choose_device
         from llmctl.tokenizer.template import TemplateChat, stop_ids
 
         self.device = choose_device(device, flag="--device")
-        self.model, self.tokenizer, self.manifest = load_for_inference(checkpoint, self.device)
+        opened = open_checkpoint(checkpoint)
+        self.warnings = opened.warnings
+        """What the caller should show as `warning:` lines before the conversation (a corrupt `latest`)."""
+        self.model, self.tokenizer, self.manifest = (
+            opened.load_model(self.device),
+            opened.tokenizer(),
+            opened.manifest,
+        )
         # A model with its own chat template (an imported one) chats with it; llmctl's models use their profile.
         self.template = TemplateChat.from_manifest(self.manifest, self.tokenizer)
         self.profile = chat_profile_of(self.manifest, self.tokenizer) if self.template is None else None

@@ -36,6 +36,12 @@ LEGACY_RNG_FILE = "rng.pt"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+MAX_POSITIONS = 1 << 21
+"""Longest context a checkpoint may declare (2M positions: RoPE tables of about 1 GiB at head_dim 128)."""
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+_EDITED_HINT = (
+    "checkpoint.json was edited or belongs to other weights; use an unmodified copy of the checkpoint"
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Manifest:
                 files[name] = FileEntry(int(entry["size"]), str(entry["sha256"]))
             else:
                 files[name] = FileEntry(int(entry), None)
+        _check_types(raw)
         return cls(
             format_version=version,
             step=int(raw["step"]),
@@ -101,24 +108,89 @@ class Manifest:
         )
 
 
+_OPTIONAL = type(None)
+# Fields of checkpoint.json that inference reads, with the types they must have: a shared checkpoint
+# with `"chat": "x"` or `"stop_ids": "ab"` is refused as corrupt instead of failing with a traceback.
+_SECTION_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,),
+    "tokenizer": (dict, _OPTIONAL),
+    "data_meta": (dict, _OPTIONAL),
+    "chat": (dict, _OPTIONAL),
+    "prompt": (dict, _OPTIONAL),
+    "source": (dict, _OPTIONAL),
+    "objective": (str, _OPTIONAL),
+    "finite": (bool, _OPTIONAL),
+}
+_FIELD_TYPES: dict[tuple[str, str], tuple[type, ...]] = {
+    ("chat", "template_text"): (str, _OPTIONAL),
+    ("chat", "bos_token"): (str, _OPTIONAL),
+    ("chat", "eos_token"): (str, _OPTIONAL),
+    ("chat", "stop_ids"): (list, _OPTIONAL),
+    ("prompt", "add_bos"): (bool, _OPTIONAL),
+    ("prompt", "bos_id"): (int, _OPTIONAL),
+    ("data_meta", "separator"): (dict, _OPTIONAL),
+    ("data_meta", "tokenizer"): (dict, _OPTIONAL),
+    ("data_meta", "chat_profile"): (dict, _OPTIONAL),
+    ("source", "architecture"): (str, _OPTIONAL),
+}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join(
+        "null" if t is _OPTIONAL else {dict: "an object", list: "a list"}.get(t, t.__name__) for t in types
+    )
+
+
+def _check_types(raw: dict[str, Any]) -> None:
+    """ValueError naming the first field of checkpoint.json whose value has the wrong type."""
+
+    def check(key: str, value: Any, types: tuple[type, ...]) -> None:
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"{key} must be {_type_names(types)}, got {json.dumps(value)[:60]}")
+
+    for key in ("step", "tokens"):
+        if key in raw:
+            check(key, raw[key], (int,))
+    for key, types in _SECTION_TYPES.items():
+        if key in raw:
+            check(key, raw[key], types)
+    for (section, key), types in _FIELD_TYPES.items():
+        if key in (raw.get(section) or {}):
+            check(f"{section}.{key}", raw[section][key], types)
+    for i, value in enumerate((raw.get("chat") or {}).get("stop_ids") or []):
+        check(f"chat.stop_ids[{i}]", value, (int,))
+
+
 def sha256_hex(data: bytes | memoryview) -> str:
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest(path: Path) -> Manifest | None:
-    """The manifest of a complete checkpoint directory (every listed file there, sizes matching), else None.
+def manifest_problem(path: Path) -> tuple[Manifest | None, str | None]:
+    """(the manifest, None) for a complete checkpoint directory (every listed file there, sizes
+    matching, fields of the right types), else (None, what is wrong).
 
     Cheap: sizes only. Contents are verified against the SHA-256s when a file is loaded.
     """
     try:
         manifest = Manifest.from_dict(json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")))
-        for name, entry in manifest.files.items():
-            if (Path(path) / name).stat().st_size != entry.size:
-                return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return manifest
+    except OSError as exc:
+        return None, f"cannot read {MANIFEST}: {exc.strerror or exc}"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"{MANIFEST} is malformed: {exc}"
+    for name, entry in manifest.files.items():
+        try:
+            size = (Path(path) / name).stat().st_size
+        except OSError:
+            return None, f"{name} is missing"
+        if size != entry.size:
+            return None, f"{name} is {size} bytes, {MANIFEST} says {entry.size}"
+    return manifest, None
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest of a complete checkpoint directory (see manifest_problem), else None."""
+    return manifest_problem(path)[0]
 
 
 def is_complete(path: Path) -> bool:
@@ -165,9 +237,21 @@ def find_latest(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A complete checkpoint directory from a checkpoint path, a `latest` link, a checkpoints/ directory
-    or a run directory; a clear error otherwise."""
+def latest_fallback_note(root: Path, found: Path) -> str | None:
+    """What to tell the user when `root/latest` exists but `found` is not what it names (it names a
+    missing, incomplete or corrupt checkpoint, or cannot be read); None when it was used."""
+    link = root / LATEST
+    if not (link.is_symlink() or link.exists()):
+        return None
+    target = latest_target(root)
+    if target == found:
+        return None
+    named = f"names {target.name}, which is not a complete checkpoint" if target else "cannot be read"
+    return f"{link} {named}; using {found.name}"
+
+
+def resolve_checkpoint_noted(path: str | Path) -> tuple[Path, list[str]]:
+    """resolve_checkpoint, and the warnings the caller should show (a `latest` that was passed over)."""
     p = Path(path)
     if p.name == LATEST and (p.is_symlink() or p.is_file()):
         found = find_latest(p.parent)
@@ -175,22 +259,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise LlmctlError(
                 f"{p} names no complete checkpoint", "pick a step-* directory that has a checkpoint.json"
             )
-        return found
+        note = latest_fallback_note(p.parent, found)
+        return found, [note] if note else []
     if (p / MANIFEST).is_file():
-        if not is_complete(p):
+        _, problem = manifest_problem(p)
+        if problem is not None:
             others = [c.name for c in complete_checkpoints(p.parent) if c.resolve() != p.resolve()]
             raise LlmctlError(
-                f"checkpoint {p} is incomplete or corrupt (its files do not match {MANIFEST})",
+                f"checkpoint {p} is incomplete or corrupt ({problem})",
                 f"use another complete checkpoint of the run: {', '.join(others)}"
                 if others
                 else "no other complete checkpoint is there; start a new run",
             )
-        return p
+        return p, []
     for root in (p / "checkpoints", p):
         if root.is_dir() and ((root / LATEST).exists() or any(root.glob("step-*"))):
             found = find_latest(root)
             if found is not None:
-                return found
+                note = latest_fallback_note(root, found)
+                return found, [note] if note else []
     if not p.exists():
         raise LlmctlError(
             f"checkpoint not found: {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
@@ -198,6 +285,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise LlmctlError(
         f"no complete checkpoint in {p}", "pass RUN/checkpoints/latest, a step-* directory or a run directory"
     )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A complete checkpoint directory from a checkpoint path, a `latest` link, a checkpoints/ directory
+    or a run directory; a clear error otherwise."""
+    return resolve_checkpoint_noted(path)[0]
 
 
 def migrate_hint(path: Path) -> str:
@@ -214,6 +307,8 @@ class OpenCheckpoint:
 
     path: Path
     manifest: Manifest
+    warnings: list[str] = field(default_factory=list)
+    """What the caller should show as `warning:` lines (a corrupt `latest` passed over for an older step)."""
 
     @property
     def config(self) -> Any:
@@ -242,10 +337,60 @@ class OpenCheckpoint:
             )
         return data
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each tensor's shape in model.safetensors, from its header alone (no tensor is read)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path / MODEL_FILE), framework="pt") as fh:
+                return {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
+        except Exception as exc:  # safetensors raises its own error types for a bad header
+            raise LlmctlError(
+                f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint"
+            ) from exc
+
+    def check_weights_match_config(self) -> None:
+        """checkpoint.json's model config against the weights' header, before anything is built: a
+        `dim` or `n_layers` that disagrees with the weights would allocate or loop for their sake."""
+        from llmctl.model.llama import weight_shapes
+
+        model = self.config.model
+        found = self.weight_shapes()
+        layers = {int(m.group(1)) for name in found if (m := _LAYER.match(name))}
+        if layers != set(range(len(layers))) or model.n_layers != len(layers):
+            raise LlmctlError(
+                f"{self.path / MANIFEST} says model.n_layers={model.n_layers} but {MODEL_FILE} holds "
+                f"{len(layers)} layers",
+                _EDITED_HINT,
+            )
+        if model.vocab_size is None:
+            raise LlmctlError(f"{self.path / MANIFEST} has no model.vocab_size", _EDITED_HINT)
+        if model.max_seq_len > MAX_POSITIONS:  # the RoPE tables are the one size the weights do not fix
+            raise LlmctlError(
+                f"{self.path / MANIFEST} says model.max_seq_len={model.max_seq_len:,}; llmctl builds RoPE tables "
+                f"for at most {MAX_POSITIONS:,} positions",
+                _EDITED_HINT,
+            )
+        expected = weight_shapes(model)
+        if model.tied_embeddings and "output.weight" not in found:
+            expected.pop("output.weight")
+        for name in [*expected, *(n for n in found if n not in expected)]:  # in the model's order
+            if expected.get(name) != found.get(name):
+                want = list(expected[name]) if name in expected else "no such tensor"
+                have = list(found[name]) if name in found else "missing"
+                raise LlmctlError(
+                    f"{self.path / MANIFEST}'s model config does not match {MODEL_FILE}: {name} is {have} "
+                    f"there, the config (dim={model.dim}, n_heads={model.n_heads}, n_kv_heads={model.kv_heads}, "
+                    f"hidden_dim={model.hidden_dim}, vocab_size={model.vocab_size}) needs {want}",
+                    _EDITED_HINT,
+                )
+
     def model_state(self) -> dict[str, Any]:
-        """The weights on the CPU, the tied head restored under its own name."""
+        """The weights on the CPU, the tied head restored under its own name; the config is checked
+        against the weights' shapes first."""
         from safetensors.torch import load
 
+        self.check_weights_match_config()
         try:
             state = load(self.read_verified(MODEL_FILE))
         except LlmctlError:
@@ -278,26 +423,29 @@ class OpenCheckpoint:
                 "only resume from checkpoints written by llmctl that you trust; this file was not loaded",
             ) from exc
 
-    def tokenizer_path(self) -> Path | str:
-        """The tokenizer copy inside the checkpoint, else the path the manifest records."""
+    def tokenizer_path(self) -> Path:
+        """The tokenizer copy inside the checkpoint that checkpoint.json lists (and so hashes).
+
+        The manifest's `tokenizer.path` is only a record of where training found it: a shared
+        checkpoint could name any file there, so a tokenizer outside the checkpoint is never loaded.
+        """
         for name in TOKENIZER_FILES:
-            if (self.path / name).is_file():
+            if name in self.manifest.files:
                 return self.path / name
-        recorded = self.manifest.tokenizer.get("path")
-        if recorded is None:
-            raise LlmctlError(
-                f"checkpoint {self.path} has no tokenizer",
-                "copy the run's tokenizer.json into the checkpoint directory",
-            )
-        return recorded
+        inside = [name for name in TOKENIZER_FILES if (self.path / name).is_file()]
+        raise LlmctlError(
+            f"checkpoint {self.path} has no tokenizer listed in {MANIFEST}"
+            + (f" ({inside[0]} is there but not listed, so it cannot be verified)" if inside else ""),
+            "use a checkpoint written by llmctl (pretrain, sft, dpo, import), which holds its own tokenizer; "
+            "a tokenizer outside the checkpoint is never loaded",
+        )
 
     def tokenizer(self) -> Any:
-        """The checkpoint's tokenizer (the copy inside it is verified first)."""
+        """The checkpoint's own tokenizer, its bytes checked against checkpoint.json before it is loaded."""
         from llmctl.tokenizer.core import load_tokenizer
 
         path = self.tokenizer_path()
-        if Path(path).parent == self.path and Path(path).name in self.manifest.files:
-            self.read_verified(Path(path).name)
+        self.read_verified(path.name)
         return load_tokenizer(path)
 
     def load_model(self, device: Any = "cpu") -> Any:
@@ -320,7 +468,7 @@ def open_checkpoint(path: str | Path) -> OpenCheckpoint:
     Refuses a format-1 checkpoint (a pickled rng.pt) and any `.pt` file that would need more than
     tensors to load, without loading it.
     """
-    ckpt = resolve_checkpoint(path)
+    ckpt, warnings = resolve_checkpoint_noted(path)
     manifest = read_manifest(ckpt)
     if manifest is None:  # pragma: no cover - resolve_checkpoint only returns complete ones
         raise LlmctlError(f"checkpoint {ckpt} is incomplete or corrupt", "use another checkpoint of the run")
@@ -339,7 +487,7 @@ def open_checkpoint(path: str | Path) -> OpenCheckpoint:
     for name in manifest.files:
         if name.endswith(".pt"):
             check_pickle_globals(ckpt / name)
-    return OpenCheckpoint(ckpt, manifest)
+    return OpenCheckpoint(ckpt, manifest, warnings)
 
 
 def check_pickle_globals(path: Path) -> None:
@@ -362,6 +510,7 @@ def check_pickle_globals(path: Path) -> None:
 
 
 def load_for_inference(path: str | Path, device: Any = "cpu") -> tuple[Any, Any, Manifest]:
-    """(model in eval mode on device, its tokenizer, manifest) for generate, chat and export."""
+    """(model in eval mode on device, its tokenizer, manifest) for eval; generate and chat open the
+    checkpoint themselves to pass its warnings on."""
     ckpt = open_checkpoint(path)
     return ckpt.load_model(device), ckpt.tokenizer(), ckpt.manifest

@@ -185,6 +185,7 @@ def generate_from_checkpoint(
     on_text: Callable[[str], None] | None = None,
     echo_prompt: bool = False,
     truncate_left: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
     the prompt itself with echo_prompt, once the checkpoint has loaded).
@@ -194,15 +195,20 @@ def generate_from_checkpoint(
     Generation stops at EOS and at the checkpoint's recorded end-of-turn ids. A prompt that leaves no
     room in the model's context is an error, unless `truncate_left`: then its first tokens are dropped
     (a leading BOS/document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the
-    result's `prompt_dropped_tokens` says how many.
+    result's `prompt_dropped_tokens` says how many. What the user should be warned about (a corrupt
+    `latest` passed over for an older step) goes to on_warning as soon as the checkpoint is open, and
+    is the result's `warnings`.
     """
-    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.infer.device import choose_device, inference_autocast
     from llmctl.telemetry import inference_metrics
     from llmctl.tokenizer.template import prompt_ids, stop_ids
 
     dev = choose_device(device, flag="--device")
-    model, tokenizer, manifest = load_for_inference(checkpoint, dev)
+    opened = open_checkpoint(checkpoint)
+    for warning in opened.warnings if on_warning is not None else []:
+        on_warning(warning)
+    model, tokenizer, manifest = opened.load_model(dev), opened.tokenizer(), opened.manifest
     if render is None:
         ids = prompt_ids(tokenizer, manifest, prompt)
         # The token a document starts after (BOS, or EOS for old models) survives a left truncation.
@@ -246,6 +252,7 @@ def generate_from_checkpoint(
     return {
         "checkpoint": str(checkpoint),
         "step": manifest.get("step"),
+        "warnings": opened.warnings,
         "prompt": prompt,
         "text": tokenizer.decode(new),
         "prompt_tokens": gen.prompt_tokens,

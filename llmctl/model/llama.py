@@ -277,3 +277,30 @@ class Transformer(nn.Module):
         if non_embedding:
             total -= self.tok_embeddings.weight.numel()
         return total
+
+
+def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a Transformer's state dict for `cfg`, without building it (a config
+    is checked against a weights file's header this way before anything is allocated)."""
+    assert cfg.vocab_size is not None
+    dim, hidden = cfg.dim, cfg.hidden_dim
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (cfg.vocab_size, dim)}
+    for i in range(cfg.n_layers):
+        layer = {
+            "attention_norm.weight": (dim,),
+            "attention.wq.weight": (q, dim),
+            "attention.wk.weight": (kv, dim),
+            "attention.wv.weight": (kv, dim),
+            "attention.wo.weight": (dim, q),
+            "ffn_norm.weight": (dim,),
+            "feed_forward.w1.weight": (hidden, dim),
+            "feed_forward.w3.weight": (hidden, dim),
+            "feed_forward.w2.weight": (dim, hidden),
+        }
+        if cfg.qkv_bias:
+            layer.update({"attention.wq.bias": (q,), "attention.wk.bias": (kv,), "attention.wv.bias": (kv,)})
+        shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    shapes["norm.weight"] = (dim,)
+    shapes["output.weight"] = (cfg.vocab_size, dim)
+    return shapes

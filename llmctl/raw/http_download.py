@@ -10,7 +10,6 @@ verified file is renamed to its final name.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -20,60 +19,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
+from urllib.parse import unquote, urlparse
 
 from llmctl import __version__
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
 from llmctl.files import atomic_write_json, ensure_inside, file_sha256, io_error, safe_name
 from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
+from llmctl.redact import basic_auth_parts as _request_parts
+from llmctl.redact import redact_url
 
 CHUNK = 1 << 20
 RETRIES = 5
 """Attempts after a dropped connection before giving up (the .partial file stays for a rerun)."""
 RETRY_WAIT_S = 1.0
 TIMEOUT_S = 60.0
-
-
-# Query parameters that carry credentials: presigned S3/GCS/Azure URLs, API tokens, session keys.
-_SECRET_WORDS = ("token", "sig", "key", "secret", "pass", "pwd", "auth", "credential", "session", "policy")
-REDACTED = "REDACTED"
-
-
-def _is_secret(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
-def redact_url(url: str) -> str:
-    """`url` safe to show or record: user:password@ and credential-like query values replaced.
-
-    'https://u:p@host/a.txt?token=abc&id=3' -> 'https://REDACTED@host/a.txt?token=REDACTED&id=3'.
-    Everything llmctl writes or prints about a URL (dataset.json, cache side files, logs, errors)
-    goes through here.
-    """
-    try:
-        parts = urlparse(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, REDACTED if _is_secret(k) else v) for k, v in pairs], safe="/:")
-        return urlunparse((parts.scheme, netloc, parts.path, parts.params, query, ""))
-    except ValueError:
-        return "<unparsable URL>"
-
-
-def _request_parts(url: str) -> tuple[str, dict[str, str]]:
-    """The URL urllib can open (no user:password@) and the Basic auth header those credentials make."""
-    parts = urlparse(url)
-    if "@" not in parts.netloc:
-        return url, {}
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
-    return urlunparse(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
 
 
 def url_file_name(url: str) -> str:

@@ -8,6 +8,8 @@
   only steps after the checkpoint are logged. MLflow cannot delete metric points, so after a crash
   (kill -9) the steps between the checkpoint and the crash appear twice in the history.
 - Metrics carry the TensorBoard tag names, except the training loss, which is `loss`.
+- Credentials in the URI (`http://user:pw@host`) are used for the connection only: config.yaml,
+  checkpoint.json, trackers.json, notes and errors show it redacted (`http://REDACTED@host`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llmctl.errors import LlmctlError
+from llmctl.redact import REDACTED, basic_auth_parts, redact_uri
 from llmctl.telemetry.trackers import (
     TrackerSink,
     eval_scalars,
@@ -51,12 +54,19 @@ def tracking_uri(configured: str | None) -> str:
 
 def check_uri(uri: str) -> None:
     """Refuse what MLflow would refuse later, with the reason and the way out; create a sqlite file's folder."""
+    shown = redact_uri(uri)
+    if f"{REDACTED}@" in uri:
+        raise LlmctlError(
+            f"the MLflow URI {uri} holds redacted credentials (a recorded config.yaml or checkpoint.json)",
+            "pass the real URI again with --telemetry.mlflow_uri, or export MLFLOW_TRACKING_URI "
+            "(or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)",
+        )
     scheme = urlparse(uri).scheme
     if scheme in ("", "file"):
         allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true", "yes")
         if not allowed:
             raise LlmctlError(
-                f"MLflow 3 refuses the file store {uri} (./mlruns-style stores are in maintenance mode)",
+                f"MLflow 3 refuses the file store {shown} (./mlruns-style stores are in maintenance mode)",
                 f"use {_SQLITE_HINT} or a server (http://host:5000); `mlflow migrate-filestore` moves old runs; "
                 "to keep the file store anyway, export MLFLOW_ALLOW_FILE_STORE=true",
             )
@@ -66,15 +76,23 @@ def check_uri(uri: str) -> None:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     elif scheme in ("http", "https"):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            # urllib cannot open user:password@host itself: the credentials go as a Basic auth header.
+            url, headers = basic_auth_parts(uri.rstrip("/") + "/health")
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5):
                 pass
         except urllib.error.HTTPError:
             pass  # it answered: a proxy or an older server without /health
         except (OSError, ValueError) as exc:
             raise LlmctlError(
-                f"the MLflow tracking server {uri} cannot be reached ({getattr(exc, 'reason', exc)})",
+                f"the MLflow tracking server {shown} cannot be reached ({_hide(str(getattr(exc, 'reason', exc)), uri)})",
                 f"start it (mlflow server --backend-store-uri sqlite:///mlflow.db) or use {_SQLITE_HINT}",
             ) from None
+
+
+def _hide(text: str, uri: str) -> str:
+    """`text` (an exception's message) with the URI's user:password@ taken out, wherever it is quoted."""
+    userinfo = urlparse(uri).netloc.rpartition("@")[0]
+    return text.replace(userinfo, REDACTED) if userinfo else text
 
 
 class MlflowSink(TrackerSink):
@@ -86,6 +104,8 @@ class MlflowSink(TrackerSink):
         super().__init__(settings, run_dir, resume)
         self.client: Any = None
         self.uri = ""
+        self.shown = ""
+        """The URI as notes, errors and trackers.json show it (credentials redacted)."""
 
     def connect(self, info: Any, resume_step: int) -> list[str]:
         """Create the run, or continue the checkpoint's run; log the config and fingerprints as params."""
@@ -94,6 +114,7 @@ class MlflowSink(TrackerSink):
         # MLflow's INFO lines (database migrations) would interleave with the panel; warnings still show.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = tracking_uri(self.settings.mlflow_uri)
+        self.shown = redact_uri(self.uri)
         check_uri(self.uri)
         notes: list[str] = []
         try:
@@ -102,24 +123,25 @@ class MlflowSink(TrackerSink):
             if previous is not None:
                 self.run_id = previous.info.run_id
                 self.client.update_run(self.run_id, status="RUNNING")
-                notes.append(f"MLflow: continuing run {self.run_id} from step {resume_step} ({self.uri})")
+                notes.append(f"MLflow: continuing run {self.run_id} from step {resume_step} ({self.shown})")
             else:
                 if self.resume.get("run_id") and resume_step > 0:
                     notes.append(
-                        f"MLflow: run {self.resume['run_id']} is not in {self.uri}; starting a new run"
+                        f"MLflow: run {self.resume['run_id']} is not in {self.shown}; starting a new run"
                     )
                 self.run_id = self._new_run(info)
-                notes.append(f"MLflow: run {self.run_id} in {self.uri}")
+                notes.append(f"MLflow: run {self.run_id} in {self.shown}")
             self._log_params(start_params(info.config), resume_step, previous)
         except LlmctlError:
             raise
         except Exception as exc:  # MlflowException, SQLAlchemy and HTTP errors: one line, not a traceback
+            reason = _hide(str(exc).splitlines()[0] if str(exc) else repr(exc), self.uri)
             raise LlmctlError(
-                f"MLflow ({self.uri}) refused to start the run: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                f"MLflow ({self.shown}) refused to start the run: {reason}",
                 f"check --telemetry.mlflow_uri / MLFLOW_TRACKING_URI, or use {_SQLITE_HINT}",
             ) from None
         self.last_step = resume_step
-        self._record_open({"uri": self.uri})
+        self._record_open({"uri": self.shown})
         return notes
 
     def _previous_run(self, resume_step: int) -> Any:
@@ -188,5 +210,5 @@ class MlflowSink(TrackerSink):
         step = int(summary.get("steps") or self.last_step or 0)
         self._log(summary_scalars(summary), step)
         self.client.set_terminated(self.run_id, status=_STATUS.get(str(summary.get("status")), "KILLED"))
-        self._record_closed({"uri": self.uri})
+        self._record_closed({"uri": self.shown})
         self.client = None

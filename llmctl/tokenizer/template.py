@@ -9,7 +9,8 @@ A checkpoint records its prompt convention in checkpoint.json: `prompt.add_bos` 
 llmctl's BOS-first tokenizers) means "encode through the tokenizer's post-processor", exactly what
 `AutoTokenizer(prompt)` does; without it, the document prefix of the token shards it was trained on.
 Templates are rendered like transformers' `apply_chat_template`: a sandboxed Jinja environment with
-trim_blocks and lstrip_blocks, `raise_exception` and `strftime_now`, and the text is then encoded with
+trim_blocks and lstrip_blocks, `raise_exception` and `strftime_now` (also bounded in steps, time and size,
+jinja_bounds.py), and the text is then encoded with
 the template's own special-token strings recognised and no post-processor (the template writes its own BOS).
 Special-token strings inside message content stay text: a reply that mentions `<|im_end|>` does not end
 its turn (transformers' apply_chat_template would make them specials; llmctl's ids differ from its ids
@@ -124,6 +125,26 @@ def read_chat_template(path: Path) -> str | None:
     return None
 
 
+# transformers' apply_chat_template environment: its options, helpers and tojson.
+_JINJA_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True, "extensions": ["jinja2.ext.loopcontrols"]}
+
+
+def _raise_exception(message: str) -> None:
+    raise LlmctlError(
+        f"the chat template refused the conversation: {message}", "check the roles and their order"
+    )
+
+
+def _strftime_now(fmt: str) -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _tojson(x: Any, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(x, ensure_ascii=False, indent=indent)
+
+
 def _special(config: dict[str, Any], key: str) -> str | None:
     value = config.get(key)
     return value.get("content") if isinstance(value, dict) else value
@@ -210,29 +231,23 @@ class TemplateChat:
 
     def _render(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool) -> str:
         import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message: str) -> None:
-            raise LlmctlError(
-                f"the chat template refused the conversation: {message}", "check the roles and their order"
-            )
+        from llmctl.tokenizer.jinja_bounds import render_bounded
 
-        def strftime_now(fmt: str) -> str:
-            import datetime
-
-            return datetime.datetime.now().strftime(fmt)
-
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-        )
-        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-        env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
         try:
-            return env.from_string(self.template).render(
-                messages=list(messages),
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token or "",
-                eos_token=self.eos_token or "",
+            # Bounded in steps, time and size (llmctl/tokenizer/jinja_bounds.py): the template is the
+            # model publisher's code, and a server may render it in any thread.
+            return render_bounded(
+                self.template,
+                {
+                    "messages": list(messages),
+                    "add_generation_prompt": add_generation_prompt,
+                    "bos_token": self.bos_token or "",
+                    "eos_token": self.eos_token or "",
+                },
+                globals_={"raise_exception": _raise_exception, "strftime_now": _strftime_now},
+                filters={"tojson": _tojson},
+                options=_JINJA_OPTIONS,
             )
         except jinja2.TemplateError as exc:
             raise LlmctlError(
