@@ -74,9 +74,11 @@ def _raw_pairs(data: Path, split: str) -> Any:
     for part in split_parts(data, split):
         pf = pq.ParquetFile(part)
         names = pf.schema_arrow.names
-        if not {"prompt", "chosen", "rejected"} <= set(names):
+        missing = [c for c in ("prompt", "chosen", "rejected") if c not in names]
+        if missing:
             raise LlmctlError(
-                f"{part} holds no preference pairs (columns: {', '.join(names)})",
+                f"{part} holds no preference pairs: no {', '.join(repr(m) for m in missing)} column "
+                f"(columns: {', '.join(names)})",
                 "download preference data (prompt/chosen/rejected) with `llmctl data download`, or use --mode sft",
             )
         for batch in pf.iter_batches(batch_size=1024, columns=["prompt", "chosen", "rejected"]):
