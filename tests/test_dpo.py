@@ -450,3 +450,47 @@ def test_dpo_figures_reach_tensorboard_tags_and_the_panel() -> None:
     assert plain_line(record).endswith("| margin 0.250 | reward acc 75.0%")
     assert "reward acc 75.0%" in eval_line(record)
     assert "margin" not in eval_line({k: v for k, v in record.items() if "/" not in k})
+
+
+def _pair_needs(setup: Any) -> np.ndarray:
+    from llmctl.tokens.pairs import open_pairs
+
+    return np.sort(open_pairs(setup.tokens, "train").sequence_lengths().max(axis=1) - 1)
+
+
+def test_most_pairs_too_long_is_an_error_naming_the_seq_len(setup: Any) -> None:
+    needs = _pair_needs(setup)
+    seq_len = int(needs[len(needs) // 3]) - 1  # two thirds or more cannot fit
+    dropped = int((needs > seq_len).sum())
+    result = runner.invoke(app, dpo_args(setup, setup.tmp / "runs" / "short", 1, f"--data.seq_len={seq_len}"))
+    assert result.exit_code == 2, result.output
+    assert f"error: {dropped} of {len(needs)} training pairs are longer than --data.seq_len={seq_len}" in (
+        result.stderr
+    )
+    assert f"--data.seq_len={int(needs[-1])}" in result.stderr and "Traceback" not in result.output
+    assert not (setup.tmp / "runs" / "short" / "reference").exists()  # refused before the reference pass
+
+
+def test_some_pairs_too_long_warn_and_the_reference_pass_shows_progress(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmctl.cli._progress as progress
+
+    monkeypatch.setattr(progress, "TOKEN_PLAIN_EVERY_S", 0.0)  # a plain line per micro-batch
+    needs = _pair_needs(setup)
+    seq_len = int(needs[-8]) - 1
+    dropped = int((needs > seq_len).sum())
+    out = setup.tmp / "runs" / "warned"
+    with torch_threads(1):
+        result = runner.invoke(app, dpo_args(setup, out, 1, f"--data.seq_len={seq_len}"))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {dropped} of {len(needs)} training pairs are longer than --data.seq_len={seq_len}"
+        f" (prompt + reply) and will not be trained; --data.seq_len={int(needs[-1])} would keep them all"
+    ) in result.stderr
+    lines = result.stderr.splitlines()
+    usable = len(needs) - dropped
+    assert f"reference log-probs: train, {usable} pairs (forward passes of the reference, once)" in lines
+    assert f"reference log-probs: train 8/{usable} pairs" in result.stderr
+    assert any(line.startswith("reference log-probs: done in") for line in lines)
+    assert "reference log-probs" not in result.stdout
