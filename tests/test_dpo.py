@@ -494,3 +494,40 @@ def test_some_pairs_too_long_warn_and_the_reference_pass_shows_progress(
     assert f"reference log-probs: train 8/{usable} pairs" in result.stderr
     assert any(line.startswith("reference log-probs: done in") for line in lines)
     assert "reference log-probs" not in result.stdout
+
+
+def test_a_huge_reply_is_cut_before_encoding(setup: Any, tmp_path: Path) -> None:
+    from peak_memory import run_llmctl_measured
+
+    rows = preference_rows(6, seed=3)
+    huge = "the cat sat on the mat " * (50_000_000 // 23)  # about 50 MB of one reply
+    rows[2]["chosen"] = [{"role": "assistant", "content": huge}]
+    raw = write_pairs_parquet(tmp_path / "raw", {"train": rows})
+    del huge, rows
+    args = ["tokenize", "--mode", "dpo", "--profile", "chat", "--data", str(raw), "--tokenizer"]
+    args += [str(setup.tokenizer), "--out", str(tmp_path / "tokens"), "--max-len", "64", "--json"]
+    code, stderr, peak_mib = run_llmctl_measured(args)
+    assert code == 0, stderr
+    split = json.loads((tmp_path / "tokens" / "meta.json").read_text())["splits"]["train"]
+    assert split["pairs"] == 6 and split["cut_before_encoding"] == 1 and split["truncated"] >= 1
+    # The row is read whole (~50 MB as Arrow data and again as a Python string: 0.3-0.8 GB in all); encoding
+    # it whole as before took about 2 GB for a 10 MB reply, so about 10 GB here.
+    assert peak_mib < 1024, peak_mib
+    from llmctl.tokens.pairs import open_pairs
+
+    (p, _), (chosen, mask), _ = open_pairs(tmp_path / "tokens", "train").sides(2)
+    assert len(p) + len(chosen) == 64 and mask[-1] == 1
+    # The kept tokens are the reply's first ones, exactly as encoding a long (not huge) copy whole gives them.
+    from llmctl.tokenizer.chat import get_profile
+    from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.pairs import encode_pair, text_bound
+
+    tok = load_tokenizer(setup.tokenizer)
+    long = "the cat sat on the mat " * (2 * text_bound(64, tok) // 23)
+    pair = {
+        "prompt": preference_rows(6, seed=3)[2]["prompt"],
+        "chosen": [{"role": "assistant", "content": long}],
+    }
+    pair["rejected"] = pair["chosen"]
+    _, (whole, _), _ = encode_pair(pair, tok, get_profile("chat"))
+    assert chosen.tolist() == whole[: len(chosen)]
