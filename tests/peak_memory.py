@@ -1,5 +1,5 @@
-"""Run an llmctl command in a fresh Python and read back its peak memory (ru_maxrss), for the tests that
-bound what one huge row may cost.
+"""Run an llmctl command in a fresh Python and read back its peak resident memory (Linux's VmHWM), for the
+tests that bound what one huge row may cost.
 
     code, stderr, peak_mib = run_llmctl_measured(["data", "download", "big.jsonl", "--out", "raw"])
 """
@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# VmHWM, not ru_maxrss: Linux carries the spawning process's resident size into the child's ru_maxrss at
+# exec, so a test process holding a big string would be counted; VmHWM belongs to the new image alone.
 _MEASURED = """
-import resource, sys
+import re, sys
 from llmctl.cli.app import main
 sys.argv = ["llmctl", *sys.argv[1:]]
 try:
     main()
 finally:
-    # ru_maxrss is KiB on Linux: the peak resident memory of this process alone.
-    print(f"PEAK_RSS_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+    with open("/proc/self/status") as fh:
+        peak = re.search(r"VmHWM:\\s+(\\d+) kB", fh.read()).group(1)
+    print(f"PEAK_RSS_KIB {peak}", file=sys.stderr)
 """
 
 
