@@ -531,3 +531,16 @@ def test_a_huge_reply_is_cut_before_encoding(setup: Any, tmp_path: Path) -> None
     pair["rejected"] = pair["chosen"]
     _, (whole, _), _ = encode_pair(pair, tok, get_profile("chat"))
     assert chosen.tolist() == whole[: len(chosen)]
+
+
+def test_reference_progress_is_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmctl.cli._progress as progress
+    from llmctl.engine.dpo_reference import ReferenceProgress
+
+    monkeypatch.setattr(progress, "stderr_is_plain", lambda: False)
+    with progress.PairProgress() as bar:
+        bar.update(ReferenceProgress("train", 8, 96, 0.5))
+        task = bar._bar.tasks[0]
+        assert (task.completed, task.total) == (8, 96) and "train" in task.description
+        bar.update(ReferenceProgress("train", 96, 96, 1.0, finished=True))
+        assert bar._bar is None  # closed before the training panel takes the terminal
