@@ -544,3 +544,16 @@ def test_reference_progress_is_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPat
         assert (task.completed, task.total) == (8, 96) and "train" in task.description
         bar.update(ReferenceProgress("train", 96, 96, 1.0, finished=True))
         assert bar._bar is None  # closed before the training panel takes the terminal
+
+
+def test_every_usable_pair_is_in_each_epoch_on_any_world_size(setup: Any) -> None:
+    from llmctl.tokens.pair_batches import PairBatches
+    from llmctl.tokens.pairs import open_pairs
+
+    pairs = open_pairs(setup.tokens, "train")
+    for packing, world in ((False, 1), (False, 3), (True, 2)):
+        seen: set[int] = set()
+        plans = [PairBatches(pairs, 5, 64, packing, 7, r, world)._epoch_plan(0) for r in range(world)]
+        for plan in plans:
+            seen |= {p for layout in plan for row in layout for p, _ in row}
+        assert seen == set(range(len(pairs))) and len({len(p) for p in plans}) == 1

@@ -8,7 +8,9 @@ sequences) are placed best-fit into rows of seq_len positions, each sequence a d
 (attention and RoPE positions restart), `micro_batch` rows per micro-batch. Padded: `micro_batch`
 pairs per micro-batch, one sequence per row (chosen rows first), padded to the longest. `seq_index`
 names the sequence (2k: chosen of the batch's k-th pair, 2k+1: rejected) of every trained target,
--1 elsewhere, so per-sequence log-probs are one scatter-add whatever the layout.
+-1 elsewhere, so per-sequence log-probs are one scatter-add whatever the layout. Every usable pair is
+in each epoch's plan, on any number of ranks: a few are repeated to fill the last micro-batches
+(epoch_plan.fill_to_multiple).
 """
 
 from __future__ import annotations
