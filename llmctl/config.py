@@ -110,6 +110,9 @@ class DataConfig:
     """SFT: pack several conversations per sequence with per-conversation attention masks."""
     overlong: Literal["truncate", "drop"] = "truncate"
     """SFT: what happens to conversations longer than seq_len."""
+    batching: Literal["random", "length"] = "random"
+    """SFT without packing: random micro-batches, or length-sorted windows of 64 micro-batches (less
+    padding, but each batch holds only short or only long conversations). README section 8 has figures."""
 
 
 @dataclass(frozen=True)

@@ -450,3 +450,110 @@ def test_dpo_figures_reach_tensorboard_tags_and_the_panel() -> None:
     assert plain_line(record).endswith("| margin 0.250 | reward acc 75.0%")
     assert "reward acc 75.0%" in eval_line(record)
     assert "margin" not in eval_line({k: v for k, v in record.items() if "/" not in k})
+
+
+def _pair_needs(setup: Any) -> np.ndarray:
+    from llmctl.tokens.pairs import open_pairs
+
+    return np.sort(open_pairs(setup.tokens, "train").sequence_lengths().max(axis=1) - 1)
+
+
+def test_most_pairs_too_long_is_an_error_naming_the_seq_len(setup: Any) -> None:
+    needs = _pair_needs(setup)
+    seq_len = int(needs[len(needs) // 3]) - 1  # two thirds or more cannot fit
+    dropped = int((needs > seq_len).sum())
+    result = runner.invoke(app, dpo_args(setup, setup.tmp / "runs" / "short", 1, f"--data.seq_len={seq_len}"))
+    assert result.exit_code == 2, result.output
+    assert f"error: {dropped} of {len(needs)} training pairs are longer than --data.seq_len={seq_len}" in (
+        result.stderr
+    )
+    assert f"--data.seq_len={int(needs[-1])}" in result.stderr and "Traceback" not in result.output
+    assert not (setup.tmp / "runs" / "short" / "reference").exists()  # refused before the reference pass
+
+
+def test_some_pairs_too_long_warn_and_the_reference_pass_shows_progress(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmctl.cli._progress as progress
+
+    monkeypatch.setattr(progress, "TOKEN_PLAIN_EVERY_S", 0.0)  # a plain line per micro-batch
+    needs = _pair_needs(setup)
+    seq_len = int(needs[-8]) - 1
+    dropped = int((needs > seq_len).sum())
+    out = setup.tmp / "runs" / "warned"
+    with torch_threads(1):
+        result = runner.invoke(app, dpo_args(setup, out, 1, f"--data.seq_len={seq_len}"))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {dropped} of {len(needs)} training pairs are longer than --data.seq_len={seq_len}"
+        f" (prompt + reply) and will not be trained; --data.seq_len={int(needs[-1])} would keep them all"
+    ) in result.stderr
+    lines = result.stderr.splitlines()
+    usable = len(needs) - dropped
+    assert f"reference log-probs: train, {usable} pairs (forward passes of the reference, once)" in lines
+    assert f"reference log-probs: train 8/{usable} pairs" in result.stderr
+    assert any(line.startswith("reference log-probs: done in") for line in lines)
+    assert "reference log-probs" not in result.stdout
+
+
+def test_a_huge_reply_is_cut_before_encoding(setup: Any, tmp_path: Path) -> None:
+    from peak_memory import run_llmctl_measured
+
+    rows = preference_rows(6, seed=3)
+    huge = "the cat sat on the mat " * (50_000_000 // 23)  # about 50 MB of one reply
+    rows[2]["chosen"] = [{"role": "assistant", "content": huge}]
+    raw = write_pairs_parquet(tmp_path / "raw", {"train": rows})
+    del huge, rows
+    args = ["tokenize", "--mode", "dpo", "--profile", "chat", "--data", str(raw), "--tokenizer"]
+    args += [str(setup.tokenizer), "--out", str(tmp_path / "tokens"), "--max-len", "64", "--json"]
+    code, stderr, peak_mib = run_llmctl_measured(args)
+    assert code == 0, stderr
+    split = json.loads((tmp_path / "tokens" / "meta.json").read_text())["splits"]["train"]
+    assert split["pairs"] == 6 and split["cut_before_encoding"] == 1 and split["truncated"] >= 1
+    # About 325 MiB: the row is still read whole (~50 MB as Arrow data, again as a Python string). Encoding it
+    # whole, as before, took 2 GiB for a 10 MB reply, so about 10 GiB here.
+    assert peak_mib < 600, peak_mib
+    from llmctl.tokens.pairs import open_pairs
+
+    (p, _), (chosen, mask), _ = open_pairs(tmp_path / "tokens", "train").sides(2)
+    assert len(p) + len(chosen) == 64 and mask[-1] == 1
+    # The kept tokens are the reply's first ones, exactly as encoding a long (not huge) copy whole gives them.
+    from llmctl.tokenizer.chat import get_profile
+    from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.pairs import encode_pair, text_bound
+
+    tok = load_tokenizer(setup.tokenizer)
+    long = "the cat sat on the mat " * (2 * text_bound(64, tok) // 23)
+    pair = {
+        "prompt": preference_rows(6, seed=3)[2]["prompt"],
+        "chosen": [{"role": "assistant", "content": long}],
+    }
+    pair["rejected"] = pair["chosen"]
+    _, (whole, _), _ = encode_pair(pair, tok, get_profile("chat"))
+    assert chosen.tolist() == whole[: len(chosen)]
+
+
+def test_reference_progress_is_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmctl.cli._progress as progress
+    from llmctl.engine.dpo_reference import ReferenceProgress
+
+    monkeypatch.setattr(progress, "stderr_is_plain", lambda: False)
+    with progress.PairProgress() as bar:
+        bar.update(ReferenceProgress("train", 8, 96, 0.5))
+        task = bar._bar.tasks[0]
+        assert (task.completed, task.total) == (8, 96) and "train" in task.description
+        bar.update(ReferenceProgress("train", 96, 96, 1.0, finished=True))
+        assert bar._bar is None  # closed before the training panel takes the terminal
+
+
+def test_every_usable_pair_is_in_each_epoch_on_any_world_size(setup: Any) -> None:
+    from llmctl.tokens.pair_batches import PairBatches
+    from llmctl.tokens.pairs import open_pairs
+
+    pairs = open_pairs(setup.tokens, "train")
+    for packing, world in ((False, 1), (False, 3), (True, 2)):
+        seen: set[int] = set()
+        plans = [PairBatches(pairs, 5, 64, packing, 7, r, world)._epoch_plan(0) for r in range(world)]
+        for plan in plans:
+            seen |= {p for layout in plan for row in layout for p, _ in row}
+        assert seen == set(range(len(pairs))) and len({len(p) for p in plans}) == 1

@@ -210,3 +210,12 @@ def test_named_orca_and_hh_rlhf(hub: FakeServers, tmp_path: Path) -> None:
     pair = pairs_of(tmp_path / "hh", "train")[0]
     assert pair["prompt"] == [user("Hello 0"), assistant("Hi."), user("Help me 0")]
     assert pair["chosen"] == [assistant("Sure, here is how.")] and pair["rejected"] == [assistant("No.")]
+
+
+def test_a_preference_file_without_rejected_names_the_missing_field(tmp_path: Path) -> None:
+    src = tmp_path / "half.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"a{i}"}) + "\n" for i in range(3)))
+    result = runner.invoke(app, ["data", "download", str(src), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 2
+    assert "no 'rejected' column, only 'chosen'" in result.stderr
+    assert "no text column" not in result.stderr and "Traceback" not in result.output

@@ -60,6 +60,11 @@ def tokenize_pairs_command(
                 f"{name}: {s['dropped_prompt_too_long']:,} pair(s) dropped, the prompt alone fills --max-len {max_len} "
                 f"(rows {', '.join(map(str, s['dropped_rows'][:10]))}{' ...' if s['dropped_prompt_too_long'] > 10 else ''})"
             )
+        if s.get("cut_before_encoding"):
+            log(
+                f"{name}: {s['cut_before_encoding']:,} pair(s) held a message far longer than --max-len "
+                f"{max_len}; its text was cut before encoding"
+            )
         if s["truncated_unequally"]:
             log(
                 f"{name}: {s['truncated_unequally']:,} pair(s) had chosen and rejected cut by different amounts "

@@ -2,6 +2,7 @@
 
     llmctl data download pystdlib --out data/py        # TransferBars: size, speed and ETA per file
     llmctl tokenize --data data/py --tokenizer tok.json --out tokens/py   # TokenProgress
+    llmctl dpo --init runs/sft/checkpoints/latest --data tokens/prefs     # PairProgress: the reference pass
 
 A Rich bar on a terminal; without one (or with NO_COLOR) a plain line every 10 s (30 s for transfers), which a log
 file or SLURM output keeps well.
@@ -83,6 +84,72 @@ class TokenProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.__exit__(kind, exc, tb)
+
+
+class PairProgress:
+    """Context manager for `dpo`'s reference log-prob pass; pass `update` as run_dpo's on_progress.
+
+    The bar (or the plain lines) lives only while the pass runs: the report marked finished closes it
+    with one summary line, before the training panel takes the terminal."""
+
+    def __init__(self, label: str = "reference log-probs") -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+        self._open = False
+
+    def __enter__(self) -> PairProgress:
+        return self
+
+    def _start(self) -> None:
+        self._open = True
+        self._last = time.monotonic()
+        if not stderr_is_plain():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("pairs"),
+                TimeRemainingColumn(),
+                console=err(),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=None)
+
+    def update(self, p: Any) -> None:
+        """Show a ReferenceProgress snapshot (throttled); the finished one closes the bar."""
+        if not self._open and not p.finished:
+            self._start()
+            log(f"{self.label}: {p.split}, {p.pairs_total:,} pairs (forward passes of the reference, once)")
+        if p.finished:
+            self._close()
+            log(f"{self.label}: done in {fmt_duration(p.seconds)}")
+            return
+        now = time.monotonic()
+        if self._bar is not None:
+            self._bar.update(
+                self._task, total=p.pairs_total, completed=p.pairs, description=f"{self.label} ({p.split})"
+            )
+        elif now - self._last >= TOKEN_PLAIN_EVERY_S:
+            rate = p.pairs / p.seconds if p.seconds else 0.0
+            eta = (p.pairs_total - p.pairs) / rate if rate else float("inf")
+            log(f"{self.label}: {p.split} {p.pairs:,}/{p.pairs_total:,} pairs, ETA {fmt_duration(eta)}")
+            self._last = now
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+        self._open = False
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close()
 
 
 # Transfers log less often: a download's plain line carries several files.
@@ -179,3 +246,16 @@ class TransferBars:
     ) -> None:
         if self._bar is not None:
             self._bar.__exit__(kind, exc, tb)
+
+
+def report_requeue(outcome: Any) -> None:
+    """On stderr: the SLURM job this run requeued, and `warning:` for a requeue that failed or was skipped."""
+    from llmctl.output import log
+
+    for line in outcome.warnings:
+        log(f"warning: {line}")
+    if outcome.requeued:
+        log(
+            f"requeued SLURM job {outcome.requeued}: it starts again and continues from "
+            f"{outcome.result.checkpoint} with --resume auto"
+        )

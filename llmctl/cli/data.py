@@ -91,6 +91,11 @@ def download_command(
     max_bytes: str | None = typer.Option(
         None, "--max-bytes", help="At most this many bytes of text per source split (e.g. 500M)."
     ),
+    max_row_bytes: str | None = typer.Option(
+        None,
+        "--max-row-bytes",
+        help="Skip (and count) any row over this many bytes (e.g. 16M; default 64 MiB), read past unheld.",
+    ),
     text_column: str | None = typer.Option(
         None, "--text-column", help="Column holding the text (or the messages)."
     ),
@@ -118,7 +123,7 @@ def download_command(
 
         download_task_command(source, out_dir, cache_dir=cache_dir, force=force, as_json=as_json)
         return
-    from llmctl.raw.download import DownloadOptions, download_dataset
+    from llmctl.raw.download import DEFAULT_MAX_ROW_BYTES, DownloadOptions, download_dataset
 
     options = DownloadOptions(
         splits=_splits(split),
@@ -127,6 +132,7 @@ def download_command(
         seed=seed,
         max_rows=_limit(max_rows, "--max-rows"),
         max_bytes=_limit(max_bytes, "--max-bytes"),
+        max_row_bytes=_limit(max_row_bytes, "--max-row-bytes") or DEFAULT_MAX_ROW_BYTES,
         text_column=text_column,
         format=fmt,
         txt_delimiter=txt_delimiter.encode("latin-1", "backslashreplace").decode("unicode_escape")
@@ -176,7 +182,12 @@ def _render(out_dir: Path, info: dict[str, Any], skipped: bool) -> None:
     out().print(f"source: {src['spec']} = {origin} @ {revision}{offline}", markup=False)
     out().print(
         f"read {len(info['files'])} file(s), {read}; column '{info['column']}' ({info.get('conversion')}); "
-        f"{fmt_count(info.get('dropped_rows', 0))} empty rows dropped",
+        f"{fmt_count(info.get('dropped_rows', 0))} empty rows dropped"
+        + (
+            f", {info['oversized_rows']:,} over --max-row-bytes {fmt_bytes(info['max_row_bytes'])} skipped"
+            if info.get("oversized_rows")
+            else ""
+        ),
         markup=False,
     )
     pairs = info.get("preference_dropped")

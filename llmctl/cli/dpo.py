@@ -112,15 +112,20 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
-        from llmctl.cli.pretrain import report_requeue
+        from llmctl.cli._progress import PairProgress, report_requeue
         from llmctl.engine.dpo import run_dpo
+        from llmctl.output import log
 
         values = flag_values([data] if data is not None else [], steps, out, resume)
         if init is not None:
             values["checkpoint.init"] = init
         if ref is not None:
             values["dpo.ref"] = ref
-        outcome = run_dpo(build_config(config, list(ctx.args), values), force=force)
+        cfg = build_config(config, list(ctx.args), values)
+        with PairProgress() as progress:
+            outcome = run_dpo(
+                cfg, force=force, on_progress=progress.update, on_warning=lambda w: log(f"warning: {w}")
+            )
         if not outcome.run.is_rank0:
             return
         report_requeue(outcome.run)

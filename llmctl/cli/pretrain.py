@@ -21,19 +21,6 @@ import typer
 from llmctl.errors import EXIT_INTERRUPTED
 
 
-def report_requeue(outcome: Any) -> None:
-    """On stderr: the SLURM job this run requeued, and `warning:` for a requeue that failed or was skipped."""
-    from llmctl.output import log
-
-    for line in outcome.warnings:
-        log(f"warning: {line}")
-    if outcome.requeued:
-        log(
-            f"requeued SLURM job {outcome.requeued}: it starts again and continues from "
-            f"{outcome.result.checkpoint} with --resume auto"
-        )
-
-
 def render_outcome(outcome: Any, as_json: bool) -> None:
     """The run's final figures: a table, or one JSON document."""
     from llmctl.output import out, print_json, table
@@ -139,6 +126,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
+        from llmctl.cli._progress import report_requeue
         from llmctl.engine.run import run_training, smoke_test_config
 
         values = flag_values(data, steps, out, resume)

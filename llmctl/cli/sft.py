@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final figures as one JSON document."),
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
-        from llmctl.cli.pretrain import report_requeue
+        from llmctl.cli._progress import report_requeue
         from llmctl.engine.sft import run_sft
 
         values = flag_values(data, steps, out, resume, epochs=True)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,19 @@ import torch
 
 from llmctl.config import Config
 from llmctl.engine.dpo_loss import LOSSES, falling_chosen, preference_losses, sequence_logps
-from llmctl.engine.dpo_reference import load_or_compute_reference, pair_batch, reference_key
+from llmctl.engine.dpo_reference import (
+    ProgressCallback,
+    load_or_compute_reference,
+    pair_batch,
+    reference_key,
+)
 from llmctl.engine.objectives import Batch, SamplePrompt
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
 from llmctl.tokenizer.template import TemplateChat
-from llmctl.tokens.pair_batches import (
-    PairBatches,
-    fixed_pair_rows,
-)
-from llmctl.tokens.pairs import open_pairs
+from llmctl.tokens.pair_batches import PairBatches, fixed_pair_rows, usable_pairs
+from llmctl.tokens.pairs import PairShard, open_pairs
 
 METRIC_NAMES = (
     "rewards/chosen",
@@ -49,6 +53,30 @@ METRIC_NAMES = (
 )
 WARN_WINDOW = 10
 """Steps per window of the falling-chosen check."""
+
+
+def check_pair_lengths(pairs: PairShard, seq_len: int) -> str | None:
+    """A warning when some pairs are longer than seq_len (they would not be trained), None when all fit;
+    an error when more than half would be left out. Both name the seq_len that keeps every pair."""
+    lengths = pairs.sequence_lengths()
+    if not len(lengths):
+        return None
+    dropped = len(lengths) - len(usable_pairs(pairs, seq_len))
+    if not dropped:
+        return None
+    # A sequence of n tokens gives n - 1 inputs (see usable_pairs).
+    keep_all = int(lengths.max()) - 1
+    what = (
+        f"{dropped:,} of {len(lengths):,} training pairs are longer than --data.seq_len={seq_len} "
+        "(prompt + reply) and will not be trained"
+    )
+    if 2 * dropped > len(lengths):
+        raise LlmctlError(
+            f"{what}: more than half",
+            f"--data.seq_len={keep_all} keeps every pair (the longest prompt + reply); or re-tokenize "
+            f"with `tokenize --mode dpo --max-len {seq_len + 1}` to cut the replies instead",
+        )
+    return f"{what}; --data.seq_len={keep_all} would keep them all"
 
 
 def check_dpo_config(cfg: Config) -> None:
@@ -332,10 +360,19 @@ def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
     return data
 
 
-def run_dpo(cfg: Config, reporter: Any = None, *, force: bool = False) -> DPOOutcome:
+def run_dpo(
+    cfg: Config,
+    reporter: Any = None,
+    *,
+    force: bool = False,
+    on_progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> DPOOutcome:
     """Preference-tune the --init checkpoint on pair shards with the shared Trainer.
 
-    The init and reference checkpoints are opened (and verified) once, here."""
+    The init and reference checkpoints are opened (and verified) once, here. Before anything runs,
+    pairs longer than data.seq_len are counted: a warning through `on_warning` (rank 0), or an error
+    when more than half would be left out. `on_progress` follows the reference log-prob pass."""
     from llmctl.engine.checkpoint import check_compatible
     from llmctl.engine.run import RunInputs, load_data, resolve_run_dir, run_training
     from llmctl.engine.runtime import choose_runtime
@@ -350,6 +387,12 @@ def run_dpo(cfg: Config, reporter: Any = None, *, force: bool = False) -> DPOOut
         meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
     )
     check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
+    if cfg.data.train_split in meta["splits"]:
+        warning = check_pair_lengths(
+            open_pairs(cfg.data.path or "", cfg.data.train_split, meta), cfg.data.seq_len
+        )
+        if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
+            on_warning(warning)
     packing = cfg.data.packing and accepts_doc_ids(Transformer)
     run_dir = resolve_run_dir(cfg)[0]
 
@@ -371,7 +414,7 @@ def run_dpo(cfg: Config, reporter: Any = None, *, force: bool = False) -> DPOOut
             shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
             key = reference_key(ref.path, cfg.data.path or "", splits, cfg, runtime.dtype)
             reference, ref_info = load_or_compute_reference(
-                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist
+                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist, on_progress
             )
         return DPOObjective(
             cfg.data.path or "",

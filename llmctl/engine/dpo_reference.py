@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,24 @@ from llmctl.engine.objectives import Batch
 from llmctl.files import atomic_write_bytes, atomic_write_json, file_sha256
 from llmctl.tokens.pair_batches import PairRows, collate_pairs, padded_layout, usable_pairs
 from llmctl.tokens.pairs import PairShard
+
+
+@dataclass(frozen=True)
+class ReferenceProgress:
+    """How far the reference pass is, for a progress callback (rank 0's share, scaled to all ranks)."""
+
+    split: str
+    pairs: int
+    """Pairs of this split done so far (all ranks)."""
+    pairs_total: int
+    """Usable pairs of this split."""
+    seconds: float
+    """Since the reference pass started (all splits)."""
+    finished: bool = False
+    """True once, after the last split: the pass is over."""
+
+
+ProgressCallback = Callable[[ReferenceProgress], None]
 
 
 @dataclass
@@ -86,18 +105,22 @@ def reference_logps(
     autocast: Any,
     rank: int = 0,
     world: int = 1,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> dict[int, tuple[float, float]]:
-    """{pair: (chosen, rejected) log-prob sums} for this rank's share of the usable pairs (padded, forward only)."""
+    """{pair: (chosen, rejected) log-prob sums} for this rank's share of the usable pairs (padded, forward
+    only); `on_chunk(pairs done, usable pairs)` after each micro-batch, counting all ranks' share alike."""
     model.eval()
     usable = usable_pairs(pairs, seq_len)
     chunks = [usable[i : i + micro_batch].tolist() for i in range(0, len(usable), micro_batch)]
     found: dict[int, tuple[float, float]] = {}
-    for chunk in chunks[rank::world]:
+    for done, chunk in enumerate(chunks[rank::world], start=1):
         batch = pair_batch(collate_pairs(pairs, padded_layout(chunk), 0, None), False, None).to(device)
         sums, _, _ = sequence_logps(model, batch, autocast, 2 * len(chunk), with_logits=False)
         values = sums.double().cpu().numpy()
         for k, p in enumerate(chunk):
             found[int(p)] = (float(values[2 * k]), float(values[2 * k + 1]))
+        if on_chunk is not None:
+            on_chunk(min(len(usable), done * world * micro_batch), len(usable))
     return found
 
 
@@ -122,9 +145,11 @@ def load_or_compute_reference(
     cfg: Config,
     runtime: Any,
     dist: Any,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per split, [pairs, 2] reference log-prob sums (NaN for pairs too long to train on): read from
-    RUN/reference/<key>/ when there, else computed (ranks share the work) and written by rank 0."""
+    RUN/reference/<key>/ when there, else computed (ranks share the work) and written by rank 0.
+    Rank 0 reports its progress through `on_progress` (a last report with finished=True)."""
     from llmctl.engine import distributed as D
 
     folder = run_dir / "reference" / key
@@ -137,7 +162,16 @@ def load_or_compute_reference(
     model = make_model()
     arrays: dict[str, np.ndarray] = {}
     tokens = 0
+    report = on_progress if dist.is_rank0 else None
+    last = ReferenceProgress("", 0, 0, 0.0)
     for split, pairs in splits.items():
+
+        def on_chunk(done: int, total: int, split: str = split) -> None:
+            nonlocal last
+            last = ReferenceProgress(split, done, total, time.perf_counter() - started)
+            if report is not None:
+                report(last)
+
         mine = reference_logps(
             model,
             pairs,
@@ -147,6 +181,7 @@ def load_or_compute_reference(
             runtime.autocast,
             dist.rank,
             dist.world_size,
+            on_chunk,
         )
         table = np.full((len(pairs), 2), np.nan)
         for part in D.all_gather_object(dist, mine):
@@ -156,6 +191,8 @@ def load_or_compute_reference(
         usable = usable_pairs(pairs, cfg.data.seq_len)
         tokens += int(pairs.sequence_lengths()[usable].sum())
     del model
+    if report is not None:
+        report(replace(last, seconds=time.perf_counter() - started, finished=True))
     info = {
         "key": key,
         "splits": {s: len(a) for s, a in arrays.items()},

@@ -6,7 +6,7 @@
                              eval_batches=20, prompts=["Add 2 and 3."], packing=True)
     batch = objective.train_batch()   # targets are -100 except assistant replies and their <|end|>
 
-Batches come from llmctl/tokens/sft_batches.py (padded by length bucket, or packed with per-conversation
+Batches come from llmctl/tokens/sft_batches.py (padded, in random or length-sorted batches, or packed with per-conversation
 attention). Samples are the model's replies to held-out conversations, shown next to the reference
 reply, plus replies to the configured prompts, each rendered as a user turn by the chat profile.
 """
@@ -108,6 +108,7 @@ class SFTObjective:
         prompts: list[str],
         packing: bool = False,
         overlong: str = "truncate",
+        batching: str = "random",
         train_split: str = "train",
         val_split: str = "validation",
         rank: int = 0,
@@ -134,7 +135,10 @@ class SFTObjective:
         self.untrained_rows = untrained_rows
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id or 0
         self.train = load_conversations(data_path, train_split, seq_len, overlong, self.meta)
-        self.stream = SFTBatches(self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id)
+        self.batching = batching
+        self.stream = SFTBatches(
+            self.train, micro_batch, seq_len, packing, seed, rank, world, self.pad_id, batching
+        )
         self.val = None
         if val_split in self.meta.get("splits", {}):
             self.val = load_conversations(data_path, val_split, seq_len, overlong, self.meta)
@@ -208,6 +212,7 @@ class SFTObjective:
             "dropped_overlong": counts["dropped_overlong"],
             "dropped_untrained": counts["dropped_untrained"],
             "packing": self.packing if self.packing_note is None else f"off ({self.packing_note})",
+            **({} if self.packing else {"batching": self.batching}),
             **(
                 {"WARNING_untrained_rows": " ".join(self.untrained)}
                 if self.untrained and self.untrained_rows == "warn"
@@ -229,6 +234,7 @@ class SFTObjective:
             "untrained_rows": self.untrained_rows if self.untrained else None,
             "packing": self.packing,
             "packing_note": self.packing_note,
+            "batching": None if self.packing else self.batching,
             "seq_len": self.seq_len,
             "overlong": self.overlong,
         }
@@ -317,6 +323,7 @@ def sft_objective(
         prompts=list(cfg.train.sample_prompts),
         packing=packing,
         overlong=cfg.data.overlong,
+        batching=cfg.data.batching,
         train_split=cfg.data.train_split,
         val_split=cfg.data.val_split,
         rank=dist.rank,

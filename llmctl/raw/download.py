@@ -33,6 +33,9 @@ from llmctl.raw.resolve import InputFile, ResolvedSource, resolve_source, split_
 from llmctl.raw.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
 from llmctl.raw.transfer import NoProgress, TransferProgress, TransferTask
 
+DEFAULT_MAX_ROW_BYTES = 64 << 20
+"""64 MiB: far above any document a language model trains on (a long book is a few MB), far below
+what would exhaust memory when one row is read, converted and written."""
 FORMAT_NAME = "llmctl-raw-dataset"
 FORMAT_VERSION = 1
 STAGE_DIR = ".llmctl-incomplete"
@@ -54,6 +57,8 @@ class DownloadOptions:
     """Documents read from each source split at most (a sample of a huge corpus)."""
     max_bytes: int | None = None
     """UTF-8 bytes of text read from each source split at most."""
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    """A row (document, conversation or pair) over this many UTF-8 bytes is skipped and counted."""
     text_column: str | None = None
     format: str | None = None
     txt_delimiter: str | None = None
@@ -78,6 +83,8 @@ def _request(spec: SourceSpec, options: DownloadOptions) -> dict[str, Any]:
     record = asdict(options)
     for key in ("force", "cache_dir"):
         record.pop(key)
+    if record["max_row_bytes"] == DEFAULT_MAX_ROW_BYTES:
+        record.pop("max_row_bytes")  # datasets written before the limit existed stay up to date
     record["splits"] = list(options.splits)
     record["source"] = spec.spec
     if spec.kind == "pystdlib":
@@ -146,6 +153,8 @@ class _SplitReader:
         self.rows = 0
         self.bytes = 0
         self.dropped = 0
+        self.oversized = 0
+        """Rows over options.max_row_bytes once read (parquet, JSON documents, converted values)."""
         self.joiner = WikitextArticles() if transform == "wikitext-articles" else None
 
     @property
@@ -173,6 +182,9 @@ class _SplitReader:
             if self.full:
                 return
             nbytes = value_bytes(value)
+            if nbytes > o.max_row_bytes:
+                self.oversized += 1
+                continue
             if o.max_bytes is not None and self.rows and self.bytes + nbytes > o.max_bytes:
                 self.bytes = o.max_bytes  # the next document would overshoot: this split is full
                 return
@@ -203,6 +215,7 @@ def _read_file(
         txt_delimiter=options.txt_delimiter,
         format_name=file.format_name,
         cached=file.cached,
+        max_row_bytes=options.max_row_bytes,
     )
     mapping = choose_mapping(record_file.columns(), file.name, text_column, transform)
     accept(mapping, file.name)
@@ -227,6 +240,7 @@ def _read_file(
         "size": size,
         "sha256": sha256,
         "invalid_utf8_replaced": record_file.invalid_utf8,
+        "oversized_rows": record_file.oversized,
     }
 
 
@@ -287,7 +301,7 @@ def download_dataset(
     files: list[dict[str, Any]] = []
     chosen: list[RowMapping] = []
     mappings: list[RowMapping] = []
-    dropped = 0
+    dropped = oversized = 0
     writers: dict[str, SplitWriter] = {}
 
     def accept(mapping: RowMapping, name: str) -> None:
@@ -327,6 +341,7 @@ def download_dataset(
             finally:
                 task.close()
             dropped += reader.dropped
+            oversized += reader.oversized
             for w in writers_for.values():
                 w.close()
         column, how = (chosen[0].column, chosen[0].how) if chosen else ("text", None)
@@ -346,13 +361,17 @@ def download_dataset(
         )
         # What the rows are, under its own key: source.kind already says where they came from.
         info["content"] = {"text": "text", "messages": "chat", "preference": "preference"}.get(column, column)
+        # Rows over --max-row-bytes: those the reader skipped unread plus those found too big once read.
+        info["max_row_bytes"] = options.max_row_bytes
+        info["oversized_rows"] = oversized + sum(f["oversized_rows"] for f in files)
         pair_drops = [m.drop_counts for m in mappings if m.drop_counts is not None]
         if pair_drops:
             info["preference_dropped"] = {k: sum(d[k] for d in pair_drops) for k in pair_drops[0]}
         if not sum(w.rows for w in writers.values()):
             raise LlmctlError(
-                f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped)",
-                "check --text-column, --split, --max-rows/--max-bytes, and that the files hold text",
+                f"no documents came out of {spec.label} (read {len(files)} file(s), {dropped} empty rows dropped, "
+                f"{info['oversized_rows']} over --max-row-bytes)",
+                "check --text-column, --split, --max-rows/--max-bytes/--max-row-bytes, and that the files hold text",
             )
         _refuse_empty_train(spec, writers, carved)
         notes = [
@@ -372,6 +391,11 @@ def download_dataset(
                 out.rmdir()  # only when empty: a failed first run leaves no folder behind
         raise
     info["seconds"] = round(time.time() - started, 3)
+    if info["oversized_rows"]:
+        notes.append(
+            f"{info['oversized_rows']:,} row(s) over --max-row-bytes {options.max_row_bytes:,} were skipped "
+            "(oversized_rows in dataset.json; files[].oversized_rows names the files read past)"
+        )
     if info["invalid_utf8_replaced"]:
         notes.append(
             f"{info['invalid_utf8_replaced']:,} invalid UTF-8 sequence(s) were replaced with U+FFFD "

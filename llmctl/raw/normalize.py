@@ -117,6 +117,17 @@ def choose_mapping(
     ):
         reads, converter, how = preference_reads(columns, file_name, transform)
         return RowMapping("preference", reads, how, converter)  # type: ignore[arg-type]
+    half = {"chosen", "rejected"} & set(columns)
+    if text_column is None and transform is None and len(half) == 1:
+        # One side of a preference pair: "no text column" would send the user looking in the wrong place.
+        (present,) = half
+        missing = "rejected" if present == "chosen" else "chosen"
+        raise LlmctlError(
+            f"{file_name} looks like preference data but has no '{missing}' column, only '{present}' "
+            f"(columns found: {', '.join(columns)})",
+            f"each preference row needs both 'chosen' and '{missing}' (and 'prompt' unless they are whole "
+            "conversations); or pass --text-column NAME to read plain text",
+        )
     if transform == "alpaca" or (
         text_column is None and {"instruction", "output"} <= set(columns) and transform is None
     ):

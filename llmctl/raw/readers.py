@@ -8,6 +8,10 @@
 Batches are columnar (column -> list of values) so a multi-GB parquet file streams without building a
 dict per row. A file that cannot be read (truncated, corrupt, not what its name says) is a
 LlmctlRuntimeError naming it.
+
+With `max_row_bytes`, a JSON line or a text document longer than that is skipped and counted in
+`oversized` without ever being held whole: lines are read with a bounded readline, the rest of an
+oversized one is read past in chunks. (Parquet and whole-JSON rows are checked after they are read.)
 """
 
 from __future__ import annotations
@@ -114,12 +118,16 @@ class RecordFile:
         txt_delimiter: str | None = None,
         format_name: str | None = None,
         cached: bool = False,
+        max_row_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
         self.cached = cached
         self.invalid_utf8 = 0
         """Invalid UTF-8 sequences the last `batches()` replaced with U+FFFD."""
+        self.max_row_bytes = max_row_bytes
+        self.oversized = 0
+        """JSON lines and text documents the last `batches()` skipped for being over max_row_bytes."""
         self.format, self.compression = detect_format(format_name or self.name, fmt)
         self.txt_delimiter = txt_delimiter
         self.total = self.path.stat().st_size
@@ -167,6 +175,7 @@ class RecordFile:
         """Column lists of at most batch_rows rows; columns=None reads every column."""
         self.done = 0
         self.invalid_utf8 = 0
+        self.oversized = 0
         replaced_before = _REPLACED[0]
         readers = {"parquet": self._parquet_batches, "jsonl": self._jsonl_batches, "json": self._json_batches}
         inner = readers.get(self.format, self._txt_batches)(columns, batch_rows)
@@ -219,11 +228,34 @@ class RecordFile:
         names = columns or list(dict.fromkeys(k for r in records for k in r))
         return {c: [r.get(c) for r in records] for c in names}
 
+    def _too_long(self, text: str) -> bool:
+        """True (and counted) when a row's text is over max_row_bytes (a character is at least one byte)."""
+        limit = self.max_row_bytes
+        if limit is None or len(text) <= limit // 4 or len(text.encode("utf-8", "surrogatepass")) <= limit:
+            return False
+        self.oversized += 1
+        return True
+
+    def _lines(self, fh: IO[str]) -> Iterator[str]:
+        """The file's lines; with max_row_bytes, one longer than that is read past in chunks and skipped."""
+        limit = self.max_row_bytes
+        if limit is None:
+            yield from fh
+            return
+        while line := fh.readline(limit + 1):
+            if len(line) > limit and line[-1] not in "\r\n":
+                while (rest := fh.readline(_READ_CHUNK)) and rest[-1] not in "\r\n":
+                    pass
+                self.oversized += 1
+                yield ""  # still a line: the numbers of the lines after it stay right
+                continue
+            yield "" if self._too_long(line.rstrip("\r\n")) else line
+
     def _jsonl_batches(self, columns: list[str] | None, batch_rows: int) -> Iterator[Batch]:
         rows: list[Any] = []
         first = 1
         with self._text() as fh:
-            for number, line in enumerate(fh, start=1):
+            for number, line in enumerate(self._lines(fh), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -272,11 +304,14 @@ class RecordFile:
         return data
 
     def _txt_batches(self, columns: list[str] | None, batch_rows: int) -> Iterator[Batch]:
+        limit = self.max_row_bytes
         with self._text() as fh:
             if not self.txt_delimiter:
-                yield {"text": [fh.read()]}
+                text = fh.read() if limit is None else fh.read(limit + 1)
+                yield {"text": [] if self._too_long(text) else [text]}
                 return
             carry = ""
+            skipping = False  # inside a document already counted as oversized: drop up to its delimiter
             pending: list[str] = []
             while True:
                 chunk = fh.read(_READ_CHUNK)
@@ -284,10 +319,17 @@ class RecordFile:
                     break
                 pieces = (carry + chunk).split(self.txt_delimiter)
                 carry = pieces.pop()
-                pending.extend(pieces)
+                if skipping and pieces:
+                    pieces, skipping = pieces[1:], False
+                pending.extend(p for p in pieces if not self._too_long(p))
+                if limit is not None and len(carry) > limit:
+                    # No delimiter within the limit: count it once, keep only what may start a delimiter.
+                    self.oversized += not skipping
+                    skipping, carry = True, carry[len(carry) - len(self.txt_delimiter) + 1 :]
                 if len(pending) >= batch_rows:
                     self.done = self._counter.count if self._counter else self.done
                     yield {"text": pending}
                     pending = []
-            pending.append(carry)
+            if not skipping and not self._too_long(carry):
+                pending.append(carry)
             yield {"text": pending}

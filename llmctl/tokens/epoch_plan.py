@@ -2,12 +2,26 @@
 
 A subclass plans one epoch (`_epoch_plan`: a list of micro-batch layouts, already this rank's share) and
 turns a layout into tensors' rows (`_collate`); this class walks the plan, moves to a freshly shuffled
-epoch at the end of one, and saves and restores the position, so a resume continues exactly.
+epoch at the end of one, and saves and restores the position, so a resume continues exactly. `fill_to_multiple` is how an epoch
+keeps every item when their count is not a multiple of the micro-batches the ranks take.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+
+def fill_to_multiple(order: np.ndarray, multiple: int) -> np.ndarray:
+    """`order` extended by its own first items (cyclically) to a multiple of `multiple` items.
+
+    Cutting an epoch into micro-batches spread over ranks needs a multiple of micro_batch * world items;
+    rather than drop the remainder (with length-sorted batches, always the longest items), the first few
+    of the shuffled order are used a second time, so every item is trained at least once per epoch.
+    """
+    short = -len(order) % multiple if len(order) else 0
+    return np.concatenate([order, np.resize(order, short)]) if short else order
 
 
 class EpochPlan:

@@ -8,7 +8,9 @@ sequences) are placed best-fit into rows of seq_len positions, each sequence a d
 (attention and RoPE positions restart), `micro_batch` rows per micro-batch. Padded: `micro_batch`
 pairs per micro-batch, one sequence per row (chosen rows first), padded to the longest. `seq_index`
 names the sequence (2k: chosen of the batch's k-th pair, 2k+1: rejected) of every trained target,
--1 elsewhere, so per-sequence log-probs are one scatter-add whatever the layout.
+-1 elsewhere, so per-sequence log-probs are one scatter-add whatever the layout. Every usable pair is
+in each epoch's plan, on any number of ranks: a few are repeated to fill the last micro-batches
+(epoch_plan.fill_to_multiple).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError
-from llmctl.tokens.epoch_plan import EpochPlan
+from llmctl.tokens.epoch_plan import EpochPlan, fill_to_multiple
 from llmctl.tokens.pairs import PairShard
 
 IGNORE = -100
@@ -145,10 +147,13 @@ def plan_packed_pairs(
     return [batches[i] for i in order_of]
 
 
-def plan_padded_pairs(usable: np.ndarray, batch: int, rng: np.random.Generator) -> list[Layout]:
-    """Micro-batches of `batch` pairs in a shuffled order, one sequence per row."""
-    order = rng.permutation(usable)
-    return [padded_layout(order[i : i + batch].tolist()) for i in range(0, len(order) - batch + 1, batch)]
+def plan_padded_pairs(
+    usable: np.ndarray, batch: int, rng: np.random.Generator, world: int = 1
+) -> list[Layout]:
+    """Micro-batches of `batch` pairs in a shuffled order, one sequence per row; a multiple of `world` of
+    them holding every usable pair (the first few twice, to fill the last)."""
+    order = fill_to_multiple(rng.permutation(usable), batch * world)
+    return [padded_layout(order[i : i + batch].tolist()) for i in range(0, len(order), batch)]
 
 
 class PairBatches(EpochPlan):
@@ -182,9 +187,10 @@ class PairBatches(EpochPlan):
         if self.packing:
             plan = plan_packed_pairs(self.lengths, self.usable, self.micro_batch, self.seq_len, rng)
         else:
-            plan = plan_padded_pairs(self.usable, self.micro_batch, rng)
-        per_rank = len(plan) // self.world
-        return plan[self.rank : per_rank * self.world : self.world]
+            plan = plan_padded_pairs(self.usable, self.micro_batch, rng, self.world)
+        # Packed micro-batches are whole pairs already; the first few fill the ranks' last round.
+        plan = [plan[i] for i in fill_to_multiple(np.arange(len(plan)), self.world)]
+        return plan[self.rank :: self.world]
 
     def _collate(self, layout: Any) -> PairRows:
         return collate_pairs(self.pairs, layout, self.pad_id, self.seq_len if self.packing else None)

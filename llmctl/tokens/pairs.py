@@ -14,7 +14,9 @@ rendering of the prompt turns followed by the chosen reply (`<|assistant|> ... <
 assistant marker untrained. With `profile="model"` (`--template model`) the model's own Jinja chat
 template renders them instead: the prompt with the generation prompt, prompt + chosen as the whole
 conversation (transformers' apply_chat_template ids), the reply's content and its end-of-turn token
-trained. --max-len bounds prompt + side; the prompt is kept whole and the reply cut. A pair whose
+trained. --max-len bounds prompt + side; the prompt is kept whole and the reply cut (a message's text
+longer than `text_bound` characters is cut before it is encoded, so a huge reply costs no more than a
+long one). A pair whose
 prompt leaves no room for one trained token is dropped, and a pair where only one side (or the two by
 different amounts) was cut is counted: both are listed in meta.json's report.
 """
@@ -54,7 +56,9 @@ class SplitReport:
     truncated: int = 0
     """Pairs with at least one side cut to --max-len."""
     truncated_unequally: int = 0
-    """Pairs whose chosen and rejected lost different numbers of tokens."""
+    """Pairs whose chosen and rejected lost different numbers of tokens (or a text cut before encoding)."""
+    cut_before_encoding: int = 0
+    """Pairs with a message longer than the text bound (text_bound), cut before it was encoded."""
     dropped_rows: list[int] = field(default_factory=list)
     unequal_rows: list[int] = field(default_factory=list)
 
@@ -74,9 +78,11 @@ def _raw_pairs(data: Path, split: str) -> Any:
     for part in split_parts(data, split):
         pf = pq.ParquetFile(part)
         names = pf.schema_arrow.names
-        if not {"prompt", "chosen", "rejected"} <= set(names):
+        missing = [c for c in ("prompt", "chosen", "rejected") if c not in names]
+        if missing:
             raise LlmctlError(
-                f"{part} holds no preference pairs (columns: {', '.join(names)})",
+                f"{part} holds no preference pairs: no {', '.join(repr(m) for m in missing)} column "
+                f"(columns: {', '.join(names)})",
                 "download preference data (prompt/chosen/rejected) with `llmctl data download`, or use --mode sft",
             )
         for batch in pf.iter_batches(batch_size=1024, columns=["prompt", "chosen", "rejected"]):
@@ -114,6 +120,48 @@ def encode_pair_with_template(
             )
         sides.append([ids[n:], mask[n:]])
     return prompt, sides[0], sides[1]
+
+
+CUT_MARGIN_TOKENS = 64
+"""Tokens kept past --max-len when a text is cut before encoding: BPE re-merges only the few tokens at
+the cut, so this keeps the cut's effects well beyond the tokens that are kept."""
+
+
+def longest_token_chars(tok: Tokenizer) -> int:
+    """Characters of the vocabulary's longest token string: no token covers more characters of text.
+
+    Byte-level BPE spells each byte as one character, and a character is at least one byte; SentencePiece
+    pieces spell their characters (`▁` for a space), byte fallback `<0x41>` six for one byte: each string
+    is at least as long as the text it covers."""
+    return max(1, max(len(tok.id_to_token(i) or "") for i in range(tok.vocab_size)))
+
+
+def text_bound(max_len: int, tok: Tokenizer) -> int:
+    """Characters of one message's text that give at least max_len + CUT_MARGIN_TOKENS tokens.
+
+    With no token longer than L characters, C characters encode into at least C / L tokens; twice that
+    allows for a normalizer that drops characters (stripped accents). A longer message's tokens past
+    the bound are cut by --max-len anyway, so encoding it whole (a 1 GB reply) would only cost memory."""
+    return 2 * (max_len + CUT_MARGIN_TOKENS) * longest_token_chars(tok)
+
+
+def bound_pair_text(pair: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
+    """The pair with every message's text cut to `limit` characters, and whether any was cut."""
+    cut = False
+
+    def bounded(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal cut
+        out = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str) and len(content) > limit:
+                cut = True
+                m = {**m, "content": content[:limit]}
+            out.append(m)
+        return out
+
+    bounded_pair = {k: bounded(v) if k in ("prompt", "chosen", "rejected") else v for k, v in pair.items()}
+    return bounded_pair, cut
 
 
 def _first_trained(mask: list[int]) -> int:
@@ -169,6 +217,7 @@ def tokenize_pairs(
             "download one with `llmctl data download SOURCE --out DIR`",
         )
     dtype = np.dtype(dtype_for_vocab(tok.vocab_size)).newbyteorder("<")
+    limit = text_bound(max_len, tok)
     meta_splits: dict[str, Any] = {}
     done = 0
     for split in list(splits) or found:
@@ -181,7 +230,9 @@ def tokenize_pairs(
             atomic_open(directory / f"{SHARD}.bin") as bin_fh,
             atomic_open(directory / f"{SHARD}.mask") as mask_fh,
         ):
-            for row, pair in enumerate(_raw_pairs(data, split)):
+            for row, raw in enumerate(_raw_pairs(data, split)):
+                pair, cut_text = bound_pair_text(raw, limit)
+                report.cut_before_encoding += cut_text
                 prompt, (c_ids, c_mask), (r_ids, r_mask) = encode(pair)
                 room = max_len - len(prompt)
                 # Room for one trained token of each reply: after the chat profile's untrained assistant marker,
@@ -195,7 +246,8 @@ def tokenize_pairs(
                 c_ids, c_mask, r_ids, r_mask = c_ids[:room], c_mask[:room], r_ids[:room], r_mask[:room]
                 if cut_c or cut_r:
                     report.truncated += 1
-                if cut_c != cut_r:
+                # A text cut before encoding lost an unknown number of tokens: counted as unequal.
+                if cut_c != cut_r or cut_text:
                     report.truncated_unequally += 1
                     if len(report.unequal_rows) < REPORT_LIMIT:
                         report.unequal_rows.append(row)
@@ -231,7 +283,14 @@ def tokenize_pairs(
         "splits": meta_splits,
         "totals": {
             k: sum(s[k] for s in meta_splits.values())
-            for k in ("pairs", "tokens", "trained_tokens", "dropped_prompt_too_long", "truncated_unequally")
+            for k in (
+                "pairs",
+                "tokens",
+                "trained_tokens",
+                "dropped_prompt_too_long",
+                "truncated_unequally",
+                "cut_before_encoding",
+            )
         },
         "seconds": round(time.perf_counter() - started, 3),
     }

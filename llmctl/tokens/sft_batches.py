@@ -1,22 +1,25 @@
 """SFT batches from SFT token shards: whole conversations, padded by length bucket or packed.
 
     convs = load_conversations("tokens/instr", "train", seq_len=512, overlong="truncate")
-    batches = SFTBatches(convs, micro_batch=8, seq_len=512, packing=True, seed=1337, rank=0, world=1, pad_id=2)
+    batches = SFTBatches(convs, micro_batch=8, seq_len=512, packing=False, seed=1337, pad_id=2, batching="random")
     rows = batches.next_rows()          # one micro-batch: numpy inputs, targets, doc_ids, position_ids
 
 Each conversation is shifted on its own (inputs ids[:-1], targets ids[1:] where the mask is 1, else
 -100), so no target ever belongs to another conversation, packed or not. A conversation of n tokens
 therefore fills n - 1 positions, and one of up to seq_len + 1 tokens fits a sequence.
 
-Padded: a shuffled epoch is cut into windows of `BUCKET_BATCHES` micro-batches; each window is sorted by
-length, so a batch holds conversations of similar length, padded only to its own longest (rounded up to
-a multiple of 8), and the batches' order is shuffled again. Packed: in each window, conversations are
-placed best-fit by decreasing length into sequences of seq_len positions, with doc_ids and position_ids
-that restart per conversation (the model then attends within a conversation only).
+Padded, `batching="random"`: a shuffled epoch cut into micro-batches, each padded only to its own
+longest conversation (rounded up to a multiple of 8). Padded, `batching="length"`: the shuffled epoch is
+cut into windows of `BUCKET_BATCHES` micro-batches, each window sorted by length so a batch holds
+conversations of similar length (less padding), and the batches' order shuffled again. Packed: in each
+window, conversations are placed best-fit by decreasing length into sequences of seq_len positions, with
+doc_ids and position_ids that restart per conversation (the model then attends within a conversation only).
 
-The order depends only on the seed, the epoch and the world size; rank r takes every world-th batch of
-the epoch, all ranks the same number, so the data are disjoint. The position (epoch, batch) is the whole
-state: resuming re-plans the epoch and continues at the same batch.
+Every conversation is trained at least once per epoch: when the conversations (padded) or packed rows
+do not fill a whole number of micro-batches on every rank, the first few of the shuffled order fill the
+last ones a second time (epoch_plan.fill_to_multiple). The order depends only on the seed, the epoch and
+the world size; rank r takes every world-th batch of the epoch, all ranks the same number. The position
+(epoch, batch) is the whole state: resuming re-plans the epoch and continues at the same batch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError
-from llmctl.tokens.epoch_plan import EpochPlan
+from llmctl.tokens.epoch_plan import EpochPlan, fill_to_multiple
 from llmctl.tokens.shards import Shard, open_split, read_meta
 
 IGNORE = -100
@@ -37,6 +40,8 @@ BUCKET_BATCHES = 64
 """Micro-batches per length-sorting (padded) or packing (packed) window: larger wastes less padding,
 smaller keeps the order more random."""
 PAD_MULTIPLE = 8
+BATCHINGS = ("random", "length")
+"""Padded SFT batch orders (`data.batching`): random micro-batches, or length-sorted windows."""
 
 
 @dataclass
@@ -143,25 +148,30 @@ def _windows(order: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def plan_padded(
-    lengths: np.ndarray, batch: int, rng: np.random.Generator, bucket: int = BUCKET_BATCHES
+    lengths: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+    bucket: int = BUCKET_BATCHES,
+    world: int = 1,
 ) -> list[list[list[int]]]:
     """Micro-batches of `batch` single-conversation rows, length-sorted within windows of `bucket`
-    micro-batches (1: plain random batches), order shuffled."""
-    order = rng.permutation(len(lengths))
+    micro-batches (1: plain random batches), order shuffled; a multiple of `world` of them, holding
+    every conversation (a few twice, to fill the last)."""
+    order = fill_to_multiple(rng.permutation(len(lengths)), batch * world)
     batches: list[list[list[int]]] = []
+    # Windows are multiples of `batch` and so is the filled order: every window cuts into whole batches.
     for window in _windows(order, batch * bucket):
         window = window[np.argsort(lengths[window], kind="stable")]
-        batches += [
-            [[int(c)] for c in window[i : i + batch]] for i in range(0, len(window) - batch + 1, batch)
-        ]
+        batches += [[[int(c)] for c in window[i : i + batch]] for i in range(0, len(window), batch)]
     rng.shuffle(batches)
     return batches
 
 
 def plan_packed(
-    lengths: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator
+    lengths: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator, world: int = 1
 ) -> list[list[list[int]]]:
-    """Micro-batches of `batch` packed rows; each row's conversations fill at most seq_len positions."""
+    """Micro-batches of `batch` packed rows, a multiple of `world` of them; each row's conversations fill
+    at most seq_len positions, and every conversation is in a row (a few rows twice, to fill the last)."""
     order = rng.permutation(len(lengths))
     rows: list[list[int]] = []
     # Enough conversations per window to fill about BUCKET_BATCHES micro-batches.
@@ -187,7 +197,8 @@ def plan_packed(
                 bisect.insort(free, (seq_len - need, len(packs) - 1))
         rows += packs
     rng.shuffle(rows)
-    return [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)]
+    rows = [rows[i] for i in fill_to_multiple(np.arange(len(rows)), batch * world)]
+    return [rows[i : i + batch] for i in range(0, len(rows), batch)]
 
 
 @dataclass
@@ -246,9 +257,13 @@ class SFTBatches(EpochPlan):
         rank: int = 0,
         world: int = 1,
         pad_id: int = 0,
+        batching: str = "random",
     ) -> None:
+        if batching not in BATCHINGS:
+            raise LlmctlError(f"unknown data.batching '{batching}'", f"use one of {', '.join(BATCHINGS)}")
         self.convs, self.micro_batch, self.seq_len, self.packing = convs, micro_batch, seq_len, packing
         self.seed, self.rank, self.world, self.pad_id = seed, rank, world, pad_id
+        self.batching = batching
         self.epoch, self.index = 0, 0
         self._plan: list[list[list[int]]] | None = None
         if self.batches_per_epoch() == 0:
@@ -261,11 +276,11 @@ class SFTBatches(EpochPlan):
         rng = np.random.default_rng([self.seed, epoch])
         lengths = self.convs.lengths
         if self.packing:
-            plan = plan_packed(lengths, self.micro_batch, self.seq_len, rng)
+            plan = plan_packed(lengths, self.micro_batch, self.seq_len, rng, self.world)
         else:
-            plan = plan_padded(lengths, self.micro_batch, rng)
-        per_rank = len(plan) // self.world
-        return plan[self.rank : per_rank * self.world : self.world]
+            bucket = BUCKET_BATCHES if self.batching == "length" else 1
+            plan = plan_padded(lengths, self.micro_batch, rng, bucket, self.world)
+        return plan[self.rank :: self.world]
 
     def _collate(self, layout: Any) -> Rows:
         return collate(self.convs, layout, self.pad_id, self.seq_len if self.packing else None)
