@@ -11,6 +11,7 @@ Never imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from pathlib import Path
@@ -104,18 +105,7 @@ def show_command(
                 "config_file": str(config) if config is not None else None,
                 "overrides": list(ctx.args),
                 "sections": docs,
-                "keys": [
-                    {
-                        "key": k.key,
-                        "section": k.section,
-                        "type": k.type,
-                        "default": k.default,
-                        "value": k.value,
-                        "changed": k.changed,
-                        "doc": k.doc,
-                    }
-                    for k in keys
-                ],
+                "keys": [{**dataclasses.asdict(k), "changed": k.changed} for k in keys],
             }
         )
         return
