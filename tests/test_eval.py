@@ -414,11 +414,32 @@ EXPECTED_ITEMS = {
             "Sarah was a better surgeon than Maria so Sarah",
             "Sarah was a better surgeon than Maria so Maria",
         ],
-        "choices": [" always got the harder cases.", " always got the harder cases."],
+        "target_delimiter": " ",
+        "choices": ["always got the harder cases.", "always got the harder cases."],
         "label": 0,
         "id": None,
     },
 }
+
+
+# The split lm-eval draws few-shot examples from, and the column each of its rows varies.
+TRAIN_FILES: dict[str, tuple[str, str]] = {
+    "hellaswag": ("data/train-00000-of-00001.parquet", "ctx_a"),
+    "arc-easy": ("ARC-Easy/train-00000-of-00001.parquet", "question"),
+    "arc-challenge": ("ARC-Challenge/train-00000-of-00001.parquet", "question"),
+    "piqa": ("piqa_train.parquet", "goal"),
+    "winogrande": ("winogrande_xl/train-00000-of-00001.parquet", "sentence"),
+}
+TRAIN_ROWS = 8
+
+
+def train_table(name: str) -> dict[str, list[Any]]:
+    """TRAIN_ROWS rows like the task's validation row, each with its own text in one column."""
+    _, _, table = HUB_ROWS[name]
+    column = TRAIN_FILES[name][1]
+    out = {k: v * TRAIN_ROWS for k, v in table.items()}
+    out[column] = [f"{table[column][0]} (example {i})" for i in range(TRAIN_ROWS)]
+    return out
 
 
 @pytest.fixture
@@ -434,10 +455,11 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     with FakeServers() as servers:
         monkeypatch.setenv("HF_ENDPOINT", servers.endpoint)
         files: dict[str, dict[str, bytes]] = {}
-        for repo, name, table in HUB_ROWS.values():
-            buf = io.BytesIO()
-            pq.write_table(pa.table(table), buf)
-            files.setdefault(repo, {"README.md": b"# card\n"})[name] = buf.getvalue()
+        for task, (repo, name, table) in HUB_ROWS.items():
+            for file, rows in ((name, table), (TRAIN_FILES[task][0], train_table(task))):
+                buf = io.BytesIO()
+                pq.write_table(pa.table(rows), buf)
+                files.setdefault(repo, {"README.md": b"# card\n"})[file] = buf.getvalue()
         for repo, repo_files in files.items():
             servers.add_repo(repo, repo_files, lfs={n for n in repo_files if n.endswith(".parquet")})
         yield servers
