@@ -19,7 +19,7 @@ def _rows_of(report: dict[str, Any]) -> list[tuple[str, float | None, float | No
     """(metric, value, standard error, higher is better) of one report, in table order."""
     rows = []
     if "loss" in report:
-        source = report.get("text") or report.get("split")
+        source = report.get("split")  # the file name for --text
         rows += [(f"{source} {m}", report.get(m), None, up) for m, up in _LM_METRICS]
     for name, r in (report.get("tasks") or {}).items():
         if r["kind"] == "choice":
