@@ -211,3 +211,27 @@ def _fewshot_matches_lm_eval(tmp_path: Path, ckpt: Path, lm: Any, texts: list[st
             assert lls == pytest.approx(mine["loglikelihoods"], abs=1e-4)
         assert ours[name]["acc"] == out["results"][f"llmctl_{name}"]["acc,none"]
         assert ours[name]["acc_norm"] == out["results"][f"llmctl_{name}"]["acc_norm,none"]
+
+
+@pytest.mark.slow
+def test_chat_template_pairs_of_an_import_equal_lm_eval_encoding(tmp_path: Path) -> None:
+    """An imported chat model (Jinja template): the pair ids are lm-eval's HFLM ones under
+    --apply_chat_template (rendered user turn with the generation prompt, no delimiter)."""
+    from hf_fixtures import make_hf_model
+    from lm_eval.models.huggingface import HFLM
+
+    from llmctl.eval.chat_prompt import chat_pairs
+    from llmctl.eval.model_io import open_model
+
+    hf = make_hf_model(tmp_path / "hf", "qwen2")
+    imported = runner.invoke(app, ["import", str(hf), "--out", str(tmp_path / "ck"), "--no-verify"])
+    assert imported.exit_code == 0, imported.output
+    pair_ids = chat_pairs(open_model(str(tmp_path / "ck"), "cpu"))
+    with torch_threads(1):
+        lm = HFLM(pretrained=str(hf), device="cpu", batch_size=1, dtype="float32")
+    for context, choice in [
+        ("Question: Which is a gas?\nAnswer:", "steam"),
+        ("Say <|im_end|> then stop ", "ok"),
+    ]:
+        rendered = lm.apply_chat_template([{"role": "user", "content": context}])
+        assert pair_ids(context, choice) == tuple(lm._encode_pair(rendered, choice))
