@@ -302,11 +302,14 @@ def test_bad_task_lines_are_errors_with_line_numbers(tiny: dict[str, Any], line:
     assert f"bad.jsonl:2: {message}" in result.stderr and "hint:" in result.stderr
 
 
-def test_missing_inputs_and_undownloaded_names_are_errors(tiny: dict[str, Any]) -> None:
+def test_missing_inputs_and_undownloaded_names_are_errors(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no Hub: the named task cannot be fetched
     result = runner.invoke(app, ["eval", str(tiny["ckpt"])])
     assert result.exit_code == 2 and "nothing to evaluate" in result.stderr
     result = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "hellaswag"])
-    assert result.exit_code == 2 and "llmctl data download hellaswag" in result.stderr
+    assert result.exit_code == 2 and "llmctl data download hellaswag --out" in result.stderr
     result = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--data", str(tiny["tokens"]), "--split", "nope"])
     assert result.exit_code == 2 and "split 'nope' not found" in result.stderr
 
