@@ -1,15 +1,17 @@
-"""Multiple-choice scoring speed: `llmctl eval` against lm-evaluation-harness's HF backend.
+"""Multiple-choice scoring speed: `llmctl eval` against lm-evaluation-harness's HF backend, same scores.
 
-    python benchmarks/eval_throughput.py                          # builds a small model, about two minutes on CPU
-    python benchmarks/eval_throughput.py --items 400 --threads 2 --dim 256 --layers 4
+    python benchmarks/eval_throughput.py                          # builds a small model, a few minutes on CPU
+    python benchmarks/eval_throughput.py --items 400 --threads 2 --dim 256 --layers 4 --fewshot 3
     python benchmarks/eval_throughput.py --device cuda --dim 768 --layers 12 --items 1000
 
 One model, trained for a few steps on examples/data/instructions.jsonl, is scored two ways on the
-same items (contexts from the data, four choices each): llmctl's own scorer on the checkpoint, and
-lm-eval's HF backend on the same checkpoint exported with `llmctl export` (float32, the same prompt
-prefix added by the exported tokenizer). Both run on the same device and threads, after the model is
-loaded; lm-eval's time includes building its task from a local JSONL (a fraction of a second).
-Prints items/s for each and the ratio. Needs the dev extra lm_eval[hf].
+same task: items of four choices after lm-eval's " " target delimiter (contexts `...\nAnswer:`), with
+`--fewshot` solved examples (3 by default) drawn by lm-eval's seeded sampler (seed 1234) from a train
+split. llmctl scores the task folder (items.jsonl + fewshot.jsonl) with its own scorer; lm-eval's HF backend
+scores the same JSONL files (training_split: train) on the checkpoint exported with `llmctl export`
+(float32, the same prompt prefix added by the exported tokenizer). Both run on the same device and threads,
+after the model is loaded; each time includes building the few-shot contexts. acc and acc_norm must be
+identical (the script stops otherwise). Prints items/s for each and the ratio. Needs the dev extra lm_eval[hf].
 """
 
 from __future__ import annotations
@@ -80,23 +82,34 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
     return tmp / "runs" / "bench" / "checkpoints" / "latest", texts
 
 
-def make_items(texts: list[str], n: int) -> list[dict[str, object]]:
-    """Context: a conversation's first line; choices: its second line and those of three others."""
+def make_items(texts: list[str], n: int, offset: int = 0) -> list[dict[str, object]]:
+    """Context: a conversation's first line as a question; choices, after lm-eval's " " delimiter: its second
+    line and those of three others."""
     pairs = [t.split("\n", 1) for t in texts if "\n" in t]
     items = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         head, tail = pairs[i % len(pairs)]
         others = [pairs[(i * 7 + k * 13 + 1) % len(pairs)][1] for k in range(3)]
         label = i % 4
         items.append(
             {
-                "context": head + "\n",
+                "context": f"Question: {head}\nAnswer:",
+                "target_delimiter": " ",
                 "choices": [*others[:label], tail, *others[label:]],
                 "label": label,
                 "id": i,
             }
         )
     return items
+
+
+def write_task(tmp: Path, texts: list[str], n: int) -> Path:
+    """A task folder: n items and a 100-item few-shot pool from other conversations."""
+    folder = tmp / "bench"
+    folder.mkdir()
+    for file, rows in (("items.jsonl", make_items(texts, n)), ("fewshot.jsonl", make_items(texts, 100, n))):
+        (folder / file).write_text("".join(json.dumps(i) + "\n" for i in rows))
+    return folder
 
 
 def main() -> None:
@@ -107,6 +120,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lm-eval-batch", type=int, default=32, help="lm-eval's --batch_size")
+    parser.add_argument("--fewshot", type=int, default=3, help="solved examples before each item")
     args = parser.parse_args()
 
     import torch
@@ -116,22 +130,22 @@ def main() -> None:
 
     from llmctl.cli.app import app
     from llmctl.eval.choice import score_choices
+    from llmctl.eval.fewshot import add_fewshot
     from llmctl.eval.model_io import open_model, prompt_prefix
-    from llmctl.eval.tasks import read_items
+    from llmctl.eval.tasks import load_task
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ckpt, texts = build_checkpoint(tmp, args)
-        items = make_items(texts, args.items)
-        task = tmp / "bench.jsonl"
-        task.write_text("".join(json.dumps(i) + "\n" for i in items))
+        folder = write_task(tmp, texts, args.items)
+        task = load_task(str(folder))
 
         loaded = open_model(str(ckpt), args.device)
-        _, parsed = read_items(task)
-        score_choices(loaded, parsed[:8])  # warm-up
+        score_choices(loaded, task.items[:8])  # warm-up
         start = time.perf_counter()
-        ours = score_choices(loaded, parsed)
+        items = add_fewshot(task.items, task.fewshot_pool(), k=args.fewshot, seed=1234)
+        ours = score_choices(loaded, items)
         ours_s = time.perf_counter() - start
 
         from typer.testing import CliRunner
@@ -157,27 +171,37 @@ def main() -> None:
         (hf_dir / "tokenizer.json").write_text(json.dumps(data))
         (tmp / "tasks").mkdir()
         (tmp / "tasks" / "bench.yaml").write_text(
-            f"task: llmctl_bench\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {task}\n"
-            "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{context}}'\n"
-            "doc_to_choice: '{{choices}}'\ndoc_to_target: label\ntarget_delimiter: \"\"\n"
-            "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+            "task: llmctl_bench\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+            f"    test: {folder / 'items.jsonl'}\n    train: {folder / 'fewshot.jsonl'}\n"
+            "test_split: test\ntraining_split: train\noutput_type: multiple_choice\n"
+            "doc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: label\n"
+            'target_delimiter: " "\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n'
         )
         lm = HFLM(pretrained=str(hf_dir), device=args.device, batch_size=args.lm_eval_batch, dtype="float32")
         manager = TaskManager(include_path=str(tmp / "tasks"))
         start = time.perf_counter()
-        theirs = simple_evaluate(model=lm, tasks=["llmctl_bench"], task_manager=manager)
+        theirs = simple_evaluate(
+            model=lm, tasks=["llmctl_bench"], task_manager=manager, num_fewshot=args.fewshot
+        )
         theirs_s = time.perf_counter() - start
-        acc_theirs = theirs["results"]["llmctl_bench"]["acc,none"]
+        result = theirs["results"]["llmctl_bench"]
+        acc_theirs, norm_theirs = result["acc,none"], result["acc_norm,none"]
 
     n = len(items)
     print(
-        f"{n} items x 4 choices, model dim {args.dim} x {args.layers} layers, {args.device}, {args.threads} threads"
+        f'{n} items x 4 choices, {args.fewshot}-shot, " " delimiter, model dim {args.dim} x {args.layers} layers, '
+        f"{args.device}, {args.threads} threads"
     )
-    print(f"llmctl eval:           {n / ours_s:8.1f} items/s  ({ours_s:.2f} s, acc {ours.acc:.4f})")
     print(
-        f"lm-eval HF backend:    {n / theirs_s:8.1f} items/s  ({theirs_s:.2f} s, acc {acc_theirs:.4f}, batch {args.lm_eval_batch})"
+        f"llmctl eval:           {n / ours_s:8.1f} items/s  ({ours_s:.2f} s, acc {ours.acc:.4f}, acc_norm {ours.acc_norm:.4f})"
+    )
+    print(
+        f"lm-eval HF backend:    {n / theirs_s:8.1f} items/s  ({theirs_s:.2f} s, acc {acc_theirs:.4f}, "
+        f"acc_norm {norm_theirs:.4f}, batch {args.lm_eval_batch})"
     )
     print(f"ratio llmctl / lm-eval: {theirs_s / ours_s:.2f}x")
+    assert (ours.acc, ours.acc_norm) == (acc_theirs, norm_theirs), "the two disagree: scores differ"
+    print("scores identical: acc and acc_norm equal lm-eval's")
 
 
 if __name__ == "__main__":

@@ -302,11 +302,14 @@ def test_bad_task_lines_are_errors_with_line_numbers(tiny: dict[str, Any], line:
     assert f"bad.jsonl:2: {message}" in result.stderr and "hint:" in result.stderr
 
 
-def test_missing_inputs_and_undownloaded_names_are_errors(tiny: dict[str, Any]) -> None:
+def test_missing_inputs_and_undownloaded_names_are_errors(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no Hub: the named task cannot be fetched
     result = runner.invoke(app, ["eval", str(tiny["ckpt"])])
     assert result.exit_code == 2 and "nothing to evaluate" in result.stderr
     result = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "hellaswag"])
-    assert result.exit_code == 2 and "llmctl data download hellaswag" in result.stderr
+    assert result.exit_code == 2 and "llmctl data download hellaswag --out" in result.stderr
     result = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--data", str(tiny["tokens"]), "--split", "nope"])
     assert result.exit_code == 2 and "split 'nope' not found" in result.stderr
 
@@ -414,11 +417,32 @@ EXPECTED_ITEMS = {
             "Sarah was a better surgeon than Maria so Sarah",
             "Sarah was a better surgeon than Maria so Maria",
         ],
-        "choices": [" always got the harder cases.", " always got the harder cases."],
+        "target_delimiter": " ",
+        "choices": ["always got the harder cases.", "always got the harder cases."],
         "label": 0,
         "id": None,
     },
 }
+
+
+# The split lm-eval draws few-shot examples from, and the column each of its rows varies.
+TRAIN_FILES: dict[str, tuple[str, str]] = {
+    "hellaswag": ("data/train-00000-of-00001.parquet", "ctx_a"),
+    "arc-easy": ("ARC-Easy/train-00000-of-00001.parquet", "question"),
+    "arc-challenge": ("ARC-Challenge/train-00000-of-00001.parquet", "question"),
+    "piqa": ("piqa_train.parquet", "goal"),
+    "winogrande": ("winogrande_xl/train-00000-of-00001.parquet", "sentence"),
+}
+TRAIN_ROWS = 8
+
+
+def train_table(name: str) -> dict[str, list[Any]]:
+    """TRAIN_ROWS rows like the task's validation row, each with its own text in one column."""
+    _, _, table = HUB_ROWS[name]
+    column = TRAIN_FILES[name][1]
+    out = {k: v * TRAIN_ROWS for k, v in table.items()}
+    out[column] = [f"{table[column][0]} (example {i})" for i in range(TRAIN_ROWS)]
+    return out
 
 
 @pytest.fixture
@@ -434,10 +458,11 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     with FakeServers() as servers:
         monkeypatch.setenv("HF_ENDPOINT", servers.endpoint)
         files: dict[str, dict[str, bytes]] = {}
-        for repo, name, table in HUB_ROWS.values():
-            buf = io.BytesIO()
-            pq.write_table(pa.table(table), buf)
-            files.setdefault(repo, {"README.md": b"# card\n"})[name] = buf.getvalue()
+        for task, (repo, name, table) in HUB_ROWS.items():
+            for file, rows in ((name, table), (TRAIN_FILES[task][0], train_table(task))):
+                buf = io.BytesIO()
+                pq.write_table(pa.table(rows), buf)
+                files.setdefault(repo, {"README.md": b"# card\n"})[file] = buf.getvalue()
         for repo, repo_files in files.items():
             servers.add_repo(repo, repo_files, lfs={n for n in repo_files if n.endswith(".parquet")})
         yield servers
@@ -664,3 +689,245 @@ def test_pretrain_scores_eval_tasks_in_the_loop(tmp_path: Path) -> None:
         ],
     )
     assert bad.exit_code == 2 and "no task file or folder" in bad.stderr
+
+
+# -- lm-eval's way: names, few-shot, fractional limits, chat templates, results JSON ----------------
+
+
+def test_lm_eval_names_download_on_first_use_then_read_offline(
+    hub: Any, tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LLMCTL_CACHE", str(cache))
+    args = [
+        "eval",
+        str(tiny["ckpt"]),
+        "--device",
+        "cpu",
+        "--task",
+        "arc_easy",
+        "--task",
+        "winogrande",
+        "--json",
+    ]
+    with torch_threads(1):
+        first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "task arc_easy is not downloaded yet: downloading it into" in first.stderr
+    report = json.loads(first.stdout)
+    assert set(report["tasks"]) == {"arc-easy", "winogrande"}
+    assert report["tasks"]["arc-easy"]["lm_eval"]["task"] == "arc_easy"
+    pool = (cache / "evals" / "winogrande" / "fewshot.jsonl").read_text().splitlines()
+    assert len(pool) == TRAIN_ROWS and json.loads(pool[0])["target_delimiter"] == " "
+    fetched = len(hub.requests)
+    again = _invoke(args)["tasks"]
+    assert {k: v["acc"] for k, v in again.items()} == {k: v["acc"] for k, v in report["tasks"].items()}
+    assert len(hub.requests) == fetched  # downloaded once, then read from the cache folder
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    down = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "piqa"])
+    assert down.exit_code == 2 and "could not be downloaded now" in down.stderr
+    assert f"llmctl data download piqa --out {cache / 'evals' / 'piqa'}" in " ".join(down.stderr.split())
+
+
+def test_fewshot_draws_what_lm_eval_sampler_draws() -> None:
+    from lm_eval.api.samplers import ContextSampler
+
+    from llmctl.eval.fewshot import add_fewshot
+
+    pool = [ChoiceItem(f"Question {i}?\nAnswer:", ["yes", "no"], i % 2, i, None, " ") for i in range(30)]
+    items = [ChoiceItem(f"Q{i}?\nAnswer:", ["a", "b"], 0, 100 + i, None, " ") for i in range(12)]
+    items.append(pool[3])  # an evaluated item that is also in the pool is never its own example
+    for extra in (False, True):  # arc's k draws; hellaswag's, piqa's and winogrande's k + 1
+        ours = add_fewshot(items, pool, k=3, seed=1234, draws_extra=extra)
+        sampler = ContextSampler(list(pool), rnd=1234)
+        for item, got in zip(items, ours, strict=True):
+            shots = sampler.sample(3, eval_doc=item if extra else None)
+            examples = "".join(f"{s.context} {s.choices[s.label]}\n\n" for s in shots)
+            assert got.context == examples + item.context and got.choices == item.choices
+            assert not extra or item not in shots
+    wino = ChoiceItem("", ["rest."], 0, None, ["A did", "B did"], " ")
+    (shot,) = add_fewshot([wino], [replace_label(wino, 1)], k=1, seed=0)
+    assert shot.contexts == ["B did rest.\n\nA did", "B did rest.\n\nB did"]
+
+
+def replace_label(item: ChoiceItem, label: int) -> ChoiceItem:
+    from dataclasses import replace
+
+    return replace(item, choices=item.choices * 2, label=label)
+
+
+def test_limit_takes_a_fraction_rounded_up(tiny: dict[str, Any], tmp_path: Path) -> None:
+    from llmctl.eval.fewshot import limit_items
+
+    assert limit_items(list(range(10)), 0.25) == [0, 1, 2] and limit_items(list(range(10)), 4.0) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    task = tmp_path / "five.jsonl"
+    task.write_text(
+        "".join(json.dumps({"context": f"c{i}", "choices": ["x", "y"], "label": 0}) + "\n" for i in range(5))
+    )
+    report = _invoke(
+        ["eval", str(tiny["ckpt"]), "--device", "cpu", "--task", str(task), "--limit", "0.5", "--json"]
+    )
+    assert report["tasks"]["five"]["n"] == 3 and report["tasks"]["five"]["items_total"] == 5
+
+
+def test_apply_chat_template_scores_the_context_as_a_user_turn(tiny: dict[str, Any], tmp_path: Path) -> None:
+    from llmctl.tokenizer.chat import get_profile, render
+
+    rows = [
+        {
+            "context": "Question: reverse the word cat\nAnswer:",
+            "target_delimiter": " ",
+            "choices": ["tac", "cat"],
+            "label": 0,
+        },
+        {"context": "Say hello", "choices": ["hello", "bye now"], "label": 0},
+    ]
+    task = tmp_path / "chat.jsonl"
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = tmp_path / "items.jsonl"
+    _invoke(
+        [
+            "eval",
+            str(tiny["ckpt"]),
+            "--device",
+            "cpu",
+            "--task",
+            str(task),
+            "--apply-chat-template",
+            "--items-out",
+            str(items),
+            "--json",
+        ]
+    )
+    got = [json.loads(line)["loglikelihoods"] for line in items.read_text().splitlines()]
+    loaded = open_model(str(tiny["ckpt"]), "cpu")
+    tok = loaded.tokenizer
+    for row, lls in zip(rows, got, strict=True):
+        turn = render(
+            [{"role": "user", "content": row["context"]}],
+            get_profile("chat"),
+            tok.encode,
+            tok.token_to_id,
+            True,
+        )
+        for choice, ll in zip(row["choices"], lls, strict=True):
+            cont = tok.encode(choice)  # no delimiter under a chat template, as lm-eval
+            ids = torch.tensor(turn.ids + cont)
+            with torch.no_grad():
+                logp = torch.log_softmax(loaded.model(ids[None, :-1])[0].float(), -1)
+            want = float(sum(logp[len(turn.ids) - 1 + k, t] for k, t in enumerate(cont)))
+            assert ll == pytest.approx(want, abs=1e-4)
+
+
+def test_lm_eval_results_json_with_few_shot(
+    hub: Any, tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lm_eval.utils import make_table
+
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    task = tmp_path / "mine.jsonl"
+    words = [w for t in tiny["texts"][:40] for w in t.split()]
+    rng = random.Random(3)
+    task.write_text(
+        "".join(
+            json.dumps(
+                {"context": " ".join(rng.sample(words, 5)), "choices": rng.sample(words, 3), "label": i % 3}
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
+    out = tmp_path / "results.json"
+    args = ["eval", str(tiny["ckpt"]), "--device", "cpu", "--task", "piqa", "--task", str(task)]
+    with torch_threads(1):
+        result = runner.invoke(
+            app, [*args, "--num-fewshot", "2", "--output-format", "lm-eval", "--output", str(out)]
+        )
+    assert result.exit_code == 1 or result.exit_code == 2, result.output  # mine.jsonl has no few-shot pool
+    assert "mine has no few-shot examples" in result.stderr
+    with torch_threads(1):
+        result = runner.invoke(
+            app, [*args[:-2], "--num-fewshot", "2", "--output-format", "lm-eval", "--output", str(out)]
+        )
+        plain = runner.invoke(
+            app, [*args, "--output-format", "lm-eval", "--output", str(tmp_path / "zero.json")]
+        )
+    assert result.exit_code == 0 and plain.exit_code == 0, result.output + plain.output
+    doc = json.loads(out.read_text())
+    assert doc["n-shot"] == {"piqa": 2} and doc["versions"] == {"piqa": 1.0}
+    assert doc["results"]["piqa"]["acc_stderr,none"] == "N/A"  # one item: lm-eval writes N/A
+    assert doc["configs"]["piqa"]["num_fewshot"] == 2 and doc["n-samples"]["piqa"] == {
+        "original": 1,
+        "effective": 1,
+    }
+    zero = json.loads((tmp_path / "zero.json").read_text())
+    p, n = zero["results"]["mine"]["acc,none"], 40
+    assert zero["results"]["mine"]["acc_stderr,none"] == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)))
+    assert {"results", "versions", "n-shot", "higher_is_better", "configs", "config", "date"} <= set(zero)
+    assert "|mine" in make_table(zero) and "acc_norm" in make_table(zero)  # lm-eval's own table reads it
+
+
+def test_text_file_perplexity_and_bits_per_byte(tiny: dict[str, Any], tmp_path: Path) -> None:
+    doc = tiny["texts"][0][:120]
+    (tmp_path / "a.txt").write_text(doc)
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": doc}) + "\n")
+    txt = _invoke(["eval", str(tiny["ckpt"]), "--device", "cpu", "--text", str(tmp_path / "a.txt"), "--json"])
+    jsonl = _invoke(
+        ["eval", str(tiny["ckpt"]), "--device", "cpu", "--text", str(tmp_path / "a.jsonl"), "--json"]
+    )
+    assert txt["bpb"] == jsonl["bpb"] and txt["tokens"] == jsonl["tokens"]
+    loaded = open_model(str(tiny["ckpt"]), "cpu")
+    ids = prompt_prefix(loaded) + loaded.tokenizer.encode(doc)
+    assert len(ids) <= 65  # one window of the model's training length
+    with torch.no_grad():
+        logp = torch.log_softmax(loaded.model(torch.tensor([ids[:-1]]))[0].float(), -1)
+    special = set(loaded.tokenizer.special_ids().values())
+    kept = [(k, t) for k, t in enumerate(ids[1:]) if t not in special]
+    nats = -sum(float(logp[k, t]) for k, t in kept)
+    nbytes = len(loaded.tokenizer.decode([t for _, t in kept]).encode())
+    assert txt["tokens"] == len(kept) and txt["bytes"] == nbytes
+    assert txt["bpb"] == pytest.approx(nats / math.log(2) / nbytes, rel=1e-5)
+    assert txt["perplexity"] == pytest.approx(math.exp(nats / len(kept)), rel=1e-5)
+
+
+def test_several_checkpoints_give_one_table_with_differences(tiny: dict[str, Any], tmp_path: Path) -> None:
+    with torch_threads(1):
+        early = pretrain_tiny(tmp_path, tiny["tmp"] / "tok" / "tokenizer.json", tiny["texts"], steps=2)
+    task = tmp_path / "t.jsonl"
+    task.write_text(
+        "".join(
+            json.dumps({"context": t[:40], "choices": [t[40:50], t[50:60]], "label": 0}) + "\n"
+            for t in tiny["texts"][:12]
+        )
+    )
+    (tmp_path / "v.txt").write_text(tiny["texts"][1][:100])
+    args = [
+        "eval",
+        str(early),
+        str(tiny["ckpt"]),
+        "--device",
+        "cpu",
+        "--task",
+        str(task),
+        "--text",
+        str(tmp_path / "v.txt"),
+    ]
+    doc = _invoke([*args, "--json"])
+    first, second = doc["reports"]
+    rows = {r["metric"]: r for r in doc["comparison"]["rows"]}
+    bpb = rows["v.txt bpb"]
+    assert bpb["values"] == [first["bpb"], second["bpb"]] and bpb["deltas"] == [
+        None,
+        second["bpb"] - first["bpb"],
+    ]
+    assert bpb["deltas"][1] < 0  # 30 steps know the text better than 2
+    assert rows["t acc_norm"]["values"][1] == second["tasks"]["t"]["acc_norm"]
+    with torch_threads(1):
+        shown = runner.invoke(app, args)
+    assert shown.exit_code == 0 and "Δ" in shown.stdout and "v.txt bpb" in shown.stdout
+    assert f"{second['bpb'] - first['bpb']:+.4f}" in shown.stdout

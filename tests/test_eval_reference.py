@@ -4,8 +4,9 @@ The tiny model is exported with `llmctl export`, and lm-eval's HF backend scores
 one with `target_delimiter: ""`, and one with lm-eval's usual `" "` (the named downloads' hellaswag, arc and
 piqa), whose items carry it as `target_delimiter` so that acc_norm divides by the choice's own length.
 llmctl puts its prompt prefix before every context; the exported tokenizer gets a post-processor that adds
-the same token, so lm-eval's `tok_encode` adds it as llmctl does. Skipped when lm_eval (dev extra) is not
-installed.
+the same token, so lm-eval's `tok_encode` adds it as llmctl does. Then the same with 3-shot contexts drawn
+by lm-eval's seeded sampler from a train split, for a task with a test split (k draws) and one with only a
+validation split (k + 1 draws, the item left out). Skipped when lm_eval (dev extra) is not installed.
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ def _delimited_items(texts: list[str]) -> list[dict[str, Any]]:
     return items
 
 
-def _lm_eval_task(folder: Path, name: str, data: Path, delimiter: str) -> None:
+def _lm_eval_task(
+    folder: Path, name: str, data: Path, delimiter: str, train: Path | None = None, split: str = "test"
+) -> None:
+    files = f"    {split}: {data}\n" + (f"    train: {train}\n" if train else "")
     (folder / f"{name}.yaml").write_text(
         f"task: llmctl_{name}\n"
         "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-        "test_split: test\n"
+        f"dataset_kwargs:\n  data_files:\n{files}"
+        f"{split}_split: {split}\n" + ("training_split: train\n" if train else "") + ""
         "output_type: multiple_choice\n"
         "doc_to_text: '{{context}}'\n"
         "doc_to_choice: '{{choices}}'\n"
@@ -158,3 +162,76 @@ def test_loglikelihoods_match_lm_eval_hf_backend(tmp_path: Path) -> None:
             assert float(mine["pred_norm"] == mine["label"]) == sample["acc_norm"]
         assert ours[name]["acc"] == theirs["acc,none"]
         assert ours[name]["acc_norm"] == theirs["acc_norm,none"]
+    _fewshot_matches_lm_eval(tmp_path, ckpt, lm, texts)
+
+
+def _fewshot_matches_lm_eval(tmp_path: Path, ckpt: Path, lm: Any, texts: list[str]) -> None:
+    """3-shot: llmctl's task folders (items.jsonl + fewshot.jsonl) against lm-eval's train split."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    pool = [
+        {**item, "id": 100 + i} for i, item in enumerate(_delimited_items(texts[24:]) + _items(texts[60:]))
+    ]
+    for item in pool:
+        item.setdefault("target_delimiter", " ")
+    items = _delimited_items(texts)
+    tasks_dir = tmp_path / "lm_eval_fewshot"
+    tasks_dir.mkdir()
+    for name, split, extra in (("fs_test", "test", False), ("fs_val", "validation", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+        (folder / "fewshot.jsonl").write_text("".join(json.dumps(i) + "\n" for i in pool))
+        (folder / "eval.json").write_text(json.dumps({"lm_eval": {"fewshot_draws_extra": extra}}))
+        _lm_eval_task(tasks_dir, name, folder / "items.jsonl", " ", folder / "fewshot.jsonl", split)
+    ours_items = tmp_path / "ours_fs.jsonl"
+    with torch_threads(1):
+        result = runner.invoke(
+            app,
+            ["eval", str(ckpt), "--task", str(tmp_path / "fs_test"), "--task", str(tmp_path / "fs_val")]
+            + ["--num-fewshot", "3", "--device", "cpu", "--json", "--items-out", str(ours_items)],
+        )
+        out = simple_evaluate(
+            model=lm,
+            tasks=["llmctl_fs_test", "llmctl_fs_val"],
+            num_fewshot=3,
+            task_manager=TaskManager(include_path=str(tasks_dir)),
+            log_samples=True,
+        )
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)["tasks"]
+    records = {(r["task"], r["id"]): r for r in map(json.loads, ours_items.read_text().splitlines())}
+    for name in ("fs_test", "fs_val"):
+        assert out["n-shot"][f"llmctl_{name}"] == 3
+        for sample in out["samples"][f"llmctl_{name}"]:
+            assert sample["arguments"][0][0].count("\n\n") >= 3  # three examples before the item
+            mine = records[(name, sample["doc"]["id"])]
+            lls = [float(resp[0][0]) for resp in sample["resps"]]
+            assert lls == pytest.approx(mine["loglikelihoods"], abs=1e-4)
+        assert ours[name]["acc"] == out["results"][f"llmctl_{name}"]["acc,none"]
+        assert ours[name]["acc_norm"] == out["results"][f"llmctl_{name}"]["acc_norm,none"]
+
+
+@pytest.mark.slow
+def test_chat_template_pairs_of_an_import_equal_lm_eval_encoding(tmp_path: Path) -> None:
+    """An imported chat model (Jinja template): the pair ids are lm-eval's HFLM ones under
+    --apply_chat_template (rendered user turn with the generation prompt, no delimiter)."""
+    from hf_fixtures import make_hf_model
+    from lm_eval.models.huggingface import HFLM
+
+    from llmctl.eval.chat_prompt import chat_pairs
+    from llmctl.eval.model_io import open_model
+
+    hf = make_hf_model(tmp_path / "hf", "qwen2")
+    imported = runner.invoke(app, ["import", str(hf), "--out", str(tmp_path / "ck"), "--no-verify"])
+    assert imported.exit_code == 0, imported.output
+    pair_ids = chat_pairs(open_model(str(tmp_path / "ck"), "cpu"))
+    with torch_threads(1):
+        lm = HFLM(pretrained=str(hf), device="cpu", batch_size=1, dtype="float32")
+    for context, choice in [
+        ("Question: Which is a gas?\nAnswer:", "steam"),
+        ("Say <|im_end|> then stop ", "ok"),
+    ]:
+        rendered = lm.apply_chat_template([{"role": "user", "content": context}])
+        assert pair_ids(context, choice) == tuple(lm._encode_pair(rendered, choice))

@@ -25,7 +25,8 @@ def download_task_command(
     status = "up to date, nothing to do" if skipped else f"written in {info['seconds']:.1f}s"
     out().print(f"{out_dir}: {status}", markup=False)
     out().print(
-        f"{info['items']:,} {name} items ({src['split']} split) from {src['repo']}/{src['file']} @ {src['commit'][:12]}; "
+        f"{info['items']:,} {name} items ({src['split']} split) from {src['repo']}/{src['file']} @ {src['commit'][:12]}, "
+        f"{(info.get('fewshot') or {}).get('items', 0):,} few-shot examples; "
         f"evaluate with: llmctl eval CHECKPOINT --task {out_dir}",
         markup=False,
     )

@@ -1,12 +1,15 @@
-"""`llmctl eval`: judge a checkpoint by bits per byte on token shards and by accuracy on tasks.
+"""`llmctl eval`: judge checkpoints by bits per byte on token shards or a text file, and by accuracy on tasks.
 
     llmctl eval runs/py/checkpoints/latest --data tokens/py --split validation
-    llmctl eval runs/py/checkpoints/latest --task evals/hellaswag --task my_task.jsonl --json
+    llmctl eval runs/py/checkpoints/latest --text notes.txt
+    llmctl eval runs/sft/checkpoints/latest --task arc_easy --num-fewshot 5 --output-format lm-eval --output r.json
+    llmctl eval runs/base/checkpoints/latest runs/cpt/checkpoints/latest runs/sft/checkpoints/latest --task hellaswag
     llmctl eval runs/sft/checkpoints/latest --task gsm8k.jsonl --regex '#### (\\-?[0-9.,]+)'
 
-Tasks are read from disk only (JSONL files, or folders `llmctl data download hellaswag` wrote), so
-evaluation never needs the network. Results: one Rich table per kind on stdout, or one JSON document
-with `--json`; progress on stderr.
+Task files and folders are read from disk; a named task (llmctl's `arc-easy` or lm-eval's `arc_easy`) is
+downloaded into llmctl's cache on first use. Several checkpoints give one table, a column per checkpoint
+and its difference from the first. Results: Rich tables on stdout, or one JSON document with `--json`
+(`--output FILE` writes it to a file, `--output-format lm-eval` as lm-eval's results JSON); progress on stderr.
 """
 
 from __future__ import annotations
@@ -92,26 +95,120 @@ def _render(report: dict[str, Any]) -> None:
         out().print(table("generative", ["task", "n", "exact_match", "seconds"], gen))
 
 
+def _label(checkpoint: str, step: Any) -> str:
+    """A column title: the run's name (the folder above checkpoints/) and the step."""
+    parts = Path(checkpoint).parts
+    name = parts[parts.index("checkpoints") - 1] if "checkpoints" in parts[1:] else Path(checkpoint).name
+    return f"{name} @{step}" if step is not None else name
+
+
+def _render_comparison(comparison: dict[str, Any]) -> None:
+    labels = [_label(c, s) for c, s in zip(comparison["checkpoints"], comparison["steps"], strict=True)]
+    columns = ["metric", labels[0]]
+    for label in labels[1:]:
+        columns += [label, "Δ"]
+    rows = []
+    for row in comparison["rows"]:
+        cells = [row["metric"]]
+        for k, (value, err, delta) in enumerate(
+            zip(row["values"], row["stderr"], row["deltas"], strict=True)
+        ):
+            cells.append(_fmt(value) + (f" ± {err:.4f}" if err is not None and value is not None else ""))
+            if k:
+                cells.append("n/a" if delta is None else f"{delta:+.4f}")
+        rows.append(cells)
+    out().print(
+        table(
+            "checkpoints compared",
+            columns,
+            rows,
+            caption="Δ: difference from the first checkpoint (acc: higher is better; bpb, loss, ppl: lower)",
+        )
+    )
+
+
+def _write_items(path: Path, reports: list[dict[str, Any]]) -> None:
+    import json
+
+    from llmctl.files import atomic_write_text
+
+    lines = [
+        json.dumps({**({"checkpoint": r["checkpoint"]} if len(reports) > 1 else {}), "task": name, **item})
+        for r in reports
+        for name, record in (r.get("tasks") or {}).items()
+        for item in record.pop("items")
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _document(reports: list[dict[str, Any]], request: Any, output_format: str) -> Any:
+    from llmctl.errors import LlmctlError
+
+    if output_format == "lm-eval":
+        from llmctl.eval.lmeval_results import lm_eval_results
+
+        if len(reports) > 1:
+            raise LlmctlError(
+                "--output-format lm-eval writes one checkpoint's results",
+                "evaluate one checkpoint per lm-eval file, or use --json for the comparison",
+            )
+        return lm_eval_results(reports[0], request)
+    if len(reports) == 1:
+        return reports[0]
+    from llmctl.eval.compare import compare_reports
+
+    return {"reports": reports, "comparison": compare_reports(reports)}
+
+
 def eval_command(
-    checkpoint: Annotated[
-        str, typer.Argument(help="A checkpoint directory, RUN/checkpoints/latest, or a run directory.")
+    checkpoints: Annotated[
+        list[str],
+        typer.Argument(
+            help="Checkpoint directories, RUN/checkpoints/latest or run directories; several give one table."
+        ),
     ],
     data: Annotated[
         str | None,
         typer.Option("--data", help="Token directory to score (loss, perplexity, accuracy, bits per byte)."),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split of --data to score.")] = "validation",
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text", help="Text, JSONL or parquet file to score like --data, tokenized on the fly."
+        ),
+    ] = None,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="--text: the column holding the text (JSONL, parquet).")
+    ] = "text",
     max_tokens: Annotated[
         int | None,
         typer.Option("--max-tokens", min=1, help="Score only the first N targets (a quick estimate)."),
     ] = None,
     task: Annotated[
         list[str] | None,
-        typer.Option("--task", help="JSONL task file or downloaded task folder; repeatable."),
+        typer.Option(
+            "--task",
+            help="JSONL task file, task folder, or a named task (hellaswag, arc_easy, arc-challenge, piqa, "
+            "winogrande...: downloaded on first use); repeatable.",
+        ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Items per task at most (the first ones).")
+        float | None,
+        typer.Option("--limit", help="Items per task at most (the first ones); below 1, a fraction of them."),
     ] = None,
+    num_fewshot: Annotated[
+        int, typer.Option("--num-fewshot", min=0, help="Multiple choice: solved examples before each item.")
+    ] = 0,
+    fewshot_seed: Annotated[
+        int, typer.Option("--fewshot-seed", help="Seed of the few-shot sampler (lm-eval's default).")
+    ] = 1234,
+    apply_chat_template: Annotated[
+        bool,
+        typer.Option(
+            "--apply-chat-template", help="Multiple choice: each context as a user turn of the chat template."
+        ),
+    ] = False,
     regex: Annotated[
         str | None,
         typer.Option("--regex", help="Generative tasks: extract the answer with this regex's last match."),
@@ -131,45 +228,70 @@ def eval_command(
         typer.Option("--items-out", help="Write every item's scores and outputs to this JSONL file."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the JSON document to this file.")
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--output-format", help="JSON of --json/--output: llmctl, or lm-eval (lm-eval's results JSON)."
+        ),
+    ] = "llmctl",
 ) -> None:
-    """Evaluate a checkpoint: bits per byte on token shards, accuracy on multiple-choice and generative tasks."""
-    from llmctl.eval.run import EvalRequest, run_eval
+    """Evaluate checkpoints: bits per byte on token shards or a text file, accuracy on tasks."""
+    from llmctl.errors import LlmctlError
+    from llmctl.eval.run import EvalRequest, run_evals
 
+    if output_format not in ("llmctl", "lm-eval"):
+        raise LlmctlError(f"unknown --output-format '{output_format}'", "use llmctl or lm-eval")
     request = EvalRequest(
-        checkpoint=checkpoint,
+        checkpoint=checkpoints[0],
         data=data,
         split=split,
         max_tokens=max_tokens,
+        text=text,
+        text_column=text_column,
         tasks=list(task or []),
         limit=limit,
+        num_fewshot=num_fewshot,
+        fewshot_seed=fewshot_seed,
+        apply_chat_template=apply_chat_template,
         batch_tokens=batch_tokens,
         batch_size=batch_size,
         regex=regex,
         max_new_tokens=max_new_tokens,
         device=device,
     )
-    report = run_eval(request, on_progress=_Progress(), keep_items=items_out is not None)
+    reports = run_evals(
+        request, checkpoints, on_progress=_Progress(), keep_items=items_out is not None, on_note=log
+    )
     if items_out is not None:
-        import json
+        _write_items(items_out, reports)
+    if output is not None or json_out:
+        document = _document(reports, request, output_format)
+        if output is not None:
+            import json
 
-        from llmctl.files import atomic_write_text
+            from llmctl.files import atomic_write_json
 
-        lines = [
-            json.dumps({"task": name, **item})
-            for name, r in report["tasks"].items()
-            for item in r.pop("items")
-        ]
-        atomic_write_text(items_out, "".join(line + "\n" for line in lines))
-    if json_out:
-        print_json(report)
+            # NaN (a standard error of one item) becomes null, as on stdout: strict JSON readers take it.
+            atomic_write_json(output, json.loads(json.dumps(document), parse_constant=lambda _: None))
+        if json_out:
+            print_json(document)
+            return
+    if len(reports) > 1:
+        from llmctl.eval.compare import compare_reports
+
+        _render_comparison(compare_reports(reports))
         return
-    _render(report)
+    _render(reports[0])
 
 
 def register(app: typer.Typer) -> None:
     """Add `llmctl eval`."""
     app.command(
         "eval",
-        short_help="Evaluate a checkpoint: bits per byte, task accuracy.",
-        help="Evaluate a checkpoint: bits per byte on token shards, accuracy on tasks.",
+        short_help="Evaluate checkpoints: bits per byte, task accuracy, compared across checkpoints.",
+        help="Evaluate checkpoints: bits per byte on token shards or text, accuracy on tasks; several "
+        "checkpoints give one table with differences from the first.",
     )(eval_command)

@@ -31,7 +31,7 @@ def export(
         str,
         typer.Option(
             help="hf: auto (the checkpoint's), float32, bfloat16, float16; gguf: float16 "
-            "(default), float32, q8_0."
+            "(default), float32, q8_0, q5_1, q5_0, q4_1, q4_0."
         ),
     ] = "auto",
     tokenizer: Annotated[

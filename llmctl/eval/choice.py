@@ -84,6 +84,17 @@ def encode_pair(
     return prefix + ctx, whole[len(ctx) :]
 
 
+PairIds = Callable[[str, str], tuple[list[int], list[int]]]
+"""(context, continuation) -> (context ids, continuation ids): how a pair becomes model input."""
+
+
+def plain_pairs(loaded: LoadedModel) -> PairIds:
+    """lm-eval's encoding after the model's prompt prefix (no chat template)."""
+    prefix = prompt_prefix(loaded)
+    encode = loaded.tokenizer.encode
+    return lambda context, choice: encode_pair(encode, prefix, context, choice)
+
+
 @dataclass
 class _Request:
     item: int
@@ -94,14 +105,13 @@ class _Request:
     """How many of the last positions are choice tokens."""
 
 
-def _requests(loaded: LoadedModel, items: Sequence[ChoiceItem]) -> list[_Request]:
-    prefix = prompt_prefix(loaded)
-    encode = loaded.tokenizer.encode
+def _requests(loaded: LoadedModel, items: Sequence[ChoiceItem], pair_ids: PairIds | None) -> list[_Request]:
+    pair_ids = pair_ids or plain_pairs(loaded)
     limit = loaded.seq_len
     out = []
     for i, item in enumerate(items):
         for j, (context, choice) in enumerate(item.pairs()):
-            ctx, cont = encode_pair(encode, prefix, context, choice)
+            ctx, cont = pair_ids(context, choice)
             whole = (ctx + cont)[-(limit + 1) :]
             # lm-eval keeps the last max_length + 1 tokens: a long context loses its start, never the choice.
             out.append(_Request(i, j, whole, min(len(cont), len(whole) - 1)))
@@ -115,9 +125,10 @@ def loglikelihoods(
     *,
     batch_tokens: int = 8192,
     on_progress: Callable[[int, int], None] | None = None,
+    pair_ids: PairIds | None = None,
 ) -> list[list[float]]:
     """Summed log-probability of every choice of every item, [item][choice], float64 sums of float32 terms."""
-    requests = _requests(loaded, items)
+    requests = _requests(loaded, items, pair_ids)
     order = sorted(range(len(requests)), key=lambda r: -len(requests[r].tokens))
     result = [[0.0] * len(item.choices) for item in items]
     pad = 0
@@ -154,10 +165,12 @@ def score_choices(
     *,
     batch_tokens: int = 8192,
     on_progress: Callable[[int, int], None] | None = None,
+    pair_ids: PairIds | None = None,
 ) -> ChoiceResult:
-    """acc and acc_norm (with standard errors) of the loaded model over `items`."""
+    """acc and acc_norm (with standard errors) of the loaded model over `items` (pairs encoded by `pair_ids`,
+    lm-eval's plain encoding by default)."""
     start = time.perf_counter()
-    lls = loglikelihoods(loaded, items, batch_tokens=batch_tokens, on_progress=on_progress)
+    lls = loglikelihoods(loaded, items, batch_tokens=batch_tokens, on_progress=on_progress, pair_ids=pair_ids)
     hits, hits_norm, records = [], [], []
     for item, ll in zip(items, lls, strict=True):
         pred = int(np.argmax(ll))

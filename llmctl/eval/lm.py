@@ -115,6 +115,24 @@ def score_tokens(
     meta = read_meta(data)
     _check_tokenizer(meta, loaded, data)
     shards = open_split(data, split, meta)
+    return score_shards(
+        loaded, shards, split, data, max_tokens=max_tokens, batch_size=batch_size, on_progress=on_progress
+    )
+
+
+@torch.no_grad()
+def score_shards(
+    loaded: LoadedModel,
+    shards: list[Any],
+    split: str,
+    data: str,
+    *,
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LMScore:
+    """Score every target of `shards` (objects with `num_tokens` and sliceable `tokens`), named `split` of
+    `data` in messages; token shards on disk and texts tokenized on the fly (llmctl/eval/text_lm.py) alike."""
     seq_len = eval_seq_len(loaded)
     total = sum(max(0, s.num_tokens - 1) for s in shards)
     if max_tokens is not None:

@@ -1,7 +1,8 @@
 """Evaluation tasks on disk: a JSONL file of items, or a folder `llmctl data download` wrote.
 
-    task = load_task("evals/hellaswag")          # folder: items.jsonl + eval.json
+    task = load_task("evals/hellaswag")          # folder: items.jsonl + eval.json (+ fewshot.jsonl)
     task = load_task("my_task.jsonl")            # name: my_task
+    task = load_task("arc_easy")                 # a named task (lm-eval's name too), downloaded on first use
     task.kind                                    # "choice" or "generate"
 
 Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any,
@@ -10,11 +11,14 @@ with one context per choice. The delimiter (lm-eval's target_delimiter, "" when 
 context and choice but is not part of the choice's length for acc_norm.
 Generative items: {"prompt": str | "messages": [{"role", "content"}, ...], "answer": str, "id"?: any}.
 The kind is taken from the items; a file mixing both is an error naming the first odd line.
+A folder may hold `fewshot.jsonl`, items of the same kind that few-shot examples are drawn from
+(llmctl/eval/fewshot.py); `data download` writes the split lm-eval draws them from.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +26,7 @@ from typing import Any, Literal
 from llmctl.errors import LlmctlError
 
 ITEMS_JSONL = "items.jsonl"
+FEWSHOT_JSONL = "fewshot.jsonl"
 TASK_JSON = "eval.json"
 TaskKind = Literal["choice", "generate"]
 
@@ -64,6 +69,24 @@ class Task:
     items: list[Any]
     path: Path
     options: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """The folder's eval.json (source, few-shot split, lm-eval's name and version); {} for a file."""
+
+    def fewshot_pool(self) -> list[Any]:
+        """The items few-shot examples are drawn from: the folder's fewshot.jsonl."""
+        pool = self.path / FEWSHOT_JSONL
+        if not (self.path.is_dir() and pool.is_file()):
+            raise LlmctlError(
+                f"task {self.name} has no few-shot examples ({pool} not found)",
+                "few-shot needs a task folder with fewshot.jsonl (`llmctl data download` writes one; "
+                "pass --force to refresh an older download), or drop --num-fewshot",
+            )
+        kind, items = read_items(pool)
+        if kind != self.kind:
+            raise LlmctlError(
+                f"{pool} holds {kind} items, the task {self.kind} ones", "use items of one kind"
+            )
+        return [_unfold(i) for i in items] if _folded_delimiter(self.info) else items
 
 
 def _bad(path: Path, line: int, what: str) -> LlmctlError:
@@ -156,17 +179,19 @@ def read_items(path: Path) -> tuple[TaskKind, list[Any]]:
     return kind, items
 
 
-# Named downloads whose first format put lm-eval's " " target delimiter at the start of every choice.
-_FOLDED_SOURCES = ("hellaswag", "arc-easy", "arc-challenge", "piqa")
+# Named downloads whose first format put lm-eval's " " target delimiter at the start of every choice
+# (Winogrande's until format 3).
+_FOLDED_SOURCES = {"hellaswag": 1, "arc-easy": 1, "arc-challenge": 1, "piqa": 1, "winogrande": 2}
 
 
 def _folded_delimiter(info: dict[str, Any]) -> bool:
-    """True for a folder `data download` wrote in format 1 for a task with lm-eval's " " delimiter."""
+    """True for a folder `data download` wrote, with a task's " " delimiter folded into its choices."""
     source = info.get("source") if isinstance(info.get("source"), dict) else {}
+    version = info.get("format_version")
     return (
         info.get("format") == "llmctl-eval-task"
-        and info.get("format_version") == 1
-        and source.get("name") in _FOLDED_SOURCES
+        and isinstance(version, int)
+        and version <= _FOLDED_SOURCES.get(source.get("name"), 0)
     )
 
 
@@ -178,7 +203,7 @@ def _unfold(item: ChoiceItem) -> ChoiceItem:
     return replace(item, choices=[c[1:] for c in item.choices], delimiter=" ")
 
 
-def load_task(spec: str) -> Task:
+def load_task(spec: str, on_note: Callable[[str], None] | None = None) -> Task:
     """A task from a JSONL file (named after the file) or a folder a download wrote (named after the folder)."""
     from llmctl.eval.olmo import PREFIX, load_olmo_task
 
@@ -205,17 +230,18 @@ def load_task(spec: str) -> Task:
         kind, items = read_items(items_path)
         if _folded_delimiter(info):
             items = [_unfold(item) for item in items]
-        return Task(path.resolve().name, kind, items, path, options)
+        return Task(path.resolve().name, kind, items, path, options, info)
     if path.is_file():
         kind, items = read_items(path)
         return Task(path.stem, kind, items, path)
+    from llmctl.eval.named import named_task_folder
     from llmctl.eval.sources import EVAL_SOURCES
 
-    if spec in EVAL_SOURCES:
-        raise LlmctlError(
-            f"task '{spec}' is not downloaded (eval reads tasks from disk only, never the network)",
-            f"run `llmctl data download {spec} --out evals/{spec}`, then pass --task evals/{spec}",
-        )
+    folder = named_task_folder(spec, on_note)
+    if folder is not None:
+        task = load_task(str(folder))
+        task.name = folder.name
+        return task
     raise LlmctlError(
         f"no task file or folder at {spec}",
         "pass a JSONL file of items, or a folder written by "

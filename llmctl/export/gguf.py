@@ -8,9 +8,12 @@ its `qwen2` rotates halves (NEOX), so those rows get the Hugging Face order (llm
 Llama 3 RoPE scaling is the `rope_freqs` tensor: one divisor per frequency, as llama.cpp expects.
 The prompt convention is the one llmctl's own generate uses (prompt_convention): BOS first for a model
 pretrained on BOS-first shards or an import whose tokenizer adds it.
-Norms, biases and rope_freqs stay float32; matrices take --dtype (float16 by default, or float32, q8_0).
+Norms, biases and rope_freqs stay float32; matrices take --dtype: float16 (default), float32, or a block
+type the `gguf` package quantizes itself: q8_0, q5_1, q5_0, q4_1, q4_0 (32 values per block; a matrix whose
+rows are not a multiple of 32 stays float16). The k-quants (q4_k, q5_k) are not offered: `gguf.quants`
+cannot quantize them (only llama.cpp's own `llama-quantize` can).
 After writing, the file is read back with gguf.GGUFReader and every key, shape and value is checked
-against the checkpoint (values within the dtype's rounding) before it replaces --out.
+against the checkpoint (values within the dtype's rounding, QUANT_ERROR) before it replaces --out.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ if TYPE_CHECKING:
 
     from llmctl.config import ModelConfig
 
-GGUF_DTYPES = ("float32", "float16", "q8_0")
+GGUF_DTYPES = ("float32", "float16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+BLOCK_TYPES = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+BLOCK_BYTES = {"q8_0": 34, "q5_1": 24, "q5_0": 22, "q4_1": 20, "q4_0": 18}
+"""Bytes per block of 32 values (ggml's block_q*: the quants plus fp16 scale, and fp16 minimum for *_1)."""
+QUANT_ERROR = {"q8_0": 1 / 127, "q5_1": 1 / 30, "q5_0": 1 / 15, "q4_1": 1 / 14, "q4_0": 1 / 7}
+"""Largest |dequantized - original| as a share of the tensor's largest |value|, with room for the fp16
+scale's rounding. q8_0 rounds to half a step of absmax/127. The *_0 types put their scale at -absmax/8
+(q4_0) or -absmax/16 (q5_0), so the value at the other end is clipped by up to one step: absmax/8, absmax/16.
+The *_1 types span [min, max] in 15 (q4_1) or 31 (q5_1) steps, half a step at most: (max - min)/30, /62."""
 _MAGIC = b"GGUF"
 
 
@@ -110,14 +121,15 @@ def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
 
     if data.ndim < 2 or dtype == "float32":
         return data.astype(np.float32), None
-    if dtype == "q8_0" and data.shape[-1] % 32 == 0:
-        return quantize(data.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+    if dtype in BLOCK_TYPES and data.shape[-1] % 32 == 0:
+        qtype = GGMLQuantizationType[dtype.upper()]
+        return quantize(data.astype(np.float32), qtype), qtype
     return data.astype(np.float16), None
 
 
 def _gguf_bytes(tensors: dict[str, np.ndarray], dtype: str, ckpt: Path) -> int:
     """About how many bytes the file takes: its tensors as `_encode` stores them, plus the vocabulary."""
-    per_value = {"float32": 4.0, "float16": 2.0, "q8_0": 34 / 32}[dtype]  # q8_0: 32 int8 + an fp16 scale
+    per_value = {"float32": 4.0, "float16": 2.0}.get(dtype) or BLOCK_BYTES[dtype] / 32
     size = sum(int(t.size * (4 if t.ndim < 2 else per_value)) for t in tensors.values())
     return size + (ckpt / "tokenizer.json").stat().st_size
 
@@ -206,13 +218,15 @@ def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarra
             )
         got = dequantize(t.data, t.tensor_type).reshape(want.shape).astype(np.float32)
         err = float(np.abs(got - want).max()) if want.size else 0.0
-        # Rounding bounds: none for float32, half an fp16 ulp, half a q8_0 step (block absmax / 127, fp16 scale).
+        # Rounding bounds: none for float32, half an fp16 ulp, the block type's QUANT_ERROR; a block type's
+        # matrix whose rows are not whole blocks is stored float16.
         scale = float(np.abs(want).max()) if want.size else 0.0
-        limit = (
-            0.0
-            if (dtype == "float32" or want.ndim < 2)
-            else (scale / 1024 if dtype == "float16" else scale / 127)
-        )
+        if dtype == "float32" or want.ndim < 2:
+            limit = 0.0
+        elif dtype in BLOCK_TYPES and t.tensor_type.name.lower() == dtype:
+            limit = scale * QUANT_ERROR[dtype]
+        else:
+            limit = scale / 1024
         if err > limit + 1e-12:
             raise LlmctlError(
                 f"GGUF check failed: {name} differs by {err:.3g} (allowed {limit:.3g})",
@@ -274,6 +288,10 @@ def export_gguf(
         "float32": LlamaFileType.ALL_F32,
         "float16": LlamaFileType.MOSTLY_F16,
         "q8_0": LlamaFileType.MOSTLY_Q8_0,
+        "q5_1": LlamaFileType.MOSTLY_Q5_1,
+        "q5_0": LlamaFileType.MOSTLY_Q5_0,
+        "q4_1": LlamaFileType.MOSTLY_Q4_1,
+        "q4_0": LlamaFileType.MOSTLY_Q4_0,
     }[dtype]
     kv: dict[str, Any] = {
         "general.architecture": arch,

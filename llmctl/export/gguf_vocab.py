@@ -45,6 +45,10 @@ class GGUFVocab:
     """added special token string -> id."""
 
 
+NO_OP_NORMALIZERS = ("NFC",)
+"""Normalizers exported although llama.cpp does not apply them: a no-op on text already in that form."""
+
+
 def _unknown(what: str) -> LlmctlError:
     return LlmctlError(
         f"cannot tell llama.cpp how to pre-tokenize: {what}",
@@ -92,8 +96,11 @@ def gguf_vocab(tokenizer_json: dict[str, Any], vocab_size: int) -> GGUFVocab:
             f"{(tokenizer_json.get('decoder') or {}).get('type')} decoder (sentencepiece style)",
             "export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py",
         )
-    if tokenizer_json.get("normalizer"):
-        raise _unknown(f"a {tokenizer_json['normalizer'].get('type')} normalizer")
+    normalizer = tokenizer_json.get("normalizer")
+    # llama.cpp applies no normalizer. NFC (Qwen2's) leaves NFC text, which is nearly all text, unchanged,
+    # so llama.cpp tokenizes it the same; any other normalizer would change what llama.cpp sees.
+    if normalizer and normalizer.get("type") not in NO_OP_NORMALIZERS:
+        raise _unknown(f"a {normalizer.get('type')} normalizer")
     pre = pre_tokenizer_name(tokenizer_json.get("pre_tokenizer"))
     by_id: dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
     types: dict[int, int] = {}
