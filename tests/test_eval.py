@@ -724,8 +724,11 @@ def test_lm_eval_names_download_on_first_use_then_read_offline(
     assert {k: v["acc"] for k, v in again.items()} == {k: v["acc"] for k, v in report["tasks"].items()}
     assert len(hub.requests) == fetched  # downloaded once, then read from the cache folder
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    # an empty Hub cache: huggingface_hub fixes its default cache at import, so an earlier test's copy of
+    # piqa would otherwise be read as the offline fallback
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     down = runner.invoke(app, ["eval", str(tiny["ckpt"]), "--task", "piqa"])
-    assert down.exit_code == 2 and "could not be downloaded now" in down.stderr
+    assert down.exit_code == 2 and "could not be downloaded now" in down.stderr, down.output
     assert f"llmctl data download piqa --out {cache / 'evals' / 'piqa'}" in " ".join(down.stderr.split())
 
 
