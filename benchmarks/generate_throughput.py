@@ -1,7 +1,7 @@
 """Greedy decoding speed: llmctl's batched generation against transformers' `generate`, on the same model.
 
     python benchmarks/generate_throughput.py                       # about two minutes on a 2-core CPU
-    python benchmarks/generate_throughput.py --rounds 5 --dim 384 --layers 6 --threads 2
+    python benchmarks/generate_throughput.py --rounds 7 --dim 384 --layers 6 --threads 1
 
 One model (a byte-level BPE with 1,024 tokens, trained for a few steps on examples/data/instructions.jsonl,
 as benchmarks/eval_throughput.py builds it) is exported with `llmctl export --dtype float32` and loaded
@@ -77,8 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
     args = parser.parse_args()

@@ -144,6 +144,8 @@ def _forward(
 ) -> torch.Tensor:
     """Last-position logits [B, V] (float32): the model's own layers, with per-row positions and mask."""
     rotation = torch.complex(model.rope_cos[positions], model.rope_sin[positions]).unsqueeze(2)
+    if mask is not None:
+        mask = _additive(mask, model.tok_embeddings.weight.dtype)
     h = model.tok_embeddings(tokens)
     for i, layer in enumerate(model.layers):
         h = layer(h, rotation, None, mask, cache, i)
@@ -156,6 +158,16 @@ def _empty_cache(model: Transformer, rows: int, capacity: int) -> KVCache:
     shape = (rows, model.cfg.kv_heads, capacity, model.cfg.head_dim)
     keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in model.layers]
     return KVCache(keys, [torch.zeros_like(k) for k in keys])
+
+
+def _additive(allowed: torch.Tensor, weights: torch.dtype) -> torch.Tensor:
+    """A boolean mask as 0 / -inf in the queries' dtype (autocast's, else the weights'), made once per
+    step: every layer's attention would otherwise convert it again."""
+    kind = allowed.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weights
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, float("-inf")
+    )
 
 
 def _prefill(
