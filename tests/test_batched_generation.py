@@ -202,52 +202,22 @@ def test_generate_prompts_file_gives_one_record_per_prompt_and_sample(
 ) -> None:
     text = tmp_path / "prompts.txt"
     text.write_text("def main(\n\nimport os\nclass A:\n")
-    args = ("-n", "6", "-t", "0.9", "--seed", "3", "--num-samples", "2", "--min-p", "0.05", "--json")
-    result = _invoke("generate", checkpoint, "--prompts", str(text), *args)
+    settings = ("-n", "6", "-t", "0.9", "--seed", "3", "--min-p", "0.05", "--stop", "\\n")
+    result = _invoke(
+        "generate", checkpoint, "--prompts", str(text), *settings, "--num-samples", "2", "--json"
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["line"], r["sample"], r["seed"]) for r in records] == [
-        (1, 0, 3),
-        (1, 1, 4),
-        (3, 0, 3),
-        (3, 1, 4),
-        (4, 0, 3),
-        (4, 1, 4),
-    ]
+    seeds = [(r["line"], r["sample"], r["seed"]) for r in records]
+    assert seeds == [(1, 0, 3), (1, 1, 4), (3, 0, 3), (3, 1, 4), (4, 0, 3), (4, 1, 4)]
     assert records[2]["prompt"] == "import os" and all(0 < r["new_tokens"] <= 6 for r in records)
+    assert not any("\n" in r["text"] for r in records)  # --stop '\n' is a newline
     # sample 0 of a prompt is `generate --prompt`'s text for the same seed, whatever else is in the file
-    alone = _invoke(
-        "generate",
-        checkpoint,
-        "--prompt",
-        "import os",
-        "-n",
-        "6",
-        "-t",
-        "0.9",
-        "--seed",
-        "3",
-        "--min-p",
-        "0.05",
-        "--json",
-    )
+    alone = _invoke("generate", checkpoint, "--prompt", "import os", *settings, "--json")
     assert json.loads(alone.stdout)["text"] == records[2]["text"]
     jsonl = tmp_path / "prompts.jsonl"
     jsonl.write_text(json.dumps({"prompt": "import os", "id": 1}) + "\n")
-    plain = _invoke(
-        "generate",
-        checkpoint,
-        "--prompts",
-        str(jsonl),
-        "-n",
-        "6",
-        "-t",
-        "0.9",
-        "--seed",
-        "3",
-        "--min-p",
-        "0.05",
-    )
+    plain = _invoke("generate", checkpoint, "--prompts", str(jsonl), *settings)
     assert plain.exit_code == 0 and plain.stdout == f"### line 1, sample 1\nimport os{records[2]['text']}\n"
 
 

@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
             1, "--num-samples", help="Samples per prompt (seeds seed, seed+1, ...)."
         ),
         stop: list[str] = typer.Option(
-            [], "--stop", help="End a sample at this text (repeatable); the text is cut before it."
+            [],
+            "--stop",
+            help="End a sample at this text (repeatable; \\n and \\t are read as newline and tab); the text is cut before it.",
         ),
         min_p: float = typer.Option(
             0.0, "--min-p", help="Drop tokens under min-p x the top token's probability; 0: off."
@@ -133,7 +135,13 @@ def register(app: typer.Typer) -> None:
             min_p or None,
             None if repetition_penalty == 1.0 else repetition_penalty,
         )
-        options = {"max_new_tokens": max_new_tokens, "sampling": sampling, "seed": seed, "stop_strings": stop}
+        stops = [_unescape(text) for text in stop]
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "sampling": sampling,
+            "seed": seed,
+            "stop_strings": stops,
+        }
         options.update(max_time=max_time, device=device, truncate_left=truncate_left)
         if prompts_file is not None or num_samples != 1:
             if prompt is not None and prompts_file is not None:
@@ -153,6 +161,11 @@ def register(app: typer.Typer) -> None:
                 "--prompt is required", "pass --prompt TEXT, --prompts FILE, or --chat for a conversation"
             )
         _one(checkpoint, prompt, json_out, **options)
+
+
+def _unescape(text: str) -> str:
+    """`--stop '\\n'` as a newline: shells pass the two characters, and a newline is the stop most wanted."""
+    return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
 
 
 def _stream(piece: str) -> None:
