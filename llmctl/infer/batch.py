@@ -83,6 +83,7 @@ class _Row:
         if request.seed is not None and not request.sampling.greedy:
             self.generator = torch.Generator(device=device).manual_seed(request.seed)
         self.stops = {int(s) for s in request.stop_ids}
+        self.stop_strings = [s for s in request.stop_strings if s]  # "" would end every sample at once
         self.text, self.started, self.done = "", 0.0, False
 
     def seen(self, device: torch.device) -> torch.Tensor | None:
@@ -97,7 +98,7 @@ class _Row:
         ids.append(token)
         if token in self.stops:
             self.finish("stop", decode)
-        elif self.request.stop_strings and decode is not None and self._hit_stop_string(decode):
+        elif self.stop_strings and decode is not None and self._hit_stop_string(decode):
             self.finish("stop_string", decode)
         elif len(ids) >= self.budget:
             self.finish("length", decode)
@@ -105,9 +106,9 @@ class _Row:
     def _hit_stop_string(self, decode: Callable[[list[int]], str]) -> bool:
         before = len(self.text)
         self.text = decode(self.result.ids)
-        longest = max(len(s) for s in self.request.stop_strings)
+        longest = max(len(s) for s in self.stop_strings)
         window = self.text[max(0, before - longest) :]
-        return any(s in window for s in self.request.stop_strings)
+        return any(s in window for s in self.stop_strings)
 
     def finish(self, reason: str, decode: Callable[[list[int]], str] | None) -> None:
         """Mark the row done, with its time and (given decode) its text."""
@@ -118,7 +119,7 @@ class _Row:
             ids = self.result.ids[:-1] if reason == "stop" else self.result.ids
             text = decode(ids)
             if reason == "stop_string":
-                text = text[: min(i for i in (text.find(s) for s in self.request.stop_strings) if i >= 0)]
+                text = text[: min(i for i in (text.find(s) for s in self.stop_strings) if i >= 0)]
             self.result.text = text
 
 
@@ -270,6 +271,8 @@ def generate_batch(
     """
     if any(r.stop_strings for r in requests) and decode is None:
         raise ValueError("stop strings need decode")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, not {max_batch}")
     device = model.tok_embeddings.weight.device
     rows = [_Row(i, r, model.cfg.max_seq_len, device) for i, r in enumerate(requests)]
     for row in rows:
