@@ -221,6 +221,17 @@ def test_generate_prompts_file_gives_one_record_per_prompt_and_sample(
     assert plain.exit_code == 0 and plain.stdout == f"### line 1, sample 1\nimport os{records[2]['text']}\n"
 
 
+def test_generate_streams_nothing_of_a_stop_string(checkpoint: str) -> None:
+    greedy = ("--prompt", "import os", "-n", "12", "-t", "0")
+    free = json.loads(_invoke("generate", checkpoint, *greedy, "--json").stdout)["text"]
+    # a stop string spanning tokens, so that it completes while earlier pieces wait to be printed
+    stop = next(free[i : i + 3] for i in range(1, len(free) - 2) if "\ufffd" not in free[i : i + 3])
+    cut = json.loads(_invoke("generate", checkpoint, *greedy, "--stop", stop, "--json").stdout)
+    assert cut["stop_reason"] == "stop_string" and cut["text"] == free[: free.index(stop)]
+    streamed = _invoke("generate", checkpoint, *greedy, "--stop", stop)
+    assert streamed.exit_code == 0 and streamed.stdout == "import os" + cut["text"] + "\n"
+
+
 @pytest.mark.parametrize(
     ("args", "message", "hint"),
     [

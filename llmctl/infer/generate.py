@@ -147,17 +147,24 @@ def _encode(
 
 class _Holdback:
     """Streams text pieces, holding back the last len(longest stop string) - 1 characters so that a stop
-    string is never printed before it is recognized (and cut)."""
+    string is never printed: the held text is where a stop string could still begin."""
 
     def __init__(self, on_text: Callable[[str], None], stop_strings: Sequence[str]) -> None:
-        self.on_text, self.hold = on_text, max((len(s) for s in stop_strings), default=1) - 1
-        self.buffer, self.sent = "", ""
+        self.on_text, self.stops = on_text, [s for s in stop_strings if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer, self.sent, self.stopped = "", "", False
 
     def push(self, piece: str) -> None:
+        if self.stopped:
+            return
         self.buffer += piece
-        ready = self.buffer[: len(self.buffer) - self.hold] if self.hold else self.buffer
-        if ready:
+        hits = [i for i in (self.buffer.find(s) for s in self.stops) if i >= 0]
+        if hits:  # what was sent held no stop string's start, so one that completes lies in the buffer
+            ready, self.buffer, self.stopped = self.buffer[: min(hits)], "", True
+        else:
+            ready = self.buffer[: len(self.buffer) - self.hold]
             self.buffer = self.buffer[len(ready) :]
+        if ready:
             self.sent += ready
             self.on_text(ready)
 
@@ -227,7 +234,7 @@ def generate_from_checkpoint(
         max_time=max_time,
     )
     if out is not None:
-        out.buffer += stream.flush()
+        out.push(stream.flush())
         out.finish(gen.text)
     return {
         "checkpoint": str(checkpoint),
