@@ -13,61 +13,23 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from llmctl.errors import LlmctlError
+from llmctl.infer.batch import Generation, Request, generate_batch
+from llmctl.infer.sampling import Sampling, filter_logits
 from llmctl.model.llama import Transformer
 
-
-def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Logits [B, V] with everything outside the top-k and outside the top-p nucleus set to -inf."""
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2020): the smallest set whose probability reaches top_p.
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One token id per row of logits [B, V]; temperature 0 is greedy (argmax)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-@dataclass
-class Generation:
-    """What one call to generate produced."""
-
-    ids: list[int] = field(default_factory=list)
-    """New token ids, the stop token included when one ended the sample."""
-    prompt_tokens: int = 0
-    """Prompt tokens fed to the model (after cropping to the context)."""
-    seconds: float = 0.0
-    """Wall time of prefill and decoding."""
-    stop_reason: str = "length"
-    """'length' (max_new_tokens or the context filled) or 'stop' (a stop token)."""
-
-    @property
-    def tokens_per_sec(self) -> float | None:
-        """Generated tokens per second, prefill included (EfficientLLM's inference throughput)."""
-        return len(self.ids) / self.seconds if self.seconds > 0 else None
+__all__ = [
+    "Generation",
+    "IncrementalDecoder",
+    "filter_logits",
+    "fit_prompt",
+    "generate",
+    "generate_from_checkpoint",
+]
 
 
 @torch.no_grad()
@@ -83,42 +45,19 @@ def generate(
     stop_ids: Sequence[int] = (),
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     on_token: Callable[[int], None] | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
 ) -> Generation:
     """Continue prompt_ids by up to max_new_tokens sampled tokens, calling on_token(id) as each arrives.
 
     A prompt longer than the model's context keeps its last tokens; generation stops when the
-    context is full. `seed` makes the sample reproducible without touching the global RNG.
+    context is full. `seed` makes the sample reproducible without touching the global RNG. One row of
+    `generate_batch` (llmctl/infer/batch.py), which decodes many prompts together.
     """
-    device = next(model.parameters()).device
-    context = model.cfg.max_seq_len
-    prompt = list(prompt_ids)[-(context - 1) :] or [0]
-    budget = min(max_new_tokens, context - len(prompt))
-    generator = None
-    if seed is not None and temperature > 0:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    result = Generation(prompt_tokens=len(prompt))
-    stops = set(int(s) for s in stop_ids)
-    start = time.perf_counter()
-    try:
-        cache = model.new_cache(1, len(prompt) + budget)
-        tokens = torch.tensor([prompt], dtype=torch.long, device=device)
-        for _ in range(budget):
-            with autocast():
-                logits = model(tokens, cache=cache, last_only=True)
-            next_id = int(sample_next(logits[:, -1], temperature, top_k, top_p, generator).item())
-            result.ids.append(next_id)
-            if on_token is not None:
-                on_token(next_id)
-            if next_id in stops:
-                result.stop_reason = "stop"
-                break
-            tokens = torch.tensor([[next_id]], dtype=torch.long, device=device)
-    finally:
-        model.train(was_training)
-    result.seconds = time.perf_counter() - start
-    return result
+    sampling = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    request = Request(prompt_ids, max_new_tokens, sampling, seed, stop_ids)
+    report = None if on_token is None else (lambda _row, token: on_token(token))
+    return generate_batch(model, [request], max_batch=1, autocast=autocast, on_token=report)[0]
 
 
 class IncrementalDecoder:
@@ -171,15 +110,80 @@ def fit_prompt(
     return prefix, body[-keep:], len(body) - keep
 
 
+def _open(checkpoint: str, device: str, on_warning: Callable[[str], None] | None) -> Any:
+    """(opened checkpoint, model, device) with the checkpoint's warnings passed on."""
+    from llmctl.infer.checkpoint import open_checkpoint
+    from llmctl.infer.device import choose_device
+
+    dev = choose_device(device, flag="--device")
+    opened = open_checkpoint(checkpoint)
+    for warning in opened.warnings if on_warning is not None else []:
+        on_warning(warning)
+    return opened, opened.load_model(dev), dev
+
+
+def _encode(
+    tokenizer: Any,
+    manifest: Any,
+    prompt: str,
+    render: Callable[[Any, dict[str, Any], str], list[int]] | None,
+    context: int,
+    max_new_tokens: int,
+    truncate_left: bool,
+) -> tuple[list[int], int]:
+    """The prompt's ids fitted to the context (see fit_prompt), and how many were dropped."""
+    from llmctl.tokenizer.template import prompt_ids
+
+    if render is None:
+        ids = prompt_ids(tokenizer, manifest, prompt)
+        # The token a document starts after (BOS, or EOS for old models) survives a left truncation.
+        firsts = {tokenizer.bos_id, tokenizer.eos_id} - {None}
+        keep = 1 if ids and ids[0] in firsts else 0
+    else:
+        ids, keep = render(tokenizer, manifest, prompt), 0
+    prefix, body, dropped = fit_prompt(ids[:keep], ids[keep:], context, max_new_tokens, truncate_left)
+    return prefix + body, dropped
+
+
+class _Holdback:
+    """Streams text pieces, holding back the last len(longest stop string) - 1 characters so that a stop
+    string is never printed: the held text is where a stop string could still begin."""
+
+    def __init__(self, on_text: Callable[[str], None], stop_strings: Sequence[str]) -> None:
+        self.on_text, self.stops = on_text, [s for s in stop_strings if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer, self.sent, self.stopped = "", "", False
+
+    def push(self, piece: str) -> None:
+        if self.stopped:
+            return
+        self.buffer += piece
+        hits = [i for i in (self.buffer.find(s) for s in self.stops) if i >= 0]
+        if hits:  # what was sent held no stop string's start, so one that completes lies in the buffer
+            ready, self.buffer, self.stopped = self.buffer[: min(hits)], "", True
+        else:
+            ready = self.buffer[: len(self.buffer) - self.hold]
+            self.buffer = self.buffer[len(ready) :]
+        if ready:
+            self.sent += ready
+            self.on_text(ready)
+
+    def finish(self, final: str | None) -> None:
+        """Send the rest: of the final (cut) text when given, else the held-back buffer."""
+        rest = final[len(self.sent) :] if final is not None and final.startswith(self.sent) else self.buffer
+        if rest:
+            self.on_text(rest)
+
+
 def generate_from_checkpoint(
     checkpoint: str,
     prompt: str,
     *,
     max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = 50,
-    top_p: float | None = None,
+    sampling: Sampling | None = None,
     seed: int | None = 0,
+    stop_strings: Sequence[str] = (),
+    max_time: float | None = None,
     device: str = "auto",
     render: Callable[[Any, dict[str, Any], str], list[int]] | None = None,
     on_text: Callable[[str], None] | None = None,
@@ -190,80 +194,163 @@ def generate_from_checkpoint(
     """Load a checkpoint and continue `prompt`; on_text receives the text as it is generated (after
     the prompt itself with echo_prompt, once the checkpoint has loaded).
 
-    `render(tokenizer, manifest, prompt)` turns the prompt into ids; by default the model's own
-    convention (llmctl/tokenizer/template.py: its post-processor, or the shards' document prefix).
-    Generation stops at EOS and at the checkpoint's recorded end-of-turn ids. A prompt that leaves no
-    room in the model's context is an error, unless `truncate_left`: then its first tokens are dropped
-    (a leading BOS/document prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the
-    result's `prompt_dropped_tokens` says how many. What the user should be warned about (a corrupt
-    `latest` passed over for an older step) goes to on_warning as soon as the checkpoint is open, and
-    is the result's `warnings`.
+    `sampling` defaults to temperature 0.8, top-k 50. `render(tokenizer, manifest, prompt)` turns the
+    prompt into ids; by default the model's own convention (llmctl/tokenizer/template.py: its
+    post-processor, or the shards' document prefix). Generation stops at EOS, at the checkpoint's recorded
+    end-of-turn ids and at `stop_strings` (cut from the text). A prompt that leaves no room in the model's
+    context is an error, unless `truncate_left`: then its first tokens are dropped (a leading BOS/document
+    prefix kept) so that min(max_new_tokens, context / 2) new tokens fit; the result's
+    `prompt_dropped_tokens` says how many. What the user should be warned about (a corrupt `latest` passed
+    over for an older step) goes to on_warning as soon as the checkpoint is open, and is the result's
+    `warnings`.
     """
-    from llmctl.infer.checkpoint import open_checkpoint
-    from llmctl.infer.device import choose_device, inference_autocast
+    from llmctl.infer.device import inference_autocast
     from llmctl.telemetry import inference_metrics
-    from llmctl.tokenizer.template import prompt_ids, stop_ids
+    from llmctl.tokenizer.template import stop_ids
 
-    dev = choose_device(device, flag="--device")
-    opened = open_checkpoint(checkpoint)
-    for warning in opened.warnings if on_warning is not None else []:
-        on_warning(warning)
-    model, tokenizer, manifest = opened.load_model(dev), opened.tokenizer(), opened.manifest
-    if render is None:
-        ids = prompt_ids(tokenizer, manifest, prompt)
-        # The token a document starts after (BOS, or EOS for old models) survives a left truncation.
-        firsts = {tokenizer.bos_id, tokenizer.eos_id} - {None}
-        keep = 1 if ids and ids[0] in firsts else 0
-    else:
-        ids, keep = render(tokenizer, manifest, prompt), 0
-    prefix, body, dropped = fit_prompt(
-        ids[:keep], ids[keep:], model.cfg.max_seq_len, max_new_tokens, truncate_left
+    sampling = sampling or Sampling(temperature=0.8, top_k=50)
+    sampling.check()
+    opened, model, dev = _open(checkpoint, device, on_warning)
+    tokenizer, manifest = opened.tokenizer(), opened.manifest
+    ids, dropped = _encode(
+        tokenizer, manifest, prompt, render, model.cfg.max_seq_len, max_new_tokens, truncate_left
     )
-    ids = prefix + body
-    autocast = inference_autocast(dev)
-    stream = IncrementalDecoder(tokenizer.decode)
-    stops = set(stop_ids(tokenizer, manifest))
+    stream, stops = IncrementalDecoder(tokenizer.decode), set(stop_ids(tokenizer, manifest))
+    out = _Holdback(on_text, stop_strings) if on_text is not None else None
     if on_text is not None and echo_prompt:
         on_text(prompt)
 
-    def emit(token_id: int) -> None:
-        if on_text is not None and token_id not in stops:
-            piece = stream.push(token_id)
-            if piece:
-                on_text(piece)
+    def emit(_row: int, token_id: int) -> None:
+        if out is not None and token_id not in stops:
+            out.push(stream.push(token_id))
 
-    gen = generate(
+    request = Request(ids, max_new_tokens, sampling, seed, sorted(stops), tuple(stop_strings))
+    (gen,) = generate_batch(
         model,
-        ids,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        stop_ids=list(stops),
-        autocast=autocast,
+        [request],
+        decode=tokenizer.decode,
+        autocast=inference_autocast(dev),
         on_token=emit,
+        max_time=max_time,
     )
-    if on_text is not None:
-        rest = stream.flush()
-        if rest:
-            on_text(rest)
-    new = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
+    if out is not None:
+        out.push(stream.flush())
+        out.finish(gen.text)
     return {
         "checkpoint": str(checkpoint),
         "step": manifest.get("step"),
         "warnings": opened.warnings,
         "prompt": prompt,
-        "text": tokenizer.decode(new),
+        "text": gen.text,
         "prompt_tokens": gen.prompt_tokens,
         "prompt_dropped_tokens": dropped,
         "new_tokens": len(gen.ids),
         "stop_reason": gen.stop_reason,
         "device": str(dev),
         "seed": seed,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
+        **_sampling_fields(sampling),
         "tokens_per_sec": gen.tokens_per_sec,
         **inference_metrics(len(gen.ids), gen.seconds),
+    }
+
+
+def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    """The settings as the JSON output names them (min_p and the penalty only when used)."""
+    fields: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_k": sampling.top_k,
+        "top_p": sampling.top_p,
+    }
+    if sampling.min_p:
+        fields["min_p"] = sampling.min_p
+    if sampling.repetition_penalty not in (None, 1.0):
+        fields["repetition_penalty"] = sampling.repetition_penalty
+    return fields
+
+
+def generate_many_from_checkpoint(
+    checkpoint: str,
+    prompts: Sequence[tuple[int, str]],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    seed: int | None = 0,
+    stop_strings: Sequence[str] = (),
+    max_time: float | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    truncate_left: bool = False,
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Continue every (line, prompt) `num_samples` times, batch_size rows decoded together.
+
+    Sample j of every prompt is drawn with seed + j, so a prompt's samples are the same whatever else is
+    in the file (and sample 0 is `generate --prompt`'s text for the same seed). Returns the run's
+    settings and `records`, one per prompt x sample in file order. A prompt too long for the context is
+    an error naming its line, unless `truncate_left`.
+    """
+    from llmctl.infer.device import inference_autocast
+    from llmctl.tokenizer.template import stop_ids
+
+    sampling = sampling or Sampling(temperature=0.8, top_k=50)
+    sampling.check()
+    if num_samples < 1 or batch_size < 1:
+        raise LlmctlError("--num-samples and --batch-size must be at least 1", "pass a positive count")
+    opened, model, dev = _open(checkpoint, device, on_warning)
+    tokenizer, manifest = opened.tokenizer(), opened.manifest
+    stops = sorted(set(stop_ids(tokenizer, manifest)))
+    encoded = []
+    for line, prompt in prompts:
+        try:
+            encoded.append(
+                _encode(
+                    tokenizer, manifest, prompt, None, model.cfg.max_seq_len, max_new_tokens, truncate_left
+                )
+            )
+        except LlmctlError as err:
+            raise LlmctlError(f"prompt on line {line}: {err.message}", err.hint) from None
+    requests = [
+        Request(ids, max_new_tokens, sampling, None if seed is None else seed + j, stops, tuple(stop_strings))
+        for ids, _ in encoded
+        for j in range(num_samples)
+    ]
+    start = time.perf_counter()
+    gens = generate_batch(
+        model,
+        requests,
+        max_batch=batch_size,
+        decode=tokenizer.decode,
+        autocast=inference_autocast(dev),
+        max_time=max_time,
+    )
+    seconds = time.perf_counter() - start
+    records = []
+    for k, gen in enumerate(gens):
+        (line, prompt), (_, dropped) = prompts[k // num_samples], encoded[k // num_samples]
+        records.append(
+            {
+                "line": line,
+                "sample": k % num_samples,
+                "prompt": prompt,
+                "text": gen.text,
+                "prompt_tokens": gen.prompt_tokens,
+                "prompt_dropped_tokens": dropped,
+                "new_tokens": len(gen.ids),
+                "stop_reason": gen.stop_reason,
+                "seed": None if seed is None else seed + k % num_samples,
+                "seconds": gen.seconds,
+            }
+        )
+    new_tokens = sum(r["new_tokens"] for r in records)
+    return {
+        "checkpoint": str(checkpoint),
+        "step": manifest.get("step"),
+        "warnings": opened.warnings,
+        "device": str(dev),
+        **_sampling_fields(sampling),
+        "records": records,
+        "new_tokens": new_tokens,
+        "seconds": seconds,
+        "tokens_per_sec": new_tokens / seconds if seconds > 0 else None,
     }
