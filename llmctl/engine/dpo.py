@@ -33,7 +33,7 @@ from llmctl.engine.dpo_reference import (
     pair_batch,
     reference_key,
 )
-from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
@@ -101,7 +101,7 @@ def check_dpo_config(cfg: Config) -> None:
         )
 
 
-class DPOObjective:
+class DPOObjective(BaseObjective):
     """DPO/IPO over pair shards: the Objective interface, plus `loss_sum` and `take_metrics` for the Trainer."""
 
     name = "dpo"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.engine.objectives import Batch, SamplePrompt, _shift
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt, _shift
 from llmctl.tokenizer.core import Tokenizer
 from llmctl.tokenizer.template import document_prefix
 from llmctl.tokens.loader import MixedStream, PackedWindows, eval_rows
@@ -22,10 +22,11 @@ from llmctl.tokens.mix import MixSource
 from llmctl.tokens.shards import open_split
 
 
-class MixedPretrainObjective:
+class MixedPretrainObjective(BaseObjective):
     """Next-token prediction on packed windows drawn from several sources by weight."""
 
     name = "pretrain"
+    scores_bytes = True
 
     def __init__(
         self,
@@ -108,20 +109,3 @@ class MixedPretrainObjective:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stream.load_state_dict(state)
-
-
-def weighted_eval(
-    sources: list[dict[str, Any]], rows: list[list[float]]
-) -> tuple[float, float, dict[str, float]]:
-    """(weight-averaged loss, weight-averaged accuracy, loss per source) from per-source
-    [loss sum, correct, trained tokens] rows; sources without validation data are left out of both."""
-    by_source: dict[str, float] = {}
-    loss = accuracy = weight = 0.0
-    for source, (loss_sum, correct, trained) in zip(sources, rows, strict=True):
-        if trained <= 0:
-            continue
-        by_source[source["path"]] = loss_sum / trained
-        loss += source["weight"] * loss_sum / trained
-        accuracy += source["weight"] * correct / trained
-        weight += source["weight"]
-    return loss / weight, accuracy / weight, by_source

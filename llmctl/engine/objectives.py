@@ -14,12 +14,14 @@ divided by the step's trained tokens over all ranks (llmctl/engine/trainer.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from llmctl.tokenizer.core import Tokenizer
 from llmctl.tokenizer.template import document_prefix
@@ -92,9 +94,19 @@ class SamplePrompt:
 
 
 class Objective(Protocol):
-    """The interface the Trainer drives; PretrainObjective here, SFTObjective in llmctl/engine/sft.py."""
+    """The whole interface the Trainer drives; BaseObjective supplies the defaults of the last six members.
+
+    Objectives: PretrainObjective (llmctl/engine/pretrain.py), SFTObjective (sft.py), DPOObjective (dpo.py).
+    """
 
     name: str
+    """'pretrain', 'sft', 'dpo': the run log's and checkpoint.json's name for it."""
+    scores_bytes: bool
+    """Evaluation reports bits per byte (a text stream is scored, not replies)."""
+    extra_forward_passes: float
+    """Forward passes beyond the policy's per trained token (DPO's live reference: 1), for FLOPs and MFU."""
+    sources: list[dict[str, Any]]
+    """Mixtures: path, weight and tokens per epoch of each source, in order; empty for a single source."""
 
     def train_batch(self) -> Batch:
         """This rank's next training micro-batch."""
@@ -117,6 +129,77 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at a saved data position."""
 
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss over the batch's trained units, correct predictions among them)."""
+
+    def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
+        """Figures gathered since the last call for `kind` ('train' or 'eval'), summed over ranks, and
+        lines for the run log."""
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Figures added to summary.json (SFT: what happened to the conversations)."""
+
+
+def token_loss_sum(
+    model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy over targets != IGNORE_INDEX, correct top-1 predictions among them)."""
+    with autocast():
+        logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    with torch.no_grad():
+        correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
+    return loss, correct
+
+
+class BaseObjective:
+    """Defaults for an objective: masked cross-entropy, no metrics of its own, nothing added to the
+    summary, no extra forward passes, no bits per byte, one source."""
+
+    name = "objective"
+    scores_bytes = False
+    extra_forward_passes = 0.0
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        """Mixtures override this; a single source lists none."""
+        return []
+
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked cross-entropy sum and correct predictions (`token_loss_sum`)."""
+        return token_loss_sum(model, batch, autocast)
+
+    def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
+        """No figures of its own."""
+        return {}, []
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Nothing added to summary.json."""
+        return {}
+
+
+def weighted_eval(
+    sources: list[dict[str, Any]], rows: list[list[float]]
+) -> tuple[float, float, dict[str, float]]:
+    """(weight-averaged loss, weight-averaged accuracy, loss per source) from per-source
+    [loss sum, correct, trained tokens] rows; sources without validation data are left out of both."""
+    by_source: dict[str, float] = {}
+    loss = accuracy = weight = 0.0
+    for source, (loss_sum, correct, trained) in zip(sources, rows, strict=True):
+        if trained <= 0:
+            continue
+        by_source[source["path"]] = loss_sum / trained
+        loss += source["weight"] * loss_sum / trained
+        accuracy += source["weight"] * correct / trained
+        weight += source["weight"]
+    return loss / weight, accuracy / weight, by_source
+
 
 def _shift(rows: np.ndarray) -> Batch:
     t = torch.from_numpy(rows)
@@ -130,10 +213,11 @@ def _shift(rows: np.ndarray) -> Batch:
     )
 
 
-class PretrainObjective:
+class PretrainObjective(BaseObjective):
     """Next-token prediction on packed windows of the pretraining shards; every target is trained."""
 
     name = "pretrain"
+    scores_bytes = True
 
     def __init__(
         self,

@@ -375,7 +375,8 @@ def run_training(
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         # An objective that runs more than the policy per trained token (DPO's live reference) says so.
         flops = flops_per_token(cfg.model, cfg.data.seq_len)
-        extra = getattr(objective, "extra_forward_passes", 0.0)
+        # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
+        start = resume or init
         trainer = Trainer(
             cfg,
             objective,
@@ -386,16 +387,14 @@ def run_training(
             run_dir=run_dir,
             tokenizer=tokenizer,
             data_meta=meta,
-            flops_per_token=flops.train + extra * flops.train / 3,
+            flops_per_token=flops.train + objective.extra_forward_passes * flops.train / 3,
+            notes=lock.notes if lock is not None else [],
+            conventions={
+                k: start.manifest.get(k)
+                for k in ("prompt", "chat")
+                if start is not None and start.manifest.get(k)
+            },
         )
-        trainer.notes += lock.notes if lock is not None else []
-        # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
-        start = resume or init
-        trainer.conventions = {
-            k: start.manifest.get(k)
-            for k in ("prompt", "chat")
-            if start is not None and start.manifest.get(k)
-        }
         result = trainer.fit(resume=resume)
         outcome = RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
     finally:

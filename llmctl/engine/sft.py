@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
@@ -90,7 +90,7 @@ def _last_reply(ids: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
     return start, end
 
 
-class SFTObjective:
+class SFTObjective(BaseObjective):
     """Loss on assistant replies only, over SFT shards; the rest of the interface as PretrainObjective."""
 
     name = "sft"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmctl.data_sources import SourceSpec, sft_specs
-from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
 from llmctl.engine.sft import SFTObjective
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import Tokenizer
@@ -26,7 +26,7 @@ class _Counts:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-class MixedSFTObjective:
+class MixedSFTObjective(BaseObjective):
     """Several SFTObjectives interleaved micro-batch by micro-batch, each for its planned epochs."""
 
     name = "sft"

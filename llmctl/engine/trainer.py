@@ -35,7 +35,7 @@ from llmctl.engine.checkpoint import (
     training_manifest,
     write_checkpoint,
 )
-from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
+from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective, weighted_eval
 from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
@@ -107,6 +107,8 @@ class Trainer:
         tokenizer: Any,
         data_meta: dict[str, Any],
         flops_per_token: float,
+        notes: list[str] | None = None,
+        conventions: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.objective = objective
@@ -124,7 +126,7 @@ class Trainer:
         self.tokens = 0
         self.stops = StopRequests()
         self.last_checkpoint: str | None = None
-        self.conventions: dict[str, Any] = {}
+        self.conventions: dict[str, Any] = dict(conventions or {})
         """checkpoint.json's `prompt` and `chat` sections of the weights this run started from (an imported
         model's BOS policy, chat template and stop ids), carried into every checkpoint it writes."""
         self.last_eval: EvalResult | None = None
@@ -133,9 +135,8 @@ class Trainer:
         self.skipped_steps = 0
         self._agreed_request: int | None = None
         self._deadline: Deadline | None = None
-        self.notes: list[str] = []
+        self.notes: list[str] = list(notes or [])
         """Lines for the run's log once it has started (a stale lock taken over)."""
-        """Steps whose update was skipped because the loss or gradient norm was not finite."""
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -189,13 +190,12 @@ class Trainer:
             start_step=self.step,
             tokens_per_step=tokens_per_step,
             summary_extra=self._summary_extra(),
-            data_sources=tuple(getattr(self.objective, "sources", None) or ()) or None,
+            data_sources=tuple(self.objective.sources) or None,
         )
 
     def _summary_extra(self) -> dict[str, Any]:
         """Figures the objective adds to summary.json (SFT: what happened to the conversations)."""
-        extra = getattr(self.objective, "summary_extra", None)
-        return dict(extra()) if callable(extra) else {}
+        return dict(self.objective.summary_extra())
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -321,20 +321,8 @@ class Trainer:
         return self.wrapped.no_sync()
 
     def _loss_sum(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over trained targets, correct top-1 predictions among them).
-
-        An objective with its own `loss_sum(model, batch, autocast)` (DPO) computes both instead."""
-        own = getattr(self.objective, "loss_sum", None)
-        if own is not None:
-            return own(model, batch, self.rt.autocast)
-        with self.rt.autocast():
-            logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        with torch.no_grad():
-            correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
-        return loss, correct
+        """(summed loss over the batch's trained units, correct predictions among them): the objective's."""
+        return self.objective.loss_sum(model, batch, self.rt.autocast)
 
     def _train_step(self) -> StepCounts:
         start = time.perf_counter()
@@ -456,10 +444,7 @@ class Trainer:
 
     def _objective_metrics(self, kind: str) -> dict[str, float]:
         """Figures an objective gathers itself (DPO rewards), summed over ranks; its warnings are logged."""
-        take = getattr(self.objective, "take_metrics", None)
-        if take is None:
-            return {}
-        metrics, notes = take(kind, self.dist, self.rt.device)
+        metrics, notes = self.objective.take_metrics(kind, self.dist, self.rt.device)
         for note in notes:
             self.reporter.log(note)
         return metrics
@@ -469,7 +454,7 @@ class Trainer:
     def _byte_table(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(UTF-8 bytes per token id, special-token mask), both [vocab] on the device, built once; None
         where bits per byte do not apply (SFT and DPO score replies, not a text stream)."""
-        if self.objective.name != "pretrain" or getattr(self.objective, "loss_sum", None) is not None:
+        if not self.objective.scores_bytes:
             return None
         if self._bytes_per_id is None:
             import numpy as np
@@ -511,7 +496,7 @@ class Trainer:
         """Loss, perplexity, token accuracy and (pretraining) bits per byte over the fixed validation
         batches, summed over ranks."""
         self.raw.eval()
-        sources = getattr(self.objective, "sources", None) or []
+        sources = self.objective.sources
         table = self._byte_table()
         # Row 0: all batches; row 1 + i: batches of mixture source i. Columns: loss sum, correct,
         # trained targets, nats of non-special targets, their bytes (the last two: bits per byte).
@@ -542,8 +527,6 @@ class Trainer:
             return None
         loss, accuracy, by_source = loss_sum / trained, correct / trained, None
         if sources:
-            from llmctl.engine.mixture import weighted_eval
-
             loss, accuracy, by_source = weighted_eval(sources, [r[:3] for r in rows[1:]])
         bpb = text_nats / math.log(2) / text_bytes if table is not None and text_bytes > 0 else None
         result = EvalResult(
