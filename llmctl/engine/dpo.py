@@ -376,8 +376,8 @@ def run_dpo(
     from llmctl.engine.checkpoint import check_compatible
     from llmctl.engine.run import RunInputs, load_data, resolve_run_dir, run_training
     from llmctl.engine.runtime import choose_runtime
-    from llmctl.engine.sft import accepts_doc_ids, check_sft_compat
-    from llmctl.model.llama import Transformer
+    from llmctl.engine.sft import check_sft_compat
+    from llmctl.model.build import accepts_doc_ids, build_model
     from llmctl.tokens.pairs import require_pairs
 
     cfg, init, ref = _prepare(cfg)
@@ -393,16 +393,11 @@ def run_dpo(
         )
         if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
             on_warning(warning)
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    packing = cfg.data.packing and accepts_doc_ids()
     run_dir = resolve_run_dir(cfg)[0]
 
     def make_ref(device: torch.device) -> torch.nn.Module:
-        with torch.device(device):
-            model = Transformer(cfg.model)
-        model.load_state_dict(ref.model_state())
-        model.eval()
-        model.requires_grad_(False)
-        return model
+        return build_model(cfg.model, device, state=ref.model_state()).requires_grad_(False)
 
     def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> DPOObjective:
         runtime = choose_runtime(cfg.train, dist.local_rank)

@@ -48,7 +48,7 @@ from llmctl.engine.stopping import requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_copy, atomic_write_text, io_error
-from llmctl.model.llama import Transformer
+from llmctl.model.build import build_model
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import read_meta
 
@@ -362,8 +362,7 @@ def run_training(
             _prepare_run_dir(run_dir, cfg, tokenizer)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        with torch.device(runtime.device):
-            model = Transformer(cfg.model)
+        model = build_model(cfg.model, runtime.device)
         if init is not None:
             model.load_state_dict(init.model_state())
             if after_init is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,10 @@ import torch
 from llmctl.config import Config, ModelConfig, from_dict
 from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
 from llmctl.errors import LlmctlError
+from llmctl.model.build import accepts_doc_ids
 from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
 from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
-
-
-def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
-    """True when the model's (or model class's) forward takes doc_ids and position_ids (per-conversation attention)."""
-    params = inspect.signature(model.forward).parameters
-    return "doc_ids" in params and "position_ids" in params
 
 
 def check_sft_compat(
@@ -312,9 +306,7 @@ def sft_objective(
 ) -> SFTObjective:
     """The SFTObjective a config describes (packing only where the model takes per-conversation ids);
     `untrained` names template tokens whose rows in the init weights look never trained."""
-    from llmctl.model.llama import Transformer
-
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    packing = cfg.data.packing and accepts_doc_ids()
     options: dict[str, Any] = dict(
         seq_len=cfg.data.seq_len,
         micro_batch=cfg.train.micro_batch_size,
