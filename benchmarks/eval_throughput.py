@@ -33,7 +33,7 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from llmctl.config import load_config
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
     from llmctl.tokenizer.chat import BASE_SPECIALS
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
@@ -76,7 +76,7 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
         "telemetry.panel": "off",
         "telemetry.enabled": False,
     }
-    run_training(load_config(None, overrides))
+    run_pretrain(load_config(None, overrides))
     return tmp / "runs" / "bench" / "checkpoints" / "latest", texts
 
 

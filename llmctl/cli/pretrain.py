@@ -127,7 +127,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
         from llmctl.cli._progress import report_requeue
-        from llmctl.engine.run import run_training, smoke_test_config
+        from llmctl.engine.pretrain import run_pretrain
+        from llmctl.engine.run import smoke_test_config
 
         values = flag_values(data, steps, out, resume)
         if init is not None:
@@ -135,7 +136,7 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(config, list(ctx.args), values)
         if test:
             cfg = smoke_test_config(cfg)
-        outcome = run_training(cfg, force=force)
+        outcome = run_pretrain(cfg, force=force)
         if not outcome.is_rank0:
             return
         report_requeue(outcome)

@@ -34,6 +34,7 @@ from llmctl.engine.dpo_reference import (
     reference_key,
 )
 from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
+from llmctl.engine.run import RunInputs, read_inputs, resolve_run_dir, run_training
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
@@ -323,9 +324,9 @@ class DPOOutcome:
     data: dict[str, Any]
 
 
-def _prepare(cfg: Config) -> tuple[Config, Any, Any]:
-    """The config with the init checkpoint's model shape and a run name; (cfg, init, ref) as opened checkpoints."""
-    from llmctl.engine.sft import _model_from_init
+def _prepare(cfg: Config) -> tuple[Config, RunInputs, Any]:
+    """The config with the init checkpoint's model shape and a run name, the run's inputs (`read_inputs`)
+    and the reference checkpoint, opened."""
     from llmctl.infer.checkpoint import open_checkpoint
 
     check_dpo_config(cfg)
@@ -333,13 +334,13 @@ def _prepare(cfg: Config) -> tuple[Config, Any, Any]:
         raise LlmctlError(
             "dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)"
         )
-    cfg, init = _model_from_init(cfg)
-    ref = open_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
+    cfg, inputs = read_inputs(cfg, init_always=True)
+    ref = open_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else inputs.init
     if not cfg.train.name:
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}")
         )
-    return cfg, init, ref
+    return cfg, inputs, ref
 
 
 def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
@@ -374,23 +375,19 @@ def run_dpo(
     pairs longer than data.seq_len are counted: a warning through `on_warning` (rank 0), or an error
     when more than half would be left out. `on_progress` follows the reference log-prob pass."""
     from llmctl.engine.checkpoint import check_compatible
-    from llmctl.engine.run import RunInputs, load_data, resolve_run_dir, run_training
     from llmctl.engine.runtime import choose_runtime
     from llmctl.engine.sft import check_sft_compat
     from llmctl.model.build import accepts_doc_ids, build_model
     from llmctl.tokens.pairs import require_pairs
 
-    cfg, init, ref = _prepare(cfg)
-    meta, tokenizer = load_data(cfg)
-    require_pairs(meta, cfg.data.path or "")
-    check_sft_compat(
-        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
-    )
+    cfg, inputs, ref = _prepare(cfg)
+    init, meta, tokenizer, data_path = inputs.init, inputs.meta, inputs.tokenizer, inputs.path
+    assert init is not None
+    require_pairs(meta, data_path)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
     check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
     if cfg.data.train_split in meta["splits"]:
-        warning = check_pair_lengths(
-            open_pairs(cfg.data.path or "", cfg.data.train_split, meta), cfg.data.seq_len
-        )
+        warning = check_pair_lengths(open_pairs(data_path, cfg.data.train_split, meta), cfg.data.seq_len)
         if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
             on_warning(warning)
     packing = cfg.data.packing and accepts_doc_ids()
@@ -399,22 +396,23 @@ def run_dpo(
     def make_ref(device: torch.device) -> torch.nn.Module:
         return build_model(cfg.model, device, state=ref.model_state()).requires_grad_(False)
 
-    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> DPOObjective:
+    def factory(cfg: Config, inputs: RunInputs, dist: Any) -> DPOObjective:
+        meta = inputs.meta
         runtime = choose_runtime(cfg.train, dist.local_rank)
         ref_model, reference, ref_info = None, None, {}
         if cfg.dpo.ref_mode == "live":
             ref_model = make_ref(runtime.device)
         else:
             splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
-            shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
-            key = reference_key(ref.path, cfg.data.path or "", splits, cfg, runtime.dtype)
+            shards = {s: open_pairs(data_path, s, meta) for s in splits}
+            key = reference_key(ref.path, data_path, splits, cfg, runtime.dtype)
             reference, ref_info = load_or_compute_reference(
                 run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist, on_progress
             )
         return DPOObjective(
-            cfg.data.path or "",
+            data_path,
             meta,
-            tok,
+            inputs.tokenizer,
             cfg,
             ref_model=ref_model,
             reference=reference,
@@ -424,8 +422,6 @@ def run_dpo(
             reference_info=ref_info,
         )
 
-    outcome = run_training(
-        cfg, factory, reporter=reporter, force=force, inputs=RunInputs(meta, tokenizer, init)
-    )
+    outcome = run_training(cfg, factory, reporter=reporter, force=force, inputs=inputs)
     data = dict(outcome.result.summary.get("dpo_data") or {})
     return DPOOutcome(outcome, str(init.path), str(ref.path), data)
