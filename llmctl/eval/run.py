@@ -44,8 +44,8 @@ def run_eval(
     request: EvalRequest, on_progress: Progress | None = None, keep_items: bool = False
 ) -> dict[str, Any]:
     """Everything the request asks for, as the `--json` document (per-item records with keep_items)."""
+    from llmctl.eval.load import load_task
     from llmctl.eval.model_io import open_model
-    from llmctl.eval.tasks import load_task
 
     if request.data is None and not request.tasks:
         raise LlmctlError("nothing to evaluate", "pass --data TOKENS (bits per byte) and/or --task PATH")

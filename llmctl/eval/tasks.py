@@ -1,7 +1,7 @@
 """Evaluation tasks on disk: a JSONL file of items, or a folder `llmctl data download` wrote.
 
-    task = load_task("evals/hellaswag")          # folder: items.jsonl + eval.json
-    task = load_task("my_task.jsonl")            # name: my_task
+    task = read_task(Path("evals/hellaswag"))    # folder: items.jsonl + eval.json
+    task = read_task(Path("my_task.jsonl"))      # name: my_task
     task.kind                                    # "choice" or "generate"
 
 Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any,
@@ -178,13 +178,9 @@ def _unfold(item: ChoiceItem) -> ChoiceItem:
     return replace(item, choices=[c[1:] for c in item.choices], delimiter=" ")
 
 
-def load_task(spec: str) -> Task:
-    """A task from a JSONL file (named after the file) or a folder a download wrote (named after the folder)."""
-    from llmctl.eval.olmo import PREFIX, load_olmo_task
-
-    if spec.startswith(PREFIX):
-        return load_olmo_task(spec)
-    path = Path(spec).expanduser()
+def read_task(path: Path) -> Task | None:
+    """A task from a JSONL file (named after the file) or a folder a download wrote (named after the
+    folder); None when nothing is at `path` (llmctl/eval/load.py's `load_task` then says what to do)."""
     if path.is_dir():
         items_path = path / ITEMS_JSONL
         if not items_path.is_file():
@@ -209,15 +205,4 @@ def load_task(spec: str) -> Task:
     if path.is_file():
         kind, items = read_items(path)
         return Task(path.stem, kind, items, path)
-    from llmctl.eval.sources import EVAL_SOURCES
-
-    if spec in EVAL_SOURCES:
-        raise LlmctlError(
-            f"task '{spec}' is not downloaded (eval reads tasks from disk only, never the network)",
-            f"run `llmctl data download {spec} --out evals/{spec}`, then pass --task evals/{spec}",
-        )
-    raise LlmctlError(
-        f"no task file or folder at {spec}",
-        "pass a JSONL file of items, or a folder written by "
-        f"`llmctl data download NAME` (NAME one of {', '.join(EVAL_SOURCES)})",
-    )
+    return None
