@@ -224,9 +224,9 @@ def test_sft_refuses_mismatched_tokenizer_pretraining_shards_and_missing_init(
 def test_a_tokenizer_without_chat_tokens_is_named(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from llmctl.engine.sft import check_sft_compat
     from llmctl.errors import LlmctlError
     from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.sft_batches import check_sft_compat
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -376,9 +376,9 @@ def run_dpo(
     when more than half would be left out. `on_progress` follows the reference log-prob pass."""
     from llmctl.engine.checkpoint import check_compatible
     from llmctl.engine.runtime import choose_runtime
-    from llmctl.engine.sft import check_sft_compat
     from llmctl.model.build import accepts_doc_ids, build_model
     from llmctl.tokens.pairs import require_pairs
+    from llmctl.tokens.sft_batches import check_sft_compat
 
     cfg, inputs, ref = _prepare(cfg)
     init, meta, tokenizer, data_path = inputs.init, inputs.meta, inputs.tokenizer, inputs.path

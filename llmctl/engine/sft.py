@@ -34,41 +34,17 @@ from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
 from llmctl.engine.run import RunInputs, read_inputs, run_training
 from llmctl.errors import LlmctlError
 from llmctl.model.build import accepts_doc_ids
-from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
+from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
-
-
-def check_sft_compat(
-    meta: dict[str, Any],
-    tokenizer: Tokenizer,
-    checkpoint_fingerprint: str | None,
-    data_path: str | Path,
-    checkpoint: str | Path | None,
-) -> str:
-    """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
-
-    A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
-    mismatch stops the run before it starts, naming both files.
-    """
-    data_tok = meta.get("tokenizer") or {}
-    if checkpoint_fingerprint is not None and data_tok.get("fingerprint") != checkpoint_fingerprint:
-        raise LlmctlError(
-            f"the checkpoint {checkpoint} was trained with tokenizer {checkpoint_fingerprint[:12]} but the SFT data "
-            f"{data_path} was tokenized with {data_tok.get('path')} ({str(data_tok.get('fingerprint'))[:12]})",
-            "re-tokenize the chat data with the checkpoint's tokenizer: `llmctl tokenize --mode sft --tokenizer <the pretraining tokenizer>`",
-        )
-    profile_info = meta.get("chat_profile") or {}
-    if profile_info.get("name") == "model":
-        return "model"  # `tokenize --template model`: the tokenizer's own template, nothing to check here
-    profile = get_profile(profile_info.get("name", "chat"))
-    missing = missing_tokens(profile, tokenizer.token_to_id)
-    if missing:
-        raise LlmctlError(
-            f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",
-            "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
-        )
-    return profile.name
+from llmctl.tokens.sft_batches import (
+    Rows,
+    SFTBatches,
+    check_sft_compat,
+    fixed_rows,
+    load_conversations,
+    require_sft,
+    sft_meta,
+)
 
 
 def _batch(rows: Rows, packed: bool) -> Batch:
