@@ -14,6 +14,7 @@ weights, the data and the settings that change the numbers) or by a second model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -361,6 +362,68 @@ def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
     return data
 
 
+def dpo_objective(
+    cfg: Config,
+    inputs: RunInputs,
+    dist: Any,
+    *,
+    ref: Any,
+    run_dir: Path,
+    on_progress: ProgressCallback | None = None,
+) -> DPOObjective:
+    """The DPOObjective a config describes, with its reference: a live second model (`dpo.ref_mode=live`),
+    or log-probs computed once and kept under run_dir/reference/ (`precompute`)."""
+    from llmctl.engine.runtime import choose_runtime
+    from llmctl.model.build import accepts_doc_ids, build_model
+
+    meta, data_path = inputs.meta, inputs.path
+    runtime = choose_runtime(cfg.train, dist.local_rank)
+
+    def make_ref() -> torch.nn.Module:
+        return build_model(cfg.model, runtime.device, state=ref.model_state()).requires_grad_(False)
+
+    ref_model, reference, ref_info = None, None, {}
+    if cfg.dpo.ref_mode == "live":
+        ref_model = make_ref()
+    else:
+        splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
+        shards = {s: open_pairs(data_path, s, meta) for s in splits}
+        key = reference_key(ref.path, data_path, splits, cfg, runtime.dtype)
+        reference, ref_info = load_or_compute_reference(
+            run_dir, key, shards, make_ref, cfg, runtime, dist, on_progress
+        )
+    return DPOObjective(
+        data_path,
+        meta,
+        inputs.tokenizer,
+        cfg,
+        ref_model=ref_model,
+        reference=reference,
+        packing=cfg.data.packing and accepts_doc_ids(),
+        rank=dist.rank,
+        world=dist.world_size,
+        reference_info=ref_info,
+    )
+
+
+def _check_inputs(cfg: Config, inputs: RunInputs, ref: Any, on_warning: Callable[[str], None] | None) -> None:
+    """Pair shards made with the init checkpoint's tokenizer and chat profile, a reference of the same
+    shape, and how many pairs data.seq_len leaves out (a warning on rank 0, an error past half)."""
+    from llmctl.engine.checkpoint import check_compatible
+    from llmctl.tokens.pairs import require_pairs
+    from llmctl.tokens.sft_batches import check_sft_compat
+
+    init, meta, tokenizer, data_path = inputs.init, inputs.meta, inputs.tokenizer, inputs.path
+    assert init is not None
+    require_pairs(meta, data_path)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
+    check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
+    if cfg.data.train_split in meta["splits"]:
+        warning = check_pair_lengths(open_pairs(data_path, cfg.data.train_split, meta), cfg.data.seq_len)
+        if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
+            on_warning(warning)
+
+
 def run_dpo(
     cfg: Config,
     reporter: Any = None,
@@ -374,54 +437,9 @@ def run_dpo(
     The init and reference checkpoints are opened (and verified) once, here. Before anything runs,
     pairs longer than data.seq_len are counted: a warning through `on_warning` (rank 0), or an error
     when more than half would be left out. `on_progress` follows the reference log-prob pass."""
-    from llmctl.engine.checkpoint import check_compatible
-    from llmctl.engine.runtime import choose_runtime
-    from llmctl.model.build import accepts_doc_ids, build_model
-    from llmctl.tokens.pairs import require_pairs
-    from llmctl.tokens.sft_batches import check_sft_compat
-
     cfg, inputs, ref = _prepare(cfg)
-    init, meta, tokenizer, data_path = inputs.init, inputs.meta, inputs.tokenizer, inputs.path
-    assert init is not None
-    require_pairs(meta, data_path)
-    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
-    check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
-    if cfg.data.train_split in meta["splits"]:
-        warning = check_pair_lengths(open_pairs(data_path, cfg.data.train_split, meta), cfg.data.seq_len)
-        if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
-            on_warning(warning)
-    packing = cfg.data.packing and accepts_doc_ids()
-    run_dir = resolve_run_dir(cfg)[0]
-
-    def make_ref(device: torch.device) -> torch.nn.Module:
-        return build_model(cfg.model, device, state=ref.model_state()).requires_grad_(False)
-
-    def factory(cfg: Config, inputs: RunInputs, dist: Any) -> DPOObjective:
-        meta = inputs.meta
-        runtime = choose_runtime(cfg.train, dist.local_rank)
-        ref_model, reference, ref_info = None, None, {}
-        if cfg.dpo.ref_mode == "live":
-            ref_model = make_ref(runtime.device)
-        else:
-            splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
-            shards = {s: open_pairs(data_path, s, meta) for s in splits}
-            key = reference_key(ref.path, data_path, splits, cfg, runtime.dtype)
-            reference, ref_info = load_or_compute_reference(
-                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist, on_progress
-            )
-        return DPOObjective(
-            data_path,
-            meta,
-            inputs.tokenizer,
-            cfg,
-            ref_model=ref_model,
-            reference=reference,
-            packing=packing,
-            rank=dist.rank,
-            world=dist.world_size,
-            reference_info=ref_info,
-        )
-
-    outcome = run_training(cfg, factory, reporter=reporter, force=force, inputs=inputs)
+    _check_inputs(cfg, inputs, ref, on_warning)
+    make = functools.partial(dpo_objective, ref=ref, run_dir=resolve_run_dir(cfg)[0], on_progress=on_progress)
+    outcome = run_training(cfg, make, reporter=reporter, force=force, inputs=inputs)
     data = dict(outcome.result.summary.get("dpo_data") or {})
-    return DPOOutcome(outcome, str(init.path), str(ref.path), data)
+    return DPOOutcome(outcome, str(inputs.init.path), str(ref.path), data)  # type: ignore[union-attr]

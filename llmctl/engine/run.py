@@ -307,6 +307,51 @@ def requeue_after_stop(
     return job, []
 
 
+def _checked_start(
+    cfg: Config, inputs: RunInputs, dist: D.DistInfo
+) -> tuple[Path, OpenCheckpoint | None, OpenCheckpoint | None]:
+    """(run directory, checkpoint to resume, --init checkpoint to start from), every check done before the
+    first write: a refused run leaves the directory as it was."""
+    run_dir, resume_path = D.broadcast_object(dist, resolve_run_dir(cfg))
+    resume = open_checkpoint(resume_path) if resume_path is not None else None
+    fingerprint = inputs.tokenizer.fingerprint
+    if resume is not None:
+        check_compatible(resume.path, resume.manifest, cfg.model, fingerprint)
+    init = inputs.init if resume is None else None
+    if init is not None:
+        check_compatible(init.path, init.manifest, cfg.model, fingerprint)
+    return run_dir, resume, init
+
+
+def _claim_run_dir(run_dir: Path, cfg: Config, tokenizer: Tokenizer, *, fresh: bool, force: bool) -> Any:
+    """Rank 0: lock the run directory, refuse (or, with `force`, clear) an earlier run's files on a fresh
+    start, and write config.yaml and the tokenizer copy. Returns the held RunLock."""
+    from llmctl.engine.lock import RunLock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
+    lock = RunLock(run_dir).acquire()
+    try:
+        if fresh:
+            # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
+            # save) restarts it: there is nothing to lose but the partial logs of that attempt.
+            restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
+            check_fresh_start(run_dir, force or restart)
+        _prepare_run_dir(run_dir, cfg, tokenizer)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _conventions(start: OpenCheckpoint | None) -> dict[str, Any]:
+    """An imported model's prompt and chat conventions (checkpoint.json's `prompt` and `chat`): they travel
+    into every checkpoint trained from it."""
+    if start is None:
+        return {}
+    return {k: start.manifest.get(k) for k in ("prompt", "chat") if start.manifest.get(k)}
+
+
 def run_training(
     cfg: Config,
     make_objective: ObjectiveFactory,
@@ -338,24 +383,9 @@ def run_training(
             cfg, inputs = read_inputs(cfg)
         meta, tokenizer = inputs.meta, inputs.tokenizer
         cfg = resolve_vocab(cfg, meta)
-        run_dir, resume_path = D.broadcast_object(dist, resolve_run_dir(cfg))
-        # Every check before the first write: a refused run leaves the directory as it was.
-        resume = open_checkpoint(resume_path) if resume_path is not None else None
-        if resume is not None:
-            check_compatible(resume.path, resume.manifest, cfg.model, tokenizer.fingerprint)
-        init = inputs.init if resume is None else None
-        if init is not None:
-            check_compatible(init.path, init.manifest, cfg.model, tokenizer.fingerprint)
+        run_dir, resume, init = _checked_start(cfg, inputs, dist)
         if dist.is_rank0:
-            if run_dir.exists() and not run_dir.is_dir():
-                raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
-            lock = RunLock(run_dir).acquire()
-            if resume is None:
-                # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
-                # save) restarts it: there is nothing to lose but the partial logs of that attempt.
-                restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
-                check_fresh_start(run_dir, force or restart)
-            _prepare_run_dir(run_dir, cfg, tokenizer)
+            lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model, runtime.device)
@@ -370,8 +400,6 @@ def run_training(
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         # An objective that runs more than the policy per trained token (DPO's live reference) says so.
         flops = flops_per_token(cfg.model, cfg.data.seq_len)
-        # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
-        start = resume or init
         trainer = Trainer(
             cfg,
             objective,
@@ -384,11 +412,7 @@ def run_training(
             data_meta=meta,
             flops_per_token=flops.train + objective.extra_forward_passes * flops.train / 3,
             notes=lock.notes if lock is not None else [],
-            conventions={
-                k: start.manifest.get(k)
-                for k in ("prompt", "chat")
-                if start is not None and start.manifest.get(k)
-            },
+            conventions=_conventions(resume or init),
         )
         result = trainer.fit(resume=resume)
         outcome = RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
