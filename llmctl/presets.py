@@ -77,11 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_names() -> list[str]:
-    """All preset names, in the order above."""
-    return list(PRESETS)
-
-
 # Hugging Face model directories: which architectures llmctl's model holds, and their config.json as a shape.
 SUPPORTED = {
     "LlamaForCausalLM": "llama",

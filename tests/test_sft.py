@@ -66,8 +66,8 @@ def _response_loss(checkpoint: Path, tokens: Path) -> float:
     import torch
     import torch.nn.functional as F
 
-    from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.sft import SFTObjective
+    from llmctl.infer.checkpoint import load_for_inference
 
     model, tok, _ = load_for_inference(checkpoint)
     objective = SFTObjective(

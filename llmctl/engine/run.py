@@ -37,20 +37,14 @@ import torch
 from llmctl.config import Config, ModelConfig, from_dict, to_yaml
 from llmctl.data_sources import SourceSpec
 from llmctl.engine import distributed as D
-from llmctl.engine.checkpoint import (
-    OPTIMIZER_FILE,
-    OpenCheckpoint,
-    check_compatible,
-    find_latest,
-    open_checkpoint,
-    step_dirs,
-)
+from llmctl.engine.checkpoint import check_compatible
 from llmctl.engine.objectives import Objective
 from llmctl.engine.runtime import choose_runtime
 from llmctl.engine.stopping import requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_copy, atomic_write_text, io_error
+from llmctl.infer.checkpoint import OPTIMIZER_FILE, OpenCheckpoint, find_latest, open_checkpoint, step_dirs
 from llmctl.model.build import build_model
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import read_meta

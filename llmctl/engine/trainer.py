@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from llmctl.config import Config, to_dict
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
-    OpenCheckpoint,
     load_optimizer_state,
     load_rng_states,
     remove_partial,
@@ -49,6 +48,7 @@ from llmctl.engine.stopping import (
     slurm_end_time,
 )
 from llmctl.errors import DivergedError
+from llmctl.infer.checkpoint import OpenCheckpoint
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts, TaskEvalResult

@@ -389,11 +389,6 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
         raise OSError(code, os.strerror(code), str(path)) from exc
 
 
-def is_export(path: Path) -> bool:
-    """True when `path` is a folder a llmctl export wrote (it holds the marker file)."""
-    return _read_marker(path) is not None
-
-
 def _read_marker(path: Path) -> dict[str, Any] | None:
     try:
         marker = json.loads((path / EXPORT_MARKER).read_text(encoding="utf-8"))
