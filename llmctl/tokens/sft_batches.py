@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError
-from llmctl.tokenizer.chat import get_profile, missing_tokens
+from llmctl.tokenizer.chat import require_profile
 from llmctl.tokens.epoch_plan import EpochPlan, fill_to_multiple
 from llmctl.tokens.shards import Shard, open_split, read_meta
 
@@ -103,13 +103,11 @@ def check_sft_compat(
     profile_info = meta.get("chat_profile") or {}
     if profile_info.get("name") == "model":
         return "model"  # `tokenize --template model`: the tokenizer's own template, nothing to check here
-    profile = get_profile(profile_info.get("name", "chat"))
-    missing = missing_tokens(profile, tokenizer.token_to_id)
-    if missing:
-        raise LlmctlError(
-            f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",
-            "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
-        )
+    profile = require_profile(
+        profile_info.get("name", "chat"),
+        tokenizer,
+        "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
+    )
     return profile.name
 
 
