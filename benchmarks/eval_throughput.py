@@ -35,7 +35,7 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from llmctl.config import load_config
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
     from llmctl.tokenizer.chat import BASE_SPECIALS
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
@@ -78,7 +78,7 @@ def build_checkpoint(tmp: Path, args: argparse.Namespace) -> tuple[Path, list[st
         "telemetry.panel": "off",
         "telemetry.enabled": False,
     }
-    run_training(load_config(None, overrides))
+    run_pretrain(load_config(None, overrides))
     return tmp / "runs" / "bench" / "checkpoints" / "latest", texts
 
 
@@ -131,8 +131,8 @@ def main() -> None:
     from llmctl.cli.app import app
     from llmctl.eval.choice import score_choices
     from llmctl.eval.fewshot import add_fewshot
+    from llmctl.eval.load import load_task
     from llmctl.eval.model_io import open_model, prompt_prefix
-    from llmctl.eval.tasks import load_task
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as name:

@@ -154,7 +154,7 @@ def pretrain_steps_per_second(
     data: Path, out: Path, name: str, args: argparse.Namespace, telemetry: bool
 ) -> tuple[float, float | None]:
     """Run a real pretraining; return (steps/s between first and last step, telemetry thread CPU share)."""
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
 
     cfg = load_config(
         None,
@@ -200,7 +200,7 @@ def pretrain_steps_per_second(
             return close(status)
 
         inner.close = close_and_measure  # type: ignore[method-assign]
-    run_training(cfg, reporter=timed)
+    run_pretrain(cfg, reporter=timed)
     return timed.steps_per_second(), (share[0] if share else None)
 
 

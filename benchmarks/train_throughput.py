@@ -6,7 +6,7 @@
 
 The reference is a minimal Llama-style model (RMSNorm, RoPE, GQA, SwiGLU, SDPA) and an AdamW step
 written here from scratch, the kind of loop nanoGPT's train.py runs. llmctl runs its real Trainer
-(`run_training`: packed windows from token shards, loss/accuracy accounting, gradient clipping,
+(`run_pretrain`: packed windows from token shards, loss/accuracy accounting, gradient clipping,
 schedule) on random tokens written as shards. Both time optimizer steps after warm-up; the two
 alternate for --rounds rounds and the medians are compared, since the machine is shared and noisy.
 Prints tokens/s, the ratio llmctl / reference, and on GPUs MFU (PaLM FLOPs per token / peak).
@@ -202,7 +202,7 @@ def llmctl_step_times(
     compile_: bool,
 ) -> list[float]:
     """Seconds per optimizer step of llmctl's Trainer (after warm-up)."""
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
 
     model = {f"model.{f.name}": getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "preset"}
     conf = load_config(
@@ -227,7 +227,7 @@ def llmctl_step_times(
         },
     )
     reporter = StepTimes()
-    run_training(conf, reporter=reporter)
+    run_pretrain(conf, reporter=reporter)
     return reporter.times[warmup:]
 
 

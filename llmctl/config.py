@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmctl.errors import LlmctlError
-from llmctl.presets import PRESETS
+from llmctl.presets import PRESETS, model_fields_from_hf
 
 
 @dataclass(frozen=True)
@@ -480,6 +480,15 @@ def model_from_preset(name: str) -> ModelConfig:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise LlmctlError(f"unknown model preset '{name}'", f"{hint}known presets: {', '.join(PRESETS)}")
     return ModelConfig(preset=name, **PRESETS[name])
+
+
+def model_config_from_hf(config: dict[str, Any]) -> tuple[ModelConfig, str]:
+    """(ModelConfig, architecture name) for a HF config.json; LlmctlError naming the unsupported feature.
+
+    Pure data, no torch: `flops estimate --model DIR` and `budget` read a model directory with it.
+    """
+    fields, arch = model_fields_from_hf(config)
+    return ModelConfig(**fields), arch
 
 
 def _build_model(values: Any) -> ModelConfig:

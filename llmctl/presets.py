@@ -6,12 +6,9 @@ Published shapes come from each model's released `config.json` / `params.json`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmctl.errors import LlmctlError
-
-if TYPE_CHECKING:
-    from llmctl.config import ModelConfig
 
 # Each entry is a partial ModelConfig: fields left out take ModelConfig's defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -80,11 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_names() -> list[str]:
-    """All preset names, in the order above."""
-    return list(PRESETS)
-
-
 # Hugging Face model directories: which architectures llmctl's model holds, and their config.json as a shape.
 SUPPORTED = {
     "LlamaForCausalLM": "llama",
@@ -110,13 +102,10 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return float(theta), scaling
 
 
-def model_config_from_hf(config: dict[str, Any]) -> tuple[ModelConfig, str]:
-    """(ModelConfig, architecture name) for a HF config.json; LlmctlError naming the unsupported feature.
-
-    Pure data, no torch: `flops estimate --model DIR` and `budget` read a model directory with it.
+def model_fields_from_hf(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(ModelConfig fields, architecture name) for a HF config.json; LlmctlError naming the unsupported
+    feature. Plain data: `config.model_config_from_hf` builds the ModelConfig.
     """
-    from llmctl.config import ModelConfig
-
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
     if arch not in SUPPORTED:
@@ -152,7 +141,7 @@ def model_config_from_hf(config: dict[str, Any]) -> tuple[ModelConfig, str]:
     elif rope_type not in ("default", None):
         raise refuse_model(f"RoPE scaling type {rope_type!r} (supported: none, llama3)")
     qkv_bias = family == "qwen2" or bool(config.get("attention_bias"))
-    cfg = ModelConfig(
+    fields = dict(
         preset=None,
         vocab_size=int(config["vocab_size"]),
         dim=dim,
@@ -167,4 +156,4 @@ def model_config_from_hf(config: dict[str, Any]) -> tuple[ModelConfig, str]:
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         **extra,
     )
-    return cfg, arch
+    return fields, arch

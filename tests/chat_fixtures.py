@@ -111,9 +111,9 @@ TINY_MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim"
 
 
 def pretrain_tiny(tmp: Path, tokenizer: Path, texts: list[str], steps: int = 30, **model: object) -> Path:
-    """Pretrain a tiny model on `texts` with the real run_training; returns its latest checkpoint."""
+    """Pretrain a tiny model on `texts` with the real run_pretrain; returns its latest checkpoint."""
     from llmctl.config import load_config
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
     from llmctl.tokens.tokenize import TokenizeOptions, tokenize
 
     raw = write_text_parquet(tmp / "pt_raw", {"train": texts, "validation": texts[:20]})
@@ -136,7 +136,7 @@ def pretrain_tiny(tmp: Path, tokenizer: Path, texts: list[str], steps: int = 30,
         "telemetry.panel": "off",
         "telemetry.enabled": False,
     }
-    run_training(load_config(None, overrides))
+    run_pretrain(load_config(None, overrides))
     return tmp / "runs" / "base" / "checkpoints" / "latest"
 
 

@@ -180,9 +180,9 @@ def test_precomputed_and_live_reference_give_the_same_losses(setup: Any) -> None
 def test_packed_log_probs_equal_unpacked(setup: Any) -> None:
     import torch
 
-    from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.dpo_loss import sequence_logps
     from llmctl.engine.dpo_reference import pair_batch
+    from llmctl.infer.checkpoint import load_for_inference
     from llmctl.tokens.pair_batches import collate_pairs, padded_layout, plan_packed_pairs
     from llmctl.tokens.pairs import open_pairs
 
@@ -303,9 +303,9 @@ def test_matches_trl_dpo_computation(setup: Any, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.dpo_loss import preference_losses, sequence_logps
     from llmctl.engine.dpo_reference import pair_batch
+    from llmctl.infer.checkpoint import load_for_inference
     from llmctl.tokens.pair_batches import collate_pairs, padded_layout
     from llmctl.tokens.pairs import open_pairs
 

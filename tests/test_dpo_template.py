@@ -159,7 +159,7 @@ def test_dpo_runs_on_template_pairs_with_the_models_stop_ids_and_prompts(
 ) -> None:
     from llmctl.config import load_config
     from llmctl.engine.dpo import DPOObjective
-    from llmctl.engine.run import load_data
+    from llmctl.engine.run import read_inputs
 
     out = tmp_path / "run"
     result = CliRunner().invoke(
@@ -200,8 +200,8 @@ def test_dpo_runs_on_template_pairs_with_the_models_stop_ids_and_prompts(
     cfg = load_config(
         None, {"data.path": str(setup.tokens[kind]), "data.seq_len": 128, "train.sample_prompts": ["Hi"]}
     )
-    meta, tokenizer = load_data(cfg)
-    objective = DPOObjective(setup.tokens[kind], meta, tokenizer, cfg)
+    _, inputs = read_inputs(cfg)
+    objective = DPOObjective(setup.tokens[kind], inputs.meta, inputs.tokenizer, cfg)
     end = hf.convert_tokens_to_ids(END[kind])
     assert end in objective.stop_ids()
     prompts = objective.sample_prompts()

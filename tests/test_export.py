@@ -53,7 +53,7 @@ def _hf_logits(out: Path, ids: torch.Tensor) -> torch.Tensor:
 def test_export_loads_in_transformers_with_our_logits_and_chat_ids(checkpoint: tuple[Path, Path]) -> None:
     from transformers import AutoTokenizer
 
-    from llmctl.engine.checkpoint import load_for_inference
+    from llmctl.infer.checkpoint import load_for_inference
 
     ckpt, tmp = checkpoint
     out = tmp / "hf"

@@ -82,11 +82,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def base(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-step pretraining run with checkpoints at steps 2 and 4."""
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
 
     out = tmp_path_factory.mktemp("faults-base")
     with torch_threads(1):
-        outcome = run_training(tiny_config(data, out, **{"train.steps": 4, "checkpoint.every": 2}))
+        outcome = run_pretrain(tiny_config(data, out, **{"train.steps": 4, "checkpoint.every": 2}))
     return outcome.run_dir
 
 
@@ -322,14 +322,15 @@ def _nan_at(calls: set[int]) -> Any:
 def test_skip_nonfinite_skips_bad_steps_and_counts_them(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import llmctl.engine.run as run_mod
+    import llmctl.model.build as build_mod
+    from llmctl.engine.pretrain import run_pretrain
 
-    monkeypatch.setattr(run_mod, "Transformer", _nan_at({3}))
+    monkeypatch.setattr(build_mod, "Transformer", _nan_at({3}))
     cfg = tiny_config(
         data, tmp_path, **{"train.steps": 5, "train.skip_nonfinite": 1, "telemetry.enabled": True}
     )
     with torch_threads(1):
-        outcome = run_mod.run_training(cfg)
+        outcome = run_pretrain(cfg)
     assert outcome.result.status == "completed" and outcome.result.summary["skipped_steps"] == 1
     metrics = [json.loads(x) for x in (outcome.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = {m["step"]: m for m in metrics if m["kind"] == "train"}
@@ -338,10 +339,10 @@ def test_skip_nonfinite_skips_bad_steps_and_counts_them(
     )
     assert json.loads((outcome.run_dir / "summary.json").read_text())["skipped_steps"] == 1
 
-    monkeypatch.setattr(run_mod, "Transformer", _nan_at({2, 4}))
+    monkeypatch.setattr(build_mod, "Transformer", _nan_at({2, 4}))
     cfg = tiny_config(data, tmp_path, **{"train.steps": 5, "train.skip_nonfinite": 1, "train.name": "two"})
     with torch_threads(1), pytest.raises(DivergedError, match="diverged at step 4"):
-        run_mod.run_training(cfg)
+        run_pretrain(cfg)
 
 
 def test_prune_never_deletes_the_newest_finite_checkpoint(base: Path, tmp_path: Path) -> None:
@@ -367,7 +368,7 @@ def test_disk_full_while_saving_is_exit_4_and_leaves_no_temporary(
     import errno
 
     import llmctl.engine.checkpoint as ck
-    from llmctl.engine.run import run_training
+    from llmctl.engine.pretrain import run_pretrain
 
     real = ck._write_hashed
 
@@ -378,7 +379,7 @@ def test_disk_full_while_saving_is_exit_4_and_leaves_no_temporary(
 
     monkeypatch.setattr(ck, "_write_hashed", full)
     with torch_threads(1), pytest.raises(LlmctlIOError, match="no space left") as err:
-        run_training(tiny_config(data, tmp_path, **{"train.steps": 2}))
+        run_pretrain(tiny_config(data, tmp_path, **{"train.steps": 2}))
     assert err.value.exit_code == 4 and "needed" in err.value.message
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 

@@ -30,13 +30,13 @@ class _Captured(Exception):
 @pytest.fixture
 def captured_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Run `pretrain`/`sft` as a user would, up to the core call, and return the Config it got."""
-    import llmctl.engine.run as run_module
+    import llmctl.engine.pretrain as pretrain_module
     import llmctl.engine.sft as sft_module
 
     def stop(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         raise _Captured(cfg)
 
-    monkeypatch.setattr(run_module, "run_training", stop)
+    monkeypatch.setattr(pretrain_module, "run_pretrain", stop)
     monkeypatch.setattr(sft_module, "run_sft", stop)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 

@@ -245,7 +245,7 @@ def test_unsupported_models_are_refused_with_the_supported_list(
 
 
 def test_mistral_without_an_active_window_imports(models: SimpleNamespace, tmp_path: Path) -> None:
-    from llmctl.presets import model_config_from_hf
+    from llmctl.config import model_config_from_hf
 
     config = json.loads((models.hf["llama"] / "config.json").read_text())
     config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None})

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from llmctl.cli.app import app
 from llmctl.config import load_config
 from llmctl.data_sources import SourceSpec, parse_source
-from llmctl.engine.run import run_training
+from llmctl.engine.pretrain import run_pretrain
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.core import load_tokenizer
 from llmctl.tokens.loader import MixedStream, PackedWindows
@@ -205,7 +205,7 @@ def test_realised_fractions_match_the_weights_in_metrics_and_summary(
 ) -> None:
     big, small = sources
     cfg = _config(tmp_path, [f"{big}:0.7", f"{small}:0.3"], **{"train.steps": 12, "train.eval_every": 6})
-    outcome = run_training(cfg)
+    outcome = run_pretrain(cfg)
     run = outcome.run_dir
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
@@ -230,7 +230,7 @@ def test_two_source_run_resumes_exactly(sources: tuple[Path, Path], tmp_path: Pa
 
     def run(**overrides: Any) -> tuple[Any, RecordingReporter]:
         reporter = RecordingReporter()
-        return run_training(_config(tmp_path, data, **overrides), reporter=reporter), reporter
+        return run_pretrain(_config(tmp_path, data, **overrides), reporter=reporter), reporter
 
     _, straight = run(**{"train.name": "straight"})
     first, head = run(**{"train.name": "split", "train.max_tokens": 4 * 4 * 32})
@@ -241,7 +241,7 @@ def test_two_source_run_resumes_exactly(sources: tuple[Path, Path], tmp_path: Pa
     assert [s.source_tokens for s in head.steps + tail.steps] == [s.source_tokens for s in straight.steps]
     # Another mixture cannot continue this one's position.
     with pytest.raises(LlmctlError, match="another mixture"):
-        run_training(
+        run_pretrain(
             _config(
                 tmp_path,
                 [f"{big}:0.5", f"{small}:0.5"],

@@ -10,7 +10,7 @@ from engine_fixtures import RecordingReporter, make_token_dir, tiny_config
 
 from llmctl.config import load_config, model_from_preset
 from llmctl.engine import optim as O
-from llmctl.engine.run import run_training
+from llmctl.engine.pretrain import run_pretrain
 from llmctl.errors import LlmctlError
 from llmctl.model.llama import Transformer
 
@@ -24,7 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(data: Path, out: Path, **overrides: object) -> tuple[object, RecordingReporter]:
     reporter = RecordingReporter()
-    outcome = run_training(tiny_config(data, out, **overrides), reporter=reporter)
+    outcome = run_pretrain(tiny_config(data, out, **overrides), reporter=reporter)
     return outcome, reporter
 
 

@@ -66,8 +66,8 @@ def _response_loss(checkpoint: Path, tokens: Path) -> float:
     import torch
     import torch.nn.functional as F
 
-    from llmctl.engine.checkpoint import load_for_inference
     from llmctl.engine.sft import SFTObjective
+    from llmctl.infer.checkpoint import load_for_inference
 
     model, tok, _ = load_for_inference(checkpoint)
     objective = SFTObjective(
@@ -224,9 +224,9 @@ def test_sft_refuses_mismatched_tokenizer_pretraining_shards_and_missing_init(
 def test_a_tokenizer_without_chat_tokens_is_named(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from llmctl.engine.sft import check_sft_compat
     from llmctl.errors import LlmctlError
     from llmctl.tokenizer.core import load_tokenizer
+    from llmctl.tokens.sft_batches import check_sft_compat
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

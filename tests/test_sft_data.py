@@ -183,7 +183,8 @@ def test_a_conversation_inside_a_pack_gets_the_logits_it_gets_alone(sft_tokens: 
     import torch
 
     from llmctl.config import ModelConfig
-    from llmctl.engine.sft import SFTObjective, accepts_doc_ids
+    from llmctl.engine.sft import SFTObjective
+    from llmctl.model.build import accepts_doc_ids
     from llmctl.model.llama import Transformer
 
     tokens, tok_path = sft_tokens

@@ -19,7 +19,8 @@ from engine_fixtures import RecordingReporter, make_token_dir, tiny_args, tiny_c
 from typer.testing import CliRunner
 
 from llmctl.cli.app import app
-from llmctl.engine.run import requeue_after_stop, run_training
+from llmctl.engine.pretrain import run_pretrain
+from llmctl.engine.run import requeue_after_stop
 from llmctl.engine.stopping import Deadline, requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 
@@ -84,7 +85,7 @@ def _calls(log: Path) -> list[str]:
 
 
 def _train(data: Path, out: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    return run_training(
+    return run_pretrain(
         tiny_config(data, out, **{"train.steps": 6, **overrides}), reporter=RecordingReporter()
     )
 

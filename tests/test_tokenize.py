@@ -327,7 +327,7 @@ def test_sft_needs_the_chat_markers(texts: list[str], tmp_path: Path) -> None:
         tmp_path / "plain.json", texts[:10], vocab_size=400, specials=["<|bos|>", "<|eos|>"]
     )
     raw = write_dataset(tmp_path / "raw", {"train": [[CONVERSATION]]}, column="messages")
-    with pytest.raises(LlmctlError, match=r"no special token <\|system\|>") as info:
+    with pytest.raises(LlmctlError, match=r"lacks the chat profile 'chat' tokens <\|system\|>") as info:
         tokenize(_opts(raw, plain, tmp_path / "out", mode="sft"))
     assert "tokenizer train" in (info.value.hint or "")
 

@@ -12,10 +12,11 @@ import pytest
 from engine_fixtures import RecordingReporter, make_token_dir, tiny_config
 
 from llmctl.config import load_config
-from llmctl.engine.checkpoint import find_latest, read_manifest, resolve_checkpoint
-from llmctl.engine.run import resolve_vocab, run_training
+from llmctl.engine.pretrain import run_pretrain
+from llmctl.engine.run import resolve_vocab
 from llmctl.engine.schedule import LRSchedule
 from llmctl.errors import LlmctlError
+from llmctl.infer.checkpoint import find_latest, read_manifest, resolve_checkpoint
 from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
 from llmctl.tokens.shards import open_split
 
@@ -27,7 +28,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(data: Path, out: Path, **overrides: object) -> tuple[object, RecordingReporter]:
     reporter = RecordingReporter()
-    outcome = run_training(tiny_config(data, out, **overrides), reporter=reporter)
+    outcome = run_pretrain(tiny_config(data, out, **overrides), reporter=reporter)
     return outcome, reporter
 
 

@@ -1,5 +1,6 @@
 """Rendering helpers shared by several commands: plain-text tables and number formats (`flops estimate`,
-`budget`), and token views with the SFT/DPO mask styled (`inspect`, `inspect` of pair shards).
+`budget`), token views with the SFT/DPO mask styled (`inspect`, `inspect` of pair shards), and the final
+result of a training run (`pretrain`, `sft`, `dpo`: `render_run`).
 
     out().print(text_table(rows))            # a fixed-width table in a Rich Text
     render_tokens(view, max_tokens=200, plain=False)
@@ -91,3 +92,50 @@ def render_tokens(view: Any, max_tokens: int, plain: bool) -> Any:
     if n < len(view.ids):
         text.append(f"\n\u2026 {len(view.ids) - n:,} more tokens (--max-tokens 0 shows all)", style="italic")
     return text
+
+
+def render_run(
+    command: str,
+    run: Any,
+    as_json: bool,
+    *,
+    rows: list[list[Any]],
+    fields: dict[str, Any],
+    origin: dict[str, Any] | None = None,
+    origin_rows: list[list[Any]] | None = None,
+) -> None:
+    """A training run's final figures (`run`: llmctl.engine.run.RunOutcome), the same frame for every
+    objective: one JSON document (status, run_dir, `origin`, step, tokens, checkpoint, `fields`, summary),
+    or a table (status, run, `origin_rows`, steps, tokens, the objective's `rows`, wall time, checkpoint)."""
+    from llmctl.output import out, print_json, table
+    from llmctl.units import fmt_count, fmt_duration
+
+    r = run.result
+    if as_json:
+        print_json(
+            {
+                "status": r.status,
+                "signal": r.signal,
+                "run_dir": str(run.run_dir),
+                **(origin or {}),
+                "resumed_from": run.resumed_from,
+                "step": r.step,
+                "tokens": r.tokens,
+                "checkpoint": r.checkpoint,
+                **fields,
+                "summary": r.summary,
+            }
+        )
+        return
+    lines: list[list[Any]] = [
+        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
+        ["run", run.run_dir],
+        *(origin_rows or []),
+        ["steps", f"{r.step:,}"],
+        ["tokens", fmt_count(r.tokens)],
+        *rows,
+    ]
+    if r.summary.get("wall_time_s") is not None:
+        lines.append(["wall time", fmt_duration(r.summary["wall_time_s"])])
+    lines.append(["checkpoint", r.checkpoint or "none"])
+    out().print(table(f"{command}: {r.status}", ["", "value"], lines))

@@ -23,38 +23,12 @@ from llmctl.errors import EXIT_INTERRUPTED
 
 def render_dpo(outcome: Any, as_json: bool) -> None:
     """The run's final figures and what happened to the pairs: a table or one JSON document."""
-    from llmctl.output import out, print_json, table
-    from llmctl.units import fmt_count, fmt_duration
+    from llmctl.cli._tables import render_run
 
-    run, r, data = outcome.run, outcome.run.result, outcome.data
+    r, data = outcome.run.result, outcome.data
     s, ev = r.summary, r.last_eval
     evm = dict(ev.metrics) if ev is not None else {}
-    if as_json:
-        print_json(
-            {
-                "status": r.status,
-                "signal": r.signal,
-                "run_dir": str(run.run_dir),
-                "init": outcome.init,
-                "ref": outcome.ref,
-                "resumed_from": run.resumed_from,
-                "step": r.step,
-                "tokens": r.tokens,
-                "checkpoint": r.checkpoint,
-                "eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None,
-                "data": data,
-                "summary": s,
-            }
-        )
-        return
-    rows: list[list[Any]] = [
-        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
-        ["run", run.run_dir],
-        ["init", outcome.init],
-        ["reference", f"{outcome.ref} ({data.get('reference', data.get('ref_mode'))})"],
-        ["steps", f"{r.step:,}"],
-        ["tokens", fmt_count(r.tokens)],
-    ]
+    rows: list[list[Any]] = []
     if data:
         rows.append(
             [
@@ -76,10 +50,18 @@ def render_dpo(outcome: Any, as_json: bool) -> None:
                 f"{evm.get('logps/chosen', 0):.3f} / {evm.get('logps/rejected', 0):.3f}",
             ],
         ]
-    if s.get("wall_time_s") is not None:
-        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
-    rows.append(["checkpoint", r.checkpoint or "none"])
-    out().print(table(f"dpo: {r.status}", ["", "value"], rows))
+    render_run(
+        "dpo",
+        outcome.run,
+        as_json,
+        rows=rows,
+        fields={"eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None, "data": data},
+        origin={"init": outcome.init, "ref": outcome.ref},
+        origin_rows=[
+            ["init", outcome.init],
+            ["reference", f"{outcome.ref} ({data.get('reference', data.get('ref_mode'))})"],
+        ],
+    )
 
 
 def register(app: typer.Typer) -> None:

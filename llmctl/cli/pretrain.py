@@ -23,42 +23,22 @@ from llmctl.errors import EXIT_INTERRUPTED
 
 def render_outcome(outcome: Any, as_json: bool) -> None:
     """The run's final figures: a table, or one JSON document."""
-    from llmctl.output import out, print_json, table
-    from llmctl.units import fmt_count, fmt_duration
+    from llmctl.cli._tables import render_run
 
     r = outcome.result
-    s = r.summary
-    ev = r.last_eval
-    if as_json:
-        print_json(
-            {
-                "status": r.status,
-                "signal": r.signal,
-                "run_dir": str(outcome.run_dir),
-                "resumed_from": outcome.resumed_from,
-                "step": r.step,
-                "tokens": r.tokens,
-                "checkpoint": r.checkpoint,
-                "requeued": outcome.requeued,
-                "eval": {
-                    "step": ev.step,
-                    "loss": ev.loss,
-                    "perplexity": ev.perplexity,
-                    "accuracy": ev.accuracy,
-                    "bpb": ev.bpb,
-                }
-                if ev
-                else None,
-                "summary": s,
-            }
-        )
-        return
-    rows: list[list[Any]] = [
-        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
-        ["run", outcome.run_dir],
-        ["steps", f"{r.step:,}"],
-        ["tokens", fmt_count(r.tokens)],
-    ]
+    s, ev = r.summary, r.last_eval
+    evaluation = (
+        {
+            "step": ev.step,
+            "loss": ev.loss,
+            "perplexity": ev.perplexity,
+            "accuracy": ev.accuracy,
+            "bpb": ev.bpb,
+        }
+        if ev
+        else None
+    )
+    rows: list[list[Any]] = []
     if s.get("final_loss") is not None:
         rows.append(["train loss", f"{s['final_loss']:.4f}"])
     if ev is not None:
@@ -79,10 +59,9 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
         )
     if s.get("tokens_per_sec") is not None:
         rows.append(["tokens/s", f"{s['tokens_per_sec']:,.0f}"])
-    if s.get("wall_time_s") is not None:
-        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
-    rows.append(["checkpoint", r.checkpoint or "none"])
-    out().print(table(f"pretrain: {r.status}", ["", "value"], rows))
+    render_run(
+        "pretrain", outcome, as_json, rows=rows, fields={"requeued": outcome.requeued, "eval": evaluation}
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -127,7 +106,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from llmctl.cli._config import build_config, flag_values
         from llmctl.cli._progress import report_requeue
-        from llmctl.engine.run import run_training, smoke_test_config
+        from llmctl.engine.pretrain import run_pretrain
+        from llmctl.engine.run import smoke_test_config
 
         values = flag_values(data, steps, out, resume)
         if init is not None:
@@ -135,7 +115,7 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(config, list(ctx.args), values)
         if test:
             cfg = smoke_test_config(cfg)
-        outcome = run_training(cfg, force=force)
+        outcome = run_pretrain(cfg, force=force)
         if not outcome.is_rank0:
             return
         report_requeue(outcome)

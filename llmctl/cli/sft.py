@@ -23,42 +23,17 @@ from llmctl.errors import EXIT_INTERRUPTED
 
 def render_sft(outcome: Any, as_json: bool) -> None:
     """The run's final figures and what happened to the conversations: a table or one JSON document."""
-    from llmctl.output import out, print_json, table
-    from llmctl.units import fmt_count, fmt_duration
+    from llmctl.cli._tables import render_run
+    from llmctl.units import fmt_count
 
-    run, r, data = outcome.run, outcome.run.result, outcome.data
+    r, data = outcome.run.result, outcome.data
     s, ev = r.summary, r.last_eval
-    if as_json:
-        print_json(
-            {
-                "status": r.status,
-                "signal": r.signal,
-                "run_dir": str(run.run_dir),
-                "init": outcome.init,
-                "resumed_from": run.resumed_from,
-                "step": r.step,
-                "tokens": r.tokens,
-                "checkpoint": r.checkpoint,
-                "eval": {
-                    "step": ev.step,
-                    "loss": ev.loss,
-                    "perplexity": ev.perplexity,
-                    "accuracy": ev.accuracy,
-                }
-                if ev
-                else None,
-                "data": data,
-                "summary": s,
-            }
-        )
-        return
-    rows: list[list[Any]] = [
-        ["status", r.status + (f" ({r.signal})" if r.signal else "")],
-        ["run", run.run_dir],
-        ["init", outcome.init],
-        ["steps", f"{r.step:,}"],
-        ["tokens", fmt_count(r.tokens)],
-    ]
+    evaluation = (
+        {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy}
+        if ev
+        else None
+    )
+    rows: list[list[Any]] = []
     if s.get("trained_tokens") is not None:
         rows.append(["trained tokens", fmt_count(s["trained_tokens"])])
     if data:
@@ -95,10 +70,15 @@ def render_sft(outcome: Any, as_json: bool) -> None:
     st = (s.get("efficientllm") or {}).get("st_samples_per_param_per_sec")
     if st is not None:
         rows.append(["ST (samples/param/s)", f"{st:.3g}"])
-    if s.get("wall_time_s") is not None:
-        rows.append(["wall time", fmt_duration(s["wall_time_s"])])
-    rows.append(["checkpoint", r.checkpoint or "none"])
-    out().print(table(f"sft: {r.status}", ["", "value"], rows))
+    render_run(
+        "sft",
+        outcome.run,
+        as_json,
+        rows=rows,
+        fields={"eval": evaluation, "data": data},
+        origin={"init": outcome.init},
+        origin_rows=[["init", outcome.init]],
+    )
 
 
 def register(app: typer.Typer) -> None:

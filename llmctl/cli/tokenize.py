@@ -146,21 +146,8 @@ def tokenize_command(
     num_proc = num_proc or _cores()
     if not merge:
         prestart_workers(num_proc, data, tuple(split))
-    from llmctl.tokens.tokenize import TokenizeOptions, tokenize
-    from llmctl.tokens.tokenize import merge as merge_shards
-
     if merge:
-        meta = merge_shards(out_dir)
-        if as_json:
-            print_json({"out": str(out_dir), "meta": meta})
-        else:
-            out().print(
-                table(
-                    f"{out_dir}: meta.json written",
-                    ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"],
-                    _split_rows(meta),
-                )
-            )
+        _render_merge(out_dir, as_json)
         return
     if data is None or tokenizer is None:
         raise LlmctlError(
@@ -177,7 +164,7 @@ def tokenize_command(
 
         tokenize_pairs_command(data, tokenizer, out_dir, profile, max_len, tuple(split), as_json)
         return
-    from llmctl.cli._progress import TokenProgress
+    from llmctl.tokens.tokenize import TokenizeOptions
 
     opts = TokenizeOptions(
         data=data,
@@ -194,6 +181,31 @@ def tokenize_command(
         num_shards=num_shards,
         fast=fast,
     )
+    _render_result(_run_tokenize(opts), opts, as_json)
+
+
+def _render_merge(out_dir: Path, as_json: bool) -> None:
+    """`--merge`: write meta.json once every job is done, and show its splits."""
+    from llmctl.tokens.tokenize import merge as merge_shards
+
+    meta = merge_shards(out_dir)
+    if as_json:
+        print_json({"out": str(out_dir), "meta": meta})
+        return
+    out().print(
+        table(
+            f"{out_dir}: meta.json written",
+            ["split", "tokens", "documents", "trained", "shards", "empty", "bad utf-8"],
+            _split_rows(meta),
+        )
+    )
+
+
+def _run_tokenize(opts: Any) -> Any:
+    """The core tokenize with a progress bar; SIGTERM and Ctrl-C say what was kept before they end it."""
+    from llmctl.cli._progress import TokenProgress
+    from llmctl.tokens.tokenize import tokenize
+
     bar = TokenProgress("tokenize")
     seen: list[Any] = [None]
 
@@ -203,13 +215,18 @@ def tokenize_command(
 
     try:
         with bar, _sigterm_stops():
-            result = tokenize(opts, on_progress=update, on_note=lambda note: log(f"note: {note}"))
+            return tokenize(opts, on_progress=update, on_note=lambda note: log(f"note: {note}"))
     except _Terminated:
-        log(_kept_line("SIGTERM", out_dir, seen[0]))
+        log(_kept_line("SIGTERM", opts.out, seen[0]))
         raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
-        log(_kept_line("Ctrl-C", out_dir, seen[0]))
+        log(_kept_line("Ctrl-C", opts.out, seen[0]))
         raise
+
+
+def _render_result(result: Any, opts: Any, as_json: bool) -> None:
+    """What a tokenize run did: one JSON document, or log lines on stderr and the splits' table."""
+    out_dir = opts.out
     rate = result.tokens_per_second
     summary = {
         "out": result.out,
@@ -252,7 +269,7 @@ def tokenize_command(
         )
     if result.meta is None:
         log(
-            f"job {shard_index} of {num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`"
+            f"job {opts.shard_index} of {opts.num_shards} done; when all are, run `llmctl tokenize --merge --out {out_dir}`"
         )
         return
     meta = result.meta

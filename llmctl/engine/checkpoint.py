@@ -28,14 +28,13 @@ from typing import Any
 
 import torch
 
-from llmctl.config import Config, ModelConfig, from_dict
+from llmctl.config import ModelConfig
 from llmctl.errors import DivergedError, LlmctlError
 from llmctl.files import atomic_path, atomic_write_text, io_error, is_tmp_name
-from llmctl.infer.checkpoint import (  # noqa: F401 - re-exported for callers of the engine module
+from llmctl.infer.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LATEST,
-    LEGACY_RNG_FILE,
     MANIFEST,
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -44,27 +43,15 @@ from llmctl.infer.checkpoint import (  # noqa: F401 - re-exported for callers of
     Manifest,
     OpenCheckpoint,
     complete_checkpoints,
-    find_latest,
-    is_complete,
     latest_target,
-    load_for_inference,
-    open_checkpoint,
-    resolve_checkpoint,
+    read_manifest,
     sha256_hex,
-    step_dirs,
 )
-from llmctl.infer.checkpoint import read_manifest as read_typed_manifest
 
 
 def step_dir_name(step: int) -> str:
     """step-000500."""
     return f"step-{step:06d}"
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """checkpoint.json of a complete checkpoint directory as a dict, else None."""
-    manifest = read_typed_manifest(path)
-    return None if manifest is None else manifest.raw
 
 
 def model_state_to_save(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -149,11 +136,6 @@ def load_rng_states(ckpt: OpenCheckpoint) -> list[dict[str, Any]]:
 def load_optimizer_state(ckpt: OpenCheckpoint) -> dict[str, Any]:
     """The saved optimizer state dict (verified, weights_only)."""
     return ckpt.load_pt(OPTIMIZER_FILE)
-
-
-def load_model_state(ckpt: OpenCheckpoint) -> dict[str, torch.Tensor]:
-    """The verified weights of a checkpoint on the CPU."""
-    return ckpt.model_state()
 
 
 def _write_hashed(path: Path, data: bytes | memoryview) -> dict[str, Any]:
@@ -260,7 +242,7 @@ def prune(root: Path, keep: int) -> None:
         return
     protected = {p.resolve() for p in [latest_target(root)] if p is not None}
     done = complete_checkpoints(root)
-    finite = [p for p in done if (read_typed_manifest(p) or Manifest(0, 0, 0, {}, {}, finite=False)).finite]
+    finite = [p for p in done if (read_manifest(p) or Manifest(0, 0, 0, {}, {}, finite=False)).finite]
     if finite:
         protected.add(finite[-1].resolve())
     for path in done[:-keep]:
@@ -274,11 +256,6 @@ def remove_partial(root: Path) -> None:
         for p in root.iterdir():
             if is_tmp_name(p) or p.name.startswith((".tmp-step-", ".trash-step-")):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-
-
-def checkpoint_config(path: Path) -> Config:
-    """The resolved config saved in a checkpoint."""
-    return from_dict(open_checkpoint(path).manifest.config)
 
 
 _SHAPE_FIELDS = (

@@ -14,6 +14,7 @@ weights, the data and the settings that change the numbers) or by a second model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -33,7 +34,8 @@ from llmctl.engine.dpo_reference import (
     pair_batch,
     reference_key,
 )
-from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
+from llmctl.engine.run import RunInputs, read_inputs, resolve_run_dir, run_training
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
@@ -101,7 +103,7 @@ def check_dpo_config(cfg: Config) -> None:
         )
 
 
-class DPOObjective:
+class DPOObjective(BaseObjective):
     """DPO/IPO over pair shards: the Objective interface, plus `loss_sum` and `take_metrics` for the Trainer."""
 
     name = "dpo"
@@ -323,9 +325,9 @@ class DPOOutcome:
     data: dict[str, Any]
 
 
-def _prepare(cfg: Config) -> tuple[Config, Any, Any]:
-    """The config with the init checkpoint's model shape and a run name; (cfg, init, ref) as opened checkpoints."""
-    from llmctl.engine.sft import _model_from_init
+def _prepare(cfg: Config) -> tuple[Config, RunInputs, Any]:
+    """The config with the init checkpoint's model shape and a run name, the run's inputs (`read_inputs`)
+    and the reference checkpoint, opened."""
     from llmctl.infer.checkpoint import open_checkpoint
 
     check_dpo_config(cfg)
@@ -333,13 +335,13 @@ def _prepare(cfg: Config) -> tuple[Config, Any, Any]:
         raise LlmctlError(
             "dpo needs a checkpoint to start from", "pass --init RUN/checkpoints/latest (usually an SFT run)"
         )
-    cfg, init = _model_from_init(cfg)
-    ref = open_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else init
+    cfg, inputs = read_inputs(cfg, init_always=True)
+    ref = open_checkpoint(cfg.dpo.ref) if cfg.dpo.ref else inputs.init
     if not cfg.train.name:
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, name=f"dpo-{time.strftime('%Y%m%d-%H%M%S')}")
         )
-    return cfg, init, ref
+    return cfg, inputs, ref
 
 
 def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
@@ -360,6 +362,68 @@ def dpo_summary(objective: DPOObjective) -> dict[str, Any]:
     return data
 
 
+def dpo_objective(
+    cfg: Config,
+    inputs: RunInputs,
+    dist: Any,
+    *,
+    ref: Any,
+    run_dir: Path,
+    on_progress: ProgressCallback | None = None,
+) -> DPOObjective:
+    """The DPOObjective a config describes, with its reference: a live second model (`dpo.ref_mode=live`),
+    or log-probs computed once and kept under run_dir/reference/ (`precompute`)."""
+    from llmctl.engine.runtime import choose_runtime
+    from llmctl.model.build import accepts_doc_ids, build_model
+
+    meta, data_path = inputs.meta, inputs.path
+    runtime = choose_runtime(cfg.train, dist.local_rank)
+
+    def make_ref() -> torch.nn.Module:
+        return build_model(cfg.model, runtime.device, state=ref.model_state()).requires_grad_(False)
+
+    ref_model, reference, ref_info = None, None, {}
+    if cfg.dpo.ref_mode == "live":
+        ref_model = make_ref()
+    else:
+        splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
+        shards = {s: open_pairs(data_path, s, meta) for s in splits}
+        key = reference_key(ref.path, data_path, splits, cfg, runtime.dtype)
+        reference, ref_info = load_or_compute_reference(
+            run_dir, key, shards, make_ref, cfg, runtime, dist, on_progress
+        )
+    return DPOObjective(
+        data_path,
+        meta,
+        inputs.tokenizer,
+        cfg,
+        ref_model=ref_model,
+        reference=reference,
+        packing=cfg.data.packing and accepts_doc_ids(),
+        rank=dist.rank,
+        world=dist.world_size,
+        reference_info=ref_info,
+    )
+
+
+def _check_inputs(cfg: Config, inputs: RunInputs, ref: Any, on_warning: Callable[[str], None] | None) -> None:
+    """Pair shards made with the init checkpoint's tokenizer and chat profile, a reference of the same
+    shape, and how many pairs data.seq_len leaves out (a warning on rank 0, an error past half)."""
+    from llmctl.engine.checkpoint import check_compatible
+    from llmctl.tokens.pairs import require_pairs
+    from llmctl.tokens.sft_batches import check_sft_compat
+
+    init, meta, tokenizer, data_path = inputs.init, inputs.meta, inputs.tokenizer, inputs.path
+    assert init is not None
+    require_pairs(meta, data_path)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
+    check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
+    if cfg.data.train_split in meta["splits"]:
+        warning = check_pair_lengths(open_pairs(data_path, cfg.data.train_split, meta), cfg.data.seq_len)
+        if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
+            on_warning(warning)
+
+
 def run_dpo(
     cfg: Config,
     reporter: Any = None,
@@ -373,64 +437,9 @@ def run_dpo(
     The init and reference checkpoints are opened (and verified) once, here. Before anything runs,
     pairs longer than data.seq_len are counted: a warning through `on_warning` (rank 0), or an error
     when more than half would be left out. `on_progress` follows the reference log-prob pass."""
-    from llmctl.engine.checkpoint import check_compatible
-    from llmctl.engine.run import RunInputs, load_data, resolve_run_dir, run_training
-    from llmctl.engine.runtime import choose_runtime
-    from llmctl.engine.sft import accepts_doc_ids, check_sft_compat
-    from llmctl.model.llama import Transformer
-    from llmctl.tokens.pairs import require_pairs
-
-    cfg, init, ref = _prepare(cfg)
-    meta, tokenizer = load_data(cfg)
-    require_pairs(meta, cfg.data.path or "")
-    check_sft_compat(
-        meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), cfg.data.path or "", init.path
-    )
-    check_compatible(ref.path, ref.manifest, cfg.model, tokenizer.fingerprint)
-    if cfg.data.train_split in meta["splits"]:
-        warning = check_pair_lengths(
-            open_pairs(cfg.data.path or "", cfg.data.train_split, meta), cfg.data.seq_len
-        )
-        if warning and on_warning is not None and int(os.environ.get("RANK", "0")) == 0:
-            on_warning(warning)
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
-    run_dir = resolve_run_dir(cfg)[0]
-
-    def make_ref(device: torch.device) -> torch.nn.Module:
-        with torch.device(device):
-            model = Transformer(cfg.model)
-        model.load_state_dict(ref.model_state())
-        model.eval()
-        model.requires_grad_(False)
-        return model
-
-    def factory(cfg: Config, meta: dict[str, Any], tok: Tokenizer, dist: Any) -> DPOObjective:
-        runtime = choose_runtime(cfg.train, dist.local_rank)
-        ref_model, reference, ref_info = None, None, {}
-        if cfg.dpo.ref_mode == "live":
-            ref_model = make_ref(runtime.device)
-        else:
-            splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
-            shards = {s: open_pairs(cfg.data.path or "", s, meta) for s in splits}
-            key = reference_key(ref.path, cfg.data.path or "", splits, cfg, runtime.dtype)
-            reference, ref_info = load_or_compute_reference(
-                run_dir, key, shards, lambda: make_ref(runtime.device), cfg, runtime, dist, on_progress
-            )
-        return DPOObjective(
-            cfg.data.path or "",
-            meta,
-            tok,
-            cfg,
-            ref_model=ref_model,
-            reference=reference,
-            packing=packing,
-            rank=dist.rank,
-            world=dist.world_size,
-            reference_info=ref_info,
-        )
-
-    outcome = run_training(
-        cfg, factory, reporter=reporter, force=force, inputs=RunInputs(meta, tokenizer, init)
-    )
+    cfg, inputs, ref = _prepare(cfg)
+    _check_inputs(cfg, inputs, ref, on_warning)
+    make = functools.partial(dpo_objective, ref=ref, run_dir=resolve_run_dir(cfg)[0], on_progress=on_progress)
+    outcome = run_training(cfg, make, reporter=reporter, force=force, inputs=inputs)
     data = dict(outcome.result.summary.get("dpo_data") or {})
-    return DPOOutcome(outcome, str(init.path), str(ref.path), data)
+    return DPOOutcome(outcome, str(inputs.init.path), str(ref.path), data)  # type: ignore[union-attr]

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.engine.checkpoint import (
+from llmctl.engine.checkpoint import rng_to_plain
+from llmctl.errors import LlmctlError
+from llmctl.files import atomic_write_bytes, atomic_write_json, file_sha256, io_error
+from llmctl.infer.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LEGACY_RNG_FILE,
     MANIFEST,
     RNG_JSON,
     RNG_TENSORS,
-    rng_to_plain,
 )
-from llmctl.errors import LlmctlError
-from llmctl.files import atomic_write_bytes, atomic_write_json, file_sha256, io_error
 
 
 @dataclass

@@ -1,12 +1,16 @@
-"""What a training run optimises: batches, their loss mask, evaluation data and sampling prompts.
+"""What a training run optimises: the Objective interface, its defaults, and the batches it hands over.
 
-The Trainer is the same for pretraining and SFT; an objective supplies what differs:
+The Trainer is the same for pretraining, SFT and DPO; an objective supplies what differs:
 
     objective.train_batch()      -> Batch     this rank's next micro-batch (resumable position)
     objective.eval_batches()     -> [Batch]   this rank's share of a fixed validation set
     objective.sample_prompts()   -> [SamplePrompt]
     objective.stop_ids()         -> ids that end a generated sample
     objective.state_dict() / load_state_dict()   the data position, a few numbers
+    objective.loss_sum(model, batch, autocast)  -> (loss sum, correct)   default: masked cross-entropy
+    objective.take_metrics(kind, dist, device)  -> (metrics, log lines)  default: none
+    objective.summary_extra()                   -> figures for summary.json (default: none)
+    objective.scores_bytes, extra_forward_passes, sources                 defaults: False, 0.0, []
 
 The loss is cross-entropy over targets != IGNORE_INDEX, summed over the micro-batches of a step and
 divided by the step's trained tokens over all ranks (llmctl/engine/trainer.py).
@@ -14,17 +18,13 @@ divided by the step's trained tokens over all ranks (llmctl/engine/trainer.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-
-from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokenizer.template import document_prefix
-from llmctl.tokens.loader import PackedWindows, WindowStream, eval_rows
-from llmctl.tokens.shards import open_split
+import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 """Target value the loss skips (padding, prompts in SFT)."""
@@ -92,9 +92,19 @@ class SamplePrompt:
 
 
 class Objective(Protocol):
-    """The interface the Trainer drives; PretrainObjective here, SFTObjective in llmctl/engine/sft.py."""
+    """The whole interface the Trainer drives; BaseObjective supplies the defaults of the last six members.
+
+    Objectives: PretrainObjective (llmctl/engine/pretrain.py), SFTObjective (sft.py), DPOObjective (dpo.py).
+    """
 
     name: str
+    """'pretrain', 'sft', 'dpo': the run log's and checkpoint.json's name for it."""
+    scores_bytes: bool
+    """Evaluation reports bits per byte (a text stream is scored, not replies)."""
+    extra_forward_passes: float
+    """Forward passes beyond the policy's per trained token (DPO's live reference: 1), for FLOPs and MFU."""
+    sources: list[dict[str, Any]]
+    """Mixtures: path, weight and tokens per epoch of each source, in order; empty for a single source."""
 
     def train_batch(self) -> Batch:
         """This rank's next training micro-batch."""
@@ -117,8 +127,80 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at a saved data position."""
 
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss over the batch's trained units, correct predictions among them)."""
 
-def _shift(rows: np.ndarray) -> Batch:
+    def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
+        """Figures gathered since the last call for `kind` ('train' or 'eval'), summed over ranks, and
+        lines for the run log."""
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Figures added to summary.json (SFT: what happened to the conversations)."""
+
+
+def token_loss_sum(
+    model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy over targets != IGNORE_INDEX, correct top-1 predictions among them)."""
+    with autocast():
+        logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    with torch.no_grad():
+        correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
+    return loss, correct
+
+
+class BaseObjective:
+    """Defaults for an objective: masked cross-entropy, no metrics of its own, nothing added to the
+    summary, no extra forward passes, no bits per byte, one source."""
+
+    name = "objective"
+    scores_bytes = False
+    extra_forward_passes = 0.0
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        """Mixtures override this; a single source lists none."""
+        return []
+
+    def loss_sum(
+        self, model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked cross-entropy sum and correct predictions (`token_loss_sum`)."""
+        return token_loss_sum(model, batch, autocast)
+
+    def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
+        """No figures of its own."""
+        return {}, []
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Nothing added to summary.json."""
+        return {}
+
+
+def weighted_eval(
+    sources: list[dict[str, Any]], rows: list[list[float]]
+) -> tuple[float, float, dict[str, float]]:
+    """(weight-averaged loss, weight-averaged accuracy, loss per source) from per-source
+    [loss sum, correct, trained tokens] rows; sources without validation data are left out of both."""
+    by_source: dict[str, float] = {}
+    loss = accuracy = weight = 0.0
+    for source, (loss_sum, correct, trained) in zip(sources, rows, strict=True):
+        if trained <= 0:
+            continue
+        by_source[source["path"]] = loss_sum / trained
+        loss += source["weight"] * loss_sum / trained
+        accuracy += source["weight"] * correct / trained
+        weight += source["weight"]
+    return loss / weight, accuracy / weight, by_source
+
+
+def shift_rows(rows: np.ndarray) -> Batch:
+    """Token windows [B, T + 1] as a batch of inputs and next-token targets, every target trained."""
     t = torch.from_numpy(rows)
     inputs, targets = t[:, :-1].contiguous(), t[:, 1:].contiguous()
     return Batch(
@@ -128,76 +210,3 @@ def _shift(rows: np.ndarray) -> Batch:
         samples=inputs.shape[0],
         trained_tokens=targets.numel(),
     )
-
-
-class PretrainObjective:
-    """Next-token prediction on packed windows of the pretraining shards; every target is trained."""
-
-    name = "pretrain"
-
-    def __init__(
-        self,
-        data_path: str | Path,
-        meta: dict[str, Any],
-        tokenizer: Tokenizer,
-        *,
-        seq_len: int,
-        micro_batch: int,
-        seed: int,
-        eval_batches: int,
-        prompts: list[str],
-        train_split: str = "train",
-        val_split: str = "validation",
-        rank: int = 0,
-        world: int = 1,
-        validation_prompts: int = 2,
-        prompt_tokens: int = 32,
-    ) -> None:
-        self.meta = meta
-        self.tokenizer = tokenizer
-        train = PackedWindows(open_split(data_path, train_split, meta), seq_len)
-        self.stream = WindowStream(train, seed, micro_batch, rank, world)
-        self.val: PackedWindows | None = None
-        if val_split in meta.get("splits", {}):
-            self.val = PackedWindows(open_split(data_path, val_split, meta), seq_len)
-        self._eval_rows = eval_rows(self.val, eval_batches, micro_batch, rank, world) if self.val else []
-        self._prefix = document_prefix(meta)
-        self._prompts = [SamplePrompt(p, self._prefix + tokenizer.encode(p)) for p in prompts]
-        if self.val is not None and len(self.val):
-            # Evenly spaced validation windows, the same every round, so outputs compare across steps.
-            for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
-                window = self.val.window(int(i))
-                ids = window[:prompt_tokens].tolist()
-                ref = window[prompt_tokens : 2 * prompt_tokens].tolist()
-                self._prompts.append(
-                    SamplePrompt(tokenizer.decode(ids), ids, tokenizer.decode(ref), "validation")
-                )
-
-    def train_batch(self) -> Batch:
-        return _shift(self.stream.next_rows())
-
-    def eval_batches(self) -> list[Batch]:
-        return [_shift(rows) for rows in self._eval_rows]
-
-    def sample_prompts(self) -> list[SamplePrompt]:
-        return list(self._prompts)
-
-    def stop_ids(self) -> list[int]:
-        eos = self.tokenizer.eos_id
-        return [eos] if eos is not None else []
-
-    def describe(self) -> dict[str, Any]:
-        w = self.stream.windows
-        return {
-            "train_tokens": w.tokens,
-            "train_windows": len(w),
-            "val_windows": len(self.val) if self.val else 0,
-            "eval_batches": len(self._eval_rows),
-            "epoch": self.stream.epoch,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)

@@ -1,7 +1,9 @@
 """Setting up a training run around the Trainer: data, tokenizer, run directory, resume, model, telemetry.
 
-    result = run_training(cfg, pretrain_objective)            # what `llmctl pretrain` calls
-    result = run_training(cfg, sft_objective, inputs=RunInputs(meta, tokenizer, init))   # `llmctl sft`
+    cfg, inputs = read_inputs(cfg)                        # specs, meta.json files, tokenizer, --init: once
+    outcome = run_training(cfg, make_objective, inputs=inputs)   # make_objective(cfg, inputs, dist)
+
+The objectives (llmctl/engine/pretrain.py, sft.py, dpo.py) call this module; it imports none of them.
 
 The run directory is train.out_dir/train.name (docs/ARCHITECTURE.md): config.yaml, a copy of the
 tokenizer, telemetry files and checkpoints/. `checkpoint.resume=auto` continues the named run from its
@@ -32,40 +34,50 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmctl.config import Config, to_yaml
+from llmctl.config import Config, ModelConfig, from_dict, to_yaml
+from llmctl.data_sources import SourceSpec
 from llmctl.engine import distributed as D
-from llmctl.engine.checkpoint import (
-    OPTIMIZER_FILE,
-    OpenCheckpoint,
-    check_compatible,
-    find_latest,
-    open_checkpoint,
-    step_dirs,
-)
-from llmctl.engine.objectives import Objective, PretrainObjective
+from llmctl.engine.checkpoint import check_compatible
+from llmctl.engine.objectives import Objective
 from llmctl.engine.runtime import choose_runtime
 from llmctl.engine.stopping import requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_copy, atomic_write_text, io_error
-from llmctl.model.llama import Transformer
+from llmctl.infer.checkpoint import OPTIMIZER_FILE, OpenCheckpoint, find_latest, open_checkpoint, step_dirs
+from llmctl.model.build import build_model
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import read_meta
-
-ObjectiveFactory = Callable[[Config, dict[str, Any], Tokenizer, D.DistInfo], Objective]
 
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "loss.csv", "summary.json", "tb")
 """What a started run leaves in its directory (besides checkpoints/): a fresh start never overwrites them
 unless asked with --force."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunInputs:
-    """What a run reads before it starts, read once: the data's meta.json, its tokenizer, the init weights."""
+    """What a run reads before it starts, each once: the data sources, their meta.json files, the tokenizer
+    they were made with, and the --init checkpoint (opened and verified) where one is given."""
 
-    meta: dict[str, Any]
+    specs: list[SourceSpec]
+    metas: list[dict[str, Any]]
+    """One per source, in order."""
     tokenizer: Tokenizer
     init: OpenCheckpoint | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The first source's meta.json (all sources share the tokenizer and, for SFT, the chat profile)."""
+        return self.metas[0]
+
+    @property
+    def path(self) -> str:
+        """The first source's directory."""
+        return self.specs[0].path
+
+
+ObjectiveFactory = Callable[[Config, RunInputs, D.DistInfo], Objective]
+"""make_objective(cfg, inputs, dist): the objective of this rank."""
 
 
 @dataclass
@@ -80,49 +92,6 @@ class RunOutcome:
     """The SLURM job id, when this run asked SLURM to requeue its job."""
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Lines for `warning:` on stderr (a requeue that failed or was skipped)."""
-
-
-def pretrain_objective(
-    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: D.DistInfo
-) -> Objective:
-    """The PretrainObjective a config describes (a MixedPretrainObjective for data.sources)."""
-    if cfg.data.sources:
-        from llmctl.data_sources import specs_from_config
-        from llmctl.engine.mixture import MixedPretrainObjective
-        from llmctl.tokens.mix import load_mix
-
-        mix = load_mix(
-            specs_from_config(None, cfg.data.sources), mix_by=cfg.data.mix_by, split=cfg.data.train_split
-        )
-        return MixedPretrainObjective(
-            mix,
-            [meta, *(read_meta(m.path) for m in mix[1:])],
-            tokenizer,
-            seq_len=cfg.data.seq_len,
-            micro_batch=cfg.train.micro_batch_size,
-            seed=cfg.train.seed,
-            eval_batches=cfg.train.eval_batches,
-            prompts=list(cfg.train.sample_prompts),
-            train_split=cfg.data.train_split,
-            val_split=cfg.data.val_split,
-            rank=dist.rank,
-            world=dist.world_size,
-        )
-    assert cfg.data.path is not None
-    return PretrainObjective(
-        cfg.data.path,
-        meta,
-        tokenizer,
-        seq_len=cfg.data.seq_len,
-        micro_batch=cfg.train.micro_batch_size,
-        seed=cfg.train.seed,
-        eval_batches=cfg.train.eval_batches,
-        prompts=list(cfg.train.sample_prompts),
-        train_split=cfg.data.train_split,
-        val_split=cfg.data.val_split,
-        rank=dist.rank,
-        world=dist.world_size,
-    )
 
 
 def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
@@ -147,22 +116,26 @@ def smoke_test_config(cfg: Config, max_steps: int = 50) -> Config:
     )
 
 
-def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
-    """meta.json of data.path (of a mixture: its first source, all sources checked to share the tokenizer)
-    and the tokenizer it was made with (checked by fingerprint)."""
-    from llmctl.data_sources import specs_from_config
-    from llmctl.tokens.mix import check_same_tokenizer
-
-    specs = specs_from_config(cfg.data.path, cfg.data.sources)
-    if not specs:
+def open_init(cfg: Config) -> tuple[Config, OpenCheckpoint]:
+    """The config with the checkpoint.init checkpoint's model shape, and the opened checkpoint; model fields
+    set in the config (other than the checkpoint's own) are refused."""
+    init = open_checkpoint(cfg.checkpoint.init)  # type: ignore[arg-type]
+    saved = from_dict(init.manifest.config).model
+    if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
-            "no training data given",
-            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
+            "--init takes the model's shape from the checkpoint, but the config sets model fields",
+            "remove the model section and --model.* overrides from the command",
         )
-    data_path = specs[0].path
-    meta = read_meta(data_path)
-    if len(specs) > 1:
-        check_same_tokenizer(specs, [meta, *(read_meta(s.path) for s in specs[1:])])
+    if cfg.data.seq_len > saved.max_seq_len:
+        raise LlmctlError(
+            f"data.seq_len={cfg.data.seq_len} exceeds the checkpoint's model.max_seq_len={saved.max_seq_len}",
+            f"set --data.seq_len={saved.max_seq_len} or less",
+        )
+    return dataclasses.replace(cfg, model=saved), init
+
+
+def _read_tokenizer(data_path: str, meta: dict[str, Any]) -> Tokenizer:
+    """The tokenizer meta.json records, checked against its fingerprint."""
     recorded = meta.get("tokenizer") or {}
     path = recorded.get("path")
     if not path or not Path(path).exists():
@@ -177,7 +150,30 @@ def load_data(cfg: Config) -> tuple[dict[str, Any], Tokenizer]:
             f"meta.json records {recorded['fingerprint'][:12]})",
             "re-run `llmctl tokenize` with this tokenizer, or restore the tokenizer the shards were made with",
         )
-    return meta, tokenizer
+    return tokenizer
+
+
+def read_inputs(cfg: Config, *, init_always: bool = False) -> tuple[Config, RunInputs]:
+    """Everything a run reads before it starts, each file once: checkpoint.init (for a fresh start or
+    --resume auto; always with `init_always`, as fine-tuning needs its shape), then every source's
+    meta.json (sources checked to share the tokenizer) and the tokenizer (checked by fingerprint).
+    Returns the config with the init checkpoint's model shape."""
+    from llmctl.data_sources import specs_from_config
+    from llmctl.tokens.mix import check_same_tokenizer
+
+    init = None
+    if cfg.checkpoint.init and (init_always or cfg.checkpoint.resume in (None, "auto")):
+        cfg, init = open_init(cfg)
+    specs = specs_from_config(cfg.data.path, cfg.data.sources)
+    if not specs:
+        raise LlmctlError(
+            "no training data given",
+            "pass --data DIR (a directory written by `llmctl tokenize`) or set data.path",
+        )
+    metas = [read_meta(s.path) for s in specs]
+    if len(specs) > 1:
+        check_same_tokenizer(specs, metas)
+    return cfg, RunInputs(specs, metas, _read_tokenizer(specs[0].path, metas[0]), init)
 
 
 def resolve_vocab(cfg: Config, meta: dict[str, Any]) -> Config:
@@ -305,9 +301,54 @@ def requeue_after_stop(
     return job, []
 
 
+def _checked_start(
+    cfg: Config, inputs: RunInputs, dist: D.DistInfo
+) -> tuple[Path, OpenCheckpoint | None, OpenCheckpoint | None]:
+    """(run directory, checkpoint to resume, --init checkpoint to start from), every check done before the
+    first write: a refused run leaves the directory as it was."""
+    run_dir, resume_path = D.broadcast_object(dist, resolve_run_dir(cfg))
+    resume = open_checkpoint(resume_path) if resume_path is not None else None
+    fingerprint = inputs.tokenizer.fingerprint
+    if resume is not None:
+        check_compatible(resume.path, resume.manifest, cfg.model, fingerprint)
+    init = inputs.init if resume is None else None
+    if init is not None:
+        check_compatible(init.path, init.manifest, cfg.model, fingerprint)
+    return run_dir, resume, init
+
+
+def _claim_run_dir(run_dir: Path, cfg: Config, tokenizer: Tokenizer, *, fresh: bool, force: bool) -> Any:
+    """Rank 0: lock the run directory, refuse (or, with `force`, clear) an earlier run's files on a fresh
+    start, and write config.yaml and the tokenizer copy. Returns the held RunLock."""
+    from llmctl.engine.lock import RunLock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
+    lock = RunLock(run_dir).acquire()
+    try:
+        if fresh:
+            # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
+            # save) restarts it: there is nothing to lose but the partial logs of that attempt.
+            restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
+            check_fresh_start(run_dir, force or restart)
+        _prepare_run_dir(run_dir, cfg, tokenizer)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _conventions(start: OpenCheckpoint | None) -> dict[str, Any]:
+    """An imported model's prompt and chat conventions (checkpoint.json's `prompt` and `chat`): they travel
+    into every checkpoint trained from it."""
+    if start is None:
+        return {}
+    return {k: start.manifest.get(k) for k in ("prompt", "chat") if start.manifest.get(k)}
+
+
 def run_training(
     cfg: Config,
-    make_objective: ObjectiveFactory = pretrain_objective,
+    make_objective: ObjectiveFactory,
     *,
     reporter: Any = None,
     force: bool = False,
@@ -316,7 +357,8 @@ def run_training(
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline).
 
-    `inputs` hands over what the caller already read (sft: meta.json, tokenizer, init checkpoint);
+    `inputs` hands over what the caller already read with `read_inputs` (with the config it returned);
+    without it they are read here;
     `force` lets a fresh start replace an earlier run's files in the same directory; `after_init` edits
     the model once the --init weights are loaded (not on resume): SFT's untrained rows.
     """
@@ -331,51 +373,27 @@ def run_training(
     try:
         runtime = choose_runtime(cfg.train, dist.local_rank)
         if inputs is None:
-            meta, tokenizer = load_data(cfg)
-            inputs = RunInputs(meta, tokenizer)
+            # --init (e.g. continued pretraining from an imported model): the shape is the checkpoint's.
+            cfg, inputs = read_inputs(cfg)
         meta, tokenizer = inputs.meta, inputs.tokenizer
-        if cfg.checkpoint.init and inputs.init is None and cfg.checkpoint.resume in (None, "auto"):
-            # --init (continued pretraining from e.g. an imported model): the shape is the checkpoint's.
-            from llmctl.engine.sft import _model_from_init
-
-            cfg, opened_init = _model_from_init(cfg)
-            inputs = RunInputs(meta, tokenizer, opened_init)
         cfg = resolve_vocab(cfg, meta)
-        run_dir, resume_path = D.broadcast_object(dist, resolve_run_dir(cfg))
-        # Every check before the first write: a refused run leaves the directory as it was.
-        resume = open_checkpoint(resume_path) if resume_path is not None else None
-        if resume is not None:
-            check_compatible(resume.path, resume.manifest, cfg.model, tokenizer.fingerprint)
-        init = None
-        if cfg.checkpoint.init and resume is None:
-            init = inputs.init or open_checkpoint(cfg.checkpoint.init)
-            check_compatible(init.path, init.manifest, cfg.model, tokenizer.fingerprint)
+        run_dir, resume, init = _checked_start(cfg, inputs, dist)
         if dist.is_rank0:
-            if run_dir.exists() and not run_dir.is_dir():
-                raise LlmctlError(f"--out {run_dir} is a file, not a folder", "choose a folder for the run")
-            lock = RunLock(run_dir).acquire()
-            if resume is None:
-                # `--resume auto` on a run that never wrote a checkpoint (a requeue before the first
-                # save) restarts it: there is nothing to lose but the partial logs of that attempt.
-                restart = cfg.checkpoint.resume == "auto" and not step_dirs(run_dir / "checkpoints")
-                check_fresh_start(run_dir, force or restart)
-            _prepare_run_dir(run_dir, cfg, tokenizer)
+            lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        with torch.device(runtime.device):
-            model = Transformer(cfg.model)
+        model = build_model(cfg.model, runtime.device)
         if init is not None:
             model.load_state_dict(init.model_state())
             if after_init is not None:
                 after_init(model)
-        objective = make_objective(cfg, meta, tokenizer, dist)
+        objective = make_objective(cfg, inputs, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry
 
             reporter = Telemetry(cfg, run_dir if dist.is_rank0 else None, is_rank0=dist.is_rank0)
         # An objective that runs more than the policy per trained token (DPO's live reference) says so.
         flops = flops_per_token(cfg.model, cfg.data.seq_len)
-        extra = getattr(objective, "extra_forward_passes", 0.0)
         trainer = Trainer(
             cfg,
             objective,
@@ -386,16 +404,10 @@ def run_training(
             run_dir=run_dir,
             tokenizer=tokenizer,
             data_meta=meta,
-            flops_per_token=flops.train + extra * flops.train / 3,
+            flops_per_token=flops.train + objective.extra_forward_passes * flops.train / 3,
+            notes=lock.notes if lock is not None else [],
+            conventions=_conventions(resume or init),
         )
-        trainer.notes += lock.notes if lock is not None else []
-        # An imported model's prompt and chat conventions travel into every checkpoint trained from it.
-        start = resume or init
-        trainer.conventions = {
-            k: start.manifest.get(k)
-            for k in ("prompt", "chat")
-            if start is not None and start.manifest.get(k)
-        }
         result = trainer.fit(resume=resume)
         outcome = RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)
     finally:

@@ -9,65 +9,42 @@
 Batches come from llmctl/tokens/sft_batches.py (padded, in random or length-sorted batches, or packed with per-conversation
 attention). Samples are the model's replies to held-out conversations, shown next to the reference
 reply, plus replies to the configured prompts, each rendered as a user turn by the chat profile.
+
+Several chat sets (`--data a:epochs=3 --data b:epochs=1`) make a MixedSFTObjective: each source is an
+SFTObjective of its own (its own shuffled epochs and position, seeded by seed + its index), and
+micro-batches are interleaved by a deterministic schedule in proportion to each source's planned batches
+(epochs x batches per epoch), so every source reaches its epoch count at the same time. All ranks follow
+the same schedule, so they draw from the same source at each micro-step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from llmctl.config import Config, ModelConfig, from_dict
-from llmctl.engine.objectives import Batch, SamplePrompt
+from llmctl.config import Config, ModelConfig
+from llmctl.data_sources import SourceSpec, sft_specs
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
+from llmctl.engine.run import RunInputs, read_inputs, run_training
 from llmctl.errors import LlmctlError
-from llmctl.tokenizer.chat import get_profile, missing_tokens, render, reply_stop_ids
+from llmctl.model.build import accepts_doc_ids
+from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
 from llmctl.tokenizer.core import Tokenizer
-from llmctl.tokens.sft_batches import Rows, SFTBatches, fixed_rows, load_conversations, require_sft, sft_meta
-
-
-def accepts_doc_ids(model: torch.nn.Module | type) -> bool:
-    """True when the model's (or model class's) forward takes doc_ids and position_ids (per-conversation attention)."""
-    params = inspect.signature(model.forward).parameters
-    return "doc_ids" in params and "position_ids" in params
-
-
-def check_sft_compat(
-    meta: dict[str, Any],
-    tokenizer: Tokenizer,
-    checkpoint_fingerprint: str | None,
-    data_path: str | Path,
-    checkpoint: str | Path | None,
-) -> str:
-    """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
-
-    A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
-    mismatch stops the run before it starts, naming both files.
-    """
-    data_tok = meta.get("tokenizer") or {}
-    if checkpoint_fingerprint is not None and data_tok.get("fingerprint") != checkpoint_fingerprint:
-        raise LlmctlError(
-            f"the checkpoint {checkpoint} was trained with tokenizer {checkpoint_fingerprint[:12]} but the SFT data "
-            f"{data_path} was tokenized with {data_tok.get('path')} ({str(data_tok.get('fingerprint'))[:12]})",
-            "re-tokenize the chat data with the checkpoint's tokenizer: `llmctl tokenize --mode sft --tokenizer <the pretraining tokenizer>`",
-        )
-    profile_info = meta.get("chat_profile") or {}
-    if profile_info.get("name") == "model":
-        return "model"  # `tokenize --template model`: the tokenizer's own template, nothing to check here
-    profile = get_profile(profile_info.get("name", "chat"))
-    missing = missing_tokens(profile, tokenizer.token_to_id)
-    if missing:
-        raise LlmctlError(
-            f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",
-            "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
-        )
-    return profile.name
+from llmctl.tokens.sft_batches import (
+    Rows,
+    SFTBatches,
+    check_sft_compat,
+    fixed_rows,
+    load_conversations,
+    require_sft,
+    sft_meta,
+)
 
 
 def _batch(rows: Rows, packed: bool) -> Batch:
@@ -90,7 +67,7 @@ def _last_reply(ids: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
     return start, end
 
 
-class SFTObjective:
+class SFTObjective(BaseObjective):
     """Loss on assistant replies only, over SFT shards; the rest of the interface as PretrainObjective."""
 
     name = "sft"
@@ -251,6 +228,104 @@ class SFTObjective:
 
 
 @dataclass
+class _Counts:
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class MixedSFTObjective(BaseObjective):
+    """Several SFTObjectives interleaved micro-batch by micro-batch, each for its planned epochs."""
+
+    name = "sft"
+
+    def __init__(
+        self,
+        specs: list[SourceSpec],
+        metas: list[dict[str, Any]],
+        tokenizer: Tokenizer,
+        *,
+        seed: int,
+        **kwargs: Any,
+    ) -> None:
+        self.specs = sft_specs(specs)
+        self.parts = [
+            SFTObjective(s.path, meta, tokenizer, seed=seed + i, **kwargs)
+            for i, (s, meta) in enumerate(zip(self.specs, metas, strict=True))
+        ]
+        per_epoch = [p.stream.batches_per_epoch() for p in self.parts]
+        planned = [s.epochs * n for s, n in zip(self.specs, per_epoch, strict=True)]  # type: ignore[operator]
+        self.batch_weights = [p / sum(planned) for p in planned]
+        self.epoch_tokens = [int((p.train.lengths - 1).sum()) for p in self.parts]
+        planned_tokens = [s.epochs * t for s, t in zip(self.specs, self.epoch_tokens, strict=True)]  # type: ignore[operator]
+        self.token_weights = [t / sum(planned_tokens) for t in planned_tokens]
+        self.counts = [0] * len(self.parts)
+        self.train = _Counts(
+            {k: sum(p.train.counts.get(k, 0) for p in self.parts) for k in self.parts[0].train.counts}
+        )
+        self.packing = self.parts[0].packing
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        """Path, weight (share of the planned tokens), epochs asked for and tokens per epoch of each source."""
+        return [
+            {"path": s.path, "weight": w, "epochs_planned": s.epochs, "epoch_tokens": t}
+            for s, w, t in zip(self.specs, self.token_weights, self.epoch_tokens, strict=True)
+        ]
+
+    def train_batch(self) -> Batch:
+        slots = sum(self.counts) + 1
+        pick = max(range(len(self.parts)), key=lambda i: (self.batch_weights[i] * slots - self.counts[i], -i))
+        self.counts[pick] += 1
+        batch = self.parts[pick].train_batch()
+        return replace(
+            batch, source_tokens=tuple(batch.tokens if i == pick else 0 for i in range(len(self.parts)))
+        )
+
+    def eval_batches(self) -> list[Batch]:
+        return [replace(b, source=i) for i, p in enumerate(self.parts) for b in p.eval_batches()]
+
+    def sample_prompts(self) -> list[SamplePrompt]:
+        return self.parts[0].sample_prompts()
+
+    def stop_ids(self) -> list[int]:
+        return self.parts[0].stop_ids()
+
+    def describe(self) -> dict[str, Any]:
+        mix = " + ".join(f"{s.epochs:g} epoch(s) of {s.path}" for s in self.specs)
+        return {
+            "mix": mix,
+            "conversations": self.train.counts.get("conversations"),
+            "used": self.train.counts.get("used"),
+            "eval_batches": sum(len(p.eval_batches()) for p in self.parts),
+        }
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Added to summary.json by the reporter: the conversation counts of all sources together."""
+        first = self.parts[0].data_counts()
+        return {"sft_data": {**first, **self.train.counts}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "mixture": [
+                {"path": s.path, "epochs": s.epochs, "batches": c, "position": p.state_dict()}
+                for s, c, p in zip(self.specs, self.counts, self.parts, strict=True)
+            ]
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("mixture")
+        if not isinstance(saved, list) or [(m.get("path"), m.get("epochs")) for m in saved] != [
+            (s.path, s.epochs) for s in self.specs
+        ]:
+            raise LlmctlError(
+                "the checkpoint's data position is for other SFT sources or epochs",
+                "resume with the same --data sources and epochs the run started with",
+            )
+        for part, m in zip(self.parts, saved, strict=True):
+            part.load_state_dict(m["position"])
+        self.counts = [int(m["batches"]) for m in saved]
+
+
+@dataclass
 class SFTOutcome:
     """A finished SFT run: the training outcome plus what happened to the conversations."""
 
@@ -260,28 +335,6 @@ class SFTOutcome:
     """The checkpoint the weights came from."""
     data: dict[str, Any]
     """Conversation counts (used, truncated, dropped) and whether packing was on."""
-
-
-def _model_from_init(cfg: Config) -> tuple[Config, Any]:
-    """The config with the init checkpoint's model shape, and the opened checkpoint; a model section
-    in the SFT config is refused."""
-    from llmctl.infer.checkpoint import open_checkpoint
-
-    if not cfg.checkpoint.init:
-        raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
-    init = open_checkpoint(cfg.checkpoint.init)
-    saved = from_dict(init.manifest.config).model
-    if cfg.model != ModelConfig() and cfg.model != saved:
-        raise LlmctlError(
-            "--init takes the model's shape from the checkpoint, but the config sets model fields",
-            "remove the model section and --model.* overrides from the command",
-        )
-    if cfg.data.seq_len > saved.max_seq_len:
-        raise LlmctlError(
-            f"data.seq_len={cfg.data.seq_len} exceeds the checkpoint's model.max_seq_len={saved.max_seq_len}",
-            f"set --data.seq_len={saved.max_seq_len} or less",
-        )
-    return dataclasses.replace(cfg, model=saved), init
 
 
 _NO_PACKING = (
@@ -308,13 +361,11 @@ def _untrained_tokens(
 
 
 def sft_objective(
-    cfg: Config, meta: dict[str, Any], tokenizer: Tokenizer, dist: Any, *, untrained: list[str] | None = None
-) -> SFTObjective:
+    cfg: Config, inputs: RunInputs, dist: Any, *, untrained: list[str] | None = None
+) -> SFTObjective | MixedSFTObjective:
     """The SFTObjective a config describes (packing only where the model takes per-conversation ids);
     `untrained` names template tokens whose rows in the init weights look never trained."""
-    from llmctl.model.llama import Transformer
-
-    packing = cfg.data.packing and accepts_doc_ids(Transformer)
+    packing = cfg.data.packing and accepts_doc_ids()
     options: dict[str, Any] = dict(
         seq_len=cfg.data.seq_len,
         micro_batch=cfg.train.micro_batch_size,
@@ -334,30 +385,23 @@ def sft_objective(
     )
     if cfg.data.sources:
         # Several SFT sets, each for its own epochs (`--data a:epochs=1 --data b:epochs=3`).
-        from llmctl.data_sources import specs_from_config
-        from llmctl.engine.sft_mixture import MixedSFTObjective
-        from llmctl.tokens.shards import read_meta
-
-        specs = specs_from_config(None, cfg.data.sources)
-        metas = [meta, *(read_meta(s.path) for s in specs[1:])]
-        return MixedSFTObjective(specs, metas, tokenizer, **options)  # type: ignore[return-value]
-    return SFTObjective(cfg.data.path or "", meta, tokenizer, **options)
+        return MixedSFTObjective(inputs.specs, inputs.metas, inputs.tokenizer, **options)
+    return SFTObjective(inputs.path, inputs.meta, inputs.tokenizer, **options)
 
 
 def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOutcome:
     """Fine-tune the --init checkpoint on SFT shards with the shared Trainer; fresh optimizer and schedule.
 
-    meta.json, the tokenizer and the init checkpoint are each read once, here, and handed to the run.
+    meta.json, the tokenizer and the init checkpoint are each read once (`read_inputs`) and handed to the run.
     """
-    from llmctl.engine.run import RunInputs, load_data, run_training
-
-    cfg, init = _model_from_init(cfg)
-    meta, tokenizer = load_data(cfg)
-    data_path = (
-        cfg.data.path or cfg.data.sources[0]["path"]
-    )  # a mixture's sources share tokenizer and profile
-    require_sft(meta, data_path)
-    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), data_path, init.path)
+    if not cfg.checkpoint.init:
+        raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
+    cfg, inputs = read_inputs(cfg, init_always=True)
+    init, meta, tokenizer = inputs.init, inputs.meta, inputs.tokenizer
+    assert init is not None
+    # A mixture's sources share tokenizer and profile: the first one's stand for all.
+    require_sft(meta, inputs.path)
+    check_sft_compat(meta, tokenizer, init.manifest.tokenizer.get("fingerprint"), inputs.path, init.path)
     untrained = _untrained_tokens(init.path, meta, tokenizer, cfg.model)
     after_init: Callable[[torch.nn.Module], None] | None = None
     if untrained and cfg.checkpoint.untrained_rows == "mean":
@@ -371,7 +415,7 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
         functools.partial(sft_objective, untrained=untrained),
         reporter=reporter,
         force=force,
-        inputs=RunInputs(meta, tokenizer, init),
+        inputs=inputs,
         after_init=after_init,
     )
     data = dict(outcome.result.summary.get("sft_data") or {})

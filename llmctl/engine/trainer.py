@@ -28,14 +28,13 @@ import torch.nn.functional as F
 from llmctl.config import Config, to_dict
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import (
-    OpenCheckpoint,
     load_optimizer_state,
     load_rng_states,
     remove_partial,
     training_manifest,
     write_checkpoint,
 )
-from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective
+from llmctl.engine.objectives import IGNORE_INDEX, Batch, Objective, weighted_eval
 from llmctl.engine.optim import build_optimizer, describe_optimizer, set_lr
 from llmctl.engine.runtime import Runtime
 from llmctl.engine.schedule import LRSchedule
@@ -49,6 +48,7 @@ from llmctl.engine.stopping import (
     slurm_end_time,
 )
 from llmctl.errors import DivergedError
+from llmctl.infer.checkpoint import OpenCheckpoint
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts, TaskEvalResult
@@ -107,6 +107,8 @@ class Trainer:
         tokenizer: Any,
         data_meta: dict[str, Any],
         flops_per_token: float,
+        notes: list[str] | None = None,
+        conventions: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.objective = objective
@@ -124,7 +126,7 @@ class Trainer:
         self.tokens = 0
         self.stops = StopRequests()
         self.last_checkpoint: str | None = None
-        self.conventions: dict[str, Any] = {}
+        self.conventions: dict[str, Any] = dict(conventions or {})
         """checkpoint.json's `prompt` and `chat` sections of the weights this run started from (an imported
         model's BOS policy, chat template and stop ids), carried into every checkpoint it writes."""
         self.last_eval: EvalResult | None = None
@@ -133,9 +135,8 @@ class Trainer:
         self.skipped_steps = 0
         self._agreed_request: int | None = None
         self._deadline: Deadline | None = None
-        self.notes: list[str] = []
+        self.notes: list[str] = list(notes or [])
         """Lines for the run's log once it has started (a stale lock taken over)."""
-        """Steps whose update was skipped because the loss or gradient norm was not finite."""
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -189,13 +190,12 @@ class Trainer:
             start_step=self.step,
             tokens_per_step=tokens_per_step,
             summary_extra=self._summary_extra(),
-            data_sources=tuple(getattr(self.objective, "sources", None) or ()) or None,
+            data_sources=tuple(self.objective.sources) or None,
         )
 
     def _summary_extra(self) -> dict[str, Any]:
         """Figures the objective adds to summary.json (SFT: what happened to the conversations)."""
-        extra = getattr(self.objective, "summary_extra", None)
-        return dict(extra()) if callable(extra) else {}
+        return dict(self.objective.summary_extra())
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -321,97 +321,28 @@ class Trainer:
         return self.wrapped.no_sync()
 
     def _loss_sum(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over trained targets, correct top-1 predictions among them).
-
-        An objective with its own `loss_sum(model, batch, autocast)` (DPO) computes both instead."""
-        own = getattr(self.objective, "loss_sum", None)
-        if own is not None:
-            return own(model, batch, self.rt.autocast)
-        with self.rt.autocast():
-            logits = model(batch.inputs, batch.doc_ids, batch.position_ids)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        with torch.no_grad():
-            correct = ((logits.argmax(-1) == batch.targets) & (batch.targets != IGNORE_INDEX)).sum()
-        return loss, correct
+        """(summed loss over the batch's trained units, correct predictions among them): the objective's."""
+        return self.objective.loss_sum(model, batch, self.rt.autocast)
 
     def _train_step(self) -> StepCounts:
         start = time.perf_counter()
         batches = [self.objective.train_batch() for _ in range(self.accum)]
         data_time = time.perf_counter() - start
-        mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
-        by_source = (
-            [sum(col) for col in zip(*mixed, strict=True)] if mixed else []
-        )  # mixtures: tokens per source
-        device = self.rt.device
-        counts = torch.tensor(
-            [
-                sum(b.trained_tokens for b in batches),
-                sum(b.tokens for b in batches),
-                sum(b.samples for b in batches),
-                *by_source,
-            ],
-            dtype=torch.float64,
-        )
-        # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
-        # the gradient of the mean loss over every trained token of the step.
-        scale: float | torch.Tensor
-        if self.dist.enabled:
-            # The all-reduced counts stay on the device (no host sync); they are read with the loss.
-            counts = D.all_reduce_sum(self.dist, counts.to(device))
-            scale = (self.dist.world_size / counts[0].clamp(min=1)).float()
-        else:
-            scale = self.dist.world_size / max(1, int(counts[0]))
-        self.model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        for i, batch in enumerate(batches):
-            batch = batch.to(device)
-            with self._grad_sync(i == len(batches) - 1):
-                loss, right = self._loss_sum(batch, self.model)
-                scaled = loss * scale
-                (self.rt.scaler.scale(scaled) if self.rt.scaler else scaled).backward()
-            loss_sum += loss.detach().double()
-            correct += right.double()
+        counts, n_sources, scale = self._step_counts(batches)
+        loss_sum, correct = self._forward_backward(batches, scale)
         if self.rt.scaler is not None:
             self.rt.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.optim.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        stats = torch.stack([loss_sum, correct])
-        if self.dist.enabled:
-            # Each rank's stop request as a one-hot row: after the sum, the highest non-zero slot is the
-            # largest request, so stopping is agreed in this same reduction.
-            request = torch.zeros(_REQUESTS, dtype=torch.float64, device=device)
-            request[self._local_request(self._deadline) if self._deadline is not None else 0] = 1
-            stats = D.all_reduce_sum(self.dist, torch.cat([stats, request]))
-        # The step's one host sync, before the update, so a non-finite step never reaches the weights.
-        figures = torch.cat(
-            [counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]
-        ).tolist()
-        n = 3 + len(by_source)  # the counts, then the loss and correct sums, then the norm
-        if self.dist.enabled:
-            slots = figures[n + 2 : n + 2 + _REQUESTS]
-            self._agreed_request = max(i for i, k in enumerate(slots) if k > 0 or i == 0)
-            figures = figures[: n + 2] + figures[n + 2 + _REQUESTS :]
+        figures = self._read_figures(counts, torch.stack([loss_sum, correct]), grad_norm)
+        n = 3 + n_sources  # the counts, then the loss and correct sums, then the norm
         trained, tokens, samples = (int(x) for x in figures[:3])
         by_source = [int(x) for x in figures[3:n]]
         loss_total, right_total, norm = figures[n], figures[n + 1], figures[n + 2]
         lr = self.schedule(self.step)
-        # With fp16's grad scaler an inf norm is expected now and then: the scaler skips that update itself.
-        if not math.isfinite(loss_total) or (self.rt.scaler is None and not math.isfinite(norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._non_finite(loss_total / max(1, trained), norm)
-        else:
-            set_lr(self.optimizer, lr)
-            if self.rt.scaler is not None:
-                self.rt.scaler.step(self.optimizer)
-                self.rt.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        self._update(loss_total / max(1, trained), loss_total, norm, lr)
         self.step += 1
         self.tokens += tokens
         metrics = self._objective_metrics("train")
@@ -431,6 +362,88 @@ class Trainer:
             source_tokens=tuple(by_source) or None,
             metrics=metrics,
         )
+
+    def _step_counts(self, batches: list[Batch]) -> tuple[torch.Tensor, int, float | torch.Tensor]:
+        """(trained tokens, tokens, samples and, for mixtures, tokens per source: summed over ranks; the
+        number of sources; the loss scale)."""
+        mixed = [b.source_tokens for b in batches if b.source_tokens is not None]
+        by_source = (
+            [sum(col) for col in zip(*mixed, strict=True)] if mixed else []
+        )  # mixtures: tokens per source
+        counts = torch.tensor(
+            [
+                sum(b.trained_tokens for b in batches),
+                sum(b.tokens for b in batches),
+                sum(b.samples for b in batches),
+                *by_source,
+            ],
+            dtype=torch.float64,
+        )
+        # Summed losses over (trained tokens of all ranks / world): DDP's gradient mean then equals
+        # the gradient of the mean loss over every trained token of the step.
+        scale: float | torch.Tensor
+        if self.dist.enabled:
+            # The all-reduced counts stay on the device (no host sync); they are read with the loss.
+            counts = D.all_reduce_sum(self.dist, counts.to(self.rt.device))
+            scale = (self.dist.world_size / counts[0].clamp(min=1)).float()
+        else:
+            scale = self.dist.world_size / max(1, int(counts[0]))
+        return counts, len(by_source), scale
+
+    def _forward_backward(
+        self, batches: list[Batch], scale: float | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over the step's micro-batches; (summed loss, correct) on the device."""
+        device = self.rt.device
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        for i, batch in enumerate(batches):
+            batch = batch.to(device)
+            with self._grad_sync(i == len(batches) - 1):
+                loss, right = self._loss_sum(batch, self.model)
+                scaled = loss * scale
+                (self.rt.scaler.scale(scaled) if self.rt.scaler else scaled).backward()
+            loss_sum += loss.detach().double()
+            correct += right.double()
+        return loss_sum, correct
+
+    def _read_figures(
+        self, counts: torch.Tensor, stats: torch.Tensor, grad_norm: torch.Tensor
+    ) -> list[float]:
+        """The step's one host sync, before the update: counts, loss and correct sums (over ranks) and the
+        gradient norm; under DDP the ranks' stop requests travel with them."""
+        device = self.rt.device
+        if self.dist.enabled:
+            # Each rank's stop request as a one-hot row: after the sum, the highest non-zero slot is the
+            # largest request, so stopping is agreed in this same reduction.
+            request = torch.zeros(_REQUESTS, dtype=torch.float64, device=device)
+            request[self._local_request(self._deadline) if self._deadline is not None else 0] = 1
+            stats = D.all_reduce_sum(self.dist, torch.cat([stats, request]))
+        figures = torch.cat(
+            [counts.to(device), stats, grad_norm.detach().double().reshape(1).to(device)]
+        ).tolist()
+        if self.dist.enabled:
+            n = len(counts)
+            slots = figures[n + 2 : n + 2 + _REQUESTS]
+            self._agreed_request = max(i for i, k in enumerate(slots) if k > 0 or i == 0)
+            figures = figures[: n + 2] + figures[n + 2 + _REQUESTS :]
+        return figures
+
+    def _update(self, loss: float, loss_total: float, norm: float, lr: float) -> None:
+        """The optimizer step at `lr`, or, for a non-finite loss or norm, a skipped step or a stop."""
+        # With fp16's grad scaler an inf norm is expected now and then: the scaler skips that update itself.
+        if not math.isfinite(loss_total) or (self.rt.scaler is None and not math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._non_finite(loss, norm)
+            return
+        set_lr(self.optimizer, lr)
+        if self.rt.scaler is not None:
+            self.rt.scaler.step(self.optimizer)
+            self.rt.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _non_finite(self, loss: float, norm: float) -> None:
         """A step with a NaN/inf loss or gradient norm: skip it while train.skip_nonfinite allows, else stop."""
@@ -456,10 +469,7 @@ class Trainer:
 
     def _objective_metrics(self, kind: str) -> dict[str, float]:
         """Figures an objective gathers itself (DPO rewards), summed over ranks; its warnings are logged."""
-        take = getattr(self.objective, "take_metrics", None)
-        if take is None:
-            return {}
-        metrics, notes = take(kind, self.dist, self.rt.device)
+        metrics, notes = self.objective.take_metrics(kind, self.dist, self.rt.device)
         for note in notes:
             self.reporter.log(note)
         return metrics
@@ -469,7 +479,7 @@ class Trainer:
     def _byte_table(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(UTF-8 bytes per token id, special-token mask), both [vocab] on the device, built once; None
         where bits per byte do not apply (SFT and DPO score replies, not a text stream)."""
-        if self.objective.name != "pretrain" or getattr(self.objective, "loss_sum", None) is not None:
+        if not self.objective.scores_bytes:
             return None
         if self._bytes_per_id is None:
             import numpy as np
@@ -511,7 +521,7 @@ class Trainer:
         """Loss, perplexity, token accuracy and (pretraining) bits per byte over the fixed validation
         batches, summed over ranks."""
         self.raw.eval()
-        sources = getattr(self.objective, "sources", None) or []
+        sources = self.objective.sources
         table = self._byte_table()
         # Row 0: all batches; row 1 + i: batches of mixture source i. Columns: loss sum, correct,
         # trained targets, nats of non-special targets, their bytes (the last two: bits per byte).
@@ -542,8 +552,6 @@ class Trainer:
             return None
         loss, accuracy, by_source = loss_sum / trained, correct / trained, None
         if sources:
-            from llmctl.engine.mixture import weighted_eval
-
             loss, accuracy, by_source = weighted_eval(sources, [r[:3] for r in rows[1:]])
         bpb = text_nats / math.log(2) / text_bytes if table is not None and text_bytes > 0 else None
         result = EvalResult(

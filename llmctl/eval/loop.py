@@ -32,7 +32,7 @@ class TaskEvalHook:
         limit: int | None = None,
         batch_tokens: int = 8192,
     ) -> None:
-        from llmctl.eval.tasks import load_task
+        from llmctl.eval.load import load_task
 
         self.tasks = [load_task(s) for s in specs]
         generative = [t.name for t in self.tasks if t.kind != "choice"]

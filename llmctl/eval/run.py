@@ -69,7 +69,7 @@ class PreparedTask:
 def prepare_tasks(request: EvalRequest, on_note: Note | None = None) -> list[PreparedTask]:
     """Load, limit and few-shot every task of the request once."""
     from llmctl.eval.fewshot import add_fewshot, limit_items
-    from llmctl.eval.tasks import load_task
+    from llmctl.eval.load import load_task
 
     tasks = [load_task(spec, on_note) for spec in request.tasks]
     names = [t.name for t in tasks]

@@ -1,8 +1,7 @@
 """Evaluation tasks on disk: a JSONL file of items, or a folder `llmctl data download` wrote.
 
-    task = load_task("evals/hellaswag")          # folder: items.jsonl + eval.json (+ fewshot.jsonl)
-    task = load_task("my_task.jsonl")            # name: my_task
-    task = load_task("arc_easy")                 # a named task (lm-eval's name too), downloaded on first use
+    task = read_task(Path("evals/hellaswag"))    # folder: items.jsonl + eval.json (+ fewshot.jsonl)
+    task = read_task(Path("my_task.jsonl"))      # name: my_task
     task.kind                                    # "choice" or "generate"
 
 Multiple-choice items: {"context": str, "choices": [str, ...], "label": int, "id"?: any,
@@ -18,7 +17,6 @@ A folder may hold `fewshot.jsonl`, items of the same kind that few-shot examples
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -203,13 +201,9 @@ def _unfold(item: ChoiceItem) -> ChoiceItem:
     return replace(item, choices=[c[1:] for c in item.choices], delimiter=" ")
 
 
-def load_task(spec: str, on_note: Callable[[str], None] | None = None) -> Task:
-    """A task from a JSONL file (named after the file) or a folder a download wrote (named after the folder)."""
-    from llmctl.eval.olmo import PREFIX, load_olmo_task
-
-    if spec.startswith(PREFIX):
-        return load_olmo_task(spec)
-    path = Path(spec).expanduser()
+def read_task(path: Path) -> Task | None:
+    """A task from a JSONL file (named after the file) or a folder a download wrote (named after the
+    folder); None when nothing is at `path` (llmctl/eval/load.py's `load_task` then says what to do)."""
     if path.is_dir():
         items_path = path / ITEMS_JSONL
         if not items_path.is_file():
@@ -234,16 +228,4 @@ def load_task(spec: str, on_note: Callable[[str], None] | None = None) -> Task:
     if path.is_file():
         kind, items = read_items(path)
         return Task(path.stem, kind, items, path)
-    from llmctl.eval.named import named_task_folder
-    from llmctl.eval.sources import EVAL_SOURCES
-
-    folder = named_task_folder(spec, on_note)
-    if folder is not None:
-        task = load_task(str(folder))
-        task.name = folder.name
-        return task
-    raise LlmctlError(
-        f"no task file or folder at {spec}",
-        "pass a JSONL file of items, or a folder written by "
-        f"`llmctl data download NAME` (NAME one of {', '.join(EVAL_SOURCES)})",
-    )
+    return None

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_path
-from llmctl.tokenizer.chat import BOS, EOS, PAD, ChatProfile, get_profile, missing_tokens, reply_stop_ids
+from llmctl.tokenizer.chat import (
+    BOS,
+    EOS,
+    PAD,
+    ChatProfile,
+    get_profile,
+    missing_tokens,
+    reply_stop_ids,
+    require_profile,
+)
 
 EXPORT_MARKER = "llmctl-export.json"
 """Written last into every export: what wrote the folder and which files. `export --force` replaces only
@@ -195,14 +204,9 @@ def _chat_profile_for(tok: Tokenizer, name: str | None) -> ChatProfile | None:
     """The profile whose template goes into tokenizer_config.json: the named one, or `chat` when the
     tokenizer holds its markers (a pretrained-only model has no chat template otherwise)."""
     if name is not None:
-        profile = get_profile(name)
-        missing = missing_tokens(profile, tok.token_to_id)
-        if missing:
-            raise LlmctlError(
-                f"the tokenizer {tok.path} lacks chat profile '{name}' tokens: {', '.join(missing)}",
-                "export without --chat-profile, or use the tokenizer trained with `--profile chat`",
-            )
-        return profile
+        return require_profile(
+            name, tok, "export without --chat-profile, or use the tokenizer trained with `--profile chat`"
+        )
     profile = get_profile("chat")
     if not missing_tokens(profile, tok.token_to_id):
         return profile
@@ -387,11 +391,6 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code), str(path)) from exc
-
-
-def is_export(path: Path) -> bool:
-    """True when `path` is a folder a llmctl export wrote (it holds the marker file)."""
-    return _read_marker(path) is not None
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmctl.config import ModelConfig
+from llmctl.config import ModelConfig, model_config_from_hf
 from llmctl.errors import LlmctlError
-from llmctl.presets import SUPPORTED, SUPPORTED_TEXT, model_config_from_hf, refuse_model  # noqa: F401
+from llmctl.presets import SUPPORTED, SUPPORTED_TEXT, refuse_model
 
 if TYPE_CHECKING:
     import torch

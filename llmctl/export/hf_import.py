@@ -136,7 +136,7 @@ def parity(
     import torch
     import transformers
 
-    from llmctl.model.llama import Transformer
+    from llmctl.model.build import build_model
 
     cls = getattr(transformers, config["architectures"][0])  # one of SUPPORTED, checked by check_hf_config
     hf_config = cls.config_class.from_dict({k: v for k, v in config.items() if k != "auto_map"})
@@ -150,12 +150,10 @@ def parity(
         )
     if cfg.tied_embeddings:
         hf.tie_weights()
-    model = Transformer(cfg)
     full = dict(state)
     if cfg.tied_embeddings:
         full["output.weight"] = full["tok_embeddings.weight"]
-    model.load_state_dict({k: v.float() for k, v in full.items()})
-    model.eval()
+    model = build_model(cfg, "cpu", state={k: v.float() for k, v in full.items()})
     x = torch.tensor([ids[: cfg.max_seq_len]], dtype=torch.long)
     with torch.no_grad():
         ours = model(x)

@@ -14,22 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmctl.errors import LlmctlError
-from llmctl.tokenizer.chat import ChatProfile, get_profile, missing_tokens, render, reply_stop_ids
+from llmctl.tokenizer.chat import (
+    ChatProfile,
+    render,
+    reply_stop_ids,
+    require_profile,
+)
 
 
 def chat_profile_of(manifest: dict[str, Any], tokenizer: Any) -> ChatProfile:
     """The profile the checkpoint's SFT data used (`chat` for a pretrained-only model), checked against
     the tokenizer: a tokenizer without the role markers cannot chat at all."""
     name = (((manifest.get("data_meta") or {}).get("chat_profile")) or {}).get("name", "chat")
-    profile = get_profile(name)
-    missing = missing_tokens(profile, tokenizer.token_to_id)
-    if missing:
-        raise LlmctlError(
-            f"this checkpoint's tokenizer has no chat tokens ({', '.join(missing)}), so it cannot chat",
-            "drop --chat to continue plain text, or fine-tune a model whose tokenizer was trained with --profile chat",
-        )
-    return profile
+    return require_profile(
+        name,
+        tokenizer,
+        "this checkpoint cannot chat: drop --chat to continue plain text, or fine-tune a model whose "
+        "tokenizer was trained with --profile chat",
+    )
 
 
 class ChatSession:

@@ -450,16 +450,9 @@ class OpenCheckpoint:
 
     def load_model(self, device: Any = "cpu") -> Any:
         """A Transformer with the checkpoint's weights, in eval mode, on `device`."""
-        import torch
+        from llmctl.model.build import build_model
 
-        from llmctl.model.llama import Transformer
-
-        state = self.model_state()
-        with torch.device(device):
-            model = Transformer(self.config.model)
-        model.load_state_dict(state)
-        model.eval()
-        return model
+        return build_model(self.config.model, device, state=self.model_state())
 
 
 def open_checkpoint(path: str | Path) -> OpenCheckpoint:

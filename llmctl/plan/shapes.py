@@ -52,7 +52,7 @@ def _model_of_directory(path: Path) -> dict[str, Any]:
         if manifest.is_file():
             return dict(json.loads(manifest.read_text(encoding="utf-8"))["config"]["model"])
     if (path / "config.json").is_file():
-        from llmctl.presets import model_config_from_hf
+        from llmctl.config import model_config_from_hf
 
         cfg, _ = model_config_from_hf(json.loads((path / "config.json").read_text(encoding="utf-8")))
         return dataclasses.asdict(cfg)

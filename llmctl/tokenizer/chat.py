@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmctl.errors import LlmctlError
 
@@ -70,6 +71,19 @@ def get_profile(name: str) -> ChatProfile:
 def missing_tokens(profile: ChatProfile, token_to_id: Callable[[str], int | None]) -> list[str]:
     """The profile's tokens (BOS included) that a tokenizer lacks; empty when it can render chats."""
     return [t for t in [BOS, *profile.special_tokens] if token_to_id(t) is None]
+
+
+def require_profile(name: str, tokenizer: Any, hint: str) -> ChatProfile:
+    """The named chat profile, after checking that the tokenizer holds all its tokens (BOS included);
+    else the one error every command gives, naming the missing tokens, with the caller's `hint`."""
+    profile = get_profile(name)
+    missing = missing_tokens(profile, tokenizer.token_to_id)
+    if missing:
+        raise LlmctlError(
+            f"the tokenizer {tokenizer.path} lacks the chat profile '{profile.name}' tokens {', '.join(missing)}",
+            hint,
+        )
+    return profile
 
 
 def reply_stop_ids(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.tokenizer import fast_cache
 from llmctl.tokenizer.core import Tokenizer
 
 # The split `tokenizers`' ByteLevel pre-tokenizer applies when use_regex is true (GPT-2's).
@@ -289,14 +290,12 @@ def choose_encoder(tokenizer: Tokenizer, allow_fast: bool = True) -> tuple[Encod
     The tiktoken form is kept between runs (`fast_cache`). Kept or new, it is checked against the
     tokenizer on PROBE_TEXT; a kept form that fails is converted again, a new one falls back.
     """
-    from llmctl.tokenizer import fast_cache  # it builds this module's EncoderSpec
-
     reference = EncoderSpec("reference", str(tokenizer.path))
     if not allow_fast:
         return reference, "the fast path was turned off"
     if tokenizer.kind != "hf":
         return reference, f"{tokenizer.kind} tokenizers have no tiktoken fast path"
-    kept = fast_cache.load(tokenizer.fingerprint, tokenizer.path)
+    kept = kept_encoder(tokenizer.fingerprint, tokenizer.path)
     if kept is not None and _probe_disagreement(kept, tokenizer) is None:
         return kept, None
     try:
@@ -308,6 +307,16 @@ def choose_encoder(tokenizer: Tokenizer, allow_fast: bool = True) -> tuple[Encod
         return reference, note
     fast_cache.store(tokenizer.fingerprint, spec)
     return spec, None
+
+
+def kept_encoder(fingerprint: str, tokenizer_path: str | Path) -> EncoderSpec | None:
+    """The tiktoken form kept for the tokenizer with this fingerprint (`fast_cache`), or None."""
+    form = fast_cache.load(fingerprint)
+    if form is None:
+        return None
+    return EncoderSpec(
+        "tiktoken", str(tokenizer_path), pattern=form.pattern, ranks=form.ranks, rank_to_id=form.rank_to_id
+    )
 
 
 def _probe_disagreement(spec: EncoderSpec, tokenizer: Tokenizer) -> str | None:

@@ -14,14 +14,32 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmctl.files import atomic_write_text, cache_root
-from llmctl.tokenizer.fast import EncoderSpec
 
 FORMAT = 1
 """Bumped whenever the conversion or this file's layout changes: older entries are then not read."""
+
+
+@dataclass(frozen=True)
+class KeptForm:
+    """A kept tiktoken form: plain data, which `fast.kept_encoder` turns into an EncoderSpec."""
+
+    pattern: str
+    ranks: dict[bytes, int]
+    rank_to_id: tuple[int, ...] | None
+
+
+class _Form(Protocol):
+    """What `store` reads of an EncoderSpec (llmctl/tokenizer/fast.py)."""
+
+    backend: str
+    pattern: str
+    ranks: dict[bytes, int] | None
+    rank_to_id: tuple[int, ...] | None
 
 
 def entry_path(fingerprint: str) -> Path:
@@ -29,7 +47,7 @@ def entry_path(fingerprint: str) -> Path:
     return cache_root() / "tiktoken" / f"v{FORMAT}-{fingerprint}.json"
 
 
-def load(fingerprint: str, tokenizer_path: str | Path) -> EncoderSpec | None:
+def load(fingerprint: str) -> KeptForm | None:
     """The kept tiktoken form for this tokenizer, or None (never kept, unreadable or malformed)."""
     try:
         data = json.loads(entry_path(fingerprint).read_text(encoding="utf-8"))
@@ -37,18 +55,14 @@ def load(fingerprint: str, tokenizer_path: str | Path) -> EncoderSpec | None:
             return None
         ranks = {base64.b64decode(token): int(rank) for token, rank in data["ranks"].items()}
         rank_to_id = data.get("rank_to_id")
-        return EncoderSpec(
-            "tiktoken",
-            str(tokenizer_path),
-            pattern=str(data["pattern"]),
-            ranks=ranks,
-            rank_to_id=tuple(int(i) for i in rank_to_id) if rank_to_id is not None else None,
+        return KeptForm(
+            str(data["pattern"]), ranks, tuple(int(i) for i in rank_to_id) if rank_to_id is not None else None
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def store(fingerprint: str, spec: EncoderSpec) -> None:
+def store(fingerprint: str, spec: _Form) -> None:
     """Keep `spec` (a checked tiktoken form) for the next run; any failure to write is ignored."""
     if spec.backend != "tiktoken" or spec.ranks is None:
         return

@@ -33,7 +33,7 @@ import numpy as np
 from llmctl import __version__
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_open, atomic_write_json
-from llmctl.tokenizer.chat import get_profile, missing_tokens, render
+from llmctl.tokenizer.chat import render, require_profile
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import FORMAT_NAME, FORMAT_VERSION, META_JSON, dtype_for_vocab, read_meta
 
@@ -198,13 +198,9 @@ def tokenize_pairs(
             return encode_pair_with_template(pair, template, ends)
 
     else:
-        chat = get_profile(profile)
-        missing = missing_tokens(chat, tok.token_to_id)
-        if missing:
-            raise LlmctlError(
-                f"the tokenizer {tok.path} has no special token {missing[0]} (chat profile '{chat.name}')",
-                "train one with `llmctl tokenizer train`, which adds the chat markers",
-            )
+        chat = require_profile(
+            profile, tok, "train one with `llmctl tokenizer train`, which adds the chat markers"
+        )
         chat_info = {"name": chat.name, "version": chat.version}
 
         def encode(pair: dict[str, Any]) -> tuple[list[int], list[list[int]], list[list[int]]]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.errors import LlmctlError
+from llmctl.tokenizer.chat import require_profile
 from llmctl.tokens.epoch_plan import EpochPlan, fill_to_multiple
 from llmctl.tokens.shards import Shard, open_split, read_meta
 
@@ -78,6 +79,36 @@ def require_sft(meta: dict[str, Any], root: str | Path) -> dict[str, Any]:
             "tokenize a chat dataset with `llmctl tokenize --mode sft --profile chat --data RAW --tokenizer TOK --out DIR`",
         )
     return meta
+
+
+def check_sft_compat(
+    meta: dict[str, Any],
+    tokenizer: Any,
+    checkpoint_fingerprint: str | None,
+    data_path: str | Path,
+    checkpoint: str | Path | None,
+) -> str:
+    """The data's chat profile name, after checking the tokenizers match and hold the profile's tokens.
+
+    A model fine-tuned on ids from another tokenizer would learn garbage without any error, so a
+    mismatch stops the run before it starts, naming both files.
+    """
+    data_tok = meta.get("tokenizer") or {}
+    if checkpoint_fingerprint is not None and data_tok.get("fingerprint") != checkpoint_fingerprint:
+        raise LlmctlError(
+            f"the checkpoint {checkpoint} was trained with tokenizer {checkpoint_fingerprint[:12]} but the SFT data "
+            f"{data_path} was tokenized with {data_tok.get('path')} ({str(data_tok.get('fingerprint'))[:12]})",
+            "re-tokenize the chat data with the checkpoint's tokenizer: `llmctl tokenize --mode sft --tokenizer <the pretraining tokenizer>`",
+        )
+    profile_info = meta.get("chat_profile") or {}
+    if profile_info.get("name") == "model":
+        return "model"  # `tokenize --template model`: the tokenizer's own template, nothing to check here
+    profile = require_profile(
+        profile_info.get("name", "chat"),
+        tokenizer,
+        "train the tokenizer with `llmctl tokenizer train --profile chat` before pretraining, so SFT can use it",
+    )
+    return profile.name
 
 
 def sft_meta(root: str | Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 from llmctl.errors import LlmctlError, LlmctlIOError
 from llmctl.files import io_error
 from llmctl.raw.dataset import list_splits
-from llmctl.tokenizer.chat import BOS, get_profile, missing_tokens
+from llmctl.tokenizer.chat import BOS, require_profile
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokenizer.fast import EncoderSpec, choose_encoder
 from llmctl.tokens.meta import merge, refuse_other_tokenizer, settings_id, settings_of, write_plan
@@ -120,13 +120,9 @@ def _policy(
     if mode == "sft" and profile == "model":
         template = model_template(tok)
     elif mode == "sft":
-        chat = get_profile(profile)
-        missing = missing_tokens(chat, tok.token_to_id)
-        if missing:
-            raise LlmctlError(
-                f"the tokenizer {tok.path} has no special token {missing[0]} (chat profile '{chat.name}')",
-                "train one with `llmctl tokenizer train`, which adds the chat markers",
-            )
+        chat = require_profile(
+            profile, tok, "train one with `llmctl tokenizer train`, which adds the chat markers"
+        )
     for needed, present, what in (("eos", tok.eos_id, "end"), ("bos", tok.bos_id, "beginning")):
         if needed in separator and present is None:
             raise LlmctlError(
