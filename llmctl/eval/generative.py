@@ -7,7 +7,8 @@ Prompts are rendered as a chat (the checkpoint's chat profile; a bare `prompt` b
 and decoding stops at the profile's end-of-turn token or EOS. A model whose tokenizer has no chat
 markers continues `prompt` as plain text after its prompt prefix and stops at EOS.
 
-Normalisation, applied to the extracted output and to the reference alike (`normalize_answer`):
+Scoring is `eval/rewards.py`'s (the `exact` and `regex:` rewards are the same code). Normalisation,
+applied to the extracted output and to the reference alike (`normalize_answer`):
 Unicode NFKC, case folded, surrounding whitespace and the punctuation . , ; : ! ? " ' ` removed
 from both ends, runs of whitespace made one space, and a thousands comma inside a number dropped
 ("1,234" -> "1234"). With `regex`, the output's answer is the regex's last match in it (its first
@@ -16,9 +17,7 @@ group when the regex has one); no match scores 0.
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,29 +25,13 @@ from typing import Any
 from llmctl.errors import LlmctlError
 from llmctl.eval.choice import mean_stderr
 from llmctl.eval.model_io import LoadedModel, prompt_prefix
+from llmctl.eval.rewards import (  # noqa: F401  (extract_answer, normalize_answer: eval's public names)
+    compile_regex,
+    extract_answer,
+    match_answer,
+    normalize_answer,
+)
 from llmctl.eval.tasks import GenerateItem
-
-_EDGE = " \t\r\n.,;:!?\"'`"
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-
-
-def normalize_answer(text: str) -> str:
-    """The documented normalisation both sides of exact_match go through."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = " ".join(text.split())
-    text = _THOUSANDS.sub("", text)
-    return text.strip(_EDGE)
-
-
-def extract_answer(output: str, regex: re.Pattern[str] | None) -> str | None:
-    """The part of the output compared with the reference: all of it, or the regex's last match."""
-    if regex is None:
-        return output
-    matches = list(regex.finditer(output))
-    if not matches:
-        return None
-    last = matches[-1]
-    return last.group(1) if regex.groups else last.group(0)
 
 
 @dataclass
@@ -69,19 +52,6 @@ class GenerateResult:
             "exact_match_stderr": self.exact_match_stderr,
             "seconds": self.seconds,
         }
-
-
-def compile_regex(pattern: str | None) -> re.Pattern[str] | None:
-    """The answer-extraction regex, or a clear error when it does not compile."""
-    if not pattern:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise LlmctlError(
-            f"--regex {pattern!r} is not a valid regular expression ({exc})",
-            r"for GSM8K-style answers try --regex '#### (\-?[0-9.,]+)'",
-        ) from exc
 
 
 def _prompter(loaded: LoadedModel) -> tuple[Callable[[GenerateItem], list[int]], list[int]]:
@@ -138,8 +108,7 @@ def score_generations(
         )
         new = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
         output = loaded.tokenizer.decode(new)
-        extracted = extract_answer(output, pattern)
-        hit = extracted is not None and normalize_answer(extracted) == normalize_answer(item.answer)
+        extracted, hit = match_answer(output, item.answer, pattern)
         hits.append(float(hit))
         records.append(
             {"id": item.id, "answer": item.answer, "output": output, "extracted": extracted, "correct": hit}
