@@ -11,7 +11,9 @@ A reward is chosen by a spec `NAME[:WEIGHT]` (weight 1 when left out; any finite
   the first number after the last `####` (GSM8K's marker), else the last `\\boxed{...}`'s content, else the
   last number in the text. Numbers may carry a sign, thousands commas (1,234), decimals and a `/` fraction
   (3/4, `\\frac{3}{4}`); so "72", "72.0" and "$72." agree. The answer goes through the same extraction, so a
-  GSM8K solution ending "#### 72" is a valid answer.
+  GSM8K solution ending "#### 72" is a valid answer. This is what GSM8K checkers do (lm-eval's gsm8k takes
+  the number after `####`, or the last number; commas and a trailing period dropped), with `\boxed{}` for
+  MATH-style replies and a numeric rather than textual comparison; no units, percentages or expressions.
 - `regex:PATTERN`: eval's `--regex` scoring: the answer is the pattern's last match searched in the reply
   (its first group when it has one), compared with the answer as `exact` does; no match -> 0.
 - `format:PATTERN`: the whole reply, surrounding whitespace stripped, matches PATTERN -> 1 (no answer needed).
@@ -244,7 +246,8 @@ def _score_row(reward: Reward, row: int, completion: str, answer: str | None, pr
     except Exception as exc:  # a reward's failure must stop the run, never become a silent 0
         raise LlmctlError(
             f"reward {reward.label} failed on row {row}: {type(exc).__name__}: {exc}",
-            "fix the reward or the row; a failing reward is never scored as 0",
+            "fix the reward or the row (a reward is called as function(completion=, answer=, prompt=)); "
+            "a failing reward is never scored as 0",
         ) from exc
     if not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise LlmctlError(
