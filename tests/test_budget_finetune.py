@@ -1,4 +1,5 @@
-"""`budget --model DIR --micro-batch N`: does full fine-tuning of an imported (or Hugging Face) shape fit a GPU."""
+"""`budget --model DIR`: a model with weights is planned for fine-tuning (memory per method, time per 1M tokens),
+and `--micro-batch N` says whether full fine-tuning of an imported (or Hugging Face) shape fits a GPU."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _plan(hf_dir: Path, gpu: str, micro_batch: int) -> dict:
     ]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["memory"]
+    (full,) = json.loads(result.stdout)["methods"]
+    return full["memory"]
 
 
 def test_states_are_bf16_weights_fp32_master_and_adamw(hf_dir: Path) -> None:
@@ -100,3 +102,47 @@ def test_budget_of_a_model_directory_does_not_import_torch(hf_dir: Path) -> None
         "assert 'torch' not in sys.modules, 'budget imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _budget(*args: str) -> tuple[str, dict]:
+    """The human output and the JSON document of one `llmctl budget` call."""
+    text = CliRunner().invoke(app, ["budget", *args])
+    doc = CliRunner().invoke(app, ["budget", *args, "--json"])
+    assert text.exit_code == 0 and doc.exit_code == 0, text.output + doc.output
+    return " ".join(text.stdout.split()), json.loads(doc.stdout)
+
+
+def test_a_model_directory_without_tokens_is_planned_for_fine_tuning(hf_dir: Path) -> None:
+    text, doc = _budget("--model", str(hf_dir), "--gpu", "H100", "--seq-len", "2048")
+    assert doc["mode"] == "finetune" and doc["tokens"] is None and "chinchilla_loss" not in doc
+    (full,) = doc["methods"]
+    assert full["method"] == "full" and full["trainable_params"] == N
+    assert full["memory"]["states_bytes"] == 18 * N and full["memory"]["fits"]
+    # Time per 1M tokens: the training FLOPs of 1M tokens at 40% of one H100's dense bf16 peak.
+    assert full["seconds_per_million_tokens"] == pytest.approx(
+        full["flops_per_token_train"] * 1e6 / (doc["gpu"]["peak_flops_per_gpu"] * 0.4)
+    )
+    assert "per 1M tokens" in text and "full fine-tuning" in text
+    # No pretraining plan: neither a token count nor the Chinchilla fit.
+    assert "Chinchilla fit" not in text and "training tokens D" not in text
+
+
+def test_tokens_or_tokens_per_param_still_plan_a_training_run(hf_dir: Path) -> None:
+    _, doc = _budget("--model", str(hf_dir), "--gpu", "H100", "--tokens", "1B")
+    assert doc["mode"] == "inverse" and doc["tokens"] == 1e9 and "chinchilla_loss" in doc
+    _, doc = _budget("--model", str(hf_dir), "--gpu", "H100", "--tokens-per-param", "20")
+    assert doc["mode"] == "inverse" and doc["tokens"] == pytest.approx(20 * doc["params_6n"])
+
+
+def test_does_not_fit_on_one_gpu_never_suggests_more_gpus(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "config.json").write_text(
+        json.dumps(QWEN25_05B | {"num_hidden_layers": 96})
+    )  # ~1.6B: 27 GiB of states
+    text, doc = _budget("--model", str(big), "--gpu", "T4", "--num-gpus", "1")
+    verdict = doc["methods"][0]["memory"]["verdict"]
+    assert verdict.startswith("does not fit") and "alone need" in verdict
+    assert "FSDP" not in text and "fsdp" not in text and "more GPUs" not in text
+    _, doc = _budget("--model", str(big), "--gpu", "T4", "--num-gpus", "4")
+    assert "--dist.strategy=fsdp" in doc["methods"][0]["memory"]["verdict"]

@@ -3,7 +3,8 @@
     llmctl budget --gpu L4 --hours 24 --tokens-per-param 100        forward: hours -> N, D, a shape, memory
     llmctl budget --model 124m --tokens 2.5B --gpu A100-80GB         inverse: model + tokens -> GPU-hours
     llmctl budget --params 170M --tokens-per-param 100 --gpu L4 --json
-    llmctl budget --model models/smollm2 --gpu L4 --seq-len 2048 --micro-batch 8    full fine-tuning of an import
+    llmctl budget --model models/smollm2 --gpu L4 --seq-len 2048 --micro-batch 8    fine-tuning an import: memory
+                                                                                    per method, time per 1M tokens
     llmctl budget --list-gpus
 
 Pure arithmetic (llmctl/plan/): no torch is imported.
@@ -106,11 +107,15 @@ def _model_rows(p: Any) -> list[list[str]]:
         ],
         ["seq_len", f"{p.seq_len}"],
         ["FLOPs per token", f"{fmt_flops(p.flops.train_palm)} (PaLM 6N + 12LHQT, training)"],
+    ]
+    if p.mode == "finetune":
+        return rows
+    rows.append(
         [
             "training tokens D",
             f"{fmt_count(p.tokens)} ({p.tokens_per_param:.3g} per parameter of N = {fmt_count(p.n)})",
-        ],
-    ]
+        ]
+    )
     if p.budget_tokens_for_shape is not None:
         rows.append(
             [
@@ -134,8 +139,7 @@ def _cost_rows(p: Any) -> list[list[str]]:
     ]
 
 
-def _memory_rows(p: Any) -> list[list[str]]:
-    m = p.memory
+def _memory_rows(m: Any, micro_batch: int | None) -> list[list[str]]:
     n = m.params
     mixed = m.master_bytes > 0
     rows = [
@@ -185,16 +189,76 @@ def _memory_rows(p: Any) -> list[list[str]]:
             f"{m.max_micro_batch_ckpt} with activation checkpointing",
         ],
     ]
-    if p.micro_batch is not None:
+    if micro_batch is not None:
         rows.append(
             [
-                f"micro-batch {p.micro_batch}",
-                fmt_bytes(m.total_bytes(p.micro_batch)),
-                f"states + {p.micro_batch} x activations; "
-                f"{fmt_bytes(m.total_bytes(p.micro_batch, checkpointing=True))} with checkpointing",
+                f"micro-batch {micro_batch}",
+                fmt_bytes(m.total_bytes(micro_batch)),
+                f"states + {micro_batch} x activations; "
+                f"{fmt_bytes(m.total_bytes(micro_batch, checkpointing=True))} with checkpointing",
             ]
         )
     return rows
+
+
+def _memory_table(m: Any, micro_batch: int | None, verdict: str, what: str = "") -> Any:
+    """The per-GPU memory breakdown of one training set-up, with its verdict as caption."""
+    return text_table(
+        f"Memory per GPU{what} ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
+        f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
+        ["", "bytes", "how"],
+        _memory_rows(m, micro_batch),
+        numeric=(1,),
+        caption=(
+            f"verdict: {verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
+            f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."
+        ),
+    )
+
+
+def _method_rows(p: Any) -> list[list[str]]:
+    return [
+        [
+            r.name,
+            f"{fmt_count(r.trainable_params)} of {fmt_count(p.params.total)}",
+            fmt_bytes(r.memory.states_bytes),
+            f"{r.memory.max_micro_batch} ({r.memory.max_micro_batch_ckpt} with checkpointing)",
+            fmt_duration(p.seconds_per_million(r)),
+            f"{p.seconds_per_million(r) * p.num_gpus / 3600:,.3f}",
+        ]
+        for r in p.methods
+    ]
+
+
+def render_finetune(p: Any) -> None:
+    """Human tables for a FinetunePlan: a model with weights, fine-tuned."""
+    console = out()
+    console.print(text_table("Hardware", ["", ""], _budget_rows(p)))
+    console.print(text_table("Model", ["", ""], _model_rows(p)))
+    console.print(
+        text_table(
+            f"Fine-tuning on {p.num_gpus} {p.gpu.name} (seq_len {p.seq_len}, MFU {p.mfu:g})",
+            [
+                "method",
+                "trained",
+                "states",
+                "largest micro-batch",
+                "per 1M tokens",
+                "GPU-hours / 1M",
+            ],
+            _method_rows(p),
+            numeric=(2, 4, 5),
+            caption="states: weights, gradients and optimizer states per GPU; time: wall clock at the MFU on "
+            f"{p.num_gpus} GPU{'s' if p.num_gpus > 1 else ''}. Each method's memory and verdict follow.",
+        )
+    )
+    for r in p.methods:
+        console.print(_memory_table(r.memory, p.micro_batch, p.verdict(r), f", {r.name} fine-tuning"))
+    console.print(
+        "A model with weights is planned for fine-tuning; to plan a training run of a given length give "
+        "--tokens (e.g. --tokens 2B), or --tokens-per-param 20 for Chinchilla's compute-optimal count.",
+        markup=False,
+    )
 
 
 def render(p: Any) -> None:
@@ -247,20 +311,7 @@ def render(p: Any) -> None:
             "and is what llmctl's live MFU uses.",
         )
     )
-    m = p.memory
-    console.print(
-        text_table(
-            f"Memory per GPU ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
-            f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
-            ["", "bytes", "how"],
-            _memory_rows(p),
-            numeric=(1,),
-            caption=(
-                f"verdict: {p.memory_verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
-                f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."
-            ),
-        )
-    )
+    console.print(_memory_table(p.memory, p.micro_batch, p.memory_verdict))
     console.print(
         f"Chinchilla fit (Hoffmann et al. 2022, approach 3: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28), the "
         f"paper's fit for its data and tokenizer, not a prediction for yours: L(N={fmt_count(p.params.total)} total, "
@@ -296,7 +347,7 @@ def budget_command(
         "-m",
         metavar="PRESET|YAML|DIR",
         help="Inverse mode: preset name, config YAML, or a checkpoint / Hugging Face model directory "
-        "(an imported model: full fine-tuning of its shape).",
+        "(an imported or trained model: without --tokens, memory per fine-tuning method and time per 1M tokens).",
     ),
     params: str | None = typer.Option(
         None,
@@ -375,6 +426,14 @@ def budget_command(
         optim=optim,
         micro_batch=micro_batch,
     )
+    if plan.mode == "finetune":
+        if data:
+            raise LlmctlError(
+                "--data needs a token count to share out, and --model DIR without --tokens plans fine-tuning",
+                "add --tokens (e.g. --tokens 200M)",
+            )
+        print_json(plan.to_json()) if as_json else render_finetune(plan)
+        return
     doc = None
     if data:
         from llmctl.cli._mix import mix_plan, render_mix

@@ -79,7 +79,10 @@ def download_command(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write."),
     split: list[str] = typer.Option([], "--split", help="Only these splits (repeatable or comma-separated)."),
     val_fraction: float | None = typer.Option(
-        None, "--val-fraction", help="Share of train carved into validation when the source has none."
+        None,
+        "--val-fraction",
+        help="Share of train carved into validation when the source has none (default 0.005, or the named "
+        "source's); at least one document while train keeps one.",
     ),
     test_fraction: float | None = typer.Option(
         None, "--test-fraction", help="Share of train carved into test when the source has none."

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
+from llmctl.plan.finetune import FinetunePlan, memory_json, plan_finetune
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
 from llmctl.plan.memory import MemoryEstimate, training_memory
@@ -168,32 +170,7 @@ class BudgetPlan:
             "flops_per_token_train": self.flops.train_palm,
             "costs": [asdict(c) for c in self.costs],
             "peak_conventions": [asdict(p) for p in self.peaks],
-            "memory": {
-                "dtype": m.dtype,
-                "weights_bytes": m.weights_bytes,
-                "master_bytes": m.master_bytes,
-                "grads_bytes": m.grads_bytes,
-                "optimizer_bytes": m.optimizer_bytes,
-                "optim": m.optim,
-                "states_bytes": m.states_bytes,
-                "activation_bytes_per_seq": m.activation_bytes_per_seq,
-                "activation_bytes_per_seq_ckpt": m.activation_bytes_per_seq_ckpt,
-                "device_bytes": m.device_bytes,
-                "usable_bytes": m.usable_bytes,
-                "max_micro_batch": m.max_micro_batch,
-                "max_micro_batch_ckpt": m.max_micro_batch_ckpt,
-                "fits": m.fits,
-                "verdict": self.memory_verdict,
-                "micro_batch": None
-                if self.micro_batch is None
-                else {
-                    "size": self.micro_batch,
-                    "bytes": m.total_bytes(self.micro_batch),
-                    "bytes_ckpt": m.total_bytes(self.micro_batch, checkpointing=True),
-                    "fits": m.total_bytes(self.micro_batch) <= m.usable_bytes,
-                    "fits_ckpt": m.total_bytes(self.micro_batch, checkpointing=True) <= m.usable_bytes,
-                },
-            },
+            "memory": memory_json(m, self.micro_batch, self.memory_verdict),
             "chinchilla_loss": self.loss,
         }
 
@@ -225,11 +202,13 @@ def plan_budget(
     vocab_size: int = 32768,
     optim: str = "adamw",
     micro_batch: int | None = None,
-) -> BudgetPlan:
+) -> BudgetPlan | FinetunePlan:
     """Forward mode with `hours`; inverse mode with `model` or `params` (and `tokens` or `tokens_per_param`).
 
     `model` may be a checkpoint or Hugging Face model directory (an imported model): its shape is read from
-    checkpoint.json or config.json. `micro_batch` judges memory at that many sequences per pass."""
+    checkpoint.json or config.json, and without `tokens` or `tokens_per_param` the plan is the fine-tuning
+    view (memory per method, time per 1M tokens), not a pretraining run. `micro_batch` judges memory at that
+    many sequences per pass."""
     spec = gpu_by_name(gpu)
     resolved = resolve_dtype(spec, dtype)
     peak = require_peak_flops(spec, resolved)
@@ -269,6 +248,21 @@ def plan_budget(
             "--tokens is for inverse mode (--model/--params)", "use --tokens-per-param with --hours"
         )
 
+    if model is not None and Path(model).is_dir() and token_count is None and tokens_per_param is None:
+        # A model with weights is fine-tuned: a Chinchilla token count for it answers the wrong question.
+        cfg, default_seq = resolve_model(model, {})
+        return plan_finetune(
+            spec,
+            resolved,
+            peak,
+            cfg,
+            model,
+            seq_len=seq_len if seq_len is not None else default_seq,
+            num_gpus=num_gpus,
+            mfu=mfu,
+            optim=optim,
+            micro_batch=micro_batch,
+        )
     r = tokens_per_param if tokens_per_param is not None else CHINCHILLA_RATIO
     per_gpu_second = peak * num_gpus
     compute = optimal_n = optimal_d = None
@@ -329,7 +323,7 @@ def plan_budget(
         tokens=d,
         costs=_costs(n, d, fl, shape_note, peak, mfu, num_gpus),
         peaks=peaks,
-        memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim),
+        memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim, num_gpus),
         loss=chinchilla_loss(param_counts(cfg).total, d),
         micro_batch=micro_batch,
     )

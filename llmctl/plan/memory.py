@@ -74,6 +74,8 @@ class MemoryEstimate:
     """adamw, or muon (Muon on the hidden matrices, AdamW on embeddings, head, norms, biases)."""
     muon_params: int = 0
     """Parameters Muon updates (optim=muon)."""
+    num_gpus: int = 1
+    """GPUs of the run: what a verdict may suggest (FSDP shards the states only where there are several)."""
 
     @property
     def states_bytes(self) -> int:
@@ -141,8 +143,7 @@ class MemoryEstimate:
         if self.states_bytes > self.usable_bytes:
             return (
                 f"does not fit: weights, gradients and optimizer states alone need {fmt_bytes(self.states_bytes)} "
-                f"of {fmt_bytes(self.usable_bytes)} usable; shard them with FSDP over more GPUs "
-                "(--dist.strategy=fsdp) or choose a smaller model"
+                f"of {fmt_bytes(self.usable_bytes)} usable; {self._states_remedy()}"
             )
         if self.max_micro_batch >= 1:
             return (
@@ -157,8 +158,19 @@ class MemoryEstimate:
         return (
             f"does not fit: one sequence of {self.seq_len} tokens needs "
             f"{fmt_bytes(self.total_bytes(1, checkpointing=True))} even with activation checkpointing, "
-            f"{fmt_bytes(self.usable_bytes)} usable; use a shorter --seq-len, FSDP over more GPUs or a smaller model"
+            f"{fmt_bytes(self.usable_bytes)} usable; use a shorter --seq-len"
+            + (
+                " or a smaller model"
+                if self.num_gpus == 1
+                else f", FSDP over the {self.num_gpus} GPUs or a smaller model"
+            )
         )
+
+    def _states_remedy(self) -> str:
+        """What would make the states fit: on one GPU sharding is no option, so never suggest more GPUs."""
+        if self.num_gpus > 1:
+            return f"shard them with FSDP over the {self.num_gpus} GPUs (--dist.strategy=fsdp) or choose a smaller model"
+        return "choose a smaller model or a GPU with more memory"
 
 
 def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
@@ -223,10 +235,10 @@ def optimizer_state_bytes(cfg: ModelConfig, optim: str) -> int:
 
 
 def training_memory(
-    cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw"
+    cfg: ModelConfig, seq_len: int, dtype: str, device_gib: float, optim: str = "adamw", num_gpus: int = 1
 ) -> MemoryEstimate:
     """Model states and activations of AdamW (or Muon) training on one GPU of `device_gib`, with the largest
-    micro-batch."""
+    micro-batch; `num_gpus` only shapes what the verdict suggests."""
     n = param_counts(cfg).total
     mixed = dtype in MIXED
     act = activation_bytes_per_token(cfg, dtype)
@@ -246,4 +258,5 @@ def training_memory(
         usable_bytes=usable,
         optim=optim,
         muon_params=muon_param_count(cfg) if optim == "muon" else 0,
+        num_gpus=num_gpus,
     )

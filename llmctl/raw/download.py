@@ -27,7 +27,7 @@ from llmctl.files import atomic_write_json, ensure_inside, io_error
 from llmctl.raw.dataset import DATASET_JSON, PART_GLOB
 from llmctl.raw.http_download import file_sha256
 from llmctl.raw.normalize import RowMapping, Value, WikitextArticles, choose_mapping, value_bytes
-from llmctl.raw.parts import SplitWriter, carve
+from llmctl.raw.parts import SplitWriter, carve_score, carve_split
 from llmctl.raw.readers import RecordFile
 from llmctl.raw.resolve import InputFile, ResolvedSource, resolve_source, split_order
 from llmctl.raw.sources import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SourceSpec, parse_source
@@ -156,6 +156,16 @@ class _SplitReader:
         self.oversized = 0
         """Rows over options.max_row_bytes once read (parquet, JSON documents, converted values)."""
         self.joiner = WikitextArticles() if transform == "wikitext-articles" else None
+        # A carved split that no document falls into (a small corpus at --val-fraction 0.005) gets the train
+        # document(s) of lowest carve score, the ones a slightly larger fraction would have carved: they are
+        # held back until the end, when it is known whether they are needed.
+        val, test = carving or (0.0, 0.0)
+        self.slots = [s for s, f in (("validation", val), ("test", test)) if f > 0 and s in writers]
+        self.held: dict[float, list[tuple[Value, int]]] = {}
+        """Score -> the documents of that score (exact duplicates share one, and so one split)."""
+        self.train_rows = 0
+        self.topped_up: list[str] = []
+        """Carved splits that got their one document this way."""
 
     @property
     def full(self) -> bool:
@@ -172,6 +182,38 @@ class _SplitReader:
     def finish(self) -> None:
         if self.joiner is not None:
             self._emit(self.joiner.flush())
+        for split in self.slots:
+            # Each empty carved split takes the lowest-scoring held document while train keeps at least one.
+            if self.held and not self.writers[split].rows:
+                lowest = min(self.held)
+                if self.train_rows - len(self.held[lowest]) >= 1:
+                    docs = self.held.pop(lowest)
+                    for value, nbytes in docs:
+                        self.writers[split].add(value, nbytes)
+                    self.train_rows -= len(docs)
+                    self.topped_up.append(split)
+        for score in sorted(self.held):
+            self._to_train(self.held[score])
+        self.held = {}
+
+    def _to_train(self, docs: list[tuple[Value, int]]) -> None:
+        train = self.writers.get("train")
+        for value, nbytes in docs:
+            if train is not None:
+                train.add(value, nbytes)
+
+    def _carve(self, value: Value, nbytes: int) -> str | None:
+        """The split of a train document; None when it is held back as one of the lowest-scoring ones."""
+        assert self.carving is not None
+        u = carve_score(value, self.options.seed)
+        target = carve_split(u, *self.carving)
+        if target != "train" or not self.slots:
+            return target
+        self.train_rows += 1
+        self.held.setdefault(u, []).append((value, nbytes))
+        if len(self.held) > len(self.slots):
+            self._to_train(self.held.pop(max(self.held)))
+        return None
 
     def _emit(self, values: list[Value]) -> None:
         o = self.options
@@ -190,9 +232,11 @@ class _SplitReader:
                 return
             self.rows += 1
             self.bytes += nbytes
-            target = self.split
+            target: str | None = self.split
             if self.carving is not None:
-                target = carve(value, o.seed, *self.carving)
+                target = self._carve(value, nbytes)
+                if target is None:
+                    continue
             writer = self.writers.get(target)
             if writer is not None:
                 writer.add(value, nbytes)
@@ -302,6 +346,7 @@ def download_dataset(
     chosen: list[RowMapping] = []
     mappings: list[RowMapping] = []
     dropped = oversized = 0
+    topped_up: list[str] = []
     writers: dict[str, SplitWriter] = {}
 
     def accept(mapping: RowMapping, name: str) -> None:
@@ -342,6 +387,7 @@ def download_dataset(
                 task.close()
             dropped += reader.dropped
             oversized += reader.oversized
+            topped_up += reader.topped_up
             for w in writers_for.values():
                 w.close()
         column, how = (chosen[0].column, chosen[0].how) if chosen else ("text", None)
@@ -381,6 +427,9 @@ def download_dataset(
             for s, w in writers.items()
             if not w.rows
         ]
+        notes += [_topped_up_note(s, val_fraction if s == "validation" else test_fraction) for s in topped_up]
+        for s in topped_up:
+            info["splits"][s]["origin"] += ", at least 1 document"
         _publish(out, stage, writers, info)
     except BaseException:
         for w in writers.values():
@@ -402,6 +451,14 @@ def download_dataset(
             "(files[].invalid_utf8_replaced in dataset.json names the files)"
         )
     return DownloadResult(out, info, notes=notes)
+
+
+def _topped_up_note(split: str, fraction: float) -> str:
+    flag = "--val-fraction" if split == "validation" else "--test-fraction"
+    return (
+        f"no document fell within {flag} {fraction:g}, so {split} got the 1 train document nearest it "
+        f"(at least one is carved; raise {flag} for more)"
+    )
 
 
 def _refuse_empty_train(spec: SourceSpec, writers: dict[str, SplitWriter], carved: list[str]) -> None:

@@ -24,17 +24,26 @@ ROW_GROUP_BYTES = 8 << 20
 ROW_GROUP_ROWS = 16_384
 
 
+def carve_score(value: Value, seed: int) -> float:
+    """A document's place in [0, 1) for carving: a seeded hash of its content."""
+    data = (
+        value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
+    )
+    digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()[:64]).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
 def carve(value: Value, seed: int, val_fraction: float, test_fraction: float) -> str:
     """'train', 'validation' or 'test' for a train document, from a seeded hash of its content.
 
     Hashing content (not position) keeps the assignment stable under --max-rows and puts exact
     duplicates in the same split, so no document of validation or test also appears in train.
     """
-    data = (
-        value.encode("utf-8") if isinstance(value, str) else json.dumps(value, sort_keys=True).encode("utf-8")
-    )
-    digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()[:64]).digest()
-    u = int.from_bytes(digest, "little") / 2.0**64
+    return carve_split(carve_score(value, seed), val_fraction, test_fraction)
+
+
+def carve_split(u: float, val_fraction: float, test_fraction: float) -> str:
+    """The split of a document whose carve_score is `u`."""
     if u < val_fraction:
         return "validation"
     if u < val_fraction + test_fraction:

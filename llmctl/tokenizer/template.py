@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, LlmctlRuntimeError
 
 # End-of-turn markers of common chat templates; a model's stop ids include those its template writes.
 END_OF_TURN = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>", "<|eom_id|>"]
@@ -122,6 +122,36 @@ def read_chat_template(path: Path) -> str | None:
                 template = named.get("default") or next(iter(named.values()), None)
             if template:
                 return str(template)
+    return None
+
+
+def checkpoint_chat_record(path: Path) -> dict[str, Any] | None:
+    """The `chat` section (template_text, bos/eos tokens, stop_ids) of an llmctl checkpoint's checkpoint.json,
+    or of a run folder's latest checkpoint; None where there is none or it holds no template. Any checkpoint
+    trained from an imported model carries it, continued pretraining included."""
+    checkpoints = path / "checkpoints"
+    candidates = [path / "checkpoint.json", checkpoints / "latest" / "checkpoint.json"]
+    latest = checkpoints / "latest"
+    if latest.is_file():  # where there are no symlinks, `latest` is a one-line file naming the step folder
+        name = latest.read_text(encoding="utf-8").strip()
+        if name and Path(name).name == name and name not in (".", ".."):
+            candidates.append(checkpoints / name / "checkpoint.json")
+    for manifest in candidates:
+        if manifest.is_file():
+            try:
+                chat = json.loads(manifest.read_text(encoding="utf-8")).get("chat")
+            except (ValueError, AttributeError) as exc:
+                raise LlmctlRuntimeError(
+                    f"{manifest} is not a checkpoint manifest ({exc})",
+                    "the checkpoint is corrupt: copy it again",
+                ) from exc
+            if (
+                isinstance(chat, dict)
+                and isinstance(chat.get("template_text"), str)
+                and chat["template_text"]
+            ):
+                return chat
+            return None
     return None
 
 

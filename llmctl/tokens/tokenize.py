@@ -148,18 +148,30 @@ def _policy(
 
 
 def model_template(tok: Tokenizer) -> dict[str, Any]:
-    """`--template model`: the chat template beside the tokenizer (an imported checkpoint, a HF model dir),
-    as recorded in meta.json's `chat_profile` (template_text, bos/eos tokens, stop_ids)."""
-    from llmctl.tokenizer.template import TemplateChat, stop_ids_for
+    """`--template model`: the chat template beside the tokenizer (an imported checkpoint, a HF model dir, or
+    any llmctl checkpoint or run folder whose checkpoint.json carries one), as recorded in meta.json's
+    `chat_profile` (template_text, bos/eos tokens, stop_ids)."""
+    from llmctl.tokenizer.template import TemplateChat, checkpoint_chat_record, stop_ids_for
 
     folder = Path(tok.path).parent
     chat = TemplateChat.from_dir(folder, tok)
-    if chat is None:
+    if chat is not None:
+        return chat.describe(stop_ids_for(folder, tok, chat.template))
+    # A checkpoint trained from an import (continued pretraining, SFT) holds the template in checkpoint.json only.
+    record = checkpoint_chat_record(folder)
+    if record is None:
         raise LlmctlError(
-            f"no chat template beside {tok.path} (chat_template.jinja or tokenizer_config.json)",
-            "pass the tokenizer.json of a model imported with `llmctl import`, or use --profile chat",
+            f"no chat template beside {tok.path} (chat_template.jinja, tokenizer_config.json, or the chat "
+            "section of an llmctl checkpoint's checkpoint.json)",
+            "pass the tokenizer.json of a model imported with `llmctl import` or of a checkpoint or run trained "
+            "from one, or use --profile chat",
         )
-    return chat.describe(stop_ids_for(folder, tok, chat.template))
+    chat = TemplateChat.from_manifest({"chat": record}, tok)
+    assert chat is not None
+    stops = record.get("stop_ids")
+    if not (isinstance(stops, list) and stops and all(type(i) is int for i in stops)):
+        stops = stop_ids_for(folder, tok, chat.template)
+    return chat.describe(stops)
 
 
 def _peak_rss() -> int:
