@@ -291,7 +291,7 @@ def register(app: typer.Typer) -> None:
     """Add `llmctl eval`."""
     app.command(
         "eval",
-        short_help="Evaluate checkpoints: bits per byte, task accuracy, compared across checkpoints.",
+        short_help="Evaluate checkpoints: bits per byte, task accuracy, side by side.",
         help="Evaluate checkpoints: bits per byte on token shards or text, accuracy on tasks; several "
         "checkpoints give one table with differences from the first.",
     )(eval_command)
