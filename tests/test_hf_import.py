@@ -125,6 +125,7 @@ def test_greedy_text_equals_transformers(models: SimpleNamespace, kind: str) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmctl.infer.generate import generate_from_checkpoint
+    from llmctl.infer.sampling import Sampling
 
     prompt = "Once upon a time"
     tok = AutoTokenizer.from_pretrained(models.hf[kind])
@@ -137,7 +138,7 @@ def test_greedy_text_equals_transformers(models: SimpleNamespace, kind: str) -> 
     if out and out[-1] in stops:
         out = out[:-1]
     ours = generate_from_checkpoint(
-        str(models.ck[kind]), prompt, max_new_tokens=20, temperature=0, device="cpu"
+        str(models.ck[kind]), prompt, max_new_tokens=20, sampling=Sampling(temperature=0), device="cpu"
     )
     assert ours["prompt_tokens"] == enc.input_ids.shape[1]
     assert ours["text"] == tok.decode(out)
