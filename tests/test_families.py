@@ -4,6 +4,7 @@ fine-tuning an import, and the published shapes' parameter counts."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,3 +152,44 @@ def test_gguf_export_holds_the_family_and_llama_cpp_decodes_like_llmctl(
         if token in stops or len(theirs) == len(mine):
             break
     assert theirs == mine and len(mine) >= 4
+
+
+def test_sft_on_each_imported_family_trains_and_exports(models: SimpleNamespace, tmp_path: Path) -> None:
+    from chat_fixtures import write_chat_parquet
+
+    rows = [
+        [{"role": "user", "content": f"Reverse the word: {w}"}, {"role": "assistant", "content": w[::-1]}]
+        for w in ("module", "python", "token", "model", "fox", "dog", "quick", "brown") * 4
+    ]
+    raw = write_chat_parquet(tmp_path / "raw", {"train": rows, "validation": rows[:8]})
+    runner = CliRunner()
+    for kind in KINDS:
+        ck, tokens = models.ck[kind], tmp_path / f"tokens-{kind}"
+        args = ["--tokenizer", str(ck / "tokenizer.json"), "--out", str(tokens), "--num-proc", "1"]
+        tokenized = runner.invoke(
+            app, ["tokenize", "--data", str(raw), *args, "--mode", "sft", "--template", "model"]
+        )
+        assert tokenized.exit_code == 0, tokenized.output
+        sft = runner.invoke(
+            app,
+            [
+                *("sft", "--init", str(ck), "--data", str(tokens), "--out", str(tmp_path / f"sft-{kind}")),
+                *("--steps", "4", "--data.seq_len=64", "--train.device=cpu", "--train.eval_every=0"),
+                *(
+                    "--train.sample_every=0",
+                    "--telemetry.tensorboard=false",
+                    "--telemetry.panel=off",
+                    "--json",
+                ),
+            ],
+        )
+        assert sft.exit_code == 0, sft.output
+        report = json.loads(sft.stdout)
+        assert math.isfinite(report["summary"]["final_loss"])
+        checkpoint = Path(report["checkpoint"])
+        manifest = json.loads((checkpoint / "checkpoint.json").read_text())
+        assert manifest["step"] == 4 and manifest["config"]["model"]["qk_norm"] != "none"
+        exported = runner.invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / f"hf-{kind}")])
+        assert exported.exit_code == 0, exported.output
+        config = json.loads((tmp_path / f"hf-{kind}" / "config.json").read_text())
+        assert config["architectures"] == [CLASSES[kind]]
