@@ -34,7 +34,12 @@ def _param_rows(r: Any) -> list[list[str]]:
             f"{cfg.n_layers} x (wq, wk, wv, wo{' + biases' if cfg.qkv_bias else ''})",
         ),
         row("MLP", p.mlp, f"{cfg.n_layers} x SwiGLU (w1, w3, w2)"),
-        row("norms", p.norms, f"{2 * cfg.n_layers + 1} RMSNorm gains"),
+        row(
+            "norms",
+            p.norms,
+            f"{2 * cfg.n_layers + 1} RMSNorm gains"
+            + (f" + {cfg.n_layers} x q/k norms" if cfg.qk_norm != "none" else ""),
+        ),
         row("output head", p.head, head_note),
         row("total", p.total, "a tied matrix counted once"),
         row("non-embedding", p.non_embedding, "total - embedding"),
