@@ -193,3 +193,43 @@ def test_sft_on_each_imported_family_trains_and_exports(models: SimpleNamespace,
         assert exported.exit_code == 0, exported.output
         config = json.loads((tmp_path / f"hf-{kind}" / "config.json").read_text())
         assert config["architectures"] == [CLASSES[kind]]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_trained_in_llmctl_with_the_family_layout_exports_as_that_family(kind: str) -> None:
+    import dataclasses
+
+    import torch
+    import transformers
+
+    from llmctl.export.hf import architecture_for, hf_config, to_hf_state_dict
+    from llmctl.model.llama import Transformer
+
+    layout = {"qwen3": dict(qk_norm="head"), "olmo2": dict(qk_norm="proj", norm_placement="post")}[kind]
+    cfg = dataclasses.replace(model_from_preset("tiny"), vocab_size=300, head_dim=24, **layout)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))  # non-trivial norms, so a misplaced one shows
+    arch = architecture_for(cfg)
+    assert arch == CLASSES[kind]
+    tok = SimpleNamespace(bos_id=None, pad_id=None)
+    config = hf_config(cfg, tok, "float32", [1], arch)
+    cls = getattr(transformers, arch)
+    hf = cls(cls.config_class.from_dict(config)).eval()
+    hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg, o_proj_bias=False), strict=True)
+    ids = torch.randint(0, 300, (1, 50), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (model(ids) - hf(ids).logits).abs().max().item() < 1e-4
+
+
+def test_head_dim_must_be_positive_and_even() -> None:
+    from llmctl.config import load_config
+    from llmctl.errors import LlmctlError
+
+    assert load_config(None, ["--model.preset=tiny", "--model.head_dim=32"]).model.head_size == 32
+    for bad in ("-2", "15"):
+        with pytest.raises(LlmctlError, match="head_dim"):
+            load_config(None, ["--model.preset=tiny", f"--model.head_dim={bad}"])
