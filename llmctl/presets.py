@@ -130,7 +130,7 @@ SUPPORTED = {
 }
 SUPPORTED_TEXT = (
     "LlamaForCausalLM (Llama 2/3.x, SmolLM2), Qwen2ForCausalLM (Qwen2/2.5), Qwen3ForCausalLM (dense), "
-    "Olmo2ForCausalLM, and MistralForCausalLM and Qwen2/3 without an active sliding window"
+    "Olmo2ForCausalLM (OLMo 2) and MistralForCausalLM, without an active sliding window"
 )
 # Per family: (qk_norm, norm_placement) of llmctl's decoder (config.ModelConfig).
 FAMILY_LAYOUT = {"qwen3": ("head", "pre"), "olmo2": ("proj", "post")}

@@ -233,3 +233,19 @@ def test_head_dim_must_be_positive_and_even() -> None:
     for bad in ("-2", "15"):
         with pytest.raises(LlmctlError, match="head_dim"):
             load_config(None, ["--model.preset=tiny", f"--model.head_dim={bad}"])
+
+
+def test_qwen3_config_defaults_and_sliding_layers() -> None:
+    from llmctl.errors import LlmctlError
+    from llmctl.export.hf_arch import check_hf_config
+
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        **dict(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=2),
+        **dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128),
+    }
+    cfg, _ = check_hf_config(config)  # no head_dim in config.json: Qwen3Config's default, 128
+    assert (cfg.head_size, cfg.qk_norm, cfg.qkv_bias) == (128, "head", False)
+    with pytest.raises(LlmctlError, match="sliding-window layers"):
+        check_hf_config({**config, "layer_types": ["full_attention", "sliding_attention"]})
