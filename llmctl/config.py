@@ -39,7 +39,7 @@ class ModelConfig:
     n_layers: int = 4
     """Number of Transformer blocks."""
     n_heads: int = 4
-    """Attention (query) heads; head_dim = dim / n_heads."""
+    """Attention (query) heads; each head_dim wide (dim / n_heads unless head_dim is set)."""
     n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; None means n_heads (plain multi-head attention)."""
     ffn_dim: int | None = None
@@ -68,6 +68,15 @@ class ModelConfig:
     """llama3 scaling: wavelengths below rope_original_max_seq_len / this are left alone."""
     rope_original_max_seq_len: int = 8192
     """llama3 scaling: the context length the model was first trained at."""
+    head_dim: int | None = None
+    """Width of one attention head. None: dim / n_heads. Qwen3 sets it apart from dim (128 x 16 heads at
+    dim 1024)."""
+    qk_norm: Literal["none", "head", "proj"] = "none"
+    """RMSNorm on queries and keys before RoPE: none; head, over each head's head_dim with one weight shared by
+    the heads (Qwen3); proj, over the whole query and key projections (OLMo 2)."""
+    norm_placement: Literal["pre", "post"] = "pre"
+    """pre: x + f(norm(x)) (Llama). post: x + norm(f(x)), the norms on the attention and MLP outputs and none
+    on their inputs (OLMo 2); the block's attention_norm and ffn_norm weights then sit there."""
 
     @property
     def kv_heads(self) -> int:
@@ -75,9 +84,9 @@ class ModelConfig:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.dim // self.n_heads
+    def head_size(self) -> int:
+        """Width of one attention head, resolved: head_dim, or dim / n_heads."""
+        return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
 
     @property
     def hidden_dim(self) -> int:
@@ -526,7 +535,11 @@ def validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if value <= 0:
             raise LlmctlError(f"{key} must be positive, got {value}", f"set --{key}=<positive integer>")
-    if m.dim % m.n_heads:
+    if m.head_dim is not None and m.head_dim <= 0:
+        raise LlmctlError(
+            f"model.head_dim must be positive, got {m.head_dim}", "remove it to use dim / n_heads"
+        )
+    if m.head_dim is None and m.dim % m.n_heads:
         raise LlmctlError(
             f"model.n_heads={m.n_heads} does not divide model.dim={m.dim}",
             f"choose n_heads among {[h for h in range(1, 65) if m.dim % h == 0][-6:]} or change dim",
@@ -536,9 +549,9 @@ def validate(cfg: Config) -> Config:
             f"model.n_kv_heads={m.kv_heads} does not divide model.n_heads={m.n_heads}",
             f"choose n_kv_heads among {[h for h in range(1, m.n_heads + 1) if m.n_heads % h == 0]}",
         )
-    if m.head_dim % 2:
+    if m.head_size % 2:
         raise LlmctlError(
-            f"head_dim = dim / n_heads = {m.head_dim} must be even for RoPE", "change dim or n_heads"
+            f"head_dim = {m.head_size} must be even for RoPE", "change dim, n_heads or head_dim"
         )
     if m.ffn_dim is not None and m.ffn_dim <= 0:
         raise LlmctlError(

@@ -74,6 +74,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         rope_theta=1000000.0,
         norm_eps=1e-6,
     ),
+    # Qwen3 dense: head_dim 128 apart from hidden_size / heads, per-head QK-norm, no biases.
+    "qwen3-0.6b": dict(
+        vocab_size=151936,
+        dim=1024,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_dim=128,
+        ffn_dim=3072,
+        tied_embeddings=True,
+        qk_norm="head",
+        max_seq_len=40960,
+        rope_theta=1000000.0,
+        norm_eps=1e-6,
+    ),
+    "qwen3-1.7b": dict(
+        vocab_size=151936,
+        dim=2048,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_dim=128,
+        ffn_dim=6144,
+        tied_embeddings=True,
+        qk_norm="head",
+        max_seq_len=40960,
+        rope_theta=1000000.0,
+        norm_eps=1e-6,
+    ),
+    # OLMo-2-0425-1B: QK-norm over the whole projections, norms after attention and MLP, untied head.
+    "olmo2-1b": dict(
+        vocab_size=100352,
+        dim=2048,
+        n_layers=16,
+        n_heads=16,
+        n_kv_heads=16,
+        ffn_dim=8192,
+        qk_norm="proj",
+        norm_placement="post",
+        max_seq_len=4096,
+        rope_theta=500000.0,
+        norm_eps=1e-6,
+    ),
 }
 
 
@@ -82,11 +125,15 @@ SUPPORTED = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "MistralForCausalLM": "mistral",
+    "Qwen3ForCausalLM": "qwen3",
+    "Olmo2ForCausalLM": "olmo2",
 }
 SUPPORTED_TEXT = (
-    "LlamaForCausalLM (Llama 2/3.x, SmolLM2), Qwen2ForCausalLM (Qwen2/2.5) and MistralForCausalLM "
-    "without an active sliding window"
+    "LlamaForCausalLM (Llama 2/3.x, SmolLM2), Qwen2ForCausalLM (Qwen2/2.5), Qwen3ForCausalLM (dense), "
+    "Olmo2ForCausalLM (OLMo 2) and MistralForCausalLM, without an active sliding window"
 )
+# Per family: (qk_norm, norm_placement) of llmctl's decoder (config.ModelConfig).
+FAMILY_LAYOUT = {"qwen3": ("head", "pre"), "olmo2": ("proj", "post")}
 
 
 def refuse_model(what: str) -> LlmctlError:
@@ -123,10 +170,13 @@ def model_fields_from_hf(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     active = config.get("use_sliding_window", family == "mistral")
     if window is not None and active and int(window) < max_len:
         raise refuse_model(f"an active sliding window of {window} tokens (max_position_embeddings {max_len})")
+    if any(kind != "full_attention" for kind in config.get("layer_types") or []):
+        raise refuse_model("sliding-window layers (layer_types other than full_attention)")
     dim, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-    head_dim = config.get("head_dim")
-    if head_dim is not None and int(head_dim) * heads != dim:
-        raise refuse_model(f"head_dim {head_dim} x {heads} heads != hidden_size {dim}")
+    # Qwen3's config class defaults head_dim to 128 when config.json leaves it out; the others to dim / heads.
+    head_dim = config.get("head_dim", 128 if family == "qwen3" else None)
+    if head_dim is not None and (not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim < 1):
+        raise ValueError(f"head_dim is {head_dim!r}, not a positive integer")
     theta, scaling = _rope(config)
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     extra: dict[str, Any] = {}
@@ -141,6 +191,9 @@ def model_fields_from_hf(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     elif rope_type not in ("default", None):
         raise refuse_model(f"RoPE scaling type {rope_type!r} (supported: none, llama3)")
     qkv_bias = family == "qwen2" or bool(config.get("attention_bias"))
+    qk_norm, placement = FAMILY_LAYOUT.get(family, ("none", "pre"))
+    if head_dim is not None and head_dim * heads == dim:
+        head_dim = None  # the default: a model that matches llmctl's own shapes keeps None
     fields = dict(
         preset=None,
         vocab_size=int(config["vocab_size"]),
@@ -154,6 +207,9 @@ def model_fields_from_hf(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
         max_seq_len=max_len,
         rope_theta=theta,
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        head_dim=head_dim,
+        qk_norm=qk_norm,
+        norm_placement=placement,
         **extra,
     )
     return fields, arch

@@ -2,6 +2,8 @@
 
 path = make_hf_model(tmp_path / "llama", "llama")   # Llama-3.2 style: llama3 RoPE scaling, GQA, tied, BOS
 path = make_hf_model(tmp_path / "qwen", "qwen2")    # Qwen2 style: QKV bias, tied, ChatML, no BOS
+path = make_hf_model(tmp_path / "q3", "qwen3")      # Qwen3: per-head QK-norm, head_dim 32 != 64 / 4, ChatML
+path = make_hf_model(tmp_path / "olmo", "olmo2", tied=False)  # OLMo 2: QK-norm over q/k, post-norms
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SPECIALS = {
     ],
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
 }
+SPECIALS["qwen3"] = SPECIALS["olmo2"] = SPECIALS["qwen2"]
 
 
 def make_tokenizer(kind: str):
@@ -70,9 +73,18 @@ def make_tokenizer(kind: str):
 
 
 def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Path:
-    """Save a tiny random model of `kind` ('llama' or 'qwen2') with its tokenizer into `path`."""
+    """Save a tiny random model of `kind` ('llama', 'qwen2', 'qwen3' or 'olmo2') with its tokenizer into `path`."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Olmo2Config,
+        Olmo2ForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     tok = make_tokenizer(kind)
@@ -103,6 +115,21 @@ def make_hf_model(path: Path, kind: str, seed: int = 0, tied: bool = True) -> Pa
             },
         )
         model = LlamaForCausalLM(config)
+    elif kind == "qwen3":
+        # head_dim 32 x 4 heads != hidden 64, as Qwen3 (128 x 16 at 1024).
+        config = Qwen3Config(
+            **common,
+            head_dim=32,
+            rope_theta=1000000.0,
+            eos_token_id=tok.eos_token_id,
+            use_sliding_window=False,
+        )
+        model = Qwen3ForCausalLM(config)
+    elif kind == "olmo2":
+        config = Olmo2Config(
+            **common, rope_theta=500000.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+        )
+        model = Olmo2ForCausalLM(config)
     else:
         config = Qwen2Config(
             **common, rope_theta=1000000.0, eos_token_id=tok.eos_token_id, use_sliding_window=False

@@ -81,7 +81,7 @@ def test_llama3_import_to_gguf(imported: SimpleNamespace, tmp_path: Path, dtype:
     assert len(fields["tokenizer.ggml.tokens"]) == cfg.vocab_size
     assert fields["tokenizer.ggml.token_type"][eot] == 3 and fields["tokenizer.ggml.token_type"][-1] == 5
     # rope_freqs: 1 for high frequencies, the full factor 8 for the lowest, as llama.cpp divides by them.
-    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_size, 2, dtype=torch.float32) / cfg.head_size))
     factors = tensors["rope_freqs.weight"]
     assert np.allclose(factors, (base / llama3_frequencies(base, cfg)).numpy())
     assert factors[0] == 1.0 and factors[-1] == pytest.approx(8.0)

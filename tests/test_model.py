@@ -30,7 +30,34 @@ def test_parameter_count_equals_the_planner_for_every_preset(preset: str) -> Non
     assert model.num_params(non_embedding=True) == counts.non_embedding
 
 
-@pytest.mark.parametrize("changes", [{}, {"tied_embeddings": True, "qkv_bias": True}, {"n_kv_heads": 4}])
+FAMILIES = [
+    {"head_dim": 32, "qk_norm": "head"},  # Qwen3: heads wider than dim / n_heads, per-head QK-norm
+    {"qk_norm": "proj", "norm_placement": "post"},  # OLMo 2
+]
+
+
+@pytest.mark.parametrize("changes", FAMILIES)
+def test_family_options_add_exactly_the_planned_parameters_and_keep_cache_decoding(changes: dict) -> None:
+    torch.manual_seed(0)
+    cfg = _tiny(**changes)
+    model = Transformer(cfg).eval()
+    assert model.num_params() == param_counts(cfg).total
+    assert model.num_params() > Transformer(_tiny(head_dim=changes.get("head_dim"))).num_params()
+    x = torch.randint(0, 8192, (2, 30))
+    cache = model.new_cache(2, 64)
+    pieces = [model(x[:, :20], cache=cache), model(x[:, 20:21], cache=cache), model(x[:, 21:], cache=cache)]
+    assert torch.allclose(torch.cat(pieces, 1), model(x), atol=1e-5)
+
+
+def test_the_default_block_has_no_qk_norm_and_pre_norms() -> None:
+    model = Transformer(_tiny())
+    assert not any("q_norm" in name or "k_norm" in name for name, _ in model.named_parameters())
+    assert not model.layers[0].post_norm
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"tied_embeddings": True, "qkv_bias": True}, {"n_kv_heads": 4}, *FAMILIES]
+)
 def test_forward_flops_measured_by_torch_equal_the_analytic_count(changes: dict) -> None:
     cfg = _tiny(**changes)
     model = Transformer(cfg)

@@ -135,7 +135,7 @@ def test_forward_mode_reproduces_the_notes_back_of_envelope() -> None:
 def test_forward_mode_shape_is_sane_and_fills_the_budget() -> None:
     plan = plan_budget(gpu="L4", hours=24, tokens_per_param=100, mfu=0.4)
     cfg = plan.model
-    assert cfg.dim % 64 == 0 and cfg.head_dim in (64, 128)
+    assert cfg.dim % 64 == 0 and cfg.head_size in (64, 128)
     assert 32 <= cfg.dim / cfg.n_layers <= 128
     assert plan.n == param_counts(cfg).matmul
     assert plan.tokens == pytest.approx(100 * plan.n)
@@ -247,7 +247,7 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
     batch, seq = 3, 48  # 144 tokens: no parameter has a dimension of that size
     model = Transformer(cfg)
     fused = [
-        (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim, cfg.dim),
+        (cfg.n_heads * cfg.head_size + 2 * cfg.kv_heads * cfg.head_size, cfg.dim),
         (2 * cfg.hidden_dim, cfg.dim),
     ]
     shapes = [tuple(p.shape) for p in model.parameters()] + fused  # q|k|v and w1|w3 run as one matmul each
@@ -272,7 +272,7 @@ def test_activation_model_matches_what_autograd_saves(dtype: str) -> None:
         F.cross_entropy(logits.view(-1, cfg.vocab_size), tokens.view(-1))
     measured = sum(saved.values()) - 8 * batch * seq  # less the int64 token ids (the targets here too)
     measured -= (
-        8 * seq * cfg.head_dim // 2
+        8 * seq * cfg.head_size // 2
     )  # and RoPE's complex64 rotation table, one per batch (not per token)
     act = activation_bytes_per_token(cfg, dtype)
     # The model's logits term adds 8 B per vocabulary entry for the gradients at the start of backward.

@@ -20,6 +20,20 @@ PUBLISHED = {
     "llama3-8b": 8_030_261_248,
     "llama3.2-1b": 1_235_814_400,
     "qwen2.5-0.5b": 494_032_768,
+    # Published config.json values (nothing is downloaded here; quoted from the models' Hugging Face pages):
+    # Qwen/Qwen3-0.6B: hidden_size 1024, num_hidden_layers 28, num_attention_heads 16, num_key_value_heads 8,
+    #   head_dim 128, intermediate_size 3072, vocab_size 151936, tie_word_embeddings true, rope_theta 1000000,
+    #   rms_norm_eps 1e-6, max_position_embeddings 40960. The model card's "0.44B non-embedding" is
+    #   596,049,920 - 151936 x 1024 = 440,467,456.
+    "qwen3-0.6b": 596_049_920,
+    # Qwen/Qwen3-1.7B: hidden_size 2048, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate_size
+    #   6144, vocab 151936, tied; card: "1.4B non-embedding" = 1,720,574,976 - 151936 x 2048 = 1,409,410,048.
+    "qwen3-1.7b": 1_720_574_976,
+    # allenai/OLMo-2-0425-1B: hidden_size 2048, 16 layers, 16 heads, 16 KV heads, intermediate_size 8192,
+    #   vocab_size 100352, untied, rope_theta 500000, rms_norm_eps 1e-6, max_position_embeddings 4096
+    #   (the Hub lists 1.48B parameters). Doubt: the eps and context are from memory of config.json, not
+    #   re-read here; they do not change the count.
+    "olmo2-1b": 1_484_916_736,
 }
 
 # dim 64, 2 layers, 4 heads of 16, 2 KV heads, SwiGLU 128, vocab 100, untied head.
@@ -32,6 +46,31 @@ def test_published_parameter_counts_are_exact(preset: str, total: int) -> None:
     assert counts.total == total
     assert counts.embedding + counts.non_embedding == total
     assert counts.attention + counts.mlp + counts.norms + counts.head + counts.embedding == total
+
+
+@pytest.mark.parametrize("preset", ["qwen3-0.6b", "qwen3-1.7b", "olmo2-1b"])
+def test_new_family_presets_count_what_transformers_builds(preset: str) -> None:
+    # transformers' own class for the preset's shape, built on the meta device (no memory), counted the
+    # same way: a tied embedding once.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    cfg = model_from_preset(preset)
+    family = "Qwen3" if preset.startswith("qwen3") else "Olmo2"
+    hf_cfg = getattr(transformers, f"{family}Config")(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.dim,
+        intermediate_size=cfg.hidden_dim,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.head_size,
+        tie_word_embeddings=cfg.tied_embeddings,
+    )
+    with torch.device("meta"):
+        model = getattr(transformers, f"{family}ForCausalLM")(hf_cfg)
+    unique = {id(p): p.numel() for p in model.parameters()}
+    assert sum(unique.values()) == PUBLISHED[preset]
 
 
 def test_hand_worked_parameter_counts() -> None:

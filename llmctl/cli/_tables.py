@@ -47,7 +47,7 @@ def shape_line(cfg: Any) -> str:
     """One line describing a ModelConfig's shape."""
     kv = f"{cfg.kv_heads} KV heads" if cfg.kv_heads != cfg.n_heads else "MHA"
     return (
-        f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.head_dim} ({kv}), "
+        f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.head_size} ({kv}), "
         f"SwiGLU {cfg.hidden_dim}, vocab {cfg.vocab_size:,}, {'tied' if cfg.tied_embeddings else 'untied'} head"
         + (", qkv bias" if cfg.qkv_bias else "")
     )

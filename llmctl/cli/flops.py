@@ -34,7 +34,12 @@ def _param_rows(r: Any) -> list[list[str]]:
             f"{cfg.n_layers} x (wq, wk, wv, wo{' + biases' if cfg.qkv_bias else ''})",
         ),
         row("MLP", p.mlp, f"{cfg.n_layers} x SwiGLU (w1, w3, w2)"),
-        row("norms", p.norms, f"{2 * cfg.n_layers + 1} RMSNorm gains"),
+        row(
+            "norms",
+            p.norms,
+            f"{2 * cfg.n_layers + 1} RMSNorm gains"
+            + (f" + {cfg.n_layers} x q/k norms" if cfg.qk_norm != "none" else ""),
+        ),
         row("output head", p.head, head_note),
         row("total", p.total, "a tied matrix counted once"),
         row("non-embedding", p.non_embedding, "total - embedding"),
@@ -48,19 +53,19 @@ def _component_rows(r: Any) -> list[list[str]]:
     formulas = {
         "qkv_projections": (
             "QKV projections",
-            f"2 L d (H + 2 Hkv) hd = 2*{L}*{cfg.dim}*{cfg.n_heads + 2 * cfg.kv_heads}*{cfg.head_dim}",
+            f"2 L d (H + 2 Hkv) hd = 2*{L}*{cfg.dim}*{cfg.n_heads + 2 * cfg.kv_heads}*{cfg.head_size}",
         ),
         "attention_scores": (
             "attention scores Q K^T",
-            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_dim}*{T}",
+            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_size}*{T}",
         ),
         "attention_values": (
             "attention-weighted values",
-            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_dim}*{T}",
+            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_size}*{T}",
         ),
         "output_projection": (
             "output projection",
-            f"2 L H hd d = 2*{L}*{cfg.n_heads * cfg.head_dim}*{cfg.dim}",
+            f"2 L H hd d = 2*{L}*{cfg.n_heads * cfg.head_size}*{cfg.dim}",
         ),
         "swiglu_mlp": ("SwiGLU MLP", f"3 x 2 L d f = 6*{L}*{cfg.dim}*{cfg.hidden_dim}"),
         "lm_head": ("LM head", f"2 d V = 2*{cfg.dim}*{cfg.vocab_size}"),
@@ -156,7 +161,7 @@ def render(r: Any) -> None:
             numeric=(1, 2, 3),
             caption=(
                 f"N = {fl.n:,} ({fmt_count(fl.n)}): non-embedding matmul weights + output head. L H Q T = "
-                f"{r.model.n_layers} layers x {r.model.n_heads} heads x {r.model.head_dim} head_dim x {r.seq_len} "
+                f"{r.model.n_layers} layers x {r.model.n_heads} heads x {r.model.head_size} head_dim x {r.seq_len} "
                 "tokens. PaLM and exact agree when every matmul is a weight or full attention; batch and run "
                 "figures below use PaLM."
             ),

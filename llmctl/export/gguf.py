@@ -2,9 +2,11 @@
 
     result = export_gguf("runs/sft/checkpoints/latest", "exports/model.gguf", dtype="q8_0")
 
-Architecture `llama` (llmctl's models, Llama and Mistral imports) or `qwen2` (Qwen2 imports). llama.cpp's
-`llama` rotates interleaved RoPE pairs, as llmctl's model does, so its q/k rows are written unchanged;
-its `qwen2` rotates halves (NEOX), so those rows get the Hugging Face order (llmctl/export/hf.py).
+Architecture `llama` (llmctl's models, Llama and Mistral imports), `qwen2`, `qwen3` (per-head QK-norm,
+`attention.key_length`/`value_length` for a head_dim apart from the width) or `olmo2` (QK-norm over the
+projections, `post_attention_norm`/`post_ffw_norm` after each sublayer). llama.cpp's `llama` rotates
+interleaved RoPE pairs, as llmctl's model does, so its q/k rows are written unchanged; the others rotate
+halves (NEOX), so those rows and the QK-norm weights get the Hugging Face order (llmctl/export/hf.py).
 Llama 3 RoPE scaling is the `rope_freqs` tensor: one divisor per frequency, as llama.cpp expects.
 The prompt convention is the one llmctl's own generate uses (prompt_convention): BOS first for a model
 pretrained on BOS-first shards or an import whose tokenizer adds it.
@@ -71,7 +73,7 @@ def rope_freq_factors(cfg: ModelConfig) -> np.ndarray:
 
     from llmctl.model.llama import llama3_frequencies
 
-    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_size, 2, dtype=torch.float32) / cfg.head_size))
     return (base / llama3_frequencies(base, cfg)).numpy().astype("float32")
 
 
@@ -82,7 +84,11 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
     def arr(t: Any) -> np.ndarray:
         return t.detach().float().cpu().numpy()
 
-    neox = arch == "qwen2"
+    from llmctl.export.hf_arch import qk_norm_heads
+
+    neox = arch != "llama"
+    qn, kn = qk_norm_heads(cfg)
+    first, second = ("post_attention_norm", "post_ffw_norm") if arch == "olmo2" else ("attn_norm", "ffn_norm")
     out: dict[str, np.ndarray] = {"token_embd.weight": arr(state["tok_embeddings.weight"])}
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"blk.{i}."
@@ -90,6 +96,8 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
             ("wq", "attn_q", cfg.n_heads),
             ("wk", "attn_k", cfg.kv_heads),
             ("wv", "attn_v", 0),
+            ("q_norm", "attn_q_norm", qn),
+            ("k_norm", "attn_k_norm", kn),
         ):
             for kind in ("weight", "bias"):
                 name = f"{src}attention.{ours}.{kind}"
@@ -97,11 +105,11 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
                     continue
                 t = state[name]
                 if neox and heads:
-                    t = permute_for_rotate_half(t, heads, cfg.head_dim)
+                    t = permute_for_rotate_half(t, heads, cfg.head_size)
                 out[f"{dst}{theirs}.{kind}"] = arr(t)
         out[dst + "attn_output.weight"] = arr(state[src + "attention.wo.weight"])
-        out[dst + "attn_norm.weight"] = arr(state[src + "attention_norm.weight"])
-        out[dst + "ffn_norm.weight"] = arr(state[src + "ffn_norm.weight"])
+        out[dst + f"{first}.weight"] = arr(state[src + "attention_norm.weight"])
+        out[dst + f"{second}.weight"] = arr(state[src + "ffn_norm.weight"])
         out[dst + "ffn_gate.weight"] = arr(state[src + "feed_forward.w1.weight"])
         out[dst + "ffn_up.weight"] = arr(state[src + "feed_forward.w3.weight"])
         out[dst + "ffn_down.weight"] = arr(state[src + "feed_forward.w2.weight"])
@@ -111,6 +119,29 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
     if cfg.rope_scaling == "llama3":
         out["rope_freqs.weight"] = rope_freq_factors(cfg)
     return out
+
+
+_GGUF_ARCH = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Olmo2ForCausalLM": "olmo2"}
+
+
+def gguf_architecture(cfg: ModelConfig, source_arch: str | None) -> str:
+    """llama.cpp's architecture for a checkpoint: the imported family's, else the one whose QK-norm and
+    norm placement the model has (llama for llmctl's default decoder); an error for what none holds."""
+    from llmctl.export.hf import architecture_for
+
+    arch = _GGUF_ARCH.get(source_arch or architecture_for(cfg), "llama")
+    layout = {"qwen3": ("head", "pre"), "olmo2": ("proj", "post")}.get(arch, ("none", "pre"))
+    if (cfg.qk_norm, cfg.norm_placement) != layout:
+        raise LlmctlError(
+            f"llama.cpp's {arch} architecture has no qk_norm={cfg.qk_norm} with norm_placement={cfg.norm_placement}",
+            "GGUF export holds llama, qwen2, qwen3 (per-head QK-norm) and olmo2 (QK-norm over the projections, post-norms)",
+        )
+    if cfg.qkv_bias and arch != "qwen2":
+        raise LlmctlError(
+            f"llama.cpp's {arch} architecture has no q/k/v biases",
+            "GGUF export of qkv_bias models needs a Qwen2 import",
+        )
+    return arch
 
 
 def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
@@ -270,13 +301,7 @@ def export_gguf(
         )
     tok = opened.tokenizer()  # verified against checkpoint.json first
     vocab = gguf_vocab(json.loads(opened.read_verified("tokenizer.json").decode("utf-8")), cfg.vocab_size)
-    source_arch = (manifest.get("source") or {}).get("architecture")
-    arch = "qwen2" if source_arch == "Qwen2ForCausalLM" else "llama"
-    if cfg.qkv_bias and arch == "llama":
-        raise LlmctlError(
-            "llama.cpp's llama architecture has no q/k/v biases",
-            "GGUF export of qkv_bias models needs a Qwen2 import",
-        )
+    arch = gguf_architecture(cfg, (manifest.get("source") or {}).get("architecture"))
     stops, template = _conventions(manifest, tok, ckpt)
     prompt = prompt_convention(tok, manifest)
     add_bos = prompt.add_bos
@@ -293,6 +318,12 @@ def export_gguf(
         "q4_1": LlamaFileType.MOSTLY_Q4_1,
         "q4_0": LlamaFileType.MOSTLY_Q4_0,
     }[dtype]
+    # llama.cpp takes head_dim as n_embd / n_head unless these say otherwise (Qwen3: 128 x 16 heads at 1024).
+    head_lengths = (
+        {f"{arch}.attention.key_length": cfg.head_size, f"{arch}.attention.value_length": cfg.head_size}
+        if cfg.head_dim is not None or arch in ("qwen3", "olmo2")
+        else {}
+    )
     kv: dict[str, Any] = {
         "general.architecture": arch,
         f"{arch}.block_count": cfg.n_layers,
@@ -303,6 +334,7 @@ def export_gguf(
         f"{arch}.attention.head_count_kv": cfg.kv_heads,
         f"{arch}.rope.freq_base": float(cfg.rope_theta),
         f"{arch}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+        **head_lengths,
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": vocab.pre,
         "tokenizer.ggml.tokens": vocab.tokens,
@@ -331,8 +363,11 @@ def export_gguf(
         writer.add_head_count(cfg.n_heads)
         writer.add_head_count_kv(cfg.kv_heads)
         writer.add_rope_freq_base(float(cfg.rope_theta))
-        writer.add_rope_dimension_count(cfg.head_dim)
+        writer.add_rope_dimension_count(cfg.head_size)
         writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
+        if head_lengths:
+            writer.add_key_length(cfg.head_size)
+            writer.add_value_length(cfg.head_size)
         writer.add_vocab_size(cfg.vocab_size)
         writer.add_file_type(int(file_type))
         writer.add_tokenizer_model("gpt2")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
+from llmctl.export.hf_arch import norm_names, qk_norm_heads
 from llmctl.files import atomic_path
 from llmctl.tokenizer.chat import (
     BOS,
@@ -99,11 +100,20 @@ def to_hf_state_dict(
             )
         return state.pop(name)
 
-    hd = cfg.head_dim
+    hd = cfg.head_size
+    first, second = norm_names(cfg)
+    qn, kn = qk_norm_heads(cfg)
     hf["model.embed_tokens.weight"] = take("tok_embeddings.weight")
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"model.layers.{i}."
-        hf[dst + "input_layernorm.weight"] = take(src + "attention_norm.weight")
+        hf[dst + f"{first}.weight"] = take(src + "attention_norm.weight")
+        if cfg.qk_norm != "none":
+            hf[dst + "self_attn.q_norm.weight"] = permute_for_rotate_half(
+                take(src + "attention.q_norm.weight"), qn, hd
+            )
+            hf[dst + "self_attn.k_norm.weight"] = permute_for_rotate_half(
+                take(src + "attention.k_norm.weight"), kn, hd
+            )
         hf[dst + "self_attn.q_proj.weight"] = permute_for_rotate_half(
             take(src + "attention.wq.weight"), cfg.n_heads, hd
         )
@@ -123,7 +133,7 @@ def to_hf_state_dict(
             if o_proj_bias:
                 # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
                 hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
-        hf[dst + "post_attention_layernorm.weight"] = take(src + "ffn_norm.weight")
+        hf[dst + f"{second}.weight"] = take(src + "ffn_norm.weight")
         hf[dst + "mlp.gate_proj.weight"] = take(src + "feed_forward.w1.weight")
         hf[dst + "mlp.up_proj.weight"] = take(src + "feed_forward.w3.weight")
         hf[dst + "mlp.down_proj.weight"] = take(src + "feed_forward.w2.weight")
@@ -144,7 +154,36 @@ def to_hf_state_dict(
     return hf
 
 
-MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "MistralForCausalLM": "mistral"}
+MODEL_TYPES = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "MistralForCausalLM": "mistral",
+    "Qwen3ForCausalLM": "qwen3",
+    "Olmo2ForCausalLM": "olmo2",
+}
+# (qk_norm, norm_placement) each architecture's attention and block hold; the others are Llama's.
+_LAYOUTS = {"Qwen3ForCausalLM": ("head", "pre"), "Olmo2ForCausalLM": ("proj", "post")}
+
+
+def architecture_for(cfg: ModelConfig) -> str:
+    """The architecture a model trained in llmctl (not imported) is exported as: Llama, or the family whose
+    QK-norm and norm placement it has."""
+    fits = [a for a, layout in _LAYOUTS.items() if layout == (cfg.qk_norm, cfg.norm_placement)]
+    return fits[0] if fits else "LlamaForCausalLM"
+
+
+def check_architecture(cfg: ModelConfig, architecture: str) -> None:
+    """Refuse to write a model under an architecture that would load it differently (a QK-norm or
+    post-norm model as Llama, or the reverse), instead of writing weights transformers misreads."""
+    want = _LAYOUTS.get(architecture, ("none", "pre"))
+    if (cfg.qk_norm, cfg.norm_placement) != want:
+        fits = [a for a, layout in _LAYOUTS.items() if layout == (cfg.qk_norm, cfg.norm_placement)]
+        raise LlmctlError(
+            f"{architecture} cannot hold a model with qk_norm={cfg.qk_norm} and norm_placement={cfg.norm_placement}",
+            f"this model's layout is {fits[0]}'s"
+            if fits
+            else "no Hugging Face architecture llmctl writes holds it",
+        )
 
 
 def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
@@ -175,7 +214,7 @@ def hf_config(
         "num_hidden_layers": cfg.n_layers,
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.kv_heads,
-        "head_dim": cfg.head_dim,
+        "head_dim": cfg.head_size,
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
@@ -192,10 +231,13 @@ def hf_config(
     }
     if cfg.rope_scaling != "none":
         config["rope_scaling"] = rope
-    if architecture != "LlamaForCausalLM":
+    if architecture in ("Qwen2ForCausalLM", "MistralForCausalLM"):
         # Qwen2 has q/k/v biases by construction; neither has Llama's attention_bias/mlp_bias switches.
         for key in ("attention_bias", "mlp_bias"):
             config.pop(key)
+    elif architecture != "LlamaForCausalLM":
+        config.pop("mlp_bias")  # Qwen3 and OLMo 2 take attention_bias, and have no MLP bias switch
+    if architecture in ("Qwen2ForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM"):
         config.update({"sliding_window": None, "use_sliding_window": False})
     return config
 
@@ -265,6 +307,7 @@ def write_hf(
             f"export needs a tokenizer.json (Hugging Face tokenizers); {tok.path} is a sentencepiece model",
             "train the tokenizer with `llmctl tokenizer train --out PATH.json` (the hf backend) to export to HF format",
         )
+    check_architecture(cfg, architecture)
     if dtype not in DTYPES:
         raise LlmctlError(f"unknown dtype '{dtype}'", f"use one of {', '.join(sorted(set(DTYPES.values())))}")
     dtype = DTYPES[dtype]
@@ -284,7 +327,10 @@ def write_hf(
     ]
 
     torch_dtype = getattr(torch, dtype)
-    layout = to_hf_state_dict(state, cfg, o_proj_bias=architecture == "LlamaForCausalLM")
+    # Llama, Qwen3 and OLMo 2's attention_bias also gives o_proj a bias; Qwen2's and Mistral's never.
+    layout = to_hf_state_dict(
+        state, cfg, o_proj_bias=architecture not in ("Qwen2ForCausalLM", "MistralForCausalLM")
+    )
     hf_state = {k: v.detach().to("cpu", torch_dtype).contiguous().clone() for k, v in layout.items()}
     # The zero o_proj biases exist only for HF's layout; they are not parameters of the model.
     n_params = sum(v.numel() for k, v in hf_state.items() if not k.endswith("o_proj.bias"))
@@ -508,7 +554,7 @@ def export_hf(
             dtype=dtype,
             force=force,
             checkpoint=str(ckpt),
-            architecture=source.get("architecture") or "LlamaForCausalLM",
+            architecture=source.get("architecture") or architecture_for(cfg),
             model_dir=ckpt,
             stop_ids=stop_ids(tok, manifest),
             chat=manifest.get("chat"),
@@ -525,5 +571,6 @@ def export_hf(
         chat_profile=chat_profile,
         force=force,
         checkpoint=str(ckpt),
+        architecture=source.get("architecture") or architecture_for(cfg),
         prompt_prefix=prefix,
     )

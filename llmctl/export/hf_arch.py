@@ -4,7 +4,9 @@
     state = from_hf_state_dict(hf_tensors, cfg)        # names of llmctl.model.llama, interleaved RoPE
 
 Supported: LlamaForCausalLM (Llama 2/3.x, `llama3` RoPE scaling, tied embeddings; SmolLM2),
-Qwen2ForCausalLM (QKV bias, tied or untied) and MistralForCausalLM without an active sliding window.
+Qwen2ForCausalLM (QKV bias, tied or untied), Qwen3ForCausalLM (dense: per-head QK-norm, head_dim apart from
+hidden_size), Olmo2ForCausalLM (QK-norm over the projections, norms after attention and MLP) and
+MistralForCausalLM without an active sliding window.
 Everything else is refused with an error listing these, never converted approximately: whether a folder is
 supported is decided from config.json alone (`check_hf_config`), before transformers sees any of it, and a
 config with `auto_map` (a model's own Python code) is always refused.
@@ -62,25 +64,46 @@ def check_hf_config(config: Any) -> tuple[ModelConfig, str]:
         value = config.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _invalid_config(f"{key} is {value!r}, not a positive integer")
-    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.kv_heads or cfg.head_dim % 2:
+    if (cfg.head_dim is None and cfg.dim % cfg.n_heads) or cfg.n_heads % cfg.kv_heads or cfg.head_size % 2:
         raise _invalid_config(
             f"hidden_size {cfg.dim}, {cfg.n_heads} heads and {cfg.kv_heads} key/value heads do not divide evenly"
         )
     return cfg, arch
 
 
+def norm_names(cfg: ModelConfig) -> tuple[str, str]:
+    """HF names of a layer's two norms, holding llmctl's attention_norm and ffn_norm: the input norms for
+    pre-norm (Llama), the norms after attention and MLP for post-norm (OLMo 2)."""
+    if cfg.norm_placement == "post":
+        return "post_attention_layernorm", "post_feedforward_layernorm"
+    return "input_layernorm", "post_attention_layernorm"
+
+
+def qk_norm_heads(cfg: ModelConfig) -> tuple[int, int]:
+    """Heads in the q_norm and k_norm weights, for the RoPE row permutation: 1 when one head_dim vector is
+    shared by the heads (Qwen3), the projection's heads when it spans them (OLMo 2)."""
+    return (1, 1) if cfg.qk_norm == "head" else (cfg.n_heads, cfg.kv_heads)
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> shape for a model of `cfg` (lm_head only when untied, biases only with qkv_bias)."""
-    q, kv, dim, ffn = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.dim, cfg.hidden_dim
+    q, kv, dim, ffn = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size, cfg.dim, cfg.hidden_dim
     shapes: dict[str, tuple[int, ...]] = {
         "model.embed_tokens.weight": (cfg.vocab_size, dim),
         "model.norm.weight": (dim,),
     }
+    first, second = norm_names(cfg)
+    qn, kn = qk_norm_heads(cfg)
     for i in range(cfg.n_layers):
         p = f"model.layers.{i}."
+        if cfg.qk_norm != "none":
+            shapes |= {
+                p + "self_attn.q_norm.weight": (q // cfg.n_heads * qn,),
+                p + "self_attn.k_norm.weight": (kv // cfg.kv_heads * kn,),
+            }
         shapes |= {
-            p + "input_layernorm.weight": (dim,),
-            p + "post_attention_layernorm.weight": (dim,),
+            p + f"{first}.weight": (dim,),
+            p + f"{second}.weight": (dim,),
             p + "self_attn.q_proj.weight": (q, dim),
             p + "self_attn.k_proj.weight": (kv, dim),
             p + "self_attn.v_proj.weight": (kv, dim),
@@ -131,7 +154,8 @@ def permute_from_rotate_half(weight: torch.Tensor, n_heads: int, head_dim: int) 
 
 
 def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A LlamaForCausalLM / Qwen2 / Mistral state dict -> llmctl Transformer names (tied head left out)."""
+    """A LlamaForCausalLM / Qwen2 / Qwen3 / Olmo2 / Mistral state dict -> llmctl Transformer names (tied head
+    left out)."""
     hf = dict(hf)
 
     def take(name: str) -> torch.Tensor:
@@ -142,11 +166,20 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
             )
         return hf.pop(name)
 
-    hd = cfg.head_dim
+    hd = cfg.head_size
+    first, second = norm_names(cfg)
+    qn, kn = qk_norm_heads(cfg)
     out: dict[str, torch.Tensor] = {"tok_embeddings.weight": take("model.embed_tokens.weight")}
     for i in range(cfg.n_layers):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
-        out[dst + "attention_norm.weight"] = take(src + "input_layernorm.weight")
+        out[dst + "attention_norm.weight"] = take(src + f"{first}.weight")
+        if cfg.qk_norm != "none":
+            out[dst + "attention.q_norm.weight"] = permute_from_rotate_half(
+                take(src + "self_attn.q_norm.weight"), qn, hd
+            )
+            out[dst + "attention.k_norm.weight"] = permute_from_rotate_half(
+                take(src + "self_attn.k_norm.weight"), kn, hd
+            )
         out[dst + "attention.wq.weight"] = permute_from_rotate_half(
             take(src + "self_attn.q_proj.weight"), cfg.n_heads, hd
         )
@@ -166,7 +199,7 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
         o_bias = hf.pop(src + "self_attn.o_proj.bias", None)
         if o_bias is not None and bool(o_bias.abs().max() > 0):
             raise refuse_model("a non-zero bias on the attention output projection")
-        out[dst + "ffn_norm.weight"] = take(src + "post_attention_layernorm.weight")
+        out[dst + "ffn_norm.weight"] = take(src + f"{second}.weight")
         out[dst + "feed_forward.w1.weight"] = take(src + "mlp.gate_proj.weight")
         out[dst + "feed_forward.w3.weight"] = take(src + "mlp.up_proj.weight")
         out[dst + "feed_forward.w2.weight"] = take(src + "mlp.down_proj.weight")

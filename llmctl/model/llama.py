@@ -141,11 +141,18 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_size
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_size, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_size, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_size, bias=cfg.qkv_bias)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_size, cfg.dim, bias=False)
+        # QK-norm (Qwen3: per head; OLMo 2: over the whole projection). Absent unless asked for, so the
+        # default forward has no extra op.
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm != "none":
+            head = cfg.qk_norm == "head"
+            self.q_norm = RMSNorm(cfg.head_size if head else cfg.n_heads * cfg.head_size, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_size if head else cfg.kv_heads * cfg.head_size, cfg.norm_eps)
 
     def forward(
         self,
@@ -165,8 +172,13 @@ class Attention(nn.Module):
         )
         qw, kvw = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         q, k, v = F.linear(x, weight, bias).split((qw, kvw, kvw), dim=-1)
-        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
+        if self.qk_norm == "proj":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.n_kv_heads, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, cos, sin).transpose(1, 2)
+        k = apply_rope(k, cos, sin).transpose(1, 2)
         # A copy keeps only v's columns alive for backward, not the whole q|k|v output.
         v = v.contiguous().view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         causal = mask is None
@@ -199,10 +211,12 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + attention(norm(x)), then + feed_forward(norm(x))."""
+    """Pre-norm Transformer block: x + attention(norm(x)), then + feed_forward(norm(x)); with
+    norm_placement `post` (OLMo 2), x + norm(attention(x)), then + norm(feed_forward(x))."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.post_norm = cfg.norm_placement == "post"
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -217,6 +231,9 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.attention_norm(self.attention(x, cos, sin, mask, cache, layer))
+            return x + self.ffn_norm(self.feed_forward(x))
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
         return x + self.feed_forward(self.ffn_norm(x))
 
@@ -233,7 +250,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg)
+        cos, sin = rope_tables(cfg.head_size, cfg.max_seq_len, cfg.rope_theta, cfg)
         # Not persistent: recomputed from the config, so checkpoints hold only learned weights.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -255,7 +272,7 @@ class Transformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         with torch.no_grad():
-            cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, self.cfg)
+            cos, sin = rope_tables(self.cfg.head_size, self.cfg.max_seq_len, self.cfg.rope_theta, self.cfg)
             if self.rope_cos.device.type != "meta":
                 self.rope_cos.copy_(cos)
                 self.rope_sin.copy_(sin)
@@ -315,7 +332,7 @@ class Transformer(nn.Module):
         """An empty KV cache for `batch` sequences of up to `capacity` positions, on the model's device."""
         capacity = min(capacity, self.cfg.max_seq_len)
         weight = self.layers[0].attention.wk.weight
-        shape = (batch, self.cfg.kv_heads, capacity, self.cfg.head_dim)
+        shape = (batch, self.cfg.kv_heads, capacity, self.cfg.head_size)
         keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         return KVCache(keys, values)
@@ -333,7 +350,7 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     is checked against a weights file's header this way before anything is allocated)."""
     assert cfg.vocab_size is not None
     dim, hidden = cfg.dim, cfg.hidden_dim
-    q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    q, kv = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size
     shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (cfg.vocab_size, dim)}
     for i in range(cfg.n_layers):
         layer = {
@@ -349,6 +366,10 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         }
         if cfg.qkv_bias:
             layer.update({"attention.wq.bias": (q,), "attention.wk.bias": (kv,), "attention.wv.bias": (kv,)})
+        if cfg.qk_norm != "none":
+            head = cfg.qk_norm == "head"
+            layer["attention.q_norm.weight"] = (cfg.head_size,) if head else (q,)
+            layer["attention.k_norm.weight"] = (cfg.head_size,) if head else (kv,)
         shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
     shapes["norm.weight"] = (dim,)
     shapes["output.weight"] = (cfg.vocab_size, dim)

@@ -157,7 +157,7 @@ class BudgetPlan:
             "model": self.model_label,
             "shape": asdict(self.model)
             | {
-                "head_dim": self.model.head_dim,
+                "head_dim": self.model.head_size,
                 "hidden_dim": self.model.hidden_dim,
                 "kv_heads": self.model.kv_heads,
             },

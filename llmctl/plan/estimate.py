@@ -62,7 +62,7 @@ class FlopsReport:
             "model": self.model_label,
             "shape": asdict(self.model)
             | {
-                "head_dim": self.model.head_dim,
+                "head_dim": self.model.head_size,
                 "hidden_dim": self.model.hidden_dim,
                 "kv_heads": self.model.kv_heads,
             },

@@ -137,7 +137,7 @@ class FinetunePlan:
             "model": self.model_label,
             "shape": asdict(self.model)
             | {
-                "head_dim": self.model.head_dim,
+                "head_dim": self.model.head_size,
                 "hidden_dim": self.model.hidden_dim,
                 "kv_heads": self.model.kv_heads,
             },

@@ -127,14 +127,21 @@ class FlopsBreakdown:
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts of `llmctl.model.llama.Transformer(cfg)`, by component."""
-    d, q_width, kv_width, f = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden_dim
+    d, q_width, kv_width, f = (
+        cfg.dim,
+        cfg.n_heads * cfg.head_size,
+        cfg.kv_heads * cfg.head_size,
+        cfg.hidden_dim,
+    )
     attn_weights = d * q_width + 2 * d * kv_width + q_width * d
     attn_bias = q_width + 2 * kv_width if cfg.qkv_bias else 0
     mlp = 3 * d * f
-    per_layer = attn_weights + attn_bias + mlp + 2 * d
+    # QK-norm weights: one head_dim vector each for q and k (Qwen3), or the whole projections' widths (OLMo 2).
+    qk_norm = {"none": 0, "head": 2 * cfg.head_size, "proj": q_width + kv_width}[cfg.qk_norm]
+    per_layer = attn_weights + attn_bias + mlp + 2 * d + qk_norm
     embedding = cfg.vocab_size * d
     head = 0 if cfg.tied_embeddings else cfg.vocab_size * d
-    norms = 2 * d * cfg.n_layers + d
+    norms = (2 * d + qk_norm) * cfg.n_layers + d
     total = embedding + cfg.n_layers * per_layer + d + head
     return ParamCounts(
         total=total,
@@ -157,7 +164,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsBreakdown:
     only `forward_linear`). Query heads set the attention cost; grouped KV heads only shrink K and V.
     """
     L, d, T = cfg.n_layers, cfg.dim, seq_len
-    q_width, kv_width, f = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden_dim
+    q_width, kv_width, f = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size, cfg.hidden_dim
     return FlopsBreakdown(
         seq_len=T,
         qkv=L * 2 * d * (q_width + 2 * kv_width),
@@ -167,5 +174,5 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsBreakdown:
         mlp=L * 3 * 2 * d * f,
         head=2 * d * cfg.vocab_size,
         n=param_counts(cfg).matmul,
-        attention_palm=12 * L * cfg.n_heads * cfg.head_dim * T,
+        attention_palm=12 * L * cfg.n_heads * cfg.head_size * T,
     )

@@ -183,7 +183,7 @@ def activation_bytes_per_token(cfg: ModelConfig, dtype: str) -> ActivationBytes:
     against the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) in tests.
     """
     h, a = cfg.dim, cfg.n_heads
-    qw, kvw, f, V = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden_dim, cfg.vocab_size
+    qw, kvw, f, V = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size, cfg.hidden_dim, cfg.vocab_size
     norm = 4 * h + 4 * h + 4  # fp32 input, its normalised value and the 1/rms factor, for RMSNorm's backward
     if dtype in MIXED:
         attention = (
@@ -214,13 +214,13 @@ def fused_weight_params(cfg: ModelConfig) -> int:
     return (
         cfg.n_layers
         * cfg.dim
-        * (cfg.n_heads * cfg.head_dim + 2 * cfg.kv_heads * cfg.head_dim + 2 * cfg.hidden_dim)
+        * (cfg.n_heads * cfg.head_size + 2 * cfg.kv_heads * cfg.head_size + 2 * cfg.hidden_dim)
     )
 
 
 def muon_param_count(cfg: ModelConfig) -> int:
     """Parameters in the hidden 2-D matrices (attention and MLP projections), the ones Muon updates."""
-    d, q_width, kv_width = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    d, q_width, kv_width = cfg.dim, cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size
     return cfg.n_layers * (d * q_width + 2 * d * kv_width + q_width * d + 3 * d * cfg.hidden_dim)
 
 
