@@ -19,10 +19,10 @@ from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
 from llmctl.plan.finetune import FinetunePlan, memory_json, plan_finetune
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
-from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
+from llmctl.plan.hardware import GpuSpec, gpu_by_name, gpu_json, require_peak_flops, resolve_dtype
 from llmctl.plan.memory import MemoryEstimate, training_memory
 from llmctl.plan.ranges import check_range
-from llmctl.plan.shapes import resolve_model, suggest_shape
+from llmctl.plan.shapes import resolve_model, shape_json, suggest_shape
 from llmctl.units import fmt_count, parse_count
 
 CHINCHILLA_RATIO = 20.0
@@ -141,13 +141,7 @@ class BudgetPlan:
         m = self.memory
         return {
             "mode": self.mode,
-            "gpu": {
-                "name": self.gpu.name,
-                "count": self.num_gpus,
-                "dtype": self.dtype,
-                "peak_flops_per_gpu": self.peak_flops,
-                "memory_gib": self.gpu.memory_gib,
-            },
+            "gpu": gpu_json(self.gpu, self.num_gpus, self.dtype, self.peak_flops),
             "mfu": self.mfu,
             "hours": self.hours,
             "compute_flops": self.compute_flops,
@@ -155,12 +149,7 @@ class BudgetPlan:
             "optimal_params": self.optimal_params,
             "optimal_tokens": self.optimal_tokens,
             "model": self.model_label,
-            "shape": asdict(self.model)
-            | {
-                "head_dim": self.model.head_size,
-                "hidden_dim": self.model.hidden_dim,
-                "kv_heads": self.model.kv_heads,
-            },
+            "shape": shape_json(self.model),
             "seq_len": self.seq_len,
             "params_total": self.params.total,
             "params_6n": self.params.matmul,

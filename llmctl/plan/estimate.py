@@ -8,7 +8,7 @@ Pure Python: no torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from llmctl.config import ModelConfig
@@ -16,7 +16,7 @@ from llmctl.errors import LlmctlError
 from llmctl.plan.flops import EXCLUDED, FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, require_peak_flops, resolve_dtype
 from llmctl.plan.ranges import RANGES, check_range
-from llmctl.plan.shapes import FLAG_FIELDS, resolve_model
+from llmctl.plan.shapes import FLAG_FIELDS, resolve_model, shape_json
 from llmctl.units import parse_count
 
 
@@ -60,12 +60,7 @@ class FlopsReport:
         fl, p = self.flops, self.params
         doc: dict[str, Any] = {
             "model": self.model_label,
-            "shape": asdict(self.model)
-            | {
-                "head_dim": self.model.head_size,
-                "hidden_dim": self.model.hidden_dim,
-                "kv_heads": self.model.kv_heads,
-            },
+            "shape": shape_json(self.model),
             "seq_len": self.seq_len,
             "params_total": p.total,
             "params_embedding": p.embedding,

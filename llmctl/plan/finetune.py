@@ -11,13 +11,14 @@ question. Pure Python: no torch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from llmctl.config import ModelConfig
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
-from llmctl.plan.hardware import GpuSpec
+from llmctl.plan.hardware import GpuSpec, gpu_json
 from llmctl.plan.memory import MemoryEstimate, training_memory
+from llmctl.plan.shapes import shape_json
 
 MILLION = 1_000_000
 
@@ -126,21 +127,10 @@ class FinetunePlan:
         """One JSON document, stable keys, numbers as numbers."""
         return {
             "mode": self.mode,
-            "gpu": {
-                "name": self.gpu.name,
-                "count": self.num_gpus,
-                "dtype": self.dtype,
-                "peak_flops_per_gpu": self.peak_flops,
-                "memory_gib": self.gpu.memory_gib,
-            },
+            "gpu": gpu_json(self.gpu, self.num_gpus, self.dtype, self.peak_flops),
             "mfu": self.mfu,
             "model": self.model_label,
-            "shape": asdict(self.model)
-            | {
-                "head_dim": self.model.head_size,
-                "hidden_dim": self.model.hidden_dim,
-                "kv_heads": self.model.kv_heads,
-            },
+            "shape": shape_json(self.model),
             "seq_len": self.seq_len,
             "params_total": self.params.total,
             "params_6n": self.params.matmul,

@@ -405,3 +405,14 @@ def require_peak_flops(spec: GpuSpec, dtype: str) -> float:
             f"use --dtype {' or '.join(have)}",
         )
     return peak
+
+
+def gpu_json(gpu: GpuSpec, count: int, dtype: str, peak_flops: float) -> dict[str, object]:
+    """The GPU a plan is for, as planning commands' `--json` gives it."""
+    return {
+        "name": gpu.name,
+        "count": count,
+        "dtype": dtype,
+        "peak_flops_per_gpu": peak_flops,
+        "memory_gib": gpu.memory_gib,
+    }

@@ -11,7 +11,7 @@ Pure Python: no torch.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,12 @@ def suggest_shape(target_params: float, vocab_size: int, max_seq_len: int = 2048
     assert best is not None
     choice = min(near, key=lambda e: (e[1], e[0])) if near else best
     return shape_for(choice[2], choice[3], vocab_size, max_seq_len)
+
+
+def shape_json(model: ModelConfig) -> dict[str, Any]:
+    """A model shape as planning commands' `--json` gives it: its fields plus the derived sizes."""
+    return asdict(model) | {
+        "head_dim": model.head_size,
+        "hidden_dim": model.hidden_dim,
+        "kv_heads": model.kv_heads,
+    }
