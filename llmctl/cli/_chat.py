@@ -13,16 +13,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from llmctl.cli._tables import speed_line
 from llmctl.errors import LlmctlError
-
-
-def _speed_line(result: dict[str, Any]) -> str:
-    speed = result["tokens_per_sec"]
-    return (
-        f"{result['new_tokens']} tokens in {result['seconds']:.2f}s"
-        + (f" ({speed:,.1f} tokens/s)" if speed else "")
-        + f", {result['device']}, stop: {result['stop_reason']}"
-    )
 
 
 def run_chat(
@@ -54,7 +46,7 @@ def run_chat(
             print_json(result)
             return
         stream("\n")
-        log(_speed_line(result))
+        log(speed_line(result))
         return
     log(
         f"chatting with {checkpoint} (step {session.manifest.get('step')}); /reset clears the history, /exit or Ctrl-D ends"

@@ -139,3 +139,13 @@ def render_run(
         lines.append(["wall time", fmt_duration(r.summary["wall_time_s"])])
     lines.append(["checkpoint", r.checkpoint or "none"])
     out().print(table(f"{command}: {r.status}", ["", "value"], lines))
+
+
+def speed_line(result: dict[str, Any]) -> str:
+    """The stderr line after a generation: tokens, seconds, speed, device and why it stopped."""
+    speed = result["tokens_per_sec"]
+    return (
+        f"{result['new_tokens']} tokens in {result['seconds']:.2f}s"
+        + (f" ({speed:,.1f} tokens/s)" if speed else "")
+        + f", {result['device']}, stop: {result['stop_reason']}"
+    )

@@ -175,6 +175,7 @@ def _stream(piece: str) -> None:
 
 def _one(checkpoint: str, prompt: str, json_out: bool, **options: Any) -> None:
     """One prompt, streamed (or one JSON document)."""
+    from llmctl.cli._tables import speed_line
     from llmctl.infer.generate import generate_from_checkpoint
     from llmctl.output import log, print_json
 
@@ -197,12 +198,7 @@ def _one(checkpoint: str, prompt: str, json_out: bool, **options: Any) -> None:
     if json_out:
         print_json(result)
         return
-    speed = result["tokens_per_sec"]
-    log(
-        f"{result['new_tokens']} tokens in {result['seconds']:.2f}s"
-        + (f" ({speed:,.1f} tokens/s)" if speed else "")
-        + f", {result['device']}, stop: {result['stop_reason']}"
-    )
+    log(speed_line(result))
 
 
 def _many(
