@@ -50,6 +50,9 @@ def export(
             help="Replace --out if it is a previous llmctl export, never any other folder (gguf: only a GGUF file).",
         ),
     ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="LoRA checkpoints: fold the adapters into the base weights.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""
@@ -57,12 +60,18 @@ def export(
     from llmctl.export.hf import export_hf
 
     if fmt == "gguf":
-        _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, as_json)
+        _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, merge, as_json)
         return
     if fmt != "hf":
         raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf or --format gguf")
     result = export_hf(
-        checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force
+        checkpoint,
+        out_dir,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        chat_profile=chat_profile,
+        force=force,
+        merge=merge,
     )
     if as_json:
         print_json(result)
@@ -77,10 +86,12 @@ def export(
     )
 
 
-def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_json: bool) -> None:
+def _export_gguf(
+    checkpoint: Path, out_file: Path, dtype: str, force: bool, merge: bool, as_json: bool
+) -> None:
     from llmctl.export.gguf import export_gguf
 
-    result = export_gguf(checkpoint, out_file, dtype=dtype, force=force)
+    result = export_gguf(checkpoint, out_file, dtype=dtype, force=force, merge=merge)
     if as_json:
         print_json(result)
         return

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmctl.config import Config, ModelConfig, from_dict, to_yaml
+from llmctl.config import Config, ModelConfig, check_lora_rank, from_dict, to_yaml
 from llmctl.data_sources import SourceSpec
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import check_compatible
@@ -314,6 +314,13 @@ def _checked_start(
     init = inputs.init if resume is None else None
     if init is not None:
         check_compatible(init.path, init.manifest, cfg.model, fingerprint)
+    if cfg.lora.rank > 0:
+        if resume is None and init is None:
+            raise LlmctlError(
+                "LoRA trains adapters on a model's weights, and this run starts from random ones",
+                "add --init CKPT (an imported or trained checkpoint), or drop --lora.rank",
+            )
+        check_lora_rank(cfg.model, cfg.lora)
     return run_dir, resume, init
 
 
@@ -344,6 +351,15 @@ def _conventions(start: OpenCheckpoint | None) -> dict[str, Any]:
     if start is None:
         return {}
     return {k: start.manifest.get(k) for k in ("prompt", "chat") if start.manifest.get(k)}
+
+
+def _lora_notes(cfg: Config, model: torch.nn.Module) -> list[str]:
+    """The start-of-run line of a LoRA run: trainable and total parameters."""
+    if cfg.lora.rank <= 0:
+        return []
+    from llmctl.model.lora import describe_trainable
+
+    return [describe_trainable(model)]
 
 
 def run_training(
@@ -382,11 +398,10 @@ def run_training(
             lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        model = build_model(cfg.model, runtime.device)
-        if init is not None:
-            model.load_state_dict(init.model_state())
-            if after_init is not None:
-                after_init(model)
+        base = init.model_state() if init is not None else None
+        model = build_model(cfg.model, runtime.device, lora=cfg.lora, base_state=base)
+        if init is not None and after_init is not None:
+            after_init(model)
         objective = make_objective(cfg, inputs, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry
@@ -405,7 +420,7 @@ def run_training(
             tokenizer=tokenizer,
             data_meta=meta,
             flops_per_token=flops.train + objective.extra_forward_passes * flops.train / 3,
-            notes=lock.notes if lock is not None else [],
+            notes=[*(lock.notes if lock is not None else []), *_lora_notes(cfg, model)],
             conventions=_conventions(resume or init),
         )
         result = trainer.fit(resume=resume)

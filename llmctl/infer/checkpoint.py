@@ -353,6 +353,7 @@ class OpenCheckpoint:
         """checkpoint.json's model config against the weights' header, before anything is built: a
         `dim` or `n_layers` that disagrees with the weights would allocate or loop for their sake."""
         from llmctl.model.llama import weight_shapes
+        from llmctl.model.lora import adapter_shapes
 
         model = self.config.model
         found = self.weight_shapes()
@@ -371,7 +372,7 @@ class OpenCheckpoint:
                 f"for at most {MAX_POSITIONS:,} positions",
                 _EDITED_HINT,
             )
-        expected = weight_shapes(model)
+        expected = {**weight_shapes(model), **adapter_shapes(model, self.config.lora)}
         if model.tied_embeddings and "output.weight" not in found:
             expected.pop("output.weight")
         for name in [*expected, *(n for n in found if n not in expected)]:  # in the model's order
@@ -448,11 +449,26 @@ class OpenCheckpoint:
         self.read_verified(path.name)
         return load_tokenizer(path)
 
+    def plain_model_state(self, merge: bool = False) -> dict[str, Any]:
+        """Weights for a plain decoder (what export writes): a LoRA run's adapters folded into its base
+        with `merge`; without it a LoRA checkpoint is refused rather than exported without its adapters."""
+        state = self.model_state()
+        if self.config.lora.rank <= 0:
+            return state
+        if not merge:
+            raise LlmctlError(
+                f"checkpoint {self.path} holds LoRA adapters (lora.rank={self.config.lora.rank}) on a frozen base",
+                "add --merge to fold the adapters into the base weights and export a plain model",
+            )
+        from llmctl.model.lora import merge_adapters
+
+        return merge_adapters(state, self.config.lora)
+
     def load_model(self, device: Any = "cpu") -> Any:
-        """A Transformer with the checkpoint's weights, in eval mode, on `device`."""
+        """A Transformer with the checkpoint's weights (a LoRA run's: base and adapters), in eval mode."""
         from llmctl.model.build import build_model
 
-        return build_model(self.config.model, device, state=self.model_state())
+        return build_model(self.config.model, device, state=self.model_state(), lora=self.config.lora)
 
 
 def open_checkpoint(path: str | Path) -> OpenCheckpoint:
