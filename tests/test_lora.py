@@ -183,3 +183,49 @@ def test_lora_sft_trains_only_adapters_and_lowers_the_loss(imported: SimpleNames
         app, ["generate", str(saved.path), "--prompt", "Reverse", "-n", "4", "--temperature", "0"]
     )
     assert gen.exit_code == 0, gen.output
+    _merged_export_equals_the_adapter_checkpoint(saved, imported.root)
+    _peft_export_loads_onto_the_base(saved, imported)
+
+
+def _merged_export_equals_the_adapter_checkpoint(saved, root: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    refused = CliRunner().invoke(app, ["export", str(saved.path), "--out", str(root / "plain")])
+    assert refused.exit_code == 2 and "holds LoRA adapters" in refused.output
+    assert "hint: add --merge" in refused.output and not (root / "plain").exists()
+    merged = CliRunner().invoke(app, ["export", str(saved.path), "--out", str(root / "merged"), "--merge"])
+    assert merged.exit_code == 0, merged.output
+    hf = AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32)
+    tokens = torch.randint(
+        0, saved.config.model.vocab_size, (1, 16), generator=torch.Generator().manual_seed(4)
+    )
+    with torch.no_grad():
+        diff = (hf(input_ids=tokens).logits - saved.load_model()(tokens)).abs().max().item()
+    assert diff < 1e-4, diff
+
+
+def _peft_export_loads_onto_the_base(saved, imported: SimpleNamespace) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = imported.root / "adapter"
+    result = CliRunner().invoke(
+        app, ["export", str(saved.path), "--format", "peft", "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    base = AutoModelForCausalLM.from_pretrained(imported.hf, dtype=torch.float32)  # the import's source
+    peft_model = PeftModel.from_pretrained(base, out)
+    tokens = torch.randint(
+        0, saved.config.model.vocab_size, (1, 16), generator=torch.Generator().manual_seed(5)
+    )
+    with torch.no_grad():
+        diff = (peft_model(input_ids=tokens).logits - saved.load_model()(tokens)).abs().max().item()
+    assert diff <= 1e-5, diff
+    plain = CliRunner().invoke(
+        app, ["export", str(imported.ck), "--format", "peft", "--out", str(imported.root / "no-adapter")]
+    )
+    assert plain.exit_code == 2 and "is not a LoRA run" in plain.output and "hint: " in plain.output
+    assert not (imported.root / "no-adapter").exists()

@@ -25,7 +25,11 @@ def export(
         Path, typer.Option("--out", "-o", help="Directory to create (hf), or FILE.gguf (gguf).")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="hf (transformers directory) or gguf (one llama.cpp/Ollama file).")
+        str,
+        typer.Option(
+            "--format",
+            help="hf (transformers directory), gguf (one llama.cpp/Ollama file) or peft (a LoRA run's adapters).",
+        ),
     ] = "hf",
     dtype: Annotated[
         str,
@@ -62,8 +66,11 @@ def export(
     if fmt == "gguf":
         _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, merge, as_json)
         return
+    if fmt == "peft":
+        _export_peft(checkpoint, out_dir, force, as_json)
+        return
     if fmt != "hf":
-        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf or --format gguf")
+        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf, gguf or peft")
     result = export_hf(
         checkpoint,
         out_dir,
@@ -81,6 +88,23 @@ def export(
     out().print(
         f"from {result.checkpoint}: {fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size:,}, "
         f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _export_peft(checkpoint: Path, out_dir: Path, force: bool, as_json: bool) -> None:
+    from llmctl.export.peft import export_peft
+
+    result = export_peft(checkpoint, out_dir, force=force)
+    if as_json:
+        print_json(result)
+        return
+    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
+    out().print(table(result.out, ["file", "size"], rows))
+    out().print(
+        f"from {result.checkpoint}: {fmt_count(result.n_adapter_params)} adapter parameters, rank {result.rank}, "
+        f"alpha {result.alpha:g}, on {' '.join(result.target_modules)}",
         markup=False,
         highlight=False,
     )
