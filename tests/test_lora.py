@@ -229,3 +229,42 @@ def _peft_export_loads_onto_the_base(saved, imported: SimpleNamespace) -> None:
     )
     assert plain.exit_code == 2 and "is not a LoRA run" in plain.output and "hint: " in plain.output
     assert not (imported.root / "no-adapter").exists()
+
+
+def test_adapter_checkpoints_resume_exactly_and_refuse_a_changed_base(imported: SimpleNamespace) -> None:
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    from llmctl.infer.checkpoint import open_checkpoint
+
+    base = imported.root / "base-copy"
+    shutil.copytree(imported.ck, base)
+    args = ["--lora.rank=4", "--steps=6", "--optim.lr=1e-2", "--checkpoint.every=3"]
+    straight = _sft(SimpleNamespace(**{**vars(imported), "ck": base}), imported.root / "straight", *args)
+    assert straight.exit_code == 0, straight.output
+    ckpts = imported.root / "straight" / "checkpoints"
+    with safe_open(ckpts / "step-000006" / "model.safetensors", "pt") as f:
+        names = f.keys()
+    assert names and all(k.endswith((".lora_a", ".lora_b")) for k in names)  # adapters only
+    manifest = json.loads((ckpts / "step-000006" / "checkpoint.json").read_text())
+    recorded = json.loads((base / "checkpoint.json").read_text())["files"]["model.safetensors"]["sha256"]
+    assert manifest["base"] == {"path": str(base.resolve()), "sha256": recorded}
+    # k steps, then a resume from step 3 for k more, equals 2k steps, bit for bit
+    resumed = _sft(imported, imported.root / "resumed", *args, f"--checkpoint.resume={ckpts / 'step-000003'}")
+    assert resumed.exit_code == 0, resumed.output
+    a = open_checkpoint(ckpts / "step-000006").model_state()
+    b = open_checkpoint(json.loads(resumed.stdout)["checkpoint"]).model_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Another model put where the base was: the adapters are refused, not applied to it.
+    shutil.rmtree(base)
+    other = make_hf_model(imported.root / "hf-other", "llama", seed=1)
+    assert CliRunner().invoke(app, ["import", str(other), "--out", str(base)]).exit_code == 0
+    gen = CliRunner().invoke(app, ["generate", str(ckpts / "step-000006"), "--prompt", "Hi", "-n", "2"])
+    assert gen.exit_code == 2 and "has changed" in gen.output and "hint: put the original base" in gen.output
+    restart = _sft(
+        SimpleNamespace(**{**vars(imported), "ck": ckpts / "step-000003"}), imported.root / "again"
+    )
+    assert restart.exit_code == 2 and "is a LoRA run's checkpoint" in restart.output
+    assert "--merge" in restart.output and not (imported.root / "again").exists()
