@@ -147,6 +147,8 @@ def test_bad_lora_input_is_refused_with_a_hint_and_nothing_written(imported: Sim
         app, ["pretrain", "--data", str(imported.tokens), "--lora.rank=4", "--out", str(out)]
     )
     assert scratch.exit_code == 2 and "hint: add --init CKPT" in scratch.output and not out.exists()
+    muon = runner.invoke(app, ["config", "show", "--lora.rank=4", "--optim.name=muon"])
+    assert muon.exit_code == 2 and "hint: use --optim.name=adamw" in muon.output
 
 
 def test_lora_sft_trains_only_adapters_and_lowers_the_loss(imported: SimpleNamespace) -> None:
