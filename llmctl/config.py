@@ -304,6 +304,74 @@ class DPOConfig:
     """Reference checkpoint; default the --init checkpoint."""
 
 
+# LoRA target groups and names. PEFT's (Hugging Face) module names are synonyms of llmctl's.
+LORA_GROUPS: dict[str, tuple[str, ...]] = {
+    "attention": ("wq", "wk", "wv", "wo"),
+    "mlp": ("w1", "w3", "w2"),
+    "all-linear": ("wq", "wk", "wv", "wo", "w1", "w3", "w2"),
+}
+LORA_HF_NAMES: dict[str, str] = {
+    "q_proj": "wq",
+    "k_proj": "wk",
+    "v_proj": "wv",
+    "o_proj": "wo",
+    "gate_proj": "w1",
+    "up_proj": "w3",
+    "down_proj": "w2",
+}
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (LoRA, Hu et al. 2021): the base weights stay frozen and only a pair of small
+    matrices per targeted projection trains (llmctl/model/lora.py)."""
+
+    rank: int = 0
+    """Rank r of each adapter (A: r x in, B: out x r); 0, the default, trains every weight instead."""
+    alpha: float = 16.0
+    """Scale: an adapter adds (alpha / rank) * B A x to its projection's output."""
+    dropout: float = 0.0
+    """Dropout on each adapter's input while training, in [0, 1)."""
+    targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Projections that get adapters: attention (wq wk wv wo), mlp (w1 w3 w2), all-linear (both), or a list
+    of names such as [wq, wv]; PEFT's q_proj k_proj v_proj o_proj gate_proj up_proj down_proj also work."""
+
+
+def lora_target_names(targets: list[str]) -> tuple[str, ...]:
+    """llmctl projection names (in layer order) for a `lora.targets` list; commas also separate names."""
+    known = [*LORA_GROUPS, *LORA_GROUPS["all-linear"], *LORA_HF_NAMES]
+    chosen: set[str] = set()
+    for item in (part.strip() for t in targets for part in t.split(",")):
+        if item not in known:
+            raise LlmctlError(
+                f"unknown lora.targets name {item!r}",
+                f"use attention, mlp, all-linear or projection names ({', '.join(known[3:])})",
+            )
+        chosen.update(LORA_GROUPS.get(item, (LORA_HF_NAMES.get(item, item),)))
+    if not chosen:
+        raise LlmctlError("lora.targets is empty", "e.g. --lora.targets=all-linear")
+    return tuple(n for n in LORA_GROUPS["all-linear"] if n in chosen)
+
+
+def check_lora_rank(model: ModelConfig, lora: LoRAConfig) -> None:
+    """Refuse a rank larger than a targeted projection's smaller dimension (B A would not be low-rank)."""
+    q, kv, dim, hidden = (
+        model.n_heads * model.head_size,
+        model.kv_heads * model.head_size,
+        model.dim,
+        model.hidden_dim,
+    )
+    shapes = {"wq": (q, dim), "wk": (kv, dim), "wv": (kv, dim), "wo": (dim, q)}
+    shapes.update({"w1": (hidden, dim), "w3": (hidden, dim), "w2": (dim, hidden)})
+    for name in lora_target_names(lora.targets) if lora.rank > 0 else ():
+        if lora.rank > min(shapes[name]):
+            raise LlmctlError(
+                f"lora.rank={lora.rank} exceeds the smaller dimension of {name} ({shapes[name][0]} x "
+                f"{shapes[name][1]})",
+                f"choose --lora.rank <= {min(shapes[name])}, or leave {name} out of --lora.targets",
+            )
+
+
 @dataclass(frozen=True)
 class SlurmConfig:
     """What a run does under SLURM; acts only when SLURM_JOB_ID is set."""
@@ -327,6 +395,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -339,6 +408,7 @@ SECTIONS: dict[str, type] = {
     "telemetry": TelemetryConfig,
     "dist": DistConfig,
     "dpo": DPOConfig,
+    "lora": LoRAConfig,
     "slurm": SlurmConfig,
 }
 
@@ -612,12 +682,30 @@ def validate(cfg: Config) -> Config:
             raise LlmctlError(
                 f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
             )
+    _validate_lora(cfg.lora)
+    if cfg.lora.rank > 0 and o.name == "muon":
+        # Every adapter is a 2-D matrix, so Muon would take them all and leave its AdamW half empty; Muon on
+        # rank-r factors is also untested ground. Refused until it is built and measured.
+        raise LlmctlError(
+            "optim.name=muon is not supported with LoRA (lora.rank > 0) yet",
+            "use --optim.name=adamw for LoRA runs",
+        )
     if cfg.telemetry.interval <= 0:
         raise LlmctlError(
             f"telemetry.interval must be positive, got {cfg.telemetry.interval}",
             "e.g. --telemetry.interval=1",
         )
     return cfg
+
+
+def _validate_lora(lora: LoRAConfig) -> None:
+    if lora.rank < 0:
+        raise LlmctlError(f"lora.rank must not be negative, got {lora.rank}", "e.g. --lora.rank=8 (0: off)")
+    if lora.alpha <= 0:
+        raise LlmctlError(f"lora.alpha must be positive, got {lora.alpha}", "e.g. --lora.alpha=16")
+    if not 0 <= lora.dropout < 1:
+        raise LlmctlError(f"lora.dropout must be in [0, 1), got {lora.dropout}", "e.g. --lora.dropout=0.05")
+    lora_target_names(lora.targets)
 
 
 def parse_overrides(args: list[str], *, keep_text: bool = False) -> dict[str, Any]:

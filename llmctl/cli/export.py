@@ -25,7 +25,11 @@ def export(
         Path, typer.Option("--out", "-o", help="Directory to create (hf), or FILE.gguf (gguf).")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="hf (transformers directory) or gguf (one llama.cpp/Ollama file).")
+        str,
+        typer.Option(
+            "--format",
+            help="hf (transformers directory), gguf (one llama.cpp/Ollama file) or peft (a LoRA run's adapters).",
+        ),
     ] = "hf",
     dtype: Annotated[
         str,
@@ -50,6 +54,9 @@ def export(
             help="Replace --out if it is a previous llmctl export, never any other folder (gguf: only a GGUF file).",
         ),
     ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="LoRA checkpoints: fold the adapters into the base weights.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export a checkpoint to Hugging Face format (config, safetensors, tokenizer, chat template)."""
@@ -57,12 +64,21 @@ def export(
     from llmctl.export.hf import export_hf
 
     if fmt == "gguf":
-        _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, as_json)
+        _export_gguf(checkpoint, out_dir, "float16" if dtype == "auto" else dtype, force, merge, as_json)
+        return
+    if fmt == "peft":
+        _export_peft(checkpoint, out_dir, force, as_json)
         return
     if fmt != "hf":
-        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf or --format gguf")
+        raise LlmctlError(f"unknown export format '{fmt}'", "use --format hf, gguf or peft")
     result = export_hf(
-        checkpoint, out_dir, dtype=dtype, tokenizer=tokenizer, chat_profile=chat_profile, force=force
+        checkpoint,
+        out_dir,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        chat_profile=chat_profile,
+        force=force,
+        merge=merge,
     )
     if as_json:
         print_json(result)
@@ -77,10 +93,29 @@ def export(
     )
 
 
-def _export_gguf(checkpoint: Path, out_file: Path, dtype: str, force: bool, as_json: bool) -> None:
+def _export_peft(checkpoint: Path, out_dir: Path, force: bool, as_json: bool) -> None:
+    from llmctl.export.peft import export_peft
+
+    result = export_peft(checkpoint, out_dir, force=force)
+    if as_json:
+        print_json(result)
+        return
+    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
+    out().print(table(result.out, ["file", "size"], rows))
+    out().print(
+        f"from {result.checkpoint}: {fmt_count(result.n_adapter_params)} adapter parameters, rank {result.rank}, "
+        f"alpha {result.alpha:g}, on {' '.join(result.target_modules)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _export_gguf(
+    checkpoint: Path, out_file: Path, dtype: str, force: bool, merge: bool, as_json: bool
+) -> None:
     from llmctl.export.gguf import export_gguf
 
-    result = export_gguf(checkpoint, out_file, dtype=dtype, force=force)
+    result = export_gguf(checkpoint, out_file, dtype=dtype, force=force, merge=merge)
     if as_json:
         print_json(result)
         return

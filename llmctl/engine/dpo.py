@@ -380,7 +380,10 @@ def dpo_objective(
     runtime = choose_runtime(cfg.train, dist.local_rank)
 
     def make_ref() -> torch.nn.Module:
-        return build_model(cfg.model, runtime.device, state=ref.model_state()).requires_grad_(False)
+        # A LoRA run's checkpoint as --dpo.ref: its base and adapters (a LoRA DPO run's own reference is its
+        # --init checkpoint, the base without adapters).
+        state, lora = ref.model_state(), ref.config.lora
+        return build_model(cfg.model, runtime.device, state=state, lora=lora).requires_grad_(False)
 
     ref_model, reference, ref_info = None, None, {}
     if cfg.dpo.ref_mode == "live":

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmctl.config import Config, ModelConfig, from_dict, to_yaml
+from llmctl.config import Config, ModelConfig, check_lora_rank, from_dict, to_yaml
 from llmctl.data_sources import SourceSpec
 from llmctl.engine import distributed as D
 from llmctl.engine.checkpoint import check_compatible
@@ -44,7 +44,14 @@ from llmctl.engine.stopping import requeue_job
 from llmctl.engine.trainer import Trainer, TrainResult
 from llmctl.errors import LlmctlError
 from llmctl.files import atomic_copy, atomic_write_text, io_error
-from llmctl.infer.checkpoint import OPTIMIZER_FILE, OpenCheckpoint, find_latest, open_checkpoint, step_dirs
+from llmctl.infer.checkpoint import (
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    OpenCheckpoint,
+    find_latest,
+    open_checkpoint,
+    step_dirs,
+)
 from llmctl.model.build import build_model
 from llmctl.tokenizer.core import Tokenizer, load_tokenizer
 from llmctl.tokens.shards import read_meta
@@ -120,6 +127,12 @@ def open_init(cfg: Config) -> tuple[Config, OpenCheckpoint]:
     """The config with the checkpoint.init checkpoint's model shape, and the opened checkpoint; model fields
     set in the config (other than the checkpoint's own) are refused."""
     init = open_checkpoint(cfg.checkpoint.init)  # type: ignore[arg-type]
+    if init.config.lora.rank > 0:
+        raise LlmctlError(
+            f"--init {init.path} is a LoRA run's checkpoint (adapters on a base)",
+            f"fold them in first: `llmctl export {init.path} --merge --out DIR`, `llmctl import DIR --out CKPT`, "
+            "then --init CKPT",
+        )
     saved = from_dict(init.manifest.config).model
     if cfg.model != ModelConfig() and cfg.model != saved:
         raise LlmctlError(
@@ -314,6 +327,13 @@ def _checked_start(
     init = inputs.init if resume is None else None
     if init is not None:
         check_compatible(init.path, init.manifest, cfg.model, fingerprint)
+    if cfg.lora.rank > 0:
+        if resume is None and init is None:
+            raise LlmctlError(
+                "LoRA trains adapters on a model's weights, and this run starts from random ones",
+                "add --init CKPT (an imported or trained checkpoint), or drop --lora.rank",
+            )
+        check_lora_rank(cfg.model, cfg.lora)
     return run_dir, resume, init
 
 
@@ -344,6 +364,32 @@ def _conventions(start: OpenCheckpoint | None) -> dict[str, Any]:
     if start is None:
         return {}
     return {k: start.manifest.get(k) for k in ("prompt", "chat") if start.manifest.get(k)}
+
+
+def _base_record(cfg: Config, resume: OpenCheckpoint | None, init: OpenCheckpoint | None) -> dict[str, Any]:
+    """A LoRA run's checkpoint.json `base`: the --init checkpoint's path and its weights' SHA-256, which
+    loading the adapters checks (a resumed run carries its first record on)."""
+    if cfg.lora.rank <= 0:
+        return {}
+    if resume is not None:
+        return {"base": resume.manifest.get("base")}
+    assert init is not None
+    entry = init.manifest.files.get(MODEL_FILE)
+    if entry is None or entry.sha256 is None:
+        raise LlmctlError(
+            f"--init {init.path} records no SHA-256 of its {MODEL_FILE}",
+            f"run `llmctl checkpoint migrate {init.path}` first",
+        )
+    return {"base": {"path": str(Path(init.path).resolve()), "sha256": entry.sha256}}
+
+
+def _lora_notes(cfg: Config, model: torch.nn.Module) -> list[str]:
+    """The start-of-run line of a LoRA run: trainable and total parameters."""
+    if cfg.lora.rank <= 0:
+        return []
+    from llmctl.model.lora import describe_trainable
+
+    return [describe_trainable(model)]
 
 
 def run_training(
@@ -382,11 +428,10 @@ def run_training(
             lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        model = build_model(cfg.model, runtime.device)
-        if init is not None:
-            model.load_state_dict(init.model_state())
-            if after_init is not None:
-                after_init(model)
+        base = init.model_state() if init is not None else None
+        model = build_model(cfg.model, runtime.device, lora=cfg.lora, base_state=base)
+        if init is not None and after_init is not None:
+            after_init(model)
         objective = make_objective(cfg, inputs, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry
@@ -405,8 +450,8 @@ def run_training(
             tokenizer=tokenizer,
             data_meta=meta,
             flops_per_token=flops.train + objective.extra_forward_passes * flops.train / 3,
-            notes=lock.notes if lock is not None else [],
-            conventions=_conventions(resume or init),
+            notes=[*(lock.notes if lock is not None else []), *_lora_notes(cfg, model)],
+            conventions={**_conventions(resume or init), **_base_record(cfg, resume, init)},
         )
         result = trainer.fit(resume=resume)
         outcome = RunOutcome(run_dir, result, str(resume.path) if resume else None, dist.is_rank0)

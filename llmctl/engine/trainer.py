@@ -51,6 +51,7 @@ from llmctl.errors import DivergedError
 from llmctl.infer.checkpoint import OpenCheckpoint
 from llmctl.infer.generate import generate
 from llmctl.model.llama import Transformer
+from llmctl.model.lora import is_adapter
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts, TaskEvalResult
 
 _REQUESTS = 2 * (max(SIGNAL_CODES.values()) + 1)
@@ -624,6 +625,9 @@ class Trainer:
         """Write a complete checkpoint of this step (rank 0 writes; every rank takes part in gathering)."""
         start = time.perf_counter()
         weights = model_state(self.raw, self.fsdp, self.cfg.model)
+        if self.cfg.lora.rank > 0:
+            # A LoRA run's checkpoint holds its adapters only; checkpoint.json names the frozen base.
+            weights = {k: v for k, v in weights.items() if is_adapter(k)}
         optim = optimizer_state(self.raw, self.optimizer, self.fsdp)
         rng = D.all_gather_object(self.dist, capture_rng())
         path = None

@@ -268,9 +268,10 @@ def _check(path: Path, expected_kv: dict[str, Any], tensors: dict[str, np.ndarra
 
 
 def export_gguf(
-    checkpoint: str | Path, out: str | Path, dtype: str = "float16", force: bool = False
+    checkpoint: str | Path, out: str | Path, dtype: str = "float16", force: bool = False, merge: bool = False
 ) -> GGUFResult:
-    """Write checkpoint as the single GGUF file `out` (atomically), then verify it by reading it back."""
+    """Write checkpoint as the single GGUF file `out` (atomically), then verify it by reading it back;
+    `merge` folds a LoRA run's adapters into its base (a LoRA checkpoint needs it)."""
     from gguf import GGUFWriter, LlamaFileType
 
     from llmctl.config import from_dict
@@ -307,7 +308,7 @@ def export_gguf(
     add_bos = prompt.add_bos
     eot = next((i for i in stops if i != tok.eos_id), None)
     eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
-    tensors = gguf_tensors(opened.model_state(), cfg, arch)
+    tensors = gguf_tensors(opened.plain_model_state(merge), cfg, arch)
 
     file_type = {
         "float32": LlamaFileType.ALL_F32,

@@ -506,11 +506,13 @@ def export_hf(
     tokenizer: str | Path | None = None,
     chat_profile: str | None = None,
     force: bool = False,
+    merge: bool = False,
 ) -> ExportResult:
     """Export a llmctl checkpoint (a step directory, RUN/checkpoints/latest or a run directory).
 
     The tokenizer is the copy inside the checkpoint unless one is given (its fingerprint must match);
-    the chat profile is the one the SFT data used, else `chat` when the tokenizer holds its tokens.
+    the chat profile is the one the SFT data used, else `chat` when the tokenizer holds its tokens;
+    `merge` folds a LoRA run's adapters into its base (a LoRA checkpoint needs it).
     """
     from llmctl.infer.checkpoint import open_checkpoint
     from llmctl.tokenizer.core import load_tokenizer
@@ -534,7 +536,7 @@ def export_hf(
             f"trained with ({recorded['fingerprint'][:12]})",
             "leave out --tokenizer to use the copy stored in the checkpoint",
         )
-    state = opened.model_state()
+    state = opened.plain_model_state(merge)
     if dtype == "auto":
         dtype = str(state["tok_embeddings.weight"].dtype).removeprefix("torch.")
     if chat_profile is None:

@@ -353,6 +353,7 @@ class OpenCheckpoint:
         """checkpoint.json's model config against the weights' header, before anything is built: a
         `dim` or `n_layers` that disagrees with the weights would allocate or loop for their sake."""
         from llmctl.model.llama import weight_shapes
+        from llmctl.model.lora import adapter_shapes
 
         model = self.config.model
         found = self.weight_shapes()
@@ -371,9 +372,11 @@ class OpenCheckpoint:
                 f"for at most {MAX_POSITIONS:,} positions",
                 _EDITED_HINT,
             )
-        expected = weight_shapes(model)
+        expected = {**weight_shapes(model), **adapter_shapes(model, self.config.lora)}
+        if self.manifest.get("base"):  # adapters only: the base's weights are checked when it is opened
+            expected = adapter_shapes(model, self.config.lora)
         if model.tied_embeddings and "output.weight" not in found:
-            expected.pop("output.weight")
+            expected.pop("output.weight", None)
         for name in [*expected, *(n for n in found if n not in expected)]:  # in the model's order
             if expected.get(name) != found.get(name):
                 want = list(expected[name]) if name in expected else "no such tensor"
@@ -399,6 +402,8 @@ class OpenCheckpoint:
             raise LlmctlError(
                 f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint"
             ) from exc
+        if self.manifest.get("base"):
+            return {**self.base_checkpoint().model_state(), **state}
         model = self.manifest.config.get("model") or {}
         if (
             model.get("tied_embeddings", True)
@@ -448,11 +453,47 @@ class OpenCheckpoint:
         self.read_verified(path.name)
         return load_tokenizer(path)
 
+    def base_checkpoint(self) -> OpenCheckpoint:
+        """A LoRA checkpoint's frozen base (checkpoint.json `base`), refused when its weights changed since."""
+        base = self.manifest.get("base")
+        if not isinstance(base, dict) or not isinstance(base.get("path"), str):
+            raise LlmctlError(f"{self.path / MANIFEST} has a malformed `base`", _EDITED_HINT)
+        try:
+            opened = open_checkpoint(base["path"])
+        except LlmctlError as exc:
+            raise LlmctlError(
+                f"the base of LoRA checkpoint {self.path} cannot be opened: {exc.message}",
+                f"put the base checkpoint back at {base['path']}",
+            ) from exc
+        entry = opened.manifest.files.get(MODEL_FILE)
+        if entry is None or entry.sha256 != base.get("sha256"):
+            raise LlmctlError(
+                f"the base of LoRA checkpoint {self.path} has changed: {opened.path / MODEL_FILE} has SHA-256 "
+                f"{entry.sha256 if entry else None}, the adapters were trained on {base.get('sha256')}",
+                "put the original base checkpoint back at that path; adapters on other weights are meaningless",
+            )
+        return opened
+
+    def plain_model_state(self, merge: bool = False) -> dict[str, Any]:
+        """Weights for a plain decoder (what export writes): a LoRA run's adapters folded into its base
+        with `merge`; without it a LoRA checkpoint is refused rather than exported without its adapters."""
+        state = self.model_state()
+        if self.config.lora.rank <= 0:
+            return state
+        if not merge:
+            raise LlmctlError(
+                f"checkpoint {self.path} holds LoRA adapters (lora.rank={self.config.lora.rank}) on a frozen base",
+                "add --merge to fold the adapters into the base weights and export a plain model",
+            )
+        from llmctl.model.lora import merge_adapters
+
+        return merge_adapters(state, self.config.lora)
+
     def load_model(self, device: Any = "cpu") -> Any:
-        """A Transformer with the checkpoint's weights, in eval mode, on `device`."""
+        """A Transformer with the checkpoint's weights (a LoRA run's: base and adapters), in eval mode."""
         from llmctl.model.build import build_model
 
-        return build_model(self.config.model, device, state=self.model_state())
+        return build_model(self.config.model, device, state=self.model_state(), lora=self.config.lora)
 
 
 def open_checkpoint(path: str | Path) -> OpenCheckpoint:

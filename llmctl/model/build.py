@@ -2,6 +2,7 @@
 
     model = build_model(cfg.model, "cuda")                          # fresh weights (seed first)
     model = build_model(cfg.model, "cpu", state=weights)            # a checkpoint's weights, eval mode
+    model = build_model(cfg.model, "cuda", lora=cfg.lora, base_state=weights)  # frozen base + LoRA adapters
 
 Later features hook in here and nowhere else: adapters (LoRA), quantized bases and new model families
 (docs/ARCHITECTURE.md, "Adding a model family").
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from llmctl.config import ModelConfig
+from llmctl.config import LoRAConfig, ModelConfig
 from llmctl.model.llama import Transformer
 
 
@@ -24,11 +25,23 @@ def build_model(
     device: torch.device | str = "cpu",
     *,
     state: Mapping[str, torch.Tensor] | None = None,
+    lora: LoRAConfig | None = None,
+    base_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Transformer:
     """The decoder `model_cfg` describes, its parameters made on `device`; with `state`, those weights
-    loaded (strictly) and the model put in eval mode, ready for inference or as a reference."""
+    loaded (strictly) and the model put in eval mode, ready for inference or as a reference.
+
+    With `lora` (rank > 0), the base weights are frozen and adapters added (llmctl/model/lora.py);
+    `base_state` loads the base's weights before the adapters are added (training from --init), and
+    `state` then holds base and adapters together."""
     with torch.device(device):
         model = Transformer(model_cfg)
+    if base_state is not None:
+        model.load_state_dict(base_state)
+    if lora is not None and lora.rank > 0:
+        from llmctl.model.lora import apply_lora
+
+        apply_lora(model, lora)
     if state is not None:
         model.load_state_dict(state)
         model.eval()

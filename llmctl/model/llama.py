@@ -98,6 +98,12 @@ def fused(owner: nn.Module, name: str, parts: tuple[torch.Tensor, ...]) -> torch
     return hit[1]
 
 
+def lora_add(linear: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y plus `linear`'s low-rank adapter term on x when it has one (llmctl/model/lora.py)."""
+    delta = getattr(linear, "delta", None)
+    return y if delta is None else y + delta(x)
+
+
 def _is_sharded(model: nn.Module) -> bool:
     # FSDP2 rewrites parameters in place (all-gather into reused buffers) without version bumps: no cache.
     return any(
@@ -153,6 +159,7 @@ class Attention(nn.Module):
             head = cfg.qk_norm == "head"
             self.q_norm = RMSNorm(cfg.head_size if head else cfg.n_heads * cfg.head_size, cfg.norm_eps)
             self.k_norm = RMSNorm(cfg.head_size if head else cfg.kv_heads * cfg.head_size, cfg.norm_eps)
+        self.adapted = False  # set by llmctl/model/lora.py when a projection has a LoRA adapter
 
     def forward(
         self,
@@ -172,6 +179,8 @@ class Attention(nn.Module):
         )
         qw, kvw = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         q, k, v = F.linear(x, weight, bias).split((qw, kvw, kvw), dim=-1)
+        if self.adapted:
+            q, k, v = lora_add(self.wq, x, q), lora_add(self.wk, x, k), lora_add(self.wv, x, v)
         if self.qk_norm == "proj":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.n_kv_heads, self.head_dim)
@@ -203,10 +212,13 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+        self.adapted = False  # set by llmctl/model/lora.py when a projection has a LoRA adapter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # w1 and w3 as one matmul, as in Attention: same values, one larger GEMM.
         gate, up = F.linear(x, fused(self, "weight", (self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
+        if self.adapted:
+            gate, up = lora_add(self.w1, x, gate), lora_add(self.w3, x, up)
         return self.w2(F.silu(gate) * up)
 
 
