@@ -149,6 +149,10 @@ def test_bad_lora_input_is_refused_with_a_hint_and_nothing_written(imported: Sim
     assert scratch.exit_code == 2 and "hint: add --init CKPT" in scratch.output and not out.exists()
     muon = runner.invoke(app, ["config", "show", "--lora.rank=4", "--optim.name=muon"])
     assert muon.exit_code == 2 and "hint: use --optim.name=adamw" in muon.output
+    mean_rows = _sft(imported, out, "--lora.rank=4", "--untrained-rows", "mean")
+    assert mean_rows.exit_code == 2, mean_rows.output
+    assert "error: --untrained-rows mean changes the base's embedding rows" in mean_rows.output
+    assert "hint: " in mean_rows.output and not out.exists()
 
 
 def test_lora_sft_trains_only_adapters_and_lowers_the_loss(imported: SimpleNamespace) -> None:

@@ -396,6 +396,12 @@ def run_sft(cfg: Config, reporter: Any = None, *, force: bool = False) -> SFTOut
     """
     if not cfg.checkpoint.init:
         raise LlmctlError("sft needs pretrained weights to start from", "pass --init RUN/checkpoints/latest")
+    if cfg.lora.rank > 0 and cfg.checkpoint.untrained_rows == "mean":
+        # The mean rows would be written into the frozen base, which a LoRA checkpoint does not hold.
+        raise LlmctlError(
+            "--untrained-rows mean changes the base's embedding rows, which a LoRA run freezes and does not save",
+            "run `llmctl sft --untrained-rows mean` without --lora.rank first, or keep --untrained-rows warn",
+        )
     cfg, inputs = read_inputs(cfg, init_always=True)
     init, meta, tokenizer = inputs.init, inputs.meta, inputs.tokenizer
     assert init is not None
