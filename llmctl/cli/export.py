@@ -11,7 +11,7 @@ The directory loads with `AutoModelForCausalLM.from_pretrained` and `AutoTokeniz
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -83,13 +83,10 @@ def export(
     if as_json:
         print_json(result)
         return
-    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
-    out().print(table(result.out, ["file", "size"], rows))
-    out().print(
+    _print_files(
+        result,
         f"from {result.checkpoint}: {fmt_count(result.n_params)} parameters, {result.dtype}, vocab {result.vocab_size:,}, "
         f"chat template: {'yes' if result.chat_template else 'no'}, eos ids {result.eos_token_ids}",
-        markup=False,
-        highlight=False,
     )
 
 
@@ -100,14 +97,18 @@ def _export_peft(checkpoint: Path, out_dir: Path, force: bool, as_json: bool) ->
     if as_json:
         print_json(result)
         return
-    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
-    out().print(table(result.out, ["file", "size"], rows))
-    out().print(
+    _print_files(
+        result,
         f"from {result.checkpoint}: {fmt_count(result.n_adapter_params)} adapter parameters, rank {result.rank}, "
         f"alpha {result.alpha:g}, on {' '.join(result.target_modules)}",
-        markup=False,
-        highlight=False,
     )
+
+
+def _print_files(result: Any, summary: str) -> None:
+    """The files an export wrote with their sizes, then one line on what they hold."""
+    rows = [[name, fmt_bytes(size)] for name, size in result.files.items()]
+    out().print(table(result.out, ["file", "size"], rows))
+    out().print(summary, markup=False, highlight=False)
 
 
 def _export_gguf(

@@ -240,17 +240,24 @@ def generate_from_checkpoint(
         "checkpoint": str(checkpoint),
         "step": manifest.get("step"),
         "warnings": opened.warnings,
+        **_text_fields(prompt, gen, dropped),
+        "device": str(dev),
+        "seed": seed,
+        **_sampling_fields(sampling),
+        "tokens_per_sec": gen.tokens_per_sec,
+        **inference_metrics(len(gen.ids), gen.seconds),
+    }
+
+
+def _text_fields(prompt: str, gen: Any, dropped: int) -> dict[str, Any]:
+    """One generation's prompt, text and token counts, as every JSON record names them."""
+    return {
         "prompt": prompt,
         "text": gen.text,
         "prompt_tokens": gen.prompt_tokens,
         "prompt_dropped_tokens": dropped,
         "new_tokens": len(gen.ids),
         "stop_reason": gen.stop_reason,
-        "device": str(dev),
-        "seed": seed,
-        **_sampling_fields(sampling),
-        "tokens_per_sec": gen.tokens_per_sec,
-        **inference_metrics(len(gen.ids), gen.seconds),
     }
 
 
@@ -332,12 +339,7 @@ def generate_many_from_checkpoint(
             {
                 "line": line,
                 "sample": k % num_samples,
-                "prompt": prompt,
-                "text": gen.text,
-                "prompt_tokens": gen.prompt_tokens,
-                "prompt_dropped_tokens": dropped,
-                "new_tokens": len(gen.ids),
-                "stop_reason": gen.stop_reason,
+                **_text_fields(prompt, gen, dropped),
                 "seed": None if seed is None else seed + k % num_samples,
                 "seconds": gen.seconds,
             }
