@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from hf_fixtures import make_hf_model
 from typer.testing import CliRunner
 
@@ -274,3 +275,26 @@ def test_adapter_checkpoints_resume_exactly_and_refuse_a_changed_base(imported: 
     )
     assert restart.exit_code == 2 and "is a LoRA run's checkpoint" in restart.output
     assert "--merge" in restart.output and not (imported.root / "again").exists()
+
+
+def test_adapters_disabled_gives_the_base_models_logits() -> None:
+    from llmctl.config import LoRAConfig, ModelConfig
+    from llmctl.model.build import build_model
+    from llmctl.model.lora import adapters_disabled
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, max_seq_len=16)
+    base = build_model(cfg, "cpu")
+    tuned = build_model(
+        cfg, "cpu", lora=LoRAConfig(rank=4, targets=["all-linear"]), base_state=base.state_dict()
+    )
+    for name, p in tuned.named_parameters():
+        if name.endswith("lora_b"):
+            torch.nn.init.normal_(p)
+    x = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        want = base(x)
+        assert not torch.allclose(tuned(x), want)
+        with adapters_disabled(tuned):
+            torch.testing.assert_close(tuned(x), want, rtol=0, atol=1e-6)
+        assert not torch.allclose(tuned(x), want)

@@ -12,6 +12,8 @@ projection's low-rank term after the split (`lora_add`), so a model without adap
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +38,30 @@ class LoRALinear(nn.Linear):
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.enabled = True  # False inside `adapters_disabled`: the layer is its frozen base
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The adapter's term (alpha / r) B A dropout(x) alone."""
+        """The adapter's term (alpha / r) B A dropout(x) alone (zero while the adapters are disabled)."""
+        if not self.enabled:
+            return torch.zeros((), device=x.device, dtype=x.dtype)
         return F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + self.delta(x)
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Run `model` as its frozen base inside the block: the reference model of DPO and GRPO with LoRA,
+    without a second copy of the weights."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enabled = True
 
 
 def apply_lora(model: Transformer, lora: LoRAConfig) -> Transformer:
