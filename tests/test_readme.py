@@ -240,17 +240,36 @@ def _links(path: Path) -> list[str]:
     return [m.group(1) for m in LINK.finditer(text)]
 
 
+def _anchors(path: Path) -> set[str]:
+    """The #fragments GitHub gives the page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    slugs: set[str] = set()
+    for heading in re.findall(r"^#+ (.+)$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        slugs.add(
+            slug
+            if slug not in slugs
+            else next(f"{slug}-{i}" for i in range(1, 99) if f"{slug}-{i}" not in slugs)
+        )
+    return slugs
+
+
 def test_relative_links_lead_to_files() -> None:
     broken = []
     for page in PAGES:
         for target in _links(page):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            file = (page.parent / target.split("#", 1)[0]).resolve()
+            name, _, anchor = target.partition("#")
+            file = (page.parent / name).resolve() if name else page
             rel = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else str(file)
-            if not file.exists() and rel not in PENDING_PAGES:
-                broken.append(f"{page.relative_to(ROOT)}: {target}")
-    assert not broken, "links to missing files:\n" + "\n".join(broken)
+            if rel in PENDING_PAGES:
+                continue
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def test_pending_pages_are_still_pending() -> None:
