@@ -5,10 +5,10 @@
 # builds them if absent.
 #   bash examples/dpo.sh [WORKDIR]
 #
-# Shrunk to run end to end in about 13 minutes on a loaded 2-core CPU (the figures in README come from
+# Shrunk to run end to end in about 13 minutes on a loaded 2-core CPU (the figures in docs/commands/dpo.md come from
 # exactly these settings): when it has to build the base itself it pretrains the quickstart model for
 # PRETRAIN_STEPS=80 steps at seq_len 128 instead of quickstart.sh's 250 at 256 (with the AdamW rate and
-# decay the README figures were measured with, the quickstart's before its last retune), then SFT runs
+# decay those figures were measured with, the quickstart's before its last retune), then SFT runs
 # SFT_STEPS=60 steps and DPO DPO_STEPS=60 steps, both at seq_len 128 (every pair fits: --max-len 128
 # cuts none). A base from `bash examples/quickstart.sh` is used as it is. On a free machine, raise them:
 #   PRETRAIN_STEPS=250 SFT_STEPS=150 DPO_STEPS=120 bash examples/dpo.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README section 5's SIGUSR1 demo: a 60-step run of the quickstart config gets SIGUSR1 once step 30 is
+# The SIGUSR1 demo of docs/commands/checkpoint.md: a 60-step run of the quickstart config gets SIGUSR1 once step 30 is
 # logged, saves a checkpoint and exits 0; the same command with --resume auto then finishes it.
 #   bash examples/sigusr1_demo.sh [WORKDIR]      (after examples/quickstart.sh, which wrote WORKDIR/tokens/py)
 set -euo pipefail
