@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from llmctl.infer.decode import DecodePlan
 from llmctl.infer.sampling import Sampling, pick_token
 from llmctl.model.llama import KVCache, Transformer, fused_weights_for_inference
 
@@ -142,11 +143,15 @@ def _forward(
     positions: torch.Tensor,
     mask: torch.Tensor | None,
     cache: KVCache,
+    plan: DecodePlan | None = None,
 ) -> torch.Tensor:
-    """Last-position logits [B, V] (float32): the model's own layers, with per-row positions and mask."""
+    """Last-position logits [B, V] (float32), with per-row positions and mask: through the plan's plain
+    operations when there is one, else the model's own layers."""
     rotation = torch.complex(model.rope_cos[positions], model.rope_sin[positions]).unsqueeze(2)
     if mask is not None:
         mask = _additive(mask, model.tok_embeddings.weight.dtype)
+    if plan is not None:
+        return plan.forward(tokens, rotation, mask, cache)
     h = model.tok_embeddings(tokens)
     for i, layer in enumerate(model.layers):
         h = layer(h, rotation, None, mask, cache, i)
@@ -172,7 +177,7 @@ def _additive(allowed: torch.Tensor, weights: torch.dtype) -> torch.Tensor:
 
 
 def _prefill(
-    model: Transformer, rows: list[_Row], autocast: Callable[[], Any]
+    model: Transformer, rows: list[_Row], autocast: Callable[[], Any], plan: DecodePlan | None
 ) -> tuple[_Batch, torch.Tensor]:
     """Run the rows' prompts, left-padded to the longest, into a fresh cache; their next-token logits."""
     device = model.tok_embeddings.weight.device
@@ -192,11 +197,17 @@ def _prefill(
         r.started = now
     batch = _Batch(rows, _empty_cache(model, len(rows), length + max(r.budget for r in rows)), pads)
     with autocast():
-        logits = _forward(model, tokens, positions, mask, batch.cache)
+        logits = _forward(model, tokens, positions, mask, batch.cache, plan)
     return batch, logits
 
 
-def _step(model: Transformer, batch: _Batch, tokens: list[int], autocast: Callable[[], Any]) -> torch.Tensor:
+def _step(
+    model: Transformer,
+    batch: _Batch,
+    tokens: list[int],
+    autocast: Callable[[], Any],
+    plan: DecodePlan | None,
+) -> torch.Tensor:
     """Feed one token per live row; next-token logits [B, V]."""
     device = batch.pads.device
     length = batch.cache.length
@@ -205,7 +216,9 @@ def _step(model: Transformer, batch: _Batch, tokens: list[int], autocast: Callab
     if int(batch.pads.max()) > 0:
         mask = (torch.arange(length + 1, device=device)[None, :] >= batch.pads[:, None])[:, None, None, :]
     with autocast():
-        return _forward(model, torch.tensor(tokens, device=device)[:, None], positions, mask, batch.cache)
+        return _forward(
+            model, torch.tensor(tokens, device=device)[:, None], positions, mask, batch.cache, plan
+        )
 
 
 def _keep(batch: _Batch, keep: list[int]) -> _Batch:
@@ -283,8 +296,11 @@ def generate_batch(
     was_training = model.training
     model.eval()
     try:
-        with fused_weights_for_inference(model):
-            _run(model, pending, max_batch, decode, autocast, on_token, deadline)
+        # The plan's plain operations when the architecture allows (infer/decode.py), else the modules
+        # with their fused weights built once for the call.
+        plan = DecodePlan.build(model)
+        with contextlib.nullcontext() if plan is not None else fused_weights_for_inference(model):
+            _run(model, plan, pending, max_batch, decode, autocast, on_token, deadline)
     finally:
         model.train(was_training)
     return [r.result for r in rows]
@@ -292,6 +308,7 @@ def generate_batch(
 
 def _run(
     model: Transformer,
+    plan: DecodePlan | None,
     pending: deque[_Row],
     max_batch: int,
     decode: Callable[[list[int]], str] | None,
@@ -305,7 +322,7 @@ def _run(
         room = max_batch - (len(batch.rows) if batch is not None else 0)
         if pending and room > 0:
             fresh, fresh_logits = _prefill(
-                model, [pending.popleft() for _ in range(min(room, len(pending)))], autocast
+                model, [pending.popleft() for _ in range(min(room, len(pending)))], autocast, plan
             )
             if batch is None:
                 batch, logits = fresh, fresh_logits
@@ -330,4 +347,4 @@ def _run(
         if len(live) < len(batch.rows):
             batch = _keep(batch, live)
             tokens = [tokens[b] for b in live]
-        logits = _step(model, batch, tokens, autocast)
+        logits = _step(model, batch, tokens, autocast, plan)
