@@ -86,6 +86,7 @@ class _Row:
         self.stops = {int(s) for s in request.stop_ids}
         self.stop_strings = [s for s in request.stop_strings if s]  # "" would end every sample at once
         self.text, self.started, self.done = "", 0.0, False
+        self.on_done: Callable[[int, Generation], None] | None = None
 
     def seen(self, device: torch.device) -> torch.Tensor | None:
         """Prompt and generated ids, for the repetition penalty (None when it is off)."""
@@ -122,6 +123,8 @@ class _Row:
             if reason == "stop_string":
                 text = text[: min(i for i in (text.find(s) for s in self.stop_strings) if i >= 0)]
             self.result.text = text
+        if self.on_done is not None:
+            self.on_done(self.index, self.result)
 
 
 @dataclass
@@ -275,10 +278,12 @@ def generate_batch(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     on_token: Callable[[int, int], None] | None = None,
     max_time: float | None = None,
+    on_done: Callable[[int, Generation], None] | None = None,
 ) -> list[Generation]:
     """Continue every request, at most `max_batch` rows at a time; one Generation per request, in order.
 
-    on_token(request index, id) sees each token as it is picked. A prompt longer than the context keeps
+    on_token(request index, id) sees each token as it is picked; on_done(request index, generation)
+    each request once, as it finishes (for progress). A prompt longer than the context keeps
     its last tokens; a row stops when the context is full. `max_time` (seconds from the call) ends every
     row still running with stop_reason 'time'. `decode` is needed for stop strings and fills `text`.
     """
@@ -289,6 +294,7 @@ def generate_batch(
     device = model.tok_embeddings.weight.device
     rows = [_Row(i, r, model.cfg.max_seq_len, device) for i, r in enumerate(requests)]
     for row in rows:
+        row.on_done = on_done
         if row.budget <= 0:
             row.finish("length", decode)
     pending = deque(r for r in rows if not r.done)
