@@ -134,6 +134,10 @@ class _Batch:
     rows: list[_Row]
     cache: KVCache
     pads: torch.Tensor
+    key_bias: torch.Tensor | None = None
+    """Additive key mask [B, 1, 1, capacity] (0, or -inf on padding) made at the first step after the
+    batch changes and sliced by every step; None before that, or when no row is padded."""
+    bias_ready: bool = False
 
     def remaining(self) -> int:
         """Cache columns the live rows may still need."""
@@ -147,11 +151,13 @@ def _forward(
     mask: torch.Tensor | None,
     cache: KVCache,
     plan: DecodePlan | None = None,
+    additive: bool = False,
 ) -> torch.Tensor:
-    """Last-position logits [B, V] (float32), with per-row positions and mask: through the plan's plain
-    operations when there is one, else the model's own layers."""
+    """Last-position logits [B, V] (float32), with per-row positions and mask (boolean, or already
+    additive with `additive`): through the plan's plain operations when there is one, else the model's
+    own layers."""
     rotation = torch.complex(model.rope_cos[positions], model.rope_sin[positions]).unsqueeze(2)
-    if mask is not None:
+    if mask is not None and not additive:
         mask = _additive(mask, model.tok_embeddings.weight.dtype)
     if plan is not None:
         return plan.forward(tokens, rotation, mask, cache)
@@ -215,12 +221,23 @@ def _step(
     device = batch.pads.device
     length = batch.cache.length
     positions = (length - batch.pads)[:, None]
-    mask = None
-    if int(batch.pads.max()) > 0:
-        mask = (torch.arange(length + 1, device=device)[None, :] >= batch.pads[:, None])[:, None, None, :]
     with autocast():
+        if not batch.bias_ready:
+            # Once per batch, not per step (and no device sync per step for the padding check).
+            batch.bias_ready = True
+            if int(batch.pads.max()) > 0:
+                columns = torch.arange(batch.cache.capacity, device=device)
+                allowed = (columns[None, :] >= batch.pads[:, None])[:, None, None, :]
+                batch.key_bias = _additive(allowed, model.tok_embeddings.weight.dtype)
+        bias = None if batch.key_bias is None else batch.key_bias[..., : length + 1]
         return _forward(
-            model, torch.tensor(tokens, device=device)[:, None], positions, mask, batch.cache, plan
+            model,
+            torch.tensor(tokens, device=device)[:, None],
+            positions,
+            bias,
+            batch.cache,
+            plan,
+            additive=True,
         )
 
 
