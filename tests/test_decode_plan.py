@@ -74,6 +74,9 @@ def test_architectures_the_plan_does_not_mirror_use_the_modules() -> None:
         assert DecodePlan.build(Transformer(dataclasses.replace(base, **change))) is None, change
     adapted = apply_lora(Transformer(base), LoRAConfig(rank=2, targets=["wo"]))
     assert DecodePlan.build(adapted) is None
+    hooked = Transformer(base)
+    hooked.layers[1].feed_forward.register_forward_hook(lambda *_: None)  # e.g. FSDP's, or a probe
+    assert DecodePlan.build(hooked) is None
     # An option added to ModelConfig later (here a made-up sliding window) sends a model that sets it
     # to the modules, rather than being silently ignored by the plan.
     later = dataclasses.make_dataclass(

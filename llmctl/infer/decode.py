@@ -11,7 +11,8 @@ w1|w3 weights, concatenated once for the call, and runs the same operations in t
 with one difference of form: RoPE rotates q and k in one call, as one tensor of heads.
 
 Only the architecture it was written for takes this path: pre-norm blocks without QK-norm or LoRA
-adapters, and every other ModelConfig option at its default. Anything else (a field added later for
+adapters, and every other ModelConfig option at its default, on modules of exactly the model's classes
+without hooks or sharded (FSDP, DTensor) weights. Anything else (a field added later for
 another architecture included) is decoded by the model's own modules, so a new option can never be
 silently ignored here.
 """
@@ -67,7 +68,7 @@ def _plain_config(cfg: ModelConfig) -> bool:
 
 
 def _plain_modules(model: Transformer) -> bool:
-    """Exactly the module classes this path mirrors, none with an adapter."""
+    """Exactly the module classes this path mirrors, none with an adapter or a hook, no sharded weight."""
     if type(model) is not Transformer or type(model.norm) is not RMSNorm:
         return False
     for layer in model.layers:
@@ -81,7 +82,14 @@ def _plain_modules(model: Transformer) -> bool:
             return False
         if type(layer.attention_norm) is not RMSNorm or type(layer.ffn_norm) is not RMSNorm:
             return False
-    return all(not hasattr(m, "delta") for m in model.modules())
+    for m in model.modules():
+        # An adapter's term, or hooks (FSDP's all-gathers, a user's probes), live in module calls the plan skips.
+        if hasattr(m, "delta") or m._forward_hooks or m._forward_pre_hooks:
+            return False
+    # Sharded parameters (DTensor) are gathered by module hooks, never by a plain operation.
+    return not any(
+        type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters()
+    )
 
 
 @dataclass
