@@ -16,7 +16,7 @@ from llmctl.infer.batch import Request, generate_batch
 from llmctl.infer.decode import DecodePlan
 from llmctl.infer.sampling import Sampling
 from llmctl.model.llama import KVCache, Transformer
-from llmctl.model.lora import apply_lora
+from llmctl.model.lora import adapters_disabled, apply_lora
 
 
 @pytest.fixture(autouse=True)
@@ -72,8 +72,6 @@ def test_architectures_the_plan_does_not_mirror_use_the_modules() -> None:
     assert DecodePlan.build(Transformer(base)) is not None
     for change in ({"qk_norm": "head"}, {"qk_norm": "proj"}, {"norm_placement": "post"}):
         assert DecodePlan.build(Transformer(dataclasses.replace(base, **change))) is None, change
-    adapted = apply_lora(Transformer(base), LoRAConfig(rank=2, targets=["wo"]))
-    assert DecodePlan.build(adapted) is None
     hooked = Transformer(base)
     hooked.layers[1].feed_forward.register_forward_hook(lambda *_: None)  # e.g. FSDP's, or a probe
     assert DecodePlan.build(hooked) is None
@@ -84,3 +82,28 @@ def test_architectures_the_plan_does_not_mirror_use_the_modules() -> None:
     )
     assert decode._plain_config(later(**dataclasses.asdict(base)))
     assert not decode._plain_config(later(**dataclasses.asdict(base), sliding_window=8))
+
+
+def test_lora_adapters_are_merged_into_the_plan_and_switched_off_with_the_base() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(model_from_preset("tiny"), vocab_size=300, max_seq_len=64)
+    model = apply_lora(Transformer(cfg), LoRAConfig(rank=4, targets=["all-linear"])).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_b" in name:
+                p.normal_(0, 0.05)  # B starts at 0; a trained adapter changes the outputs
+    plan = DecodePlan.build(model)
+    assert plan is not None
+    tokens = torch.randint(0, 300, (2, 9))
+    rotation = torch.complex(model.rope_cos[:9], model.rope_sin[:9])[None, :, None]
+    with torch.no_grad():
+        adapted = model(tokens)[:, -1]
+        with adapters_disabled(model):
+            base = model(tokens)[:, -1]
+            base_plan = DecodePlan.build(model)
+            assert base_plan is not None
+            got_base = base_plan.forward(tokens, rotation, None, _cache(model, 2, 9))
+        got = plan.forward(tokens, rotation, None, _cache(model, 2, 9))
+    assert (adapted - base).abs().max() > 1e-2  # the adapters matter here
+    torch.testing.assert_close(got, adapted, rtol=0, atol=1e-4)
+    torch.testing.assert_close(got_base, base, rtol=0, atol=1e-4)

@@ -6,15 +6,17 @@
 Why: a decode step is one token per row, so on CPU the cost of calling ~20 modules per layer (hooks,
 attribute look-ups, the fused-weight cache check, LoRA and QK-norm branches) is a sizeable share of the
 step at batch 1 and still several percent at batch 16. The plan holds each layer's fused q|k|v and
-w1|w3 weights, concatenated once for the call, and runs the same operations in the same order as
-`model/llama.py` (the same kernels, so the same floats: the batched tests compare it with the modules),
-with one difference of form: RoPE rotates q and k in one call, as one tensor of heads.
+w1|w3 weights, concatenated once for the call, and runs the operations of `model/llama.py` in the same
+order, with two differences of form: RoPE rotates q and k in one call, as one tensor of heads, and on
+CPU the projections multiply by a contiguous W^T (the same values; at one row the kernel may round
+differently, so tests compare tokens allowing a logit near-tie).
 
-Only the architecture it was written for takes this path: pre-norm blocks without QK-norm or LoRA
-adapters, and every other ModelConfig option at its default, on modules of exactly the model's classes
-without hooks or sharded (FSDP, DTensor) weights. Anything else (a field added later for
-another architecture included) is decoded by the model's own modules, so a new option can never be
-silently ignored here.
+A LoRA model's adapters are merged into the plan's weights (W + (alpha / r) B A, made once per call;
+inside `adapters_disabled`, the base weights), which also saves the adapters' two extra products per
+projection and token. Only the architecture the plan was written for takes this path: pre-norm blocks
+without QK-norm, every other ModelConfig option at its default, modules of exactly the model's classes,
+no hooks and no sharded (FSDP, DTensor) weights. Anything else (a field added later for another
+architecture included) is decoded by the model's own modules, so a new option is never silently ignored.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from llmctl.config import ModelConfig
 from llmctl.model.llama import Attention, Block, FeedForward, KVCache, RMSNorm, Transformer, apply_rope
+from llmctl.model.lora import LoRALinear
 
 # ModelConfig fields whose every value this path handles: sizes, RoPE (the model's own tables), biases,
 # tied embeddings. qk_norm and norm_placement are handled when "none" and "pre"; any other field must
@@ -68,23 +72,23 @@ def _plain_config(cfg: ModelConfig) -> bool:
 
 
 def _plain_modules(model: Transformer) -> bool:
-    """Exactly the module classes this path mirrors, none with an adapter or a hook, no sharded weight."""
+    """Exactly the module classes this path mirrors (LoRA adapters included), no hook, no sharded weight."""
     if type(model) is not Transformer or type(model.norm) is not RMSNorm:
         return False
     for layer in model.layers:
         if type(layer) is not Block or type(layer.attention) is not Attention:
             return False
-        if (
-            type(layer.feed_forward) is not FeedForward
-            or layer.attention.adapted
-            or layer.feed_forward.adapted
-        ):
+        if type(layer.feed_forward) is not FeedForward:
             return False
         if type(layer.attention_norm) is not RMSNorm or type(layer.ffn_norm) is not RMSNorm:
             return False
+        projections = [getattr(layer.attention, n) for n in ("wq", "wk", "wv", "wo")]
+        projections += [getattr(layer.feed_forward, n) for n in ("w1", "w2", "w3")]
+        if any(type(p) not in (nn.Linear, LoRALinear) for p in projections):
+            return False
     for m in model.modules():
-        # An adapter's term, or hooks (FSDP's all-gathers, a user's probes), live in module calls the plan skips.
-        if hasattr(m, "delta") or m._forward_hooks or m._forward_pre_hooks:
+        # Hooks (FSDP's all-gathers, a user's probes) live in the module calls the plan skips.
+        if m._forward_hooks or m._forward_pre_hooks:
             return False
     # Sharded parameters (DTensor) are gathered by module hooks, never by a plain operation.
     return not any(
@@ -111,6 +115,17 @@ def _project(
         return F.linear(x, weight, bias)
     y = torch.matmul(x, weight)
     return y if bias is None else y + bias
+
+
+def _weight(linear: nn.Module) -> torch.Tensor:
+    """A projection's weight, with its LoRA adapter merged in while the adapters are on:
+    W + (alpha / r) B A, computed in float32 (generation runs in eval mode, where the adapter's dropout
+    is the identity, so the merged product gives the same outputs up to rounding)."""
+    weight = linear.weight
+    if isinstance(linear, LoRALinear) and linear.enabled:
+        delta = linear.lora_b.float() @ linear.lora_a.float()
+        return (weight.float() + linear.scale * delta).to(weight.dtype)
+    return weight
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -151,12 +166,12 @@ class DecodePlan:
             layers.append(
                 _Layer(
                     block.attention_norm.weight,
-                    lay(torch.cat((a.wq.weight, a.wk.weight, a.wv.weight))),
+                    lay(torch.cat((_weight(a.wq), _weight(a.wk), _weight(a.wv)))),
                     None if a.wq.bias is None else torch.cat((a.wq.bias, a.wk.bias, a.wv.bias)),
-                    lay(a.wo.weight),
+                    lay(_weight(a.wo)),
                     block.ffn_norm.weight,
-                    lay(torch.cat((f.w1.weight, f.w3.weight))),
-                    lay(f.w2.weight),
+                    lay(torch.cat((_weight(f.w1), _weight(f.w3)))),
+                    lay(_weight(f.w2)),
                 )
             )
         cfg = model.cfg
