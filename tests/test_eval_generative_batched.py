@@ -153,3 +153,13 @@ def test_reward_bad_input_is_an_error_with_a_hint(tiny: dict[str, Any], tmp_path
             result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, result.output
         assert message in result.stderr and "hint:" in result.stderr
+
+
+def test_several_checkpoints_compare_pass_at_1_and_reward(tiny: dict[str, Any], tmp_path: Path) -> None:
+    task, _ = _task(tmp_path, tiny)
+    ckpt = str(tiny["ckpt"])
+    args = ["eval", ckpt, ckpt, "--task", str(task), "--device", "cpu", "--max-new-tokens", "8"]
+    doc = _invoke([*args, "--reward", "exact", "--json"])
+    rows = {r["metric"]: r for r in doc["comparison"]["rows"]}
+    assert rows["gen pass@1"]["values"] == [0.5, 0.5] and rows["gen pass@1"]["deltas"] == [None, 0.0]
+    assert rows["gen reward"]["values"] == [0.5, 0.5]
