@@ -115,6 +115,19 @@ def _prompt_text(item: GenerateItem) -> str:
     return users[-1] if users else ""
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a generative task's replies are decoded."""
+
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    """Replies decoded together (llmctl/infer/batch.py); the results do not depend on it."""
+    num_samples: int = 1
+    temperature: float = 0.0
+    """0: greedy (one sample is all there is); above 0 with num_samples > 1 for pass@k."""
+    seed: int = 0
+
+
 def _decode_all(
     loaded: LoadedModel,
     items: Sequence[GenerateItem],
@@ -157,19 +170,6 @@ def _decode_all(
     return [texts[i * k : (i + 1) * k] for i in range(len(items))]
 
 
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How a generative task's replies are decoded."""
-
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    """Replies decoded together (llmctl/infer/batch.py); the results do not depend on it."""
-    num_samples: int = 1
-    temperature: float = 0.0
-    """0: greedy (one sample is all there is); above 0 with num_samples > 1 for pass@k."""
-    seed: int = 0
-
-
 def _score_rewards(
     rewards: Sequence[Reward], items: Sequence[GenerateItem], replies: list[list[str]]
 ) -> tuple[list[list[float]], dict[str, float]]:
@@ -188,6 +188,17 @@ def _score_rewards(
     means = {"reward": sum(sum(t) for t in totals) / count}
     means.update({f"rewards/{label}/mean": total / count for label, total in sums.items()})
     return totals, means
+
+
+def _add_passes(result: GenerateResult, replies: list[list[str]], scores: list[list[float]], n: int) -> None:
+    """pass@1 and pass@n from each item's n sample scores (a sample passes above 0), and the per-item
+    records' samples and scores."""
+    passed = [sum(s > 0 for s in row) for row in scores]
+    for k in sorted({1, n}):
+        result.passes[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in passed) / max(1, len(passed))
+    result.samples = n
+    for record, outs, row in zip(result.items, replies, scores, strict=True):
+        record.update({"samples": outs, "scores": row} if n > 1 else {"reward": row[0]})
 
 
 def score_generations(
@@ -240,13 +251,6 @@ def score_generations(
                 [float(match_answer(o, it.answer, pattern)[1]) for o in outs]
                 for it, outs in zip(items, replies, strict=True)
             ]
-        passed = [sum(s > 0 for s in row) for row in scores]
-        for k in sorted({1, num_samples}):
-            result.passes[f"pass@{k}"] = sum(pass_at_k(num_samples, c, k) for c in passed) / max(
-                1, len(items)
-            )
-        result.samples = num_samples
-        for record, outs, row in zip(records, replies, scores, strict=True):
-            record.update({"samples": outs, "scores": row} if num_samples > 1 else {"reward": row[0]})
+        _add_passes(result, replies, scores, num_samples)
     result.seconds = time.perf_counter() - start
     return result
