@@ -240,6 +240,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             "--reward",
+            metavar="SPEC",
             help="Generative tasks: score replies with NAME[:WEIGHT] (exact, number, regex:PATTERN, "
             "format:PATTERN); repeatable; reports pass@1 and pass@k.",
         ),
@@ -248,6 +249,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             "--reward-module",
+            metavar="FILE.py:FUNCTION",
             help="Generative tasks: your own reward, FILE.py:function[:WEIGHT] (runs that file).",
         ),
     ] = None,
