@@ -249,7 +249,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             "--reward-module",
-            metavar="FILE.py:FUNCTION",
+            metavar="SPEC",
             help="Generative tasks: your own reward, FILE.py:function[:WEIGHT] (runs that file).",
         ),
     ] = None,
