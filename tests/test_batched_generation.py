@@ -253,3 +253,40 @@ def test_generate_bad_prompts_and_settings_are_errors_with_hints(
     assert result.exit_code == 2
     assert "error:" in result.output and message in result.output
     assert "hint:" in result.output and hint in result.output and "Traceback" not in result.output
+
+
+def test_trainer_sample_round_is_one_batch_with_each_prompts_text_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every sample prompt (a fixed one and validation ones) goes into one generate_batch call; at
+    # temperature 0 each reply is the one the prompt gets decoded alone, as the sample rounds did before.
+    from engine_fixtures import RecordingReporter, tiny_config
+
+    import llmctl.engine.trainer as trainer_module
+    from llmctl.engine.pretrain import run_pretrain
+    from llmctl.infer.checkpoint import open_checkpoint
+
+    calls: list[tuple[list[Request], list[Any]]] = []
+
+    def spy(model: Transformer, requests: list[Request], **kwargs: Any) -> list[Any]:
+        gens = generate_batch(model, requests, **kwargs)
+        calls.append((list(requests), gens))
+        return gens
+
+    monkeypatch.setattr(trainer_module, "generate_batch", spy)
+    settings = {"train.steps": 2, "train.sample_every": 2, "train.sample_tokens": 10}
+    settings.update({"train.sample_temperature": 0.0, "train.sample_prompts": ["def f(", "x ="]})
+    reporter = RecordingReporter()
+    outcome = run_pretrain(
+        tiny_config(make_token_dir(tmp_path / "data"), tmp_path, **settings), reporter=reporter
+    )
+    (round_,) = reporter.sample_rounds
+    ((requests, gens),) = calls
+    assert len(requests) == len(round_) >= 3
+    opened = open_checkpoint(outcome.result.checkpoint)
+    model, tokenizer = opened.load_model(torch.device("cpu")), opened.tokenizer()
+    for request, gen, record in zip(requests, gens, round_, strict=True):
+        (alone,) = generate_batch(model, [request], max_batch=1)
+        assert_same_or_near_tie(model, list(request.prompt_ids), gen.ids, alone.ids)
+        ids = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
+        assert record.output == tokenizer.decode(ids) and record.new_tokens == len(gen.ids)

@@ -25,7 +25,6 @@ PENDING_PAGES = {
     "docs/lora.md",
     "docs/budget.md",
     "docs/grpo.md",
-    "docs/generation.md",
     "docs/families.md",
     "docs/gguf.md",
     "docs/eval.md",

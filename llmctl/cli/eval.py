@@ -5,6 +5,7 @@
     llmctl eval runs/sft/checkpoints/latest --task arc_easy --num-fewshot 5 --output-format lm-eval --output r.json
     llmctl eval runs/base/checkpoints/latest runs/cpt/checkpoints/latest runs/sft/checkpoints/latest --task hellaswag
     llmctl eval runs/sft/checkpoints/latest --task gsm8k.jsonl --regex '#### (\\-?[0-9.,]+)'
+    llmctl eval runs/sft/checkpoints/latest --task gsm8k.jsonl --reward number --num-samples 8 --temperature 0.8
 
 Task files and folders are read from disk; a named task (llmctl's `arc-easy` or lm-eval's `arc_easy`) is
 downloaded into llmctl's cache on first use. Several checkpoints give one table, a column per checkpoint
@@ -86,13 +87,21 @@ def _render(report: dict[str, Any]) -> None:
                 caption=f"mean centred accuracy over {len(choice)} task(s): {_fmt(agg)}",
             )
         )
-    gen = [
-        [name, r["n"], f"{r['exact_match']:.4f} ± {r['exact_match_stderr']:.4f}", f"{r['seconds']:.1f}"]
-        for name, r in tasks.items()
-        if r["kind"] == "generate"
-    ]
+    gen = {name: r for name, r in tasks.items() if r["kind"] == "generate"}
     if gen:
-        out().print(table("generative", ["task", "n", "exact_match", "seconds"], gen))
+        passes = sorted(
+            {key for r in gen.values() for key in r if key.startswith("pass@")}, key=lambda k: int(k[5:])
+        )
+        rewarded = any("reward" in r for r in gen.values())
+        rows = [
+            [name, r["n"], f"{r['exact_match']:.4f} ± {r['exact_match_stderr']:.4f}"]
+            + [_fmt(r.get(key)) for key in passes]
+            + ([_fmt(r.get("reward"))] if rewarded else [])
+            + [f"{r['seconds']:.1f}"]
+            for name, r in gen.items()
+        ]
+        columns = ["task", "n", "exact_match", *passes, *(["reward"] if rewarded else []), "seconds"]
+        out().print(table("generative", columns, rows))
 
 
 def _label(checkpoint: str, step: Any) -> str:
@@ -220,8 +229,43 @@ def eval_command(
         int, typer.Option("--batch-tokens", min=1, help="Multiple choice: padded tokens per forward pass.")
     ] = 8192,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="--data: windows per forward pass.")
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="--data/--text: windows per forward pass; generative tasks: replies decoded together.",
+        ),
     ] = 8,
+    reward: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reward",
+            metavar="SPEC",
+            help="Generative tasks: score replies with NAME[:WEIGHT] (exact, number, regex:PATTERN, "
+            "format:PATTERN); repeatable; reports pass@1 and pass@k.",
+        ),
+    ] = None,
+    reward_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reward-module",
+            metavar="SPEC",
+            help="Generative tasks: your own reward, FILE.py:function[:WEIGHT] (runs that file).",
+        ),
+    ] = None,
+    num_samples: Annotated[
+        int,
+        typer.Option(
+            "--num-samples", min=1, help="Generative tasks: replies per item, for pass@k (k = this)."
+        ),
+    ] = 1,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", min=0.0, help="Generative tasks: sampling temperature (0: greedy)."),
+    ] = 0.0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Generative tasks: sample j of every item is drawn with seed + j.")
+    ] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     items_out: Annotated[
         Path | None,
@@ -261,6 +305,11 @@ def eval_command(
         regex=regex,
         max_new_tokens=max_new_tokens,
         device=device,
+        rewards=list(reward or []),
+        reward_modules=list(reward_module or []),
+        num_samples=num_samples,
+        temperature=temperature,
+        seed=seed,
     )
     reports = run_evals(
         request, checkpoints, on_progress=_Progress(), keep_items=items_out is not None, on_note=log

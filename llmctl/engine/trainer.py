@@ -48,8 +48,9 @@ from llmctl.engine.stopping import (
     slurm_end_time,
 )
 from llmctl.errors import DivergedError
+from llmctl.infer.batch import Request, generate_batch
 from llmctl.infer.checkpoint import OpenCheckpoint
-from llmctl.infer.generate import generate
+from llmctl.infer.sampling import Sampling
 from llmctl.model.llama import Transformer
 from llmctl.model.lora import is_adapter
 from llmctl.telemetry.events import EvalResult, Reporter, RunInfo, SampleRecord, StepCounts, TaskEvalResult
@@ -594,18 +595,15 @@ class Trainer:
         """Continue the objective's prompts with the model's own samples (same seed each round)."""
         t = self.cfg.train
         records = []
+        prompts = self.objective.sample_prompts()
+        # One batch for every prompt; prompt i draws with its own seed t.seed + i, as when decoded alone.
+        sampling = Sampling(temperature=t.sample_temperature, top_k=t.sample_top_k)
         stop = self.objective.stop_ids()
-        for i, prompt in enumerate(self.objective.sample_prompts()):
-            gen = generate(
-                self.raw,
-                prompt.ids,
-                max_new_tokens=t.sample_tokens,
-                temperature=t.sample_temperature,
-                top_k=t.sample_top_k,
-                seed=t.seed + i,
-                stop_ids=stop,
-                autocast=self.rt.autocast,
-            )
+        requests = [
+            Request(p.ids, t.sample_tokens, sampling, t.seed + i, stop) for i, p in enumerate(prompts)
+        ]
+        gens = generate_batch(self.raw, requests, max_batch=max(1, len(requests)), autocast=self.rt.autocast)
+        for prompt, gen in zip(prompts, gens, strict=True):
             ids = gen.ids[:-1] if gen.stop_reason == "stop" else gen.ids
             records.append(
                 SampleRecord(

@@ -26,6 +26,9 @@ def _rows_of(report: dict[str, Any]) -> list[tuple[str, float | None, float | No
             rows += [(f"{name} {m}", r.get(m), r.get(f"{m}_stderr"), up) for m, up in _CHOICE_METRICS]
         else:
             rows.append((f"{name} exact_match", r.get("exact_match"), r.get("exact_match_stderr"), True))
+            # With --reward or --num-samples: pass@1, pass@k and the mean reward (GRPO before and after).
+            scored = [k for k in r if k.startswith("pass@")] + (["reward"] if "reward" in r else [])
+            rows += [(f"{name} {k}", r[k], None, True) for k in scored]
     aggregate = (report.get("aggregate") or {}).get("centered_acc")
     if aggregate is not None and (report.get("aggregate") or {}).get("choice_tasks", 0) > 1:
         rows.append(("mean centered_acc", aggregate, None, True))

@@ -51,6 +51,15 @@ class EvalRequest:
     """Answer extraction for generative tasks (overrides a task folder's own)."""
     max_new_tokens: int = 256
     device: str = "auto"
+    rewards: list[str] = field(default_factory=list)
+    """Generative tasks: reward specs (eval/rewards.py), scored as pass@1 and pass@num_samples."""
+    reward_modules: list[str] = field(default_factory=list)
+    """Generative tasks: the user's own rewards, FILE.py:function[:WEIGHT]."""
+    num_samples: int = 1
+    """Generative tasks: replies per item (pass@k; needs temperature above 0)."""
+    temperature: float = 0.0
+    seed: int = 0
+    """Generative tasks: sample j of every item is drawn with seed + j."""
 
 
 @dataclass
@@ -128,13 +137,33 @@ def run_evals(
     if request.data is not None and request.text is not None:
         raise LlmctlError("pass --data or --text, not both", "evaluate them in two runs")
     tasks = prepare_tasks(request, on_note)
+    rewards = load_rewards(request, tasks)
     reports = []
     for checkpoint in checkpoints:
         loaded = open_model(checkpoint, request.device)
         reports.append(
-            evaluate_loaded(loaded, replace(request, checkpoint=checkpoint), tasks, on_progress, keep_items)
+            evaluate_loaded(
+                loaded, replace(request, checkpoint=checkpoint), tasks, on_progress, keep_items, rewards
+            )
         )
     return reports
+
+
+def load_rewards(request: EvalRequest, tasks: Sequence[PreparedTask]) -> list[Any]:
+    """The request's rewards, parsed (and reward modules imported) once, before any checkpoint loads."""
+    from llmctl.eval.rewards import load_reward_module, parse_reward
+
+    asked = request.rewards or request.reward_modules or request.num_samples > 1
+    if asked and not any(t.kind == "generate" for t in tasks):
+        raise LlmctlError(
+            "--reward, --reward-module and --num-samples score generative tasks, and none was given",
+            "pass a generative --task (items with 'prompt' or 'messages' and 'answer')",
+        )
+    if request.num_samples < 1:
+        raise LlmctlError(f"--num-samples is {request.num_samples}", "pass --num-samples 1 or more")
+    return [parse_reward(s) for s in request.rewards] + [
+        load_reward_module(s) for s in request.reward_modules
+    ]
 
 
 def _score_lm(loaded: Any, request: EvalRequest, progress: Callable[[str], Any]) -> dict[str, Any]:
@@ -164,7 +193,9 @@ def _score_lm(loaded: Any, request: EvalRequest, progress: Callable[[str], Any])
     return {**lm.to_dict(), "text": request.text}
 
 
-def _score_task(loaded: Any, request: EvalRequest, task: PreparedTask, on_progress: Any) -> Any:
+def _score_task(
+    loaded: Any, request: EvalRequest, task: PreparedTask, on_progress: Any, rewards: Sequence[Any] = ()
+) -> Any:
     if task.kind == "choice":
         from llmctl.eval.choice import score_choices
 
@@ -184,6 +215,11 @@ def _score_task(loaded: Any, request: EvalRequest, task: PreparedTask, on_progre
         regex=request.regex or task.options.get("regex"),
         max_new_tokens=request.max_new_tokens,
         on_progress=on_progress,
+        batch_size=request.batch_size,
+        rewards=rewards,
+        num_samples=request.num_samples,
+        temperature=request.temperature,
+        seed=request.seed,
     )
 
 
@@ -193,6 +229,7 @@ def evaluate_loaded(
     tasks: Sequence[PreparedTask],
     on_progress: Progress | None = None,
     keep_items: bool = False,
+    rewards: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The report of one opened checkpoint on the request's data or text and the prepared tasks."""
     report: dict[str, Any] = {
@@ -211,7 +248,7 @@ def evaluate_loaded(
     results: dict[str, Any] = {}
     centered: list[float] = []
     for task in tasks:
-        res = _score_task(loaded, request, task, progress(task.name))
+        res = _score_task(loaded, request, task, progress(task.name), rewards)
         if task.kind == "choice":
             centered.append(res.centered_acc)
         record = {

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from llmctl.infer.decode import DecodePlan
 from llmctl.infer.sampling import Sampling, pick_token
 from llmctl.model.llama import KVCache, Transformer, fused_weights_for_inference
 
@@ -85,6 +86,7 @@ class _Row:
         self.stops = {int(s) for s in request.stop_ids}
         self.stop_strings = [s for s in request.stop_strings if s]  # "" would end every sample at once
         self.text, self.started, self.done = "", 0.0, False
+        self.on_done: Callable[[int, Generation], None] | None = None
 
     def seen(self, device: torch.device) -> torch.Tensor | None:
         """Prompt and generated ids, for the repetition penalty (None when it is off)."""
@@ -121,6 +123,8 @@ class _Row:
             if reason == "stop_string":
                 text = text[: min(i for i in (text.find(s) for s in self.stop_strings) if i >= 0)]
             self.result.text = text
+        if self.on_done is not None:
+            self.on_done(self.index, self.result)
 
 
 @dataclass
@@ -130,6 +134,10 @@ class _Batch:
     rows: list[_Row]
     cache: KVCache
     pads: torch.Tensor
+    key_bias: torch.Tensor | None = None
+    """Additive key mask [B, 1, 1, capacity] (0, or -inf on padding) made at the first step after the
+    batch changes and sliced by every step; None before that, or when no row is padded."""
+    bias_ready: bool = False
 
     def remaining(self) -> int:
         """Cache columns the live rows may still need."""
@@ -142,11 +150,17 @@ def _forward(
     positions: torch.Tensor,
     mask: torch.Tensor | None,
     cache: KVCache,
+    plan: DecodePlan | None = None,
+    additive: bool = False,
 ) -> torch.Tensor:
-    """Last-position logits [B, V] (float32): the model's own layers, with per-row positions and mask."""
+    """Last-position logits [B, V] (float32), with per-row positions and mask (boolean, or already
+    additive with `additive`): through the plan's plain operations when there is one, else the model's
+    own layers."""
     rotation = torch.complex(model.rope_cos[positions], model.rope_sin[positions]).unsqueeze(2)
-    if mask is not None:
+    if mask is not None and not additive:
         mask = _additive(mask, model.tok_embeddings.weight.dtype)
+    if plan is not None:
+        return plan.forward(tokens, rotation, mask, cache)
     h = model.tok_embeddings(tokens)
     for i, layer in enumerate(model.layers):
         h = layer(h, rotation, None, mask, cache, i)
@@ -172,7 +186,7 @@ def _additive(allowed: torch.Tensor, weights: torch.dtype) -> torch.Tensor:
 
 
 def _prefill(
-    model: Transformer, rows: list[_Row], autocast: Callable[[], Any]
+    model: Transformer, rows: list[_Row], autocast: Callable[[], Any], plan: DecodePlan | None
 ) -> tuple[_Batch, torch.Tensor]:
     """Run the rows' prompts, left-padded to the longest, into a fresh cache; their next-token logits."""
     device = model.tok_embeddings.weight.device
@@ -192,20 +206,39 @@ def _prefill(
         r.started = now
     batch = _Batch(rows, _empty_cache(model, len(rows), length + max(r.budget for r in rows)), pads)
     with autocast():
-        logits = _forward(model, tokens, positions, mask, batch.cache)
+        logits = _forward(model, tokens, positions, mask, batch.cache, plan)
     return batch, logits
 
 
-def _step(model: Transformer, batch: _Batch, tokens: list[int], autocast: Callable[[], Any]) -> torch.Tensor:
+def _step(
+    model: Transformer,
+    batch: _Batch,
+    tokens: list[int],
+    autocast: Callable[[], Any],
+    plan: DecodePlan | None,
+) -> torch.Tensor:
     """Feed one token per live row; next-token logits [B, V]."""
     device = batch.pads.device
     length = batch.cache.length
     positions = (length - batch.pads)[:, None]
-    mask = None
-    if int(batch.pads.max()) > 0:
-        mask = (torch.arange(length + 1, device=device)[None, :] >= batch.pads[:, None])[:, None, None, :]
     with autocast():
-        return _forward(model, torch.tensor(tokens, device=device)[:, None], positions, mask, batch.cache)
+        if not batch.bias_ready:
+            # Once per batch, not per step (and no device sync per step for the padding check).
+            batch.bias_ready = True
+            if int(batch.pads.max()) > 0:
+                columns = torch.arange(batch.cache.capacity, device=device)
+                allowed = (columns[None, :] >= batch.pads[:, None])[:, None, None, :]
+                batch.key_bias = _additive(allowed, model.tok_embeddings.weight.dtype)
+        bias = None if batch.key_bias is None else batch.key_bias[..., : length + 1]
+        return _forward(
+            model,
+            torch.tensor(tokens, device=device)[:, None],
+            positions,
+            bias,
+            batch.cache,
+            plan,
+            additive=True,
+        )
 
 
 def _keep(batch: _Batch, keep: list[int]) -> _Batch:
@@ -262,10 +295,12 @@ def generate_batch(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     on_token: Callable[[int, int], None] | None = None,
     max_time: float | None = None,
+    on_done: Callable[[int, Generation], None] | None = None,
 ) -> list[Generation]:
     """Continue every request, at most `max_batch` rows at a time; one Generation per request, in order.
 
-    on_token(request index, id) sees each token as it is picked. A prompt longer than the context keeps
+    on_token(request index, id) sees each token as it is picked; on_done(request index, generation)
+    each request once, as it finishes (for progress). A prompt longer than the context keeps
     its last tokens; a row stops when the context is full. `max_time` (seconds from the call) ends every
     row still running with stop_reason 'time'. `decode` is needed for stop strings and fills `text`.
     """
@@ -276,6 +311,7 @@ def generate_batch(
     device = model.tok_embeddings.weight.device
     rows = [_Row(i, r, model.cfg.max_seq_len, device) for i, r in enumerate(requests)]
     for row in rows:
+        row.on_done = on_done
         if row.budget <= 0:
             row.finish("length", decode)
     pending = deque(r for r in rows if not r.done)
@@ -283,8 +319,11 @@ def generate_batch(
     was_training = model.training
     model.eval()
     try:
-        with fused_weights_for_inference(model):
-            _run(model, pending, max_batch, decode, autocast, on_token, deadline)
+        # The plan's plain operations when the architecture allows (infer/decode.py), else the modules
+        # with their fused weights built once for the call.
+        plan = DecodePlan.build(model)
+        with contextlib.nullcontext() if plan is not None else fused_weights_for_inference(model):
+            _run(model, plan, pending, max_batch, decode, autocast, on_token, deadline)
     finally:
         model.train(was_training)
     return [r.result for r in rows]
@@ -292,6 +331,7 @@ def generate_batch(
 
 def _run(
     model: Transformer,
+    plan: DecodePlan | None,
     pending: deque[_Row],
     max_batch: int,
     decode: Callable[[list[int]], str] | None,
@@ -305,7 +345,7 @@ def _run(
         room = max_batch - (len(batch.rows) if batch is not None else 0)
         if pending and room > 0:
             fresh, fresh_logits = _prefill(
-                model, [pending.popleft() for _ in range(min(room, len(pending)))], autocast
+                model, [pending.popleft() for _ in range(min(room, len(pending)))], autocast, plan
             )
             if batch is None:
                 batch, logits = fresh, fresh_logits
@@ -330,4 +370,4 @@ def _run(
         if len(live) < len(batch.rows):
             batch = _keep(batch, live)
             tokens = [tokens[b] for b in live]
-        logits = _step(model, batch, tokens, autocast)
+        logits = _step(model, batch, tokens, autocast, plan)
