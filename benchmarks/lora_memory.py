@@ -18,7 +18,8 @@ What it does, in one run:
 
 Peak memory on CPU is the process's peak resident set (VmHWM) while training, less its resident set when
 the model starts to load: the wrapper resets the peak (/proc/self/clear_refs) as the --init weights start
-to load and reads it as the trainer starts its final checkpoint write. glibc is set to hand large freed
+to load (torch, llmctl and the optimizer's lazy imports already in) and reads it as the trainer starts
+its final checkpoint write. glibc is set to hand large freed
 blocks back (--allocator live), so the peak is one of live memory; the engine's own CPU setting keeps freed
 blocks for speed, which adds heap fragmentation (--allocator engine shows it). The engine trains in fp32 on
 CPU, which `budget --dtype fp32` plans (no autocast copies; the fused q|k|v and w1|w3 weights are the
@@ -50,6 +51,11 @@ import gc, re, sys
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 import llmctl.cli.app, llmctl.engine.trainer, llmctl.infer.checkpoint
+# One AdamW step on a scalar first: the optimizer's lazy imports (torch._dynamo, sympy: some 70 MiB of
+# modules) are the same for every method and are not what the model costs.
+_w = torch.nn.Parameter(torch.zeros(1))
+_w.grad = torch.ones(1)
+torch.optim.AdamW([_w], fused=True).step()
 def status(key):
     with open("/proc/self/status") as fh:
         return int(re.search(key + r":\\s+(\\d+) kB", fh.read()).group(1)) * 1024

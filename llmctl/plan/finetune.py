@@ -185,8 +185,12 @@ class FinetunePlan:
         """Whether `row` fits: at --micro-batch when given, else the largest micro-batch that does."""
         m = row.memory
         text = m.verdict if self.micro_batch is None else m.micro_batch_verdict(self.micro_batch)
-        if row.lora is None and text.startswith("does not fit"):
-            text += adapter_alternatives(self.methods)
+        if text.startswith("does not fit"):
+            # Name the methods that hold less (LoRA and QLoRA for full, QLoRA for LoRA) and fit.
+            lighter = tuple(
+                r for r in self.methods if r.lora is not None and r.memory.states_bytes < m.states_bytes
+            )
+            text += adapter_alternatives(lighter)
         return text
 
     def seconds_per_million(self, row: MethodRow) -> float:
