@@ -284,15 +284,14 @@ def main() -> None:
         host = 4 * est["params"]
         print(
             f"{'method':<8}{'measured':>12}{'budget':>12}{'+ --init':>12}{'estimate':>12}{'ratio':>8}"
-            f"{'tokens/s':>10}"
+            f"{'tokens/s':>10}",
+            flush=True,
         )
         for name, extra in methods:
             m = measure(a, tmp / "ck", tok, tmp / f"run-{name}", extra)
             e = est[name] + host
-            print(
-                f"{name:<8}{mib(m['peak']):>12}{mib(est[name]):>12}{mib(host):>12}{mib(e):>12}"
-                f"{m['peak'] / e:>8.2f}{m['tokens_per_s']:>10,.1f}"
-            )
+            row = f"{name:<8}{mib(m['peak']):>12}{mib(est[name]):>12}{mib(host):>12}{mib(e):>12}"
+            print(f"{row}{m['peak'] / e:>8.2f}{m['tokens_per_s']:>10,.1f}", flush=True)
         print(f"({time.perf_counter() - t0:.0f} s in all)")
 
 

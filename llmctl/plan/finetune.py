@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmctl.config import ModelConfig
+from llmctl.config import LORA_GROUPS, ModelConfig
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_json
 from llmctl.plan.lora import LoraSpec, adapter_params, adapters_valid, lora_flops_per_token, lora_memory
@@ -57,8 +57,11 @@ class MethodRow:
         """The training flags that choose this method."""
         if self.lora is None:
             return ""
-        q = f" --lora.quantize {self.lora.quantize}" if self.lora.quantize else ""
-        return f"--lora.rank {self.lora.rank}{q}"
+        spec = self.lora
+        targets = "" if spec.names == LORA_GROUPS["all-linear"] else f" --lora.targets {','.join(spec.names)}"
+        dropout = f" --lora.dropout {spec.dropout:g}" if spec.dropout else ""
+        q = f" --lora.quantize {spec.quantize}" if spec.quantize else ""
+        return f"--lora.rank {spec.rank}{targets}{dropout}{q}"
 
 
 def full_finetuning(s: MethodSetup) -> MethodRow:
