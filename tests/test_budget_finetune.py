@@ -56,7 +56,8 @@ def _plan(hf_dir: Path, gpu: str, micro_batch: int) -> dict:
     ]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    (full,) = json.loads(result.stdout)["methods"]
+    full = json.loads(result.stdout)["methods"][0]
+    assert full["method"] == "full"
     return full["memory"]
 
 
@@ -115,7 +116,8 @@ def _budget(*args: str) -> tuple[str, dict]:
 def test_a_model_directory_without_tokens_is_planned_for_fine_tuning(hf_dir: Path) -> None:
     text, doc = _budget("--model", str(hf_dir), "--gpu", "H100", "--seq-len", "2048")
     assert doc["mode"] == "finetune" and doc["tokens"] is None and "chinchilla_loss" not in doc
-    (full,) = doc["methods"]
+    full = doc["methods"][0]
+    assert [m["method"] for m in doc["methods"]] == ["full", "lora", "qlora"]
     assert full["method"] == "full" and full["trainable_params"] == N
     assert full["memory"]["states_bytes"] == 18 * N and full["memory"]["fits"]
     # Time per 1M tokens: the training FLOPs of 1M tokens at 40% of one H100's dense bf16 peak.

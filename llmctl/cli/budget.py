@@ -19,6 +19,7 @@ import typer
 from llmctl.cli._tables import flops_text, sci, shape_line, text_table
 from llmctl.errors import LlmctlError
 from llmctl.output import out, print_json
+from llmctl.plan.lora import PLAN_RANK
 from llmctl.plan.ranges import range_help
 from llmctl.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops
 
@@ -139,7 +140,8 @@ def _cost_rows(p: Any) -> list[list[str]]:
     ]
 
 
-def _memory_rows(m: Any, micro_batch: int | None) -> list[list[str]]:
+def _state_rows(m: Any) -> list[list[str]]:
+    """Full fine-tuning: every weight trained."""
     n = m.params
     mixed = m.master_bytes > 0
     rows = [
@@ -168,6 +170,56 @@ def _memory_rows(m: Any, micro_batch: int | None) -> list[list[str]]:
             f"4 B x {m.muon_params:,} hidden-matrix params (one momentum), 8 B x the rest (two moments)",
         ],
         ["model states", fmt_bytes(m.states_bytes), f"{m.bytes_per_param} B/param x {n:,} parameters"],
+    ]
+    return rows
+
+
+def _adapter_state_rows(m: Any, cfg: Any, trained: int) -> list[list[str]]:
+    """LoRA and QLoRA: a frozen base, adapters and what training them holds."""
+    from llmctl.plan.lora import frozen_base_bytes
+    from llmctl.plan.memory import MIXED
+
+    frozen_n = m.params - trained
+    _, quantized = frozen_base_bytes(cfg, "nf4" if m.method == "qlora" else None)
+    if m.method == "qlora":
+        frozen_how = (
+            f"NF4: {quantized:,} block-projection weights at 4 bits, an 8-bit absmax per 64 and an fp32 "
+            f"constant per 256 absmax ({(m.frozen_bytes - 4 * (frozen_n - quantized)) / quantized:.3f} B each); "
+            f"the other {frozen_n - quantized:,} in fp32"
+        )
+        copies_how = "one block's weights dequantized at a time"
+    else:
+        frozen_how = f"4 B x {frozen_n:,} parameters (the engine keeps parameters in fp32)"
+        copies_how = "every block's and the head's, kept until their backward"
+    if m.dtype in MIXED:
+        copies_how = f"{m.dtype} copies of the frozen weights ({copies_how}) and of the adapters"
+    elif m.method == "qlora":
+        copies_how = "one block's weights dequantized to fp32 at a time"
+    else:
+        copies_how = "fp32 concatenated q|k|v and w1|w3 weights the matmuls keep for backward"
+    ckpt = m.states(checkpointing=True) - m.states_bytes + m.weights_bytes
+    optim = (
+        ["Muon momentum", fmt_bytes(m.optimizer_bytes), "4 B/param (one fp32 buffer per adapter matrix)"]
+        if m.optim == "muon"
+        else ["AdamW moments", fmt_bytes(m.optimizer_bytes), "8 B/param (two fp32 moments)"]
+    )
+    return [
+        ["frozen base", fmt_bytes(m.frozen_bytes), frozen_how],
+        ["weight copies", fmt_bytes(m.weights_bytes), f"{copies_how}; {fmt_bytes(ckpt)} with checkpointing"],
+        ["adapters", fmt_bytes(m.master_bytes), f"4 B x {trained:,} trained parameters (fp32)"],
+        ["adapter gradients", fmt_bytes(m.grads_bytes), "4 B/param (fp32)"],
+        optim,
+        [
+            "model states",
+            fmt_bytes(m.states_bytes),
+            f"{fmt_bytes(m.states(checkpointing=True))} with checkpointing",
+        ],
+    ]
+
+
+def _memory_rows(m: Any, micro_batch: int | None, states: list[list[str]] | None = None) -> list[list[str]]:
+    rows = _state_rows(m) if states is None else states
+    rows += [
         [
             "activations / sequence",
             fmt_bytes(m.activation_bytes_per_seq),
@@ -201,17 +253,27 @@ def _memory_rows(m: Any, micro_batch: int | None) -> list[list[str]]:
     return rows
 
 
-def _memory_table(m: Any, micro_batch: int | None, verdict: str, what: str = "") -> Any:
+def _memory_table(
+    m: Any, micro_batch: int | None, verdict: str, what: str = "", states: list[list[str]] | None = None
+) -> Any:
     """The per-GPU memory breakdown of one training set-up, with its verdict as caption."""
+    from llmctl.plan.memory import MIXED
+
+    shortcut = (
+        f" A 2-bytes-per-parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the "
+        "activations."
+        if states is None
+        else ""
+    )
+    optim = "Muon + AdamW" if m.optim == "muon" else "AdamW"
     return text_table(
-        f"Memory per GPU{what} ({m.dtype}{' mixed precision' if m.master_bytes else ''}, "
-        f"{'Muon + AdamW' if m.optim == 'muon' else 'AdamW'}, seq_len {m.seq_len})",
+        f"Memory per GPU{what} ({m.dtype}{' mixed precision' if m.dtype in MIXED else ''}, "
+        f"{optim}, seq_len {m.seq_len})",
         ["", "bytes", "how"],
-        _memory_rows(m, micro_batch),
+        _memory_rows(m, micro_batch, states),
         numeric=(1,),
         caption=(
-            f"verdict: {verdict}. Activations assume SDPA/flash attention (no seq_len^2 term). A 2-bytes-per-"
-            f"parameter x 4 shortcut ({fmt_bytes(8 * m.params)}) misses the fp32 copies and the activations."
+            f"verdict: {verdict}. Activations assume SDPA/flash attention (no seq_len^2 term).{shortcut}"
         ),
     )
 
@@ -219,7 +281,7 @@ def _memory_table(m: Any, micro_batch: int | None, verdict: str, what: str = "")
 def _method_rows(p: Any) -> list[list[str]]:
     return [
         [
-            r.name,
+            f"{r.name} ({r.flags})" if r.flags else r.name,
             f"{fmt_count(r.trainable_params)} of {fmt_count(p.params.total)}",
             fmt_bytes(r.memory.states_bytes),
             f"{r.memory.max_micro_batch} ({r.memory.max_micro_batch_ckpt} with checkpointing)",
@@ -248,12 +310,17 @@ def render_finetune(p: Any) -> None:
             ],
             _method_rows(p),
             numeric=(2, 4, 5),
-            caption="states: weights, gradients and optimizer states per GPU; time: wall clock at the MFU on "
-            f"{p.num_gpus} GPU{'s' if p.num_gpus > 1 else ''}. Each method's memory and verdict follow.",
+            caption="states: weights (a frozen base and its copies), gradients and optimizer states per GPU; "
+            f"time: wall clock at the MFU on {p.num_gpus} GPU{'s' if p.num_gpus > 1 else ''}, LoRA and QLoRA "
+            "without the frozen weights' gradients (4N + 6 x adapters instead of 6N). No 8-bit AdamW row: "
+            "the engine has none. Each method's memory and verdict follow.",
         )
     )
     for r in p.methods:
-        console.print(_memory_table(r.memory, p.micro_batch, p.verdict(r), f", {r.name} fine-tuning"))
+        states = None if r.lora is None else _adapter_state_rows(r.memory, p.model, r.trainable_params)
+        label = {"lora": "LoRA", "qlora": "QLoRA"}.get(r.name, r.name)
+        what = f", {label} rank {r.lora.rank}" if r.lora is not None else f", {r.name} fine-tuning"
+        console.print(_memory_table(r.memory, p.micro_batch, p.verdict(r), what, states))
     console.print(
         "A model with weights is planned for fine-tuning; to plan a training run of a given length give "
         "--tokens (e.g. --tokens 2B), or --tokens-per-param 20 for Chinchilla's compute-optimal count.",
@@ -384,6 +451,24 @@ def budget_command(
         metavar="PATH[:WEIGHT]",
         help="Token directories of a mixture (repeatable): show the epochs of each the plan's tokens take.",
     ),
+    lora_rank: int | None = typer.Option(
+        None,
+        "--lora.rank",
+        help=f"Plan LoRA and QLoRA rows at this adapter rank (default {PLAN_RANK}); with a preset, plans "
+        "fine-tuning its weights.",
+    ),
+    lora_alpha: float = typer.Option(16.0, "--lora.alpha", help="Adapter scale (does not change memory)."),
+    lora_dropout: float = typer.Option(
+        0.0, "--lora.dropout", help="Adapter input dropout: adds the dropped inputs and masks to activations."
+    ),
+    lora_targets: list[str] = typer.Option(
+        [],
+        "--lora.targets",
+        help="Projections with adapters: attention, mlp, all-linear (default) or names (wq,wv or q_proj,...).",
+    ),
+    lora_quantize: str | None = typer.Option(
+        None, "--lora.quantize", help="nf4: the QLoRA row is the one your flags choose."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Plan a training run: what a GPU budget buys (--hours), or what a model and token count cost (--model/--params)."""
@@ -410,7 +495,20 @@ def budget_command(
             "--gpu is required", f"e.g. --gpu L4; known GPUs: {', '.join(g.name for g in GPUS)}"
         )
     from llmctl.plan.budget import plan_budget
+    from llmctl.plan.lora import LoraSpec
 
+    asked = lora_rank is not None or lora_targets or lora_quantize is not None
+    lora = (
+        LoraSpec(
+            rank=PLAN_RANK if lora_rank is None else lora_rank,
+            alpha=lora_alpha,
+            targets=tuple(lora_targets) or ("all-linear",),
+            dropout=lora_dropout,
+            quantize=lora_quantize,
+        )
+        if asked or lora_dropout or lora_alpha != 16.0
+        else None
+    )
     plan = plan_budget(
         gpu=gpu,
         num_gpus=num_gpus,
@@ -425,6 +523,7 @@ def budget_command(
         vocab_size=vocab_size,
         optim=optim,
         micro_batch=micro_batch,
+        lora=lora,
     )
     if plan.mode == "finetune":
         if data:

@@ -17,9 +17,18 @@ from typing import Any
 
 from llmctl.config import ModelConfig
 from llmctl.errors import LlmctlError
-from llmctl.plan.finetune import FinetunePlan, memory_json, plan_finetune
+from llmctl.plan.finetune import (
+    FINETUNE_METHODS,
+    FinetunePlan,
+    MethodRow,
+    MethodSetup,
+    adapter_alternatives,
+    memory_json,
+    plan_finetune,
+)
 from llmctl.plan.flops import FlopsBreakdown, ParamCounts, flops_per_token, param_counts
 from llmctl.plan.hardware import GpuSpec, gpu_by_name, gpu_json, require_peak_flops, resolve_dtype
+from llmctl.plan.lora import LoraSpec, adapters_valid, check_lora_spec
 from llmctl.plan.memory import MemoryEstimate, training_memory
 from llmctl.plan.ranges import check_range
 from llmctl.plan.shapes import resolve_model, shape_json, suggest_shape
@@ -124,12 +133,16 @@ class BudgetPlan:
     loss: float
     micro_batch: int | None = None
     """--micro-batch: the memory verdict is for this many sequences per forward pass."""
+    adapters: tuple[MethodRow, ...] = ()
+    """LoRA and QLoRA fine-tuning of the model (inverse mode with --model): what the verdict names when
+    full training does not fit."""
 
     @property
     def memory_verdict(self) -> str:
         """Whether training fits the GPU: at --micro-batch when given, else the largest micro-batch that does."""
         m = self.memory
-        return m.verdict if self.micro_batch is None else m.micro_batch_verdict(self.micro_batch)
+        text = m.verdict if self.micro_batch is None else m.micro_batch_verdict(self.micro_batch)
+        return text + adapter_alternatives(self.adapters) if text.startswith("does not fit") else text
 
     @property
     def budget_tokens_for_shape(self) -> float | None:
@@ -191,13 +204,15 @@ def plan_budget(
     vocab_size: int = 32768,
     optim: str = "adamw",
     micro_batch: int | None = None,
+    lora: LoraSpec | None = None,
 ) -> BudgetPlan | FinetunePlan:
     """Forward mode with `hours`; inverse mode with `model` or `params` (and `tokens` or `tokens_per_param`).
 
     `model` may be a checkpoint or Hugging Face model directory (an imported model): its shape is read from
     checkpoint.json or config.json, and without `tokens` or `tokens_per_param` the plan is the fine-tuning
-    view (memory per method, time per 1M tokens), not a pretraining run. `micro_batch` judges memory at that
-    many sequences per pass."""
+    view (memory per method, time per 1M tokens), not a pretraining run; so is a preset with `lora` (the
+    adapters of the LoRA and QLoRA rows, which a verdict of full training that does not fit also names).
+    `micro_batch` judges memory at that many sequences per pass."""
     spec = gpu_by_name(gpu)
     resolved = resolve_dtype(spec, dtype)
     peak = require_peak_flops(spec, resolved)
@@ -237,9 +252,15 @@ def plan_budget(
             "--tokens is for inverse mode (--model/--params)", "use --tokens-per-param with --hours"
         )
 
-    if model is not None and Path(model).is_dir() and token_count is None and tokens_per_param is None:
+    if lora is not None and model is None:
+        raise LlmctlError("--lora.* plans adapters on a model's weights", "add --model DIR or a preset name")
+    finetune = model is not None and (Path(model).is_dir() or lora is not None)
+    if finetune and token_count is None and tokens_per_param is None:
         # A model with weights is fine-tuned: a Chinchilla token count for it answers the wrong question.
+        assert model is not None
         cfg, default_seq = resolve_model(model, {})
+        if lora is not None:
+            check_lora_spec(cfg, lora)
         return plan_finetune(
             spec,
             resolved,
@@ -251,6 +272,7 @@ def plan_budget(
             mfu=mfu,
             optim=optim,
             micro_batch=micro_batch,
+            lora=lora,
         )
     r = tokens_per_param if tokens_per_param is not None else CHINCHILLA_RATIO
     per_gpu_second = peak * num_gpus
@@ -315,4 +337,26 @@ def plan_budget(
         memory=training_memory(cfg, seq, resolved, spec.memory_gib, optim, num_gpus),
         loss=chinchilla_loss(param_counts(cfg).total, d),
         micro_batch=micro_batch,
+        adapters=_adapter_rows(cfg, seq, resolved, spec, optim, num_gpus, fl, lora) if model else (),
     )
+
+
+def _adapter_rows(
+    cfg: ModelConfig,
+    seq_len: int,
+    dtype: str,
+    spec: GpuSpec,
+    optim: str,
+    num_gpus: int,
+    fl: FlopsBreakdown,
+    lora: LoraSpec | None,
+) -> tuple[MethodRow, ...]:
+    """The LoRA and QLoRA rows of the fine-tuning view, for the verdict of a training run of `cfg`; none
+    where the default rank does not suit a tiny shape and no --lora.rank was given."""
+    if lora is not None:
+        check_lora_spec(cfg, lora)
+    elif not adapters_valid(cfg, LoraSpec()):
+        return ()
+    setup = MethodSetup(cfg, seq_len, dtype, spec.memory_gib, optim, num_gpus, fl, lora or LoraSpec())
+    rows = (method(setup) for method in FINETUNE_METHODS)
+    return tuple(r for r in rows if r.lora is not None)

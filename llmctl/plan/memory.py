@@ -76,11 +76,26 @@ class MemoryEstimate:
     """Parameters Muon updates (optim=muon)."""
     num_gpus: int = 1
     """GPUs of the run: what a verdict may suggest (FSDP shards the states only where there are several)."""
+    method: str = "full"
+    """full, lora or qlora (llmctl/plan/lora.py builds the adapter rows)."""
+    frozen_bytes: int = 0
+    """LoRA and QLoRA: the frozen base as stored (0 for full fine-tuning, whose weights are all trained)."""
+    weights_bytes_ckpt: int | None = None
+    """weights_bytes with activation checkpointing, where it differs: the compute copies of frozen weights
+    live one block at a time when blocks are recomputed. None: the same as weights_bytes."""
 
     @property
     def states_bytes(self) -> int:
         """Weights, master copy, gradients and optimizer states: independent of the batch."""
-        return self.weights_bytes + self.master_bytes + self.grads_bytes + self.optimizer_bytes
+        return self.states(checkpointing=False)
+
+    def states(self, checkpointing: bool) -> int:
+        """Frozen base, weight copies, master copy, gradients and optimizer states, with or without
+        activation checkpointing."""
+        weights = self.weights_bytes
+        if checkpointing and self.weights_bytes_ckpt is not None:
+            weights = self.weights_bytes_ckpt
+        return self.frozen_bytes + weights + self.master_bytes + self.grads_bytes + self.optimizer_bytes
 
     @property
     def bytes_per_param(self) -> int:
@@ -88,24 +103,24 @@ class MemoryEstimate:
         the fused weight copies), with AdamW."""
         return self.states_bytes // self.params
 
-    def _max_batch(self, per_seq: int) -> int:
-        room = self.usable_bytes - self.states_bytes
+    def _max_batch(self, per_seq: int, checkpointing: bool) -> int:
+        room = self.usable_bytes - self.states(checkpointing)
         return max(0, room // per_seq) if room > 0 else 0
 
     @property
     def max_micro_batch(self) -> int:
         """Largest micro-batch (sequences) that fits without checkpointing; 0 if none."""
-        return self._max_batch(self.activation_bytes_per_seq)
+        return self._max_batch(self.activation_bytes_per_seq, checkpointing=False)
 
     @property
     def max_micro_batch_ckpt(self) -> int:
         """Largest micro-batch that fits with activation checkpointing; 0 if none."""
-        return self._max_batch(self.activation_bytes_per_seq_ckpt)
+        return self._max_batch(self.activation_bytes_per_seq_ckpt, checkpointing=True)
 
     def total_bytes(self, micro_batch: int, checkpointing: bool = False) -> int:
         """States plus activations of `micro_batch` sequences."""
         per_seq = self.activation_bytes_per_seq_ckpt if checkpointing else self.activation_bytes_per_seq
-        return self.states_bytes + micro_batch * per_seq
+        return self.states(checkpointing) + micro_batch * per_seq
 
     @property
     def fits(self) -> bool:
@@ -140,9 +155,9 @@ class MemoryEstimate:
         """One sentence: fits (with which micro-batch) or does not (and what would help)."""
         from llmctl.units import fmt_bytes
 
-        if self.states_bytes > self.usable_bytes:
+        if self.states(checkpointing=True) > self.usable_bytes:
             return (
-                f"does not fit: weights, gradients and optimizer states alone need {fmt_bytes(self.states_bytes)} "
+                f"does not fit: weights, gradients and optimizer states alone need {fmt_bytes(self.states(checkpointing=True))} "
                 f"of {fmt_bytes(self.usable_bytes)} usable; {self._states_remedy()}"
             )
         if self.max_micro_batch >= 1:
