@@ -178,10 +178,10 @@ def architecture_for(cfg: ModelConfig) -> str:
     """The architecture a model trained in llmctl (not imported) is exported as: Llama, the family whose
     QK-norm, norm placement and Gemma options it has, or Mistral for a Llama layout with a window on every
     layer."""
+    if block_layout(cfg) == LAYOUTS["LlamaForCausalLM"]:
+        return "MistralForCausalLM" if cfg.sliding_window is not None else "LlamaForCausalLM"
     fits = [a for a, layout in LAYOUTS.items() if layout == block_layout(cfg)]
-    if fits:
-        return fits[0]
-    return "MistralForCausalLM" if cfg.sliding_window is not None else "LlamaForCausalLM"
+    return fits[0] if fits else "LlamaForCausalLM"
 
 
 def check_architecture(cfg: ModelConfig, architecture: str) -> None:

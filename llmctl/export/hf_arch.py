@@ -107,6 +107,11 @@ def unsupported_options(cfg: ModelConfig, architecture: str) -> str | None:
     return None
 
 
+def _whole(x: float) -> int | float:
+    # Gemma3TextConfig (transformers 5, strict) takes query_pre_attn_scalar as an int.
+    return int(x) if float(x).is_integer() else x
+
+
 def gemma3_config(base: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
     """config.json for Gemma3ForCausalLM (Gemma3TextConfig) from the Llama-style `base`: its activation,
     attention scale, layer types and per-layer-type RoPE, both as transformers v5 (`rope_parameters` per
@@ -119,7 +124,7 @@ def gemma3_config(base: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
     types = ["sliding_attention" if cfg.is_windowed(i) else "full_attention" for i in range(cfg.n_layers)]
     out |= {
         "hidden_activation": "gelu_pytorch_tanh",
-        "query_pre_attn_scalar": cfg.attn_scalar if cfg.attn_scalar is not None else cfg.head_size,
+        "query_pre_attn_scalar": _whole(cfg.attn_scalar) if cfg.attn_scalar is not None else cfg.head_size,
         "sliding_window": cfg.sliding_window,
         "layer_types": types,
         "rope_local_base_freq": local_theta,
