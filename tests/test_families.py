@@ -205,7 +205,11 @@ def test_gguf_export_holds_the_family_and_llama_cpp_decodes_like_llmctl(
     assert theirs == mine and len(mine) >= 4
 
 
-def test_sft_on_each_imported_family_trains_and_exports(models: SimpleNamespace, tmp_path: Path) -> None:
+def test_sft_on_each_imported_family_trains_exports_and_resumes_exactly(
+    models: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Four SFT steps on each import (data by its own template, seq_len 64 > the 16-token windows); for the
+    windowed families, a run resumed from step 2 gives the uninterrupted run's losses, bit for bit."""
     from chat_fixtures import write_chat_parquet
 
     rows = [
@@ -221,7 +225,8 @@ def test_sft_on_each_imported_family_trains_and_exports(models: SimpleNamespace,
             app, ["tokenize", "--data", str(raw), *args, "--mode", "sft", "--template", "model"]
         )
         assert tokenized.exit_code == 0, tokenized.output
-        sft = runner.invoke(app, [*_sft_args(ck, tokens, tmp_path / f"sft-{kind}"), "--steps", "4"])
+        run = tmp_path / f"sft-{kind}"
+        sft = runner.invoke(app, [*_sft_args(ck, tokens, run), "--steps", "4", "--checkpoint.every=2"])
         assert sft.exit_code == 0, sft.output
         report = json.loads(sft.stdout)
         assert math.isfinite(report["summary"]["final_loss"])
@@ -233,6 +238,22 @@ def test_sft_on_each_imported_family_trains_and_exports(models: SimpleNamespace,
         assert exported.exit_code == 0, exported.output
         config = json.loads((tmp_path / f"hf-{kind}" / "config.json").read_text())
         assert config["architectures"] == [CLASSES[kind]]
+        if kind in ("gemma3", "mistral"):
+            resumed = runner.invoke(
+                app,
+                [
+                    *_sft_args(ck, tokens, tmp_path / f"resumed-{kind}"),
+                    *("--steps", "4", "--resume", str(run / "checkpoints" / "step-000002")),
+                ],
+            )
+            assert resumed.exit_code == 0, resumed.output
+            full, tail = _losses(run), _losses(tmp_path / f"resumed-{kind}")
+            assert tail == {step: loss for step, loss in full.items() if step > 2} and len(tail) == 2
+
+
+def _losses(run: Path) -> dict[int, float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["kind"] == "train"}
 
 
 def _sft_args(init: Path, tokens: Path, out: Path) -> list[str]:
@@ -244,13 +265,11 @@ def _sft_args(init: Path, tokens: Path, out: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["gemma3", "mistral"])
-def test_sft_with_the_models_own_template_resumes_exactly(
-    models: SimpleNamespace, kind: str, tmp_path: Path
+def test_gemma_template_merges_a_system_message_and_tokenize_trains_on_the_reply(
+    models: SimpleNamespace, tmp_path: Path
 ) -> None:
     """Gemma's template has no system role: its own template puts the system text before the first user
-    turn, and the reply alone is trained on. Seq_len 64 > the 16-token window. A run resumed from step 2
-    gives the uninterrupted run's losses, bit for bit."""
+    turn; `tokenize --mode sft --template model` takes such rows, and only the reply is trained on."""
     from chat_fixtures import write_chat_parquet
 
     from llmctl.infer.checkpoint import load_for_inference
@@ -259,44 +278,22 @@ def test_sft_with_the_models_own_template_resumes_exactly(
     system = {"role": "system", "content": "You reverse words."}
     rows = [
         [system, {"role": "user", "content": f"Reverse: {w}"}, {"role": "assistant", "content": w[::-1]}]
-        for w in ("module", "python", "token", "model", "fox", "dog", "quick", "brown") * 2
+        for w in ("module", "python", "token", "model")
     ]
-    if kind == "mistral":
-        rows = [r[1:] for r in rows]  # the fixture's Mistral template has no system role either, nor a merge
-    raw = write_chat_parquet(tmp_path / "raw", {"train": rows, "validation": rows[:4]})
-    ck, tokens = models.ck[kind], tmp_path / "tokens"
-    args = ["--tokenizer", str(ck / "tokenizer.json"), "--out", str(tokens), "--num-proc", "1"]
-    runner = CliRunner()
-    tokenized = runner.invoke(
+    raw = write_chat_parquet(tmp_path / "raw", {"train": rows, "validation": rows[:2]})
+    ck = models.ck["gemma3"]
+    args = ["--tokenizer", str(ck / "tokenizer.json"), "--out", str(tmp_path / "tokens"), "--num-proc", "1"]
+    tokenized = CliRunner().invoke(
         app, ["tokenize", "--data", str(raw), *args, "--mode", "sft", "--template", "model"]
     )
     assert tokenized.exit_code == 0, tokenized.output
     _, tok, manifest = load_for_inference(ck, device="cpu")
     chat = TemplateChat.from_manifest(manifest, tok)
-    if kind == "gemma3":
-        text = chat.render_text(rows[0])
-        assert text.startswith("<bos><start_of_turn>user\nYou reverse words.\n\nReverse: module<end_of_turn>")
-        assert "system" not in text and "<start_of_turn>model\neludom<end_of_turn>" in text
-        ids, mask = chat.render_masked(rows[0], [tok.token_to_id("<end_of_turn>")])
-        assert tok.decode([i for i, m in zip(ids, mask, strict=True) if m]).startswith("eludom")
-    common = [*_sft_args(ck, tokens, tmp_path / "straight"), "--steps", "4", "--checkpoint.every=2"]
-    straight = runner.invoke(app, common)
-    assert straight.exit_code == 0, straight.output
-    resumed = runner.invoke(
-        app,
-        [
-            *_sft_args(ck, tokens, tmp_path / "resumed"),
-            *("--steps", "4", "--resume", str(tmp_path / "straight" / "checkpoints" / "step-000002")),
-        ],
-    )
-    assert resumed.exit_code == 0, resumed.output
-
-    def losses(name: str) -> dict[int, float]:
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["kind"] == "train"}
-
-    full, tail = losses("straight"), losses("resumed")
-    assert tail == {step: loss for step, loss in full.items() if step > 2} and len(tail) == 2
+    text = chat.render_text(rows[0])
+    assert text.startswith("<bos><start_of_turn>user\nYou reverse words.\n\nReverse: module<end_of_turn>")
+    assert "system" not in text and "<start_of_turn>model\neludom<end_of_turn>" in text
+    ids, mask = chat.render_masked(rows[0], [tok.token_to_id("<end_of_turn>")])
+    assert tok.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "eludom<end_of_turn>"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -386,9 +383,9 @@ def test_batched_decoding_respects_the_window(models: SimpleNamespace) -> None:
     model, tok, _ = load_for_inference(models.ck["gemma3"], device="cpu")
     prompts = [tok.encode("Once upon a time there was a tiny language model"), tok.encode("def main():")]
     greedy = Sampling(temperature=0)
-    batch = generate_batch(model, [Request(p, max_new_tokens=24, sampling=greedy) for p in prompts])
+    batch = generate_batch(model, [Request(p, max_new_tokens=16, sampling=greedy) for p in prompts])
     for prompt, got in zip(prompts, batch, strict=True):
-        assert got.ids == generate(model, prompt, max_new_tokens=24, temperature=0).ids
+        assert got.ids == generate(model, prompt, max_new_tokens=16, temperature=0).ids
 
 
 def test_packed_documents_see_only_their_own_window() -> None:
