@@ -517,3 +517,27 @@ def test_mistral_window_defaults_and_a_window_as_long_as_the_context() -> None:
     assert check_hf_config(config)[0].sliding_window == 4096  # MistralConfig's default when absent
     assert check_hf_config({**config, "sliding_window": None})[0].sliding_window is None
     assert check_hf_config({**config, "sliding_window": 8192})[0].sliding_window is None
+
+
+def test_window_options_are_checked_and_off_by_default() -> None:
+    from llmctl.config import ModelConfig, load_config
+    from llmctl.errors import LlmctlError
+
+    cfg = ModelConfig()
+    assert (cfg.sliding_window, cfg.attn_scalar, cfg.rope_local_theta, cfg.activation) == (
+        None,
+        None,
+        None,
+        "silu",
+    )
+    assert not any(cfg.is_windowed(i) for i in range(cfg.n_layers))
+    gemma = load_config(
+        None, ["--model.preset=tiny", "--model.sliding_window=8", "--model.sliding_window_pattern=2"]
+    )
+    assert [gemma.model.is_windowed(i) for i in range(2)] == [True, False]
+    for bad, key in (
+        ("--model.sliding_window=0", "sliding_window"),
+        ("--model.sliding_window_pattern=-1", "pattern"),
+    ):
+        with pytest.raises(LlmctlError, match=key):
+            load_config(None, ["--model.preset=tiny", bad])
