@@ -269,7 +269,7 @@ def test_gemma_template_merges_a_system_message_and_tokenize_trains_on_the_reply
     models: SimpleNamespace, tmp_path: Path
 ) -> None:
     """Gemma's template has no system role: its own template puts the system text before the first user
-    turn; `tokenize --mode sft --template model` takes such rows, and only the reply is trained on."""
+    turn; `tokenize --mode sft|dpo --template model` take such rows, and only the reply is trained on."""
     from chat_fixtures import write_chat_parquet
 
     from llmctl.infer.checkpoint import load_for_inference
@@ -294,6 +294,22 @@ def test_gemma_template_merges_a_system_message_and_tokenize_trains_on_the_reply
     assert "system" not in text and "<start_of_turn>model\neludom<end_of_turn>" in text
     ids, mask = chat.render_masked(rows[0], [tok.token_to_id("<end_of_turn>")])
     assert tok.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "eludom<end_of_turn>"
+    pairs = [
+        {"prompt": r[:2], "chosen": r[2:], "rejected": [{"role": "assistant", "content": "no"}]} for r in rows
+    ]
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    runner = CliRunner()
+    prefs = tmp_path / "prefs"
+    downloaded = runner.invoke(
+        app,
+        ["data", "download", str(tmp_path / "prefs.jsonl"), "--out", str(prefs), "--val-fraction", "0.25"],
+    )
+    assert downloaded.exit_code == 0, downloaded.output
+    args = ["--tokenizer", str(ck / "tokenizer.json"), "--out", str(tmp_path / "dpo"), "--max-len", "64"]
+    dpo = runner.invoke(
+        app, ["tokenize", "--mode", "dpo", "--template", "model", "--data", str(prefs), *args]
+    )
+    assert dpo.exit_code == 0, dpo.output
 
 
 @pytest.mark.parametrize("kind", KINDS)
