@@ -426,6 +426,7 @@ def test_packed_documents_see_only_their_own_window() -> None:
         assert (full(a) - model(a)).abs().max().item() > 1e-3  # the window is in effect on 12 > 5 tokens
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_attention_window_equals_the_masked_sdpa() -> None:
     """The CUDA path (flex attention with a block mask), run here by its eager reference, against the CPU
     path (a boolean band mask given to SDPA); GQA and a scale other than head_dim^-0.5."""
