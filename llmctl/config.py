@@ -58,9 +58,11 @@ class ModelConfig:
     """RoPE base frequency."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
-    rope_scaling: Literal["none", "llama3", "linear"] = "none"
-    """RoPE frequency scaling: none, Llama 3.1's `llama3` (low frequencies divided by rope_factor), or
-    `linear` (every frequency divided by rope_factor; with rope_local_theta, on the global layers only)."""
+    rope_scaling: Literal["none", "llama3", "linear", "yarn"] = "none"
+    """RoPE frequency scaling: none, Llama 3.1's `llama3` (low frequencies divided by rope_factor), `linear`
+    (every frequency divided by rope_factor), or `yarn` (YaRN, Peng et al. 2023: high frequencies kept, low ones
+    divided by rope_factor, a ramp between; cos and sin times rope_attention_factor). With rope_local_theta,
+    on the global layers only."""
     rope_factor: float = 8.0
     """llama3 and linear scaling: how much the (low) frequencies are divided by."""
     rope_low_freq_factor: float = 1.0
@@ -68,7 +70,13 @@ class ModelConfig:
     rope_high_freq_factor: float = 4.0
     """llama3 scaling: wavelengths below rope_original_max_seq_len / this are left alone."""
     rope_original_max_seq_len: int = 8192
-    """llama3 scaling: the context length the model was first trained at."""
+    """llama3 and yarn scaling: the context length the model was first trained at."""
+    rope_beta_fast: float = 32.0
+    """yarn: rotations over the original context above which a frequency is kept (extrapolated)."""
+    rope_beta_slow: float = 1.0
+    """yarn: rotations below which a frequency is fully divided by rope_factor (interpolated)."""
+    rope_attention_factor: float | None = None
+    """yarn: the factor on cos and sin. None: 0.1 * ln(rope_factor) + 1 (the YaRN paper's mscale)."""
     head_dim: int | None = None
     """Width of one attention head. None: dim / n_heads. Qwen3 sets it apart from dim (128 x 16 heads at
     dim 1024)."""

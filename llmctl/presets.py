@@ -271,8 +271,10 @@ def _gemma3_fields(config: dict[str, Any], head_dim: int) -> dict[str, Any]:
     kind = full.get("rope_type", full.get("type", "default"))
     if kind == "linear":
         fields |= {"rope_scaling": "linear", "rope_factor": float(full["factor"])}
+    elif kind == "yarn":
+        fields |= _yarn_fields(full, config)
     elif kind not in ("default", None):
-        raise refuse_model(f"RoPE scaling type {kind!r} in Gemma 3 (supported: none, linear)")
+        raise refuse_model(f"RoPE scaling type {kind!r} in Gemma 3 (supported: none, linear, yarn)")
     scalar = config.get("query_pre_attn_scalar", 256)
     if not isinstance(scalar, (int, float)) or isinstance(scalar, bool) or scalar <= 0:
         raise ValueError(f"query_pre_attn_scalar is {scalar!r}, not a positive number")
@@ -293,9 +295,34 @@ def _rope_fields(config: dict[str, Any]) -> dict[str, Any]:
             "rope_high_freq_factor": float(scaling["high_freq_factor"]),
             "rope_original_max_seq_len": int(scaling["original_max_position_embeddings"]),
         }
+    if rope_type == "yarn":
+        return {"rope_theta": theta, **_yarn_fields(scaling, config)}
     if rope_type not in ("default", None):
-        raise refuse_model(f"RoPE scaling type {rope_type!r} (supported: none, llama3)")
+        raise refuse_model(f"RoPE scaling type {rope_type!r} (supported: none, llama3, yarn)")
     return {"rope_theta": theta}
+
+
+def _yarn_fields(scaling: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """YaRN's numbers as transformers reads them; DeepSeek's mscale pair, partial rotary and an untruncated
+    correction range are refused."""
+    for key in ("mscale", "mscale_all_dim"):
+        if scaling.get(key):
+            raise refuse_model(f"YaRN with {key} (DeepSeek's attention factor)")
+    if scaling.get("truncate", True) is not True or scaling.get("partial_rotary_factor", 1.0) != 1.0:
+        raise refuse_model("YaRN with truncate=false or a partial rotary factor")
+    original = int(scaling.get("original_max_position_embeddings") or config.get("max_position_embeddings"))
+    factor = scaling.get("factor")
+    attention = scaling.get("attention_factor")
+    return {
+        "rope_scaling": "yarn",
+        "rope_factor": float(
+            factor if factor is not None else int(config["max_position_embeddings"]) / original
+        ),
+        "rope_original_max_seq_len": original,
+        "rope_beta_fast": float(scaling.get("beta_fast") or 32),
+        "rope_beta_slow": float(scaling.get("beta_slow") or 1),
+        "rope_attention_factor": None if attention is None else float(attention),
+    }
 
 
 def model_fields_from_hf(config: dict[str, Any]) -> tuple[dict[str, Any], str]:

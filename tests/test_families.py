@@ -501,7 +501,7 @@ def test_published_gemma3_shapes_have_their_parameter_counts() -> None:
         ({"layer_types": ["sliding_attention", "full_attention", "full_attention"] * 2}, "every n-th layer"),
         ({"hidden_activation": "gelu"}, "activation gelu"),
         ({"use_bidirectional_attention": True}, "bidirectional"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "'yarn'"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}, "'dynamic'"),
     ],
 )
 def test_gemma3_options_llmctl_does_not_implement_are_refused(change: dict, message: str) -> None:
@@ -558,3 +558,42 @@ def test_window_options_are_checked_and_off_by_default() -> None:
     ):
         with pytest.raises(LlmctlError, match=key):
             load_config(None, ["--model.preset=tiny", bad])
+
+
+@pytest.mark.parametrize("attention_factor", [None, 1.5])
+def test_yarn_rope_scaling_matches_transformers_past_the_original_context(
+    attention_factor: float | None,
+) -> None:
+    """A Qwen3 config with YaRN (Qwen3's documented long-context setting, here original 16 of 128 positions):
+    import reads it, llmctl's logits equal transformers' on 60 tokens, and export writes it back."""
+    import torch
+    import transformers
+
+    from llmctl.export.hf import hf_config, to_hf_state_dict
+    from llmctl.export.hf_arch import check_hf_config
+    from llmctl.model.llama import Transformer
+
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 1e6}
+    if attention_factor is not None:
+        yarn["attention_factor"] = attention_factor
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        **dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, head_dim=32),
+        **dict(
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rope_parameters=yarn
+        ),
+    }
+    cfg, arch = check_hf_config(config)
+    assert (cfg.rope_scaling, cfg.rope_factor, cfg.rope_original_max_seq_len) == ("yarn", 4.0, 16)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    written = hf_config(cfg, SimpleNamespace(bos_id=None, pad_id=None), "float32", [1], arch)
+    assert written["rope_parameters"]["rope_type"] == "yarn"
+    cls = getattr(transformers, arch)
+    hf = cls(cls.config_class.from_dict(written)).eval()
+    hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg), strict=True)
+    ids = torch.randint(0, 300, (1, 60), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (model(ids) - hf(ids).logits).abs().max().item() < 1e-4
+    assert check_hf_config(written)[0] == cfg

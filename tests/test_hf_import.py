@@ -228,8 +228,8 @@ def test_import_through_the_fake_hub_downloads_only_what_it_needs(
         ),
         ({"num_local_experts": 8}, "mixture of experts"),
         (
-            {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
-            "RoPE scaling type 'yarn'",
+            {"rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 1e4}},
+            "RoPE scaling type 'dynamic'",
         ),
     ],
 )

@@ -176,13 +176,15 @@ def _llama_cpp_refuses(cfg: ModelConfig, arch: str) -> str | None:
             return f"fixes the windowed layers' RoPE base at 10000 (this model: {cfg.rope_local_theta})"
         if cfg.attn_scalar is not None and cfg.attn_scalar != cfg.head_size:
             return f"scales attention by head_dim^-0.5 (this model: attn_scalar={cfg.attn_scalar})"
-        if cfg.rope_scaling == "llama3":
-            return "has no llama3 RoPE scaling"
+        if cfg.rope_scaling in ("llama3", "yarn"):
+            return f"is not written with {cfg.rope_scaling} RoPE scaling by llmctl"
         return None
     if cfg.sliding_window is not None and cfg.sliding_window_pattern:
         return f"has no sliding-window layer pattern (this model: {cfg.sliding_window_pattern})"
-    if cfg.rope_scaling == "linear" or cfg.rope_local_theta is not None or cfg.attn_scalar is not None:
-        return "has no linear RoPE scaling, per-layer RoPE base or attention scale"
+    if cfg.rope_scaling in ("linear", "yarn"):
+        return f"is not written with {cfg.rope_scaling} RoPE scaling by llmctl"
+    if cfg.rope_local_theta is not None or cfg.attn_scalar is not None:
+        return "has no per-layer RoPE base or attention scale"
     return None
 
 

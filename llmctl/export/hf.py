@@ -204,7 +204,7 @@ def check_architecture(cfg: ModelConfig, architecture: str) -> None:
 
 
 def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
-    """HF's RoPE description: default, or llama3 scaling with its four numbers."""
+    """HF's RoPE description: default, llama3 scaling with its four numbers, linear, or yarn."""
     if cfg.rope_scaling == "llama3":
         return {
             "rope_type": "llama3",
@@ -213,6 +213,21 @@ def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
             "high_freq_factor": cfg.rope_high_freq_factor,
             "original_max_position_embeddings": cfg.rope_original_max_seq_len,
         }
+    if cfg.rope_scaling == "linear":
+        return {"rope_type": "linear", "factor": cfg.rope_factor}
+    if cfg.rope_scaling == "yarn":
+        yarn = {
+            "rope_type": "yarn",
+            "factor": cfg.rope_factor,
+            "original_max_position_embeddings": cfg.rope_original_max_seq_len,
+            "beta_fast": cfg.rope_beta_fast,
+            "beta_slow": cfg.rope_beta_slow,
+        }
+        return (
+            yarn
+            if cfg.rope_attention_factor is None
+            else {**yarn, "attention_factor": cfg.rope_attention_factor}
+        )
     return {"rope_type": "default"}
 
 

@@ -91,8 +91,8 @@ def block_layout(cfg: ModelConfig) -> tuple[Any, ...]:
 
 
 def unsupported_options(cfg: ModelConfig, architecture: str) -> str | None:
-    """The option of `cfg` (window, attention scale, per-layer RoPE, linear scaling) `architecture` has no
-    config.json key for, or None."""
+    """The option of `cfg` (window, attention scale, per-layer RoPE) `architecture` has no config.json key
+    for, or None. (RoPE scaling is transformers' shared `rope_parameters`, which every architecture reads.)"""
     if architecture == "Gemma3ForCausalLM":
         return None
     if cfg.sliding_window is not None and (
@@ -102,8 +102,6 @@ def unsupported_options(cfg: ModelConfig, architecture: str) -> str | None:
     for key in ("attn_scalar", "rope_local_theta"):
         if getattr(cfg, key) is not None:
             return f"{key}={getattr(cfg, key)}"
-    if cfg.rope_scaling == "linear":
-        return "rope_scaling=linear"
     return None
 
 
@@ -117,9 +115,11 @@ def gemma3_config(base: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
     attention scale, layer types and per-layer-type RoPE, both as transformers v5 (`rope_parameters` per
     layer type) and v4 (`rope_theta`, `rope_local_base_freq`, `rope_scaling`, `sliding_window_pattern`) read them."""
     out = {k: v for k, v in base.items() if k not in ("hidden_act", "mlp_bias", "rope_scaling")}
-    full: dict[str, Any] = {"rope_type": "default"}
-    if cfg.rope_scaling == "linear":
-        full = {"rope_type": "linear", "factor": cfg.rope_factor}
+    full = {k: v for k, v in base["rope_parameters"].items() if k != "rope_theta"}
+    if cfg.rope_scaling == "llama3":
+        raise LlmctlError(
+            "Gemma3ForCausalLM cannot hold llama3 RoPE scaling", "Gemma 3 takes linear or yarn scaling"
+        )
     local_theta = cfg.rope_local_theta if cfg.rope_local_theta is not None else cfg.rope_theta
     types = ["sliding_attention" if cfg.is_windowed(i) else "full_attention" for i in range(cfg.n_layers)]
     out |= {
@@ -128,7 +128,7 @@ def gemma3_config(base: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
         "sliding_window": cfg.sliding_window,
         "layer_types": types,
         "rope_local_base_freq": local_theta,
-        "rope_scaling": full if cfg.rope_scaling == "linear" else None,
+        "rope_scaling": full if cfg.rope_scaling != "none" else None,
         "rope_parameters": {
             "full_attention": {**full, "rope_theta": cfg.rope_theta},
             "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},

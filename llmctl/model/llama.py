@@ -75,15 +75,46 @@ def rope_tables(
     (unscaled, base rope_local_theta); each attention takes its half (Attention.rope_part). One table keeps
     every caller that indexes `rope_cos` by position, the batched decoder included, unchanged."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    gain = 1.0
     if cfg is not None and cfg.rope_scaling == "llama3":
         freqs = llama3_frequencies(freqs, cfg)
     elif cfg is not None and cfg.rope_scaling == "linear":
         freqs = freqs / cfg.rope_factor
+    elif cfg is not None and cfg.rope_scaling == "yarn":
+        freqs, gain = yarn_frequencies(theta, head_dim, cfg)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
+    cos, sin = angles.cos() * gain, angles.sin() * gain
     if cfg is not None and cfg.rope_local_theta is not None:
         local = 1.0 / (cfg.rope_local_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        freqs = torch.cat((freqs, local))
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), local)
+        cos, sin = torch.cat((cos, angles.cos()), dim=-1), torch.cat((sin, angles.sin()), dim=-1)
+    return cos, sin
+
+
+def yarn_frequencies(theta: float, head_dim: int, cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    """YaRN (Peng et al. 2023, "YaRN: Efficient Context Window Extension"): frequencies that turn more than
+    beta_fast times over the original context are kept, those under beta_slow are divided by rope_factor,
+    a linear ramp over the (floored, ceiled) pair indices between; and the factor on cos and sin (mscale,
+    0.1 ln(factor) + 1 unless rope_attention_factor is given)."""
+
+    def pair(rotations: float) -> float:
+        # The pair index whose wavelength fits `rotations` times into the original context.
+        return (
+            head_dim
+            * math.log(cfg.rope_original_max_seq_len / (rotations * 2 * math.pi))
+            / (2 * math.log(theta))
+        )
+
+    low = max(math.floor(pair(cfg.rope_beta_fast)), 0)
+    high = min(math.ceil(pair(cfg.rope_beta_slow)), head_dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    base = theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = (1.0 / (cfg.rope_factor * base)) * ramp + (1.0 / base) * (1 - ramp)
+    gain = cfg.rope_attention_factor
+    if gain is None:
+        gain = 0.1 * math.log(cfg.rope_factor) + 1.0 if cfg.rope_factor > 1 else 1.0
+    return freqs, float(gain)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None = None) -> torch.Tensor:
