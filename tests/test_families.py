@@ -597,3 +597,50 @@ def test_yarn_rope_scaling_matches_transformers_past_the_original_context(
     with torch.no_grad():
         assert (model(ids) - hf(ids).logits).abs().max().item() < 1e-4
     assert check_hf_config(written)[0] == cfg
+
+
+def test_yarn_gguf_decodes_like_llmctl_past_the_original_context(tmp_path: Path) -> None:
+    """A Qwen3 with YaRN (original context 16) through import and GGUF: llama.cpp's greedy tokens equal
+    llmctl's for 32 tokens after a 13-token prompt, which needs the file's rope.scaling keys."""
+    import torch
+    from hf_fixtures import make_tokenizer
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.infer.generate import generate
+    from llmctl.tokenizer.template import prompt_ids
+
+    tok = make_tokenizer("qwen3")
+    torch.manual_seed(0)
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 1e6}
+    config = Qwen3Config(
+        **dict(
+            vocab_size=len(tok) + 8, hidden_size=64, intermediate_size=96, num_hidden_layers=2, head_dim=32
+        ),
+        **dict(
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.1
+        ),
+        **dict(rope_parameters=yarn, eos_token_id=tok.eos_token_id, use_sliding_window=False),
+    )
+    Qwen3ForCausalLM(config).save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    runner = CliRunner()
+    imported = runner.invoke(app, ["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ck"), "--json"])
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout)["max_logit_diff"] < 1e-4
+    path = tmp_path / "m.gguf"
+    exported = runner.invoke(
+        app, ["export", str(tmp_path / "ck"), "--out", str(path), "--format", "gguf", "--dtype", "float32"]
+    )
+    assert exported.exit_code == 0, exported.output
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model, tok, manifest = load_for_inference(tmp_path / "ck", device="cpu")
+    prompt = prompt_ids(tok, manifest, "Once upon a time there was a tiny language model")
+    mine = generate(model, prompt, max_new_tokens=32, temperature=0).ids
+    llm = llama_cpp.Llama(str(path), n_ctx=64, n_batch=1, n_threads=1, verbose=False)
+    theirs: list[int] = []
+    for token in llm.generate(prompt, temp=0.0, top_k=1):
+        theirs.append(token)
+        if len(theirs) == len(mine):
+            break
+    assert theirs == mine and len(prompt) + len(mine) > 16

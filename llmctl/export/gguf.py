@@ -181,8 +181,14 @@ def _llama_cpp_refuses(cfg: ModelConfig, arch: str) -> str | None:
         return None
     if cfg.sliding_window is not None and cfg.sliding_window_pattern:
         return f"has no sliding-window layer pattern (this model: {cfg.sliding_window_pattern})"
-    if cfg.rope_scaling in ("linear", "yarn"):
-        return f"is not written with {cfg.rope_scaling} RoPE scaling by llmctl"
+    if cfg.rope_scaling == "linear":
+        return "is not written with linear RoPE scaling by llmctl"
+    if cfg.rope_scaling == "yarn" and (cfg.rope_beta_fast, cfg.rope_beta_slow, cfg.rope_attention_factor) != (
+        32.0,
+        1.0,
+        None,
+    ):
+        return "is written only with YaRN's default beta_fast 32, beta_slow 1 and attention factor"
     if cfg.rope_local_theta is not None or cfg.attn_scalar is not None:
         return "has no per-layer RoPE base or attention scale"
     return None
@@ -239,9 +245,16 @@ def gguf_context(cfg: ModelConfig, arch: str) -> tuple[int, str | None]:
 
 
 def _window_keys(cfg: ModelConfig, arch: str) -> dict[str, Any]:
-    """gemma3's window, windowed layers' RoPE base and linear RoPE scaling keys (empty for the others)."""
+    """gemma3's window, windowed layers' RoPE base and linear RoPE scaling keys; YaRN's keys for the others
+    (llama.cpp's defaults, beta_fast 32, beta_slow 1 and mscale 0.1 ln(factor) + 1, are transformers')."""
     if arch != "gemma3":
-        return {}
+        if cfg.rope_scaling != "yarn":
+            return {}
+        return {
+            f"{arch}.rope.scaling.type": "yarn",
+            f"{arch}.rope.scaling.factor": float(cfg.rope_factor),
+            f"{arch}.rope.scaling.original_context_length": cfg.rope_original_max_seq_len,
+        }
     keys: dict[str, Any] = {}
     if cfg.sliding_window is not None:
         keys[f"{arch}.attention.sliding_window"] = cfg.sliding_window
