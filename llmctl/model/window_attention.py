@@ -9,7 +9,7 @@ own (packed documents, batched decoding), the window is a boolean (or -inf) mask
 `scaled_dot_product_attention`. On CUDA, a causal forward without a cache goes through PyTorch's flex
 attention (`torch.nn.attention.flex_attention`, compiled once) with a block mask: blocks wholly outside
 the window are skipped, and no T x T mask is built. Flex attention was chosen over `varlen_attn`'s
-`window_size` because it is in every torch release llmctl supports (2.5 and later) and takes the GQA
+`window_size` because it exists since torch 2.5 (with torch 2.4 CUDA uses the mask too) and takes the GQA
 layout and the scale as they are.
 """
 
