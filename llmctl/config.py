@@ -58,25 +58,53 @@ class ModelConfig:
     """RoPE base frequency."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
-    rope_scaling: Literal["none", "llama3"] = "none"
-    """RoPE frequency scaling: none, or Llama 3.1's `llama3` (low frequencies divided by rope_factor)."""
+    rope_scaling: Literal["none", "llama3", "linear", "yarn"] = "none"
+    """RoPE frequency scaling: none, Llama 3.1's `llama3` (low frequencies divided by rope_factor), `linear`
+    (every frequency divided by rope_factor), or `yarn` (YaRN, Peng et al. 2023: high frequencies kept, low ones
+    divided by rope_factor, a ramp between; cos and sin times rope_attention_factor). With rope_local_theta,
+    on the global layers only."""
     rope_factor: float = 8.0
-    """llama3 scaling: how much the low (long-wavelength) frequencies are divided by."""
+    """llama3 and linear scaling: how much the (low) frequencies are divided by."""
     rope_low_freq_factor: float = 1.0
     """llama3 scaling: wavelengths above rope_original_max_seq_len / this are fully scaled."""
     rope_high_freq_factor: float = 4.0
     """llama3 scaling: wavelengths below rope_original_max_seq_len / this are left alone."""
     rope_original_max_seq_len: int = 8192
-    """llama3 scaling: the context length the model was first trained at."""
+    """llama3 and yarn scaling: the context length the model was first trained at."""
+    rope_beta_fast: float = 32.0
+    """yarn: rotations over the original context above which a frequency is kept (extrapolated)."""
+    rope_beta_slow: float = 1.0
+    """yarn: rotations below which a frequency is fully divided by rope_factor (interpolated)."""
+    rope_attention_factor: float | None = None
+    """yarn: the factor on cos and sin. None: 0.1 * ln(rope_factor) + 1 (the YaRN paper's mscale)."""
     head_dim: int | None = None
     """Width of one attention head. None: dim / n_heads. Qwen3 sets it apart from dim (128 x 16 heads at
     dim 1024)."""
     qk_norm: Literal["none", "head", "proj"] = "none"
     """RMSNorm on queries and keys before RoPE: none; head, over each head's head_dim with one weight shared by
     the heads (Qwen3); proj, over the whole query and key projections (OLMo 2)."""
-    norm_placement: Literal["pre", "post"] = "pre"
+    norm_placement: Literal["pre", "post", "sandwich"] = "pre"
     """pre: x + f(norm(x)) (Llama). post: x + norm(f(x)), the norms on the attention and MLP outputs and none
-    on their inputs (OLMo 2); the block's attention_norm and ffn_norm weights then sit there."""
+    on their inputs (OLMo 2); the block's attention_norm and ffn_norm weights then sit there. sandwich:
+    x + norm2(f(norm1(x))) (Gemma 3), two more norms per block (attention_post_norm, ffn_post_norm)."""
+    attn_scalar: float | None = None
+    """Attention scores are scaled by attn_scalar^-0.5 (Gemma 3's query_pre_attn_scalar). None: head_dim^-0.5."""
+    sliding_window: int | None = None
+    """Keys a query attends to on the windowed layers, itself included (position q sees q-window+1 .. q).
+    None: every layer attends to the whole causal prefix."""
+    sliding_window_pattern: int = 0
+    """Which layers use sliding_window: 0, all of them (Mistral); n, all but every n-th (layers n-1, 2n-1, ...
+    counted from 0 attend globally; Gemma 3: 6, five local to one global)."""
+    rope_local_theta: float | None = None
+    """RoPE base of the windowed layers when it differs from rope_theta (Gemma 3: 10000 local, 1e6 global);
+    rope_scaling then applies to the global layers only. None: one RoPE table for every layer."""
+    activation: Literal["silu", "gelu_tanh"] = "silu"
+    """The gated MLP's activation: silu (SwiGLU, Llama) or gelu_tanh (GeGLU with tanh-approximated GELU,
+    Gemma's `gelu_pytorch_tanh`)."""
+    scale_embeddings: bool = False
+    """Multiply the token embeddings by sqrt(dim), rounded to the model's dtype first (Gemma)."""
+    norm_unit_offset: bool = False
+    """RMSNorm scales by (1 + weight) instead of weight, and its weights start at zero (Gemma)."""
 
     @property
     def kv_heads(self) -> int:
@@ -87,6 +115,12 @@ class ModelConfig:
     def head_size(self) -> int:
         """Width of one attention head, resolved: head_dim, or dim / n_heads."""
         return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
+
+    def is_windowed(self, layer: int) -> bool:
+        """Whether `layer` (from 0) attends within sliding_window rather than to the whole prefix."""
+        if self.sliding_window is None:
+            return False
+        return self.sliding_window_pattern == 0 or (layer + 1) % self.sliding_window_pattern != 0
 
     @property
     def hidden_dim(self) -> int:
@@ -622,6 +656,20 @@ def validate(cfg: Config) -> Config:
     if m.head_size % 2:
         raise LlmctlError(
             f"head_dim = {m.head_size} must be even for RoPE", "change dim, n_heads or head_dim"
+        )
+    for key, value in {
+        "model.sliding_window": m.sliding_window,
+        "model.attn_scalar": m.attn_scalar,
+        "model.rope_local_theta": m.rope_local_theta,
+    }.items():
+        if value is not None and value <= 0:
+            raise LlmctlError(
+                f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
+            )
+    if m.sliding_window_pattern < 0:
+        raise LlmctlError(
+            f"model.sliding_window_pattern must be 0 or more, got {m.sliding_window_pattern}",
+            "0 windows every layer; n makes every n-th layer global",
         )
     if m.ffn_dim is not None and m.ffn_dim <= 0:
         raise LlmctlError(

@@ -75,13 +75,15 @@ def test_architectures_the_plan_does_not_mirror_use_the_modules() -> None:
     hooked = Transformer(base)
     hooked.layers[1].feed_forward.register_forward_hook(lambda *_: None)  # e.g. FSDP's, or a probe
     assert DecodePlan.build(hooked) is None
-    # An option added to ModelConfig later (here a made-up sliding window) sends a model that sets it
-    # to the modules, rather than being silently ignored by the plan.
+    # Options the plan does not mirror (Gemma 3's and Mistral's) send a model that sets them to the modules.
+    for change in ({"sliding_window": 8}, {"activation": "gelu_tanh"}, {"norm_unit_offset": True}):
+        assert not decode._plain_config(dataclasses.replace(base, **change)), change
+    # An option added to ModelConfig later (here a made-up one) is not silently ignored by the plan either.
     later = dataclasses.make_dataclass(
-        "Later", [("sliding_window", int, 0)], bases=(ModelConfig,), frozen=True
+        "Later", [("future_option", int, 0)], bases=(ModelConfig,), frozen=True
     )
     assert decode._plain_config(later(**dataclasses.asdict(base)))
-    assert not decode._plain_config(later(**dataclasses.asdict(base), sliding_window=8))
+    assert not decode._plain_config(later(**dataclasses.asdict(base), future_option=8))
 
 
 def test_lora_adapters_are_merged_into_the_plan_and_switched_off_with_the_base() -> None:

@@ -217,13 +217,19 @@ def test_import_through_the_fake_hub_downloads_only_what_it_needs(
     [
         ({"architectures": ["GPT2LMHeadModel"]}, "architecture GPT2LMHeadModel"),
         (
-            {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 32},
+            # Mistral's window is held (tests/test_families.py); Qwen2's, on some layers only, is not.
+            {
+                "architectures": ["Qwen2ForCausalLM"],
+                "model_type": "qwen2",
+                "sliding_window": 32,
+                "use_sliding_window": True,
+            },
             "sliding window of 32",
         ),
         ({"num_local_experts": 8}, "mixture of experts"),
         (
-            {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
-            "RoPE scaling type 'yarn'",
+            {"rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 1e4}},
+            "RoPE scaling type 'dynamic'",
         ),
     ],
 )

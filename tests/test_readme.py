@@ -24,7 +24,6 @@ COMMAND_PAGES = sorted((ROOT / "docs" / "commands").glob("*.md"))
 PENDING_PAGES = {
     "docs/lora.md",
     "docs/grpo.md",
-    "docs/families.md",
     "docs/gguf.md",
     "docs/eval.md",
 }

@@ -48,8 +48,9 @@ def shape_line(cfg: Any) -> str:
     kv = f"{cfg.kv_heads} KV heads" if cfg.kv_heads != cfg.n_heads else "MHA"
     return (
         f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.head_size} ({kv}), "
-        f"SwiGLU {cfg.hidden_dim}, vocab {cfg.vocab_size:,}, {'tied' if cfg.tied_embeddings else 'untied'} head"
+        f"{'GeGLU' if getattr(cfg, 'activation', 'silu') == 'gelu_tanh' else 'SwiGLU'} {cfg.hidden_dim}, vocab {cfg.vocab_size:,}, {'tied' if cfg.tied_embeddings else 'untied'} head"
         + (", qkv bias" if cfg.qkv_bias else "")
+        + (f", window {cfg.sliding_window}" if getattr(cfg, "sliding_window", None) else "")
     )
 
 

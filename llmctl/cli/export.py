@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmctl.output import out, print_json, table
+from llmctl.output import log, out, print_json, table
 from llmctl.units import fmt_bytes, fmt_count
 
 
@@ -117,6 +117,8 @@ def _export_gguf(
     from llmctl.export.gguf import export_gguf
 
     result = export_gguf(checkpoint, out_file, dtype=dtype, force=force, merge=merge)
+    for warning in result.warnings:
+        log(f"warning: {warning}")
     if as_json:
         print_json(result)
         return

@@ -33,11 +33,11 @@ def _param_rows(r: Any) -> list[list[str]]:
             p.attention,
             f"{cfg.n_layers} x (wq, wk, wv, wo{' + biases' if cfg.qkv_bias else ''})",
         ),
-        row("MLP", p.mlp, f"{cfg.n_layers} x SwiGLU (w1, w3, w2)"),
+        row("MLP", p.mlp, f"{cfg.n_layers} x {_mlp_name(cfg)} (w1, w3, w2)"),
         row(
             "norms",
             p.norms,
-            f"{2 * cfg.n_layers + 1} RMSNorm gains"
+            f"{(4 if cfg.norm_placement == 'sandwich' else 2) * cfg.n_layers + 1} RMSNorm gains"
             + (f" + {cfg.n_layers} x q/k norms" if cfg.qk_norm != "none" else ""),
         ),
         row("output head", p.head, head_note),
@@ -45,6 +45,19 @@ def _param_rows(r: Any) -> list[list[str]]:
         row("non-embedding", p.non_embedding, "total - embedding"),
         row("N (for 6N)", p.matmul, "matmul weights + output head, no norms/biases"),
     ]
+
+
+def _mlp_name(cfg: Any) -> str:
+    return "GeGLU" if cfg.activation == "gelu_tanh" else "SwiGLU"
+
+
+def _attention_formula(cfg: Any, T: int) -> str:
+    if cfg.sliding_window is None:
+        return f"2 L H hd T = 2*{cfg.n_layers}*{cfg.n_heads}*{cfg.head_size}*{T}"
+    from llmctl.plan.flops import attended_keys
+
+    keys = attended_keys(cfg, T)
+    return f"2 H hd K, K = keys over layers (window {cfg.sliding_window}) = 2*{cfg.n_heads}*{cfg.head_size}*{keys}"
 
 
 def _component_rows(r: Any) -> list[list[str]]:
@@ -55,19 +68,13 @@ def _component_rows(r: Any) -> list[list[str]]:
             "QKV projections",
             f"2 L d (H + 2 Hkv) hd = 2*{L}*{cfg.dim}*{cfg.n_heads + 2 * cfg.kv_heads}*{cfg.head_size}",
         ),
-        "attention_scores": (
-            "attention scores Q K^T",
-            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_size}*{T}",
-        ),
-        "attention_values": (
-            "attention-weighted values",
-            f"2 L H hd T = 2*{L}*{cfg.n_heads}*{cfg.head_size}*{T}",
-        ),
+        "attention_scores": ("attention scores Q K^T", _attention_formula(cfg, T)),
+        "attention_values": ("attention-weighted values", _attention_formula(cfg, T)),
         "output_projection": (
             "output projection",
             f"2 L H hd d = 2*{L}*{cfg.n_heads * cfg.head_size}*{cfg.dim}",
         ),
-        "swiglu_mlp": ("SwiGLU MLP", f"3 x 2 L d f = 6*{L}*{cfg.dim}*{cfg.hidden_dim}"),
+        "swiglu_mlp": (f"{_mlp_name(cfg)} MLP", f"3 x 2 L d f = 6*{L}*{cfg.dim}*{cfg.hidden_dim}"),
         "lm_head": ("LM head", f"2 d V = 2*{cfg.dim}*{cfg.vocab_size}"),
     }
     rows = []
@@ -146,7 +153,13 @@ def render(r: Any) -> None:
             _component_rows(r),
             numeric=(1, 2, 3),
             caption=(
-                f"Attention counted over the full {r.seq_len} x {r.seq_len} score matrix: causal masking not "
+                f"Attention counted over the full {r.seq_len} x {r.seq_len} score matrix"
+                + (
+                    f" ({r.seq_len} x {r.model.sliding_window} on the sliding-window layers)"
+                    if r.model.sliding_window is not None
+                    else ""
+                )
+                + ": causal masking not "
                 f"subtracted (a causal kernel skips {fmt_flops(fl.causal_saving)} of the training FLOPs per token). "
                 "Not matmuls, not counted: RMSNorm, RoPE, softmax, SiLU and the gate product, residual adds, "
                 "embedding lookup."

@@ -64,7 +64,10 @@ class GGUFResult:
     chat_template: bool
     max_abs_error: float
     """Largest |file value - checkpoint value| over all tensors (0 for float32)."""
+    context_length: int = 0
+    """The file's context length: max_seq_len, or a windowed Mistral's sliding_window (see gguf_context)."""
     keys: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def rope_freq_factors(cfg: ModelConfig) -> np.ndarray:
@@ -89,6 +92,7 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
     neox = arch != "llama"
     qn, kn = qk_norm_heads(cfg)
     first, second = ("post_attention_norm", "post_ffw_norm") if arch == "olmo2" else ("attn_norm", "ffn_norm")
+    sandwich = (("attention_post_norm", "post_attention_norm"), ("ffn_post_norm", "post_ffw_norm"))
     out: dict[str, np.ndarray] = {"token_embd.weight": arr(state["tok_embeddings.weight"])}
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"blk.{i}."
@@ -113,7 +117,14 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
         out[dst + "ffn_gate.weight"] = arr(state[src + "feed_forward.w1.weight"])
         out[dst + "ffn_up.weight"] = arr(state[src + "feed_forward.w3.weight"])
         out[dst + "ffn_down.weight"] = arr(state[src + "feed_forward.w2.weight"])
+        if cfg.norm_placement == "sandwich":
+            for ours, theirs in sandwich:
+                out[f"{dst}{theirs}.weight"] = arr(state[f"{src}{ours}.weight"])
     out["output_norm.weight"] = arr(state["norm.weight"])
+    if cfg.norm_unit_offset:
+        # llama.cpp's gemma3 multiplies by the stored norm weight: the (1 + weight) is added here, as
+        # llama.cpp's own convert_hf_to_gguf.py does for Gemma.
+        out = {k: v + 1.0 if k.endswith("norm.weight") else v for k, v in out.items()}
     if not cfg.tied_embeddings:
         out["output.weight"] = arr(state["output.weight"])
     if cfg.rope_scaling == "llama3":
@@ -121,27 +132,66 @@ def gguf_tensors(state: dict[str, Any], cfg: ModelConfig, arch: str) -> dict[str
     return out
 
 
-_GGUF_ARCH = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Olmo2ForCausalLM": "olmo2"}
+_GGUF_ARCH = {
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Olmo2ForCausalLM": "olmo2",
+    "Gemma3ForCausalLM": "gemma3",
+}
+_GGUF_LAYOUT = {"qwen3": "Qwen3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
 
 
 def gguf_architecture(cfg: ModelConfig, source_arch: str | None) -> str:
     """llama.cpp's architecture for a checkpoint: the imported family's, else the one whose QK-norm and
     norm placement the model has (llama for llmctl's default decoder); an error for what none holds."""
     from llmctl.export.hf import architecture_for
+    from llmctl.export.hf_arch import LAYOUTS, block_layout
 
     arch = _GGUF_ARCH.get(source_arch or architecture_for(cfg), "llama")
-    layout = {"qwen3": ("head", "pre"), "olmo2": ("proj", "post")}.get(arch, ("none", "pre"))
-    if (cfg.qk_norm, cfg.norm_placement) != layout:
+    if block_layout(cfg) != LAYOUTS[_GGUF_LAYOUT.get(arch, "LlamaForCausalLM")]:
         raise LlmctlError(
             f"llama.cpp's {arch} architecture has no qk_norm={cfg.qk_norm} with norm_placement={cfg.norm_placement}",
-            "GGUF export holds llama, qwen2, qwen3 (per-head QK-norm) and olmo2 (QK-norm over the projections, post-norms)",
+            "GGUF export holds llama, qwen2, qwen3 (per-head QK-norm), olmo2 (QK-norm over the projections, "
+            "post-norms) and gemma3",
         )
+    why = _llama_cpp_refuses(cfg, arch)
+    if why:
+        raise LlmctlError(f"llama.cpp's {arch} architecture {why}", "export --format hf keeps every option")
     if cfg.qkv_bias and arch != "qwen2":
         raise LlmctlError(
             f"llama.cpp's {arch} architecture has no q/k/v biases",
             "GGUF export of qkv_bias models needs a Qwen2 import",
         )
     return arch
+
+
+def _llama_cpp_refuses(cfg: ModelConfig, arch: str) -> str | None:
+    """What llama.cpp's `arch` would compute differently from llmctl's model, or None. Its gemma3 fixes
+    five windowed layers to one global, RoPE base 10000 on the windowed layers and head_dim^-0.5 as the
+    attention scale (all three as in the published Gemma 3 text models); `llama` has no window."""
+    if arch == "gemma3":
+        if cfg.sliding_window is not None and cfg.sliding_window_pattern != 6:
+            return f"fixes one global layer in six (this model: sliding_window_pattern={cfg.sliding_window_pattern})"
+        if cfg.rope_local_theta not in (None, 10000.0) and cfg.sliding_window is not None:
+            return f"fixes the windowed layers' RoPE base at 10000 (this model: {cfg.rope_local_theta})"
+        if cfg.attn_scalar is not None and cfg.attn_scalar != cfg.head_size:
+            return f"scales attention by head_dim^-0.5 (this model: attn_scalar={cfg.attn_scalar})"
+        if cfg.rope_scaling in ("llama3", "yarn"):
+            return f"is not written with {cfg.rope_scaling} RoPE scaling by llmctl"
+        return None
+    if cfg.sliding_window is not None and cfg.sliding_window_pattern:
+        return f"has no sliding-window layer pattern (this model: {cfg.sliding_window_pattern})"
+    if cfg.rope_scaling == "linear":
+        return "is not written with linear RoPE scaling by llmctl"
+    if cfg.rope_scaling == "yarn" and (cfg.rope_beta_fast, cfg.rope_beta_slow, cfg.rope_attention_factor) != (
+        32.0,
+        1.0,
+        None,
+    ):
+        return "is written only with YaRN's default beta_fast 32, beta_slow 1 and attention factor"
+    if cfg.rope_local_theta is not None or cfg.attn_scalar is not None:
+        return "has no per-layer RoPE base or attention scale"
+    return None
 
 
 def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
@@ -180,6 +230,39 @@ def _conventions(manifest: dict[str, Any], tok: Any, ckpt: Path) -> tuple[list[i
         reply_stop_ids(profile, tok.token_to_id, tok.eos_id),
         profile.chat_template() if profile else None,
     )
+
+
+def gguf_context(cfg: ModelConfig, arch: str) -> tuple[int, str | None]:
+    """(context length written into the file, warning or None). llama.cpp's `llama` ignores a sliding
+    window, but within a context no longer than the window, full causal attention is the windowed one: a
+    windowed Mistral is written with its window as context length, so llama.cpp computes llmctl's logits."""
+    if arch == "gemma3" or cfg.sliding_window is None or cfg.sliding_window >= cfg.max_seq_len:
+        return cfg.max_seq_len, None
+    return cfg.sliding_window, (
+        f"llama.cpp's {arch} has no sliding window: the GGUF's context length is the model's window, "
+        f"{cfg.sliding_window} tokens (not {cfg.max_seq_len}), within which its attention is the same"
+    )
+
+
+def _window_keys(cfg: ModelConfig, arch: str) -> dict[str, Any]:
+    """gemma3's window, windowed layers' RoPE base and linear RoPE scaling keys; YaRN's keys for the others
+    (llama.cpp's defaults, beta_fast 32, beta_slow 1 and mscale 0.1 ln(factor) + 1, are transformers')."""
+    if arch != "gemma3":
+        if cfg.rope_scaling != "yarn":
+            return {}
+        return {
+            f"{arch}.rope.scaling.type": "yarn",
+            f"{arch}.rope.scaling.factor": float(cfg.rope_factor),
+            f"{arch}.rope.scaling.original_context_length": cfg.rope_original_max_seq_len,
+        }
+    keys: dict[str, Any] = {}
+    if cfg.sliding_window is not None:
+        keys[f"{arch}.attention.sliding_window"] = cfg.sliding_window
+        keys[f"{arch}.rope.freq_base_swa"] = float(cfg.rope_local_theta or cfg.rope_theta)
+    if cfg.rope_scaling == "linear":
+        keys[f"{arch}.rope.scaling.type"] = "linear"
+        keys[f"{arch}.rope.scaling.factor"] = float(cfg.rope_factor)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -309,6 +392,7 @@ def export_gguf(
     eot = next((i for i in stops if i != tok.eos_id), None)
     eos = tok.eos_id if tok.eos_id is not None else (stops[0] if stops else None)
     tensors = gguf_tensors(opened.plain_model_state(merge), cfg, arch)
+    context, warning = gguf_context(cfg, arch)
 
     file_type = {
         "float32": LlamaFileType.ALL_F32,
@@ -322,13 +406,13 @@ def export_gguf(
     # llama.cpp takes head_dim as n_embd / n_head unless these say otherwise (Qwen3: 128 x 16 heads at 1024).
     head_lengths = (
         {f"{arch}.attention.key_length": cfg.head_size, f"{arch}.attention.value_length": cfg.head_size}
-        if cfg.head_dim is not None or arch in ("qwen3", "olmo2")
+        if cfg.head_dim is not None or arch in ("qwen3", "olmo2", "gemma3")
         else {}
     )
     kv: dict[str, Any] = {
         "general.architecture": arch,
         f"{arch}.block_count": cfg.n_layers,
-        f"{arch}.context_length": cfg.max_seq_len,
+        f"{arch}.context_length": context,
         f"{arch}.embedding_length": cfg.dim,
         f"{arch}.feed_forward_length": cfg.hidden_dim,
         f"{arch}.attention.head_count": cfg.n_heads,
@@ -336,6 +420,7 @@ def export_gguf(
         f"{arch}.rope.freq_base": float(cfg.rope_theta),
         f"{arch}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
         **head_lengths,
+        **_window_keys(cfg, arch),
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": vocab.pre,
         "tokenizer.ggml.tokens": vocab.tokens,
@@ -358,7 +443,7 @@ def export_gguf(
         writer = GGUFWriter(tmp, arch)
         writer.add_name(Path(str(ckpt)).name)
         writer.add_block_count(cfg.n_layers)
-        writer.add_context_length(cfg.max_seq_len)
+        writer.add_context_length(context)
         writer.add_embedding_length(cfg.dim)
         writer.add_feed_forward_length(cfg.hidden_dim)
         writer.add_head_count(cfg.n_heads)
@@ -369,6 +454,9 @@ def export_gguf(
         if head_lengths:
             writer.add_key_length(cfg.head_size)
             writer.add_value_length(cfg.head_size)
+        for key, value in _window_keys(cfg, arch).items():
+            add = {float: writer.add_float32, str: writer.add_string}.get(type(value), writer.add_uint32)
+            add(key, value)
         writer.add_vocab_size(cfg.vocab_size)
         writer.add_file_type(int(file_type))
         writer.add_tokenizer_model("gpt2")
@@ -409,5 +497,7 @@ def export_gguf(
         add_eos=prompt.add_eos,
         chat_template=template is not None,
         max_abs_error=worst,
+        context_length=context,
         keys=sorted(kv),
+        warnings=[warning] if warning else [],
     )

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError
-from llmctl.export.hf_arch import norm_names, qk_norm_heads
+from llmctl.export.hf_arch import (
+    LAYOUTS,
+    block_layout,
+    gemma3_config,
+    norm_names,
+    qk_norm_heads,
+    sandwich_norms,
+    unsupported_options,
+)
 from llmctl.files import atomic_path
 from llmctl.tokenizer.chat import (
     BOS,
@@ -134,6 +142,8 @@ def to_hf_state_dict(
                 # HF Llama's attention_bias also gives o_proj a bias; ours has none, so it is zero.
                 hf[dst + "self_attn.o_proj.bias"] = torch.zeros(wo.shape[0], dtype=wo.dtype)
         hf[dst + f"{second}.weight"] = take(src + "ffn_norm.weight")
+        for ours, theirs in sandwich_norms(cfg):
+            hf[dst + f"{theirs}.weight"] = take(src + f"{ours}.weight")
         hf[dst + "mlp.gate_proj.weight"] = take(src + "feed_forward.w1.weight")
         hf[dst + "mlp.up_proj.weight"] = take(src + "feed_forward.w3.weight")
         hf[dst + "mlp.down_proj.weight"] = take(src + "feed_forward.w2.weight")
@@ -160,34 +170,41 @@ MODEL_TYPES = {
     "MistralForCausalLM": "mistral",
     "Qwen3ForCausalLM": "qwen3",
     "Olmo2ForCausalLM": "olmo2",
+    "Gemma3ForCausalLM": "gemma3_text",
 }
-# (qk_norm, norm_placement) each architecture's attention and block hold; the others are Llama's.
-_LAYOUTS = {"Qwen3ForCausalLM": ("head", "pre"), "Olmo2ForCausalLM": ("proj", "post")}
 
 
 def architecture_for(cfg: ModelConfig) -> str:
-    """The architecture a model trained in llmctl (not imported) is exported as: Llama, or the family whose
-    QK-norm and norm placement it has."""
-    fits = [a for a, layout in _LAYOUTS.items() if layout == (cfg.qk_norm, cfg.norm_placement)]
+    """The architecture a model trained in llmctl (not imported) is exported as: Llama, the family whose
+    QK-norm, norm placement and Gemma options it has, or Mistral for a Llama layout with a window on every
+    layer."""
+    if block_layout(cfg) == LAYOUTS["LlamaForCausalLM"]:
+        return "MistralForCausalLM" if cfg.sliding_window is not None else "LlamaForCausalLM"
+    fits = [a for a, layout in LAYOUTS.items() if layout == block_layout(cfg)]
     return fits[0] if fits else "LlamaForCausalLM"
 
 
 def check_architecture(cfg: ModelConfig, architecture: str) -> None:
     """Refuse to write a model under an architecture that would load it differently (a QK-norm or
-    post-norm model as Llama, or the reverse), instead of writing weights transformers misreads."""
-    want = _LAYOUTS.get(architecture, ("none", "pre"))
-    if (cfg.qk_norm, cfg.norm_placement) != want:
-        fits = [a for a, layout in _LAYOUTS.items() if layout == (cfg.qk_norm, cfg.norm_placement)]
+    post-norm model as Llama, a windowed one as Llama, or the reverse), instead of writing weights
+    transformers misreads."""
+    layout = block_layout(cfg)
+    if layout != LAYOUTS.get(architecture, LAYOUTS["LlamaForCausalLM"]):
+        fits = [a for a, want in LAYOUTS.items() if want == layout and a != "MistralForCausalLM"]
+        names = ("qk_norm", "norm_placement", "activation", "scale_embeddings", "norm_unit_offset")
         raise LlmctlError(
-            f"{architecture} cannot hold a model with qk_norm={cfg.qk_norm} and norm_placement={cfg.norm_placement}",
+            f"{architecture} cannot hold a model with {', '.join(f'{k}={v}' for k, v in zip(names, layout, strict=True))}",
             f"this model's layout is {fits[0]}'s"
             if fits
             else "no Hugging Face architecture llmctl writes holds it",
         )
+    why = unsupported_options(cfg, architecture)
+    if why:
+        raise LlmctlError(f"{architecture} cannot hold a model with {why}", "export it as Gemma3ForCausalLM")
 
 
 def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
-    """HF's RoPE description: default, or llama3 scaling with its four numbers."""
+    """HF's RoPE description: default, llama3 scaling with its four numbers, linear, or yarn."""
     if cfg.rope_scaling == "llama3":
         return {
             "rope_type": "llama3",
@@ -196,6 +213,21 @@ def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
             "high_freq_factor": cfg.rope_high_freq_factor,
             "original_max_position_embeddings": cfg.rope_original_max_seq_len,
         }
+    if cfg.rope_scaling == "linear":
+        return {"rope_type": "linear", "factor": cfg.rope_factor}
+    if cfg.rope_scaling == "yarn":
+        yarn = {
+            "rope_type": "yarn",
+            "factor": cfg.rope_factor,
+            "original_max_position_embeddings": cfg.rope_original_max_seq_len,
+            "beta_fast": cfg.rope_beta_fast,
+            "beta_slow": cfg.rope_beta_slow,
+        }
+        return (
+            yarn
+            if cfg.rope_attention_factor is None
+            else {**yarn, "attention_factor": cfg.rope_attention_factor}
+        )
     return {"rope_type": "default"}
 
 
@@ -238,7 +270,11 @@ def hf_config(
     elif architecture != "LlamaForCausalLM":
         config.pop("mlp_bias")  # Qwen3 and OLMo 2 take attention_bias, and have no MLP bias switch
     if architecture in ("Qwen2ForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM"):
-        config.update({"sliding_window": None, "use_sliding_window": False})
+        config.update({"sliding_window": cfg.sliding_window, "use_sliding_window": False})
+    if architecture == "MistralForCausalLM":
+        config.pop("use_sliding_window")  # Mistral's window is on whenever sliding_window is set
+    if architecture == "Gemma3ForCausalLM":
+        config = gemma3_config(config, cfg)
     return config
 
 

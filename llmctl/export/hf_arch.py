@@ -6,7 +6,9 @@
 Supported: LlamaForCausalLM (Llama 2/3.x, `llama3` RoPE scaling, tied embeddings; SmolLM2),
 Qwen2ForCausalLM (QKV bias, tied or untied), Qwen3ForCausalLM (dense: per-head QK-norm, head_dim apart from
 hidden_size), Olmo2ForCausalLM (QK-norm over the projections, norms after attention and MLP) and
-MistralForCausalLM without an active sliding window.
+MistralForCausalLM (with its sliding window on every layer) and Gemma3ForCausalLM (text; GeGLU, norms
+before and after each sublayer, (1 + weight) norms, embeddings times sqrt(dim), five windowed layers to one
+global with their own RoPE bases).
 Everything else is refused with an error listing these, never converted approximately: whether a folder is
 supported is decided from config.json alone (`check_hf_config`), before transformers sees any of it, and a
 config with `auto_map` (a model's own Python code) is always refused.
@@ -71,12 +73,93 @@ def check_hf_config(config: Any) -> tuple[ModelConfig, str]:
     return cfg, arch
 
 
+LAYOUTS: dict[str, tuple[Any, ...]] = {
+    "LlamaForCausalLM": ("none", "pre", "silu", False, False),
+    "Qwen2ForCausalLM": ("none", "pre", "silu", False, False),
+    "MistralForCausalLM": ("none", "pre", "silu", False, False),
+    "Qwen3ForCausalLM": ("head", "pre", "silu", False, False),
+    "Olmo2ForCausalLM": ("proj", "post", "silu", False, False),
+    "Gemma3ForCausalLM": ("head", "sandwich", "gelu_tanh", True, True),
+}
+"""What each architecture's blocks hold (block_layout): a model is written only under its own."""
+
+
+def block_layout(cfg: ModelConfig) -> tuple[Any, ...]:
+    """(qk_norm, norm_placement, activation, scale_embeddings, norm_unit_offset): what must equal an
+    architecture's LAYOUTS entry for transformers to compute the same function."""
+    return (cfg.qk_norm, cfg.norm_placement, cfg.activation, cfg.scale_embeddings, cfg.norm_unit_offset)
+
+
+def unsupported_options(cfg: ModelConfig, architecture: str) -> str | None:
+    """The option of `cfg` (window, attention scale, per-layer RoPE) `architecture` has no config.json key
+    for, or None. (RoPE scaling is transformers' shared `rope_parameters`, which every architecture reads.)"""
+    if architecture == "Gemma3ForCausalLM":
+        return None
+    if cfg.sliding_window is not None and (
+        architecture != "MistralForCausalLM" or cfg.sliding_window_pattern
+    ):
+        return f"sliding_window={cfg.sliding_window} with sliding_window_pattern={cfg.sliding_window_pattern}"
+    for key in ("attn_scalar", "rope_local_theta"):
+        if getattr(cfg, key) is not None:
+            return f"{key}={getattr(cfg, key)}"
+    return None
+
+
+def _whole(x: float) -> int | float:
+    # Gemma3TextConfig (transformers 5, strict) takes query_pre_attn_scalar as an int.
+    return int(x) if float(x).is_integer() else x
+
+
+def gemma3_config(base: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
+    """config.json for Gemma3ForCausalLM (Gemma3TextConfig) from the Llama-style `base`: its activation,
+    attention scale, layer types and per-layer-type RoPE, both as transformers v5 (`rope_parameters` per
+    layer type) and v4 (`rope_theta`, `rope_local_base_freq`, `rope_scaling`, `sliding_window_pattern`) read them."""
+    out = {k: v for k, v in base.items() if k not in ("hidden_act", "mlp_bias", "rope_scaling")}
+    full = {k: v for k, v in base["rope_parameters"].items() if k != "rope_theta"}
+    if cfg.rope_scaling == "llama3":
+        raise LlmctlError(
+            "Gemma3ForCausalLM cannot hold llama3 RoPE scaling", "Gemma 3 takes linear or yarn scaling"
+        )
+    local_theta = cfg.rope_local_theta if cfg.rope_local_theta is not None else cfg.rope_theta
+    types = ["sliding_attention" if cfg.is_windowed(i) else "full_attention" for i in range(cfg.n_layers)]
+    out |= {
+        "hidden_activation": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": _whole(cfg.attn_scalar) if cfg.attn_scalar is not None else cfg.head_size,
+        "sliding_window": cfg.sliding_window,
+        "layer_types": types,
+        "rope_local_base_freq": local_theta,
+        "rope_scaling": full if cfg.rope_scaling != "none" else None,
+        "rope_parameters": {
+            "full_attention": {**full, "rope_theta": cfg.rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
+        },
+        "final_logit_softcapping": None,
+        "attn_logit_softcapping": None,
+        "use_bidirectional_attention": False,
+    }
+    if cfg.sliding_window is not None and cfg.sliding_window_pattern:
+        out["sliding_window_pattern"] = cfg.sliding_window_pattern
+    return out
+
+
 def norm_names(cfg: ModelConfig) -> tuple[str, str]:
     """HF names of a layer's two norms, holding llmctl's attention_norm and ffn_norm: the input norms for
     pre-norm (Llama), the norms after attention and MLP for post-norm (OLMo 2)."""
     if cfg.norm_placement == "post":
         return "post_attention_layernorm", "post_feedforward_layernorm"
+    if cfg.norm_placement == "sandwich":
+        return "input_layernorm", "pre_feedforward_layernorm"
     return "input_layernorm", "post_attention_layernorm"
+
+
+def sandwich_norms(cfg: ModelConfig) -> tuple[tuple[str, str], ...]:
+    """(llmctl name, HF name) of the norms after attention and MLP that only a sandwich block (Gemma 3) has."""
+    if cfg.norm_placement != "sandwich":
+        return ()
+    return (
+        ("attention_post_norm", "post_attention_layernorm"),
+        ("ffn_post_norm", "post_feedforward_layernorm"),
+    )
 
 
 def qk_norm_heads(cfg: ModelConfig) -> tuple[int, int]:
@@ -101,6 +184,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                 p + "self_attn.q_norm.weight": (q // cfg.n_heads * qn,),
                 p + "self_attn.k_norm.weight": (kv // cfg.kv_heads * kn,),
             }
+        shapes |= {p + f"{hf_name}.weight": (dim,) for _, hf_name in sandwich_norms(cfg)}
         shapes |= {
             p + f"{first}.weight": (dim,),
             p + f"{second}.weight": (dim,),
@@ -200,6 +284,8 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
         if o_bias is not None and bool(o_bias.abs().max() > 0):
             raise refuse_model("a non-zero bias on the attention output projection")
         out[dst + "ffn_norm.weight"] = take(src + f"{second}.weight")
+        for ours, theirs in sandwich_norms(cfg):
+            out[dst + f"{ours}.weight"] = take(src + f"{theirs}.weight")
         out[dst + "feed_forward.w1.weight"] = take(src + "mlp.gate_proj.weight")
         out[dst + "feed_forward.w3.weight"] = take(src + "mlp.up_proj.weight")
         out[dst + "feed_forward.w2.weight"] = take(src + "mlp.down_proj.weight")

@@ -21,20 +21,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmctl.config import ModelConfig
+from llmctl.model.window_attention import window_kernel_available, window_mask, windowed_attention
 
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019), computed in float32 for stability under bf16."""
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, unit_offset: bool = False) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        # Gemma's form scales by (1 + weight), its weights starting at zero; the stored weight is the same
+        # number as in the Hugging Face checkpoint, so import and export copy it unchanged.
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # F.rms_norm runs one fused kernel forward and backward (x * rsqrt(mean(x^2) + eps) * weight);
         # on fp32 it equals the three-op form bit for bit, at about half the time on CPU.
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+        weight = self.weight.float() + 1.0 if self.unit_offset else self.weight.float()
+        return F.rms_norm(x.float(), (x.shape[-1],), weight, self.eps).type_as(x)
+
+
+class ScaledEmbedding(nn.Embedding):
+    """Token embedding times sqrt(dim), the factor rounded to the weights' dtype first as Gemma does (in
+    bf16, sqrt(1152) = 33.94 becomes 34.0). A module of its own, so every caller of `tok_embeddings` (the
+    batched decoder included) gets the scaled rows."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = super().forward(tokens)
+        return h * torch.tensor(self.embedding_dim**0.5, dtype=h.dtype, device=h.device)
 
 
 def llama3_frequencies(freqs: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -54,12 +69,52 @@ def llama3_frequencies(freqs: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 def rope_tables(
     head_dim: int, max_seq_len: int, theta: float, cfg: ModelConfig | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, [max_seq_len, head_dim / 2], float32 (cfg: its rope_scaling)."""
+    """cos and sin of the rotation angles, [max_seq_len, head_dim / 2], float32 (cfg: its rope_scaling).
+
+    With cfg.rope_local_theta, [max_seq_len, head_dim]: the global layers' half then the windowed layers'
+    (unscaled, base rope_local_theta); each attention takes its half (Attention.rope_part). One table keeps
+    every caller that indexes `rope_cos` by position, the batched decoder included, unchanged."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    gain = 1.0
     if cfg is not None and cfg.rope_scaling == "llama3":
         freqs = llama3_frequencies(freqs, cfg)
+    elif cfg is not None and cfg.rope_scaling == "linear":
+        freqs = freqs / cfg.rope_factor
+    elif cfg is not None and cfg.rope_scaling == "yarn":
+        freqs, gain = yarn_frequencies(theta, head_dim, cfg)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos() * gain, angles.sin() * gain
+    if cfg is not None and cfg.rope_local_theta is not None:
+        local = 1.0 / (cfg.rope_local_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), local)
+        cos, sin = torch.cat((cos, angles.cos()), dim=-1), torch.cat((sin, angles.sin()), dim=-1)
+    return cos, sin
+
+
+def yarn_frequencies(theta: float, head_dim: int, cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    """YaRN (Peng et al. 2023, "YaRN: Efficient Context Window Extension"): frequencies that turn more than
+    beta_fast times over the original context are kept, those under beta_slow are divided by rope_factor,
+    a linear ramp over the (floored, ceiled) pair indices between; and the factor on cos and sin (mscale,
+    0.1 ln(factor) + 1 unless rope_attention_factor is given)."""
+
+    def pair(rotations: float) -> float:
+        # The pair index whose wavelength fits `rotations` times into the original context.
+        return (
+            head_dim
+            * math.log(cfg.rope_original_max_seq_len / (rotations * 2 * math.pi))
+            / (2 * math.log(theta))
+        )
+
+    low = max(math.floor(pair(cfg.rope_beta_fast)), 0)
+    high = min(math.ceil(pair(cfg.rope_beta_slow)), head_dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    base = theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = (1.0 / (cfg.rope_factor * base)) * ramp + (1.0 / base) * (1 - ramp)
+    gain = cfg.rope_attention_factor
+    if gain is None:
+        gain = 0.1 * math.log(cfg.rope_factor) + 1.0 if cfg.rope_factor > 1 else 1.0
+    return freqs, float(gain)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,9 +200,13 @@ class KVCache:
 class Attention(nn.Module):
     """Causal grouped-query self-attention with rotary position embeddings."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_size
+        self.scale = None if cfg.attn_scalar is None else cfg.attn_scalar**-0.5
+        self.window = cfg.sliding_window if cfg.is_windowed(layer) else None
+        # Which half of a two-part RoPE table (rope_tables with rope_local_theta) this layer rotates by.
+        self.rope_part = None if cfg.rope_local_theta is None else int(self.window is not None)
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_size, bias=cfg.qkv_bias)
         self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_size, bias=cfg.qkv_bias)
         self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_size, bias=cfg.qkv_bias)
@@ -157,8 +216,10 @@ class Attention(nn.Module):
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm != "none":
             head = cfg.qk_norm == "head"
-            self.q_norm = RMSNorm(cfg.head_size if head else cfg.n_heads * cfg.head_size, cfg.norm_eps)
-            self.k_norm = RMSNorm(cfg.head_size if head else cfg.kv_heads * cfg.head_size, cfg.norm_eps)
+            q_width = cfg.head_size if head else cfg.n_heads * cfg.head_size
+            k_width = cfg.head_size if head else cfg.kv_heads * cfg.head_size
+            self.q_norm = RMSNorm(q_width, cfg.norm_eps, cfg.norm_unit_offset)
+            self.k_norm = RMSNorm(k_width, cfg.norm_eps, cfg.norm_unit_offset)
         self.adapted = False  # set by llmctl/model/lora.py when a projection has a LoRA adapter
 
     def forward(
@@ -186,6 +247,10 @@ class Attention(nn.Module):
         q, k = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.n_kv_heads, self.head_dim)
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_part is not None:
+            half = cos.shape[-1] // 2
+            cos = cos[..., half:] if self.rope_part else cos[..., :half]
+            sin = None if sin is None else (sin[..., half:] if self.rope_part else sin[..., :half])
         q = apply_rope(q, cos, sin).transpose(1, 2)
         k = apply_rope(k, cos, sin).transpose(1, 2)
         # A copy keeps only v's columns alive for backward, not the whole q|k|v output.
@@ -200,15 +265,23 @@ class Attention(nn.Module):
             # A single new token may attend to every cached one; a prefill after position 0 needs the mask.
             causal = mask is None and start == 0
         gqa = self.n_kv_heads != self.n_heads
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+        if self.window is not None and self.window < k.shape[2]:
+            if causal and cache is None and q.is_cuda and window_kernel_available():
+                y = windowed_attention(q, k, v, self.window, self.scale, gqa)
+                return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+            mask, causal = window_mask(self.window, T, k.shape[2], mask, x.device), False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
+        )
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    """SwiGLU MLP (Shazeer 2020): w2(silu(w1 x) * w3 x)."""
+    """SwiGLU MLP (Shazeer 2020): w2(silu(w1 x) * w3 x); GeGLU with activation gelu_tanh (Gemma)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.gelu = cfg.activation == "gelu_tanh"
         self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
@@ -219,20 +292,26 @@ class FeedForward(nn.Module):
         gate, up = F.linear(x, fused(self, "weight", (self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
         if self.adapted:
             gate, up = lora_add(self.w1, x, gate), lora_add(self.w3, x, up)
-        return self.w2(F.silu(gate) * up)
+        act = F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)
+        return self.w2(act * up)
 
 
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attention(norm(x)), then + feed_forward(norm(x)); with
-    norm_placement `post` (OLMo 2), x + norm(attention(x)), then + norm(feed_forward(x))."""
+    norm_placement `post` (OLMo 2), x + norm(attention(x)), then + norm(feed_forward(x)); with `sandwich`
+    (Gemma 3), x + norm2(attention(norm1(x))), then + norm4(feed_forward(norm3(x)))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         self.post_norm = cfg.norm_placement == "post"
-        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attention = Attention(cfg)
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.sandwich = cfg.norm_placement == "sandwich"
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
+        self.attention = Attention(cfg, layer)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
         self.feed_forward = FeedForward(cfg)
+        if self.sandwich:
+            self.attention_post_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
+            self.ffn_post_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
 
     def forward(
         self,
@@ -246,6 +325,10 @@ class Block(nn.Module):
         if self.post_norm:
             x = x + self.attention_norm(self.attention(x, cos, sin, mask, cache, layer))
             return x + self.ffn_norm(self.feed_forward(x))
+        if self.sandwich:
+            h = self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+            x = x + self.attention_post_norm(h)
+            return x + self.ffn_post_norm(self.feed_forward(self.ffn_norm(x)))
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
         return x + self.feed_forward(self.ffn_norm(x))
 
@@ -256,9 +339,11 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.tok_embeddings = (ScaledEmbedding if cfg.scale_embeddings else nn.Embedding)(
+            cfg.vocab_size, cfg.dim
+        )
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
@@ -282,7 +367,7 @@ class Transformer(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, 0.0, std)
             elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+                (nn.init.zeros_ if module.unit_offset else nn.init.ones_)(module.weight)
         with torch.no_grad():
             cos, sin = rope_tables(self.cfg.head_size, self.cfg.max_seq_len, self.cfg.rope_theta, self.cfg)
             if self.rope_cos.device.type != "meta":
@@ -382,6 +467,8 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
             head = cfg.qk_norm == "head"
             layer["attention.q_norm.weight"] = (cfg.head_size,) if head else (q,)
             layer["attention.k_norm.weight"] = (cfg.head_size,) if head else (kv,)
+        if cfg.norm_placement == "sandwich":
+            layer["attention_post_norm.weight"] = layer["ffn_post_norm.weight"] = (dim,)
         shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
     shapes["norm.weight"] = (dim,)
     shapes["output.weight"] = (cfg.vocab_size, dim)

@@ -36,7 +36,7 @@ class ParamCounts:
     mlp: int
     """All layers' SwiGLU w1, w3, w2."""
     norms: int
-    """Two RMSNorm gains per layer plus the final norm."""
+    """Two RMSNorm gains per layer (four in a sandwich block), the QK-norms, plus the final norm."""
     head: int
     """Output projection; 0 when tied to the embedding."""
     per_layer: int
@@ -138,10 +138,12 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     mlp = 3 * d * f
     # QK-norm weights: one head_dim vector each for q and k (Qwen3), or the whole projections' widths (OLMo 2).
     qk_norm = {"none": 0, "head": 2 * cfg.head_size, "proj": q_width + kv_width}[cfg.qk_norm]
-    per_layer = attn_weights + attn_bias + mlp + 2 * d + qk_norm
+    # A sandwich block (Gemma 3) has two more norms, after attention and after the MLP.
+    block_norms = (4 if cfg.norm_placement == "sandwich" else 2) * d
+    per_layer = attn_weights + attn_bias + mlp + block_norms + qk_norm
     embedding = cfg.vocab_size * d
     head = 0 if cfg.tied_embeddings else cfg.vocab_size * d
-    norms = (2 * d + qk_norm) * cfg.n_layers + d
+    norms = (block_norms + qk_norm) * cfg.n_layers + d
     total = embedding + cfg.n_layers * per_layer + d + head
     return ParamCounts(
         total=total,
@@ -162,17 +164,27 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsBreakdown:
     Attention is counted over the full seq_len x seq_len score matrix, as FlopCounterMode counts
     scaled_dot_product_attention (on CUDA; it has no formula for the CPU kernel, so on CPU it counts
     only `forward_linear`). Query heads set the attention cost; grouped KV heads only shrink K and V.
+    A sliding-window layer's queries see at most `sliding_window` keys, so its attention terms use
+    min(window, seq_len) in place of seq_len (`attended_keys`).
     """
     L, d, T = cfg.n_layers, cfg.dim, seq_len
     q_width, kv_width, f = cfg.n_heads * cfg.head_size, cfg.kv_heads * cfg.head_size, cfg.hidden_dim
+    keys = attended_keys(cfg, T)
     return FlopsBreakdown(
         seq_len=T,
         qkv=L * 2 * d * (q_width + 2 * kv_width),
-        attn_scores=L * 2 * q_width * T,
-        attn_values=L * 2 * q_width * T,
+        attn_scores=2 * q_width * keys,
+        attn_values=2 * q_width * keys,
         attn_out=L * 2 * q_width * d,
         mlp=L * 3 * 2 * d * f,
         head=2 * d * cfg.vocab_size,
         n=param_counts(cfg).matmul,
-        attention_palm=12 * L * cfg.n_heads * cfg.head_size * T,
+        attention_palm=12 * cfg.n_heads * cfg.head_size * keys,
     )
+
+
+def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
+    """Keys per query summed over the layers: seq_len on a global layer, min(sliding_window, seq_len) on a
+    windowed one (the score matrix a window kernel computes is seq_len x window, not seq_len x seq_len)."""
+    window = min(cfg.sliding_window, seq_len) if cfg.sliding_window is not None else seq_len
+    return sum(window if cfg.is_windowed(i) else seq_len for i in range(cfg.n_layers))

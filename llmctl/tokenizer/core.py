@@ -18,8 +18,8 @@ from llmctl.tokenizer.chat import BOS, EOS, PAD
 
 # Names pretrained tokenizers use for the same roles, tried in order after ours.
 _ALIASES = {
-    BOS: [BOS, "<s>", "<|begin_of_text|>", "<|endoftext|>"],
-    EOS: [EOS, "</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>"],
+    BOS: [BOS, "<s>", "<|begin_of_text|>", "<|endoftext|>", "<bos>"],
+    EOS: [EOS, "</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>"],
     PAD: [PAD, "<pad>", "<|finetune_right_pad_id|>"],
 }
 
