@@ -383,13 +383,27 @@ def _base_record(cfg: Config, resume: OpenCheckpoint | None, init: OpenCheckpoin
     return {"base": {"path": str(Path(init.path).resolve()), "sha256": entry.sha256}}
 
 
+def _start_weights(
+    cfg: Config, resume: OpenCheckpoint | None, init: OpenCheckpoint | None
+) -> dict[str, torch.Tensor] | None:
+    """The weights the model is built with: --init's; on resuming a LoRA run, its frozen base (which QLoRA
+    quantizes as it builds), the adapters then loaded by the Trainer. A full run's resume loads there."""
+    if init is not None:
+        return init.model_state()
+    if resume is not None and cfg.lora.rank > 0:
+        from llmctl.model.lora import is_adapter
+
+        return {k: v for k, v in resume.model_state().items() if not is_adapter(k)}
+    return None
+
+
 def _lora_notes(cfg: Config, model: torch.nn.Module) -> list[str]:
     """The start-of-run line of a LoRA run: trainable and total parameters."""
     if cfg.lora.rank <= 0:
         return []
     from llmctl.model.lora import describe_trainable
 
-    return [describe_trainable(model)]
+    return [describe_trainable(model, cfg.lora)]
 
 
 def run_training(
@@ -428,8 +442,9 @@ def run_training(
             lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        base = init.model_state() if init is not None else None
-        model = build_model(cfg.model, runtime.device, lora=cfg.lora, base_state=base)
+        model = build_model(
+            cfg.model, runtime.device, lora=cfg.lora, base_state=_start_weights(cfg, resume, init)
+        )
         if init is not None and after_init is not None:
             after_init(model)
         objective = make_objective(cfg, inputs, dist)
