@@ -414,13 +414,15 @@ def run_training(
     force: bool = False,
     inputs: RunInputs | None = None,
     after_init: Callable[[torch.nn.Module], None] | None = None,
+    with_model: Callable[[torch.nn.Module], None] | None = None,
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline).
 
     `inputs` hands over what the caller already read with `read_inputs` (with the config it returned);
     without it they are read here;
     `force` lets a fresh start replace an earlier run's files in the same directory; `after_init` edits
-    the model once the --init weights are loaded (not on resume): SFT's untrained rows.
+    the model once the --init weights are loaded (not on resume): SFT's untrained rows; `with_model` is
+    handed the built model before the objective is made, every start (DPO's LoRA reference is its base).
     """
     from llmctl.engine.lock import RunLock
     from llmctl.plan.flops import flops_per_token
@@ -447,6 +449,8 @@ def run_training(
         )
         if init is not None and after_init is not None:
             after_init(model)
+        if with_model is not None:
+            with_model(model)
         objective = make_objective(cfg, inputs, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry
