@@ -687,6 +687,14 @@ def validate(cfg: Config) -> Config:
                 f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
             )
     _validate_lora(cfg.lora)
+    if cfg.lora.quantize != "none" and cfg.dist.strategy == "fsdp":
+        # torchao's NF4 tensor shards only where each of its packed parts divides by the world size, and the
+        # sharded 4-bit checkpoint path is untested: DDP (each rank holds the 4-bit base) is what runs.
+        raise LlmctlError(
+            f"lora.quantize={cfg.lora.quantize} (QLoRA) does not run under dist.strategy=fsdp",
+            "use --dist.strategy=ddp under torchrun (each GPU holds the 4-bit base), or one GPU; "
+            "FSDP2 runs LoRA without --lora.quantize",
+        )
     if cfg.telemetry.interval <= 0:
         raise LlmctlError(
             f"telemetry.interval must be positive, got {cfg.telemetry.interval}",

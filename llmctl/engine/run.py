@@ -334,6 +334,10 @@ def _checked_start(
                 "add --init CKPT (an imported or trained checkpoint), or drop --lora.rank",
             )
         check_lora_rank(cfg.model, cfg.lora)
+    if cfg.lora.rank > 0 and cfg.lora.quantize != "none":
+        from llmctl.model.quant import require_nf4
+
+        require_nf4()
     return run_dir, resume, init
 
 
