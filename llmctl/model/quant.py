@@ -103,7 +103,7 @@ def quantize_base(model: nn.Module, device: torch.device | str) -> int:
                     continue
                 # One projection at a time goes to the device, so peak memory there is the 4-bit model
                 # plus one full-precision weight.
-                weight = linear.weight.detach().to(device)
+                weight = linear.weight.detach().to(device=device, dtype=torch.bfloat16)
                 q = to_nf4(weight, f"layers.{i}.{proj}.weight")
                 linear.weight = nn.Parameter(q, requires_grad=False)
                 count += weight.numel()
