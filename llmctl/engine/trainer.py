@@ -203,12 +203,12 @@ class Trainer:
     def _load_weights(self, resume: OpenCheckpoint) -> None:
         """The resumed checkpoint's weights; a LoRA run's adapters only, its base (4-bit with QLoRA) having
         gone in when the model was built."""
-        state = resume.model_state()
         if self.cfg.lora.rank <= 0:
-            self.raw.load_state_dict(state)
+            self.raw.load_state_dict(resume.model_state())
             return
-        # open_checkpoint checked the adapters' names and shapes against the config (adapter_shapes).
-        self.raw.load_state_dict({k: v for k, v in state.items() if is_adapter(k)}, strict=False)
+        # own_state checked the adapters' names and shapes against the config (adapter_shapes).
+        adapters = resume.own_state()
+        self.raw.load_state_dict({k: v for k, v in adapters.items() if is_adapter(k)}, strict=False)
 
     def fit(self, resume: OpenCheckpoint | None = None) -> TrainResult:
         """Train until train.steps, train.max_tokens, a deadline or a stop signal; checkpoint at the end."""
