@@ -428,3 +428,53 @@ def test_qlora_bad_input_is_refused_with_a_hint_and_nothing_written(
     assert missing.exit_code == 2, missing.output
     assert "error: lora.quantize=nf4 needs torchao" in missing.output
     assert "hint: pip install 'llmctl[qlora]'" in missing.output and not out.exists()
+
+
+def test_lora_sft_of_an_llmctl_model_exported_and_imported_lowers_the_validation_loss(tmp_path: Path) -> None:
+    """The repo's example instructions, a tiny model llmctl pretrained on them, out to Hugging Face format and
+    back: LoRA SFT lowers its validation loss (examples/lora_vs_full.sh at full size, docs/lora.md)."""
+    from chat_fixtures import (
+        conversation_text,
+        pretrain_tiny,
+        torch_threads,
+        train_chat_tokenizer,
+        write_chat_parquet,
+    )
+
+    lines = (
+        (Path(__file__).resolve().parents[1] / "examples" / "data" / "instructions.jsonl")
+        .read_text()
+        .splitlines()
+    )
+    rows = [json.loads(line)["messages"] for line in lines[:160]]
+    texts = [conversation_text(r) for r in rows]
+    runner = CliRunner()
+    with torch_threads(1):
+        init = pretrain_tiny(tmp_path, train_chat_tokenizer(tmp_path / "tok.json", texts), texts, steps=80)
+        for args in (
+            ["export", str(init), "--format", "hf", "--out", str(tmp_path / "hf")],
+            ["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ck")],
+        ):
+            assert (result := runner.invoke(app, args)).exit_code == 0, result.output
+        imported = SimpleNamespace(ck=tmp_path / "ck", tokens=tmp_path / "tok")
+        raw = write_chat_parquet(tmp_path / "raw", {"train": rows[:128], "validation": rows[128:]})
+        tok = ["tokenize", "--data", str(raw), "--tokenizer", str(tmp_path / "ck" / "tokenizer.json")]
+        tok += ["--out", str(imported.tokens), "--mode", "sft", "--template", "model", "--num-proc", "1"]
+        assert (result := runner.invoke(app, tok)).exit_code == 0, result.output
+        lora = ["--lora.rank=8", "--train.eval_batches=2", "--optim.warmup_steps=0"]
+        # One step at a learning rate of 1e-12 leaves the adapters at zero: the base's validation loss.
+        before = _sft(
+            imported,
+            tmp_path / "before",
+            *lora,
+            "--steps=1",
+            "--optim.lr=1e-12",
+            "--optim.min_lr=0",
+            "--train.eval_every=1",
+        )
+        after = _sft(
+            imported, tmp_path / "after", *lora, "--steps=12", "--optim.lr=3e-3", "--train.eval_every=12"
+        )
+    assert before.exit_code == 0 and after.exit_code == 0, before.output + after.output
+    loss = [json.loads(r.stdout)["eval"]["loss"] for r in (before, after)]
+    assert loss[1] < loss[0] - 0.2, loss  # 4.27 -> 3.90 when written
