@@ -12,7 +12,9 @@ the check exercises what a user runs. Cases (124m preset, seq 1024, micro-batch 
   no-fused    compiled, AdamW's multi-tensor path instead of the fused kernel (what fused buys)
 Each row also shows `budget`'s memory estimate for the same shape and micro-batch beside the measured
 peak. --smoke instead trains the tiny preset 20 steps (bf16, compiled), stops at step 10 with a
-checkpoint, resumes, and checks the resumed losses equal an uninterrupted run's.
+checkpoint, resumes, and checks the resumed losses equal an uninterrupted run's. Both then run the qlora
+section: the smoke run's checkpoint as --init, 10 steps of LoRA and of QLoRA (--lora.quantize nf4, torchao's
+NF4 dequantized to bf16 in each matmul), eager; QLoRA's losses must be finite and within 2% of LoRA's.
 """
 
 from __future__ import annotations
@@ -167,6 +169,44 @@ def smoke_check(
     return {"shape": shape, "straight": summarise(straight, 5), **result}
 
 
+QLORA_STEPS = 10
+QLORA_TOLERANCE = 0.02
+"""Largest relative loss difference, QLoRA vs LoRA on the same base, per step (NF4 rounds the base)."""
+
+
+def qlora_check(
+    work: Path,
+    shape: dict[str, Any] = SMOKE,
+    settings: tuple[str, ...] = ("--train.dtype=bf16", "--train.compile=false"),
+) -> dict[str, Any]:
+    """LoRA and QLoRA from smoke_check's final checkpoint (in `work`): losses, tokens/s, peak memory."""
+    init = work / "runs" / "straight" / "checkpoints" / "latest"
+    data = next(work.glob("*/meta.json")).parent
+    rows: dict[str, Any] = {}
+    for name, quantize in (("lora", "none"), ("qlora", "nf4")):
+        args = ["pretrain", "--data", str(data), "--init", str(init), "--lora.rank=16"]
+        args += [f"--lora.quantize={quantize}", f"--train.steps={QLORA_STEPS}", "--train.eval_every=0"]
+        args += ["--train.sample_every=0", "--train.log_every=1", "--checkpoint.every=0"]
+        args += [f"--data.seq_len={shape['seq']}", f"--train.micro_batch_size={shape['batch']}"]
+        args += [f"--train.out_dir={work / 'runs'}", f"--train.name={name}", "--telemetry.panel=off"]
+        args += ["--telemetry.tensorboard=false", *settings]
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmctl", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        if proc.returncode:
+            raise RuntimeError(f"llmctl pretrain {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        records = [json.loads(x) for x in (work / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in records if r.get("kind") == "train"]
+        rows[name] = {"losses": [r["loss"] for r in train], **summarise(records, 3)}
+    pairs = zip(rows["lora"]["losses"], rows["qlora"]["losses"], strict=True)
+    worst = max(abs(q - a) / abs(a) for a, q in pairs)
+    ok = all(v == v and abs(v) != float("inf") for v in rows["qlora"]["losses"]) and worst <= QLORA_TOLERANCE
+    return {"rows": rows, "max_rel_loss_diff": worst, "qlora_matches": ok}
+
+
 def compare_resume(resumed: list[float], reference: list[float]) -> dict[str, Any]:
     """Losses of a stopped-and-resumed run against an uninterrupted one, step by step.
 
@@ -223,6 +263,14 @@ def render(result: dict[str, Any]) -> str:
             f"10 + resume + 10 steps {'match' if s['resume_matches'] else 'DIFFER'}"
             f"{' bitwise' if s['resume_bitwise'] else ''} (max loss diff {s['max_loss_diff']})"
         )
+    if "qlora" in result:
+        q, r = result["qlora"], result["qlora"]["rows"]
+        lines.append(
+            f"qlora: tiny rank 16, {QLORA_STEPS} steps, eager bf16: LoRA {num(r['lora']['tokens_per_sec'], ',.0f')} "
+            f"tokens/s {gib(r['lora']['peak_alloc_bytes'])}, QLoRA {num(r['qlora']['tokens_per_sec'], ',.0f')} "
+            f"tokens/s {gib(r['qlora']['peak_alloc_bytes'])}; losses {'match' if q['qlora_matches'] else 'DIFFER'} "
+            f"(max relative diff {q['max_rel_loss_diff']:.4f})"
+        )
     return "\n".join(lines)
 
 
@@ -248,6 +296,10 @@ def main() -> int:
                 f"  smoke: {SMOKE['preset']} preset, bf16, compiled, {SMOKE['steps']} steps; "
                 "10 + checkpoint + resume + 10 against an uninterrupted run",
             )
+            _log(
+                args.out,
+                f"  qlora: LoRA and QLoRA (nf4) rank 16 from the smoke checkpoint, {QLORA_STEPS} steps",
+            )
         else:
             for name, extra in CASES:
                 _log(
@@ -268,12 +320,14 @@ def main() -> int:
         start = time.time()
         result["smoke"] = smoke_check(Path(tmp) / "smoke")
         _log(args.out, f"smoke: {json.dumps(result['smoke'])}")
+        result["qlora"] = qlora_check(Path(tmp) / "smoke")
+        _log(args.out, f"qlora: {json.dumps(result['qlora'])}")
         if not args.smoke:
             result.update(full_check(Path(tmp) / "full", args.out))
         result["wall_s"] = time.time() - start
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     _log(args.out, render(result))
-    return 0 if result["smoke"]["resume_matches"] else 1
+    return 0 if result["smoke"]["resume_matches"] and result["qlora"]["qlora_matches"] else 1
 
 
 if __name__ == "__main__":

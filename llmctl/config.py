@@ -369,6 +369,10 @@ class LoRAConfig:
     targets: list[str] = field(default_factory=lambda: ["all-linear"])
     """Projections that get adapters: attention (wq wk wv wo), mlp (w1 w3 w2), all-linear (both), or a list
     of names such as [wq, wv]; PEFT's q_proj k_proj v_proj o_proj gate_proj up_proj down_proj also work."""
+    quantize: Literal["none", "nf4"] = "none"
+    """nf4 (QLoRA, Dettmers et al. 2023): the frozen projections of every block are stored in 4-bit NF4 with
+    double quantization (torchao, `pip install 'llmctl[qlora]'`) and dequantized inside each matmul (bf16 on
+    a GPU); none keeps the base as it is."""
 
 
 def lora_target_names(targets: list[str]) -> tuple[str, ...]:
@@ -731,12 +735,13 @@ def validate(cfg: Config) -> Config:
                 f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
             )
     _validate_lora(cfg.lora)
-    if cfg.lora.rank > 0 and o.name == "muon":
-        # Every adapter is a 2-D matrix, so Muon would take them all and leave its AdamW half empty; Muon on
-        # rank-r factors is also untested ground. Refused until it is built and measured.
+    if cfg.lora.quantize != "none" and cfg.dist.strategy == "fsdp":
+        # torchao's NF4 tensor shards only where each of its packed parts divides by the world size, and the
+        # sharded 4-bit checkpoint path is untested: DDP (each rank holds the 4-bit base) is what runs.
         raise LlmctlError(
-            "optim.name=muon is not supported with LoRA (lora.rank > 0) yet",
-            "use --optim.name=adamw for LoRA runs",
+            f"lora.quantize={cfg.lora.quantize} (QLoRA) does not run under dist.strategy=fsdp",
+            "use --dist.strategy=ddp under torchrun (each GPU holds the 4-bit base), or one GPU; "
+            "FSDP2 runs LoRA without --lora.quantize",
         )
     if cfg.telemetry.interval <= 0:
         raise LlmctlError(
@@ -753,6 +758,11 @@ def _validate_lora(lora: LoRAConfig) -> None:
         raise LlmctlError(f"lora.alpha must be positive, got {lora.alpha}", "e.g. --lora.alpha=16")
     if not 0 <= lora.dropout < 1:
         raise LlmctlError(f"lora.dropout must be in [0, 1), got {lora.dropout}", "e.g. --lora.dropout=0.05")
+    if lora.quantize != "none" and lora.rank <= 0:
+        raise LlmctlError(
+            f"lora.quantize={lora.quantize} stores a frozen base for adapters, and lora.rank is 0",
+            "add --lora.rank R (e.g. --lora.rank=16), or drop --lora.quantize",
+        )
     lora_target_names(lora.targets)
 
 

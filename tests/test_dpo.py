@@ -557,3 +557,43 @@ def test_every_usable_pair_is_in_each_epoch_on_any_world_size(setup: Any) -> Non
         for plan in plans:
             seen |= {p for layout in plan for row in layout for p, _ in row}
         assert seen == set(range(len(pairs))) and len({len(p) for p in plans}) == 1
+
+
+def test_lora_dpo_reference_is_the_policys_base_without_a_second_model(setup: Any, monkeypatch: Any) -> None:
+    import torch
+    from safetensors import safe_open
+
+    from llmctl.engine.dpo_reference import reference_logps
+    from llmctl.infer.checkpoint import load_for_inference
+    from llmctl.model.llama import Transformer
+    from llmctl.tokens.pairs import open_pairs
+
+    built: list[int] = []
+    init = Transformer.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transformer, "__init__", counting)
+    lora = ("--lora.rank=4", "--optim.lr=1e-2", "--data.packing=true")
+    report, pre = run_dpo_cli(setup, setup.tmp / "runs" / "lora-pre", 4, *lora)
+    assert len(built) == 1  # the policy only: the reference was the policy with its adapters off
+    live_report, live = run_dpo_cli(setup, setup.tmp / "runs" / "lora-live", 4, *lora, "--dpo.ref_mode=live")
+    assert len(built) == 2 and live_report["data"]["reference"] == "live (the policy with its adapters off)"
+    monkeypatch.undo()
+    # The precomputed reference log-probs are the --init model's, without adapters.
+    table = np.load(next((setup.tmp / "runs" / "lora-pre" / "reference").glob("*/train.npy")))
+    model, _, _ = load_for_inference(setup.init)
+    pairs = open_pairs(setup.tokens, "train")
+    with torch.no_grad():
+        want = reference_logps(model, pairs, 64, 4, torch.device("cpu"), contextlib.nullcontext)
+    got = {p: tuple(table[p]) for p in want}
+    np.testing.assert_allclose(np.array(list(got.values())), np.array(list(want.values())), atol=1e-4)
+    # Live (adapters switched off each step) gives the precomputed run's losses, and the run trains.
+    a, b = [r["loss"] for r in train_records(pre)], [r["loss"] for r in train_records(live)]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert a[0] == pytest.approx(math.log(2), abs=1e-5) and a[-1] < a[0] - 0.01, a
+    with safe_open(Path(report["checkpoint"]) / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    assert names and all(k.endswith((".lora_a", ".lora_b")) for k in names)  # adapters only

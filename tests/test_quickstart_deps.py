@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "llmctl"
 # The commands examples/quickstart.sh runs.
 QUICKSTART = ["data", "tokenizer", "tokenize", "count", "flops", "pretrain", "generate", "plot"]
-# Experiment trackers load only with --telemetry.wandb / --telemetry.mlflow, which need their own extras.
-OPT_IN = {"llmctl.telemetry.wandb_sink", "llmctl.telemetry.mlflow_sink"}
+# Experiment trackers load only with --telemetry.wandb / --telemetry.mlflow, and QLoRA's 4-bit base only with
+# --lora.quantize nf4, which need their own extras.
+OPT_IN = {"llmctl.telemetry.wandb_sink", "llmctl.telemetry.mlflow_sink", "llmctl.model.quant"}
 
 
 def _names(extra: str) -> set[str]:

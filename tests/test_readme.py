@@ -22,7 +22,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND_PAGES = sorted((ROOT / "docs" / "commands").glob("*.md"))
 # Feature pages other branches add; README links them already. The lead removes each name once its page is merged.
 PENDING_PAGES = {
-    "docs/lora.md",
     "docs/grpo.md",
     "docs/gguf.md",
     "docs/eval.md",

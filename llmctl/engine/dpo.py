@@ -117,6 +117,7 @@ class DPOObjective(BaseObjective):
         *,
         ref_model: torch.nn.Module | None = None,
         reference: dict[str, np.ndarray] | None = None,
+        reference_is_base: bool = False,
         packing: bool = True,
         rank: int = 0,
         world: int = 1,
@@ -127,7 +128,9 @@ class DPOObjective(BaseObjective):
         self.meta, self.tokenizer, self.cfg = meta, tokenizer, cfg
         self.beta, self.loss, self.smoothing = cfg.dpo.beta, cfg.dpo.loss, cfg.dpo.label_smoothing
         self.ref_model, self.reference, self.packing = ref_model, reference, packing
-        self.extra_forward_passes = 1.0 if ref_model is not None else 0.0
+        # LoRA with a live reference: the policy itself with its adapters switched off (no second model).
+        self.reference_is_base = reference_is_base and reference is None
+        self.extra_forward_passes = 1.0 if ref_model is not None or self.reference_is_base else 0.0
         info = meta.get("chat_profile") or {}
         # `tokenize --mode dpo --template model` data: the model's own chat template renders the sample
         # prompts and names the stop ids, as in SFT.
@@ -214,6 +217,8 @@ class DPOObjective(BaseObjective):
             "beta": self.beta,
             "reference": "live"
             if self.ref_model is not None
+            else "live (the policy with its adapters off)"
+            if self.reference_is_base
             else (
                 "precomputed (cached)"
                 if self.reference_info.get("cached")
@@ -243,10 +248,7 @@ class DPOObjective(BaseObjective):
             ref = batch.ref.to(logps.dtype)
             ref_c, ref_r = ref[:, 0], ref[:, 1]
         else:
-            assert self.ref_model is not None, "no reference: precomputed log-probs or a live model is needed"
-            with torch.no_grad():
-                ref_sums, _, _ = sequence_logps(self.ref_model, batch, autocast, 2 * n, with_logits=False)
-            ref_c, ref_r = ref_sums[0::2], ref_sums[1::2]
+            ref_c, ref_r = self._live_reference(model, batch, autocast, n)
         pc, pr = logps[0::2], logps[1::2]
         losses, chosen_r, rejected_r = preference_losses(
             pc,
@@ -277,6 +279,22 @@ class DPOObjective(BaseObjective):
         current = self._sums[kind]
         self._sums[kind] = row if current is None else current + row
         return losses.sum(), right
+
+    @torch.no_grad()
+    def _live_reference(
+        self, model: torch.nn.Module, batch: Any, autocast: Any, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) reference log-prob sums from the live reference: the second model, or the
+        policy's own frozen base (a LoRA run) inside `adapters_disabled`."""
+        if self.reference_is_base:
+            from llmctl.model.lora import adapters_disabled
+
+            with adapters_disabled(model):
+                sums, _, _ = sequence_logps(model, batch, autocast, 2 * n, with_logits=False)
+        else:
+            assert self.ref_model is not None, "no reference: precomputed log-probs or a live model is needed"
+            sums, _, _ = sequence_logps(self.ref_model, batch, autocast, 2 * n, with_logits=False)
+        return sums[0::2], sums[1::2]
 
     def take_metrics(self, kind: str, dist: Any, device: torch.device) -> tuple[dict[str, float], list[str]]:
         """TRL-named means over the pairs since the last call (all ranks), and any warning to log."""
@@ -370,9 +388,14 @@ def dpo_objective(
     ref: Any,
     run_dir: Path,
     on_progress: ProgressCallback | None = None,
+    policy: list[torch.nn.Module] | None = None,
 ) -> DPOObjective:
     """The DPOObjective a config describes, with its reference: a live second model (`dpo.ref_mode=live`),
-    or log-probs computed once and kept under run_dir/reference/ (`precompute`)."""
+    or log-probs computed once and kept under run_dir/reference/ (`precompute`).
+
+    `policy` holds the run's own model when it is a LoRA run whose reference is its --init base: then the
+    reference is that model with its adapters switched off, live or for the precomputed log-probs, and no
+    second model is built."""
     from llmctl.engine.runtime import choose_runtime
     from llmctl.model.build import accepts_doc_ids, build_model
 
@@ -385,15 +408,16 @@ def dpo_objective(
         state, lora = ref.model_state(), ref.config.lora
         return build_model(cfg.model, runtime.device, state=state, lora=lora).requires_grad_(False)
 
+    base = policy[0] if policy else None
     ref_model, reference, ref_info = None, None, {}
     if cfg.dpo.ref_mode == "live":
-        ref_model = make_ref()
+        ref_model = make_ref() if base is None else None
     else:
         splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in meta["splits"]]
         shards = {s: open_pairs(data_path, s, meta) for s in splits}
         key = reference_key(ref.path, data_path, splits, cfg, runtime.dtype)
-        reference, ref_info = load_or_compute_reference(
-            run_dir, key, shards, make_ref, cfg, runtime, dist, on_progress
+        reference, ref_info = _precompute(
+            run_dir, key, shards, make_ref, base, cfg, runtime, dist, on_progress
         )
     return DPOObjective(
         data_path,
@@ -402,11 +426,35 @@ def dpo_objective(
         cfg,
         ref_model=ref_model,
         reference=reference,
+        reference_is_base=base is not None,
         packing=cfg.data.packing and accepts_doc_ids(),
         rank=dist.rank,
         world=dist.world_size,
         reference_info=ref_info,
     )
+
+
+def _precompute(
+    run_dir: Path,
+    key: str,
+    shards: dict[str, Any],
+    make_ref: Callable[[], torch.nn.Module],
+    base: torch.nn.Module | None,
+    cfg: Config,
+    runtime: Any,
+    dist: Any,
+    on_progress: ProgressCallback | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """load_or_compute_reference with the reference checkpoint's model, or (`base`, a LoRA policy) the
+    policy itself with its adapters switched off, back in training mode afterwards."""
+    if base is None:
+        return load_or_compute_reference(run_dir, key, shards, make_ref, cfg, runtime, dist, on_progress)
+    from llmctl.model.lora import adapters_disabled
+
+    with adapters_disabled(base):
+        found = load_or_compute_reference(run_dir, key, shards, lambda: base, cfg, runtime, dist, on_progress)
+    base.train()
+    return found
 
 
 def _check_inputs(cfg: Config, inputs: RunInputs, ref: Any, on_warning: Callable[[str], None] | None) -> None:
@@ -442,7 +490,19 @@ def run_dpo(
     when more than half would be left out. `on_progress` follows the reference log-prob pass."""
     cfg, inputs, ref = _prepare(cfg)
     _check_inputs(cfg, inputs, ref, on_warning)
-    make = functools.partial(dpo_objective, ref=ref, run_dir=resolve_run_dir(cfg)[0], on_progress=on_progress)
-    outcome = run_training(cfg, make, reporter=reporter, force=force, inputs=inputs)
+    # A LoRA run's reference is its own base (adapters off) unless --dpo.ref names another checkpoint.
+    policy: list[torch.nn.Module] = []
+    own_base = cfg.lora.rank > 0 and not cfg.dpo.ref
+    make = functools.partial(
+        dpo_objective, ref=ref, run_dir=resolve_run_dir(cfg)[0], on_progress=on_progress, policy=policy
+    )
+    outcome = run_training(
+        cfg,
+        make,
+        reporter=reporter,
+        force=force,
+        inputs=inputs,
+        with_model=policy.append if own_base else None,
+    )
     data = dict(outcome.result.summary.get("dpo_data") or {})
     return DPOOutcome(outcome, str(inputs.init.path), str(ref.path), data)  # type: ignore[union-attr]

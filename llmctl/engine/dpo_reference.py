@@ -134,6 +134,8 @@ def reference_key(
         for suffix in (".idx", ".bin", ".mask"):
             file_sha256(Path(data_path) / split / f"pairs-00000{suffix}", h)
     h.update(json.dumps({"seq_len": cfg.data.seq_len, "dtype": dtype, "splits": splits}).encode())
+    if cfg.lora.quantize != "none":  # QLoRA's reference is its 4-bit base: other numbers
+        h.update(cfg.lora.quantize.encode())
     return h.hexdigest()[:16]
 
 

@@ -55,20 +55,22 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     Both share this object's `state` and hold its `param_groups` (Muon's first), so `state_dict`,
     `load_state_dict`, `zero_grad`, gradient scalers and torch.distributed.checkpoint see one ordinary
-    optimizer, and a checkpoint restores both halves exactly."""
+    optimizer, and a checkpoint restores both halves exactly. A LoRA run's trainable tensors are all
+    adapter matrices, so its AdamW half is None."""
 
-    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer | None) -> None:
         self.muon, self.adamw = muon, adamw
         self._n_muon_groups = len(muon.param_groups)
-        super().__init__([*muon.param_groups, *adamw.param_groups], {})
+        super().__init__([*muon.param_groups, *(adamw.param_groups if adamw else [])], {})
         self._link()
 
     def _link(self) -> None:
         # The children read and write through the same group dicts and the same state mapping.
         self.muon.param_groups = self.param_groups[: self._n_muon_groups]
-        self.adamw.param_groups = self.param_groups[self._n_muon_groups :]
         self.muon.state = self.state
-        self.adamw.state = self.state
+        if self.adamw is not None:
+            self.adamw.param_groups = self.param_groups[self._n_muon_groups :]
+            self.adamw.state = self.state
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -78,7 +80,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.muon.step()
-        self.adamw.step()
+        if self.adamw is not None:
+            self.adamw.step()
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -137,15 +140,22 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) 
         {"params": decay, "weight_decay": optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return MuonWithAdamW(muon, _adamw([g for g in groups if g["params"]], optim, device))
+    groups = [g for g in groups if g["params"]]
+    # LoRA trains 2-D adapter matrices only (lora_a r x in, lora_b out x r): all of them go to Muon.
+    return MuonWithAdamW(muon, _adamw(groups, optim, device) if groups else None)
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
     """One line naming which optimizer updates how many tensors and parameters."""
     if isinstance(optimizer, MuonWithAdamW):
         m = [p for g in optimizer.muon.param_groups for p in g["params"]]
-        a = [p for g in optimizer.adamw.param_groups for p in g["params"]]
         lr = optimizer.muon.param_groups[0]["lr"]
+        if optimizer.adamw is None:
+            return (
+                f"optimizer: Muon on {len(m)} adapter matrices ({sum(p.numel() for p in m):,} parameters, "
+                f"lr {lr:.3g}); nothing else trains"
+            )
+        a = [p for g in optimizer.adamw.param_groups for p in g["params"]]
         return (
             f"optimizer: Muon on {len(m)} hidden matrices ({sum(p.numel() for p in m):,} parameters, "
             f"lr {lr:.3g}), AdamW on {len(a)} other tensors ({sum(p.numel() for p in a):,} parameters: "

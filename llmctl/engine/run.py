@@ -334,6 +334,10 @@ def _checked_start(
                 "add --init CKPT (an imported or trained checkpoint), or drop --lora.rank",
             )
         check_lora_rank(cfg.model, cfg.lora)
+    if cfg.lora.rank > 0 and cfg.lora.quantize != "none":
+        from llmctl.model.quant import require_nf4
+
+        require_nf4()
     return run_dir, resume, init
 
 
@@ -383,13 +387,27 @@ def _base_record(cfg: Config, resume: OpenCheckpoint | None, init: OpenCheckpoin
     return {"base": {"path": str(Path(init.path).resolve()), "sha256": entry.sha256}}
 
 
+def _start_weights(
+    cfg: Config, resume: OpenCheckpoint | None, init: OpenCheckpoint | None
+) -> dict[str, torch.Tensor] | None:
+    """The weights the model is built with: --init's; on resuming a LoRA run, its frozen base (which QLoRA
+    quantizes as it builds), the adapters then loaded by the Trainer. A full run's resume loads there."""
+    if init is not None:
+        return init.model_state()
+    if resume is not None and cfg.lora.rank > 0:
+        from llmctl.model.lora import is_adapter
+
+        return {k: v for k, v in resume.model_state().items() if not is_adapter(k)}
+    return None
+
+
 def _lora_notes(cfg: Config, model: torch.nn.Module) -> list[str]:
     """The start-of-run line of a LoRA run: trainable and total parameters."""
     if cfg.lora.rank <= 0:
         return []
     from llmctl.model.lora import describe_trainable
 
-    return [describe_trainable(model)]
+    return [describe_trainable(model, cfg.lora)]
 
 
 def run_training(
@@ -400,13 +418,15 @@ def run_training(
     force: bool = False,
     inputs: RunInputs | None = None,
     after_init: Callable[[torch.nn.Module], None] | None = None,
+    with_model: Callable[[torch.nn.Module], None] | None = None,
 ) -> RunOutcome:
     """Set up and run one training run; returns when it completes or stops (signal, deadline).
 
     `inputs` hands over what the caller already read with `read_inputs` (with the config it returned);
     without it they are read here;
     `force` lets a fresh start replace an earlier run's files in the same directory; `after_init` edits
-    the model once the --init weights are loaded (not on resume): SFT's untrained rows.
+    the model once the --init weights are loaded (not on resume): SFT's untrained rows; `with_model` is
+    handed the built model before the objective is made, every start (DPO's LoRA reference is its base).
     """
     from llmctl.engine.lock import RunLock
     from llmctl.plan.flops import flops_per_token
@@ -428,10 +448,13 @@ def run_training(
             lock = _claim_run_dir(run_dir, cfg, tokenizer, fresh=resume is None, force=force)
         D.barrier(dist)
         seed_everything(cfg.train.seed)
-        base = init.model_state() if init is not None else None
-        model = build_model(cfg.model, runtime.device, lora=cfg.lora, base_state=base)
+        model = build_model(
+            cfg.model, runtime.device, lora=cfg.lora, base_state=_start_weights(cfg, resume, init)
+        )
         if init is not None and after_init is not None:
             after_init(model)
+        if with_model is not None:
+            with_model(model)
         objective = make_objective(cfg, inputs, dist)
         if reporter is None:
             from llmctl.telemetry import Telemetry

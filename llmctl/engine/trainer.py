@@ -147,7 +147,7 @@ class Trainer:
         if resume is not None:
             # Weights go in before wrapping: DDP then broadcasts them and FSDP shards them.
             # (run_training checked the shape and tokenizer before anything was written.)
-            self.raw.load_state_dict(resume.model_state())
+            self._load_weights(resume)
         self.raw.activation_checkpointing = cfg.train.activation_checkpointing
         self.fsdp = self.dist.enabled and cfg.dist.strategy == "fsdp"
         self.wrapped = D.wrap_model(self.raw, self.dist, cfg.dist.strategy, self.rt.device)
@@ -200,6 +200,16 @@ class Trainer:
         return dict(self.objective.summary_extra())
 
     # -- the loop -------------------------------------------------------------------------------
+
+    def _load_weights(self, resume: OpenCheckpoint) -> None:
+        """The resumed checkpoint's weights; a LoRA run's adapters only, its base (4-bit with QLoRA) having
+        gone in when the model was built."""
+        if self.cfg.lora.rank <= 0:
+            self.raw.load_state_dict(resume.model_state())
+            return
+        # own_state checked the adapters' names and shapes against the config (adapter_shapes).
+        adapters = resume.own_state()
+        self.raw.load_state_dict({k: v for k, v in adapters.items() if is_adapter(k)}, strict=False)
 
     def fit(self, resume: OpenCheckpoint | None = None) -> TrainResult:
         """Train until train.steps, train.max_tokens, a deadline or a stop signal; checkpoint at the end."""

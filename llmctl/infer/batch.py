@@ -169,7 +169,7 @@ def _forward(
 
 
 def _empty_cache(model: Transformer, rows: int, capacity: int) -> KVCache:
-    weight = model.layers[0].attention.wk.weight
+    weight = model.tok_embeddings.weight  # never 4-bit (QLoRA): the model's own dtype
     shape = (rows, model.cfg.kv_heads, capacity, model.cfg.head_size)
     keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in model.layers]
     return KVCache(keys, [torch.zeros_like(k) for k in keys])

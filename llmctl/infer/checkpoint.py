@@ -390,7 +390,22 @@ class OpenCheckpoint:
 
     def model_state(self) -> dict[str, Any]:
         """The weights on the CPU, the tied head restored under its own name; the config is checked
-        against the weights' shapes first."""
+        against the weights' shapes first. A LoRA checkpoint's: its base's and its adapters."""
+        state = self.own_state()
+        if self.manifest.get("base"):
+            return {**self.base_checkpoint().model_state(), **state}
+        model = self.manifest.config.get("model") or {}
+        if (
+            model.get("tied_embeddings", True)
+            and "output.weight" not in state
+            and "tok_embeddings.weight" in state
+        ):
+            state["output.weight"] = state["tok_embeddings.weight"]
+        return state
+
+    def own_state(self) -> dict[str, Any]:
+        """The tensors of this checkpoint's model.safetensors as stored (a LoRA checkpoint's: its adapters
+        alone, the base not opened), verified and checked against the config."""
         from safetensors.torch import load
 
         self.check_weights_match_config()
@@ -402,15 +417,6 @@ class OpenCheckpoint:
             raise LlmctlError(
                 f"cannot read {self.path / MODEL_FILE}: {exc}", "use another checkpoint"
             ) from exc
-        if self.manifest.get("base"):
-            return {**self.base_checkpoint().model_state(), **state}
-        model = self.manifest.config.get("model") or {}
-        if (
-            model.get("tied_embeddings", True)
-            and "output.weight" not in state
-            and "tok_embeddings.weight" in state
-        ):
-            state["output.weight"] = state["tok_embeddings.weight"]
         return state
 
     def load_pt(self, name: str) -> Any:

@@ -72,7 +72,8 @@ def _plain_config(cfg: ModelConfig) -> bool:
 
 
 def _plain_modules(model: Transformer) -> bool:
-    """Exactly the module classes this path mirrors (LoRA adapters included), no hook, no sharded weight."""
+    """Exactly the module classes this path mirrors (LoRA adapters included), no 4-bit weight, no hook, no
+    sharded weight."""
     if type(model) is not Transformer or type(model.norm) is not RMSNorm:
         return False
     for layer in model.layers:
@@ -81,6 +82,8 @@ def _plain_modules(model: Transformer) -> bool:
         if type(layer.feed_forward) is not FeedForward:
             return False
         if type(layer.attention_norm) is not RMSNorm or type(layer.ffn_norm) is not RMSNorm:
+            return False
+        if layer.attention.quantized or layer.feed_forward.quantized:  # QLoRA's 4-bit weights
             return False
         projections = [getattr(layer.attention, n) for n in ("wq", "wk", "wv", "wo")]
         projections += [getattr(layer.feed_forward, n) for n in ("w1", "w2", "w3")]

@@ -3,6 +3,7 @@
     model = build_model(cfg.model, "cuda")                          # fresh weights (seed first)
     model = build_model(cfg.model, "cpu", state=weights)            # a checkpoint's weights, eval mode
     model = build_model(cfg.model, "cuda", lora=cfg.lora, base_state=weights)  # frozen base + LoRA adapters
+    # cfg.lora.quantize == "nf4": the same, the frozen projections stored in 4-bit NF4 (QLoRA)
 
 Later features hook in here and nowhere else: adapters (LoRA), quantized bases and new model families
 (docs/ARCHITECTURE.md, "Adding a model family").
@@ -33,8 +34,15 @@ def build_model(
 
     With `lora` (rank > 0), the base weights are frozen and adapters added (llmctl/model/lora.py);
     `base_state` loads the base's weights before the adapters are added (training from --init), and
-    `state` then holds base and adapters together."""
-    with torch.device(device):
+    `state` then holds base and adapters together. With `lora.quantize=nf4` (QLoRA) the model is built and
+    loaded on the CPU, its block projections quantized to NF4 one by one on `device`
+    (llmctl/model/quant.py), and the rest moved there: the device never holds the full-precision base."""
+    quantized = lora is not None and lora.rank > 0 and lora.quantize != "none"
+    if quantized:
+        from llmctl.model.quant import require_nf4
+
+        require_nf4()  # before anything is built or written
+    with torch.device("cpu" if quantized else device):
         model = Transformer(model_cfg)
     if base_state is not None:
         model.load_state_dict(base_state)
@@ -45,6 +53,11 @@ def build_model(
     if state is not None:
         model.load_state_dict(state)
         model.eval()
+    if quantized:
+        from llmctl.model.quant import quantize_base
+
+        quantize_base(model, device)
+        model.to(device)
     return model
 
 

@@ -221,6 +221,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(q_width, cfg.norm_eps, cfg.norm_unit_offset)
             self.k_norm = RMSNorm(k_width, cfg.norm_eps, cfg.norm_unit_offset)
         self.adapted = False  # set by llmctl/model/lora.py when a projection has a LoRA adapter
+        self.quantized = False  # set by llmctl/model/quant.py when the projections are 4-bit (QLoRA)
 
     def forward(
         self,
@@ -234,14 +235,21 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         # One matmul for q, k and v (their weights side by side): fewer, larger GEMMs, and backward sums
         # one input gradient instead of three. The parameters stay wq, wk, wv.
-        weight = fused(self, "weight", (self.wq.weight, self.wk.weight, self.wv.weight))
-        bias = (
-            None if self.wq.bias is None else fused(self, "bias", (self.wq.bias, self.wk.bias, self.wv.bias))
-        )
-        qw, kvw = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = F.linear(x, weight, bias).split((qw, kvw, kvw), dim=-1)
-        if self.adapted:
-            q, k, v = lora_add(self.wq, x, q), lora_add(self.wk, x, k), lora_add(self.wv, x, v)
+        if self.quantized:
+            # Each 4-bit projection dequantizes inside its own matmul and keeps only its 4-bit weight for
+            # backward; a fused q|k|v weight would hold a dequantized copy of all three.
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        else:
+            weight = fused(self, "weight", (self.wq.weight, self.wk.weight, self.wv.weight))
+            bias = (
+                None
+                if self.wq.bias is None
+                else fused(self, "bias", (self.wq.bias, self.wk.bias, self.wv.bias))
+            )
+            qw, kvw = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            q, k, v = F.linear(x, weight, bias).split((qw, kvw, kvw), dim=-1)
+            if self.adapted:
+                q, k, v = lora_add(self.wq, x, q), lora_add(self.wk, x, k), lora_add(self.wv, x, v)
         if self.qk_norm == "proj":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.n_kv_heads, self.head_dim)
@@ -286,8 +294,11 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
         self.adapted = False  # set by llmctl/model/lora.py when a projection has a LoRA adapter
+        self.quantized = False  # set by llmctl/model/quant.py when the projections are 4-bit (QLoRA)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized:  # one 4-bit matmul per projection, as in Attention
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
         # w1 and w3 as one matmul, as in Attention: same values, one larger GEMM.
         gate, up = F.linear(x, fused(self, "weight", (self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
         if self.adapted:
@@ -428,7 +439,7 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty KV cache for `batch` sequences of up to `capacity` positions, on the model's device."""
         capacity = min(capacity, self.cfg.max_seq_len)
-        weight = self.layers[0].attention.wk.weight
+        weight = self.tok_embeddings.weight  # never 4-bit (QLoRA): the model's own dtype
         shape = (batch, self.cfg.kv_heads, capacity, self.cfg.head_size)
         keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]

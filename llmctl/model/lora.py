@@ -97,9 +97,14 @@ def adapter_shapes(cfg: ModelConfig, lora: LoRAConfig) -> dict[str, tuple[int, .
 
 def merge_adapters(state: dict[str, torch.Tensor], lora: LoRAConfig) -> dict[str, torch.Tensor]:
     """A plain decoder's weights: each adapter folded into its base weight (W + alpha/r B A, computed in
-    float32, stored in W's dtype), the adapter tensors left out."""
+    float32, stored in W's dtype), the adapter tensors left out. A QLoRA run's (lora.quantize=nf4) base is
+    first replaced by the 4-bit values it trained against, dequantized (llmctl/model/quant.py)."""
     scale = lora.alpha / lora.rank if lora.rank > 0 else 0.0
     out = {k: v for k, v in state.items() if not is_adapter(k)}
+    if lora.quantize != "none":
+        from llmctl.model.quant import dequantized_base
+
+        out = dequantized_base(out)
     for name, a in state.items():
         if name.endswith(".lora_a"):
             stem = name.removesuffix(".lora_a")
@@ -120,10 +125,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def describe_trainable(model: nn.Module) -> str:
+def describe_trainable(model: nn.Module, lora: LoRAConfig | None = None) -> str:
     """One line for the start-of-run notes: trainable of total parameters, with a percentage."""
     trainable, total = count_parameters(model)
-    return (
-        f"LoRA: training {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%); "
-        "the base weights are frozen"
-    )
+    line = f"training {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)"
+    if lora is not None and lora.quantize != "none":
+        return f"QLoRA: {line}; the base weights are frozen, the block projections in 4-bit {lora.quantize.upper()}"
+    return f"LoRA: {line}; the base weights are frozen"
