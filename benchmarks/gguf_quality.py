@@ -2,15 +2,15 @@
 
     bash examples/quickstart.sh                                   # the quickstart model and its token shards
     python benchmarks/gguf_quality.py --checkpoint quickstart/runs/quickstart/checkpoints/latest \\
-        --tokens quickstart/tokens/py --max-tokens 8192
+        --tokens quickstart/tokens/py
 
 The checkpoint is exported with `llmctl export --format gguf --dtype D` for every type (float32, float16,
 q8_0, q5_1, q5_0, q4_1, q4_0; `--types` picks fewer), each file is loaded by llama.cpp (llama-cpp-python),
-and the first `--max-tokens` targets of the token directory's validation split are scored there: windows of
-the model's context length, each token predicted from the window's earlier tokens, as llmctl's training
-evaluation scores them. Perplexity is exp(mean negative log-likelihood) from llama.cpp's per-token logits;
-"llmctl" is the same windows scored by llmctl's own model on the checkpoint's weights, to show that the
-float32 file runs as the checkpoint does. Prints a Markdown table: type, file size, perplexity, change vs
+and `--max-tokens` targets of the token directory's validation split are scored there: the windows of the
+model's context length that llmctl's training evaluation scores (the same fixed draw; 16,384 targets are the
+quickstart's whole eval set), each token predicted from the window's earlier tokens. Perplexity is
+exp(mean negative log-likelihood) from llama.cpp's per-token logits; "llmctl" is the same windows scored by
+llmctl's own model on the checkpoint's weights, to show that the float32 file runs as the checkpoint does. Prints a Markdown table: type, file size, perplexity, change vs
 float32. Needs `pip install llama-cpp-python` (compiles llama.cpp).
 
 llama.cpp is fed one token at a time (n_batch=1, logits_all): llama-cpp-python 0.3.36 crashed (SIGSEGV) on
@@ -34,15 +34,17 @@ TYPES = ("float32", "float16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 
 
 def validation_windows(tokens: Path, split: str, seq_len: int, max_tokens: int) -> np.ndarray:
-    """The split's first windows of seq_len + 1 tokens (seq_len targets each), max_tokens targets in all."""
-    from llmctl.tokens.loader import PackedWindows
+    """Windows of seq_len + 1 tokens (seq_len targets each), max_tokens targets in all: the fixed validation
+    set training's evaluation draws (`eval_rows`), so 8 batches of 8 windows are the very windows a run with
+    train.eval_batches=8 and micro_batch_size=8 reports its eval loss on."""
+    from llmctl.tokens.loader import PackedWindows, eval_rows
     from llmctl.tokens.shards import open_split, read_meta
 
     windows = PackedWindows(open_split(tokens, split, read_meta(tokens)), seq_len)
-    count = min(len(windows), max(1, max_tokens // seq_len))
-    if count == 0:
+    rows = eval_rows(windows, max(1, max_tokens // seq_len), 1, 0, 1)
+    if not rows:
         raise SystemExit(f"{tokens} holds no {split} window of {seq_len + 1} tokens")
-    return windows.rows(np.arange(count))
+    return np.concatenate(rows)
 
 
 def nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -137,7 +139,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tokens", required=True, help="token directory whose validation text is scored")
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--max-tokens", type=int, default=8192, help="targets scored (whole windows)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=16384,
+        help="targets scored, whole windows (16384: the quickstart's eval set)",
+    )
     parser.add_argument("--seq-len", type=int, default=0, help="window length; default the model's context")
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     # One thread: llama.cpp's threads spin while they wait for each other, which on a shared, busy CPU made
