@@ -148,7 +148,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=0, help="window length; default the model's context")
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     # One thread: llama.cpp's threads spin while they wait for each other, which on a shared, busy CPU made
-    # two threads 30x slower than one (115 ms a token against 6.5 ms for the quickstart model).
+    # two threads about 17x slower than one (115 ms a token against 6.6 ms for the quickstart model).
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="folder for the GGUF files (default: a temporary one)")
     return parser.parse_args(argv)
