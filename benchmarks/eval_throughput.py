@@ -1,12 +1,12 @@
 """Multiple-choice scoring speed: `llmctl eval` against lm-evaluation-harness's HF backend, same scores.
 
     python benchmarks/eval_throughput.py                          # builds a small model, a few minutes on CPU
-    python benchmarks/eval_throughput.py --items 400 --threads 2 --dim 256 --layers 4 --fewshot 3
+    python benchmarks/eval_throughput.py --items 400 --threads 2 --dim 256 --layers 4 --num-fewshot 3
     python benchmarks/eval_throughput.py --device cuda --dim 768 --layers 12 --items 1000
 
 One model, trained for a few steps on examples/data/instructions.jsonl, is scored two ways on the
 same task: items of four choices after lm-eval's " " target delimiter (contexts `...\nAnswer:`), with
-`--fewshot` solved examples (3 by default) drawn by lm-eval's seeded sampler (seed 1234) from a train
+`--num-fewshot` solved examples (3 by default) drawn by lm-eval's seeded sampler (seed 1234) from a train
 split. llmctl scores the task folder (items.jsonl + fewshot.jsonl) with its own scorer; lm-eval's HF backend
 scores the same JSONL files (training_split: train) on the checkpoint exported with `llmctl export`
 (float32, the same prompt prefix added by the exported tokenizer). Both run on the same device and threads,
@@ -120,7 +120,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lm-eval-batch", type=int, default=32, help="lm-eval's --batch_size")
-    parser.add_argument("--fewshot", type=int, default=3, help="solved examples before each item")
+    parser.add_argument(
+        "--num-fewshot",
+        "--fewshot",
+        dest="fewshot",
+        type=int,
+        default=3,
+        help="solved examples before each item",
+    )
     args = parser.parse_args()
 
     import torch

@@ -136,3 +136,36 @@ def test_generate_throughput_races_llmctl_against_transformers_on_one_model() ->
     theirs.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg))
     prompts = [[1, 5, 9], [3, 4, 5, 6, 7, 8], [2]]
     assert race(llmctl_runner(ours, prompts, 8), hf_runner(theirs, prompts, 8), rounds=1) > 0
+
+
+def test_gguf_quality_scores_each_type_in_llama_cpp_and_float32_as_llmctl(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from engine_fixtures import make_token_dir, tiny_config
+
+    from llmctl.engine.pretrain import run_pretrain
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gguf_quality import main
+
+    tokens = make_token_dir(tmp_path / "data", files=12)
+    run_pretrain(tiny_config(tokens, tmp_path / "runs", **{"train.steps": 1}))
+    table = main(
+        [
+            "--checkpoint",
+            str(tmp_path / "runs" / "run" / "checkpoints" / "latest"),
+            "--tokens",
+            str(tokens),
+            "--max-tokens",
+            "64",
+            "--types",
+            "float32",
+            "q4_0",
+            "--out",
+            str(tmp_path / "gguf"),
+        ]
+    )
+    ppl = {r["type"]: r["ppl"] for r in table}
+    # The float32 file runs in llama.cpp as the checkpoint runs in llmctl; q4_0 is a smaller, other model.
+    assert ppl["float32"] == pytest.approx(ppl["llmctl"], rel=1e-4)
+    sizes = {r["type"]: r["bytes"] for r in table}
+    assert sizes["q4_0"] < sizes["float32"] and ppl["q4_0"] != ppl["float32"]

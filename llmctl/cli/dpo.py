@@ -55,7 +55,10 @@ def render_dpo(outcome: Any, as_json: bool) -> None:
         outcome.run,
         as_json,
         rows=rows,
-        fields={"eval": {"step": ev.step, "loss": ev.loss, **evm} if ev else None, "data": data},
+        fields={
+            "eval": {"step": ev.step, "loss": ev.loss, "eval_tokens": ev.tokens, **evm} if ev else None,
+            "data": data,
+        },
         origin={"init": outcome.init, "ref": outcome.ref},
         origin_rows=[
             ["init", outcome.init],

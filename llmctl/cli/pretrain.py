@@ -34,6 +34,7 @@ def render_outcome(outcome: Any, as_json: bool) -> None:
             "perplexity": ev.perplexity,
             "accuracy": ev.accuracy,
             "bpb": ev.bpb,
+            "eval_tokens": ev.tokens,
         }
         if ev
         else None

@@ -29,7 +29,13 @@ def render_sft(outcome: Any, as_json: bool) -> None:
     r, data = outcome.run.result, outcome.data
     s, ev = r.summary, r.last_eval
     evaluation = (
-        {"step": ev.step, "loss": ev.loss, "perplexity": ev.perplexity, "accuracy": ev.accuracy}
+        {
+            "step": ev.step,
+            "loss": ev.loss,
+            "reply_perplexity": ev.perplexity,
+            "accuracy": ev.accuracy,
+            "eval_tokens": ev.tokens,
+        }
         if ev
         else None
     )

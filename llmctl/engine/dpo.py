@@ -34,7 +34,7 @@ from llmctl.engine.dpo_reference import (
     pair_batch,
     reference_key,
 )
-from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt, config_prompts
 from llmctl.engine.run import RunInputs, read_inputs, resolve_run_dir, run_training
 from llmctl.errors import LlmctlError
 from llmctl.tokenizer.chat import get_profile, render, reply_stop_ids
@@ -107,6 +107,7 @@ class DPOObjective(BaseObjective):
     """DPO/IPO over pair shards: the Objective interface, plus `loss_sum` and `take_metrics` for the Trainer."""
 
     name = "dpo"
+    perplexity_name = None  # exp(pair loss) is no perplexity
 
     def __init__(
         self,
@@ -154,7 +155,7 @@ class DPOObjective(BaseObjective):
         self._history: list[tuple[float, float]] = []
         self._window: list[tuple[float, float]] = []
         self._warned = False
-        self._prompts = [self._fixed_prompt(p) for p in t.sample_prompts]
+        self._prompts = [self._fixed_prompt(p) for p in config_prompts(t)]
         if self.val is not None and len(self.val):
             for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
                 (prompt, _), (chosen, mask), _ = self.val.sides(int(i))
@@ -226,7 +227,6 @@ class DPOObjective(BaseObjective):
             ),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_pairs": len(self.val) if self.val is not None else 0,
-            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
         }
 

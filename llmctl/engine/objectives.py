@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llmctl.config import TrainConfig
+
 IGNORE_INDEX = -100
 """Target value the loss skips (padding, prompts in SFT)."""
 
@@ -88,7 +90,14 @@ class SamplePrompt:
     reference: str | None = None
     """What the data continues with (SFT: the reference reply), shown beside the model's output."""
     source: str = "fixed"
-    """'fixed' (config prompts) or 'validation'."""
+    """'fixed' (config prompts), 'validation', or 'train' (SFT data without a validation split)."""
+
+
+def config_prompts(train: TrainConfig) -> list[str]:
+    """`train.sample_prompts` where the user set them; none where they are the defaults, which are
+    pretraining prompts (`Once upon a time`): a fine-tuning objective samples its own data's prompts then."""
+    prompts = list(train.sample_prompts)
+    return [] if prompts == TrainConfig().sample_prompts else prompts
 
 
 class Objective(Protocol):
@@ -105,6 +114,9 @@ class Objective(Protocol):
     """Forward passes beyond the policy's per trained token (DPO's live reference: 1), for FLOPs and MFU."""
     sources: list[dict[str, Any]]
     """Mixtures: path, weight and tokens per epoch of each source, in order; empty for a single source."""
+    perplexity_name: str | None
+    """What exp(eval loss) is called in eval records and logs: 'perplexity' (of the text), 'reply_perplexity'
+    (SFT: of the replies only), None where it is no perplexity (DPO: exp of a pair loss)."""
 
     def train_batch(self) -> Batch:
         """This rank's next training micro-batch."""
@@ -161,6 +173,7 @@ class BaseObjective:
     name = "objective"
     scores_bytes = False
     extra_forward_passes = 0.0
+    perplexity_name: str | None = "perplexity"
 
     @property
     def sources(self) -> list[dict[str, Any]]:

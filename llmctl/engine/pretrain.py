@@ -122,14 +122,12 @@ class PretrainObjective(BaseObjective):
             return {
                 "mix": " + ".join(f"{w:.3f} {p}" for p, w in zip(self.paths, self.weights, strict=True)),
                 "train_windows": sum(len(w) for w in self._windows),
-                "eval_batches": len(self._eval),
             }
         val = self.vals[0]
         return {
             "train_tokens": self._windows[0].tokens,
             "train_windows": len(self._windows[0]),
             "val_windows": len(val) if val else 0,
-            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,  # type: ignore[union-attr]
         }
 

@@ -30,7 +30,7 @@ import torch
 
 from llmctl.config import Config, ModelConfig
 from llmctl.data_sources import SourceSpec, sft_specs
-from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt
+from llmctl.engine.objectives import BaseObjective, Batch, SamplePrompt, config_prompts
 from llmctl.engine.run import RunInputs, read_inputs, run_training
 from llmctl.errors import LlmctlError
 from llmctl.model.build import accepts_doc_ids
@@ -71,6 +71,7 @@ class SFTObjective(BaseObjective):
     """Loss on assistant replies only, over SFT shards; the rest of the interface as PretrainObjective."""
 
     name = "sft"
+    perplexity_name = "reply_perplexity"  # the loss counts reply tokens only
 
     def __init__(
         self,
@@ -122,21 +123,27 @@ class SFTObjective(BaseObjective):
         self._eval = (
             fixed_rows(self.val, micro_batch, eval_batches, self.pad_id, rank, world) if self.val else []
         )
-        self._prompts = [self._fixed_prompt(p) for p in prompts]
-        if self.val is not None and len(self.val):
-            # Evenly spaced held-out conversations, the same every round, so replies compare across steps.
-            for i in np.linspace(0, len(self.val) - 1, validation_prompts + 2)[1:-1].astype(int):
-                ids, mask = self.val.ids_and_mask(int(i))
-                start, end = _last_reply(ids, mask)
-                reply = ids[start:end]
-                if len(reply) and reply[-1] in self.stop_ids():
-                    reply = reply[:-1]
-                prompt = ids[:start].tolist()
-                self._prompts.append(
-                    SamplePrompt(
-                        self._last_user_turn(prompt), prompt, tokenizer.decode(reply.tolist()), "validation"
-                    )
-                )
+        self._prompts = [self._fixed_prompt(p) for p in prompts] + self._data_prompts(validation_prompts)
+
+    def _data_prompts(self, count: int) -> list[SamplePrompt]:
+        """The data's own prompts, with their reference replies: evenly spaced held-out conversations (training
+        ones where there is no validation split), the same every round, so replies compare across steps."""
+        own, source = (
+            (self.val, "validation") if self.val is not None and len(self.val) else (self.train, "train")
+        )
+        prompts: list[SamplePrompt] = []
+        for i in np.linspace(0, len(own) - 1, count + 2)[1:-1].astype(int) if len(own) else []:
+            ids, mask = own.ids_and_mask(int(i))
+            if not mask.any():
+                continue
+            start, end = _last_reply(ids, mask)
+            reply = ids[start:end]
+            if len(reply) and reply[-1] in self.stop_ids():
+                reply = reply[:-1]
+            prompt = ids[:start].tolist()
+            text = self.tokenizer.decode(reply.tolist())
+            prompts.append(SamplePrompt(self._last_user_turn(prompt), prompt, text, source))
+        return prompts
 
     def _last_user_turn(self, prompt: list[int]) -> str:
         """The text of the prompt's last user message: what samples.jsonl shows as the prompt."""
@@ -199,7 +206,6 @@ class SFTObjective(BaseObjective):
             ),
             "batches_per_epoch": self.stream.batches_per_epoch(),
             "val_conversations": len(self.val) if self.val is not None else 0,
-            "eval_batches": len(self._eval),
             "epoch": self.stream.epoch,
         }
 
@@ -236,6 +242,7 @@ class MixedSFTObjective(BaseObjective):
     """Several SFTObjectives interleaved micro-batch by micro-batch, each for its planned epochs."""
 
     name = "sft"
+    perplexity_name = "reply_perplexity"  # the loss counts reply tokens only
 
     def __init__(
         self,
@@ -295,7 +302,6 @@ class MixedSFTObjective(BaseObjective):
             "mix": mix,
             "conversations": self.train.counts.get("conversations"),
             "used": self.train.counts.get("used"),
-            "eval_batches": sum(len(p.eval_batches()) for p in self.parts),
         }
 
     def summary_extra(self) -> dict[str, Any]:
@@ -371,7 +377,7 @@ def sft_objective(
         micro_batch=cfg.train.micro_batch_size,
         seed=cfg.train.seed,
         eval_batches=cfg.train.eval_batches,
-        prompts=list(cfg.train.sample_prompts),
+        prompts=config_prompts(cfg.train),
         packing=packing,
         overlong=cfg.data.overlong,
         batching=cfg.data.batching,

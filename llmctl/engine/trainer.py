@@ -231,7 +231,7 @@ class Trainer:
         )
         self.reporter.log(
             f"{self.objective.name}: {self.accum} micro-batch(es) of {t.micro_batch_size} x "
-            f"{self.dist.world_size} rank(s) per step; {facts}"
+            f"{self.dist.world_size} rank(s) per step; {facts}, {self._eval_tokens_text()}"
         )
         self.reporter.log(describe_optimizer(self.optimizer))
         # A resumed run already has a checkpoint of its first step: stopping at once rewrites nothing.
@@ -528,6 +528,21 @@ class Trainer:
         text = trained & ~special[ids]
         return nats.sum(), correct, nats[text].double().sum(), byte_len[ids][text].sum()
 
+    def _eval_tokens_text(self) -> str:
+        """`eval_tokens=16384` (a mixture: `(py 8192 + llmctl 8192)` after it): the targets one evaluation
+        scores, over all ranks. Unlike a count of batches, it is the same for any number of ranks."""
+        sources = self.objective.sources
+        counts = torch.zeros(1 + len(sources), dtype=torch.float64)
+        for batch in self.eval_set:
+            counts[0] += batch.trained_tokens
+            if batch.source >= 0:
+                counts[1 + batch.source] += batch.trained_tokens
+        total, *each = (int(c) for c in D.all_reduce_sum(self.dist, counts.to(self.rt.device)).tolist())
+        parts = " + ".join(
+            f"{Path(s['path']).name or s['path']} {n}" for s, n in zip(sources, each, strict=True)
+        )
+        return f"eval_tokens={total}" + (f" ({parts})" if parts else "")
+
     @torch.no_grad()
     def evaluate(self) -> EvalResult | None:
         """Loss, perplexity, token accuracy and (pretraining) bits per byte over the fixed validation
@@ -576,6 +591,7 @@ class Trainer:
             metrics=self._objective_metrics("eval"),
             bpb=bpb,
             bytes=int(text_bytes) if bpb is not None else None,
+            perplexity_name=self.objective.perplexity_name,
         )
         self.last_eval = result
         self.reporter.eval(result)

@@ -98,6 +98,9 @@ class EvalResult:
     None where it does not apply (SFT, DPO)."""
     bytes: int | None = None
     """UTF-8 bytes of the non-special targets behind `bpb`."""
+    perplexity_name: str | None = "perplexity"
+    """The eval record's key for `perplexity`: 'reply_perplexity' for SFT (replies only), None for DPO
+    (exp of a pair loss is no perplexity, so it is not recorded)."""
 
 
 @dataclass(frozen=True)

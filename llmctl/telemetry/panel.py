@@ -106,13 +106,25 @@ def mix_text(fractions: dict[str, float] | None) -> str:
     return " · ".join(f"{Path(path).name or path} {pct(f)}" for path, f in (fractions or {}).items())
 
 
+PERPLEXITY_LABELS = {"perplexity": "ppl", "reply_perplexity": "reply_ppl"}
+"""How an eval record's perplexity is shown: of the text (pretraining) or of the replies only (SFT); a DPO
+record has none (exp of a pair loss is no perplexity)."""
+
+
+def ppl_text(r: dict[str, Any], sep: str) -> str:
+    """`{sep}ppl 19.84` or `{sep}reply_ppl 1.78`, whichever perplexity the record holds; '' for none."""
+    return "".join(
+        f"{sep}{label} {r[key]:.2f}" for key, label in PERPLEXITY_LABELS.items() if r.get(key) is not None
+    )
+
+
 def eval_line(r: dict[str, Any]) -> str:
-    """`[Eval 200] loss 2.9876 | ppl 19.84 | acc 31.2%`."""
+    """`[Eval 200] loss 2.9876 | ppl 19.84 | acc 31.2%` (SFT: `reply_ppl`; DPO: no perplexity)."""
     by_source = r.get("loss_by_source") or {}
     sources = "".join(f" | {Path(path).name or path} {loss:.4f}" for path, loss in by_source.items())
     return (
         (
-            f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''} | ppl {r['perplexity']:.2f} | "
+            f"[Eval {r['step']}] loss {r['loss']:.4f}{' (weighted)' if sources else ''}{ppl_text(r, ' | ')} | "
             f"acc {pct(r.get('accuracy'))}{sources}"
         )
         + (f" | bpb {r['bpb']:.4f}" if r.get("bpb") is not None else "")
@@ -155,7 +167,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     ev = s.get("final_eval")
     if ev:
         lines.append(
-            f"final eval (step {ev['step']}): loss {ev['loss']:.4f} | ppl {ev['perplexity']:.2f} | acc {pct(ev.get('accuracy'))}"
+            f"final eval (step {ev['step']}): loss {ev['loss']:.4f}{ppl_text(ev, ' | ')} | acc {pct(ev.get('accuracy'))}"
             + (f" | bpb {ev['bpb']:.4f}" if ev.get("bpb") is not None else "")
         )
     e = s.get("efficientllm") or {}
@@ -270,7 +282,7 @@ def render(s: dict[str, Any]) -> Any:
     if ev:
         rows.append(
             Text(
-                f"eval @{ev['step']}  loss {ev['loss']:.4f}  ppl {ev['perplexity']:.2f}  acc {pct(ev.get('accuracy'))}"
+                f"eval @{ev['step']}  loss {ev['loss']:.4f}{ppl_text(ev, '  ')}  acc {pct(ev.get('accuracy'))}"
                 + (f"  bpb {ev['bpb']:.4f}" if ev.get("bpb") is not None else "")
                 + dpo_text(ev)
             )

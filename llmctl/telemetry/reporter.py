@@ -239,12 +239,13 @@ class Telemetry:
 
     def eval(self, result: EvalResult) -> None:
         """Queue an eval record; the panel and summary keep the latest one."""
+        ppl_key = getattr(result, "perplexity_name", "perplexity")
         record = {
             "kind": "eval",
             "step": result.step,
             "time": time.time(),
             "loss": result.loss,
-            "perplexity": result.perplexity,
+            **({ppl_key: result.perplexity} if ppl_key else {}),
             "accuracy": result.accuracy,
             "eval_tokens": result.tokens,
             "bpb": getattr(result, "bpb", None),

@@ -52,6 +52,7 @@ TB_TAGS: dict[str, str] = {
 TB_EVAL_TAGS: dict[str, str] = {
     "loss": "eval/loss",
     "perplexity": "eval/perplexity",
+    "reply_perplexity": "eval/reply_perplexity",
     "accuracy": "eval/accuracy",
     "bpb": "eval/bpb",
 }
