@@ -23,8 +23,6 @@ COMMAND_PAGES = sorted((ROOT / "docs" / "commands").glob("*.md"))
 # Feature pages other branches add; README links them already. The lead removes each name once its page is merged.
 PENDING_PAGES = {
     "docs/grpo.md",
-    "docs/gguf.md",
-    "docs/eval.md",
 }
 
 
