@@ -134,28 +134,29 @@ def loglikelihoods(
     pad = 0
     device = loaded.device
     at = 0
-    while at < len(order):
-        width = len(requests[order[at]].tokens) - 1
-        rows = max(1, batch_tokens // max(1, width))
-        group = [requests[r] for r in order[at : at + rows]]
-        at += len(group)
-        if width <= 0:
-            continue
-        inputs = torch.full((len(group), width), pad, dtype=torch.long)
-        for k, req in enumerate(group):
-            inputs[k, : len(req.tokens) - 1] = torch.tensor(req.tokens[:-1])
-        with loaded.autocast():
-            logits = loaded.model(inputs.to(device))
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        for k, req in enumerate(group):
-            if req.scored <= 0:
+    with loaded.fused_weights():  # the fused q|k|v, w1|w3 built once, not per forward
+        while at < len(order):
+            width = len(requests[order[at]].tokens) - 1
+            rows = max(1, batch_tokens // max(1, width))
+            group = [requests[r] for r in order[at : at + rows]]
+            at += len(group)
+            if width <= 0:
                 continue
-            end = len(req.tokens) - 1
-            targets = torch.tensor(req.tokens[end - req.scored + 1 : end + 1])
-            picked = logprobs[k, end - req.scored : end].gather(-1, targets[:, None]).squeeze(-1)
-            result[req.item][req.choice] = float(picked.double().sum())
-        if on_progress is not None:
-            on_progress(at, len(order))
+            inputs = torch.full((len(group), width), pad, dtype=torch.long)
+            for k, req in enumerate(group):
+                inputs[k, : len(req.tokens) - 1] = torch.tensor(req.tokens[:-1])
+            with loaded.autocast():
+                logits = loaded.model(inputs.to(device))
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for k, req in enumerate(group):
+                if req.scored <= 0:
+                    continue
+                end = len(req.tokens) - 1
+                targets = torch.tensor(req.tokens[end - req.scored + 1 : end + 1])
+                picked = logprobs[k, end - req.scored : end].gather(-1, targets[:, None]).squeeze(-1)
+                result[req.item][req.choice] = float(picked.double().sum())
+            if on_progress is not None:
+                on_progress(at, len(order))
     return result
 
 

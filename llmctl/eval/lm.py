@@ -175,22 +175,23 @@ def score_shards(
         windows += len(rows)
 
     pending: list[np.ndarray] = []
-    for window in _windows(shards, seq_len):
-        if seen >= total:
-            break
-        window = window[: total - seen + 1]
-        seen += len(window) - 1
-        if pending and len(pending[0]) != len(window):
+    with loaded.fused_weights():  # the fused q|k|v, w1|w3 built once, not per forward
+        for window in _windows(shards, seq_len):
+            if seen >= total:
+                break
+            window = window[: total - seen + 1]
+            seen += len(window) - 1
+            if pending and len(pending[0]) != len(window):
+                run(pending)
+                pending = []
+            pending.append(window)
+            if len(pending) == batch_size:
+                run(pending)
+                pending = []
+                if on_progress is not None:
+                    on_progress(seen, total)
+        if pending:
             run(pending)
-            pending = []
-        pending.append(window)
-        if len(pending) == batch_size:
-            run(pending)
-            pending = []
-            if on_progress is not None:
-                on_progress(seen, total)
-    if pending:
-        run(pending)
     if on_progress is not None:
         on_progress(seen, total)
     nats, correct, tokens, nbytes = sums.tolist()

@@ -38,6 +38,12 @@ class LoadedModel:
 
         return inference_autocast(self.device)()
 
+    def fused_weights(self) -> contextlib.AbstractContextManager[None]:
+        """A scope whose forwards reuse the fused q|k|v and w1|w3 weights (llmctl/infer/device.py)."""
+        from llmctl.infer.device import inference_weights
+
+        return inference_weights(self.model)
+
 
 def open_model(checkpoint: str, device: str = "auto") -> LoadedModel:
     """Load a checkpoint (directory, RUN/checkpoints/latest or a run directory) for evaluation."""

@@ -62,3 +62,11 @@ def autocast_for(device: Any, dtype: str) -> Callable[[], contextlib.AbstractCon
 def inference_autocast(device: Any) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     """The autocast factory inference uses on `device`."""
     return autocast_for(device, inference_dtype(device))
+
+
+def inference_weights(model: Any) -> contextlib.AbstractContextManager[None]:
+    """Within the block, no-grad forwards of `model` reuse its fused q|k|v and w1|w3 weights instead of
+    concatenating them on every forward (freed on exit): eval's scoring loops, as generation does."""
+    from llmctl.model.llama import fused_weights_for_inference
+
+    return fused_weights_for_inference(model)
