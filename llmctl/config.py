@@ -625,6 +625,15 @@ def _build_model(values: Any) -> ModelConfig:
     return model
 
 
+def _require_positive_or_unset(values: dict[str, float | int | None]) -> None:
+    """Each dotted key's value is None (unset) or positive; else an error naming the key."""
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise LlmctlError(
+                f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
+            )
+
+
 def validate(cfg: Config) -> Config:
     """Reject impossible combinations, naming the key to change."""
     m = cfg.model
@@ -661,15 +670,13 @@ def validate(cfg: Config) -> Config:
         raise LlmctlError(
             f"head_dim = {m.head_size} must be even for RoPE", "change dim, n_heads or head_dim"
         )
-    for key, value in {
-        "model.sliding_window": m.sliding_window,
-        "model.attn_scalar": m.attn_scalar,
-        "model.rope_local_theta": m.rope_local_theta,
-    }.items():
-        if value is not None and value <= 0:
-            raise LlmctlError(
-                f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
-            )
+    _require_positive_or_unset(
+        {
+            "model.sliding_window": m.sliding_window,
+            "model.attn_scalar": m.attn_scalar,
+            "model.rope_local_theta": m.rope_local_theta,
+        }
+    )
     if m.sliding_window_pattern < 0:
         raise LlmctlError(
             f"model.sliding_window_pattern must be 0 or more, got {m.sliding_window_pattern}",
@@ -724,16 +731,14 @@ def validate(cfg: Config) -> Config:
         raise LlmctlError(
             "set either train.global_batch_tokens or train.global_batch_size, not both", "drop one of them"
         )
-    for key, value in {
-        "train.max_tokens": t.max_tokens,
-        "train.time_limit": t.time_limit,
-        "train.global_batch_tokens": t.global_batch_tokens,
-        "train.global_batch_size": t.global_batch_size,
-    }.items():
-        if value is not None and value <= 0:
-            raise LlmctlError(
-                f"{key} must be positive, got {value}", f"remove --{key} or give a positive value"
-            )
+    _require_positive_or_unset(
+        {
+            "train.max_tokens": t.max_tokens,
+            "train.time_limit": t.time_limit,
+            "train.global_batch_tokens": t.global_batch_tokens,
+            "train.global_batch_size": t.global_batch_size,
+        }
+    )
     _validate_lora(cfg.lora)
     if cfg.lora.quantize != "none" and cfg.dist.strategy == "fsdp":
         # torchao's NF4 tensor shards only where each of its packed parts divides by the world size, and the
