@@ -117,3 +117,119 @@ def test_runs_and_writes_trl_named_metrics_and_samples(setup: Any) -> None:
     assert 0 <= train[-1]["reward"] <= 1 and train[-1]["completions/mean_length"] > 0
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples and {"number", "total", "advantage"} <= set(samples[0]["rewards"])
+
+
+REWARD_MODULE = """
+def vowels(completion, answer, prompt):
+    return float(sum(c in "aeiou" for c in completion)) / 4
+"""
+
+
+@pytest.fixture(scope="module")
+def vowel_reward(setup: Any) -> str:
+    path = setup.tmp / "my_rewards.py"
+    path.write_text(REWARD_MODULE)
+    return f"{path}:vowels"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("--grpo.num_iterations=2", "--grpo.beta=0.1", "--grpo.loss_type=grpo", "--grpo.epsilon_high=0.28"),
+    ],
+    ids=["mu1", "mu2-beta"],
+)
+def test_resume_continues_exactly(setup: Any, vowel_reward: str, extra: tuple[str, ...]) -> None:
+    # A constant learning rate: the 3-step run's schedule is then the 6-step run's first half; with mu = 2
+    # the stop after step 3 falls inside a rollout, whose completions and log-probs the checkpoint keeps.
+    flags = ("--optim.schedule=constant", "--checkpoint.every=3", "--reward-module", vowel_reward, *extra)
+    name = "-".join(extra)[:20] or "plain"
+    _, straight = run_grpo_cli(setup, setup.tmp / "runs" / f"straight{name}", 6, *flags)
+    run_grpo_cli(setup, setup.tmp / "runs" / f"halves{name}", 3, *flags)
+    _, resumed = run_grpo_cli(setup, setup.tmp / "runs" / f"halves{name}", 6, *flags, "--resume=auto")
+    a = [(r["loss"], r["reward"], r["entropy"]) for r in train_records(straight)]
+    b = {r["step"]: (r["loss"], r["reward"], r["entropy"]) for r in train_records(resumed)}
+    assert len(a) == 6 and any(x[0] != 0 for x in a)
+    assert [b[s] for s in range(1, 7)] == pytest.approx(a, abs=1e-6)
+    if extra:
+        assert "kl" in train_records(straight)[-1]
+
+
+def test_lora_checkpoint_holds_adapters_only_and_kl_starts_at_zero(setup: Any, vowel_reward: str) -> None:
+    from safetensors.torch import load_file
+
+    out = setup.tmp / "runs" / "lora"
+    report, records = run_grpo_cli(
+        setup, out, 3, "--lora.rank=4", "--grpo.beta=0.5", "--reward-module", vowel_reward, "--optim.lr=1e-2"
+    )
+    saved = load_file(str(Path(report["checkpoint"]) / "model.safetensors"))
+    assert saved and all(k.endswith((".lora_a", ".lora_b")) for k in saved)
+    train = train_records(records)
+    # The reference is the base with the adapters off: equal to the policy until the adapters move.
+    assert train[0]["kl"] == 0 and train[-1]["kl"] > 0
+    assert report["data"]["reference"] == "base (adapters off)"
+
+
+BAD_REWARD = """
+def broken(completion, answer, prompt):
+    raise RuntimeError("no score today")
+"""
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing module", "raising module", "no answer", "one generation", "long prompt"],
+)
+def test_bad_input_is_an_error_with_a_hint_before_the_run(setup: Any, tmp_path: Path, case: str) -> None:
+    out = tmp_path / "run"
+    args = grpo_args(setup, out, 1)
+    expected = {
+        "missing module": "reward module {tmp}/absent.py does not exist",
+        "raising module": "reward broken.py:broken failed on row 0: RuntimeError: no score today",
+        "no answer": "row 1 of {tmp}/rows.jsonl has no 'answer', which the number reward needs",
+        "one generation": "grpo.num_generations must be at least 2, got 1",
+        "long prompt": "row 0 of {tmp}/rows.jsonl is",
+    }[case].format(tmp=tmp_path)
+    if case == "missing module":
+        args += ["--reward-module", f"{tmp_path}/absent.py:score"]
+    elif case == "raising module":
+        (tmp_path / "broken.py").write_text(BAD_REWARD)
+        args += ["--reward-module", f"{tmp_path}/broken.py:broken"]
+    elif case == "no answer":
+        write_jsonl(
+            tmp_path / "rows.jsonl", [{"prompt": "Add 1 and 2.", "answer": "3"}, {"prompt": "Add 2 and 2."}]
+        )
+        args += ["--data", str(tmp_path / "rows.jsonl")]
+    elif case == "one generation":
+        args += ["--grpo.num_generations=1", "--train.micro_batch_size=1"]
+    else:
+        write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "echo " * 200, "answer": "1"}])
+        args += ["--data", str(tmp_path / "rows.jsonl")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error: {expected}" in " ".join(result.output.split()), result.output
+    assert "hint: " in result.output
+    assert not out.exists()
+
+
+def test_log_line_and_panel_show_reward_and_length() -> None:
+    from llmctl.telemetry.panel import _cells, plain_line, sample_line
+
+    record = {
+        "step": 3,
+        "tokens_batch": 100,
+        "tokens_total": 300,
+        "flops_batch": 1e9,
+        "flops_total": 3e9,
+        "loss": 0.01,
+        "reward": 0.75,
+        "reward_std": 0.433,
+        "completions/mean_length": 12.25,
+        "rollout_tokens_per_sec": 812.0,
+    }
+    assert plain_line(record).endswith(" | reward 0.750 ± 0.433 | len 12.2 | rollout 812 tok/s")
+    labels = [label for row in _cells(record) for label, _ in row]
+    assert {"reward", "length", "rollout tok/s"} <= set(labels)
+    sample = {"step": 3, "prompt": "Add 1 and 2.", "output": "3", "rewards": {"number": 1.0, "total": 1.0}}
+    assert sample_line(sample).endswith("-> 3 (reward 1)")

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "grpo",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        short_help="Reinforce a chat checkpoint on prompts with checkable answers (GRPO).",
+        short_help="Reinforce a chat checkpoint on checkable answers (GRPO).",
         epilog="Every config key, its default and doc: llmctl config show",
         help="Train a chat checkpoint with GRPO: sample several replies per prompt, score them with rewards, "
         "and push up the better ones. Any config key can be overridden: --grpo.num_generations=8 "
