@@ -6,7 +6,7 @@
     # work/addition/prompts.jsonl   {"prompt": "What is 47 + 38?", "answer": "85"}            GRPO
     # work/addition/test.jsonl      {"prompt": "What is 12 + 70?", "answer": "82"}            held out: eval
 
-Every pair (a, b) with 10 <= a, b <= 99 is either held out (--test rows, never seen in training) or in the
+Every pair (a, b) of --digits-digit numbers (10 <= a, b <= 99 by default) is either held out (--test rows, never seen in training) or in the
 training pool; text, chat and prompts are drawn from the pool. Rows depend only on --seed.
 """
 
@@ -27,10 +27,13 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def make(out: Path, *, text: int, chat: int, prompts: int, test: int, seed: int) -> dict[str, int]:
+def make(
+    out: Path, *, text: int, chat: int, prompts: int, test: int, seed: int, digits: int = 2
+) -> dict[str, int]:
     """Write the four files; returns their row counts."""
     rng = random.Random(seed)
-    pairs = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    low, high = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits
+    pairs = [(a, b) for a in range(low, high) for b in range(low, high)]
     rng.shuffle(pairs)
     held, pool = pairs[:test], pairs[test:]
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,12 @@ def make(out: Path, *, text: int, chat: int, prompts: int, test: int, seed: int)
     write_jsonl(
         out / "chat.jsonl",
         [
-            {"messages": [{"role": "user", "content": question(a, b)}, {"role": "assistant", "content": str(a + b)}]}
+            {
+                "messages": [
+                    {"role": "user", "content": question(a, b)},
+                    {"role": "assistant", "content": str(a + b)},
+                ]
+            }
             for a, b in draw
         ],
     )
@@ -57,9 +65,18 @@ def main() -> None:
     parser.add_argument("--chat", type=int, default=4000, help="SFT conversations.")
     parser.add_argument("--prompts", type=int, default=2000, help="GRPO prompts.")
     parser.add_argument("--test", type=int, default=200, help="Held-out questions.")
+    parser.add_argument("--digits", type=int, default=2, help="Digits of each operand.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    counts = make(args.out, text=args.text, chat=args.chat, prompts=args.prompts, test=args.test, seed=args.seed)
+    counts = make(
+        args.out,
+        text=args.text,
+        chat=args.chat,
+        prompts=args.prompts,
+        test=args.test,
+        seed=args.seed,
+        digits=args.digits,
+    )
     print(json.dumps({"out": str(args.out), **counts}))
 
 

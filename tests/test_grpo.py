@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,3 +234,84 @@ def test_log_line_and_panel_show_reward_and_length() -> None:
     assert {"reward", "length", "rollout tok/s"} <= set(labels)
     sample = {"step": 3, "prompt": "Add 1 and 2.", "output": "3", "rewards": {"number": 1.0, "total": 1.0}}
     assert sample_line(sample).endswith("-> 3 (reward 1)")
+
+
+def _exact_match(checkpoint: Path, task: Path) -> float:
+    result = runner.invoke(
+        app,
+        ["eval", str(checkpoint), "--task", str(task), "--max-new-tokens", "6", "--device", "cpu", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    return float(json.loads(result.stdout)["tasks"]["test"]["exact_match"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LLMCTL_SLOW"), reason="minutes of training: LLMCTL_SLOW=1 runs it")
+def test_grpo_raises_held_out_pass_at_1_on_addition(tmp_path: Path) -> None:
+    """Pretrain and SFT a tiny model on 1-digit addition as a chat, stop it half-trained, then GRPO with the
+    `number` reward on training-pool prompts: greedy exact match on held-out questions rises >= 10 points."""
+    import importlib.util
+
+    from chat_fixtures import write_chat_parquet
+
+    spec = importlib.util.spec_from_file_location(
+        "make_addition", Path("examples/make_addition.py").resolve()
+    )
+    assert spec is not None and spec.loader is not None
+    make_addition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_addition)
+    add = tmp_path / "add"
+    make_addition.make(add, text=3000, chat=1500, prompts=500, test=20, seed=0, digits=1)
+    texts = [json.loads(line)["text"] for line in (add / "text.jsonl").read_text().splitlines()]
+    chats = [json.loads(line)["messages"] for line in (add / "chat.jsonl").read_text().splitlines()]
+    tokenizer = train_chat_tokenizer(
+        tmp_path / "tok" / "tokenizer.json", texts + [conversation_text(c) for c in chats]
+    )
+    with torch_threads(2):
+        base = pretrain_tiny(tmp_path, tokenizer, texts, steps=150)
+        from llmctl.tokens.tokenize import TokenizeOptions, tokenize
+
+        raw = write_chat_parquet(tmp_path / "chat_raw", {"train": chats, "validation": chats[:20]})
+        tokenize(TokenizeOptions(data=raw, tokenizer=tokenizer, out=tmp_path / "chat_tokens", mode="sft"))
+        sft = runner.invoke(
+            app,
+            [
+                "sft",
+                "--init",
+                str(base),
+                "--data",
+                str(tmp_path / "chat_tokens"),
+                "--out",
+                str(tmp_path / "sft"),
+                "--steps",
+                "40",
+                "--data.seq_len=32",
+                "--train.micro_batch_size=16",
+                "--optim.lr=2e-3",
+                "--optim.warmup_steps=5",
+                "--train.eval_every=0",
+                "--train.sample_every=0",
+                "--checkpoint.every=0",
+                "--train.device=cpu",
+                "--telemetry.panel=off",
+                "--telemetry.tensorboard=false",
+            ],
+        )
+        assert sft.exit_code == 0, sft.output
+        sft_ckpt = tmp_path / "sft" / "checkpoints" / "latest"
+        before = _exact_match(sft_ckpt, add / "test.jsonl")
+        setup = SimpleNamespace(init=sft_ckpt, data=add / "prompts.jsonl")
+        run_grpo_cli(
+            setup,
+            tmp_path / "grpo",
+            60,
+            "--grpo.num_generations=8",
+            "--grpo.prompts_per_step=8",
+            "--grpo.max_new_tokens=4",
+            "--train.micro_batch_size=32",
+            "--optim.lr=1e-3",
+            "--optim.schedule=constant",
+            "--train.sample_every=0",
+        )
+        after = _exact_match(tmp_path / "grpo" / "checkpoints" / "latest", add / "test.jsonl")
+    assert after >= before + 0.10, (before, after)
