@@ -314,4 +314,5 @@ def test_grpo_raises_held_out_pass_at_1_on_addition(tmp_path: Path) -> None:
             "--train.sample_every=0",
         )
         after = _exact_match(tmp_path / "grpo" / "checkpoints" / "latest", add / "test.jsonl")
+    print(f"held-out exact match (pass@1, temperature 0): {before:.2f} -> {after:.2f}")
     assert after >= before + 0.10, (before, after)

@@ -109,7 +109,7 @@ class RolloutSettings:
 
 
 @dataclass
-class Sequence_:
+class Completion:
     """One completion of one prompt: its ids (the stop token kept), text, and the data row it answers."""
 
     prompt_ids: list[int]
@@ -124,7 +124,7 @@ class Rollout:
     """prompts x G completions in group order, each one's summed reward, each reward's column and the
     rollout's metrics (TRL's names)."""
 
-    sequences: list[Sequence_]
+    sequences: list[Completion]
     totals: list[float]
     per_reward: dict[str, list[float]]
     metrics: dict[str, float] = field(default_factory=dict)
@@ -132,7 +132,7 @@ class Rollout:
 
 
 def _score(
-    rewards: Sequence[Reward], sequences: list[Sequence_], rows: Sequence[PromptRow], source: str
+    rewards: Sequence[Reward], sequences: list[Completion], rows: Sequence[PromptRow], source: str
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Summed and per-reward scores; a failing reward's error names the data row it was scoring."""
     totals: list[float] = []
@@ -150,7 +150,7 @@ def _score(
     return totals, per_reward
 
 
-def length_metrics(sequences: Sequence[Sequence_]) -> dict[str, float]:
+def length_metrics(sequences: Sequence[Completion]) -> dict[str, float]:
     """TRL's completion-length figures: mean, min and max length, the share cut at max_new_tokens
     (`clipped_ratio`), and the mean length of those that ended on their own."""
     lengths = [len(s.completion_ids) for s in sequences]
@@ -198,7 +198,7 @@ def sample_rollout(
     generations = generate_batch(model, requests, max_batch=len(requests), decode=decode, autocast=autocast)
     seconds = time.perf_counter() - start
     sequences = [
-        Sequence_(
+        Completion(
             list(req.prompt_ids),
             gen.ids,
             gen.text or "",
