@@ -148,6 +148,8 @@ class GRPOObjective(BaseObjective):
         self.queue: list[GRPOBatch] = []
         self._sums = torch.zeros(6, dtype=torch.float64)
         self._samples: list[SampleRecord] = []
+        self._order: tuple[int, Any] = (-1, None)
+        """(pass over the data, its order of rows), for the pass being drawn."""
 
     def attach(self, model: torch.nn.Module, autocast: Callable[[], Any]) -> None:
         self.model, self.autocast = model, autocast
@@ -160,8 +162,9 @@ class GRPOObjective(BaseObjective):
         n, out = len(self.rows), []
         for j in range(per):
             i = (rollout * self.world + self.rank) * per + j
-            order = np.random.default_rng([self.cfg.train.seed, i // n]).permutation(n)
-            out.append(int(order[i % n]))
+            if self._order[0] != i // n:
+                self._order = (i // n, np.random.default_rng([self.cfg.train.seed, i // n]).permutation(n))
+            out.append(int(self._order[1][i % n]))
         return out
 
     def _draw(self) -> dict[str, Any]:
