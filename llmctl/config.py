@@ -338,6 +338,49 @@ class DPOConfig:
     """Reference checkpoint; default the --init checkpoint."""
 
 
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Reinforcement learning with verifiable rewards (`llmctl grpo`, llmctl/engine/grpo.py); unused by the
+    other commands. Each step samples num_generations completions of prompts_per_step prompts and trains on
+    their group-relative advantages (llmctl/engine/grpo_loss.py)."""
+
+    rewards: list[str] = field(default_factory=list)
+    """Reward specs (`--reward`, repeatable): exact, number, regex:PATTERN, format:PATTERN, each with an
+    optional :WEIGHT (llmctl/eval/rewards.py); their weighted sum is a completion's reward."""
+    reward_modules: list[str] = field(default_factory=list)
+    """Your own rewards (`--reward-module`), FILE.py:function[:WEIGHT], called as
+    function(completion=, answer=, prompt=) and returning a number; imported from the path you give."""
+    num_generations: int = 8
+    """Completions sampled per prompt (G, at least 2); advantages compare the completions of one prompt."""
+    prompts_per_step: int = 2
+    """Prompts per optimizer step on each rank; the step trains on prompts_per_step x num_generations
+    completions, in micro-batches of train.micro_batch_size completions."""
+    max_new_tokens: int = 64
+    """Longest completion in tokens; prompt plus completion must fit the model's context."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (above 0)."""
+    top_k: int | None = None
+    """Rollouts sample from the k most likely tokens only; None: all."""
+    top_p: float | None = None
+    """Rollouts sample from the top-p nucleus; None: off."""
+    epsilon: float = 0.2
+    """Clip range below: the ratio is clipped at 1 - epsilon (PPO's epsilon)."""
+    epsilon_high: float | None = None
+    """Clip range above, 1 + epsilon_high (DAPO's clip-higher, e.g. 0.28); None: epsilon."""
+    num_iterations: int = 1
+    """Optimizer steps per rollout (mu); above 1, the rollout's log-probs are kept as the old policy's."""
+    beta: float = 0.0
+    """KL penalty towards the reference (the --init weights; under LoRA the base with adapters off);
+    0, the default, holds no reference at all."""
+    loss_type: Literal["dapo", "grpo", "dr_grpo"] = "dapo"
+    """dapo: token-level mean over the step's completion tokens; grpo: mean over completions of each one's
+    token mean; dr_grpo: token sum over completions x max_new_tokens (Liu et al. 2025)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantages divided by the group's reward std (group), the step's (batch) or not at all (none, Dr. GRPO)."""
+    samples: int = 4
+    """Completions written to samples.jsonl (with their rewards) every train.sample_every steps."""
+
+
 # LoRA target groups and names. PEFT's (Hugging Face) module names are synonyms of llmctl's.
 LORA_GROUPS: dict[str, tuple[str, ...]] = {
     "attention": ("wq", "wk", "wv", "wo"),
@@ -433,6 +476,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -446,6 +490,7 @@ SECTIONS: dict[str, type] = {
     "telemetry": TelemetryConfig,
     "dist": DistConfig,
     "dpo": DPOConfig,
+    "grpo": GRPOConfig,
     "lora": LoRAConfig,
     "slurm": SlurmConfig,
 }

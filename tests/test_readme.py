@@ -20,10 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_COMMAND = "python3 -m pytest -q"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND_PAGES = sorted((ROOT / "docs" / "commands").glob("*.md"))
-# Feature pages other branches add; README links them already. The lead removes each name once its page is merged.
-PENDING_PAGES = {
-    "docs/grpo.md",
-}
 
 
 def _setup_commands(readme: str) -> list[str]:
@@ -256,17 +252,8 @@ def test_relative_links_lead_to_files() -> None:
                 continue
             name, _, anchor = target.partition("#")
             file = (page.parent / name).resolve() if name else page
-            rel = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else str(file)
-            if rel in PENDING_PAGES:
-                continue
             if not file.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
             elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
-
-
-def test_pending_pages_are_still_pending() -> None:
-    """Once a pending page exists, its name leaves PENDING_PAGES, so a later deletion is caught."""
-    merged = sorted(p for p in PENDING_PAGES if (ROOT / p).exists())
-    assert not merged, f"remove from PENDING_PAGES (the page exists now): {merged}"

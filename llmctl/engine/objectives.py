@@ -10,6 +10,8 @@ The Trainer is the same for pretraining, SFT and DPO; an objective supplies what
     objective.loss_sum(model, batch, autocast)  -> (loss sum, correct)   default: masked cross-entropy
     objective.take_metrics(kind, dist, device)  -> (metrics, log lines)  default: none
     objective.summary_extra()                   -> figures for summary.json (default: none)
+    objective.attach(model, autocast)           the policy, for objectives that sample from it (GRPO)
+    objective.take_samples(step)                -> [SampleRecord] of its own (GRPO's rollouts; default: none)
     objective.scores_bytes, extra_forward_passes, sources                 defaults: False, 0.0, []
 
 The loss is cross-entropy over targets != IGNORE_INDEX, summed over the micro-batches of a step and
@@ -103,11 +105,12 @@ def config_prompts(train: TrainConfig) -> list[str]:
 class Objective(Protocol):
     """The whole interface the Trainer drives; BaseObjective supplies the defaults of the last six members.
 
-    Objectives: PretrainObjective (llmctl/engine/pretrain.py), SFTObjective (sft.py), DPOObjective (dpo.py).
+    Objectives: PretrainObjective (llmctl/engine/pretrain.py), SFTObjective (sft.py), DPOObjective (dpo.py),
+    GRPOObjective (grpo.py).
     """
 
     name: str
-    """'pretrain', 'sft', 'dpo': the run log's and checkpoint.json's name for it."""
+    """'pretrain', 'sft', 'dpo', 'grpo': the run log's and checkpoint.json's name for it."""
     scores_bytes: bool
     """Evaluation reports bits per byte (a text stream is scored, not replies)."""
     extra_forward_passes: float
@@ -151,6 +154,12 @@ class Objective(Protocol):
     def summary_extra(self) -> dict[str, Any]:
         """Figures added to summary.json (SFT: what happened to the conversations)."""
 
+    def attach(self, model: torch.nn.Module, autocast: Callable[[], Any]) -> None:
+        """The model being trained (unwrapped), once its weights are loaded: GRPO samples from it."""
+
+    def take_samples(self, step: int) -> list[Any]:
+        """Sample records of the objective's own after `step` (GRPO: rollout completions with rewards)."""
+
 
 def token_loss_sum(
     model: torch.nn.Module, batch: Batch, autocast: Callable[[], Any]
@@ -193,6 +202,13 @@ class BaseObjective:
     def summary_extra(self) -> dict[str, Any]:
         """Nothing added to summary.json."""
         return {}
+
+    def attach(self, model: torch.nn.Module, autocast: Callable[[], Any]) -> None:
+        """Nothing: batches come from data, not from the model."""
+
+    def take_samples(self, step: int) -> list[Any]:
+        """None of its own: the Trainer's sample rounds continue `sample_prompts`."""
+        return []
 
 
 def weighted_eval(

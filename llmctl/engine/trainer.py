@@ -162,6 +162,7 @@ class Trainer:
             self.objective.load_state_dict(manifest["data"])
             self.reporter.load_state_dict(manifest.get("reporter") or {})
             self.last_checkpoint = str(resume.path)
+        self.objective.attach(self.raw, self.rt.autocast)
         self.eval_set = self.objective.eval_batches()
         self.task_hook = None
         self._bytes_per_id: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -286,6 +287,9 @@ class Trainer:
         tasks_every = t.eval_tasks_every or t.eval_every
         if self.task_hook is not None and tasks_every and s % tasks_every == 0:
             self.evaluate_tasks()
+        own = self.objective.take_samples(s)
+        if own:
+            self.reporter.samples(own)
         if t.sample_every and s % t.sample_every == 0:
             self.sample()
             done["sample"] = s

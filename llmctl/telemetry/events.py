@@ -131,6 +131,8 @@ class SampleRecord:
     """Tokens generated for this sample; with `seconds`, gives IT (generated tokens/s) in the summary."""
     seconds: float | None = None
     """Wall seconds spent generating this sample."""
+    rewards: dict[str, float] | None = None
+    """GRPO: each reward's score of this completion, their weighted `total` and its `advantage`."""
 
 
 @dataclass

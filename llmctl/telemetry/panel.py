@@ -91,7 +91,18 @@ def plain_line(r: dict[str, Any]) -> str:
         parts.append(f"mfu {pct(r['mfu'])}")
     if r.get("mix_fractions"):
         parts.append(f"mix {mix_text(r['mix_fractions'])}")
-    return " | ".join(parts) + dpo_text(r)
+    return " | ".join(parts) + dpo_text(r) + grpo_text(r)
+
+
+def grpo_text(r: dict[str, Any]) -> str:
+    """The GRPO view: ` | reward 0.750 ± 0.433 | len 12.3 | rollout 812 tok/s` when the record holds GRPO
+    figures, else ''."""
+    if not _ok(r.get("reward")) or not _ok(r.get("completions/mean_length")):
+        return ""
+    return (
+        f" | reward {r['reward']:.3f} ± {r.get('reward_std', 0.0):.3f} | len {r['completions/mean_length']:.1f}"
+        f" | rollout {_fmt(r.get('rollout_tokens_per_sec'), fmt_count)} tok/s"
+    )
 
 
 def dpo_text(r: dict[str, Any]) -> str:
@@ -150,7 +161,9 @@ def _one_line(text: str, limit: int) -> str:
 
 def sample_line(r: dict[str, Any], limit: int = 160) -> str:
     """`[Sample 500] Once upon a time -> there was a ...`, on one line."""
-    return f"[Sample {r['step']}] {_one_line(r['prompt'], 40)} -> {_one_line(r['output'], limit)}"
+    line = f"[Sample {r['step']}] {_one_line(r['prompt'], 40)} -> {_one_line(r['output'], limit)}"
+    total = (r.get("rewards") or {}).get("total")
+    return line + (f" (reward {total:g})" if _ok(total) else "")
 
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
@@ -214,38 +227,53 @@ def _cells(s: dict[str, Any]) -> list[list[tuple[str, str]]]:
         if _ok(s.get("rewards/margins"))
         else []
     )
-    return dpo + [
+    grpo = (
         [
-            ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),
-            ("acc", pct(s.get("accuracy"))),
-            ("lr", f"{s['lr']:.2e}" if _ok(s.get("lr")) else NA),
-        ],
-        [
-            ("grad norm", f"{s['grad_norm']:.3f}" if _ok(s.get("grad_norm")) else NA),
-            ("tokens/s", _fmt(s.get("tokens_per_sec"), fmt_count)),
-            ("tokens", _fmt(s.get("tokens_total"), fmt_count)),
-        ],
-        [
-            ("FLOPs/batch", _fmt(s.get("flops_batch"), fmt_flops)),
-            ("FLOPs total", _fmt(s.get("flops_total"), fmt_flops)),
-            (
-                "FLOP/s",
-                fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True)
-                if _ok(s.get("tflops_per_sec"))
-                else NA,
-            ),
-        ],
-        [
-            ("MFU", pct(s.get("mfu"))),
-            ("memory", _memory(s)),
-            ("GPU util", f"{s['gpu_util_pct']:.0f}%" if _ok(s.get("gpu_util_pct")) else NA),
-        ],
-        [
-            ("power", f"{s['power_w']:.0f} W" if _ok(s.get("power_w")) else NA),
-            ("energy", energy_text(s.get("energy_j"))),
-            ("CPU", f"{s['cpu_util_pct']:.0f}%" if _ok(s.get("cpu_util_pct")) else NA),
-        ],
-    ]
+            [
+                ("reward", f"{s['reward']:.3f} ± {s.get('reward_std', 0.0):.3f}"),
+                ("length", f"{s['completions/mean_length']:.1f}"),
+                ("rollout tok/s", _fmt(s.get("rollout_tokens_per_sec"), fmt_count)),
+            ]
+        ]
+        if _ok(s.get("reward")) and _ok(s.get("completions/mean_length"))
+        else []
+    )
+    return (
+        dpo
+        + grpo
+        + [
+            [
+                ("loss", f"{loss} {sparkline(s.get('losses', ()), 16)}"),
+                ("acc", pct(s.get("accuracy"))),
+                ("lr", f"{s['lr']:.2e}" if _ok(s.get("lr")) else NA),
+            ],
+            [
+                ("grad norm", f"{s['grad_norm']:.3f}" if _ok(s.get("grad_norm")) else NA),
+                ("tokens/s", _fmt(s.get("tokens_per_sec"), fmt_count)),
+                ("tokens", _fmt(s.get("tokens_total"), fmt_count)),
+            ],
+            [
+                ("FLOPs/batch", _fmt(s.get("flops_batch"), fmt_flops)),
+                ("FLOPs total", _fmt(s.get("flops_total"), fmt_flops)),
+                (
+                    "FLOP/s",
+                    fmt_flops(s["tflops_per_sec"] * 1e12, per_second=True)
+                    if _ok(s.get("tflops_per_sec"))
+                    else NA,
+                ),
+            ],
+            [
+                ("MFU", pct(s.get("mfu"))),
+                ("memory", _memory(s)),
+                ("GPU util", f"{s['gpu_util_pct']:.0f}%" if _ok(s.get("gpu_util_pct")) else NA),
+            ],
+            [
+                ("power", f"{s['power_w']:.0f} W" if _ok(s.get("power_w")) else NA),
+                ("energy", energy_text(s.get("energy_j"))),
+                ("CPU", f"{s['cpu_util_pct']:.0f}%" if _ok(s.get("cpu_util_pct")) else NA),
+            ],
+        ]
+    )
 
 
 def render(s: dict[str, Any]) -> Any:

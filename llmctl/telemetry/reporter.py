@@ -286,6 +286,7 @@ class Telemetry:
                     "output": r.output,
                     "reference": r.reference,
                     "source": r.source,
+                    **({"rewards": r.rewards} if getattr(r, "rewards", None) is not None else {}),
                 }
             )
             new_tokens, seconds = getattr(r, "new_tokens", None), getattr(r, "seconds", None)
