@@ -230,6 +230,7 @@ def test_log_line_and_panel_show_reward_and_length() -> None:
         "rollout_tokens_per_sec": 812.0,
     }
     assert plain_line(record).endswith(" | reward 0.750 ± 0.433 | len 12.2 | rollout 812 tok/s")
+    assert "acc" not in plain_line({**record, "accuracy": 0.0})  # no target tokens: no token accuracy
     labels = [label for row in _cells(record) for label, _ in row]
     assert {"reward", "length", "rollout tok/s"} <= set(labels)
     sample = {"step": 3, "prompt": "Add 1 and 2.", "output": "3", "rewards": {"number": 1.0, "total": 1.0}}

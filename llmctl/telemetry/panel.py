@@ -82,7 +82,7 @@ def plain_line(r: dict[str, Any]) -> str:
         f"{fmt_count(r['tokens_total'])} tokens (total)",
         f"FLOPs: {fmt_flops(r['flops_batch'])} (batch), {fmt_flops(r['flops_total'])} (total)",
         f"loss {r['loss']:.4f}" if _ok(r.get("loss")) else "loss n/a",
-        f"acc {pct(r.get('accuracy'))}",
+        *([] if grpo_text(r) else [f"acc {pct(r.get('accuracy'))}"]),  # GRPO trains no target tokens
         f"{_fmt(r.get('tokens_per_sec'), fmt_count)} tok/s",
         f"lr {r['lr']:.2e}" if _ok(r.get("lr")) else "lr n/a",
         f"eta {eta_text(r.get('eta_s'))}",
