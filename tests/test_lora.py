@@ -208,6 +208,47 @@ def _merged_export_equals_the_adapter_checkpoint(saved, root: Path) -> None:
     with torch.no_grad():
         diff = (hf(input_ids=tokens).logits - saved.load_model()(tokens)).abs().max().item()
     assert diff < 1e-4, diff
+    # Greedy text: the adapter checkpoint (llmctl), its merged HF export (transformers) and its merged GGUF
+    # (llama.cpp, where installed) give the same 12 tokens.
+    mine = _greedy_ids(saved, tokens[0, :6].tolist(), 12)
+    with torch.no_grad():
+        hf_ids = hf.generate(tokens[:, :6], max_new_tokens=12, do_sample=False, eos_token_id=None)[0, 6:]
+    assert hf_ids.tolist() == mine
+    gguf = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(saved.path),
+            "--merge",
+            "--format",
+            "gguf",
+            "--dtype",
+            "float32",
+            "--out",
+            str(root / "m.gguf"),
+        ],
+    )
+    assert gguf.exit_code == 0, gguf.output
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    llm = llama_cpp.Llama(str(root / "m.gguf"), n_ctx=64, n_threads=1, n_batch=1, verbose=False)
+    theirs = []
+    for token in llm.generate(tokens[0, :6].tolist(), temp=0.0, top_k=1):
+        theirs.append(token)
+        if len(theirs) == len(mine):
+            break
+    assert theirs == mine
+
+
+def _greedy_ids(saved, prompt: list[int], n: int) -> list[int]:
+    """llmctl's greedy continuation of `prompt` by the adapter checkpoint, ignoring stop tokens."""
+    from llmctl.infer.batch import Request, generate_batch
+    from llmctl.infer.sampling import Sampling
+
+    (result,) = generate_batch(saved.load_model(), [Request(prompt, n, Sampling(temperature=0.0))])
+    return list(result.ids)
 
 
 def _peft_export_loads_onto_the_base(saved, imported: SimpleNamespace) -> None:
