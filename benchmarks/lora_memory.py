@@ -14,19 +14,22 @@ What it does, in one run:
    a fresh Python: full fine-tuning, `--lora.rank R`, and `--lora.rank R --lora.quantize nf4` (skipped, with a
    note, while `llmctl config show --section lora` has no `quantize` key, and a note with the `error:` line
    where the engine refuses it on this machine);
-4. prints peak memory and tokens/s per method beside `llmctl budget --model CK --gpu H100 --dtype fp32 --seq-len T
-   --micro-batch B --lora.rank R --json`'s bytes for that micro-batch, and the ratio measured / estimate.
+4. prints, per method, the peak memory while training beside `llmctl budget --model CK --gpu H100 --dtype
+   fp32 --seq-len T --micro-batch B --lora.rank R --json`'s bytes for that micro-batch, the ratio measured /
+   budget, tokens/s, and the peak while the --init weights load and the model is built (before training).
 
-Peak memory on CPU is the process's peak resident set (VmHWM) while training, less its resident set when
-the model starts to load: the wrapper resets the peak (/proc/self/clear_refs) as the --init weights start
-to load (torch, llmctl and the optimizer's lazy imports already in) and reads it as the trainer starts
-its final checkpoint write. glibc is set to hand large freed
-blocks back (--allocator live), so the peak is one of live memory; the engine's own CPU setting keeps freed
-blocks for speed, which adds heap fragmentation (--allocator engine shows it). The engine trains in fp32 on
-CPU, which `budget --dtype fp32` plans (no autocast copies; the fused q|k|v and w1|w3 weights are the
-copies). budget plans a GPU's memory; on CPU the run also holds the --init weights as read (4 B/param,
-in host memory on a GPU), so the estimate adds them. tokens/s is the mean of the steps after the first
-(the first allocates the optimizer state), on this machine's CPU.
+Memory on CPU is the process's peak resident set (VmHWM) less its resident set when the model starts to load:
+the wrapper resets the peak (/proc/self/clear_refs) as the --init weights start to load (torch, llmctl and
+the optimizer's lazy imports already in), reads the load peak and resets it again as the trainer starts (the
+--init state dict is released by then: only the model holds the weights), and reads the training peak as
+the trainer starts its final checkpoint write. glibc is set to hand large freed blocks back (--allocator
+live), so a peak is one of live memory; the engine's own CPU setting keeps freed blocks for speed, which adds
+heap fragmentation (--allocator engine shows it). The engine trains in fp32 on CPU, which `budget --dtype
+fp32` plans (no autocast copies; the fused q|k|v and w1|w3 weights are the copies). budget plans training;
+the load peak is host memory on a GPU too: the checkpoint file's bytes and its tensors (2 x 4 B/param), then
+the tensors and the model they are copied into, and for QLoRA torchao's working set while it quantizes one
+projection. tokens/s is the mean of the steps after the first (the first allocates the optimizer state), on
+this machine's CPU.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-# Runs `llmctl ARGS` in this fresh Python: the resident set is taken, and its peak reset, when the --init
-# weights start to load; the peak is read when the trainer starts writing its final checkpoint.
+# Runs `llmctl ARGS` in this fresh Python. The resident set is taken, and its peak reset, when the --init
+# weights start to load; the peak of loading and building the model is read, and the peak reset again, when
+# the trainer starts (the --init weights are released by then); the training peak is read when the trainer
+# starts writing its final checkpoint. Both are reported less the resident set before the load.
 _MEASURED = """
 import gc, re, sys
 import torch
@@ -61,19 +66,32 @@ torch.optim.AdamW([_w], fused=True).step()
 def status(key):
     with open("/proc/self/status") as fh:
         return int(re.search(key + r":\\s+(\\d+) kB", fh.read()).group(1)) * 1024
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # VmHWM := VmRSS
 marks = {}
-load, save = llmctl.infer.checkpoint.OpenCheckpoint.model_state, llmctl.engine.trainer.Trainer.save
+load, fit, save = (
+    llmctl.infer.checkpoint.OpenCheckpoint.model_state,
+    llmctl.engine.trainer.Trainer.fit,
+    llmctl.engine.trainer.Trainer.save,
+)
 def model_state(self):
     if "start" not in marks:
         gc.collect()
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # VmHWM := VmRSS
+        reset_peak()
         marks["start"] = status("VmRSS")
     return load(self)
+def training(self, *args, **kwargs):
+    if "load" not in marks:
+        marks["load"] = status("VmHWM")
+        gc.collect()
+        reset_peak()
+    return fit(self, *args, **kwargs)
 def final_save(self):
     marks.setdefault("peak", status("VmHWM"))
     return save(self)
 llmctl.infer.checkpoint.OpenCheckpoint.model_state = model_state
+llmctl.engine.trainer.Trainer.fit = training
 llmctl.engine.trainer.Trainer.save = final_save
 sys.argv = ["llmctl", *sys.argv[2:]]
 try:
@@ -82,7 +100,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-print(f"MEASURED {marks['peak'] - marks['start']} {code}", file=sys.stderr)
+print(f"MEASURED {marks['peak'] - marks['start']} {marks['load'] - marks['start']} {code}", file=sys.stderr)
 """
 
 
@@ -177,8 +195,8 @@ def has_quantize() -> bool:
 
 
 def measure(a: argparse.Namespace, ck: Path, tok: Path, out: Path, extra: list[str]) -> dict[str, Any]:
-    """Peak memory the sft run adds, and its tokens/s after the first step; or the `error:` line of a run the
-    engine refuses (QLoRA without its library)."""
+    """Peak memory the sft run adds while training and while loading and building the model, and its tokens/s
+    after the first step; or the `error:` line of a run the engine refuses (QLoRA without its library)."""
     args = ["sft", "--init", str(ck), "--data", str(tok), "--out", str(out), "--json"]
     args += [
         "--train.device=cpu",
@@ -203,13 +221,17 @@ def measure(a: argparse.Namespace, ck: Path, tok: Path, out: Path, extra: list[s
     proc = subprocess.run(
         [sys.executable, "-c", _MEASURED, str(a.threads), *args], capture_output=True, text=True, env=env
     )
-    found = re.search(r"MEASURED (\d+) (\S+)", proc.stderr)
-    if not found or found.group(2) not in ("0", "None"):
+    found = re.search(r"MEASURED (\d+) (\d+) (\S+)", proc.stderr)
+    if not found or found.group(3) not in ("0", "None"):
         refusal = re.search(r"^error: .*(\nhint: .*)?", proc.stderr, flags=re.M)
         if refusal:  # e.g. QLoRA where its library cannot run on this machine: a note, not a crash
             return {"refused": refusal.group(0).replace("\n", "; ")}
         sys.exit(f"llmctl {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return {"peak": int(found.group(1)), "tokens_per_s": tokens_per_second(out, a)}
+    return {
+        "peak": int(found.group(1)),
+        "load": int(found.group(2)),
+        "tokens_per_s": tokens_per_second(out, a),
+    }
 
 
 def tokens_per_second(out: Path, a: argparse.Namespace) -> float:
@@ -286,11 +308,8 @@ def main() -> None:
             methods.append(("qlora", [f"--lora.rank={a.rank}", "--lora.quantize=nf4"]))
         else:
             print("note: QLoRA skipped: `llmctl config show --section lora` has no `quantize` key yet")
-        # On CPU the run also holds the --init weights as read (4 B/param, host memory on a GPU too).
-        host = 4 * est["params"]
         print(
-            f"{'method':<8}{'measured':>12}{'budget':>12}{'+ --init':>12}{'estimate':>12}{'ratio':>8}"
-            f"{'tokens/s':>10}",
+            f"{'method':<8}{'training':>12}{'budget':>12}{'ratio':>8}{'tokens/s':>10}{'load':>12}",
             flush=True,
         )
         for name, extra in methods:
@@ -298,9 +317,8 @@ def main() -> None:
             if "refused" in m:
                 print(f"note: {name} not measured here: {m['refused']}", flush=True)
                 continue
-            e = est[name] + host
-            row = f"{name:<8}{mib(m['peak']):>12}{mib(est[name]):>12}{mib(host):>12}{mib(e):>12}"
-            print(f"{row}{m['peak'] / e:>8.2f}{m['tokens_per_s']:>10,.1f}", flush=True)
+            row = f"{name:<8}{mib(m['peak']):>12}{mib(est[name]):>12}{m['peak'] / est[name]:>8.2f}"
+            print(f"{row}{m['tokens_per_s']:>10,.1f}{mib(m['load']):>12}", flush=True)
         print(f"({time.perf_counter() - t0:.0f} s in all)")
 
 

@@ -519,3 +519,35 @@ def test_lora_sft_of_an_llmctl_model_exported_and_imported_lowers_the_validation
     assert before.exit_code == 0 and after.exit_code == 0, before.output + after.output
     loss = [json.loads(r.stdout)["eval"]["loss"] for r in (before, after)]
     assert loss[1] < loss[0] - 0.2, loss  # 4.27 -> 3.90 when written
+
+
+def test_the_init_weights_are_released_before_training(imported: SimpleNamespace, monkeypatch) -> None:
+    """Only the model holds the weights once it is built: the --init state dict read for it (and, with
+    QLoRA, the fp32 projections it quantizes) is freed before the first step, so a run's host memory is
+    the model's, not the model's plus the checkpoint's (benchmarks/lora_memory.py relies on it)."""
+    import gc
+    import weakref
+
+    from llmctl.engine.trainer import Trainer
+    from llmctl.infer.checkpoint import OpenCheckpoint
+
+    read, fit = OpenCheckpoint.model_state, Trainer.fit
+    held: list[weakref.ref] = []
+    alive: list[list[str]] = []
+
+    def model_state(self):
+        state = read(self)
+        held.extend(weakref.ref(t) for t in state.values())
+        return state
+
+    def training(self, *args, **kwargs):
+        gc.collect()
+        alive.append([str(tuple(r().shape)) for r in held if r() is not None])
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenCheckpoint, "model_state", model_state)
+    monkeypatch.setattr(Trainer, "fit", training)
+    for i, extra in enumerate(([], ["--lora.rank=4"], ["--lora.rank=4", "--lora.quantize=nf4"])):
+        run = _sft(imported, imported.root / f"released-{i}", "--steps=1", *extra)
+        assert run.exit_code == 0, run.output
+    assert len(held) > 0 and alive == [[], [], []], alive
