@@ -551,3 +551,21 @@ def test_the_init_weights_are_released_before_training(imported: SimpleNamespace
         run = _sft(imported, imported.root / f"released-{i}", "--steps=1", *extra)
         assert run.exit_code == 0, run.output
     assert len(held) > 0 and alive == [[], [], []], alive
+
+
+def test_a_lora_checkpoint_copies_only_its_adapters_to_the_host() -> None:
+    """The frozen base is never copied for a LoRA save (on a GPU that was a full host copy per checkpoint):
+    a base tensor that cannot be copied at all (on the meta device) is simply not touched."""
+    import torch
+
+    from llmctl.config import ModelConfig
+    from llmctl.engine.checkpoint import model_state_to_save
+    from llmctl.model.lora import is_adapter
+
+    state = {
+        "layers.0.attention.wq.weight": torch.empty(8, 8, device="meta"),
+        "layers.0.attention.wq.lora_a": torch.ones(2, 8),
+        "layers.0.attention.wq.lora_b": torch.zeros(8, 2),
+    }
+    saved = model_state_to_save(state, ModelConfig(), keep=is_adapter)
+    assert sorted(saved) == ["layers.0.attention.wq.lora_a", "layers.0.attention.wq.lora_b"]

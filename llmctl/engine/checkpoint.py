@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,12 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def model_state_to_save(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors, without the output head when it is tied to the embedding."""
-    out = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+def model_state_to_save(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, keep: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors (only the names `keep` accepts), without the output head when it is tied to
+    the embedding. Filtering first means a LoRA run copies its adapters to the host, not its frozen base."""
+    out = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if keep is None or keep(k)}
     if cfg.tied_embeddings:
         out.pop("output.weight", None)
     return out

@@ -7,6 +7,7 @@ parameter name, so the same files load into a single process, DDP replicas or FS
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,14 @@ def _options(fsdp: bool) -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True) if fsdp else StateDictOptions()
 
 
-def model_state(model: nn.Module, fsdp: bool, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Full weights on the CPU (empty on ranks other than 0 under FSDP), tied head left out."""
+def model_state(
+    model: nn.Module, fsdp: bool, cfg: ModelConfig, keep: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """Full weights on the CPU (empty on ranks other than 0 under FSDP), tied head left out; with `keep`,
+    only the tensors whose names it accepts."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return model_state_to_save(get_model_state_dict(model, options=_options(fsdp)), cfg)
+    return model_state_to_save(get_model_state_dict(model, options=_options(fsdp)), cfg, keep)
 
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> dict[str, Any]:

@@ -652,10 +652,9 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a complete checkpoint of this step (rank 0 writes; every rank takes part in gathering)."""
         start = time.perf_counter()
-        weights = model_state(self.raw, self.fsdp, self.cfg.model)
-        if self.cfg.lora.rank > 0:
-            # A LoRA run's checkpoint holds its adapters only; checkpoint.json names the frozen base.
-            weights = {k: v for k, v in weights.items() if is_adapter(k)}
+        # A LoRA run's checkpoint holds its adapters only; checkpoint.json names the frozen base.
+        keep = is_adapter if self.cfg.lora.rank > 0 else None
+        weights = model_state(self.raw, self.fsdp, self.cfg.model, keep)
         optim = optimizer_state(self.raw, self.optimizer, self.fsdp)
         rng = D.all_gather_object(self.dist, capture_rng())
         path = None
