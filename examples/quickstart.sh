@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole llmctl pipeline, offline, on the Python standard library's source (the `pystdlib` corpus).
-# A few minutes on a quiet 2-core CPU, to a validation loss of 3.70 nats (docs/commands/pretrain.md has the run and its timings).
+# A few minutes on a quiet 2-core CPU, to a validation loss of 3.67 nats (docs/commands/pretrain.md has the run and its timings).
 #   bash examples/quickstart.sh [WORKDIR]
 set -euo pipefail
 W=${1:-quickstart}
