@@ -7,10 +7,13 @@ terminal or NO_COLOR is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -103,3 +106,21 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], caption:
     for row in rows:
         t.add_row(*[str(c) for c in row])
     return t
+
+
+@contextlib.contextmanager
+def quiet_library_logs(*names: str) -> Iterator[None]:
+    """Within the block, the named libraries' loggers report errors only.
+
+    torchao logs a warning for every compiled kernel it cannot load (CUDA-only ones on a CPU build), and
+    torch one for each enum it registers, whenever torchao is imported: by llmctl's QLoRA and by
+    transformers' model classes (import's parity check). Neither concerns the user."""
+    loggers = [logging.getLogger(n) for n in names or ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

@@ -614,3 +614,18 @@ def test_sft_on_an_imported_model_then_chat_and_export(models: SimpleNamespace, 
         ],
     )
     assert resumed.exit_code == 2 and "--init" in resumed.output
+
+
+def test_import_prints_nothing_from_libraries_it_loads_for_the_parity_check(tmp_path: Path) -> None:
+    """transformers' model classes import torchao where it is installed (the qlora and dev extras), which
+    logs a line per CUDA kernel it cannot load and torch a line per enum: none of it reaches the user."""
+    pytest.importorskip("torchao")
+    hf = make_hf_model(tmp_path / "hf", "llama")
+    run = subprocess.run(
+        [sys.executable, "-m", "llmctl", "import", str(hf), "--out", str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "torchao" not in run.stderr and "_pytree" not in run.stderr, run.stderr

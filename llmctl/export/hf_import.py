@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError, LlmctlRuntimeError
+from llmctl.output import quiet_library_logs
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +139,10 @@ def parity(
 
     from llmctl.model.build import build_model
 
-    cls = getattr(transformers, config["architectures"][0])  # one of SUPPORTED, checked by check_hf_config
+    with quiet_library_logs():  # the model classes import torchao where it is installed
+        cls = getattr(
+            transformers, config["architectures"][0]
+        )  # one of SUPPORTED, checked by check_hf_config
     hf_config = cls.config_class.from_dict({k: v for k, v in config.items() if k != "auto_map"})
     hf = cls(hf_config).float().eval()
     missing, unexpected = hf.load_state_dict({k: v.float() for k, v in hf_tensors.items()}, strict=False)

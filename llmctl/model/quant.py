@@ -15,13 +15,13 @@ and a merge all see the same 4-bit values. Embeddings, the output head, norms an
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from torch import nn
 
 from llmctl.errors import LlmctlError
+from llmctl.output import quiet_library_logs
 
 NF4_BLOCK = 64
 """Weights per NF4 block (the paper's block size)."""
@@ -33,22 +33,14 @@ QUANTIZED_NAMES = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
 
 def _torchao_nf4() -> Any:
     """torchao's `to_nf4`, or an LlmctlError naming the install command."""
-    # torchao logs a warning per compiled kernel it cannot load (CUDA-only ones on a CPU build); NF4 needs
-    # none of them, so they are not the user's concern.
-    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
     try:
-        from torchao.quantization import to_nf4
+        with quiet_library_logs():
+            from torchao.quantization import to_nf4
     except ImportError as exc:
         raise LlmctlError(
             "lora.quantize=nf4 needs torchao (its NF4 tensor), which is not installed",
             QLORA_INSTALL,
         ) from exc
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
     return to_nf4
 
 
