@@ -35,6 +35,7 @@ from llmctl.export.hf_arch import (
     unsupported_options,
 )
 from llmctl.files import atomic_path
+from llmctl.presets import SUPPORTED
 from llmctl.tokenizer.chat import (
     BOS,
     EOS,
@@ -164,16 +165,6 @@ def to_hf_state_dict(
     return hf
 
 
-MODEL_TYPES = {
-    "LlamaForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2",
-    "MistralForCausalLM": "mistral",
-    "Qwen3ForCausalLM": "qwen3",
-    "Olmo2ForCausalLM": "olmo2",
-    "Gemma3ForCausalLM": "gemma3_text",
-}
-
-
 def architecture_for(cfg: ModelConfig) -> str:
     """The architecture a model trained in llmctl (not imported) is exported as: Llama, the family whose
     QK-norm, norm placement and Gemma options it has, or Mistral for a Llama layout with a window on every
@@ -239,7 +230,7 @@ def hf_config(
     rope = rope_parameters(cfg)
     config: dict[str, Any] = {
         "architectures": [architecture],
-        "model_type": MODEL_TYPES[architecture],
+        "model_type": SUPPORTED[architecture],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.hidden_dim,
